@@ -1,0 +1,95 @@
+// The model as the planner sees it: hyper-parameters plus the list of weight tensors, each with its
+// shape, storage format and tensor-parallel role. Built from an HF config.json, from a GGUF file's
+// metadata, or from a preset; after that nothing downstream cares where it came from.
+//
+// Shapes follow torch.nn.Linear: a weight is (out, in); a vector (norm, bias) is (n, 1). The role
+// says how tensor parallelism cuts it (the Megatron table in docs/planner.md).
+#pragma once
+
+#include "tpserve/partition/dtype.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tps {
+
+enum class TensorRole : uint8_t {
+    column,      // split along `out` by tp: q, gate, up (weights and biases)
+    kv_column,   // k, v: split by KV heads, or one head per rank when KV heads < tp (replicated)
+    row,         // split along `in` by tp, then all-reduce: o, down
+    vocab,       // split along `out` (vocabulary) in uneven ceil(V/tp) slices: embedding, LM head
+    replicated,  // whole on every rank that needs it: norms, MoE router, rope frequencies
+};
+
+// Where a tensor that belongs to no layer lives in a pipeline.
+enum class Placement : uint8_t {
+    first_stage,  // token embedding
+    last_stage,   // final norm, LM head
+    every_rank,   // e.g. llama3 rope frequencies read by every layer
+};
+
+struct TensorSpec {
+    std::string name;
+    TensorRole role = TensorRole::replicated;
+    int64_t out = 0;      // rows (output features), or the length of a vector
+    int64_t in = 1;       // columns (input features); 1 for a vector
+    int64_t experts = 1;  // > 1: one such matrix per MoE expert
+    DType dtype = DType::bf16;
+    bool linear = false;  // a projection weight that --format may quantize
+    Placement placement = Placement::every_rank;  // globals only
+};
+
+struct ModelDesc {
+    std::string name;          // preset name, directory name or GGUF general.name
+    std::string source;        // where it was read from (path or "preset:...")
+    std::string architecture;  // llama, mistral, qwen2, mixtral
+    int64_t hidden = 0;
+    int64_t intermediate = 0;  // FFN width (per expert for MoE)
+    int64_t layers = 0;
+    int64_t heads = 0;
+    int64_t kv_heads = 0;
+    int64_t head_dim = 0;
+    int64_t vocab = 0;
+    int64_t max_context = 0;  // max_position_embeddings / context_length
+    int64_t experts = 0;      // 0 for a dense model
+    int64_t experts_active = 0;
+    bool tied_embeddings = false;
+    DType checkpoint_dtype = DType::bf16;  // what the embedding, norms and biases are stored in
+    bool from_gguf = false;                // formats come from the file and cannot be overridden
+
+    std::vector<TensorSpec> globals;              // embedding, final norm, LM head, ...
+    std::vector<std::vector<TensorSpec>> layer_tensors;  // per layer, in order
+    std::vector<std::string> notes;                // assumptions made while reading the model
+};
+
+// The tensors of a Llama-family checkpoint (Llama 2/3, Mistral, Qwen2, Mixtral) built from its
+// hyper-parameters, in the checkpoint dtype. Flags for the architecture variations:
+struct LlamaVariant {
+    bool qkv_bias = false;     // Qwen2
+    bool o_bias = false;       // Llama attention_bias (with qkv_bias)
+    bool mlp_bias = false;     // Llama mlp_bias
+};
+void build_llama_tensors(ModelDesc& model, const LlamaVariant& variant);
+
+// Checks hyper-parameters against each other and the tensor list against them; throws
+// tps::InputError naming the model and the inconsistent field.
+void validate_model(const ModelDesc& model);
+
+// Stores every linear projection weight in `format` (embedding, LM head, norms, biases and the MoE
+// router keep their own format). Throws tps::UsageError when the model is a GGUF (its types are
+// fixed by the file) or a row does not split into the format's blocks.
+void apply_weight_format(ModelDesc& model, DType format);
+
+// Total bytes of every weight tensor, each stored once.
+int64_t total_weight_bytes(const ModelDesc& model);
+// Parameter count (elements) of every weight tensor.
+int64_t total_parameters(const ModelDesc& model);
+// The format most of the layer weights are in, for display ("int8", "q4_1 + q8_0").
+std::string weight_format_summary(const ModelDesc& model);
+
+// Stable hash of the hyper-parameters and tensor table (hex): a plan records it so a plan made for
+// one model is refused by another.
+std::string model_fingerprint(const ModelDesc& model);
+
+}  // namespace tps

@@ -1,0 +1,180 @@
+#include "tpserve/partition/cost_model.h"
+
+#include "tpserve/partition/memory_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tps {
+namespace {
+
+// What one rank of a stage reads and computes for one layer.
+struct LayerWork {
+    double weight_bytes = 0;
+    double flops_per_token = 0;  // linear layers only
+};
+
+// Expected share of a layer's experts that `tokens` tokens touch when each picks k of E.
+double experts_touched(const ModelDesc& m, int64_t tokens) {
+    if (m.experts == 0) return 1;
+    const double miss = 1.0 - static_cast<double>(m.experts_active) / static_cast<double>(m.experts);
+    return 1.0 - std::pow(miss, static_cast<double>(tokens));
+}
+
+LayerWork layer_work(const ModelDesc& m, int64_t layer, int tp, int64_t tokens) {
+    LayerWork w;
+    for (const auto& t : m.layer_tensors[static_cast<size_t>(layer)]) {
+        const double bytes = static_cast<double>(shard_bytes(m, t, tp, 0));
+        double elements = static_cast<double>(t.out * t.in);
+        switch (t.role) {
+            case TensorRole::column: case TensorRole::row: elements /= tp; break;
+            case TensorRole::kv_column:
+                elements = elements / static_cast<double>(m.kv_heads) * static_cast<double>(kv_heads_per_rank(m, tp));
+                break;
+            case TensorRole::vocab: case TensorRole::replicated: break;
+        }
+        if (t.experts > 1) {
+            w.weight_bytes += bytes * experts_touched(m, tokens);
+            w.flops_per_token += 2.0 * elements * static_cast<double>(m.experts_active);
+        } else {
+            w.weight_bytes += bytes;
+            w.flops_per_token += t.in > 1 ? 2.0 * elements : 0.0;
+        }
+    }
+    return w;
+}
+
+struct StageView {
+    const StagePlan* stage;
+    double bandwidth;  // effective, of the slowest card in the group
+    double flops;
+    DeviceKind kind;
+    bool first;
+    bool last;
+};
+
+// One step of `tokens` new tokens per sequence-batch through one stage. `decode`: one new token per
+// sequence attending to `context` cached ones; otherwise a prompt of `tokens` tokens (causal).
+StageTime stage_time(const ModelDesc& m, const Plan& p, const StageView& v, int64_t tokens, int64_t context,
+                     bool decode) {
+    const int tp = v.stage->tp;
+    const double act = static_cast<double>(activation_element_bytes(v.kind));
+    const double heads = static_cast<double>(m.heads / tp);
+    const double hd = static_cast<double>(m.head_dim);
+    const double kv_token_layer = static_cast<double>(kv_bytes_per_token_layer(m, tp, p.serving.kv_dtype));
+    const double n = static_cast<double>(tokens);
+    const double ar_bytes = n * static_cast<double>(m.hidden) * act;
+    StageTime t;
+    auto add = [&](double bytes, double flops) {
+        const double mem = bytes / v.bandwidth;
+        const double comp = flops / v.flops;
+        t.memory_s += mem;
+        t.compute_s += comp;
+        t.busy_s += std::max(mem, comp);
+    };
+    for (int64_t l = v.stage->first_layer; l < v.stage->last_layer; ++l) {
+        const LayerWork w = layer_work(m, l, tp, tokens);
+        double bytes = w.weight_bytes;
+        double flops = w.flops_per_token * n;
+        if (decode) {
+            bytes += n * static_cast<double>(context) * kv_token_layer;  // every sequence reads its KV
+            flops += 4.0 * n * static_cast<double>(context) * heads * hd;
+        } else {
+            flops += 2.0 * n * n * heads * hd;  // causal: half of QK^T and AV over the prompt
+        }
+        add(bytes, flops);
+        if (tp > 1) {
+            t.allreduce_s += 2 * p.link.allreduce_seconds(tp, ar_bytes);
+            t.allreduces += 2;
+        }
+    }
+    if (v.first && tp > 1) {  // vocabulary-parallel embedding: partial rows summed across the group
+        t.allreduce_s += p.link.allreduce_seconds(tp, ar_bytes);
+        t.allreduces += 1;
+    }
+    if (v.last) {
+        // final norm + LM head on the vocabulary slice, for the sampled position of each sequence
+        const auto [first, last] = vocab_slice(m.vocab, tp, 0);
+        const double rows = static_cast<double>(last - first);
+        const double sampled = decode ? n : 1.0;
+        double head_bytes = 0;
+        for (const auto& g : m.globals) {
+            if (g.role == TensorRole::vocab && (g.placement == Placement::last_stage || m.tied_embeddings)) {
+                head_bytes = static_cast<double>(shard_bytes(m, g, tp, 0));
+            }
+        }
+        add(head_bytes, 2.0 * sampled * static_cast<double>(m.hidden) * rows);
+        if (tp > 1) {  // vocabulary-parallel sampling: each rank's best candidates are exchanged
+            t.allreduce_s += p.link.allreduce_seconds(tp, sampled * 64.0);
+            t.allreduces += 1;
+        }
+    }
+    if (p.world_size > 1) {
+        if (v.first) t.handover_s += p.link.send_alpha;  // rank 0's step descriptor
+        if (!v.last) t.handover_s += p.link.send_seconds(ar_bytes);
+        if (v.last && p.stages.size() > 1) t.handover_s += p.link.send_seconds((decode ? n : 1.0) * 4.0);
+    }
+    t.total_s = t.busy_s + t.allreduce_s + t.handover_s;
+    return t;
+}
+
+double sum_total(const std::vector<StageTime>& v) {
+    double s = 0;
+    for (const auto& t : v) s += t.total_s;
+    return s;
+}
+
+double max_total(const std::vector<StageTime>& v) {
+    double s = 0;
+    for (const auto& t : v) s = std::max(s, t.total_s);
+    return s;
+}
+
+}  // namespace
+
+Efficiency default_efficiency(DeviceKind kind) noexcept {
+    if (kind == DeviceKind::cpu) return {0.90, 0.50};
+    return {0.85 * 0.92, 0.60 * 0.75};
+}
+
+void estimate_plan(const ModelDesc& m, Plan& p) {
+    Estimate& e = p.estimate;
+    e = Estimate{};
+    std::vector<StageView> views;
+    for (size_t s = 0; s < p.stages.size(); ++s) {
+        const StagePlan& st = p.stages[s];
+        StageView v{&st, 1e30, 1e30, DeviceKind::gpu, s == 0, s + 1 == p.stages.size()};
+        for (int dev : st.devices) {
+            const DeviceProfile& d = p.devices[static_cast<size_t>(dev)];
+            const Efficiency eff = default_efficiency(d.kind);
+            v.bandwidth = std::min(v.bandwidth, d.bandwidth * eff.bandwidth);
+            v.flops = std::min(v.flops, d.flops * eff.compute);
+            v.kind = d.kind;
+            e.bandwidth_efficiency = eff.bandwidth;
+            e.compute_efficiency = eff.compute;
+        }
+        views.push_back(v);
+    }
+    e.prompt_tokens = p.serving.prompt_tokens;
+    e.context_tokens = p.serving.prompt_tokens;
+
+    for (const auto& v : views) e.batch1.push_back(stage_time(m, p, v, 1, e.context_tokens, true));
+    e.decode_tps_batch1 = 1.0 / sum_total(e.batch1);
+
+    // Sequences the KV cache admits at this context, split into one micro-batch per stage.
+    const int64_t stages = static_cast<int64_t>(p.stages.size());
+    e.max_batch = std::clamp<int64_t>(p.kv_tokens / std::max<int64_t>(1, e.context_tokens), 1, p.serving.max_batch);
+    e.micro_batches = std::min(stages, e.max_batch);
+    const int64_t micro = (e.max_batch + e.micro_batches - 1) / e.micro_batches;
+    for (const auto& v : views) e.max_batch_stages.push_back(stage_time(m, p, v, micro, e.context_tokens, true));
+    // A micro-batch's round trip is the sum of the stages; with k in flight a stage is busy k times
+    // per round trip, so the slowest stage bounds the cycle.
+    const double cycle = std::max(sum_total(e.max_batch_stages),
+                                  static_cast<double>(e.micro_batches) * max_total(e.max_batch_stages));
+    e.decode_tps_max_batch = static_cast<double>(e.max_batch) / cycle;
+
+    for (const auto& v : views) e.prefill.push_back(stage_time(m, p, v, e.prompt_tokens, 0, false));
+    e.prefill_s = sum_total(e.prefill);
+}
+
+}  // namespace tps

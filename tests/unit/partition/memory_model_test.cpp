@@ -1,0 +1,127 @@
+// The memory model: shards exact to the byte, the tensor-parallel rules, KV per token.
+#include "tpserve/partition/memory_model.h"
+
+#include "test_requests.h"
+#include "tpserve/common/error.h"
+#include "tpserve/common/strings.h"
+
+#include <gtest/gtest.h>
+
+namespace tps {
+namespace {
+
+TEST(MemoryModel, Llama70bInt8Tp4RankExact) {
+    // tp rank 0 of 4, int8: per layer q 2048x8192 (+2048 f16 scales), k,v 256x8192 (+256), o 8192x2048
+    // (+8192: a row-parallel shard keeps every row's scale), gate/up 7168x8192 (+7168), down
+    // 8192x7168 (+8192), norms 2x8192 bf16 = 214,008,832 bytes; x80 = 17,120,706,560.
+    // Embedding and LM head: 32064 of 128256 rows x 8192 x 2 bytes each; final norm 16,384.
+    ModelDesc m = load_model("llama-3.1-70b");
+    apply_weight_format(m, DType::int8);
+    EXPECT_EQ(layer_weight_bytes(m, 0, 4, 0), 214008832);
+    EXPECT_EQ(global_weight_bytes(m, true, true, 4, 0), 2 * int64_t{525336576} + 16384);
+    int64_t rank0 = global_weight_bytes(m, true, true, 4, 0);
+    for (int64_t l = 0; l < m.layers; ++l) rank0 += layer_weight_bytes(m, l, 4, 0);
+    EXPECT_EQ(rank0, 18171396096);
+    // four shards hold the whole model plus what tp replicates: per layer the o and down scales
+    // (2 x 16,384) and the norms (32,768), three extra copies each, and three extra final norms
+    int64_t all = 0;
+    for (int r = 0; r < 4; ++r) {
+        all += global_weight_bytes(m, true, true, 4, r);
+        for (int64_t l = 0; l < m.layers; ++l) all += layer_weight_bytes(m, l, 4, r);
+    }
+    EXPECT_EQ(all - total_weight_bytes(m), 80 * 3 * (2 * 16384 + 32768) + 3 * 16384);
+}
+
+TEST(MemoryModel, ShardsSumToTheModelWhenNothingIsReplicated) {
+    // bf16 without biases: at tp=2 only the norms are replicated.
+    const ModelDesc m = load_model("llama-3.1-8b");
+    int64_t all = 0;
+    for (int r = 0; r < 2; ++r) {
+        all += global_weight_bytes(m, true, true, 2, r);
+        for (int64_t l = 0; l < m.layers; ++l) all += layer_weight_bytes(m, l, 2, r);
+    }
+    const int64_t norms = (32 * 2 + 1) * 4096 * 2;
+    EXPECT_EQ(all, total_weight_bytes(m) + norms);
+}
+
+TEST(MemoryModel, VocabSlicesAreUnevenAtTheEnd) {
+    EXPECT_EQ(vocab_slice(10, 4, 0), std::make_pair(int64_t{0}, int64_t{3}));
+    EXPECT_EQ(vocab_slice(10, 4, 3), std::make_pair(int64_t{9}, int64_t{10}));
+    EXPECT_EQ(vocab_slice(2, 4, 3), std::make_pair(int64_t{2}, int64_t{2}));  // more ranks than rows: empty
+    int64_t covered = 0;
+    for (int r = 0; r < 3; ++r) {
+        const auto [a, b] = vocab_slice(152064, 3, r);
+        EXPECT_EQ(a, covered);
+        covered = b;
+    }
+    EXPECT_EQ(covered, 152064);
+}
+
+TEST(MemoryModel, TiedEmbeddingsCostTheLastStageACopy) {
+    const ModelDesc m = load_model("smollm2-135m");
+    const int64_t embed = 49152 * 576 * 2;
+    EXPECT_EQ(global_weight_bytes(m, true, true, 1, 0), embed + 576 * 2);   // one stage: one matrix
+    EXPECT_EQ(global_weight_bytes(m, true, false, 1, 0), embed);            // first of two
+    EXPECT_EQ(global_weight_bytes(m, false, true, 1, 0), embed + 576 * 2);  // last: its own copy as LM head
+    EXPECT_EQ(global_weight_bytes(m, false, false, 1, 0), 0);
+}
+
+TEST(MemoryModel, TensorParallelRules) {
+    const ModelDesc qwen = load_model("qwen2.5-32b");  // 40 heads, 8 KV heads
+    EXPECT_EQ(tp_incompatibility(qwen, 3), "tp=3 does not divide 40 attention heads");
+    EXPECT_FALSE(tp_incompatibility(qwen, 8).has_value());
+    const ModelDesc smol = load_model("smollm2-135m");  // 9 heads, 3 KV heads
+    EXPECT_EQ(tp_incompatibility(smol, 2), "tp=2 does not divide 9 attention heads");
+    EXPECT_FALSE(tp_incompatibility(smol, 3).has_value());
+    EXPECT_EQ(tp_incompatibility(smol, 9), "tp=9 does not divide the 1536 output rows of model.layers.0.mlp.gate_proj.weight");
+    EXPECT_EQ(kv_heads_per_rank(smol, 3), 1);
+    EXPECT_EQ(kv_heads_per_rank(qwen, 4), 2);
+    // replicated KV heads: each of 16 ranks holds one of 8 heads' k and v rows
+    const ModelDesc llama = load_model("llama-2-70b");
+    const TensorSpec& k = llama.layer_tensors[0][2];
+    ASSERT_EQ(k.name, "model.layers.0.self_attn.k_proj.weight");
+    EXPECT_EQ(shard_bytes(llama, k, 16, 5), 128 * 8192 * 2);
+    EXPECT_EQ(kv_bytes_per_token_layer(llama, 16, DType::bf16), 2 * 1 * 128 * 2);
+    EXPECT_EQ(kv_bytes_per_token_layer(llama, 2, DType::fp8), 2 * 4 * 128 * 1);
+}
+
+TEST(MemoryModel, BlockAlignmentLimitsTensorParallelism) {
+    // int4 groups of 128 along the input: tp=8 cuts llama-3.1-8b's 14336 down-projection inputs
+    // into 1792 = 14 x 128 (fine). q4_k blocks of 256: tp=16 cuts them into 896 = 3.5 blocks.
+    ModelDesc m = load_model("llama-3.1-8b");
+    apply_weight_format(m, DType::int4);
+    EXPECT_FALSE(tp_incompatibility(m, 8).has_value());
+    ModelDesc k = load_model("llama-3.1-8b");
+    apply_weight_format(k, DType::q4_k);
+    EXPECT_FALSE(tp_incompatibility(k, 8).has_value());
+    const auto why = tp_incompatibility(k, 16);
+    ASSERT_TRUE(why.has_value());
+    EXPECT_NE(why->find("into 896, not a multiple of q4_k's 256-element blocks"), std::string::npos) << *why;
+    // a format whose blocks do not fit a row at all is refused when applied
+    ModelDesc smol = load_model("smollm2-135m");
+    EXPECT_THROW(apply_weight_format(smol, DType::q4_k), UsageError);  // 576 inputs = 2.25 blocks
+}
+
+TEST(MemoryModel, RuntimeConstants) {
+    const auto devs = parse_device_list("rtx5090,rtx4090,cpu:8:10:1");
+    EXPECT_EQ(runtime_bytes(devs[0], LinkKind::pcie5, false), kCudaContextBytes + kCublasWorkspaceLarge);
+    EXPECT_EQ(runtime_bytes(devs[1], LinkKind::pcie5, true), kCudaContextBytes + kCublasWorkspaceSmall + kNcclBytesPcie);
+    EXPECT_EQ(runtime_bytes(devs[0], LinkKind::nvlink, true), kCudaContextBytes + kCublasWorkspaceLarge + kNcclBytesNvlink);
+    EXPECT_EQ(runtime_bytes(devs[2], LinkKind::host_memory, true), 0);
+}
+
+TEST(MemoryModel, ActivationsOfTheLargestStep) {
+    const ModelDesc m = load_model("llama-3.1-8b");
+    ServingShape s;
+    s.max_batch = 8;
+    s.prefill_chunk = 512;
+    // 512 tokens x (3 x 4096 + 32x128/2 + 2 x 4x128 + 3 x 14336/2) x 2 bytes at tp=2
+    const int64_t per_token = 3 * 4096 + 2048 + 2 * 512 + 3 * 7168;
+    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::gpu, false), 512 * per_token * 2);
+    // the last stage adds f32 logits of its vocabulary slice, twice, for every sequence
+    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::gpu, true), 512 * per_token * 2 + 2 * 8 * 64128 * 4);
+    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::cpu, false), 512 * per_token * 4);
+}
+
+}  // namespace
+}  // namespace tps
