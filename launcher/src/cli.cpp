@@ -1,0 +1,37 @@
+#include "cli.h"
+
+#include "tpserve/common/strings.h"
+
+#include <fmt/format.h>
+
+namespace tps::cli {
+
+cxxopts::ParseResult parse(cxxopts::Options& options, int argc, char** argv) {
+    cxxopts::ParseResult result;
+    try {
+        result = options.parse(argc, argv);
+    } catch (const cxxopts::exceptions::exception& e) {
+        throw UsageError(e.what());
+    }
+    if (!result.unmatched().empty()) {
+        throw UsageError(fmt::format("unexpected argument '{}'", result.unmatched().front()));
+    }
+    return result;
+}
+
+int64_t int_flag(const cxxopts::ParseResult& r, const std::string& flag, int64_t min, int64_t max) {
+    const std::string text = r[flag].as<std::string>();
+    const auto v = parse_int(text);
+    TPS_CHECK_AS(UsageError, v.has_value(), "--{}: '{}' is not an integer", flag, text);
+    TPS_CHECK_AS(UsageError, *v >= min && *v <= max, "--{}: {} is out of range ({}..{})", flag, *v, min, max);
+    return *v;
+}
+
+bool bool_flag(const cxxopts::ParseResult& r, const std::string& flag) {
+    const std::string v = to_lower(r[flag].as<std::string>());
+    if (v == "on" || v == "true" || v == "yes" || v == "1") return true;
+    if (v == "off" || v == "false" || v == "no" || v == "0") return false;
+    throw UsageError(fmt::format("--{}: '{}' is not on or off", flag, v));
+}
+
+}  // namespace tps::cli

@@ -1,0 +1,29 @@
+// Command-line plumbing shared by the subcommands: exit codes, strict flag-value parsing that
+// names the flag, and turning cxxopts' exceptions into one-line usage errors.
+#pragma once
+
+#include "tpserve/common/check.h"
+
+#include <cxxopts.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace tps::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;       // a file, the model or the machine is wrong
+inline constexpr int kExitUsage = 2;       // a flag or its value is wrong
+inline constexpr int kExitInfeasible = 3;  // `plan`: nothing fits the cards and bands
+
+// Parses argv with `options`, rejecting unknown flags and stray positional arguments with a
+// tps::UsageError whose message names them.
+cxxopts::ParseResult parse(cxxopts::Options& options, int argc, char** argv);
+
+// The value of a string flag parsed as an integer in [min, max]; UsageError naming the flag.
+int64_t int_flag(const cxxopts::ParseResult& r, const std::string& flag, int64_t min, int64_t max);
+
+// "on"/"off"/"true"/"false"/"yes"/"no"/"1"/"0".
+bool bool_flag(const cxxopts::ParseResult& r, const std::string& flag);
+
+}  // namespace tps::cli

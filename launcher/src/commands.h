@@ -1,0 +1,9 @@
+// The subcommands of `tpserve`. Each takes its own argv (argv[0] is "tpserve <name>") and
+// returns an exit code; errors leave as tps exceptions for main() to report.
+#pragma once
+
+namespace tps::cli {
+
+int run_plan(int argc, char** argv);
+
+}  // namespace tps::cli
