@@ -19,13 +19,15 @@ Band parse_one(const std::string& item, const DeviceProfile& d, size_t index) {
                  parts[0]);
     TPS_CHECK_AS(UsageError, hi && *hi > 0, "--budget: '{}': the maximum '{}' must be a positive number", item,
                  parts[1]);
-    TPS_CHECK_AS(UsageError, *lo <= *hi, "--budget: '{}': the minimum {} GB is above the maximum {} GB", item,
+    TPS_CHECK_AS(UsageError, *lo <= *hi, "--budget: '{}': the minimum {} GiB is above the maximum {} GiB", item,
                  *lo, *hi);
-    Band b{static_cast<int64_t>(std::llround(*lo * static_cast<double>(kGiB))),
-           static_cast<int64_t>(std::llround(*hi * static_cast<double>(kGiB)))};
-    TPS_CHECK_AS(UsageError, b.max_bytes <= d.memory_bytes,
-                 "--budget: '{}': the maximum {} GB exceeds card {} ({}) capacity of {} GiB", item, *hi, index,
+    // compared in GiB before converting, so an absurd value cannot overflow into a small one
+    const double capacity = static_cast<double>(d.memory_bytes) / static_cast<double>(kGiB);
+    TPS_CHECK_AS(UsageError, *hi <= capacity * (1 + 1e-12),
+                 "--budget: '{}': the maximum {} GiB exceeds card {} ({}) capacity of {} GiB", item, *hi, index,
                  d.name, gib(d.memory_bytes));
+    Band b{static_cast<int64_t>(std::llround(*lo * static_cast<double>(kGiB))),
+           std::min(d.memory_bytes, static_cast<int64_t>(std::llround(*hi * static_cast<double>(kGiB))))};
     return b;
 }
 

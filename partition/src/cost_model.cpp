@@ -33,9 +33,12 @@ LayerWork layer_work(const ModelDesc& m, int64_t layer, int tp, int64_t tokens) 
                 break;
             case TensorRole::vocab: case TensorRole::replicated: break;
         }
-        if (t.experts > 1) {
+        if (t.expert) {
+            // only the experts the tokens are routed to are read; each token computes k of E
+            // (a merged tensor holds all E; a per-expert tensor is used by a token with p = k/E)
             w.weight_bytes += bytes * experts_touched(m, tokens);
-            w.flops_per_token += 2.0 * elements * static_cast<double>(m.experts_active);
+            const double k = static_cast<double>(m.experts_active);
+            w.flops_per_token += 2.0 * elements * (t.experts > 1 ? k : k / static_cast<double>(m.experts));
         } else {
             w.weight_bytes += bytes;
             w.flops_per_token += t.in > 1 ? 2.0 * elements : 0.0;

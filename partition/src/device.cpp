@@ -176,12 +176,16 @@ std::optional<DeviceProfile> catalog_match(std::string_view cuda_name) {
         }
         return std::nullopt;
     };
+    // laptop parts (and the 3090 Ti) share names with other cards but not their memory or
+    // bandwidth; GH200 is not an H200;
+    // an A100 PCIe card is not the SXM4 part the catalog describes
+    if (has("laptop") || has("mobile") || has("gh200") || has(" ti")) return std::nullopt;
     if (has("rtx 5090")) return pick("rtx5090");
     if (has("rtx 4090")) return pick("rtx4090");
     if (has("rtx 3090")) return pick("rtx3090");
     if (has("l40s")) return pick("l40s");
-    if (has("a100") && has("80")) return pick("a100-80g");
-    if (has("h200")) return pick("h200");
+    if (has("a100") && has("80") && !has("pcie")) return pick("a100-80g");
+    if (has("h200") && !has("nvl")) return pick("h200");
     if (has("h100") && !has("nvl")) return has("pcie") ? pick("h100-pcie") : pick("h100-sxm");
     return std::nullopt;
 }

@@ -135,8 +135,13 @@ std::optional<int64_t> matrix_bytes(DType t, int64_t out, int64_t in) noexcept {
     if (out < 0 || in < 0) return std::nullopt;
     if (in == 1 && l.block > 1) std::swap(in, out);  // a vector stores its n elements as one row
     if (in % l.block != 0) return std::nullopt;
-    const int64_t bits = out * (in / l.block) * l.block_bits;
-    return (bits + 7) / 8 + out * l.row_extra_bytes + l.tensor_extra_bytes;
+    int64_t bits = 0;
+    int64_t extra = 0;
+    if (__builtin_mul_overflow(out, in / l.block, &bits) || __builtin_mul_overflow(bits, l.block_bits, &bits) ||
+        __builtin_mul_overflow(out, l.row_extra_bytes, &extra)) {
+        return std::nullopt;  // no real tensor is this large
+    }
+    return (bits + 7) / 8 + extra + l.tensor_extra_bytes;
 }
 
 double bits_per_weight(DType t) noexcept {

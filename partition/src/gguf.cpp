@@ -19,6 +19,14 @@ namespace {
 
 constexpr std::array<char, 4> kMagic = {'G', 'G', 'U', 'F'};
 constexpr int kMaxDims = 4;  // GGML_MAX_DIMS
+// Limits far above any real model file (a 256k vocabulary, a few thousand tensors, chat templates
+// of kilobytes, metadata of tens of MiB): past them a count is corrupt, and refusing it keeps a
+// damaged file from making the reader allocate gigabytes.
+constexpr uint64_t kMaxTensors = uint64_t{1} << 20;
+constexpr uint64_t kMaxKeys = uint64_t{1} << 16;
+constexpr uint64_t kMaxArray = uint64_t{1} << 23;
+constexpr uint64_t kMaxString = uint64_t{1} << 24;
+constexpr uint64_t kMaxMetadata = uint64_t{1} << 28;
 
 class Reader {
 public:
@@ -58,6 +66,10 @@ public:
     }
     std::string string() {
         const uint64_t n = pod<uint64_t>();
+        if (n > kMaxString) {
+            throw InputError(fmt::format("{}: corrupt: {} claims a string of {} bytes at offset {}", path_, ctx_, n,
+                                         pos_ - 8));
+        }
         need(n);
         std::string s(n, '\0');
         bytes(s.data(), n);
@@ -131,9 +143,9 @@ GgufValue read_value(Reader& r, GgufType t) {
             TPS_CHECK_AS(InputError, v.array_type != GgufType::array,
                          "{}: nested GGUF arrays are not supported", r.path());
             v.array_size = r.pod<uint64_t>();
-            TPS_CHECK_AS(InputError, v.array_size <= r.left() / min_size(v.array_type),
-                         "{}: corrupt array: {} elements cannot fit in the {} bytes left", r.path(),
-                         v.array_size, r.left());
+            TPS_CHECK_AS(InputError, v.array_size <= kMaxArray && v.array_size <= r.left() / min_size(v.array_type),
+                         "{}: corrupt array: {} elements cannot fit in the {} bytes left (or exceed {})", r.path(),
+                         v.array_size, r.left(), kMaxArray);
             const auto n = static_cast<size_t>(v.array_size);
             if (v.array_type == GgufType::string) {
                 v.strs.reserve(n);
@@ -223,9 +235,9 @@ GgufFile read_gguf_metadata(const std::filesystem::path& path) {
     const auto n_kv = r.pod<uint64_t>();
     // Each key/value takes at least 12 bytes and each tensor record at least 32: counts that the
     // file cannot hold are corrupt, and are refused before anything is reserved for them.
-    TPS_CHECK_AS(InputError, n_kv <= r.left() / 13,
+    TPS_CHECK_AS(InputError, n_kv <= kMaxKeys && n_kv <= r.left() / 13,
                  "{}: corrupt header: {} key/value pairs cannot fit in {} bytes", f.path, n_kv, r.left());
-    TPS_CHECK_AS(InputError, n_tensors <= r.left() / 32,
+    TPS_CHECK_AS(InputError, n_tensors <= kMaxTensors && n_tensors <= r.left() / 32,
                  "{}: corrupt header: {} tensors cannot fit in {} bytes", f.path, n_tensors, r.left());
 
     for (uint64_t i = 0; i < n_kv; ++i) {
@@ -233,7 +245,10 @@ GgufFile read_gguf_metadata(const std::filesystem::path& path) {
         std::string key = r.string();
         r.set_context(fmt::format("the value of \"{}\"", key));
         const GgufType t = value_type(r);
+        TPS_CHECK_AS(InputError, !f.kv.contains(key), "{}: metadata key \"{}\" appears twice", f.path, key);
         f.kv[key] = read_value(r, t);
+        TPS_CHECK_AS(InputError, r.pos() <= kMaxMetadata, "{}: corrupt: metadata runs past {} MiB at key \"{}\"",
+                     f.path, kMaxMetadata >> 20, key);
     }
     if (const GgufValue* a = f.find("general.alignment")) {
         TPS_CHECK_AS(InputError, a->is_integer() && a->integer > 0 && (a->integer & (a->integer - 1)) == 0,

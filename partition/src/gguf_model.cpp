@@ -2,11 +2,14 @@
 // tensor roles from llama.cpp's tensor names (blk.N.attn_q.weight, ...); tensor types are whatever
 // the file holds, layer by layer (Q4_K_M files mix q4_k and q6_k, for instance).
 #include "tpserve/common/check.h"
+#include "tpserve/common/strings.h"
 #include "tpserve/partition/gguf.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <regex>
+#include <set>
 
 namespace tps {
 namespace {
@@ -14,6 +17,7 @@ namespace {
 struct Role {
     TensorRole role;
     bool linear;
+    bool expert = false;
 };
 
 // Role of a per-layer tensor from the part of its name after "blk.N.".
@@ -24,8 +28,8 @@ std::optional<Role> layer_role(const std::string& rest) {
         rest == "ffn_down.bias" || rest == "ffn_down_exps.bias") {
         return Role{TensorRole::replicated, false};
     }
-    if (rest == "attn_q.weight" || rest == "ffn_gate.weight" || rest == "ffn_up.weight" ||
-        rest == "ffn_gate_exps.weight" || rest == "ffn_up_exps.weight") {
+    if (rest == "ffn_gate_exps.weight" || rest == "ffn_up_exps.weight") return Role{TensorRole::column, true, true};
+    if (rest == "attn_q.weight" || rest == "ffn_gate.weight" || rest == "ffn_up.weight") {
         return Role{TensorRole::column, true};
     }
     if (rest == "attn_q.bias" || rest == "ffn_gate.bias" || rest == "ffn_up.bias") {
@@ -33,12 +37,11 @@ std::optional<Role> layer_role(const std::string& rest) {
     }
     if (rest == "attn_k.weight" || rest == "attn_v.weight") return Role{TensorRole::kv_column, true};
     if (rest == "attn_k.bias" || rest == "attn_v.bias") return Role{TensorRole::kv_column, false};
-    if (rest == "attn_output.weight" || rest == "ffn_down.weight" || rest == "ffn_down_exps.weight") {
-        return Role{TensorRole::row, true};
-    }
+    if (rest == "ffn_down_exps.weight") return Role{TensorRole::row, true, true};
+    if (rest == "attn_output.weight" || rest == "ffn_down.weight") return Role{TensorRole::row, true};
     std::smatch m;
     if (std::regex_match(rest, m, per_expert)) {
-        return Role{m[1] == "down" ? TensorRole::row : TensorRole::column, true};
+        return Role{m[1] == "down" ? TensorRole::row : TensorRole::column, true, true};
     }
     return std::nullopt;
 }
@@ -64,6 +67,7 @@ ModelDesc model_from_gguf(const GgufFile& f) {
     ModelDesc m;
     m.source = f.path;
     m.from_gguf = true;
+    m.fixed_format = "is a GGUF file whose tensor types are fixed by the file";
     const auto arch = f.string("general.architecture");
     TPS_CHECK_AS(InputError, arch.has_value(), "{}: missing general.architecture", f.path);
     TPS_CHECK_AS(InputError, *arch == "llama" || *arch == "qwen2",
@@ -89,27 +93,37 @@ ModelDesc model_from_gguf(const GgufFile& f) {
     m.experts = f.integer(p + "expert_count").value_or(0);
     m.experts_active = f.integer(p + "expert_used_count").value_or(0);
     if (*arch == "llama" && m.experts > 0) m.architecture = "mixtral";
+    m.vocab = f.integer(p + "vocab_size").value_or(1);  // refined from token_embd below
+    validate_hyperparameters(m);  // before anything is sized by them
 
+    // Every layer holds several tensors: a block count beyond the tensor table is corrupt, and is
+    // refused before anything is sized by it.
+    TPS_CHECK_AS(InputError, m.layers <= kMaxLayers && static_cast<size_t>(m.layers) <= f.tensors.size(),
+                 "{}: {}block_count {} does not fit its {} tensors", f.path, p, m.layers, f.tensors.size());
     m.layer_tensors.assign(static_cast<size_t>(m.layers), {});
     const GgufTensorInfo* embedding = nullptr;
+    std::set<std::string> names;
     bool has_output = false;
     static const std::regex block_name(R"(blk\.(\d+)\.(.+))");
     for (const auto& info : f.tensors) {
         TensorSpec t = spec_of(info);
+        TPS_CHECK_AS(InputError, names.insert(info.name).second, "{}: tensor {} appears twice", f.path, info.name);
         std::smatch sm;
         if (std::regex_match(info.name, sm, block_name)) {
-            const auto layer = std::stoll(sm[1].str().substr(0, 12));
-            TPS_CHECK_AS(InputError, layer < m.layers, "{}: tensor {} names layer {} but the model has {}",
-                         f.path, info.name, layer, m.layers);
+            const std::string index = sm[1].str();
+            const auto layer = index.size() <= 6 ? parse_int(index) : std::nullopt;
+            TPS_CHECK_AS(InputError, layer && *layer < m.layers, "{}: tensor {} names layer {} but the model has {}",
+                         f.path, info.name, index, m.layers);
             if (const auto role = layer_role(sm[2].str())) {
                 t.role = role->role;
                 t.linear = role->linear;
+                t.expert = role->expert;
             } else {
                 t.role = TensorRole::replicated;
                 m.notes.push_back(fmt::format("tensor {} has no known tensor-parallel role; counted whole on "
                                               "every rank of its stage", info.name));
             }
-            m.layer_tensors[static_cast<size_t>(layer)].push_back(t);
+            m.layer_tensors[static_cast<size_t>(*layer)].push_back(t);
             continue;
         }
         t.role = TensorRole::replicated;
@@ -142,6 +156,19 @@ ModelDesc model_from_gguf(const GgufFile& f) {
     for (size_t l = 0; l < m.layer_tensors.size(); ++l) {
         const auto& L = m.layer_tensors[l];
         TPS_CHECK_AS(InputError, !L.empty(), "{}: layer {} has no tensors", f.path, l);
+        // a layer missing a projection would be undercounted: each one must be there
+        auto has = [&](const std::string& rest) {
+            const std::string full = fmt::format("blk.{}.{}", l, rest);
+            return std::any_of(L.begin(), L.end(), [&](const TensorSpec& t) { return t.name == full; });
+        };
+        for (const char* name : {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight"}) {
+            TPS_CHECK_AS(InputError, has(name), "{}: layer {} has no {}", f.path, l, name);
+        }
+        const bool dense_ffn = has("ffn_gate.weight") && has("ffn_up.weight") && has("ffn_down.weight");
+        const bool merged_experts = has("ffn_gate_exps.weight") && has("ffn_up_exps.weight") && has("ffn_down_exps.weight");
+        const bool split_experts = m.experts > 0 && has("ffn_gate.0.weight") && has("ffn_down.0.weight");
+        TPS_CHECK_AS(InputError, dense_ffn || merged_experts || split_experts,
+                     "{}: layer {} has no complete feed-forward block (ffn_gate/up/down or their _exps)", f.path, l);
         for (const auto& t : L) {
             const std::string rest = t.name.substr(t.name.find('.', 4) + 1);
             int64_t want_out = -1;

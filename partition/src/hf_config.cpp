@@ -136,6 +136,7 @@ ModelDesc model_from_hf_config(const json& j, const std::string& name, const std
                  "{}: torch_dtype \"{}\" is not float32, float16 or bfloat16", origin, dtype);
     m.checkpoint_dtype = *dt;
 
+    validate_hyperparameters(m);  // before anything is sized by them
     LlamaVariant v;
     v.qkv_bias = qwen2 || (llama && r.boolean_or("attention_bias", false));
     v.o_bias = llama && r.boolean_or("attention_bias", false);
@@ -148,9 +149,11 @@ ModelDesc model_from_hf_config(const json& j, const std::string& name, const std
             throw InputError(fmt::format("{}: the checkpoint's quantization does not fit its shapes: {}", origin,
                                          e.what()));
         }
-        m.notes.push_back(fmt::format("checkpoint is pre-quantized ({}): layer weights planned as {}",
-                                      r.find("quantization_config")->value("quant_method", ""),
+        const std::string method = Reader{*r.find("quantization_config"), origin}.string_or("quant_method", "");
+        m.notes.push_back(fmt::format("checkpoint is pre-quantized ({}): layer weights planned as {}", method,
                                       dtype_name(*q)));
+        m.fixed_format = fmt::format("is a pre-quantized ({}) checkpoint whose layers are stored as {}", method,
+                                     dtype_name(*q));
     }
     validate_model(m);
     return m;

@@ -88,6 +88,7 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
     const ModelDesc& m = r.model;
     const ServingShape& sv = r.serving;
     ShapeFit fit;
+    fit.plan.shape = shape_name(r, shape);
     const int64_t n_stages = static_cast<int64_t>(shape.size());
     if (n_stages > m.layers) {
         fit.reason = fmt::format("{} stages but the model has only {} layers", n_stages, m.layers);
@@ -96,6 +97,8 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
     int world = 0;
     for (const auto& s : shape) world += static_cast<int>(s.devices.size());
 
+    // KV is allocated in whole blocks: one max-context sequence takes this many tokens of room.
+    const int64_t sequence = (sv.max_context + kKvBlockTokens - 1) / kKvBlockTokens * kKvBlockTokens;
     std::vector<StageWork> st(shape.size());
     int rank = 0;
     for (size_t s = 0; s < shape.size(); ++s) {
@@ -136,7 +139,7 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
         w.cost.resize(static_cast<size_t>(m.layers));
         for (int64_t l = 0; l < m.layers; ++l) {
             w.layer_weights[static_cast<size_t>(l)] = layer_weight_bytes(m, l, w.tp, 0);
-            w.cost[static_cast<size_t>(l)] = w.layer_weights[static_cast<size_t>(l)] + sv.max_context * w.kv_token_layer;
+            w.cost[static_cast<size_t>(l)] = w.layer_weights[static_cast<size_t>(l)] + sequence * w.kv_token_layer;
         }
     }
 
@@ -171,8 +174,10 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
             }
             begin = cuts[s];
         }
-        const RankSlot& slot = *std::max_element(st[worst].ranks.begin(), st[worst].ranks.end(),
-                                                 [](const RankSlot& a, const RankSlot& b) { return a.fixed < b.fixed; });
+        // the rank with the least room sets the stage's capacity
+        auto room = [&](const RankSlot& s) { return r.bands[static_cast<size_t>(s.device)].max_bytes - s.fixed; };
+        const RankSlot& slot = *std::min_element(st[worst].ranks.begin(), st[worst].ranks.end(),
+                                                 [&](const RankSlot& a, const RankSlot& b) { return room(a) < room(b); });
         const Band& band = r.bands[static_cast<size_t>(slot.device)];
         fit.reason = fmt::format("rank {} ({}) would need {} GiB (its layers' weights and KV for one {}-token "
                                  "sequence, plus {} GiB runtime, activations and embedding/head), over its "
@@ -187,7 +192,7 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
     std::vector<int64_t> first_layer(st.size());
     std::vector<int64_t> stage_max(st.size());
     int64_t begin = 0;
-    int64_t system = sv.max_batch * sv.max_context;
+    int64_t system = sv.max_batch * sequence;
     for (size_t s = 0; s < st.size(); ++s) {
         first_layer[s] = begin;
         const int64_t n_layers = cuts[s] - begin;
@@ -202,7 +207,7 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
         system = std::min(system, stage_max[s]);
         begin = cuts[s];
     }
-    if (system < sv.max_context) {
+    if (system < sequence) {
         fit.reason = fmt::format("KV cache holds only {} tokens, less than one {}-token sequence", system,
                                  sv.max_context);
         return fit;
@@ -215,7 +220,6 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
     p.bands = r.bands;
     p.link = r.link;
     p.notes = m.notes;
-    p.shape = shape_name(r.devices, shape);
     p.world_size = world;
     p.kv_tokens = system;
     for (size_t s = 0; s < st.size(); ++s) {
@@ -256,12 +260,27 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
             rp.bytes = slot.bytes;
             rp.band = r.bands[static_cast<size_t>(slot.device)];
             if (!rp.band.contains(rp.bytes.total())) {
+                // Below the floor: the stage's KV stopped growing at the rank with the least room.
+                std::string why;
+                if (rp.bytes.total() < rp.band.min_bytes) {
+                    const RankSlot* limit = &st[s].ranks.front();
+                    for (const auto& o : st[s].ranks) {
+                        const auto left = [&](const RankSlot& x) {
+                            return r.bands[static_cast<size_t>(x.device)].max_bytes - x.bytes.runtime -
+                                   x.bytes.activations - x.bytes.weights;
+                        };
+                        if (left(o) < left(*limit)) limit = &o;
+                    }
+                    why = limit->rank != rp.rank
+                              ? fmt::format(" (the KV cache of its stage is capped by rank {} ({}), which has less room)",
+                                            limit->rank, device_label(r, limit->device))
+                              : fmt::format(" (the KV cache grows in {}-token blocks and the next block would pass "
+                                            "the band max)",
+                                            kKvBlockTokens);
+                }
                 fit.reason = fmt::format("rank {} ({}) would hold {} GiB, outside its band {}-{} GiB{}", rp.rank,
                                          device_label(r, rp.device), gib(rp.bytes.total()), gib(rp.band.min_bytes),
-                                         gib(rp.band.max_bytes),
-                                         rp.bytes.total() < rp.band.min_bytes
-                                             ? " (its tensor-parallel partner is a smaller card)"
-                                             : "");
+                                         gib(rp.band.max_bytes), why);
                 return fit;
             }
             sp.ranks.push_back(rp.rank);

@@ -68,8 +68,8 @@ LinkProfile default_link(LinkKind kind, bool p2p) {
         case LinkKind::host_memory:
             return make(kind, false, 5, 8, 3, 8, "assumed for MPI on one host until `tpserve check` measures it");
         case LinkKind::pcie3:
-            return p2p ? make(kind, true, 15, 11, 5, 11, "PCIe 4.0 figures halved (half the lane rate)")
-                       : make(kind, false, 25, 7, 15, 7, "PCIe 4.0 figures halved (half the lane rate)");
+            return p2p ? make(kind, true, 15, 11, 5, 11, "PCIe 4.0's bandwidth halved (half the lane rate)")
+                       : make(kind, false, 20, 7.5, 15, 7.5, "PCIe 4.0's bandwidth halved (half the lane rate)");
         case LinkKind::pcie4:
             return p2p ? make(kind, true, 15, 22, 5, 22, "tinygrad#36: 4x RTX 4090 with a P2P driver, ~26 GB/s")
                        : make(kind, false, 20, 15, 15, 15, "tinygrad#45/#17: RTX 4090 boxes, NCCL over SHM");
@@ -123,7 +123,10 @@ LinkProfile read_link_profile(const std::filesystem::path& path) {
         throw InputError(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
     }
     const std::string p = path.string();
-    TPS_CHECK_AS(InputError, j.is_object() && j.value("schema", "") == "tpserve.link/1",
+    auto text = [&](const char* key) {
+        return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+    };
+    TPS_CHECK_AS(InputError, text("schema") == "tpserve.link/1",
                  "{}: not a tpserve link profile (expected \"schema\": \"tpserve.link/1\")", p);
     auto number = [&](const char* section, const char* key) {
         TPS_CHECK_AS(InputError, j.contains(section) && j[section].is_object() && j[section].contains(key) &&
@@ -133,14 +136,13 @@ LinkProfile read_link_profile(const std::filesystem::path& path) {
         TPS_CHECK_AS(InputError, v > 0 && v < 1e9, "{}: {}.{} must be positive, got {}", p, section, key, v);
         return v;
     };
-    const auto kind = parse_link_kind(j.value("kind", ""));
-    TPS_CHECK_AS(InputError, kind || j.value("kind", "") == "host-memory",
+    const auto kind = parse_link_kind(text("kind"));
+    TPS_CHECK_AS(InputError, kind || text("kind") == "host-memory",
                  "{}: \"kind\" must be pcie3, pcie4, pcie5, nvlink or host-memory", p);
     TPS_CHECK_AS(InputError, j.contains("p2p") && j["p2p"].is_boolean(), "{}: \"p2p\" must be true or false", p);
     return make(kind.value_or(LinkKind::host_memory), j["p2p"].get<bool>(), number("allreduce", "alpha_us"),
                 number("allreduce", "bus_bandwidth_gbs"), number("send", "alpha_us"),
-                number("send", "bandwidth_gbs"),
-                j.value("source", fmt::format("link profile {}", p)));
+                number("send", "bandwidth_gbs"), text("source").empty() ? fmt::format("link profile {}", p) : text("source"));
 }
 
 std::string link_profile_json(const LinkProfile& l) {

@@ -20,6 +20,7 @@ TensorSpec weight(std::string name, TensorRole role, int64_t out, int64_t in, DT
     t.out = out;
     t.in = in;
     t.experts = experts;
+    t.expert = experts > 1;
     t.dtype = dtype;
     t.linear = true;
     return t;
@@ -37,9 +38,11 @@ TensorSpec vec(std::string name, TensorRole role, int64_t n, DType dtype) {
 
 int64_t tensor_bytes(const TensorSpec& t) {
     const auto b = matrix_bytes(t.dtype, t.out, t.in);
-    TPS_CHECK_AS(InputError, b.has_value(), "tensor {} ({} x {}) does not split into {} blocks",
+    TPS_CHECK_AS(InputError, b.has_value(), "tensor {} ({} x {}) does not split into {} blocks, or is too large",
                  t.name, t.out, t.in, dtype_name(t.dtype));
-    return *b * t.experts;
+    int64_t total = 0;
+    TPS_CHECK_AS(InputError, !__builtin_mul_overflow(*b, t.experts, &total), "tensor {} is too large", t.name);
+    return total;
 }
 
 }  // namespace
@@ -104,40 +107,66 @@ void build_llama_tensors(ModelDesc& m, const LlamaVariant& v) {
     }
 }
 
-void validate_model(const ModelDesc& m) {
-    const auto& n = m.name;
-    TPS_CHECK_AS(InputError, m.hidden > 0, "model {}: hidden size must be positive (got {})", n, m.hidden);
-    TPS_CHECK_AS(InputError, m.layers > 0, "model {}: number of layers must be positive (got {})", n, m.layers);
-    TPS_CHECK_AS(InputError, m.heads > 0, "model {}: attention heads must be positive (got {})", n, m.heads);
-    TPS_CHECK_AS(InputError, m.kv_heads > 0, "model {}: KV heads must be positive (got {})", n, m.kv_heads);
+void validate_hyperparameters(const ModelDesc& m) {
+    // messages name the file (or preset) the model came from
+    const std::string& n = m.source.empty() ? m.name : m.source;
+    TPS_CHECK_AS(InputError, m.hidden > 0, "{}: hidden size must be positive (got {})", n, m.hidden);
+    TPS_CHECK_AS(InputError, m.layers > 0, "{}: number of layers must be positive (got {})", n, m.layers);
+    TPS_CHECK_AS(InputError, m.heads > 0, "{}: attention heads must be positive (got {})", n, m.heads);
+    TPS_CHECK_AS(InputError, m.kv_heads > 0, "{}: KV heads must be positive (got {})", n, m.kv_heads);
     TPS_CHECK_AS(InputError, m.heads % m.kv_heads == 0,
-                 "model {}: {} attention heads are not a multiple of {} KV heads", n, m.heads, m.kv_heads);
-    TPS_CHECK_AS(InputError, m.head_dim > 0, "model {}: head dimension must be positive (got {})", n, m.head_dim);
-    TPS_CHECK_AS(InputError, m.intermediate > 0, "model {}: FFN size must be positive (got {})", n, m.intermediate);
-    TPS_CHECK_AS(InputError, m.vocab > 0, "model {}: vocabulary size must be positive (got {})", n, m.vocab);
-    TPS_CHECK_AS(InputError, m.max_context > 0, "model {}: context length must be positive (got {})", n, m.max_context);
+                 "{}: {} attention heads are not a multiple of {} KV heads", n, m.heads, m.kv_heads);
+    TPS_CHECK_AS(InputError, m.head_dim > 0, "{}: head dimension must be positive (got {})", n, m.head_dim);
+    TPS_CHECK_AS(InputError, m.intermediate > 0, "{}: FFN size must be positive (got {})", n, m.intermediate);
+    TPS_CHECK_AS(InputError, m.vocab > 0, "{}: vocabulary size must be positive (got {})", n, m.vocab);
+    TPS_CHECK_AS(InputError, m.max_context > 0, "{}: context length must be positive (got {})", n, m.max_context);
     TPS_CHECK_AS(InputError, m.experts >= 0 && m.experts_active >= 0 && m.experts_active <= m.experts,
-                 "model {}: {} active experts out of {} is inconsistent", n, m.experts_active, m.experts);
+                 "{}: {} active experts out of {} is inconsistent", n, m.experts_active, m.experts);
     TPS_CHECK_AS(InputError, m.experts == 0 || m.experts_active > 0,
-                 "model {}: an MoE model with {} experts needs experts per token > 0", n, m.experts);
+                 "{}: an MoE model with {} experts needs experts per token > 0", n, m.experts);
+    // after the signs are known: products below cannot overflow
+    auto bounded = [&](const char* what, int64_t v, int64_t max) {
+        TPS_CHECK_AS(InputError, v <= max, "{}: {} {} is beyond any real model (at most {})", n, what, v, max);
+    };
+    bounded("hidden size", m.hidden, kMaxDimension);
+    bounded("FFN size", m.intermediate, kMaxDimension);
+    bounded("vocabulary size", m.vocab, kMaxDimension);
+    bounded("number of layers", m.layers, kMaxLayers);
+    bounded("attention heads", m.heads, kMaxDimension);
+    bounded("attention width (heads x head dim)", m.heads * std::min(m.head_dim, kMaxDimension), kMaxDimension);
+    bounded("number of experts", m.experts, kMaxExperts);
+    bounded("context length", m.max_context, kMaxContext);
+    TPS_CHECK_AS(InputError, m.max_context >= kMinContext || m.max_context <= 0,
+                 "{}: context length {} is below one KV block ({} tokens)", n, m.max_context, kMinContext);
+}
+
+void validate_model(const ModelDesc& m) {
+    validate_hyperparameters(m);
+    const std::string& n = m.source.empty() ? m.name : m.source;
     TPS_CHECK_AS(InputError, static_cast<int64_t>(m.layer_tensors.size()) == m.layers,
-                 "model {}: {} layers declared but tensors found for {}", n, m.layers, m.layer_tensors.size());
+                 "{}: {} layers declared but tensors found for {}", n, m.layers, m.layer_tensors.size());
+    // Sums of bytes must stay far from overflow: count in long double, refuse the absurd.
+    long double params = 0;
+    for (const auto& t : m.globals) params += static_cast<long double>(t.out) * t.in * t.experts;
+    for (const auto& layer : m.layer_tensors) {
+        for (const auto& t : layer) params += static_cast<long double>(t.out) * t.in * t.experts;
+    }
+    TPS_CHECK_AS(InputError, params <= 1e15L, "{}: {:.3g} parameters is beyond any real model", n,
+                 static_cast<double>(params));
     bool has_embedding = false;
     for (const auto& t : m.globals) {
         has_embedding |= t.role == TensorRole::vocab && t.placement == Placement::first_stage;
         (void)tensor_bytes(t);
     }
-    TPS_CHECK_AS(InputError, has_embedding, "model {}: no token embedding tensor", n);
+    TPS_CHECK_AS(InputError, has_embedding, "{}: no token embedding tensor", n);
     for (size_t i = 0; i < m.layer_tensors.size(); ++i) {
-        TPS_CHECK_AS(InputError, !m.layer_tensors[i].empty(), "model {}: layer {} has no tensors", n, i);
+        TPS_CHECK_AS(InputError, !m.layer_tensors[i].empty(), "{}: layer {} has no tensors", n, i);
         for (const auto& t : m.layer_tensors[i]) (void)tensor_bytes(t);
     }
 }
 
 void apply_weight_format(ModelDesc& m, DType format) {
-    TPS_CHECK_AS(UsageError, !m.from_gguf,
-                 "--format: {} is a GGUF file whose tensor types are fixed by the file; drop --format",
-                 m.source);
+    TPS_CHECK_AS(UsageError, m.fixed_format.empty(), "--format: {} {}; drop --format", m.source, m.fixed_format);
     TPS_CHECK_AS(UsageError, is_planner_weight_format(format),
                  "--format: {} is not a weight format (use bf16, fp16, fp8, int8, int4 or a GGML type)",
                  dtype_name(format));

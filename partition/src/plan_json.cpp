@@ -95,6 +95,8 @@ json alternatives_json(const std::vector<Alternative>& alts) {
 
 // --- reading ---------------------------------------------------------------------------------
 
+constexpr int kMaxIndex = 1 << 20;
+
 struct In {
     const json& j;
     const std::string& origin;
@@ -106,12 +108,16 @@ struct In {
         return j[key];
     }
     In sub(const char* key) const { return In{at(key), origin, path + key + "."}; }
-    int64_t integer(const char* key, int64_t min = 0) const {
+    int64_t integer(const char* key, int64_t min = 0, int64_t max = INT64_MAX) const {
         const json& v = at(key);
-        TPS_CHECK_AS(InputError, v.is_number_integer() && v.get<int64_t>() >= min,
-                     "{}: \"{}\" must be an integer >= {}, got {}", origin, path + key, min, v.dump());
+        TPS_CHECK_AS(InputError, v.is_number_integer() && v.get<int64_t>() >= min && v.get<int64_t>() <= max,
+                     "{}: \"{}\" must be an integer in [{}, {}], got {}", origin, path + key, min, max, v.dump());
         return v.get<int64_t>();
     }
+    // byte counts: below a pebibyte, so sums of them cannot overflow
+    int64_t bytes(const char* key) const { return integer(key, 0, int64_t{1} << 50); }
+    // ranks, stages, devices and tp degrees: small integers
+    int index(const char* key, int min = 0) const { return static_cast<int>(integer(key, min, kMaxIndex)); }
     double number(const char* key) const {
         const json& v = at(key);
         TPS_CHECK_AS(InputError, v.is_number(), "{}: \"{}\" must be a number, got {}", origin, path + key, v.dump());
@@ -140,7 +146,7 @@ struct In {
     }
 };
 
-Band read_band(const In& in) { return Band{in.integer("min_bytes"), in.integer("max_bytes")}; }
+Band read_band(const In& in) { return Band{in.bytes("min_bytes"), in.bytes("max_bytes")}; }
 
 std::vector<int> int_list(const json& a, const std::string& origin, const std::string& what) {
     std::vector<int> v;
@@ -280,10 +286,10 @@ Plan plan_from_json(const json& j, const std::string& origin) {
         const std::string kind = d.string("kind");
         TPS_CHECK_AS(InputError, kind == "gpu" || kind == "cpu", "{}: device kind \"{}\" is not gpu or cpu", origin, kind);
         dev.kind = kind == "gpu" ? DeviceKind::gpu : DeviceKind::cpu;
-        dev.memory_bytes = d.integer("memory_bytes", 1);
+        dev.memory_bytes = std::max<int64_t>(1, d.bytes("memory_bytes"));
         dev.bandwidth = d.number("bandwidth_gbs") * 1e9;
         dev.flops = d.number("tflops") * 1e12;
-        dev.sm = static_cast<int>(d.integer("sm"));
+        dev.sm = d.index("sm");
         const std::string link = d.string("link");
         const auto lk = parse_link_kind(link);
         TPS_CHECK_AS(InputError, lk || link == "host-memory", "{}: device link \"{}\" is unknown", origin, link);
@@ -307,14 +313,14 @@ Plan plan_from_json(const json& j, const std::string& origin) {
         p.link.send_beta = l.sub("send").number("bandwidth_gbs") * 1e9;
         p.link.source = l.string("source");
     }
-    p.world_size = static_cast<int>(top.integer("world_size", 1));
+    p.world_size = top.index("world_size", 1);
     p.shape = top.string("shape");
     for (const auto& sj : top.array("stages")) {
         const In s{sj, origin, "stages[]."};
         StagePlan st;
-        st.index = static_cast<int>(s.integer("index"));
+        st.index = s.index("index");
         std::tie(st.first_layer, st.last_layer) = s.range("layers");
-        st.tp = static_cast<int>(s.integer("tp", 1));
+        st.tp = s.index("tp", 1);
         st.ranks = int_list(s.array("ranks"), origin, "stages[].ranks");
         st.devices = int_list(s.array("devices"), origin, "stages[].devices");
         st.kv_heads_per_rank = s.integer("kv_heads_per_rank", 1);
@@ -325,18 +331,18 @@ Plan plan_from_json(const json& j, const std::string& origin) {
     for (const auto& rj : top.array("per_rank")) {
         const In r{rj, origin, "per_rank[]."};
         RankPlan rp;
-        rp.rank = static_cast<int>(r.integer("rank"));
-        rp.stage = static_cast<int>(r.integer("stage"));
-        rp.tp_rank = static_cast<int>(r.integer("tp_rank"));
-        rp.device = static_cast<int>(r.integer("device"));
+        rp.rank = r.index("rank");
+        rp.stage = r.index("stage");
+        rp.tp_rank = r.index("tp_rank");
+        rp.device = r.index("device");
         rp.device_name = r.string("device_name");
         std::tie(rp.first_layer, rp.last_layer) = r.range("layers");
         std::tie(rp.vocab_first, rp.vocab_last) = r.range("vocab");
         const In b = r.sub("bytes");
-        rp.bytes.weights = b.integer("weights");
-        rp.bytes.kv_cache = b.integer("kv_cache");
-        rp.bytes.activations = b.integer("activations");
-        rp.bytes.runtime = b.integer("runtime");
+        rp.bytes.weights = b.bytes("weights");
+        rp.bytes.kv_cache = b.bytes("kv_cache");
+        rp.bytes.activations = b.bytes("activations");
+        rp.bytes.runtime = b.bytes("runtime");
         rp.band = read_band(r.sub("band"));
         p.per_rank.push_back(rp);
     }
@@ -373,6 +379,7 @@ void validate_plan(const Plan& p, const std::string& origin) {
     int64_t next_layer = 0;
     int world = 0;
     std::set<int> ranks;
+    std::set<int> devices_used;
     for (size_t s = 0; s < p.stages.size(); ++s) {
         const StagePlan& st = p.stages[s];
         TPS_CHECK_AS(InputError, st.index == static_cast<int>(s), "{}: stage {} is listed as index {}", origin, s,
@@ -385,7 +392,7 @@ void validate_plan(const Plan& p, const std::string& origin) {
         TPS_CHECK_AS(InputError, static_cast<int>(st.ranks.size()) == st.tp && static_cast<int>(st.devices.size()) == st.tp,
                      "{}: stage {} has tp={} but lists {} ranks and {} devices", origin, s, st.tp, st.ranks.size(),
                      st.devices.size());
-        TPS_CHECK_AS(InputError, p.model.heads % st.tp == 0, "{}: stage {}: tp={} does not divide {} attention heads",
+        TPS_CHECK_AS(InputError, st.tp >= 1 && p.model.heads % st.tp == 0, "{}: stage {}: tp={} does not divide {} attention heads",
                      origin, s, st.tp, p.model.heads);
         for (int r : st.ranks) {
             TPS_CHECK_AS(InputError, ranks.insert(r).second, "{}: rank {} appears in more than one place", origin, r);
@@ -393,6 +400,7 @@ void validate_plan(const Plan& p, const std::string& origin) {
         for (int d : st.devices) {
             TPS_CHECK_AS(InputError, d >= 0 && d < static_cast<int>(p.devices.size()),
                          "{}: stage {} uses device {} but the plan lists {} devices", origin, s, d, p.devices.size());
+            TPS_CHECK_AS(InputError, devices_used.insert(d).second, "{}: device {} is given to two ranks", origin, d);
         }
         next_layer = st.last_layer;
         world += st.tp;
@@ -419,6 +427,9 @@ void validate_plan(const Plan& p, const std::string& origin) {
         TPS_CHECK_AS(InputError, r.first_layer == st.first_layer && r.last_layer == st.last_layer,
                      "{}: rank {} holds layers [{}, {}) but its stage holds [{}, {})", origin, r.rank, r.first_layer,
                      r.last_layer, st.first_layer, st.last_layer);
+        TPS_CHECK_AS(InputError, r.band.contains(r.bytes.total()),
+                     "{}: rank {} is planned at {} bytes, outside its band [{}, {}]", origin, r.rank, r.bytes.total(),
+                     r.band.min_bytes, r.band.max_bytes);
     }
 }
 

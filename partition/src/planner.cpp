@@ -17,13 +17,19 @@
 namespace tps {
 namespace {
 
-// Groups of identical cards, in order of first appearance.
-std::vector<std::vector<int>> card_types(const std::vector<DeviceProfile>& devices) {
+bool same_kind(const PlanRequest& r, int a, int b) {
+    const auto& ba = r.bands[static_cast<size_t>(a)];
+    const auto& bb = r.bands[static_cast<size_t>(b)];
+    return r.devices[static_cast<size_t>(a)].same_card(r.devices[static_cast<size_t>(b)]) &&
+           ba.min_bytes == bb.min_bytes && ba.max_bytes == bb.max_bytes;
+}
+
+// Groups of interchangeable cards (same profile and same band), in order of first appearance.
+std::vector<std::vector<int>> card_kinds(const PlanRequest& r) {
     std::vector<std::vector<int>> groups;
-    for (int i = 0; i < static_cast<int>(devices.size()); ++i) {
-        auto it = std::find_if(groups.begin(), groups.end(), [&](const std::vector<int>& g) {
-            return devices[static_cast<size_t>(g.front())].same_card(devices[static_cast<size_t>(i)]);
-        });
+    for (int i = 0; i < static_cast<int>(r.devices.size()); ++i) {
+        auto it = std::find_if(groups.begin(), groups.end(),
+                               [&](const std::vector<int>& g) { return same_kind(r, g.front(), i); });
         if (it == groups.end()) {
             groups.push_back({i});
         } else {
@@ -141,6 +147,11 @@ void validate_request(const PlanRequest& r) {
                  "--gpus: {} devices; the planner handles at most {}", r.devices.size(), kMaxPlannedDevices);
     TPS_CHECK_AS(UsageError, r.bands.size() == r.devices.size(), "--budget: {} bands for {} devices",
                  r.bands.size(), r.devices.size());
+    const auto cpus = std::count_if(r.devices.begin(), r.devices.end(),
+                                    [](const DeviceProfile& d) { return d.kind == DeviceKind::cpu; });
+    TPS_CHECK_AS(UsageError, cpus == 0 || cpus == static_cast<long>(r.devices.size()),
+                 "--gpus: cpu devices and GPUs cannot share one plan (their activations live in different "
+                 "memories); plan either the GPUs or the cpu ranks");
     for (size_t i = 0; i < r.bands.size(); ++i) {
         TPS_CHECK_AS(UsageError, r.bands[i].min_bytes <= r.bands[i].max_bytes,
                      "--budget: card {}: band min {} GiB is above max {} GiB", i, gib(r.bands[i].min_bytes),
@@ -158,23 +169,26 @@ struct Scored {
 // Fits and scores every shape; feasible ones best first.
 std::vector<Scored> score_all(const PlanRequest& r) {
     std::vector<Scored> out;
-    for (const auto& shape : enumerate_shapes(r.devices, r.model)) {
+    for (const auto& shape : enumerate_shapes(r)) {
         ShapeFit fit = fit_shape(r, shape);
         Scored s;
         s.feasible = fit.feasible;
         s.reason = fit.reason;
         s.load_ratio = fit.load_ratio;
         s.plan = std::move(fit.plan);
-        s.plan.shape = shape_name(r.devices, shape);
         out.push_back(std::move(s));
     }
     const Objective o = r.serving.objective;
+    // A strict order: feasible first, by the objective, then the other objective, then the
+    // name; infeasible ones by how far they overflow.
     std::stable_sort(out.begin(), out.end(), [o](const Scored& a, const Scored& b) {
         if (a.feasible != b.feasible) return a.feasible;
         if (!a.feasible) return a.load_ratio < b.load_ratio;
         const double ma = metric(a.plan, o), mb = metric(b.plan, o);
-        if (std::abs(ma - mb) > 1e-9 * std::max(ma, mb)) return ma > mb;
-        return secondary(a.plan, o) > secondary(b.plan, o);
+        if (ma != mb) return ma > mb;
+        const double sa = secondary(a.plan, o), sb = secondary(b.plan, o);
+        if (sa != sb) return sa > sb;
+        return a.plan.shape < b.plan.shape;
     });
     return out;
 }
@@ -208,53 +222,55 @@ ServingShape resolve_serving(const ModelDesc& m, const ServingShape& in) {
     return s;
 }
 
-std::vector<std::vector<StageShape>> enumerate_shapes(const std::vector<DeviceProfile>& devices,
-                                                      const ModelDesc& model) {
-    const auto groups = card_types(devices);
+std::vector<std::vector<StageShape>> enumerate_shapes(const PlanRequest& r) {
+    const auto kinds = card_kinds(r);
+    const size_t n_cards = r.devices.size();
     std::vector<std::vector<std::vector<int>>> orders;
-    std::vector<size_t> idx(groups.size());
+    std::vector<size_t> idx(kinds.size());
     for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-    if (groups.size() <= 4) {
+    if (kinds.size() <= kMaxPermutedKinds && (kinds.size() == 1 || n_cards <= kMaxPermutedCards)) {
         do {
             std::vector<std::vector<int>> o;
-            for (size_t i : idx) o.push_back(groups[i]);
+            for (size_t i : idx) o.push_back(kinds[i]);
             orders.push_back(o);
         } while (std::next_permutation(idx.begin(), idx.end()));
     } else {
-        orders.push_back(groups);
-        auto by_memory = groups;
+        orders.push_back(kinds);
+        auto by_memory = kinds;
         std::stable_sort(by_memory.begin(), by_memory.end(), [&](const auto& a, const auto& b) {
-            return devices[static_cast<size_t>(a.front())].memory_bytes > devices[static_cast<size_t>(b.front())].memory_bytes;
+            return r.bands[static_cast<size_t>(a.front())].max_bytes > r.bands[static_cast<size_t>(b.front())].max_bytes;
         });
-        orders.push_back(by_memory);
+        if (by_memory != kinds) orders.push_back(by_memory);
+    }
+    std::vector<int> kind_of(n_cards);
+    for (size_t k = 0; k < kinds.size(); ++k) {
+        for (int d : kinds[k]) kind_of[static_cast<size_t>(d)] = static_cast<int>(k);
     }
 
-    const int n = static_cast<int>(devices.size());
-    std::vector<bool> tp_ok(static_cast<size_t>(n) + 1);
-    for (int t = 1; t <= n; ++t) tp_ok[static_cast<size_t>(t)] = !tp_incompatibility(model, t).has_value();
+    const int n = static_cast<int>(n_cards);
+    std::vector<bool> tp_ok(n_cards + 1);
+    for (int t = 1; t <= n; ++t) tp_ok[static_cast<size_t>(t)] = !tp_incompatibility(r.model, t).has_value();
 
     std::vector<std::vector<StageShape>> shapes;
-    std::set<std::string> seen;
+    std::set<std::vector<std::vector<int>>> seen;  // per stage, the sorted kinds of its cards
     for (const auto& order : orders) {
         std::vector<int> seq;
         for (const auto& g : order) seq.insert(seq.end(), g.begin(), g.end());
         // Compositions of n: bit i set = a stage boundary after position i.
         for (uint32_t mask = 0; mask < (1u << (n - 1)); ++mask) {
             std::vector<StageShape> shape(1);
-            bool ok = true;
             for (int i = 0; i < n; ++i) {
                 shape.back().devices.push_back(seq[static_cast<size_t>(i)]);
                 if (i + 1 < n && (mask >> i & 1u)) shape.emplace_back();
             }
-            std::string key;
+            bool ok = true;
+            std::vector<std::vector<int>> key;
             for (const auto& st : shape) {
                 ok = ok && tp_ok[st.devices.size()];
-                std::vector<std::string> names;
-                for (int d : st.devices) names.push_back(devices[static_cast<size_t>(d)].name + "/" +
-                                                         std::to_string(devices[static_cast<size_t>(d)].memory_bytes));
-                std::sort(names.begin(), names.end());
-                key += "|";
-                for (const auto& nm : names) key += nm + ",";
+                std::vector<int> k;
+                for (int d : st.devices) k.push_back(kind_of[static_cast<size_t>(d)]);
+                std::sort(k.begin(), k.end());
+                key.push_back(k);
             }
             if (ok && seen.insert(key).second) shapes.push_back(std::move(shape));
         }
@@ -262,33 +278,41 @@ std::vector<std::vector<StageShape>> enumerate_shapes(const std::vector<DevicePr
     return shapes;
 }
 
-std::string shape_name(const std::vector<DeviceProfile>& devices, const std::vector<StageShape>& stages) {
-    bool same = true;
-    for (const auto& d : devices) same = same && d.same_card(devices.front());
+std::string shape_name(const PlanRequest& r, const std::vector<StageShape>& stages) {
+    const auto kinds = card_kinds(r);
     const size_t tp0 = stages.front().devices.size();
     bool uniform = true;
     for (const auto& s : stages) uniform = uniform && s.devices.size() == tp0;
-    if (same && uniform) {
+    if (kinds.size() == 1 && uniform) {
         if (stages.size() == 1) return fmt::format("tp{}", tp0);
         if (tp0 == 1) return fmt::format("pp{}", stages.size());
         return fmt::format("tp{}xpp{}", tp0, stages.size());
     }
+    // Cards are named by their catalog name, or by name#index where two kinds share a name
+    // (same card with other bands, or custom cards with other numbers).
+    auto label = [&](int d) {
+        const auto& name = r.devices[static_cast<size_t>(d)].name;
+        for (int o = 0; o < static_cast<int>(r.devices.size()); ++o) {
+            if (r.devices[static_cast<size_t>(o)].name == name && !same_kind(r, o, d)) return fmt::format("{}#{}", name, d);
+        }
+        return name;
+    };
     std::string out = stages.size() == 1 ? std::string() : fmt::format("pp{}[", stages.size());
     for (size_t s = 0; s < stages.size(); ++s) {
         if (s > 0) out += " | ";
         out += fmt::format("tp{}", stages[s].devices.size());
-        if (!same) {
+        if (kinds.size() > 1) {
             // "2xrtx5090", "rtx5090+rtx4090"
             std::map<std::string, int> count;
             std::vector<std::string> order;
             for (int d : stages[s].devices) {
-                const auto& name = devices[static_cast<size_t>(d)].name;
-                if (count[name]++ == 0) order.push_back(name);
+                const std::string l = label(d);
+                if (count[l]++ == 0) order.push_back(l);
             }
             std::string cards;
-            for (const auto& name : order) {
+            for (const auto& l : order) {
                 if (!cards.empty()) cards += "+";
-                cards += count[name] > 1 ? fmt::format("{}x{}", count[name], name) : name;
+                cards += count[l] > 1 ? fmt::format("{}x{}", count[l], l) : l;
             }
             out += " " + cards;
         }

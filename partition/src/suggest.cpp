@@ -34,7 +34,7 @@ std::vector<std::string> suggest_fixes(const PlanRequest& r) {
     std::vector<std::string> out;
     const std::string format = weight_format_summary(r.model);
 
-    if (!r.model.from_gguf) {
+    if (r.model.fixed_format.empty()) {
         const double bits = linear_bits(r.model);
         for (DType f : {DType::int8, DType::int4}) {
             if (bits_per_weight(f) >= bits - 0.5) continue;
@@ -59,7 +59,16 @@ std::vector<std::string> suggest_fixes(const PlanRequest& r) {
     const size_t k = static_cast<size_t>(biggest - r.devices.begin());
     const bool same = std::all_of(r.devices.begin(), r.devices.end(),
                                   [&](const DeviceProfile& d) { return d.same_card(*biggest); });
-    for (size_t n = r.devices.size() + 1; n <= kMaxPlannedDevices; ++n) {
+    // Bounded so the search stays quick: up to 16 cards of one kind, fewer when kinds mix (each
+    // card count multiplies the shapes by the orders of the kinds).
+    size_t kinds = 1;
+    for (size_t i = 1; i < r.devices.size(); ++i) {
+        bool seen = false;
+        for (size_t j = 0; j < i; ++j) seen = seen || r.devices[i].same_card(r.devices[j]);
+        kinds += seen ? 0 : 1;
+    }
+    const size_t limit = kinds == 1 ? kMaxPlannedDevices : kinds == 2 ? 12 : 8;
+    for (size_t n = r.devices.size() + 1; n <= limit; ++n) {
         PlanRequest q = r;
         while (q.devices.size() < n) {
             q.devices.push_back(*biggest);

@@ -88,7 +88,7 @@ TEST(Cli, BadFlagsAndValuesAreOneLineAndExit2) {
     expect_usage(base + "--kv-dtype q4_k", "--kv-dtype: 'q4_k'");
     expect_usage(base + "--objective fastest", "--objective: 'fastest'");
     expect_usage(base + "--format int3", "--format: 'int3'");
-    expect_usage(base + "--budget 24:20", "--budget: '24:20': the minimum 24 GB is above the maximum 20 GB");
+    expect_usage(base + "--budget 24:20", "--budget: '24:20': the minimum 24 GiB is above the maximum 20 GiB");
     expect_usage(base + "--budget 20:40", "exceeds card 0 (rtx5090) capacity");
     expect_usage(base + "--link pcie9", "--link: 'pcie9'");
     expect_usage(base + "--p2p maybe", "--p2p: 'maybe'");

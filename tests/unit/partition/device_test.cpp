@@ -86,6 +86,10 @@ TEST(Devices, CudaNamesMatchTheCatalog) {
     EXPECT_EQ(catalog_match("NVIDIA H200")->name, "h200");
     EXPECT_EQ(catalog_match("NVIDIA A100-SXM4-80GB")->name, "a100-80g");
     EXPECT_FALSE(catalog_match("NVIDIA H100 NVL").has_value());
+    EXPECT_FALSE(catalog_match("NVIDIA GeForce RTX 4090 Laptop GPU").has_value());
+    EXPECT_FALSE(catalog_match("NVIDIA GeForce RTX 3090 Ti").has_value());
+    EXPECT_FALSE(catalog_match("NVIDIA GH200 480GB").has_value());
+    EXPECT_FALSE(catalog_match("NVIDIA A100 80GB PCIe").has_value());
     EXPECT_FALSE(catalog_match("Tesla T4").has_value());
 }
 
@@ -117,6 +121,8 @@ TEST(Budget, OneForAllOrOnePerCardAndEdges) {
     EXPECT_THROW(parse_budget("twenty:24", devs), UsageError);
     EXPECT_THROW(parse_budget("-1:24", devs), UsageError);
     EXPECT_THROW(parse_budget("20", devs), UsageError);
+    EXPECT_THROW(parse_budget("0:1e10", devs), UsageError);     // absurd: refused, not overflowed
+    EXPECT_THROW(parse_budget("1e300:1e300", devs), UsageError);
 }
 
 TEST(Link, DefaultsFollowTheCards) {
@@ -150,6 +156,10 @@ TEST(Link, ProfileFilesRoundTripAndBadFilesAreErrors) {
                           "bus_bandwidth_gbs": 20}, "send": {"alpha_us": 10, "bandwidth_gbs": 20}})";
     EXPECT_THROW(read_link_profile(p), InputError);
     std::ofstream(p) << R"({"schema": "something-else"})";
+    EXPECT_THROW(read_link_profile(p), InputError);
+    std::ofstream(p) << R"({"schema": "tpserve.link/1", "kind": 5, "p2p": false})";
+    EXPECT_THROW(read_link_profile(p), InputError);
+    std::ofstream(p) << R"({"schema": 1})";
     EXPECT_THROW(read_link_profile(p), InputError);
     std::ofstream(p) << "[1, 2";
     EXPECT_THROW(read_link_profile(p), InputError);

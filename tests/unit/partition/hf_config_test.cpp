@@ -151,6 +151,27 @@ TEST(HfConfig, MissingAndMistypedFields) {
     expect_error(j, "exceeds");
 }
 
+TEST(HfConfig, SizesBeyondAnyModelAreRefusedNotOverflowed) {
+    auto j = minimal();
+    j["intermediate_size"] = int64_t{1} << 48;
+    expect_error(j, "FFN size 281474976710656 is beyond any real model");
+    j = minimal();
+    j["num_hidden_layers"] = 1 << 20;
+    expect_error(j, "number of layers");
+    j = minimal();
+    j["max_position_embeddings"] = 8;
+    expect_error(j, "below one KV block");
+}
+
+TEST(HfConfig, PreQuantizedCheckpointsKeepTheirFormat) {
+    auto j = minimal();
+    j["hidden_size"] = 128;
+    j["intermediate_size"] = 256;
+    j["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4}, {"group_size", 128}};
+    ModelDesc m = model_from_hf_config(j, "gptq", "gptq/config.json");
+    EXPECT_THROW(apply_weight_format(m, DType::int8), UsageError);
+}
+
 TEST(ModelSource, DirectoriesFilesAndUnknownNames) {
     namespace fs = std::filesystem;
     const fs::path dir = test::temp_path("tps-hf-dir");

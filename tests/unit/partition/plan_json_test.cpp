@@ -96,6 +96,19 @@ TEST(PlanJson, BrokenPlansAreRefused) {
     json mistyped = good;
     mistyped["serving"]["max_batch"] = "32";
     expect_refused(mistyped, "serving.max_batch");
+    json huge_tp = good;
+    huge_tp["stages"][0]["tp"] = int64_t{1} << 32;  // must not wrap to 0 and divide by it
+    expect_refused(huge_tp, "stages[].tp");
+    json shared_device = good;
+    shared_device["stages"][1]["devices"][0] = shared_device["stages"][0]["devices"][0];
+    shared_device["per_rank"][2]["device"] = shared_device["stages"][0]["devices"][0];
+    expect_refused(shared_device, "is given to two ranks");
+    json over_band = good;
+    over_band["per_rank"][1]["bytes"]["kv_cache"] = int64_t{40} << 30;
+    expect_refused(over_band, "outside its band");
+    json huge_bytes = good;
+    huge_bytes["per_rank"][0]["bytes"]["weights"] = INT64_MAX;
+    expect_refused(huge_bytes, "per_rank[].bytes.weights");
 }
 
 TEST(PlanJson, InfeasibleResultsAreNotPlans) {

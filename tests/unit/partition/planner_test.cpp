@@ -213,6 +213,37 @@ TEST(Planner, ThroughputObjectiveRanksByMaxBatch) {
     EXPECT_TRUE(contains(r.plan.rationale, "every sequence advances a token each")) << r.plan.rationale;
 }
 
+TEST(Planner, CardsWithDifferentBandsAreReordered) {
+    // The small-band card cannot hold the embedding stage's share but can hold the last one's:
+    // only one order fits, whichever order --gpus gives.
+    for (const char* budget : {"20:24,2:6", "2:6,20:24"}) {
+        PlanRequest req = request("llama-3.1-8b", "2xrtx5090", std::nullopt, budget);
+        req.serving.max_batch = 4096;
+        const PlanResult r = make_plan(req);
+        EXPECT_TRUE(r.feasible) << budget << ": " << r.why_infeasible;
+        if (r.feasible) expect_inside_bands(r.plan);
+    }
+}
+
+TEST(Planner, TheCardThatLimitsAStageIsTheOneNamed) {
+    PlanRequest req = request("qwen2.5-32b", "rtx5090,rtx4090");
+    req.serving = resolve_serving(req.model, req.serving);
+    const ShapeFit fit = fit_shape(req, {StageShape{{0, 1}}});
+    ASSERT_FALSE(fit.feasible);
+    EXPECT_TRUE(contains(fit.reason, "rtx4090 #1")) << fit.reason;
+}
+
+TEST(Planner, KvCapacityIsWholeBlocks) {
+    PlanRequest req = request("smollm2-135m", "cpu:8:50:1");
+    req.serving.max_context = 1000;  // 62.5 blocks: a sequence needs 63
+    req.serving.max_batch = 1;
+    const PlanResult r = make_plan(req);
+    ASSERT_TRUE(r.feasible);
+    EXPECT_EQ(r.plan.kv_tokens % kKvBlockTokens, 0);
+    EXPECT_GE(r.plan.kv_tokens, 1008);
+    for (const auto& s : r.plan.stages) EXPECT_EQ(s.kv_tokens % kKvBlockTokens, 0);
+}
+
 TEST(Planner, BadRequestsAreUsageErrors) {
     PlanRequest req = request("llama-3.1-8b", "2xrtx5090");
     PlanRequest none = req;
@@ -236,22 +267,27 @@ TEST(Planner, BadRequestsAreUsageErrors) {
     EXPECT_THROW(make_plan(kv), UsageError);
     PlanRequest many = request("llama-3.1-8b", "17xrtx5090");
     EXPECT_THROW(make_plan(many), UsageError);
+    PlanRequest mixed = request("llama-3.1-8b", "rtx5090,cpu:64:100:2");
+    EXPECT_THROW(make_plan(mixed), UsageError);
 }
 
 TEST(Planner, ShapesAndNames) {
-    const auto devs = parse_device_list("4xrtx5090");
-    const ModelDesc m = load_model("llama-3.1-70b");
-    const auto shapes = enumerate_shapes(devs, m);
+    const PlanRequest four = request("llama-3.1-70b", "4xrtx5090");
+    const auto shapes = enumerate_shapes(four);
     // compositions of 4 into parts from {1, 2, 4} (3 does not divide 64 heads)
     EXPECT_EQ(shapes.size(), 6u);
-    EXPECT_EQ(shape_name(devs, {StageShape{{0, 1, 2, 3}}}), "tp4");
-    EXPECT_EQ(shape_name(devs, {StageShape{{0}}, StageShape{{1}}, StageShape{{2}}, StageShape{{3}}}), "pp4");
-    EXPECT_EQ(shape_name(devs, {StageShape{{0, 1}}, StageShape{{2, 3}}}), "tp2xpp2");
-    EXPECT_EQ(shape_name(devs, {StageShape{{0, 1}}, StageShape{{2}}, StageShape{{3}}}), "pp3[tp2 | tp1 | tp1]");
-    const auto mixed = parse_device_list("rtx5090,rtx5090,rtx4090");
+    EXPECT_EQ(shape_name(four, {StageShape{{0, 1, 2, 3}}}), "tp4");
+    EXPECT_EQ(shape_name(four, {StageShape{{0}}, StageShape{{1}}, StageShape{{2}}, StageShape{{3}}}), "pp4");
+    EXPECT_EQ(shape_name(four, {StageShape{{0, 1}}, StageShape{{2, 3}}}), "tp2xpp2");
+    EXPECT_EQ(shape_name(four, {StageShape{{0, 1}}, StageShape{{2}}, StageShape{{3}}}), "pp3[tp2 | tp1 | tp1]");
+    const PlanRequest mixed = request("llama-3.1-70b", "rtx5090,rtx5090,rtx4090");
     EXPECT_EQ(shape_name(mixed, {StageShape{{0, 1}}, StageShape{{2}}}), "pp2[tp2 2xrtx5090 | tp1 rtx4090]");
+    // the same card with two bands: the name tells them apart
+    const PlanRequest bands = request("llama-3.1-8b", "2xrtx5090", std::nullopt, "20:24,2:6");
+    EXPECT_EQ(shape_name(bands, {StageShape{{1}}, StageShape{{0}}}), "pp2[tp1 rtx5090#1 | tp1 rtx5090#0]");
+    EXPECT_EQ(enumerate_shapes(bands).size(), 3u);  // tp2, and pp2 in both orders
     // orders of the card types are tried: the 4090 may come first or last
-    const auto mixed_shapes = enumerate_shapes(mixed, m);
+    const auto mixed_shapes = enumerate_shapes(mixed);
     bool first = false, last = false;
     for (const auto& s : mixed_shapes) {
         first |= s.front().devices == std::vector<int>{2};

@@ -51,7 +51,8 @@ bool is_planner_weight_format(DType t) noexcept;
 std::optional<int64_t> kv_element_bytes(DType t) noexcept;
 
 // Bytes of a matrix with `out` rows of `in` elements (a vector is out = n, in = 1), or nullopt when
-// the row length does not split into whole blocks. Exact, including scales and zeros.
+// the row length does not split into whole blocks or the size overflows 64 bits. Exact,
+// including scales and zeros.
 std::optional<int64_t> matrix_bytes(DType t, int64_t out, int64_t in) noexcept;
 
 // Average bits per weight of a large matrix (for display: "int4 ≈ 4.13 bits").

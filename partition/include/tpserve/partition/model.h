@@ -34,7 +34,8 @@ struct TensorSpec {
     TensorRole role = TensorRole::replicated;
     int64_t out = 0;      // rows (output features), or the length of a vector
     int64_t in = 1;       // columns (input features); 1 for a vector
-    int64_t experts = 1;  // > 1: one such matrix per MoE expert
+    int64_t experts = 1;  // > 1: one such matrix per MoE expert (a merged expert tensor)
+    bool expert = false;  // an MoE expert's weights (merged, or one expert's own tensor)
     DType dtype = DType::bf16;
     bool linear = false;  // a projection weight that --format may quantize
     Placement placement = Placement::every_rank;  // globals only
@@ -56,7 +57,10 @@ struct ModelDesc {
     int64_t experts_active = 0;
     bool tied_embeddings = false;
     DType checkpoint_dtype = DType::bf16;  // what the embedding, norms and biases are stored in
-    bool from_gguf = false;                // formats come from the file and cannot be overridden
+    bool from_gguf = false;
+    // Non-empty when the storage formats are fixed by the files (a GGUF, an AWQ/GPTQ/FP8
+    // checkpoint): why --format cannot change them.
+    std::string fixed_format;
 
     std::vector<TensorSpec> globals;              // embedding, final norm, LM head, ...
     std::vector<std::vector<TensorSpec>> layer_tensors;  // per layer, in order
@@ -73,8 +77,16 @@ struct LlamaVariant {
 void build_llama_tensors(ModelDesc& model, const LlamaVariant& variant);
 
 // Checks hyper-parameters against each other and the tensor list against them; throws
-// tps::InputError naming the model and the inconsistent field.
+// tps::InputError naming the model and the inconsistent field. Sizes beyond any real model
+// (kMaxDimension elements, kMaxLayers layers) are refused so byte counts cannot overflow.
 void validate_model(const ModelDesc& model);
+// The hyper-parameter half of validate_model(): run before a tensor table is built from them.
+void validate_hyperparameters(const ModelDesc& model);
+inline constexpr int64_t kMaxDimension = int64_t{1} << 24;  // hidden, FFN, vocabulary, heads x head_dim
+inline constexpr int64_t kMaxLayers = 4096;
+inline constexpr int64_t kMaxExperts = 4096;
+inline constexpr int64_t kMaxContext = int64_t{1} << 26;
+inline constexpr int64_t kMinContext = 16;  // one KV block
 
 // Stores every linear projection weight in `format` (embedding, LM head, norms, biases and the MoE
 // router keep their own format). Throws tps::UsageError when the model is a GGUF (its types are

@@ -58,12 +58,16 @@ struct ShapeFit {
 ShapeFit fit_shape(const PlanRequest& request, const std::vector<StageShape>& stages);
 
 // Every distinct shape the planner considers for these devices (see docs/planner.md, "Search").
-// Stage sizes that tp_incompatibility() rejects for `model` are left out.
-std::vector<std::vector<StageShape>> enumerate_shapes(const std::vector<DeviceProfile>& devices,
-                                                      const ModelDesc& model);
+// Cards with the same profile and band are interchangeable; every order of the kinds is tried
+// when there are at most kMaxPermutedKinds kinds and (for more than one kind) at most
+// kMaxPermutedCards cards, else the given order and largest band first. Stage sizes that
+// tp_incompatibility() rejects for the model are left out.
+std::vector<std::vector<StageShape>> enumerate_shapes(const PlanRequest& request);
+inline constexpr size_t kMaxPermutedKinds = 4;
+inline constexpr size_t kMaxPermutedCards = 12;
 
-// "tp4", "pp4", "tp2xpp2", "pp2[tp2 | tp1]", with device names when the cards differ.
-std::string shape_name(const std::vector<DeviceProfile>& devices, const std::vector<StageShape>& stages);
+// "tp4", "pp4", "tp2xpp2", "pp2[tp2 | tp1]", with card names when the cards differ.
+std::string shape_name(const PlanRequest& request, const std::vector<StageShape>& stages);
 
 // The best feasible plan without alternatives or suggestions (serving resolved), or nullopt.
 std::optional<Plan> best_feasible_plan(const PlanRequest& request);
