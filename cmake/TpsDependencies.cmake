@@ -29,6 +29,10 @@ if(NOT nlohmann_json_FOUND)
   endif()
 endif()
 
+# --- PCRE2: the tokenizer's pre-tokenizer regular expressions (Unicode properties) ------------
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+
 # --- CUDA toolkit and NCCL ---------------------------------------------------------------------
 set(TPS_HAS_CUDA 0)
 set(TPS_HAS_NCCL 0)
