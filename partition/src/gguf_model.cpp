@@ -94,6 +94,17 @@ ModelDesc model_from_gguf(const GgufFile& f) {
     m.experts_active = f.integer(p + "expert_used_count").value_or(0);
     if (*arch == "llama" && m.experts > 0) m.architecture = "mixtral";
     m.vocab = f.integer(p + "vocab_size").value_or(1);  // refined from token_embd below
+    m.rms_norm_eps = f.real(p + "attention.layer_norm_rms_epsilon").value_or(1e-5);
+    TPS_CHECK_AS(InputError, m.rms_norm_eps > 0 && m.rms_norm_eps < 1, "{}: {}attention.layer_norm_rms_epsilon {} is not in (0, 1)",
+                 f.path, p, m.rms_norm_eps);
+    m.rope.theta = f.real(p + "rope.freq_base").value_or(10000.0);
+    TPS_CHECK_AS(InputError, m.rope.theta > 0, "{}: {}rope.freq_base must be positive", f.path, p);
+    if (const auto type = f.string(p + "rope.scaling.type"); type && *type != "none") {
+        m.rope.scaling = *type;
+        m.rope.factor = f.real(p + "rope.scaling.factor").value_or(1.0);
+    }
+    // llama.cpp permutes llama-architecture Q/K rows for adjacent-pair RoPE; qwen2 keeps NeoX order
+    m.rope.adjacent_pairs = *arch == "llama";
     validate_hyperparameters(m);  // before anything is sized by them
 
     // Every layer holds several tensors: a block count beyond the tensor table is corrupt, and is
@@ -137,7 +148,10 @@ ModelDesc model_from_gguf(const GgufFile& f) {
             has_output = true;
         } else if (info.name == "output_norm.weight") {
             t.placement = Placement::last_stage;
-        } else if (info.name != "rope_freqs.weight") {
+        } else if (info.name == "rope_freqs.weight") {
+            m.rope.freq_factors_tensor = true;
+            m.rope.scaling = "llama3";
+        } else {
             m.notes.push_back(fmt::format("tensor {} is not a known Llama tensor; counted on every rank",
                                           info.name));
         }

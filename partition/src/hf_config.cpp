@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
 
 namespace tps {
@@ -45,6 +46,13 @@ struct Reader {
                      origin, key, v->dump());
         return v->get<bool>();
     }
+    double number_or(const char* key, double fallback) const {
+        const json* v = find(key);
+        if (!v) return fallback;
+        TPS_CHECK_AS(InputError, v->is_number() && std::isfinite(v->get<double>()),
+                     "{}: field \"{}\" must be a number, got {}", origin, key, v->dump());
+        return v->get<double>();
+    }
     std::string string_or(const char* key, const std::string& fallback) const {
         const json* v = find(key);
         if (!v) return fallback;
@@ -77,6 +85,31 @@ std::optional<DType> checkpoint_quantization(const Reader& r) {
                  "plan the unquantized model with --format instead",
                  r.origin, method);
     return std::nullopt;
+}
+
+// rope_theta and rope_scaling ({"rope_type" or "type": "llama3" | "linear" | ...}); transformers
+// >= 5 writes both inside one "rope_parameters" object instead.
+RopeConfig read_rope(const Reader& r) {
+    RopeConfig rope;
+    const json* params = r.find("rope_parameters");
+    TPS_CHECK_AS(InputError, !params || params->is_object(), "{}: \"rope_parameters\" must be an object", r.origin);
+    const Reader pr{params ? *params : r.j, r.origin};
+    rope.theta = params ? pr.number_or("rope_theta", r.number_or("rope_theta", 10000.0)) : r.number_or("rope_theta", 10000.0);
+    TPS_CHECK_AS(InputError, rope.theta > 0, "{}: rope_theta must be positive", r.origin);
+    const json* s = params ? params : r.find("rope_scaling");
+    if (!s) return rope;
+    TPS_CHECK_AS(InputError, s->is_object(), "{}: \"rope_scaling\" must be an object or null", r.origin);
+    const Reader sr{*s, r.origin};
+    rope.scaling = sr.string_or("rope_type", sr.string_or("type", "none"));
+    if (rope.scaling == "default") rope.scaling = "none";
+    rope.factor = sr.number_or("factor", 1.0);
+    rope.low_freq_factor = sr.number_or("low_freq_factor", 1.0);
+    rope.high_freq_factor = sr.number_or("high_freq_factor", 4.0);
+    rope.original_max_position = sr.positive_or("original_max_position_embeddings", 8192);
+    TPS_CHECK_AS(InputError, rope.factor > 0 && rope.low_freq_factor > 0 && rope.high_freq_factor > rope.low_freq_factor,
+                 "{}: rope_scaling factors are inconsistent (factor {}, low {}, high {})", r.origin, rope.factor,
+                 rope.low_freq_factor, rope.high_freq_factor);
+    return rope;
 }
 
 }  // namespace
@@ -136,6 +169,10 @@ ModelDesc model_from_hf_config(const json& j, const std::string& name, const std
                  "{}: torch_dtype \"{}\" is not float32, float16 or bfloat16", origin, dtype);
     m.checkpoint_dtype = *dt;
 
+    m.rms_norm_eps = r.number_or("rms_norm_eps", 1e-6);
+    TPS_CHECK_AS(InputError, m.rms_norm_eps > 0 && m.rms_norm_eps < 1, "{}: rms_norm_eps {} is not in (0, 1)", origin,
+                 m.rms_norm_eps);
+    m.rope = read_rope(r);
     validate_hyperparameters(m);  // before anything is sized by them
     LlamaVariant v;
     v.qkv_bias = qwen2 || (llama && r.boolean_or("attention_bias", false));

@@ -41,6 +41,22 @@ struct TensorSpec {
     Placement placement = Placement::every_rank;  // globals only
 };
 
+// Rotary position embedding as the checkpoint configures it. The planner ignores it; the engine
+// computes with it and refuses scaling types it does not implement.
+struct RopeConfig {
+    double theta = 10000.0;
+    std::string scaling = "none";  // none, linear, llama3; other names are kept for the message
+    double factor = 1.0;           // linear and llama3
+    double low_freq_factor = 1.0;  // llama3
+    double high_freq_factor = 4.0;
+    int64_t original_max_position = 8192;
+    // GGUF llama3 files carry the per-frequency factors as a tensor (rope_freqs.weight) instead
+    bool freq_factors_tensor = false;
+    // HF stores Q/K so RoPE rotates the two halves of each head (NeoX style); llama.cpp permutes
+    // llama-architecture Q/K rows so RoPE rotates adjacent pairs instead
+    bool adjacent_pairs = false;
+};
+
 struct ModelDesc {
     std::string name;          // preset name, directory name or GGUF general.name
     std::string source;        // where it was read from (path or "preset:...")
@@ -57,6 +73,8 @@ struct ModelDesc {
     int64_t experts_active = 0;
     bool tied_embeddings = false;
     DType checkpoint_dtype = DType::bf16;  // what the embedding, norms and biases are stored in
+    double rms_norm_eps = 1e-6;
+    RopeConfig rope;
     bool from_gguf = false;
     // Non-empty when the storage formats are fixed by the files (a GGUF, an AWQ/GPTQ/FP8
     // checkpoint): why --format cannot change them.

@@ -1,0 +1,163 @@
+// CPU engine throughput on a model of SmolLM2-135M's shape (30 layers, hidden 576, 9 heads,
+// 3 KV heads, FFN 1536, vocabulary 49152, tied embeddings) with seeded random weights made on the
+// spot, in f32, f16 and q8_0. Batch-1 decode is memory-bound: the weight bytes it reads per
+// second are set beside this machine's read bandwidth, measured here with the same threads.
+// Prefill (128 tokens) is set beside the measured f32 FMA peak.
+//   build/release/benchmarks/engine_bench [--threads N] [--tokens N]
+#include "tpserve/engine/backend.h"
+#include "tpserve/engine/llama.h"
+#include "tpserve/partition/model_source.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <immintrin.h>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+    return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+template <class F>
+double run_threads(int n, F&& f) {
+    std::vector<std::thread> pool;
+    const auto t0 = clock_type::now();
+    for (int i = 0; i < n; ++i) pool.emplace_back(f, i);
+    for (auto& t : pool) t.join();
+    return seconds_since(t0);
+}
+
+// Read bandwidth: each thread sums its half of a 1 GiB buffer with AVX2 loads, 8 accumulators.
+__attribute__((target("avx2"))) float sum_slice(const float* p, size_t n) {
+    __m256 a[8];
+    for (auto& x : a) x = _mm256_setzero_ps();
+    for (size_t i = 0; i + 64 <= n; i += 64) {
+        for (int k = 0; k < 8; ++k) a[k] = _mm256_add_ps(a[k], _mm256_loadu_ps(p + i + 8 * k));
+    }
+    __m256 s = a[0];
+    for (int k = 1; k < 8; ++k) s = _mm256_add_ps(s, a[k]);
+    float out[8];
+    _mm256_storeu_ps(out, s);
+    return out[0] + out[7];
+}
+
+double read_bandwidth(int threads) {
+    const size_t n = size_t{1} << 28;  // 1 GiB of floats
+    std::vector<float> buf(n, 1.0f);
+    std::vector<float> sink(static_cast<size_t>(threads));
+    double best = 1e30;
+    for (int rep = 0; rep < 5; ++rep) {
+        best = std::min(best, run_threads(threads, [&](int t) {
+                            const size_t chunk = n / static_cast<size_t>(threads);
+                            sink[static_cast<size_t>(t)] += sum_slice(buf.data() + chunk * static_cast<size_t>(t), chunk);
+                        }));
+    }
+    return static_cast<double>(n * sizeof(float)) / best;
+}
+
+typedef float v8f __attribute__((vector_size(32)));
+__attribute__((target("avx2,fma"))) float fma_chains(int64_t iters) {
+    v8f acc[10];
+    for (int c = 0; c < 10; ++c) acc[c] = v8f{} + static_cast<float>(c);
+    const v8f mul = v8f{} + 0.999999f, add = v8f{} + 1e-7f;
+    for (int64_t i = 0; i < iters; ++i) {
+        for (int c = 0; c < 10; ++c) acc[c] = acc[c] * mul + add;
+    }
+    float s = 0;
+    for (int c = 0; c < 10; ++c) s += acc[c][0];
+    return s;
+}
+
+double fma_peak(int threads) {
+    const int64_t iters = 20'000'000;
+    std::vector<float> sink(static_cast<size_t>(threads));
+    double best = 1e30;
+    for (int rep = 0; rep < 3; ++rep) {
+        best = std::min(best, run_threads(threads, [&](int t) { sink[static_cast<size_t>(t)] += fma_chains(iters); }));
+    }
+    return 2.0 * 8 * 10 * static_cast<double>(iters) * threads / best;
+}
+
+int64_t matrix_bytes_read(const tps::LlamaWeights& w) {
+    int64_t b = w.lm_head.rows * w.lm_head.row_bytes;
+    for (const auto& l : w.layers) {
+        for (const tps::Weight* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) b += m->rows * m->row_bytes;
+    }
+    return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    int threads = 2;
+    int decode_tokens = 64;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (std::strcmp(argv[i], "--threads") == 0) threads = std::atoi(argv[i + 1]);
+        if (std::strcmp(argv[i], "--tokens") == 0) decode_tokens = std::atoi(argv[i + 1]);
+    }
+    const tps::ModelDesc desc = tps::load_model("smollm2-135m");
+    std::printf("model: SmolLM2-135M shape, random weights; %d threads\n", threads);
+    const double bw = read_bandwidth(threads);
+    const double peak = fma_peak(threads);
+    std::printf("machine: read bandwidth %.1f GB/s, f32 FMA peak %.1f GFLOPS (%d threads, measured now)\n\n", bw / 1e9,
+                peak / 1e9, threads);
+    std::printf("%-6s %12s %12s %12s %10s %14s %12s %10s\n", "format", "weights MB", "decode tok/s", "weights GB/s",
+                "% of bw", "prefill tok/s", "GFLOPS", "% of peak");
+
+    auto be = tps::make_cpu_backend(threads);
+    std::mt19937 rng(1);
+    std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(desc.vocab) - 1);
+    for (tps::DType type : {tps::DType::f32, tps::DType::f16, tps::DType::q8_0}) {
+        tps::LlamaWeights w = tps::make_random_llama_weights(desc, type, 7);
+        const int64_t bytes = matrix_bytes_read(w);
+        tps::ModelOptions opt;
+        opt.max_step_tokens = 128;
+        opt.kv_tokens = 2048;
+        tps::LlamaModel model(desc, std::move(w), *be, opt);
+
+        // prefill: 128 tokens, best of 3
+        std::vector<int32_t> prompt(128);
+        for (auto& t : prompt) t = tok(rng);
+        double prefill = 1e30;
+        for (int rep = 0; rep < 3; ++rep) {
+            const auto t0 = clock_type::now();
+            model.forward({{100 + rep, prompt, 0, false}});
+            prefill = std::min(prefill, seconds_since(t0));
+            model.release(100 + rep);
+        }
+        // decode: 16-token prompt, then batch-1 steps; the median step
+        std::vector<int32_t> start(16);
+        for (auto& t : start) t = tok(rng);
+        model.forward({{1, start, 0, false}});
+        std::vector<double> steps;
+        int32_t next = tok(rng);
+        for (int i = 0; i < decode_tokens; ++i) {
+            const auto t0 = clock_type::now();
+            const tps::StepResult r = model.forward({{1, {next}, 16 + i, false}});
+            steps.push_back(seconds_since(t0));
+            next = static_cast<int32_t>(std::max_element(r.logits.begin(), r.logits.end()) - r.logits.begin());
+        }
+        std::sort(steps.begin(), steps.end());
+        const double step = steps[steps.size() / 2];
+        const double per_token_flops = 2.0 * static_cast<double>(bytes) / (static_cast<double>(*tps::matrix_bytes(type, 1, 32)) / 32.0);
+        // prefill FLOPs: matmuls for 128 tokens (the LM head for one) + causal attention
+        const double lm_head = 2.0 * static_cast<double>(desc.vocab * desc.hidden);
+        const double layers_flops = (per_token_flops - lm_head) * 128 + lm_head +
+                                    2.0 * 128 * 128 * static_cast<double>(desc.heads * desc.head_dim * desc.layers);
+        std::printf("%-6s %12.1f %12.1f %12.2f %9.1f%% %14.1f %12.1f %9.1f%%\n", std::string(tps::dtype_name(type)).c_str(),
+                    static_cast<double>(bytes) / 1e6, 1.0 / step, static_cast<double>(bytes) / step / 1e9,
+                    100.0 * static_cast<double>(bytes) / step / bw, 128.0 / prefill, layers_flops / prefill / 1e9,
+                    100.0 * layers_flops / prefill / peak);
+    }
+    return 0;
+}

@@ -1,0 +1,111 @@
+// The one seam between model code and hardware (docs/design.md, "Backends"). Model code calls
+// these ops on Tensors in the backend's memory and never branches on which backend it has.
+// CpuBackend is the reference; CudaBackend plugs in behind the same interface.
+#pragma once
+
+#include "tpserve/engine/memory.h"
+#include "tpserve/engine/weights.h"
+#include "tpserve/partition/dtype.h"
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace tps {
+
+// Memory a backend owns (host memory for the CPU backend, device memory for CUDA).
+class DeviceMemory {
+public:
+    virtual ~DeviceMemory() = default;
+    virtual void* data() noexcept = 0;
+    virtual int64_t bytes() const noexcept = 0;
+};
+
+// Activations: rows x cols, row-major and contiguous, in backend memory.
+struct Tensor {
+    void* data = nullptr;
+    DType type = DType::f32;
+    int64_t rows = 0;
+    int64_t cols = 0;
+
+    float* f32() const noexcept { return static_cast<float*>(data); }
+    // rows [first, first + n) of this tensor
+    Tensor slice_rows(int64_t first, int64_t n) const noexcept;
+    // the same memory seen as rows x cols (rows * cols must not grow)
+    Tensor reshape(int64_t rows, int64_t cols) const noexcept;
+};
+
+// Rotary embedding: the inverse frequencies (scaling applied) and how pairs are formed.
+struct RopeTable {
+    std::vector<float> inv_freq;  // rotary_dims / 2 entries
+    int64_t rotary_dims = 0;
+    bool adjacent_pairs = false;  // (2i, 2i+1) as llama.cpp's permuted Q/K; else (i, i + dims/2)
+};
+
+// The paged KV cache's memory: per layer K and V, each [blocks][block_tokens][kv_heads][head_dim].
+struct KvLayout {
+    int64_t layers = 0;
+    int64_t kv_heads = 0;  // on this rank
+    int64_t head_dim = 0;
+    int64_t block_tokens = 16;
+    int64_t blocks = 0;
+    DType dtype = DType::f32;
+    int64_t token_stride() const noexcept { return kv_heads * head_dim; }  // elements per token slot
+};
+
+// Where each token of a step sits: its position, and its sequence's block table.
+struct StepLayout {
+    struct Sequence {
+        const int32_t* blocks = nullptr;  // block ids, in order
+        int64_t n_blocks = 0;
+    };
+    std::vector<int32_t> positions;  // per token
+    std::vector<int32_t> sequence;   // per token: index into sequences
+    std::vector<Sequence> sequences;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string_view name() const noexcept = 0;
+
+    virtual std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) = 0;
+
+    // out[i] = row ids[i] - vocab_first of `table` (rows outside the table give zeros: the
+    // vocabulary-parallel embedding sums partial rows across ranks)
+    virtual void embedding(const Weight& table, int64_t vocab_first, std::span<const int32_t> ids, Tensor out) = 0;
+    // out = x / rms(x) * w, per row
+    virtual void rmsnorm(const Tensor& x, const Vec& w, float eps, Tensor out) = 0;
+    // y = x W^T: x (tokens, w.cols) -> y (tokens, w.rows)
+    virtual void matmul(const Weight& w, const Tensor& x, Tensor y) = 0;
+    // several products of the same x (Q, K, V; gate, up) as one pass: one dispatch on the CPU
+    struct Product {
+        const Weight* w;
+        Tensor y;
+    };
+    virtual void matmul_multi(const Tensor& x, std::span<const Product> products) = 0;
+    // y[r] += b, per row
+    virtual void add_bias(Tensor y, const Vec& b) = 0;
+    // rotates every head of x (tokens, heads * head_dim) by its token's position
+    virtual void rope(Tensor x, int64_t head_dim, const RopeTable& table, std::span<const int32_t> positions) = 0;
+    // writes k, v (tokens, kv_heads * head_dim) of `layer` into the cache at the tokens' slots
+    virtual void kv_store(DeviceMemory& kv, const KvLayout& layout, int64_t layer, const Tensor& k,
+                          const Tensor& v, const StepLayout& step) = 0;
+    // causal attention of q (tokens, heads * head_dim) over each token's sequence up to its
+    // position, grouped-query (heads / kv_heads query heads share a KV head) -> out, same shape
+    virtual void attention(const Tensor& q, const DeviceMemory& kv, const KvLayout& layout, int64_t layer,
+                           const StepLayout& step, int64_t heads, Tensor out) = 0;
+    // out = silu(gate) * up
+    virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor out) = 0;
+    // x += y
+    virtual void add(Tensor x, const Tensor& y) = 0;
+    // copies rows of x to host memory
+    virtual void to_host(const Tensor& x, float* host) = 0;
+};
+
+// The CPU backend with `threads` threads (0: all hardware threads).
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+
+}  // namespace tps

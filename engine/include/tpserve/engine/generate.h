@@ -1,0 +1,58 @@
+// Generating one sequence to completion: prefill in chunks, then sample, stream and stop (on a
+// stop token, a stop string or the token limit). The HTTP server's scheduler runs many sequences
+// through LlamaModel directly; this is the single-sequence path `tpserve generate` uses, and the
+// text-level pieces (StopMatcher) are shared.
+#pragma once
+
+#include "tpserve/engine/llama.h"
+#include "tpserve/engine/sampler.h"
+#include "tpserve/engine/tokenizer.h"
+
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tps {
+
+// Finds stop strings in streamed text: push() returns the text that is safe to show (it cannot
+// be the start of a stop string any more); done() says a stop string was met, and the text
+// before it has been returned.
+class StopMatcher {
+public:
+    explicit StopMatcher(std::vector<std::string> stops);
+    std::string push(std::string_view text);
+    std::string finish();  // what is held back, when generation ends without a stop string
+    bool done() const noexcept { return done_; }
+
+private:
+    std::vector<std::string> stops_;
+    size_t hold_ = 0;  // longest stop string - 1: how much text may still turn into a stop
+    std::string pending_;
+    bool done_ = false;
+};
+
+struct GenerateOptions {
+    int64_t max_tokens = 128;
+    SamplingParams sampling;
+    std::vector<std::string> stop;   // stop strings (not included in the output)
+    std::vector<int32_t> stop_ids;   // stop tokens (not included in the output)
+    int64_t seq_id = 0;
+};
+
+struct GenerateResult {
+    int64_t prompt_tokens = 0;
+    int64_t generated_tokens = 0;
+    double prefill_seconds = 0;
+    double decode_seconds = 0;       // from the first token to the last
+    std::string finish_reason;       // "stop" or "length"
+    std::vector<int32_t> tokens;     // generated ids (without a stop token)
+};
+
+// Runs `prompt` on `model` (as sequence options.seq_id, released at the end) and calls on_text
+// with each piece of output text as it becomes final.
+GenerateResult generate(LlamaModel& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
+                        const GenerateOptions& options, const std::function<void(std::string_view)>& on_text);
+
+}  // namespace tps

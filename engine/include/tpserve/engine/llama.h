@@ -1,0 +1,128 @@
+// The Llama-family forward pass (Llama 2, Llama 3/3.1, Mistral, Qwen2, SmolLM2), written once
+// against the Backend interface. A step is a list of (sequence, tokens, start position): prefill
+// and decode mix freely, so continuous batching needs nothing more. The KV cache is paged:
+// 16-token blocks handed to sequences as they grow, so no sequence reserves its maximum length.
+#pragma once
+
+#include "tpserve/common/error.h"
+#include "tpserve/engine/backend.h"
+#include "tpserve/engine/weights.h"
+#include "tpserve/partition/model.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+namespace tps {
+
+// Which part of the model this rank holds (the Plan says; a single process holds everything).
+struct ShardSpec {
+    int tp = 1;
+    int tp_rank = 0;
+    int64_t first_layer = 0;
+    int64_t last_layer = -1;  // exclusive; -1: all
+    bool first_stage = true;  // holds the embedding
+    bool last_stage = true;   // holds the final norm and the LM head
+};
+
+struct LayerWeights {
+    Vec attn_norm, ffn_norm;
+    Weight wq, wk, wv, wo, w_gate, w_up, w_down;
+    Vec bq, bk, bv, bo, b_gate, b_up, b_down;  // empty when the architecture has none
+};
+
+struct LlamaWeights {
+    Weight embedding;  // rows [embedding_first, ...) of the vocabulary
+    int64_t embedding_first = 0;
+    Weight lm_head;
+    int64_t lm_head_first = 0;
+    Vec final_norm;
+    Vec rope_factors;  // GGUF llama3 files: rope_freqs.weight
+    std::vector<LayerWeights> layers;  // this shard's layers, in order
+    int64_t checkpoint_bytes = 0;      // bytes read from the checkpoint for this shard
+    std::shared_ptr<const WeightSource> source;  // keeps the mapped files the weights point into
+
+    // Weight bytes used in place from the mapped checkpoint (not allocations).
+    int64_t mapped_bytes() const noexcept;
+};
+
+// Reads the shard's tensors, checking every shape against the model description; errors name
+// the tensor.
+LlamaWeights load_llama_weights(std::shared_ptr<const WeightSource> source, const ModelDesc& model,
+                                const ShardSpec& shard);
+
+// Seeded random weights of the model's shape in `type` (layers' projections, embedding and LM
+// head; norms 1), for benchmarks and GPU checks.
+LlamaWeights make_random_llama_weights(const ModelDesc& model, DType type, uint64_t seed);
+
+struct ModelOptions {
+    int64_t max_step_tokens = 512;  // most tokens in one step (longer prompts are fed in chunks)
+    int64_t max_logit_rows = 64;    // logits computed together (more are done in rounds)
+    int64_t kv_tokens = 8192;       // KV capacity, rounded up to whole blocks
+    DType kv_dtype = DType::f32;    // f32, f16 or bf16 on the CPU
+};
+
+struct SequenceStep {
+    int64_t seq_id = 0;
+    std::vector<int32_t> tokens;
+    int64_t start_pos = 0;     // must equal the sequence's current length
+    bool all_logits = false;   // logits for every token, not only the last
+};
+
+struct StepResult {
+    int64_t vocab = 0;
+    std::vector<float> logits;          // rows of `vocab` floats
+    std::vector<int64_t> first_row;     // per step entry: its first logits row
+    std::vector<int64_t> rows;          // per step entry: how many rows
+    const float* row(int64_t entry, int64_t i = 0) const {
+        return logits.data() + (first_row[static_cast<size_t>(entry)] + i) * vocab;
+    }
+};
+
+// Thrown when a step needs more KV blocks than are free; nothing of the step was applied.
+class KvCapacityError : public Error {
+public:
+    using Error::Error;
+};
+
+class LlamaModel {
+public:
+    LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, ModelOptions options);
+    ~LlamaModel();
+
+    StepResult forward(const std::vector<SequenceStep>& step);
+    void release(int64_t seq_id);
+    int64_t length(int64_t seq_id) const;  // 0 for an unknown sequence
+
+    const ModelDesc& desc() const noexcept { return desc_; }
+    const ModelOptions& options() const noexcept { return options_; }
+    const LlamaWeights& weights() const noexcept { return w_; }
+    int64_t kv_capacity_tokens() const noexcept;
+    int64_t kv_free_tokens() const noexcept;
+    int64_t kv_bytes() const noexcept;
+
+private:
+    struct Sequence {
+        std::vector<int32_t> blocks;
+        int64_t length = 0;
+    };
+    void run_layers(int64_t n_tokens, const StepLayout& layout);
+
+    ModelDesc desc_;
+    LlamaWeights w_;
+    Backend& be_;
+    ModelOptions options_;
+    RopeTable rope_;
+    KvLayout kv_layout_;
+    std::unique_ptr<DeviceMemory> kv_;
+    std::vector<int32_t> free_blocks_;
+    std::unordered_map<int64_t, Sequence> seqs_;
+    // activations of the largest step
+    std::unique_ptr<DeviceMemory> act_;
+    Tensor x_, h_, o_, q_, k_, v_, gate_, up_, ffn_, logits_;
+    int64_t heads_ = 0, kv_heads_ = 0;  // on this rank
+};
+
+}  // namespace tps

@@ -1,0 +1,154 @@
+// y = x W^T on the CPU. Decode (up to 4 tokens): each weight row is streamed once and dotted
+// with every token, so the pass runs at memory bandwidth. Prefill: 2-row x 6-token register
+// tiles (12 accumulators) over a block of rows that stays in L2 while every group of 6 tokens
+// passes over it; each weight register is used 6 times. Weights of every format are expanded 8 at a
+// time in registers (simd.h).
+#include "kernels.h"
+#include "simd.h"
+
+#include "tpserve/common/check.h"
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+namespace tps::cpu {
+namespace {
+
+std::atomic<bool> g_force_scalar{false};
+
+// Elements [k, K) of a row as f32, for the tail that is not a multiple of 8 (plain types only:
+// block types have rows of whole 32-element blocks).
+TPS_AVX2 float tail_dot(const Weight& w, const std::byte* row, int64_t k, const float* x) {
+    float out = 0;
+    float tmp[8];
+    const int64_t n = w.cols - k;
+    if (n <= 0) return 0;
+    row_to_f32(w.type, row, k, n, tmp);
+    for (int64_t i = 0; i < n; ++i) out += tmp[i] * x[k + i];
+    return out;
+}
+
+template <DType T, int NT>
+TPS_AVX2 void rows_small(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y,
+                         int64_t ys) {
+    const int64_t K = w.cols;
+    const int64_t K16 = K & ~int64_t{15};
+    for (int64_t r = r0; r < r1; ++r) {
+        const std::byte* row = w.row(r);
+        __m256 a[NT][2];
+        for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k < K16; k += 16) {
+            const __m256 w0 = Load8<T>::at(row, k);
+            const __m256 w1 = Load8<T>::at(row, k + 8);
+            for (int t = 0; t < NT; ++t) {
+                a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + k), a[t][0]);
+                a[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + k + 8), a[t][1]);
+            }
+        }
+        for (; k + 8 <= K; k += 8) {
+            const __m256 w0 = Load8<T>::at(row, k);
+            for (int t = 0; t < NT; ++t) a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + k), a[t][0]);
+        }
+        for (int t = 0; t < NT; ++t) {
+            y[t * ys + r] = hsum(_mm256_add_ps(a[t][0], a[t][1])) + tail_dot(w, row, k, x + t * xs);
+        }
+    }
+}
+
+template <DType T, int NR, int NT>
+TPS_AVX2 void tile(const Weight& w, int64_t r, const float* x, int64_t xs, float* y, int64_t ys) {
+    const int64_t K = w.cols;
+    __m256 a[NR][NT];
+    for (int i = 0; i < NR; ++i) {
+        for (int t = 0; t < NT; ++t) a[i][t] = _mm256_setzero_ps();
+    }
+    const std::byte* rows[NR];
+    for (int i = 0; i < NR; ++i) rows[i] = w.row(r + i);
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 xv[NT];
+        for (int t = 0; t < NT; ++t) xv[t] = _mm256_loadu_ps(x + t * xs + k);
+        for (int i = 0; i < NR; ++i) {
+            const __m256 wv = Load8<T>::at(rows[i], k);
+            for (int t = 0; t < NT; ++t) a[i][t] = _mm256_fmadd_ps(wv, xv[t], a[i][t]);
+        }
+    }
+    for (int i = 0; i < NR; ++i) {
+        for (int t = 0; t < NT; ++t) y[t * ys + r + i] = hsum(a[i][t]) + tail_dot(w, rows[i], k, x + t * xs);
+    }
+}
+
+template <DType T, int NT>
+TPS_AVX2 void token_group(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y, int64_t ys) {
+    int64_t r = r0;
+    for (; r + 2 <= r1; r += 2) tile<T, 2, NT>(w, r, x, xs, y, ys);
+    if (r < r1) tile<T, 1, NT>(w, r, x, xs, y, ys);
+}
+
+template <DType T>
+TPS_AVX2 void rows_avx2(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n_tok, float* y,
+                        int64_t ys) {
+    switch (n_tok) {
+        case 1: return rows_small<T, 1>(w, r0, r1, x, xs, y, ys);
+        case 2: return rows_small<T, 2>(w, r0, r1, x, xs, y, ys);
+        case 3: return rows_small<T, 3>(w, r0, r1, x, xs, y, ys);
+        case 4: return rows_small<T, 4>(w, r0, r1, x, xs, y, ys);
+        default: break;
+    }
+    // Groups of 6 tokens over pairs of rows: 12 accumulators, each weight load used 6 times, the
+    // group's activations held in L1 while the block's rows stream from L2.
+    for (int64_t t0 = 0; t0 < n_tok; t0 += 6) {
+        const float* xt = x + t0 * xs;
+        float* yt = y + t0 * ys;
+        switch (std::min<int64_t>(6, n_tok - t0)) {
+            case 6: token_group<T, 6>(w, r0, r1, xt, xs, yt, ys); break;
+            case 5: token_group<T, 5>(w, r0, r1, xt, xs, yt, ys); break;
+            case 4: token_group<T, 4>(w, r0, r1, xt, xs, yt, ys); break;
+            case 3: token_group<T, 3>(w, r0, r1, xt, xs, yt, ys); break;
+            case 2: token_group<T, 2>(w, r0, r1, xt, xs, yt, ys); break;
+            default: token_group<T, 1>(w, r0, r1, xt, xs, yt, ys); break;
+        }
+    }
+}
+
+}  // namespace
+
+bool have_avx2() noexcept {
+    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                           __builtin_cpu_supports("f16c");
+    return ok && !g_force_scalar.load(std::memory_order_relaxed);
+}
+
+void force_scalar(bool on) noexcept { g_force_scalar.store(on); }
+
+void matmul_rows_reference(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n_tok,
+                           float* y, int64_t ys) {
+    std::vector<float> row(static_cast<size_t>(w.cols));
+    for (int64_t r = r0; r < r1; ++r) {
+        row_to_f32(w.type, w.row(r), 0, w.cols, row.data());
+        for (int64_t t = 0; t < n_tok; ++t) {
+            double acc = 0;
+            for (int64_t k = 0; k < w.cols; ++k) acc += static_cast<double>(row[static_cast<size_t>(k)]) * x[t * xs + k];
+            y[t * ys + r] = static_cast<float>(acc);
+        }
+    }
+}
+
+void matmul_rows(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n_tok, float* y,
+                 int64_t ys) {
+    if (!have_avx2()) return matmul_rows_reference(w, r0, r1, x, xs, n_tok, y, ys);
+    switch (w.type) {
+        case DType::f32: return rows_avx2<DType::f32>(w, r0, r1, x, xs, n_tok, y, ys);
+        case DType::f16: return rows_avx2<DType::f16>(w, r0, r1, x, xs, n_tok, y, ys);
+        case DType::bf16: return rows_avx2<DType::bf16>(w, r0, r1, x, xs, n_tok, y, ys);
+        case DType::q8_0: return rows_avx2<DType::q8_0>(w, r0, r1, x, xs, n_tok, y, ys);
+        case DType::q4_0: return rows_avx2<DType::q4_0>(w, r0, r1, x, xs, n_tok, y, ys);
+        case DType::q4_1: return rows_avx2<DType::q4_1>(w, r0, r1, x, xs, n_tok, y, ys);
+        default:
+            throw InputError(fmt::format("matmul: {} weights are not supported by the CPU backend", dtype_name(w.type)));
+    }
+}
+
+}  // namespace tps::cpu

@@ -1,0 +1,99 @@
+#include "tpserve/engine/generate.h"
+
+#include "tpserve/common/check.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace tps {
+
+StopMatcher::StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {
+    stops_.erase(std::remove(stops_.begin(), stops_.end(), std::string()), stops_.end());
+    for (const auto& s : stops_) hold_ = std::max(hold_, s.size() - 1);
+}
+
+std::string StopMatcher::push(std::string_view text) {
+    if (done_) return {};
+    pending_ += text;
+    size_t cut = std::string::npos;
+    for (const auto& s : stops_) cut = std::min(cut, pending_.find(s));
+    if (cut != std::string::npos) {
+        done_ = true;
+        std::string out = pending_.substr(0, cut);
+        pending_.clear();
+        return out;
+    }
+    if (pending_.size() <= hold_) return {};
+    // keep the last hold_ bytes (a stop string may be starting), but never split a UTF-8 character
+    size_t keep_from = pending_.size() - hold_;
+    while (keep_from > 0 && (static_cast<unsigned char>(pending_[keep_from]) & 0xC0) == 0x80) --keep_from;
+    std::string out = pending_.substr(0, keep_from);
+    pending_.erase(0, keep_from);
+    return out;
+}
+
+std::string StopMatcher::finish() {
+    std::string out = done_ ? std::string() : pending_;
+    pending_.clear();
+    return out;
+}
+
+GenerateResult generate(LlamaModel& model, const Tokenizer& tok, std::span<const int32_t> prompt,
+                        const GenerateOptions& opt, const std::function<void(std::string_view)>& on_text) {
+    using clock = std::chrono::steady_clock;
+    TPS_CHECK_AS(UsageError, !prompt.empty(), "the prompt is empty");
+    TPS_CHECK_AS(UsageError, opt.max_tokens >= 1, "max tokens must be at least 1, got {}", opt.max_tokens);
+    const int64_t room = model.desc().max_context - static_cast<int64_t>(prompt.size());
+    TPS_CHECK_AS(UsageError, room >= 1, "the prompt has {} tokens; the model's context is {}", prompt.size(),
+                 model.desc().max_context);
+    GenerateResult r;
+    r.prompt_tokens = static_cast<int64_t>(prompt.size());
+    Sampler sampler(opt.sampling, prompt);
+    StreamDecoder decoder(tok);
+    StopMatcher stops(opt.stop);
+    const int64_t seq = opt.seq_id;
+    struct Release {
+        LlamaModel& m;
+        int64_t id;
+        ~Release() { m.release(id); }
+    } release{model, seq};
+
+    // prefill in chunks of the model's step size
+    const auto t0 = clock::now();
+    const int64_t chunk = model.options().max_step_tokens;
+    StepResult last;
+    for (int64_t pos = 0; pos < r.prompt_tokens; pos += chunk) {
+        const int64_t n = std::min(chunk, r.prompt_tokens - pos);
+        last = model.forward({{seq, std::vector<int32_t>(prompt.begin() + pos, prompt.begin() + pos + n), pos, false}});
+    }
+    const auto t1 = clock::now();
+    r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+
+    const int64_t limit = std::min(opt.max_tokens, room);
+    std::vector<float> logits(last.logits.begin(), last.logits.end());
+    r.finish_reason = "length";
+    while (true) {
+        const Sampled s = sampler.sample(logits);
+        if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), s.token) != opt.stop_ids.end()) {
+            r.finish_reason = "stop";
+            break;
+        }
+        r.tokens.push_back(s.token);
+        ++r.generated_tokens;
+        if (const std::string text = stops.push(decoder.push(s.token)); !text.empty()) on_text(text);
+        if (stops.done()) {
+            r.finish_reason = "stop";
+            break;
+        }
+        if (r.generated_tokens >= limit) break;
+        const StepResult step = model.forward({{seq, {s.token}, r.prompt_tokens + r.generated_tokens - 1, false}});
+        logits.assign(step.logits.begin(), step.logits.end());
+    }
+    if (!stops.done()) {
+        if (const std::string rest = stops.push(decoder.finish()) + stops.finish(); !rest.empty()) on_text(rest);
+    }
+    r.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
+    return r;
+}
+
+}  // namespace tps

@@ -1,0 +1,218 @@
+// One step of the Llama-family forward pass over a batch of sequences. Tokens of every sequence
+// are laid end to end: the matmuls see one (tokens x hidden) activation, attention looks each
+// token up in its own sequence's paged KV. Buffers are sized once, for the largest step.
+#include "tpserve/engine/llama.h"
+
+#include "tpserve/common/check.h"
+
+#include <algorithm>
+#include <unordered_set>
+
+namespace tps {
+
+RopeTable make_rope_table(const RopeConfig& rope, int64_t head_dim, const Vec* freq_factors);
+
+LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, ModelOptions options)
+    : desc_(std::move(desc)), w_(std::move(weights)), be_(backend), options_(options) {
+    TPS_CHECK_AS(UsageError, options_.max_step_tokens >= 1 && options_.max_logit_rows >= 1 && options_.kv_tokens >= 1,
+                 "model options: step tokens, logit rows and KV tokens must be positive");
+    TPS_CHECK(!w_.layers.empty(), "model: no layers loaded");
+    TPS_CHECK(!w_.embedding.empty() && !w_.lm_head.empty(),
+              "model: a single-process model needs the embedding and the LM head (first and last stage)");
+    const auto& l0 = w_.layers.front();
+    heads_ = l0.wq.rows / desc_.head_dim;
+    kv_heads_ = l0.wk.rows / desc_.head_dim;
+    rope_ = make_rope_table(desc_.rope, desc_.head_dim, &w_.rope_factors);
+
+    kv_layout_.layers = static_cast<int64_t>(w_.layers.size());
+    kv_layout_.kv_heads = kv_heads_;
+    kv_layout_.head_dim = desc_.head_dim;
+    kv_layout_.block_tokens = 16;
+    kv_layout_.blocks = (options_.kv_tokens + 15) / 16;
+    kv_layout_.dtype = options_.kv_dtype;
+    TPS_CHECK_AS(UsageError,
+                 options_.kv_dtype == DType::f32 || options_.kv_dtype == DType::f16 || options_.kv_dtype == DType::bf16,
+                 "--kv-dtype: {} is not supported here (f32, f16, bf16)", dtype_name(options_.kv_dtype));
+    kv_ = be_.allocate(kv_bytes(), MemoryTag::kv_cache);
+    free_blocks_.resize(static_cast<size_t>(kv_layout_.blocks));
+    for (int64_t b = 0; b < kv_layout_.blocks; ++b) free_blocks_[static_cast<size_t>(b)] = static_cast<int32_t>(kv_layout_.blocks - 1 - b);
+
+    // activations: x, h, o (hidden); q, k, v; gate, up, ffn (FFN shard); logits rows
+    const int64_t T = options_.max_step_tokens;
+    const int64_t q_dim = heads_ * desc_.head_dim;
+    const int64_t kv_dim = kv_heads_ * desc_.head_dim;
+    const int64_t ffn = l0.w_gate.rows;
+    const int64_t vocab = w_.lm_head.rows;
+    const int64_t floats = T * (3 * desc_.hidden + q_dim + 2 * kv_dim + 2 * ffn + std::max(ffn, q_dim)) +
+                           options_.max_logit_rows * vocab;
+    act_ = be_.allocate(floats * 4, MemoryTag::activations);
+    auto* base = static_cast<float*>(act_->data());
+    auto take = [&](int64_t rows, int64_t cols) {
+        Tensor t{base, DType::f32, rows, cols};
+        base += rows * cols;
+        return t;
+    };
+    x_ = take(T, desc_.hidden);
+    h_ = take(T, desc_.hidden);
+    o_ = take(T, desc_.hidden);
+    q_ = take(T, q_dim);
+    k_ = take(T, kv_dim);
+    v_ = take(T, kv_dim);
+    gate_ = take(T, std::max(ffn, q_dim));  // also holds attention's output (q_dim wide)
+    gate_.cols = ffn;
+    up_ = take(T, ffn);
+    ffn_ = take(T, ffn);
+    logits_ = take(options_.max_logit_rows, vocab);
+}
+
+LlamaModel::~LlamaModel() = default;
+
+int64_t LlamaModel::kv_bytes() const noexcept {
+    const int64_t elem = kv_layout_.dtype == DType::f32 ? 4 : 2;
+    return kv_layout_.layers * 2 * kv_layout_.blocks * kv_layout_.block_tokens * kv_layout_.token_stride() * elem;
+}
+
+int64_t LlamaModel::kv_capacity_tokens() const noexcept { return kv_layout_.blocks * kv_layout_.block_tokens; }
+
+int64_t LlamaModel::kv_free_tokens() const noexcept {
+    return static_cast<int64_t>(free_blocks_.size()) * kv_layout_.block_tokens;
+}
+
+int64_t LlamaModel::length(int64_t seq_id) const {
+    const auto it = seqs_.find(seq_id);
+    return it == seqs_.end() ? 0 : it->second.length;
+}
+
+void LlamaModel::release(int64_t seq_id) {
+    const auto it = seqs_.find(seq_id);
+    if (it == seqs_.end()) return;
+    for (int32_t b : it->second.blocks) free_blocks_.push_back(b);
+    seqs_.erase(it);
+}
+
+StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
+    TPS_CHECK_AS(UsageError, !step.empty(), "step: no sequences");
+    const int64_t vocab = w_.lm_head.rows;
+    int64_t n_tokens = 0;
+    int64_t n_rows = 0;
+    std::unordered_set<int64_t> seen;
+    for (const auto& e : step) {
+        TPS_CHECK_AS(UsageError, !e.tokens.empty(), "step: sequence {} has no tokens", e.seq_id);
+        TPS_CHECK_AS(UsageError, seen.insert(e.seq_id).second, "step: sequence {} appears twice", e.seq_id);
+        TPS_CHECK_AS(UsageError, e.start_pos == length(e.seq_id),
+                     "step: sequence {} continues at position {} but holds {} tokens", e.seq_id, e.start_pos,
+                     length(e.seq_id));
+        TPS_CHECK_AS(UsageError, e.start_pos + static_cast<int64_t>(e.tokens.size()) <= desc_.max_context,
+                     "step: sequence {} would reach {} tokens, past the model's context of {}", e.seq_id,
+                     e.start_pos + static_cast<int64_t>(e.tokens.size()), desc_.max_context);
+        for (int32_t t : e.tokens) {
+            TPS_CHECK_AS(UsageError, t >= 0 && t < desc_.vocab, "step: token id {} is outside the vocabulary of {}", t,
+                         desc_.vocab);
+        }
+        n_tokens += static_cast<int64_t>(e.tokens.size());
+        n_rows += e.all_logits ? static_cast<int64_t>(e.tokens.size()) : 1;
+    }
+    TPS_CHECK_AS(UsageError, n_tokens <= options_.max_step_tokens,
+                 "step: {} tokens, more than the {} a step holds (feed long prompts in chunks)", n_tokens,
+                 options_.max_step_tokens);
+
+    // KV blocks for every sequence's new length; all or nothing
+    int64_t need = 0;
+    for (const auto& e : step) {
+        const int64_t have = seqs_.contains(e.seq_id) ? static_cast<int64_t>(seqs_[e.seq_id].blocks.size()) : 0;
+        const int64_t want = (e.start_pos + static_cast<int64_t>(e.tokens.size()) + 15) / 16;
+        need += std::max<int64_t>(0, want - have);
+    }
+    if (need > static_cast<int64_t>(free_blocks_.size())) {
+        throw KvCapacityError(fmt::format("KV cache full: the step needs {} more blocks, {} are free", need,
+                                          free_blocks_.size()));
+    }
+    StepLayout layout;
+    std::vector<int32_t> ids;
+    ids.reserve(static_cast<size_t>(n_tokens));
+    for (const auto& e : step) {
+        Sequence& s = seqs_[e.seq_id];
+        const int64_t want = (e.start_pos + static_cast<int64_t>(e.tokens.size()) + 15) / 16;
+        while (static_cast<int64_t>(s.blocks.size()) < want) {
+            s.blocks.push_back(free_blocks_.back());
+            free_blocks_.pop_back();
+        }
+        const auto index = static_cast<int32_t>(layout.sequences.size());
+        layout.sequences.push_back({s.blocks.data(), static_cast<int64_t>(s.blocks.size())});
+        for (size_t i = 0; i < e.tokens.size(); ++i) {
+            ids.push_back(e.tokens[i]);
+            layout.positions.push_back(static_cast<int32_t>(e.start_pos + static_cast<int64_t>(i)));
+            layout.sequence.push_back(index);
+        }
+    }
+
+    be_.embedding(w_.embedding, w_.embedding_first, ids, x_.slice_rows(0, n_tokens));
+    run_layers(n_tokens, layout);
+
+    // logits for the rows asked for: gather, normalise, project, copy out (in rounds)
+    StepResult out;
+    out.vocab = vocab;
+    out.logits.resize(static_cast<size_t>(n_rows * vocab));
+    std::vector<int64_t> rows;
+    int64_t token = 0;
+    for (const auto& e : step) {
+        out.first_row.push_back(static_cast<int64_t>(rows.size()));
+        const auto n = static_cast<int64_t>(e.tokens.size());
+        if (e.all_logits) {
+            for (int64_t i = 0; i < n; ++i) rows.push_back(token + i);
+        } else {
+            rows.push_back(token + n - 1);
+        }
+        out.rows.push_back(e.all_logits ? n : 1);
+        token += n;
+    }
+    for (size_t r = 0; r < rows.size(); ++r) {
+        std::copy_n(x_.f32() + rows[r] * desc_.hidden, desc_.hidden, o_.f32() + static_cast<int64_t>(r) * desc_.hidden);
+    }
+    be_.rmsnorm(o_.slice_rows(0, n_rows), w_.final_norm, static_cast<float>(desc_.rms_norm_eps), h_.slice_rows(0, n_rows));
+    for (int64_t r0 = 0; r0 < n_rows; r0 += options_.max_logit_rows) {
+        const int64_t n = std::min(options_.max_logit_rows, n_rows - r0);
+        be_.matmul(w_.lm_head, h_.slice_rows(r0, n), logits_.slice_rows(0, n));
+        be_.to_host(logits_.slice_rows(0, n), out.logits.data() + r0 * vocab);
+    }
+    for (const auto& e : step) seqs_[e.seq_id].length = e.start_pos + static_cast<int64_t>(e.tokens.size());
+    return out;
+}
+
+void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
+    const float eps = static_cast<float>(desc_.rms_norm_eps);
+    const std::span<const int32_t> pos(layout.positions);
+    Tensor x = x_.slice_rows(0, T), h = h_.slice_rows(0, T), o = o_.slice_rows(0, T);
+    Tensor q = q_.slice_rows(0, T), k = k_.slice_rows(0, T), v = v_.slice_rows(0, T);
+    Tensor gate = gate_.slice_rows(0, T), up = up_.slice_rows(0, T), ffn = ffn_.slice_rows(0, T);
+    // attention's output reuses the gate buffer (the MLP starts after it is consumed)
+    Tensor attn{gate_.data, DType::f32, T, q.cols};
+    for (size_t l = 0; l < w_.layers.size(); ++l) {
+        const LayerWeights& L = w_.layers[l];
+        be_.rmsnorm(x, L.attn_norm, eps, h);
+        const Backend::Product qkv[] = {{&L.wq, q}, {&L.wk, k}, {&L.wv, v}};
+        be_.matmul_multi(h, qkv);
+        if (!L.bq.empty()) be_.add_bias(q, L.bq);
+        if (!L.bk.empty()) be_.add_bias(k, L.bk);
+        if (!L.bv.empty()) be_.add_bias(v, L.bv);
+        be_.rope(q, desc_.head_dim, rope_, pos);
+        be_.rope(k, desc_.head_dim, rope_, pos);
+        be_.kv_store(*kv_, kv_layout_, static_cast<int64_t>(l), k, v, layout);
+        be_.attention(q, *kv_, kv_layout_, static_cast<int64_t>(l), layout, heads_, attn);
+        be_.matmul(L.wo, attn, o);
+        if (!L.bo.empty()) be_.add_bias(o, L.bo);
+        be_.add(x, o);
+
+        be_.rmsnorm(x, L.ffn_norm, eps, h);
+        const Backend::Product gate_up[] = {{&L.w_gate, gate}, {&L.w_up, up}};
+        be_.matmul_multi(h, gate_up);
+        if (!L.b_gate.empty()) be_.add_bias(gate, L.b_gate);
+        if (!L.b_up.empty()) be_.add_bias(up, L.b_up);
+        be_.swiglu(gate, up, ffn);
+        be_.matmul(L.w_down, ffn, o);
+        if (!L.b_down.empty()) be_.add_bias(o, L.b_down);
+        be_.add(x, o);
+    }
+}
+
+}  // namespace tps

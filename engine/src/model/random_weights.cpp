@@ -1,0 +1,64 @@
+// Seeded random weights of a model's shape, stored in a chosen format, made in memory: what the
+// benchmarks and the GPU check run on when no checkpoint is at hand. Values are N(0, 0.02) like
+// transformers' initializer, norms are 1.
+#include "tpserve/common/check.h"
+#include "tpserve/engine/llama.h"
+
+#include <random>
+
+namespace tps {
+namespace {
+
+Weight random_matrix(DType type, int64_t rows, int64_t cols, std::mt19937_64& rng) {
+    std::normal_distribution<float> d(0.0f, 0.02f);
+    Weight w;
+    w.type = type;
+    w.rows = rows;
+    w.cols = cols;
+    w.row_bytes = *matrix_bytes(type, 1, cols);
+    w.owned = Buffer(rows * w.row_bytes, MemoryTag::weights);
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+        for (auto& x : row) x = d(rng);
+        f32_to_row(type, row.data(), cols, w.owned.as<std::byte>() + r * w.row_bytes);
+    }
+    w.data = w.owned.as<const std::byte>();
+    return w;
+}
+
+Vec ones(int64_t n) {
+    Vec v;
+    v.n = n;
+    v.buf = Buffer(n * 4, MemoryTag::weights);
+    std::fill(v.buf.as<float>(), v.buf.as<float>() + n, 1.0f);
+    return v;
+}
+
+}  // namespace
+
+LlamaWeights make_random_llama_weights(const ModelDesc& m, DType type, uint64_t seed) {
+    TPS_CHECK_AS(UsageError, engine_supports(type), "random weights: {} is not a format the engine computes with",
+                 dtype_name(type));
+    std::mt19937_64 rng(seed);
+    LlamaWeights w;
+    const int64_t hd = m.head_dim;
+    w.embedding = random_matrix(type, m.vocab, m.hidden, rng);
+    w.lm_head = m.tied_embeddings ? w.embedding.alias() : random_matrix(type, m.vocab, m.hidden, rng);
+    w.final_norm = ones(m.hidden);
+    for (int64_t l = 0; l < m.layers; ++l) {
+        LayerWeights L;
+        L.attn_norm = ones(m.hidden);
+        L.ffn_norm = ones(m.hidden);
+        L.wq = random_matrix(type, m.heads * hd, m.hidden, rng);
+        L.wk = random_matrix(type, m.kv_heads * hd, m.hidden, rng);
+        L.wv = random_matrix(type, m.kv_heads * hd, m.hidden, rng);
+        L.wo = random_matrix(type, m.hidden, m.heads * hd, rng);
+        L.w_gate = random_matrix(type, m.intermediate, m.hidden, rng);
+        L.w_up = random_matrix(type, m.intermediate, m.hidden, rng);
+        L.w_down = random_matrix(type, m.hidden, m.intermediate, rng);
+        w.layers.push_back(std::move(L));
+    }
+    return w;
+}
+
+}  // namespace tps

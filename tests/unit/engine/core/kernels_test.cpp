@@ -1,0 +1,291 @@
+// Every CPU kernel against its reference: the AVX2 matmul for every weight format on random
+// shapes (odd row counts, tails, 1..9 tokens), and the backend's ops against direct formulas.
+// Outputs are poisoned first, so an element a kernel fails to write is caught.
+#include "../../../../engine/src/cpu/kernels.h"
+
+#include "safetensors_writer.h"
+#include "tpserve/engine/backend.h"
+#include "tpserve/engine/numeric.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+namespace tps {
+namespace {
+
+// A weight of `rows` x `cols` in `type`, quantized from random floats, with its exact f32 values.
+struct TestWeight {
+    Weight w;
+    std::vector<float> dense;  // what the stored values mean
+};
+
+TestWeight make_weight(DType type, int64_t rows, int64_t cols, uint64_t seed) {
+    const auto v = test::random_values(static_cast<size_t>(rows * cols), seed, 0.5f);
+    TestWeight t;
+    t.w.type = type;
+    t.w.rows = rows;
+    t.w.cols = cols;
+    t.w.row_bytes = *matrix_bytes(type, 1, cols);
+    t.w.owned = Buffer(rows * t.w.row_bytes, MemoryTag::workspace);
+    auto* out = t.w.owned.as<std::byte>();
+    for (int64_t r = 0; r < rows; ++r) {
+        std::byte* row = out + r * t.w.row_bytes;
+        const float* src = v.data() + r * cols;
+        if (type == DType::f32) {
+            std::memcpy(row, src, static_cast<size_t>(cols) * 4);
+        } else if (type == DType::f16 || type == DType::bf16) {
+            for (int64_t i = 0; i < cols; ++i) {
+                const uint16_t h = type == DType::f16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+                std::memcpy(row + 2 * i, &h, 2);
+            }
+        } else {
+            // ggml-style block quantization (as gguf-py's quants do)
+            for (int64_t b = 0; b < cols / 32; ++b) {
+                const float* x = src + b * 32;
+                if (type == DType::q8_0) {
+                    float amax = 0;
+                    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::abs(x[j]));
+                    const float d = amax / 127.0f;
+                    const uint16_t dh = f32_to_f16(d);
+                    std::byte* blk = row + b * 34;
+                    std::memcpy(blk, &dh, 2);
+                    for (int j = 0; j < 32; ++j) {
+                        const auto q = static_cast<int8_t>(d == 0 ? 0 : std::lround(x[j] / d));
+                        std::memcpy(blk + 2 + j, &q, 1);
+                    }
+                } else if (type == DType::q4_0) {
+                    float m = 0;
+                    for (int j = 0; j < 32; ++j) {
+                        if (std::abs(x[j]) > std::abs(m)) m = x[j];
+                    }
+                    const float d = m / -8.0f;
+                    const uint16_t dh = f32_to_f16(d);
+                    std::byte* blk = row + b * 18;
+                    std::memcpy(blk, &dh, 2);
+                    for (int j = 0; j < 16; ++j) {
+                        auto q = [&](float f) { return std::min(15, static_cast<int>(d == 0 ? 8 : f / d + 8.5f)); };
+                        const auto byte = static_cast<uint8_t>(q(x[j]) | (q(x[j + 16]) << 4));
+                        std::memcpy(blk + 2 + j, &byte, 1);
+                    }
+                } else {  // q4_1
+                    float lo = x[0], hi = x[0];
+                    for (int j = 0; j < 32; ++j) {
+                        lo = std::min(lo, x[j]);
+                        hi = std::max(hi, x[j]);
+                    }
+                    const float d = (hi - lo) / 15.0f;
+                    const uint16_t dh = f32_to_f16(d);
+                    const uint16_t mh = f32_to_f16(lo);
+                    std::byte* blk = row + b * 20;
+                    std::memcpy(blk, &dh, 2);
+                    std::memcpy(blk + 2, &mh, 2);
+                    for (int j = 0; j < 16; ++j) {
+                        auto q = [&](float f) { return std::min(15, static_cast<int>(d == 0 ? 0 : (f - lo) / d + 0.5f)); };
+                        const auto byte = static_cast<uint8_t>(q(x[j]) | (q(x[j + 16]) << 4));
+                        std::memcpy(blk + 4 + j, &byte, 1);
+                    }
+                }
+            }
+        }
+    }
+    t.w.data = t.w.owned.as<const std::byte>();
+    t.dense.resize(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r) row_to_f32(type, t.w.row(r), 0, cols, t.dense.data() + r * cols);
+    return t;
+}
+
+class Matmul : public ::testing::TestWithParam<DType> {};
+
+TEST_P(Matmul, Avx2EqualsTheReferenceOnRandomShapes) {
+    if (!cpu::have_avx2()) GTEST_SKIP() << "no AVX2 on this CPU: only the reference runs here";
+    const DType type = GetParam();
+    const bool blocks = dtype_layout(type).block > 1;
+    std::mt19937 rng(static_cast<uint32_t>(type) + 1);
+    for (int trial = 0; trial < 40; ++trial) {
+        const int64_t rows = 1 + static_cast<int64_t>(rng() % 67);
+        const int64_t cols = blocks ? 32 * (1 + static_cast<int64_t>(rng() % 12)) : 1 + static_cast<int64_t>(rng() % 200);
+        const int64_t tokens = 1 + static_cast<int64_t>(rng() % 9);
+        const TestWeight tw = make_weight(type, rows, cols, 100 + static_cast<uint64_t>(trial));
+        const auto x = test::random_values(static_cast<size_t>(tokens * cols), 500 + static_cast<uint64_t>(trial));
+        std::vector<float> fast(static_cast<size_t>(tokens * rows), std::numeric_limits<float>::quiet_NaN());
+        std::vector<float> ref(fast.size(), std::numeric_limits<float>::quiet_NaN());
+        cpu::matmul_rows(tw.w, 0, rows, x.data(), cols, tokens, fast.data(), rows);
+        cpu::matmul_rows_reference(tw.w, 0, rows, x.data(), cols, tokens, ref.data(), rows);
+        for (size_t i = 0; i < fast.size(); ++i) {
+            // normalised error: relative to the size of the terms summed, not the (possibly tiny) result
+            const int64_t t = static_cast<int64_t>(i) / rows;
+            const int64_t r = static_cast<int64_t>(i) % rows;
+            double scale = 0;
+            for (int64_t k = 0; k < cols; ++k) scale += std::abs(tw.dense[static_cast<size_t>(r * cols + k)] * x[static_cast<size_t>(t * cols + k)]);
+            ASSERT_FALSE(std::isnan(fast[i])) << "unwritten output " << i;
+            ASSERT_NEAR(fast[i], ref[i], 1e-5 * (scale + 1e-6)) << dtype_name(type) << " " << rows << "x" << cols << " t" << tokens;
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, Matmul,
+                         ::testing::Values(DType::f32, DType::f16, DType::bf16, DType::q8_0, DType::q4_0, DType::q4_1),
+                         [](const ::testing::TestParamInfo<DType>& p) { return std::string(dtype_name(p.param)); });
+
+TEST(Matmul, QuantizedBlocksDecodeAsGgmlDefinesThem) {
+    // one q4_0 block: d = 0.5, byte j holds element j (low nibble) and j + 16 (high nibble)
+    std::vector<std::byte> blk(18);
+    const uint16_t d = f32_to_f16(0.5f);
+    std::memcpy(blk.data(), &d, 2);
+    for (int j = 0; j < 16; ++j) blk[2 + static_cast<size_t>(j)] = static_cast<std::byte>(j | ((15 - j) << 4));
+    float out[32];
+    row_to_f32(DType::q4_0, blk.data(), 0, 32, out);
+    for (int j = 0; j < 16; ++j) {
+        EXPECT_EQ(out[j], 0.5f * static_cast<float>(j - 8));
+        EXPECT_EQ(out[16 + j], 0.5f * static_cast<float>(15 - j - 8));
+    }
+}
+
+TEST(Backend, ElementwiseOpsMatchTheirFormulas) {
+    auto be = make_cpu_backend(2);
+    const int64_t rows = 5, cols = 24;
+    auto mem = be->allocate(4 * rows * cols * 4, MemoryTag::workspace);
+    Tensor a{mem->data(), DType::f32, rows, cols};
+    Tensor b{static_cast<float*>(mem->data()) + rows * cols, DType::f32, rows, cols};
+    Tensor c{static_cast<float*>(mem->data()) + 2 * rows * cols, DType::f32, rows, cols};
+    const auto va = test::random_values(static_cast<size_t>(rows * cols), 1);
+    const auto vb = test::random_values(static_cast<size_t>(rows * cols), 2);
+    std::copy(va.begin(), va.end(), a.f32());
+    std::copy(vb.begin(), vb.end(), b.f32());
+    Vec w;
+    w.n = cols;
+    w.buf = Buffer(cols * 4, MemoryTag::workspace);
+    const auto vw = test::random_values(static_cast<size_t>(cols), 3);
+    std::copy(vw.begin(), vw.end(), w.buf.as<float>());
+
+    be->rmsnorm(a, w, 1e-5f, c);
+    for (int64_t r = 0; r < rows; ++r) {
+        double ss = 0;
+        for (int64_t i = 0; i < cols; ++i) ss += va[static_cast<size_t>(r * cols + i)] * va[static_cast<size_t>(r * cols + i)];
+        const double inv = 1.0 / std::sqrt(ss / cols + 1e-5);
+        for (int64_t i = 0; i < cols; ++i) {
+            EXPECT_NEAR(c.f32()[r * cols + i], vw[static_cast<size_t>(i)] * va[static_cast<size_t>(r * cols + i)] * inv, 1e-5);
+        }
+    }
+    be->swiglu(a, b, c);
+    for (int64_t i = 0; i < rows * cols; ++i) {
+        const double g = va[static_cast<size_t>(i)];
+        EXPECT_NEAR(c.f32()[i], g / (1 + std::exp(-g)) * vb[static_cast<size_t>(i)], 1e-5);
+    }
+    be->add(a, b);
+    for (int64_t i = 0; i < rows * cols; ++i) EXPECT_FLOAT_EQ(a.f32()[i], va[static_cast<size_t>(i)] + vb[static_cast<size_t>(i)]);
+}
+
+TEST(Backend, RopeRotatesPairsByPosition) {
+    auto be = make_cpu_backend(1);
+    const int64_t hd = 8, heads = 2;
+    auto mem = be->allocate(2 * heads * hd * 4, MemoryTag::workspace);
+    Tensor x{mem->data(), DType::f32, 2, heads * hd};
+    const auto v = test::random_values(static_cast<size_t>(2 * heads * hd), 4);
+    for (bool adjacent : {false, true}) {
+        std::copy(v.begin(), v.end(), x.f32());
+        RopeTable t;
+        t.rotary_dims = hd;
+        t.adjacent_pairs = adjacent;
+        t.inv_freq = {1.0f, 0.1f, 0.01f, 0.001f};
+        const std::vector<int32_t> pos = {0, 7};
+        be->rope(x, hd, t, pos);
+        for (int64_t tok = 0; tok < 2; ++tok) {
+            for (int64_t h = 0; h < heads; ++h) {
+                for (int64_t i = 0; i < hd / 2; ++i) {
+                    const int64_t a = adjacent ? 2 * i : i;
+                    const int64_t b = adjacent ? 2 * i + 1 : i + hd / 2;
+                    const float angle = t.inv_freq[static_cast<size_t>(i)] * static_cast<float>(pos[static_cast<size_t>(tok)]);
+                    const float x1 = v[static_cast<size_t>(tok * heads * hd + h * hd + a)];
+                    const float x2 = v[static_cast<size_t>(tok * heads * hd + h * hd + b)];
+                    EXPECT_NEAR(x.f32()[tok * heads * hd + h * hd + a], x1 * std::cos(angle) - x2 * std::sin(angle), 1e-6);
+                    EXPECT_NEAR(x.f32()[tok * heads * hd + h * hd + b], x2 * std::cos(angle) + x1 * std::sin(angle), 1e-6);
+                }
+            }
+        }
+    }
+}
+
+TEST(Backend, PagedAttentionEqualsDenseSoftmaxAttention) {
+    // 2 sequences, GQA 4 query heads over 2 KV heads, blocks scattered in the pool
+    auto be = make_cpu_backend(2);
+    for (DType kv_type : {DType::f32, DType::f16, DType::bf16}) {
+        KvLayout L;
+        L.layers = 1;
+        L.kv_heads = 2;
+        L.head_dim = 8;
+        L.blocks = 8;
+        L.dtype = kv_type;
+        const int64_t heads = 4;
+        const int64_t elem = kv_type == DType::f32 ? 4 : 2;
+        auto kv = be->allocate(2 * L.blocks * L.block_tokens * L.token_stride() * elem, MemoryTag::kv_cache);
+        const std::vector<int32_t> blocks_a = {5, 2, 7};  // 40 tokens
+        const std::vector<int32_t> blocks_b = {0};
+        const std::vector<int64_t> lens = {40, 9};
+        // store every position of both sequences
+        StepLayout all;
+        all.sequences = {{blocks_a.data(), 3}, {blocks_b.data(), 1}};
+        for (int s = 0; s < 2; ++s) {
+            for (int32_t p = 0; p < lens[static_cast<size_t>(s)]; ++p) {
+                all.positions.push_back(p);
+                all.sequence.push_back(s);
+            }
+        }
+        const auto n = static_cast<int64_t>(all.positions.size());
+        auto buf = be->allocate(n * L.token_stride() * 4 * 2 + 2 * heads * L.head_dim * 4 * 2, MemoryTag::workspace);
+        auto* f = static_cast<float*>(buf->data());
+        Tensor k{f, DType::f32, n, L.token_stride()};
+        Tensor v{f + n * L.token_stride(), DType::f32, n, L.token_stride()};
+        const auto kv_vals = test::random_values(static_cast<size_t>(2 * n * L.token_stride()), 9);
+        std::copy(kv_vals.begin(), kv_vals.end(), k.f32());
+        be->kv_store(*kv, L, 0, k, v, all);
+        // one query per sequence, at its last position
+        Tensor q{f + 2 * n * L.token_stride(), DType::f32, 2, heads * L.head_dim};
+        Tensor out{q.f32() + 2 * heads * L.head_dim, DType::f32, 2, heads * L.head_dim};
+        const auto qv = test::random_values(static_cast<size_t>(2 * heads * L.head_dim), 10);
+        std::copy(qv.begin(), qv.end(), q.f32());
+        std::fill(out.f32(), out.f32() + 2 * heads * L.head_dim, std::numeric_limits<float>::quiet_NaN());
+        StepLayout step;
+        step.sequences = all.sequences;
+        step.positions = {static_cast<int32_t>(lens[0] - 1), static_cast<int32_t>(lens[1] - 1)};
+        step.sequence = {0, 1};
+        be->attention(q, *kv, L, 0, step, heads, out);
+        // dense reference from the values as stored (rounded to the KV type)
+        auto stored = [&](float x) {
+            return kv_type == DType::f32 ? x : kv_type == DType::f16 ? f16_to_f32(f32_to_f16(x)) : bf16_to_f32(f32_to_bf16(x));
+        };
+        int64_t base = 0;
+        for (int s = 0; s < 2; ++s) {
+            for (int64_t h = 0; h < heads; ++h) {
+                const int64_t g = h / 2;
+                std::vector<double> sc;
+                for (int64_t p = 0; p < lens[static_cast<size_t>(s)]; ++p) {
+                    double d = 0;
+                    for (int64_t i = 0; i < L.head_dim; ++i) {
+                        d += qv[static_cast<size_t>(s * heads * L.head_dim + h * L.head_dim + i)] *
+                             stored(kv_vals[static_cast<size_t>((base + p) * L.token_stride() + g * L.head_dim + i)]);
+                    }
+                    sc.push_back(d / std::sqrt(8.0));
+                }
+                const double mx = *std::max_element(sc.begin(), sc.end());
+                double z = 0;
+                for (double& x : sc) z += (x = std::exp(x - mx));
+                for (int64_t i = 0; i < L.head_dim; ++i) {
+                    double o = 0;
+                    for (int64_t p = 0; p < lens[static_cast<size_t>(s)]; ++p) {
+                        o += sc[static_cast<size_t>(p)] / z *
+                             stored(kv_vals[static_cast<size_t>(n * L.token_stride() + (base + p) * L.token_stride() + g * L.head_dim + i)]);
+                    }
+                    EXPECT_NEAR(out.f32()[s * heads * L.head_dim + h * L.head_dim + i], o, 1e-5) << dtype_name(kv_type);
+                }
+            }
+            base += lens[static_cast<size_t>(s)];
+        }
+    }
+}
+
+}  // namespace
+}  // namespace tps

@@ -1,0 +1,194 @@
+// The forward pass on a tiny random model made on the spot: a batched step equals the sequences
+// run one at a time, a chunked prefill equals one prefill, decode continues a prefill exactly,
+// and bad steps are refused without touching the cache. (The Hugging Face comparison is in
+// hf_reference_test.cpp, on the committed fixtures.)
+#include "safetensors_writer.h"
+
+#include "tpserve/common/error.h"
+#include "tpserve/engine/llama.h"
+#include "tpserve/partition/hf_config.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+namespace tps {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A 2-layer GQA model with Qwen2-style biases, hidden 32, 4 heads of 8, 2 KV heads, vocab 50.
+struct TinyModel {
+    fs::path dir;
+    ModelDesc desc;
+    TinyModel() {
+        dir = fs::temp_directory_path() / (std::to_string(::getpid()) + "-tiny-model");
+        fs::remove_all(dir);
+        fs::create_directories(dir);
+        const nlohmann::json config = {{"model_type", "qwen2"}, {"hidden_size", 32}, {"intermediate_size", 48},
+                                       {"num_hidden_layers", 2}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                                       {"vocab_size", 50}, {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-6},
+                                       {"rope_theta", 10000.0}, {"tie_word_embeddings", false}, {"torch_dtype", "float32"}};
+        std::ofstream(dir / "config.json") << config.dump();
+        desc = model_from_hf_config(config, "tiny", (dir / "config.json").string());
+        test::SafetensorsWriter st;
+        uint64_t seed = 1;
+        auto add = [&](const std::string& name, std::vector<int64_t> shape, float scale) {
+            int64_t n = 1;
+            for (auto d : shape) n *= d;
+            st.add(name, shape, test::random_values(static_cast<size_t>(n), seed++, scale));
+        };
+        add("model.embed_tokens.weight", {50, 32}, 1.0f);
+        add("lm_head.weight", {50, 32}, 0.2f);
+        st.add("model.norm.weight", {32}, std::vector<float>(32, 1.0f));
+        for (int l = 0; l < 2; ++l) {
+            const std::string p = "model.layers." + std::to_string(l) + ".";
+            st.add(p + "input_layernorm.weight", {32}, std::vector<float>(32, 1.0f));
+            st.add(p + "post_attention_layernorm.weight", {32}, std::vector<float>(32, 1.0f));
+            add(p + "self_attn.q_proj.weight", {32, 32}, 0.2f);
+            add(p + "self_attn.k_proj.weight", {16, 32}, 0.2f);
+            add(p + "self_attn.v_proj.weight", {16, 32}, 0.2f);
+            add(p + "self_attn.q_proj.bias", {32}, 0.1f);
+            add(p + "self_attn.k_proj.bias", {16}, 0.1f);
+            add(p + "self_attn.v_proj.bias", {16}, 0.1f);
+            add(p + "self_attn.o_proj.weight", {32, 32}, 0.2f);
+            add(p + "mlp.gate_proj.weight", {48, 32}, 0.2f);
+            add(p + "mlp.up_proj.weight", {48, 32}, 0.2f);
+            add(p + "mlp.down_proj.weight", {32, 48}, 0.2f);
+        }
+        st.write(dir / "model.safetensors");
+    }
+    ~TinyModel() { fs::remove_all(dir); }
+
+    std::unique_ptr<LlamaModel> load(Backend& be, ModelOptions opt = {}) const {
+        const auto src = WeightSource::open(dir);
+        return std::make_unique<LlamaModel>(desc, load_llama_weights(src, desc, {}), be, opt);
+    }
+};
+
+const TinyModel& tiny() {
+    static TinyModel m;
+    return m;
+}
+
+void expect_close(const float* a, const float* b, int64_t n, float tol) {
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(a[i], b[i], tol * (1 + std::abs(b[i]))) << "at " << i;
+}
+
+TEST(LlamaModel, BatchedStepEqualsSequencesAlone) {
+    auto be = make_cpu_backend(2);
+    const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3, 4, 5, 6, 7}, {9, 8}, {40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 0, 1, 2, 3, 4, 5, 6, 7, 8}};
+    std::vector<std::vector<float>> alone;
+    for (const auto& p : prompts) {
+        auto m = tiny().load(*be);
+        const StepResult r = m->forward({{0, p, 0, true}});
+        alone.emplace_back(r.logits.begin(), r.logits.end());
+    }
+    auto m = tiny().load(*be);
+    std::vector<SequenceStep> step;
+    for (size_t i = 0; i < prompts.size(); ++i) step.push_back({static_cast<int64_t>(i + 10), prompts[i], 0, true});
+    const StepResult r = m->forward(step);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        ASSERT_EQ(r.rows[i], static_cast<int64_t>(prompts[i].size()));
+        expect_close(r.row(static_cast<int64_t>(i)), alone[i].data(), r.rows[i] * r.vocab, 1e-5f);
+    }
+}
+
+TEST(LlamaModel, ChunkedPrefillAndDecodeEqualOnePass) {
+    auto be = make_cpu_backend(2);
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 37; ++i) tokens.push_back((i * 7) % 50);  // crosses two 16-token blocks
+    auto whole = tiny().load(*be);
+    const StepResult all = whole->forward({{1, tokens, 0, true}});
+    auto parts = tiny().load(*be);
+    int64_t pos = 0;
+    for (int64_t chunk : {5, 16, 1, 1, 14}) {
+        const std::vector<int32_t> piece(tokens.begin() + pos, tokens.begin() + pos + chunk);
+        const StepResult r = parts->forward({{1, piece, pos, true}});
+        expect_close(r.logits.data(), all.logits.data() + pos * all.vocab, chunk * all.vocab, 2e-5f);
+        pos += chunk;
+    }
+    EXPECT_EQ(parts->length(1), 37);
+}
+
+TEST(LlamaModel, MixedPrefillAndDecodeInOneStep) {
+    auto be = make_cpu_backend(1);
+    auto m = tiny().load(*be);
+    m->forward({{1, {1, 2, 3}, 0, false}});
+    const StepResult mixed = m->forward({{1, {4}, 3, false}, {2, {7, 7, 7, 7}, 0, false}});
+    auto ref = tiny().load(*be);
+    const StepResult one = ref->forward({{1, {1, 2, 3, 4}, 0, false}});
+    const StepResult two = ref->forward({{2, {7, 7, 7, 7}, 0, false}});
+    expect_close(mixed.row(0), one.row(0), mixed.vocab, 1e-5f);
+    expect_close(mixed.row(1), two.row(0), mixed.vocab, 1e-5f);
+}
+
+TEST(LlamaModel, KvBlocksAreFreedAndCapacityIsEnforced) {
+    auto be = make_cpu_backend(1);
+    ModelOptions opt;
+    opt.kv_tokens = 32;  // two blocks
+    auto m = tiny().load(*be, opt);
+    EXPECT_EQ(m->kv_capacity_tokens(), 32);
+    m->forward({{1, std::vector<int32_t>(20, 3), 0, false}});
+    EXPECT_EQ(m->kv_free_tokens(), 0);
+    EXPECT_THROW(m->forward({{2, {1}, 0, false}}), KvCapacityError);
+    EXPECT_EQ(m->length(2), 0);  // the refused step left nothing behind
+    m->release(1);
+    EXPECT_EQ(m->kv_free_tokens(), 32);
+    EXPECT_NO_THROW(m->forward({{2, {1}, 0, false}}));
+}
+
+TEST(LlamaModel, BadStepsAreRefused) {
+    auto be = make_cpu_backend(1);
+    ModelOptions opt;
+    opt.max_step_tokens = 8;
+    auto m = tiny().load(*be, opt);
+    EXPECT_THROW(m->forward({}), UsageError);
+    EXPECT_THROW(m->forward({{1, {}, 0, false}}), UsageError);
+    EXPECT_THROW(m->forward({{1, {50}, 0, false}}), UsageError);   // outside the vocabulary
+    EXPECT_THROW(m->forward({{1, {-1}, 0, false}}), UsageError);
+    EXPECT_THROW(m->forward({{1, {1}, 3, false}}), UsageError);    // skips positions
+    EXPECT_THROW(m->forward({{1, std::vector<int32_t>(9, 1), 0, false}}), UsageError);  // over a step
+    EXPECT_THROW(m->forward({{1, {1}, 0, false}, {1, {2}, 0, false}}), UsageError);  // twice
+    EXPECT_EQ(m->length(1), 0);
+}
+
+TEST(LlamaModel, ReducedPrecisionKvStaysClose) {
+    auto be = make_cpu_backend(1);
+    const std::vector<int32_t> p = {5, 6, 7, 8, 9, 10, 11, 12, 13};
+    const StepResult f32 = tiny().load(*be)->forward({{1, p, 0, false}});
+    for (DType kv : {DType::f16, DType::bf16}) {
+        ModelOptions opt;
+        opt.kv_dtype = kv;
+        const StepResult r = tiny().load(*be, opt)->forward({{1, p, 0, false}});
+        expect_close(r.logits.data(), f32.logits.data(), r.vocab, kv == DType::f16 ? 2e-3f : 2e-2f);
+    }
+}
+
+TEST(LlamaModel, LoadsOnlyItsShard) {
+    // tp=2 rank 1: half of Q, one of two KV heads, half the FFN, half the vocabulary
+    const auto src = WeightSource::open(tiny().dir);
+    ShardSpec s;
+    s.tp = 2;
+    s.tp_rank = 1;
+    const LlamaWeights w = load_llama_weights(src, tiny().desc, s);
+    EXPECT_EQ(w.layers[0].wq.rows, 16);
+    EXPECT_EQ(w.layers[0].wk.rows, 8);
+    EXPECT_EQ(w.layers[0].wo.cols, 16);
+    EXPECT_EQ(w.layers[0].w_down.cols, 24);
+    EXPECT_EQ(w.embedding.rows, 25);
+    EXPECT_EQ(w.embedding_first, 25);
+    ShardSpec stage;
+    stage.first_layer = 1;
+    stage.first_stage = false;
+    const LlamaWeights last = load_llama_weights(src, tiny().desc, stage);
+    EXPECT_EQ(last.layers.size(), 1u);
+    EXPECT_TRUE(last.embedding.empty());
+    EXPECT_FALSE(last.lm_head.empty());
+}
+
+}  // namespace
+}  // namespace tps

@@ -1,0 +1,123 @@
+// The sampler: greedy is argmax, a seed fixes the draws, top-k / top-p / min-p never let out a
+// token they exclude, penalties follow their definitions, log-probabilities are normalised.
+#include "tpserve/common/error.h"
+#include "tpserve/engine/sampler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <set>
+
+namespace tps {
+namespace {
+
+const std::vector<float> kLogits = {1.0f, 3.0f, 2.5f, -1.0f, 3.0f, 0.5f};
+
+TEST(Sampler, GreedyTakesTheFirstMaximum) {
+    SamplingParams p;
+    p.temperature = 0;
+    Sampler s(p, {});
+    EXPECT_EQ(s.sample(kLogits).token, 1);
+}
+
+TEST(Sampler, SameSeedSameTokens) {
+    SamplingParams p;
+    p.temperature = 1.3f;
+    p.seed = 42;
+    Sampler a(p, {}), b(p, {});
+    std::vector<int32_t> ta, tb;
+    for (int i = 0; i < 50; ++i) {
+        ta.push_back(a.sample(kLogits).token);
+        tb.push_back(b.sample(kLogits).token);
+    }
+    EXPECT_EQ(ta, tb);
+    p.seed = 43;
+    Sampler c(p, {});
+    std::vector<int32_t> tc;
+    for (int i = 0; i < 50; ++i) tc.push_back(c.sample(kLogits).token);
+    EXPECT_NE(ta, tc);
+}
+
+std::set<int32_t> drawn(SamplingParams p, int n = 2000) {
+    std::set<int32_t> out;
+    Sampler s(p, {});
+    for (int i = 0; i < n; ++i) out.insert(s.sample(kLogits).token);
+    return out;
+}
+
+TEST(Sampler, FiltersKeepOnlyWhatTheyAllow) {
+    SamplingParams p;
+    p.temperature = 2.0f;
+    EXPECT_EQ(drawn(p).size(), 6u);  // at a high temperature everything turns up
+    p.top_k = 3;
+    EXPECT_EQ(drawn(p), (std::set<int32_t>{1, 4, 2}));
+    p.top_k = 0;
+    p.top_p = 0.5f;  // the two tied leaders (equal logits) make up just over half
+    const auto nucleus = drawn(p);
+    EXPECT_TRUE(nucleus.count(1) && nucleus.size() <= 3) << nucleus.size();
+    p.top_p = 1.0f;
+    p.temperature = 1.0f;
+    p.min_p = 0.5f;  // p >= 0.5 * p_max: exp(2.5 - 3) = 0.61 passes, exp(1 - 3) does not
+    EXPECT_EQ(drawn(p), (std::set<int32_t>{1, 2, 4}));
+}
+
+TEST(Sampler, PenaltiesAsDefined) {
+    SamplingParams p;
+    p.temperature = 0;
+    p.repetition_penalty = 2.0f;  // token 1 (3.0 -> 1.5) and 4 (3.0 -> 1.5) seen in the prompt
+    Sampler rep(p, std::vector<int32_t>{1, 4});
+    EXPECT_EQ(rep.sample(kLogits).token, 2);
+    SamplingParams f;
+    f.temperature = 0;
+    f.frequency_penalty = 0.4f;
+    Sampler freq(f, {});
+    freq.accept(1);
+    freq.accept(1);  // 3.0 - 0.8 = 2.2 < 2.5 ... but token 4 still has 3.0
+    EXPECT_EQ(freq.sample(kLogits).token, 4);
+    SamplingParams pr;
+    pr.temperature = 0;
+    pr.presence_penalty = 1.0f;
+    Sampler pres(pr, std::vector<int32_t>{1});  // the prompt does not count for presence
+    EXPECT_EQ(pres.sample(kLogits).token, 1);
+}
+
+TEST(Sampler, LogprobsAreALogSoftmax) {
+    SamplingParams p;
+    p.temperature = 0;
+    p.top_logprobs = 6;
+    Sampler s(p, {});
+    const Sampled out = s.sample(kLogits);
+    double z = 0;
+    for (float l : kLogits) z += std::exp(l);
+    EXPECT_NEAR(out.logprob, 3.0 - std::log(z), 1e-5);
+    ASSERT_EQ(out.top.size(), 6u);
+    double total = 0;
+    for (const auto& t : out.top) total += std::exp(t.logprob);
+    EXPECT_NEAR(total, 1.0, 1e-5);
+    EXPECT_EQ(out.top[0].token, 1);  // ties keep token order
+    EXPECT_EQ(out.top[1].token, 4);
+}
+
+TEST(Sampler, BadParametersNameThemselves) {
+    auto bad = [](auto mutate, const char* needle) {
+        SamplingParams p;
+        mutate(p);
+        try {
+            Sampler::validate(p);
+            FAIL() << needle;
+        } catch (const UsageError& e) {
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+    };
+    bad([](SamplingParams& p) { p.temperature = -1; }, "temperature");
+    bad([](SamplingParams& p) { p.top_p = 0; }, "top_p");
+    bad([](SamplingParams& p) { p.min_p = 1.5f; }, "min_p");
+    bad([](SamplingParams& p) { p.top_k = -2; }, "top_k");
+    bad([](SamplingParams& p) { p.repetition_penalty = 0; }, "repetition_penalty");
+    bad([](SamplingParams& p) { p.presence_penalty = 3; }, "presence_penalty");
+    bad([](SamplingParams& p) { p.frequency_penalty = std::nanf(""); }, "frequency_penalty");
+    bad([](SamplingParams& p) { p.top_logprobs = 21; }, "top_logprobs");
+}
+
+}  // namespace
+}  // namespace tps

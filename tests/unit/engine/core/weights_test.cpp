@@ -1,0 +1,136 @@
+// Weight sources: safetensors (single and sharded) and GGUF, slices by rows (in place) and by
+// columns (gathered), every corruption a clear error naming the tensor.
+#include "safetensors_writer.h"
+
+#include "tpserve/common/error.h"
+#include "tpserve/engine/weights.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
+
+namespace tps {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path temp_dir(const std::string& name) {
+    const fs::path d = fs::temp_directory_path() / (std::to_string(::getpid()) + "-" + name);
+    fs::remove_all(d);
+    fs::create_directories(d);
+    return d;
+}
+
+TEST(Safetensors, RowsInPlaceColumnsGatheredVectorsConverted) {
+    const fs::path dir = temp_dir("st-slices");
+    const auto w = test::random_values(6 * 8, 1);
+    const auto n = test::random_values(8, 2);
+    test::SafetensorsWriter st;
+    st.add("m", {6, 8}, w);
+    st.add("h", {6, 8}, w, "F16");
+    st.add("norm", {8}, n, "BF16");
+    st.write(dir / "model.safetensors");
+
+    const auto src = WeightSource::open(dir);
+    EXPECT_TRUE(src->has("m"));
+    EXPECT_FALSE(src->has("nope"));
+    EXPECT_EQ(src->shape("m"), (std::vector<int64_t>{6, 8}));
+    const Weight rows = src->matrix("m", {2, 5}, {});
+    EXPECT_TRUE(rows.owned.data() == nullptr);  // a row range is used in place
+    ASSERT_EQ(rows.rows, 3);
+    for (int64_t r = 0; r < 3; ++r) {
+        float v[8];
+        row_to_f32(rows.type, rows.row(r), 0, 8, v);
+        for (int64_t c = 0; c < 8; ++c) EXPECT_EQ(v[c], w[static_cast<size_t>((r + 2) * 8 + c)]);
+    }
+    const Weight cols = src->matrix("h", {}, {3, 7});
+    EXPECT_TRUE(cols.owned.data() != nullptr);
+    ASSERT_EQ(cols.cols, 4);
+    for (int64_t r = 0; r < 6; ++r) {
+        float v[4];
+        row_to_f32(cols.type, cols.row(r), 0, 4, v);
+        for (int64_t c = 0; c < 4; ++c) EXPECT_EQ(v[c], f16_to_f32(f32_to_f16(w[static_cast<size_t>(r * 8 + 3 + c)])));
+    }
+    const Vec norm = src->vector("norm", {2, 6});
+    ASSERT_EQ(norm.n, 4);
+    EXPECT_EQ(norm.data()[0], bf16_to_f32(f32_to_bf16(n[2])));
+    EXPECT_EQ(src->bytes_read(), 3 * 32 + 6 * 8 + 4 * 2);
+    EXPECT_THROW(src->matrix("m", {4, 9}, {}), InputError);
+    EXPECT_THROW(src->matrix("absent"), InputError);
+    fs::remove_all(dir);
+}
+
+TEST(Safetensors, ShardedCheckpointsFollowTheIndex) {
+    const fs::path dir = temp_dir("st-sharded");
+    test::SafetensorsWriter a, b;
+    a.add("x", {2, 2}, {1, 2, 3, 4});
+    b.add("y", {2}, {5, 6});
+    a.write(dir / "model-00001-of-00002.safetensors");
+    b.write(dir / "model-00002-of-00002.safetensors");
+    std::ofstream(dir / "model.safetensors.index.json")
+        << R"({"metadata": {}, "weight_map": {"x": "model-00001-of-00002.safetensors", "y": "model-00002-of-00002.safetensors"}})";
+    const auto src = WeightSource::open(dir);
+    EXPECT_EQ(src->vector("y").data()[1], 6.0f);
+    EXPECT_EQ(src->shape("x"), (std::vector<int64_t>{2, 2}));
+    std::ofstream(dir / "model.safetensors.index.json")
+        << R"({"weight_map": {"x": "model-00001-of-00002.safetensors", "z": "model-00002-of-00002.safetensors"}})";
+    EXPECT_THROW(WeightSource::open(dir), InputError);  // the index names a tensor the shard lacks
+    std::ofstream(dir / "model.safetensors.index.json") << R"({"weight_map": {"x": "../../etc/passwd"}})";
+    EXPECT_THROW(WeightSource::open(dir), InputError);
+    fs::remove_all(dir);
+}
+
+void expect_broken(const std::string& bytes, const std::string& needle) {
+    const fs::path dir = temp_dir("st-broken");
+    std::ofstream(dir / "model.safetensors", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    try {
+        WeightSource::open(dir);
+        FAIL() << "accepted: " << needle;
+    } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    fs::remove_all(dir);
+}
+
+std::string file_with_header(const std::string& header, size_t data_bytes) {
+    const uint64_t n = header.size();
+    std::string s(reinterpret_cast<const char*>(&n), 8);
+    return s + header + std::string(data_bytes, '\0');
+}
+
+TEST(Safetensors, CorruptFilesNameTheProblem) {
+    expect_broken("abc", "too short");
+    expect_broken(file_with_header("{not json", 0), "not valid JSON");
+    std::string huge(8, '\xff');
+    expect_broken(huge + "{}", "header length");
+    expect_broken(file_with_header(R"({"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", 8), "truncated");
+    expect_broken(file_with_header(R"({"t": {"dtype": "F32", "shape": [4], "data_offsets": [0, 12]}})", 16),
+                  "12 bytes stored for a f32 tensor");
+    expect_broken(file_with_header(R"({"t": {"dtype": "Q9", "shape": [4], "data_offsets": [0, 16]}})", 16),
+                  "dtype \"Q9\" is not supported");
+    expect_broken(file_with_header(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                                      "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}})", 16),
+                  "overlap");
+    expect_broken(file_with_header(R"({"t": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}})", 16),
+                  "not a list of sizes");
+}
+
+TEST(Gguf, TensorsServedUnderHfNamesWithSlices) {
+    const auto src = WeightSource::open(std::string(TPS_SOURCE_DIR) + "/tests/fixtures/gguf/tiny-llama-mixed.gguf");
+    EXPECT_TRUE(src->has("model.embed_tokens.weight"));
+    EXPECT_EQ(src->shape("model.embed_tokens.weight"), (std::vector<int64_t>{1000, 256}));  // torch order
+    EXPECT_EQ(src->type("model.layers.1.mlp.down_proj.weight"), DType::q8_0);
+    const Weight rows = src->matrix("model.embed_tokens.weight", {10, 20}, {});
+    EXPECT_EQ(rows.row_bytes, 8 * 34);
+    const Weight cols = src->matrix("model.embed_tokens.weight", {}, {64, 128});
+    EXPECT_EQ(cols.row_bytes, 2 * 34);
+    EXPECT_THROW(src->matrix("model.embed_tokens.weight", {}, {10, 128}), InputError);  // not on a block boundary
+    // q4_k is a format the planner knows but the engine does not compute with
+    EXPECT_THROW(src->matrix("model.layers.0.self_attn.q_proj.weight"), InputError);
+}
+
+}  // namespace
+}  // namespace tps
