@@ -5,5 +5,6 @@
 namespace tps::cli {
 
 int run_plan(int argc, char** argv);
+int run_generate(int argc, char** argv);
 
 }  // namespace tps::cli

@@ -20,6 +20,7 @@ struct Subcommand {
 
 constexpr Subcommand kCommands[] = {
     {"plan", "plan how to split a model across cards (tensor/pipeline parallel, memory bands)", tps::cli::run_plan},
+    {"generate", "generate text from a prompt on this machine's CPU (streams to stdout)", tps::cli::run_generate},
 };
 
 void print_help() {

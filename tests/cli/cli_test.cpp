@@ -1,58 +1,22 @@
 // Runs the tpserve binary: exit codes (0 plan, 2 usage, 1 bad file, 3 nothing fits), errors as
 // one line naming the flag, and the planner results the README shows.
+#include "cli_run.h"
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
-#include <sys/wait.h>
-#include <unistd.h>
 
 namespace {
 
 namespace fs = std::filesystem;
-
-struct Outcome {
-    int code = -1;
-    std::string out;
-    std::string err;
-};
-
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
-Outcome tpserve(const std::string& args) {
-    // ctest runs tests in parallel processes: the files are per process
-    const fs::path dir = fs::temp_directory_path();
-    const std::string tag = std::to_string(::getpid());
-    const fs::path out = dir / ("tps-cli-" + tag + ".out");
-    const fs::path err = dir / ("tps-cli-" + tag + ".err");
-    const std::string cmd = std::string(TPSERVE_BIN) + " " + args + " >" + out.string() + " 2>" + err.string();
-    const int status = std::system(cmd.c_str());
-    Outcome r;
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    fs::remove(out);
-    fs::remove(err);
-    return r;
-}
-
-bool has(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
-
-int lines(const std::string& s) {
-    int n = 0;
-    for (char c : s) n += c == '\n';
-    return n;
-}
+using tps::test::has;
+using tps::test::lines;
+using tps::test::Outcome;
+using tps::test::slurp;
+using tps::test::tpserve;
 
 void expect_usage(const std::string& args, const std::string& needle) {
     const Outcome r = tpserve(args);

@@ -1,0 +1,82 @@
+// `tpserve generate` as a user runs it: the real SmolLM2-135M-Instruct (fetched by scripts/setup)
+// answers as transformers does, text streams to stdout and speeds to stderr, stop strings cut
+// the output, and bad input is one line and a clear exit code.
+#include "cli_run.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+namespace {
+
+namespace fs = std::filesystem;
+using tps::test::has;
+using tps::test::lines;
+using tps::test::tpserve;
+
+std::string smollm2() { return std::string(TPS_SOURCE_DIR) + "/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"; }
+
+TEST(Generate, RealModelAnswersAsTransformersDoes) {
+    if (!fs::exists(smollm2())) GTEST_SKIP() << smollm2() << " is missing: scripts/setup fetches it";
+    // greedy, the chat template's default system prompt, stopped by <|im_end|> (tests/fixtures/smollm2/reference.json)
+    const auto chat = tpserve("generate -m " + smollm2() + " --chat -p 'What is the capital of France?' --threads 2");
+    ASSERT_EQ(chat.code, 0) << chat.err;
+    EXPECT_EQ(chat.out, "The capital of France is Paris.\n");
+    EXPECT_TRUE(has(chat.err, "prefill: ")) << chat.err;
+    EXPECT_TRUE(has(chat.err, "stop: stop")) << chat.err;
+    const auto story = tpserve("generate -m " + smollm2() + " -p 'Once upon a time, in a small village by the sea,' -n 16");
+    ASSERT_EQ(story.code, 0) << story.err;
+    EXPECT_EQ(story.out, " there was a wise old wizard named Thorold. He lived in a tower\n");
+    EXPECT_TRUE(has(story.err, "decode: 16 tokens")) << story.err;
+    EXPECT_TRUE(has(story.err, "stop: length")) << story.err;
+}
+
+TEST(Generate, StopStringsSamplingAndMemoryReport) {
+    if (!fs::exists(smollm2())) GTEST_SKIP() << smollm2() << " is missing: scripts/setup fetches it";
+    const auto stopped = tpserve("generate -m " + smollm2() + " --chat -p 'What is the capital of France?' --stop Paris");
+    ASSERT_EQ(stopped.code, 0) << stopped.err;
+    EXPECT_EQ(stopped.out, "The capital of France is \n");
+    const std::string sampled = "generate -m " + smollm2() + " -p 'The weather today' -n 12 --temperature 0.9 --top-p 0.9 --seed 7";
+    const auto a = tpserve(sampled);
+    const auto b = tpserve(sampled);
+    ASSERT_EQ(a.code, 0) << a.err;
+    EXPECT_EQ(a.out, b.out);  // same seed, same text
+    const auto verbose = tpserve("generate -m " + smollm2() + " -p Hi -n 2 --verbose --max-context 512");
+    ASSERT_EQ(verbose.code, 0) << verbose.err;
+    EXPECT_TRUE(has(verbose.err, "planner predicts")) << verbose.err;
+    EXPECT_TRUE(has(verbose.err, "kv_cache")) << verbose.err;
+}
+
+TEST(Generate, TinyFixturesRunFromHfDirectories) {
+    for (const char* m : {"llama2", "llama3", "mistral", "qwen2", "smollm2"}) {
+        const auto r = tpserve(std::string("generate -m ") + TPS_SOURCE_DIR + "/tests/fixtures/models/" + m +
+                               " --chat -p 'Hello there' -n 5");
+        EXPECT_EQ(r.code, 0) << m << ": " << r.err;
+        EXPECT_TRUE(has(r.err, "prefill: ")) << m << ": " << r.err;
+    }
+}
+
+TEST(Generate, BadInputIsOneLine) {
+    auto usage = [](const std::string& args, const std::string& needle) {
+        const auto r = tpserve(args);
+        EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+        EXPECT_TRUE(has(r.err, needle)) << args << "\n" << r.err;
+        EXPECT_EQ(lines(r.err), 1) << r.err;
+    };
+    const std::string tiny = std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/smollm2";
+    usage("generate -p hi", "--model is required");
+    usage("generate -m " + tiny, "--prompt is required");
+    usage("generate -m " + tiny + " -p hi --temperature -1", "temperature");
+    usage("generate -m " + tiny + " -p hi --top-p 2", "top_p");
+    usage("generate -m " + tiny + " -p hi -n 0", "--max-tokens");
+    usage("generate -m " + tiny + " -p hi --kv-dtype q8_0", "--kv-dtype");
+    usage("generate -m " + tiny + " -p hi --max-context 999999", "--max-context");
+    usage("generate -m " + tiny + " -p hi --bogus", "bogus");
+    const auto missing = tpserve("generate -m /nonexistent/model -p hi");
+    EXPECT_EQ(missing.code, 1) << missing.err;
+    EXPECT_TRUE(has(missing.err, "/nonexistent/model")) << missing.err;
+    const auto corrupt = tpserve(std::string("generate -m ") + TPS_SOURCE_DIR + "/tests/fixtures/gguf/truncated.gguf -p hi");
+    EXPECT_EQ(corrupt.code, 1) << corrupt.err;
+}
+
+}  // namespace
