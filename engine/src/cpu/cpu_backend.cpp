@@ -79,34 +79,50 @@ public:
         });
     }
 
-    void matmul(const Weight& w, const Tensor& x, Tensor y) override {
-        check_f32(x, "matmul");
-        TPS_CHECK(x.cols == w.cols && y.cols == w.rows && y.rows == x.rows,
-                  "matmul: x ({} x {}) W ({} x {}) y ({} x {})", x.rows, x.cols, w.rows, w.cols, y.rows, y.cols);
-        // decode: spread rows thinly; prefill: blocks of rows that stay in cache for every token
-        const int64_t grain = x.rows <= 4 ? 16 : 64;
-        pool_.parallel_for(w.rows, grain, [&](int64_t b, int64_t e) {
-            cpu::matmul_rows(w, b, e, x.f32(), x.cols, x.rows, y.f32(), y.cols);
-        });
+    void matmul(const Weight& w, const Tensor& x, Tensor y, const Weight* next) override {
+        const Product one[] = {{&w, y}};
+        matmul_multi(x, one, next);
     }
 
-    void matmul_multi(const Tensor& x, std::span<const Product> products) override {
+    void matmul_multi(const Tensor& x, std::span<const Product> products, const Weight* next) override {
         check_f32(x, "matmul");
         int64_t total = 0;
         for (const auto& p : products) {
-            TPS_CHECK(x.cols == p.w->cols && p.y.cols == p.w->rows && p.y.rows == x.rows, "matmul: shape mismatch");
+            TPS_CHECK(x.cols == p.w->cols && p.y.cols == p.w->rows && p.y.rows == x.rows,
+                      "matmul: x ({} x {}) W ({} x {}) y ({} x {})", x.rows, x.cols, p.w->rows, p.w->cols, p.y.rows,
+                      p.y.cols);
             total += p.w->rows;
         }
-        // the rows of all products, end to end, split over the threads in one dispatch
-        const int64_t grain = x.rows <= 4 ? 16 : 64;
-        pool_.parallel_for(total, grain, [&](int64_t b, int64_t e) {
-            int64_t offset = 0;
-            for (const auto& p : products) {
-                const int64_t lo = std::max(b, offset), hi = std::min(e, offset + p.w->rows);
-                if (lo < hi) cpu::matmul_rows(*p.w, lo - offset, hi - offset, x.f32(), x.cols, x.rows, p.y.f32(), p.y.cols);
-                offset += p.w->rows;
-            }
-        });
+        // Decode: each thread streams one contiguous range of the products' rows (end to end) and,
+        // in its last rows, prefetches where its range of `next` starts. Prefill: blocks of rows
+        // that stay in cache while every token group passes over them.
+        const bool decode = x.rows <= 4;
+        const int threads = pool_.size();
+        const int64_t chunk = std::max<int64_t>(16, (total + threads - 1) / threads);
+        pool_.parallel_for(
+            total, decode ? 16 : 64,
+            [&](int64_t b, int64_t e) {
+                cpu::PrefetchNext ahead;
+                if (decode && next) {
+                    const int64_t next_chunk = std::max<int64_t>(16, (next->rows + threads - 1) / threads);
+                    const int64_t row = std::min(next->rows - 1, b / chunk * next_chunk);
+                    ahead.start = next->row(row);
+                    ahead.bytes = std::min<int64_t>(16 * 1024, (next->rows - row) * next->row_bytes);
+                }
+                int64_t offset = 0;
+                for (size_t i = 0; i < products.size(); ++i) {
+                    const auto& p = products[i];
+                    const int64_t lo = std::max(b, offset), hi = std::min(e, offset + p.w->rows);
+                    // only the product that ends the range prefetches past it
+                    const bool last = hi == e;
+                    if (lo < hi) {
+                        cpu::matmul_rows(*p.w, lo - offset, hi - offset, x.f32(), x.cols, x.rows, p.y.f32(), p.y.cols,
+                                         last ? ahead : cpu::PrefetchNext{});
+                    }
+                    offset += p.w->rows;
+                }
+            },
+            decode ? 1 : 4);
     }
 
     void add_bias(Tensor y, const Vec& b) override {
@@ -158,7 +174,7 @@ public:
         const auto* v_base = k_base + plane;
         const int64_t group = heads / L.kv_heads;
         pool_.parallel_for(q.rows * heads, 1, [&](int64_t b, int64_t e) {
-            std::vector<float> scores(static_cast<size_t>(L.block_tokens));
+            std::vector<float> scores(static_cast<size_t>(L.block_tokens + 8));  // + padding for 8-wide exps
             for (int64_t i = b; i < e; ++i) {
                 const int64_t t = i / heads;
                 const int64_t h = i % heads;

@@ -29,17 +29,28 @@ TPS_AVX2 float tail_dot(const Weight& w, const std::byte* row, int64_t k, const 
     return out;
 }
 
+constexpr int64_t kAheadRows = 4;  // software prefetch distance, in rows
+
 template <DType T, int NT>
 TPS_AVX2 void rows_small(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y,
-                         int64_t ys) {
+                         int64_t ys, PrefetchNext next) {
     const int64_t K = w.cols;
     const int64_t K16 = K & ~int64_t{15};
+    // bytes per 16 weights, to prefetch the same place a few rows ahead; in the last rows, the
+    // start of what the next matmul reads instead
+    const int64_t step_bytes = w.row_bytes * 16 / std::max<int64_t>(16, K);
     for (int64_t r = r0; r < r1; ++r) {
         const std::byte* row = w.row(r);
+        const char* ahead = reinterpret_cast<const char*>(w.row(std::min(r + kAheadRows, r1 - 1)));
+        if (r + kAheadRows >= r1 && next.start) {
+            const int64_t into = (r + kAheadRows - r1) * w.row_bytes;
+            ahead = into < next.bytes ? reinterpret_cast<const char*>(next.start) + into : ahead;
+        }
         __m256 a[NT][2];
         for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_setzero_ps();
         int64_t k = 0;
         for (; k < K16; k += 16) {
+            _mm_prefetch(ahead + (k / 16) * step_bytes, _MM_HINT_T0);
             const __m256 w0 = Load8<T>::at(row, k);
             const __m256 w1 = Load8<T>::at(row, k + 8);
             for (int t = 0; t < NT; ++t) {
@@ -89,12 +100,12 @@ TPS_AVX2 void token_group(const Weight& w, int64_t r0, int64_t r1, const float* 
 
 template <DType T>
 TPS_AVX2 void rows_avx2(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n_tok, float* y,
-                        int64_t ys) {
+                        int64_t ys, PrefetchNext next) {
     switch (n_tok) {
-        case 1: return rows_small<T, 1>(w, r0, r1, x, xs, y, ys);
-        case 2: return rows_small<T, 2>(w, r0, r1, x, xs, y, ys);
-        case 3: return rows_small<T, 3>(w, r0, r1, x, xs, y, ys);
-        case 4: return rows_small<T, 4>(w, r0, r1, x, xs, y, ys);
+        case 1: return rows_small<T, 1>(w, r0, r1, x, xs, y, ys, next);
+        case 2: return rows_small<T, 2>(w, r0, r1, x, xs, y, ys, next);
+        case 3: return rows_small<T, 3>(w, r0, r1, x, xs, y, ys, next);
+        case 4: return rows_small<T, 4>(w, r0, r1, x, xs, y, ys, next);
         default: break;
     }
     // Groups of 6 tokens over pairs of rows: 12 accumulators, each weight load used 6 times, the
@@ -137,15 +148,15 @@ void matmul_rows_reference(const Weight& w, int64_t r0, int64_t r1, const float*
 }
 
 void matmul_rows(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n_tok, float* y,
-                 int64_t ys) {
+                 int64_t ys, PrefetchNext next) {
     if (!have_avx2()) return matmul_rows_reference(w, r0, r1, x, xs, n_tok, y, ys);
     switch (w.type) {
-        case DType::f32: return rows_avx2<DType::f32>(w, r0, r1, x, xs, n_tok, y, ys);
-        case DType::f16: return rows_avx2<DType::f16>(w, r0, r1, x, xs, n_tok, y, ys);
-        case DType::bf16: return rows_avx2<DType::bf16>(w, r0, r1, x, xs, n_tok, y, ys);
-        case DType::q8_0: return rows_avx2<DType::q8_0>(w, r0, r1, x, xs, n_tok, y, ys);
-        case DType::q4_0: return rows_avx2<DType::q4_0>(w, r0, r1, x, xs, n_tok, y, ys);
-        case DType::q4_1: return rows_avx2<DType::q4_1>(w, r0, r1, x, xs, n_tok, y, ys);
+        case DType::f32: return rows_avx2<DType::f32>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::f16: return rows_avx2<DType::f16>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::bf16: return rows_avx2<DType::bf16>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::q8_0: return rows_avx2<DType::q8_0>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::q4_0: return rows_avx2<DType::q4_0>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::q4_1: return rows_avx2<DType::q4_1>(w, r0, r1, x, xs, n_tok, y, ys, next);
         default:
             throw InputError(fmt::format("matmul: {} weights are not supported by the CPU backend", dtype_name(w.type)));
     }

@@ -3,6 +3,9 @@
 // is that each computes in f32 the way transformers does, so results match its logits.
 #include "ops.h"
 
+#include "kernels.h"
+#include "simd.h"
+
 #include "tpserve/common/check.h"
 #include "tpserve/engine/numeric.h"
 
@@ -43,8 +46,22 @@ void rope_row(float* x, int64_t heads, int64_t head_dim, const RopeTable& t, int
     }
 }
 
+namespace {
+TPS_AVX2 int64_t swiglu_avx2(const float* gate, const float* up, int64_t n, float* out) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+    return i;
+}
+}  // namespace
+
 void swiglu_row(const float* gate, const float* up, int64_t n, float* out) {
-    for (int64_t i = 0; i < n; ++i) {
+    const int64_t done = have_avx2() ? swiglu_avx2(gate, up, n, out) : 0;
+    for (int64_t i = done; i < n; ++i) {
         const float g = gate[i];
         out[i] = g / (1.0f + std::exp(-g)) * up[i];
     }
@@ -107,6 +124,13 @@ void attend(const float* q, const Elem* k_base, const Elem* v_base, const KvLayo
 
 void attention_one(const float* q, const void* k_layer, const void* v_layer, const KvLayout& L,
                    const StepLayout::Sequence& s, int64_t kv_head, int32_t last_pos, float* out, float* scores) {
+    if (!attention_avx2(q, k_layer, v_layer, L, s, kv_head, last_pos, out, scores)) {
+        attention_reference(q, k_layer, v_layer, L, s, kv_head, last_pos, out, scores);
+    }
+}
+
+void attention_reference(const float* q, const void* k_layer, const void* v_layer, const KvLayout& L,
+                         const StepLayout::Sequence& s, int64_t kv_head, int32_t last_pos, float* out, float* scores) {
     switch (L.dtype) {
         case DType::f32:
             return attend(q, static_cast<const float*>(k_layer), static_cast<const float*>(v_layer), L, s, kv_head,

@@ -17,6 +17,12 @@ void swiglu_row(const float* gate, const float* up, int64_t n, float* out);
 // block_tokens floats of scratch
 void attention_one(const float* q, const void* k_layer, const void* v_layer, const KvLayout& L,
                    const StepLayout::Sequence& s, int64_t kv_head, int32_t last_pos, float* out, float* scores);
+// The same with AVX2 (attention_avx2.cpp); false when this CPU or head size cannot take it.
+bool attention_avx2(const float* q, const void* k_layer, const void* v_layer, const KvLayout& L,
+                    const StepLayout::Sequence& s, int64_t kv_head, int32_t last_pos, float* out, float* scores);
+// The scalar reference, always available (tests compare the two).
+void attention_reference(const float* q, const void* k_layer, const void* v_layer, const KvLayout& L,
+                         const StepLayout::Sequence& s, int64_t kv_head, int32_t last_pos, float* out, float* scores);
 
 }  // namespace tps::cpu
 

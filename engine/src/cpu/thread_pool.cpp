@@ -79,7 +79,8 @@ void ThreadPool::worker(int) {
     }
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body,
+                              int chunks_per_thread) {
     if (n <= 0) return;
     grain = std::max<int64_t>(1, grain);
     if (threads_ == 1 || n <= grain) {
@@ -88,8 +89,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
     }
     body_ = &body;
     n_ = n;
-    // about four chunks per thread balances uneven work without much contention
-    chunk_ = std::max(grain, (n + threads_ * 4 - 1) / (threads_ * 4));
+    const int64_t chunks = static_cast<int64_t>(threads_) * std::max(1, chunks_per_thread);
+    chunk_ = std::max(grain, (n + chunks - 1) / chunks);
     next_.store(0, std::memory_order_relaxed);
     error_ = nullptr;
     active_.store(threads_ - 1, std::memory_order_release);

@@ -23,9 +23,12 @@ public:
 
     int size() const noexcept { return threads_; }
 
-    // Calls body(begin, end) over [0, n) in chunks of at least `grain`, on every thread; returns
-    // when all chunks are done. The first exception thrown by a body is rethrown here.
-    void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body);
+    // Calls body(begin, end) over [0, n) in chunks of at least `grain`, about `chunks_per_thread`
+    // per thread, on every thread; returns when all chunks are done. The first exception thrown
+    // by a body is rethrown here. One chunk per thread suits streaming work of even cost (each
+    // thread reads one contiguous range); more chunks balance uneven work.
+    void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body,
+                      int chunks_per_thread = 4);
 
 private:
     void worker(int index);

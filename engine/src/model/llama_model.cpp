@@ -189,9 +189,11 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
     Tensor attn{gate_.data, DType::f32, T, q.cols};
     for (size_t l = 0; l < w_.layers.size(); ++l) {
         const LayerWeights& L = w_.layers[l];
+        // what the matmul after the last one of this layer reads (a prefetch hint)
+        const Weight* after = l + 1 < w_.layers.size() ? &w_.layers[l + 1].wq : &w_.lm_head;
         be_.rmsnorm(x, L.attn_norm, eps, h);
         const Backend::Product qkv[] = {{&L.wq, q}, {&L.wk, k}, {&L.wv, v}};
-        be_.matmul_multi(h, qkv);
+        be_.matmul_multi(h, qkv, &L.wo);
         if (!L.bq.empty()) be_.add_bias(q, L.bq);
         if (!L.bk.empty()) be_.add_bias(k, L.bk);
         if (!L.bv.empty()) be_.add_bias(v, L.bv);
@@ -199,17 +201,17 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
         be_.rope(k, desc_.head_dim, rope_, pos);
         be_.kv_store(*kv_, kv_layout_, static_cast<int64_t>(l), k, v, layout);
         be_.attention(q, *kv_, kv_layout_, static_cast<int64_t>(l), layout, heads_, attn);
-        be_.matmul(L.wo, attn, o);
+        be_.matmul(L.wo, attn, o, &L.w_gate);
         if (!L.bo.empty()) be_.add_bias(o, L.bo);
         be_.add(x, o);
 
         be_.rmsnorm(x, L.ffn_norm, eps, h);
         const Backend::Product gate_up[] = {{&L.w_gate, gate}, {&L.w_up, up}};
-        be_.matmul_multi(h, gate_up);
+        be_.matmul_multi(h, gate_up, &L.w_down);
         if (!L.b_gate.empty()) be_.add_bias(gate, L.b_gate);
         if (!L.b_up.empty()) be_.add_bias(up, L.b_up);
         be_.swiglu(gate, up, ffn);
-        be_.matmul(L.w_down, ffn, o);
+        be_.matmul(L.w_down, ffn, o, after);
         if (!L.b_down.empty()) be_.add_bias(o, L.b_down);
         be_.add(x, o);
     }

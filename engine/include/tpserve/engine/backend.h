@@ -78,14 +78,15 @@ public:
     virtual void embedding(const Weight& table, int64_t vocab_first, std::span<const int32_t> ids, Tensor out) = 0;
     // out = x / rms(x) * w, per row
     virtual void rmsnorm(const Tensor& x, const Vec& w, float eps, Tensor out) = 0;
-    // y = x W^T: x (tokens, w.cols) -> y (tokens, w.rows)
-    virtual void matmul(const Weight& w, const Tensor& x, Tensor y) = 0;
+    // y = x W^T: x (tokens, w.cols) -> y (tokens, w.rows). `next`: the weight the following matmul
+    // reads, a hint a backend may use to start fetching it early (null: none)
+    virtual void matmul(const Weight& w, const Tensor& x, Tensor y, const Weight* next = nullptr) = 0;
     // several products of the same x (Q, K, V; gate, up) as one pass: one dispatch on the CPU
     struct Product {
         const Weight* w;
         Tensor y;
     };
-    virtual void matmul_multi(const Tensor& x, std::span<const Product> products) = 0;
+    virtual void matmul_multi(const Tensor& x, std::span<const Product> products, const Weight* next = nullptr) = 0;
     // y[r] += b, per row
     virtual void add_bias(Tensor y, const Vec& b) = 0;
     // rotates every head of x (tokens, heads * head_dim) by its token's position

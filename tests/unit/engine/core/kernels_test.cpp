@@ -210,9 +210,12 @@ TEST(Backend, RopeRotatesPairsByPosition) {
 }
 
 TEST(Backend, PagedAttentionEqualsDenseSoftmaxAttention) {
-    // 2 sequences, GQA 4 query heads over 2 KV heads, blocks scattered in the pool
+    // 2 sequences, GQA 4 query heads over 2 KV heads, blocks scattered in the pool; the AVX2 and
+    // the scalar kernels both
     auto be = make_cpu_backend(2);
+    for (bool scalar : {false, true})
     for (DType kv_type : {DType::f32, DType::f16, DType::bf16}) {
+        cpu::force_scalar(scalar);
         KvLayout L;
         L.layers = 1;
         L.kv_heads = 2;
@@ -285,6 +288,37 @@ TEST(Backend, PagedAttentionEqualsDenseSoftmaxAttention) {
             base += lens[static_cast<size_t>(s)];
         }
     }
+    cpu::force_scalar(false);
+}
+
+}  // namespace
+}  // namespace tps
+
+#include "../../../../engine/src/cpu/simd.h"
+
+namespace tps {
+namespace {
+
+TPS_AVX2 void exp8_of(const float* in, float* out) { _mm256_storeu_ps(out, cpu::exp8(_mm256_loadu_ps(in))); }
+
+TEST(Simd, Exp8IsWithinTwoUlpOfExp) {
+    if (!cpu::have_avx2()) GTEST_SKIP() << "no AVX2 on this CPU";
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> d(-87.0f, 88.0f);
+    float in[8], out[8];
+    for (int i = 0; i < 200000; ++i) {
+        for (float& x : in) x = i < 1000 ? d(rng) * 0.01f : d(rng);
+        exp8_of(in, out);
+        for (int j = 0; j < 8; ++j) {
+            const double want = std::exp(static_cast<double>(in[j]));
+            ASSERT_NEAR(out[j], want, 2.5e-7 * want) << in[j];
+        }
+    }
+    const float edges[8] = {0.0f, -100.0f, 88.0f, -87.0f, 1e-8f, -1e-8f, 1.0f, -1.0f};
+    exp8_of(edges, out);
+    EXPECT_EQ(out[0], 1.0f);
+    EXPECT_LT(out[1], 1e-37f);
+    EXPECT_NEAR(out[6], std::exp(1.0f), 1e-6f);
 }
 
 }  // namespace
