@@ -113,7 +113,8 @@ int run_generate(int argc, char** argv) {
         throw UsageError(fmt::format("--{}", e.what()));  // "--temperature -1 must be ..."
     }
     if (args.count("stop")) gen.stop = args["stop"].as<std::vector<std::string>>();
-    const int threads = static_cast<int>(int_flag(args, "threads", 0, 1024));
+    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int threads = static_cast<int>(int_flag(args, "threads", 0, 4 * hardware));
     const std::string kv = args["kv-dtype"].as<std::string>();
     const auto kv_type = parse_dtype(kv);
     TPS_CHECK_AS(UsageError, kv_type && (*kv_type == DType::f32 || *kv_type == DType::f16 || *kv_type == DType::bf16),
@@ -132,7 +133,7 @@ int run_generate(int argc, char** argv) {
     auto backend = make_cpu_backend(threads);
     LlamaWeights weights = load_llama_weights(files.weights, files.desc, {});
     ModelOptions mo;
-    mo.max_step_tokens = chunk;
+    mo.max_step_tokens = std::min(chunk, context);  // activations are sized for it: no larger than needed
     mo.kv_tokens = context;
     mo.kv_dtype = *kv_type;
     mo.max_logit_rows = 1;

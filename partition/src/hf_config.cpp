@@ -173,6 +173,11 @@ ModelDesc model_from_hf_config(const json& j, const std::string& name, const std
     TPS_CHECK_AS(InputError, m.rms_norm_eps > 0 && m.rms_norm_eps < 1, "{}: rms_norm_eps {} is not in (0, 1)", origin,
                  m.rms_norm_eps);
     m.rope = read_rope(r);
+    // Mistral (and Qwen2 when use_sliding_window is set) attend to a window of recent tokens
+    if (m.architecture == "mistral" || m.architecture == "mixtral" ||
+        (qwen2 && r.boolean_or("use_sliding_window", false))) {
+        m.sliding_window = r.positive_or("sliding_window", 0);
+    }
     validate_hyperparameters(m);  // before anything is sized by them
     LlamaVariant v;
     v.qkv_bias = qwen2 || (llama && r.boolean_or("attention_bias", false));

@@ -1,6 +1,6 @@
 // y = x W^T on the CPU. Decode (up to 4 tokens): each weight row is streamed once and dotted
 // with every token, so the pass runs at memory bandwidth. Prefill: 2-row x 6-token register
-// tiles (12 accumulators) over a block of rows that stays in L2 while every group of 6 tokens
+// tiles (12 accumulators) over a block of rows that stays in cache while every group of 6 tokens
 // passes over it; each weight register is used 6 times. Weights of every format are expanded 8 at a
 // time in registers (simd.h).
 #include "kernels.h"
@@ -44,7 +44,8 @@ TPS_AVX2 void rows_small(const Weight& w, int64_t r0, int64_t r1, const float* x
         const char* ahead = reinterpret_cast<const char*>(w.row(std::min(r + kAheadRows, r1 - 1)));
         if (r + kAheadRows >= r1 && next.start) {
             const int64_t into = (r + kAheadRows - r1) * w.row_bytes;
-            ahead = into < next.bytes ? reinterpret_cast<const char*>(next.start) + into : ahead;
+            // the whole row's worth of prefetches must stay inside what the next matmul reads
+            ahead = into + w.row_bytes <= next.bytes ? reinterpret_cast<const char*>(next.start) + into : ahead;
         }
         __m256 a[NT][2];
         for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_setzero_ps();

@@ -3,6 +3,7 @@
 #include "tpserve/common/check.h"
 
 #include <algorithm>
+#include <system_error>
 #include <immintrin.h>
 
 namespace tps::cpu {
@@ -25,10 +26,15 @@ void wait_until(Done done) {
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) : threads_(std::max(1, threads)) {
-    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
+    try {
+        for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
+    } catch (const std::system_error& e) {
+        stop_workers();
+        throw Error(fmt::format("cannot start {} CPU threads: {}", threads_, e.what()));
+    }
 }
 
-ThreadPool::~ThreadPool() {
+void ThreadPool::stop_workers() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         stop_.store(true);
@@ -36,7 +42,10 @@ ThreadPool::~ThreadPool() {
     }
     wake_.notify_all();
     for (auto& w : workers_) w.join();
+    workers_.clear();
 }
+
+ThreadPool::~ThreadPool() { stop_workers(); }
 
 void ThreadPool::run_chunks() {
     while (true) {

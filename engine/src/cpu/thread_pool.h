@@ -32,6 +32,7 @@ public:
 
 private:
     void worker(int index);
+    void stop_workers();
     void run_chunks();
 
     int threads_;

@@ -43,9 +43,10 @@ GenerateResult generate(LlamaModel& model, const Tokenizer& tok, std::span<const
     using clock = std::chrono::steady_clock;
     TPS_CHECK_AS(UsageError, !prompt.empty(), "the prompt is empty");
     TPS_CHECK_AS(UsageError, opt.max_tokens >= 1, "max tokens must be at least 1, got {}", opt.max_tokens);
-    const int64_t room = model.desc().max_context - static_cast<int64_t>(prompt.size());
-    TPS_CHECK_AS(UsageError, room >= 1, "the prompt has {} tokens; the model's context is {}", prompt.size(),
-                 model.desc().max_context);
+    const int64_t context = model.context_tokens();
+    const int64_t room = context - static_cast<int64_t>(prompt.size());
+    TPS_CHECK_AS(UsageError, room >= 1, "the prompt has {} tokens; the context holds {}", prompt.size(), context);
+    TPS_CHECK_AS(UsageError, model.length(opt.seq_id) == 0, "sequence {} is already in use", opt.seq_id);
     GenerateResult r;
     r.prompt_tokens = static_cast<int64_t>(prompt.size());
     Sampler sampler(opt.sampling, prompt);
@@ -90,7 +91,10 @@ GenerateResult generate(LlamaModel& model, const Tokenizer& tok, std::span<const
         logits.assign(step.logits.begin(), step.logits.end());
     }
     if (!stops.done()) {
-        if (const std::string rest = stops.push(decoder.finish()) + stops.finish(); !rest.empty()) on_text(rest);
+        // in this order: what the decoder held back may still complete a stop string
+        std::string rest = stops.push(decoder.finish());
+        rest += stops.finish();
+        if (!rest.empty()) on_text(rest);
     }
     r.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();
     return r;

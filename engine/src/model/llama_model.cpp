@@ -74,6 +74,12 @@ int64_t LlamaModel::kv_bytes() const noexcept {
 
 int64_t LlamaModel::kv_capacity_tokens() const noexcept { return kv_layout_.blocks * kv_layout_.block_tokens; }
 
+int64_t LlamaModel::context_tokens() const noexcept {
+    int64_t c = std::min(desc_.max_context, kv_capacity_tokens());
+    if (desc_.sliding_window > 0) c = std::min(c, desc_.sliding_window);
+    return c;
+}
+
 int64_t LlamaModel::kv_free_tokens() const noexcept {
     return static_cast<int64_t>(free_blocks_.size()) * kv_layout_.block_tokens;
 }
@@ -102,9 +108,12 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
         TPS_CHECK_AS(UsageError, e.start_pos == length(e.seq_id),
                      "step: sequence {} continues at position {} but holds {} tokens", e.seq_id, e.start_pos,
                      length(e.seq_id));
-        TPS_CHECK_AS(UsageError, e.start_pos + static_cast<int64_t>(e.tokens.size()) <= desc_.max_context,
-                     "step: sequence {} would reach {} tokens, past the model's context of {}", e.seq_id,
-                     e.start_pos + static_cast<int64_t>(e.tokens.size()), desc_.max_context);
+        TPS_CHECK_AS(UsageError, e.start_pos + static_cast<int64_t>(e.tokens.size()) <= context_tokens(),
+                     "step: sequence {} would reach {} tokens, past the context of {}{}", e.seq_id,
+                     e.start_pos + static_cast<int64_t>(e.tokens.size()), context_tokens(),
+                     desc_.sliding_window > 0 && desc_.sliding_window == context_tokens()
+                         ? " (the model's sliding attention window; attending past it is not implemented)"
+                         : "");
         for (int32_t t : e.tokens) {
             TPS_CHECK_AS(UsageError, t >= 0 && t < desc_.vocab, "step: token id {} is outside the vocabulary of {}", t,
                          desc_.vocab);
@@ -127,11 +136,37 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
         throw KvCapacityError(fmt::format("KV cache full: the step needs {} more blocks, {} are free", need,
                                           free_blocks_.size()));
     }
+    // If anything below throws, the blocks taken here go back and new sequences are forgotten:
+    // a failed step leaves the cache as it was.
+    struct Taken {
+        int64_t seq;
+        size_t blocks_before;
+        bool created;
+    };
+    std::vector<Taken> taken;
+    struct Rollback {
+        LlamaModel& m;
+        std::vector<Taken>& taken;
+        bool armed = true;
+        ~Rollback() {
+            if (!armed) return;
+            for (const auto& t : taken) {
+                auto& s = m.seqs_[t.seq];
+                while (s.blocks.size() > t.blocks_before) {
+                    m.free_blocks_.push_back(s.blocks.back());
+                    s.blocks.pop_back();
+                }
+                if (t.created) m.seqs_.erase(t.seq);
+            }
+        }
+    } rollback{*this, taken};
     StepLayout layout;
     std::vector<int32_t> ids;
     ids.reserve(static_cast<size_t>(n_tokens));
     for (const auto& e : step) {
+        const bool created = !seqs_.contains(e.seq_id);
         Sequence& s = seqs_[e.seq_id];
+        taken.push_back({e.seq_id, s.blocks.size(), created});
         const int64_t want = (e.start_pos + static_cast<int64_t>(e.tokens.size()) + 15) / 16;
         while (static_cast<int64_t>(s.blocks.size()) < want) {
             s.blocks.push_back(free_blocks_.back());
@@ -176,6 +211,7 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
         be_.to_host(logits_.slice_rows(0, n), out.logits.data() + r0 * vocab);
     }
     for (const auto& e : step) seqs_[e.seq_id].length = e.start_pos + static_cast<int64_t>(e.tokens.size());
+    rollback.armed = false;
     return out;
 }
 

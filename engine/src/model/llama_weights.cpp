@@ -109,6 +109,8 @@ LlamaWeights load_llama_weights(std::shared_ptr<const WeightSource> source, cons
         if (auto b = L.optional_vec(p + "self_attn.q_proj.bias", m.heads * hd, q_range)) lw.bq = std::move(*b);
         if (auto b = L.optional_vec(p + "self_attn.k_proj.bias", m.kv_heads * hd, kv_range)) lw.bk = std::move(*b);
         if (auto b = L.optional_vec(p + "self_attn.v_proj.bias", m.kv_heads * hd, kv_range)) lw.bv = std::move(*b);
+        // O and down biases (row-parallel) are whole on every rank; with tp > 1 the sharded forward
+        // pass must add them once, after the all-reduce, not on every rank
         if (auto b = L.optional_vec(p + "self_attn.o_proj.bias", m.hidden)) lw.bo = std::move(*b);
         if (auto b = L.optional_vec(p + "mlp.gate_proj.bias", m.intermediate, ffn_range)) lw.b_gate = std::move(*b);
         if (auto b = L.optional_vec(p + "mlp.up_proj.bias", m.intermediate, ffn_range)) lw.b_up = std::move(*b);

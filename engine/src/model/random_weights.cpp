@@ -15,7 +15,10 @@ Weight random_matrix(DType type, int64_t rows, int64_t cols, std::mt19937_64& rn
     w.type = type;
     w.rows = rows;
     w.cols = cols;
-    w.row_bytes = *matrix_bytes(type, 1, cols);
+    const auto row_bytes = matrix_bytes(type, 1, cols);
+    TPS_CHECK_AS(UsageError, row_bytes.has_value(), "random weights: rows of {} do not split into {} blocks", cols,
+                 dtype_name(type));
+    w.row_bytes = *row_bytes;
     w.owned = Buffer(rows * w.row_bytes, MemoryTag::weights);
     std::vector<float> row(static_cast<size_t>(cols));
     for (int64_t r = 0; r < rows; ++r) {

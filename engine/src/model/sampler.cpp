@@ -58,8 +58,13 @@ Sampled Sampler::sample(std::span<const float> logits) {
         work_[static_cast<size_t>(t)] -= p_.presence_penalty + p_.frequency_penalty * static_cast<float>(c);
     }
 
+    // A NaN would break every comparison below (and the sort's ordering): refuse it loudly.
+    for (float l : work_) {
+        TPS_CHECK(!std::isnan(l), "sampler: the model produced NaN logits (a broken checkpoint or an overflow)");
+    }
     // log-softmax of the penalised logits, for the reported log-probabilities
     const float max_l = *std::max_element(work_.begin(), work_.end());
+    TPS_CHECK(std::isfinite(max_l), "sampler: every logit is -inf or the largest is +inf");
     double z = 0;
     for (float l : work_) z += std::exp(static_cast<double>(l - max_l));
     const float log_z = max_l + static_cast<float>(std::log(z));
@@ -84,11 +89,13 @@ Sampled Sampler::sample(std::span<const float> logits) {
         } else {
             std::sort(order_.begin(), order_.end(), by_logit);
         }
+        // exp((l - l_max) / T) in double: the argument is <= 0, so no temperature overflows it
         std::vector<double> prob(order_.size());
-        const double top = work_[static_cast<size_t>(order_[0])] / p_.temperature;
+        const double top = work_[static_cast<size_t>(order_[0])];
+        const double t = p_.temperature;
         double sum = 0;
         for (size_t i = 0; i < order_.size(); ++i) {
-            prob[i] = std::exp(work_[static_cast<size_t>(order_[i])] / p_.temperature - top);
+            prob[i] = std::exp((static_cast<double>(work_[static_cast<size_t>(order_[i])]) - top) / t);
             sum += prob[i];
         }
         for (auto& q : prob) q /= sum;

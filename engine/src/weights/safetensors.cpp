@@ -114,7 +114,9 @@ private:
             TPS_CHECK_AS(InputError, begin <= end && end <= data_size,
                          "{}: data [{}, {}) lies outside the file's {} data bytes: truncated?", what, begin, end,
                          data_size);
-            const auto want = matrix_bytes(e.type, 1, std::max<int64_t>(elements, 0));
+            // element bytes only (an FP8 checkpoint keeps its scales in tensors of their own)
+            const auto want = e.type == DType::fp8 ? std::optional<int64_t>(elements)
+                                                   : matrix_bytes(e.type, 1, std::max<int64_t>(elements, 0));
             TPS_CHECK_AS(InputError, want && static_cast<uint64_t>(*want) == end - begin,
                          "{}: {} bytes stored for a {} tensor of shape {} (needs {})", what, end - begin,
                          dtype_name(e.type), info["shape"].dump(), want.value_or(-1));

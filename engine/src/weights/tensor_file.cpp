@@ -80,6 +80,8 @@ Vec TableSource::vector(std::string_view hf_name, Range r) const {
     int64_t n = 1;
     for (int64_t d : e.shape) n *= d;
     TPS_CHECK_AS(InputError, e.shape.size() == 1 || n == e.shape.back(), "{} is not a vector", what);
+    TPS_CHECK_AS(InputError, engine_supports(e.type), "{} is stored as {}, which the engine does not read",
+                 what, dtype_name(e.type));
     r = resolve(r, n, what);
     const int64_t block = dtype_layout(e.type).block;
     TPS_CHECK_AS(InputError, r.first % block == 0 && r.last % block == 0, "{}: [{}, {}) is not on block boundaries",

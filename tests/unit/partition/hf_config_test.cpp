@@ -163,6 +163,29 @@ TEST(HfConfig, SizesBeyondAnyModelAreRefusedNotOverflowed) {
     expect_error(j, "below one KV block");
 }
 
+TEST(HfConfig, SlidingWindowsAndRopeLayouts) {
+    auto j = minimal();
+    j["model_type"] = "mistral";
+    j["sliding_window"] = 4096;
+    EXPECT_EQ(model_from_hf_config(j, "m", "m/config.json").sliding_window, 4096);
+    j["sliding_window"] = nullptr;
+    EXPECT_EQ(model_from_hf_config(j, "m", "m/config.json").sliding_window, 0);
+    auto q = minimal();
+    q["model_type"] = "qwen2";
+    q["sliding_window"] = 128;  // ignored unless use_sliding_window
+    EXPECT_EQ(model_from_hf_config(q, "q", "q/config.json").sliding_window, 0);
+    q["use_sliding_window"] = true;
+    EXPECT_EQ(model_from_hf_config(q, "q", "q/config.json").sliding_window, 128);
+    // transformers >= 5 writes rope_theta and the scaling inside rope_parameters
+    auto r = minimal();
+    r["rope_parameters"] = {{"rope_theta", 500000.0}, {"rope_type", "llama3"}, {"factor", 8.0},
+                            {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}};
+    const ModelDesc m = model_from_hf_config(r, "r", "r/config.json");
+    EXPECT_EQ(m.rope.theta, 500000.0);
+    EXPECT_EQ(m.rope.scaling, "llama3");
+    EXPECT_EQ(m.rope.original_max_position, 64);
+}
+
 TEST(HfConfig, PreQuantizedCheckpointsKeepTheirFormat) {
     auto j = minimal();
     j["hidden_size"] = 128;

@@ -100,6 +100,9 @@ public:
     const ModelOptions& options() const noexcept { return options_; }
     const LlamaWeights& weights() const noexcept { return w_; }
     int64_t kv_capacity_tokens() const noexcept;
+    // Most tokens one sequence may hold: the model's context, the KV capacity, and (until
+    // windowed attention is implemented) a Mistral-style sliding window, whichever is smallest.
+    int64_t context_tokens() const noexcept;
     int64_t kv_free_tokens() const noexcept;
     int64_t kv_bytes() const noexcept;
 

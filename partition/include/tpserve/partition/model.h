@@ -75,6 +75,7 @@ struct ModelDesc {
     DType checkpoint_dtype = DType::bf16;  // what the embedding, norms and biases are stored in
     double rms_norm_eps = 1e-6;
     RopeConfig rope;
+    int64_t sliding_window = 0;  // Mistral-style attention window (0: full attention)
     bool from_gguf = false;
     // Non-empty when the storage formats are fixed by the files (a GGUF, an AWQ/GPTQ/FP8
     // checkpoint): why --format cannot change them.

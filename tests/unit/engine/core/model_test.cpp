@@ -192,3 +192,66 @@ TEST(LlamaModel, LoadsOnlyItsShard) {
 
 }  // namespace
 }  // namespace tps
+
+namespace tps {
+namespace {
+
+// A backend that fails on the n-th attention call, to see a step fail half way.
+class FailingBackend final : public Backend {
+public:
+    explicit FailingBackend(Backend& inner) : in_(inner) {}
+    int fail_at = -1;  // attention calls before the failure; -1: never
+    std::string_view name() const noexcept override { return "failing"; }
+    std::unique_ptr<DeviceMemory> allocate(int64_t b, MemoryTag t) override { return in_.allocate(b, t); }
+    void embedding(const Weight& w, int64_t f, std::span<const int32_t> i, Tensor o) override { in_.embedding(w, f, i, o); }
+    void rmsnorm(const Tensor& x, const Vec& w, float e, Tensor o) override { in_.rmsnorm(x, w, e, o); }
+    void matmul(const Weight& w, const Tensor& x, Tensor y, const Weight* n) override { in_.matmul(w, x, y, n); }
+    void matmul_multi(const Tensor& x, std::span<const Product> p, const Weight* n) override { in_.matmul_multi(x, p, n); }
+    void add_bias(Tensor y, const Vec& b) override { in_.add_bias(y, b); }
+    void rope(Tensor x, int64_t d, const RopeTable& t, std::span<const int32_t> p) override { in_.rope(x, d, t, p); }
+    void kv_store(DeviceMemory& kv, const KvLayout& L, int64_t l, const Tensor& k, const Tensor& v,
+                  const StepLayout& s) override {
+        in_.kv_store(kv, L, l, k, v, s);
+    }
+    void attention(const Tensor& q, const DeviceMemory& kv, const KvLayout& L, int64_t l, const StepLayout& s,
+                   int64_t h, Tensor o) override {
+        if (fail_at >= 0 && fail_at-- == 0) throw DeviceError("injected failure");
+        in_.attention(q, kv, L, l, s, h, o);
+    }
+    void swiglu(const Tensor& g, const Tensor& u, Tensor o) override { in_.swiglu(g, u, o); }
+    void add(Tensor x, const Tensor& y) override { in_.add(x, y); }
+    void to_host(const Tensor& x, float* h) override { in_.to_host(x, h); }
+
+private:
+    Backend& in_;
+};
+
+TEST(LlamaModel, AStepThatFailsHalfWayLeavesTheCacheAsItWas) {
+    auto cpu = make_cpu_backend(1);
+    FailingBackend be(*cpu);
+    ModelOptions opt;
+    opt.kv_tokens = 64;
+    auto m = tiny().load(be, opt);
+    const StepResult before = m->forward({{1, {1, 2, 3}, 0, false}});
+    const int64_t free = m->kv_free_tokens();
+    be.fail_at = 1;  // the second layer's attention
+    EXPECT_THROW(m->forward({{1, std::vector<int32_t>(14, 4), 3, false}, {2, std::vector<int32_t>(20, 5), 0, false}}),
+                 DeviceError);
+    EXPECT_EQ(m->kv_free_tokens(), free);  // the blocks taken for the step went back
+    EXPECT_EQ(m->length(1), 3);
+    EXPECT_EQ(m->length(2), 0);
+    // and the sequence carries on as if the failed step had never been tried
+    const StepResult next = m->forward({{1, {4}, 3, false}});
+    auto ref = tiny().load(*cpu, opt);
+    const StepResult want = ref->forward({{1, {1, 2, 3, 4}, 0, false}});
+    expect_close(next.logits.data(), want.logits.data(), want.vocab, 1e-5f);
+}
+
+TEST(LlamaModel, RandomWeightsRefuseShapesTheirFormatCannotHold) {
+    ModelDesc d = tiny().desc;  // hidden 32: q8_0 blocks fit; make it 40
+    d.hidden = 40;
+    EXPECT_THROW(make_random_llama_weights(d, DType::q8_0, 1), UsageError);
+}
+
+}  // namespace
+}  // namespace tps

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <set>
 
 namespace tps {
@@ -117,6 +118,31 @@ TEST(Sampler, BadParametersNameThemselves) {
     bad([](SamplingParams& p) { p.presence_penalty = 3; }, "presence_penalty");
     bad([](SamplingParams& p) { p.frequency_penalty = std::nanf(""); }, "frequency_penalty");
     bad([](SamplingParams& p) { p.top_logprobs = 21; }, "top_logprobs");
+}
+
+}  // namespace
+}  // namespace tps
+
+namespace tps {
+namespace {
+
+TEST(Sampler, TinyTemperaturesBehaveAsGreedy) {
+    for (float t : {1e-3f, 1e-20f, 1e-38f}) {
+        SamplingParams p;
+        p.temperature = t;
+        Sampler s(p, {});
+        EXPECT_EQ(s.sample(kLogits).token, 1) << t;  // the first of the two maxima, or its twin
+    }
+}
+
+TEST(Sampler, BrokenLogitsAreRefused) {
+    SamplingParams p;
+    Sampler s(p, {});
+    std::vector<float> nan = kLogits;
+    nan[2] = std::nanf("");
+    EXPECT_THROW(s.sample(nan), Error);
+    const float inf = std::numeric_limits<float>::infinity();
+    EXPECT_THROW(s.sample(std::vector<float>{-inf, -inf}), Error);
 }
 
 }  // namespace

@@ -134,3 +134,23 @@ TEST(Gguf, TensorsServedUnderHfNamesWithSlices) {
 
 }  // namespace
 }  // namespace tps
+
+namespace tps {
+namespace {
+
+TEST(Safetensors, VectorsOfTypesTheEngineCannotReadNameTheTensor) {
+    const fs::path dir = temp_dir("st-int-vector");
+    const std::string header = R"({"model.norm.weight": {"dtype": "I32", "shape": [4], "data_offsets": [0, 16]}})";
+    std::ofstream(dir / "model.safetensors", std::ios::binary) << file_with_header(header, 16);
+    const auto src = WeightSource::open(dir);
+    try {
+        src->vector("model.norm.weight");
+        FAIL();
+    } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("model.norm.weight"), std::string::npos) << e.what();
+    }
+    fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tps
