@@ -64,7 +64,9 @@ TPS_AVX2 void rows_small(const Weight& w, int64_t r0, int64_t r1, const float* x
             for (int t = 0; t < NT; ++t) a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + k), a[t][0]);
         }
         for (int t = 0; t < NT; ++t) {
-            y[t * ys + r] = hsum(_mm256_add_ps(a[t][0], a[t][1])) + tail_dot(w, row, k, x + t * xs);
+            float v = hsum(_mm256_add_ps(a[t][0], a[t][1]));
+            if (k < K) v += tail_dot(w, row, k, x + t * xs);  // only rows whose length is not a multiple of 8
+            y[t * ys + r] = v;
         }
     }
 }
