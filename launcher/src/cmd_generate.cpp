@@ -1,21 +1,29 @@
-// `tpserve generate`: one prompt through the engine on this machine's CPU, text streamed to
-// stdout as it is decided, speeds (and with --verbose, memory against the planner's prediction)
-// on stderr.
+// `tpserve generate`: one prompt through the engine, text streamed to stdout as it is decided,
+// speeds (and with --verbose, memory against the plan's prediction) on stderr. In one process it
+// runs the whole model; under `mpirun -np N` every rank loads only its shard of a plan (--plan
+// FILE, or one rank 0 makes for --gpus Nxcpu) and rank 0 drives the steps.
 #include "cli.h"
 #include "commands.h"
+#include "memory_report.h"
+#include "mpi_session.h"
 
 #include "tpserve/common/strings.h"
 #include "tpserve/engine/backend.h"
+#include "tpserve/engine/driver.h"
 #include "tpserve/engine/generate.h"
 #include "tpserve/engine/model_files.h"
 #include "tpserve/partition/band.h"
 #include "tpserve/partition/device.h"
 #include "tpserve/partition/link.h"
+#include "tpserve/partition/plan_json.h"
 #include "tpserve/partition/planner.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 namespace tps::cli {
@@ -28,42 +36,271 @@ float float_flag(const cxxopts::ParseResult& r, const std::string& flag) {
     return static_cast<float>(*v);
 }
 
-// What the planner predicts for this model on one cpu device with this serving shape, set beside
-// what the engine holds.
-void print_memory(const ModelFiles& files, const LlamaModel& model, int64_t kv_tokens) {
-    const LlamaWeights& weights_view = model.weights();
-    const MemoryTotals t = MemoryTracker::instance().totals();
-    auto held = [&](MemoryTag tag) { return t.current[static_cast<size_t>(tag)]; };
+// Every flag, checked, before anything is loaded.
+struct Settings {
+    std::string model_path;
+    std::string prompt;
+    bool chat = false;
+    std::string system;
+    GenerateOptions gen;
+    int threads = 0;  // 0: the host's threads shared by the ranks on it
+    DType kv_dtype = DType::f32;
+    int64_t prefill_chunk = 256;
+    int64_t max_context = 0;
+    std::string plan_file;
+    std::string gpus;
+    std::vector<int> stage_tp;
+    double deadline = kDefaultDeadlineSeconds;
+    bool verbose = false;
+    bool kv_dtype_given = false, chunk_given = false, context_given = false;
+};
+
+Settings read_settings(const cxxopts::ParseResult& args) {
+    Settings s;
+    TPS_CHECK_AS(UsageError, args.count("model"), "--model is required (an HF model directory or a .gguf file)");
+    TPS_CHECK_AS(UsageError, args.count("prompt"), "--prompt is required");
+    s.model_path = args["model"].as<std::string>();
+    s.prompt = args["prompt"].as<std::string>();
+    s.chat = args.count("chat") > 0;
+    s.system = args["system"].as<std::string>();
+    s.gen.max_tokens = int_flag(args, "max-tokens", 1, 1 << 20);
+    SamplingParams& p = s.gen.sampling;
+    p.temperature = float_flag(args, "temperature");
+    p.top_k = static_cast<int32_t>(int_flag(args, "top-k", 0, 1 << 24));
+    p.top_p = float_flag(args, "top-p");
+    p.min_p = float_flag(args, "min-p");
+    p.repetition_penalty = float_flag(args, "repetition-penalty");
+    p.presence_penalty = float_flag(args, "presence-penalty");
+    p.frequency_penalty = float_flag(args, "frequency-penalty");
+    p.seed = static_cast<uint64_t>(int_flag(args, "seed", 0, INT64_MAX));
+    try {
+        Sampler::validate(p);
+    } catch (const UsageError& e) {
+        throw UsageError(fmt::format("--{}", e.what()));  // "--temperature -1 must be ..."
+    }
+    if (args.count("stop")) s.gen.stop = args["stop"].as<std::vector<std::string>>();
+    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    s.threads = static_cast<int>(int_flag(args, "threads", 0, 4 * hardware));
+    const std::string kv = args["kv-dtype"].as<std::string>();
+    const auto kv_type = parse_dtype(kv);
+    TPS_CHECK_AS(UsageError, kv_type && (*kv_type == DType::f32 || *kv_type == DType::f16 || *kv_type == DType::bf16),
+                 "--kv-dtype: '{}' is not f32, f16 or bf16", kv);
+    s.kv_dtype = *kv_type;
+    s.prefill_chunk = int_flag(args, "prefill-chunk", 1, 1 << 16);
+    s.max_context = int_flag(args, "max-context", 0, int64_t{1} << 24);
+    s.kv_dtype_given = args["kv-dtype"].count() > 0;
+    s.chunk_given = args["prefill-chunk"].count() > 0;
+    s.context_given = args["max-context"].count() > 0;
+    if (args.count("plan")) s.plan_file = args["plan"].as<std::string>();
+    if (args.count("gpus")) s.gpus = args["gpus"].as<std::string>();
+    if (args.count("stages")) s.stage_tp = parse_stage_tp(args["stages"].as<std::string>());
+    TPS_CHECK_AS(UsageError, s.plan_file.empty() || (s.gpus.empty() && s.stage_tp.empty()),
+                 "--plan gives the split; --gpus and --stages make one: give one or the other");
+    TPS_CHECK_AS(UsageError, s.plan_file.empty() || (!s.kv_dtype_given && !s.chunk_given && !s.context_given),
+                 "--plan fixes the KV type, context and prefill chunk (its serving shape); drop --kv-dtype, "
+                 "--max-context and --prefill-chunk");
+    const std::string d = args["deadline"].as<std::string>();
+    const auto dl = parse_double(d);
+    TPS_CHECK_AS(UsageError, dl && *dl > 0 && *dl <= 86400, "--deadline: '{}' is not a number of seconds in (0, 86400]", d);
+    s.deadline = *dl;
+    s.verbose = args.count("verbose") > 0;
+    return s;
+}
+
+int64_t resolve_context(const Settings& s, const ModelDesc& m) {
+    const int64_t context = s.max_context == 0 ? std::min<int64_t>(m.max_context, 4096) : s.max_context;
+    TPS_CHECK_AS(UsageError, context <= m.max_context, "--max-context: {} exceeds the model's context of {}", context,
+                 m.max_context);
+    return context;
+}
+
+// The request the planner gets for cpu ranks: bands from nothing to the device's memory (the
+// KV cache is sized for the context asked, not grown to fill a band), one sequence.
+PlanRequest cpu_plan_request(const Settings& s, const ModelDesc& m, const std::string& devices) {
     PlanRequest req;
-    req.model = files.desc;
-    req.devices = parse_device_list("cpu:1024:10:1");  // capacity is irrelevant: one rank, predicted bytes only
-    req.bands = {Band{0, req.devices[0].memory_bytes}};
+    req.model = m;
+    req.devices = parse_device_list(devices);
+    for (const auto& d : req.devices) {
+        TPS_CHECK_AS(UsageError, d.kind == DeviceKind::cpu,
+                     "--gpus: '{}' is not a cpu device; `tpserve generate` runs on this machine's CPU (e.g. --gpus 2xcpu)",
+                     d.name);
+        req.bands.push_back(Band{0, d.memory_bytes});
+    }
     req.link = link_for_devices(req.devices, std::nullopt, std::nullopt);
+    const int64_t context = resolve_context(s, m);
     req.serving.max_batch = 1;
-    req.serving.max_context = kv_tokens;
-    req.serving.kv_dtype = model.options().kv_dtype;
-    req.serving.prefill_chunk = model.options().max_step_tokens;
+    req.serving.max_context = context;
+    req.serving.kv_dtype = s.kv_dtype;
+    req.serving.prefill_chunk = std::min(s.prefill_chunk, context);
     req.serving = resolve_serving(req.model, req.serving);
-    const ShapeFit fit = fit_shape(req, {StageShape{{0}}});
-    std::fprintf(stderr, "memory (MiB)   engine holds   planner predicts\n");
-    auto row = [](const char* what, double have, double want) {
-        std::fprintf(stderr, "  %-12s %12.1f %18.1f\n", what, have / 1048576.0, want / 1048576.0);
-    };
-    const MemoryBytes* plan = fit.feasible ? &fit.plan.per_rank[0].bytes : nullptr;
-    row("weights", static_cast<double>(held(MemoryTag::weights) + weights_view.mapped_bytes()),
-        plan ? static_cast<double>(plan->weights) : 0);
-    std::fprintf(stderr, "    (checkpoint bytes read: %lld; %lld of them used in place from the mapped file)\n",
-                 static_cast<long long>(weights_view.checkpoint_bytes), static_cast<long long>(weights_view.mapped_bytes()));
-    row("kv_cache", static_cast<double>(held(MemoryTag::kv_cache)), plan ? static_cast<double>(plan->kv_cache) : 0);
-    row("activations", static_cast<double>(held(MemoryTag::activations)), plan ? static_cast<double>(plan->activations) : 0);
-    row("workspace", static_cast<double>(held(MemoryTag::workspace)), 0);
-    if (!fit.feasible) std::fprintf(stderr, "  (planner: %s)\n", fit.reason.c_str());
+    req.stage_tp = s.stage_tp;
+    return req;
+}
+
+void stream(std::string_view piece) {
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+}
+
+void print_speed(const GenerateResult& r) {
+    std::fputs("\n", stdout);
+    std::fflush(stdout);
+    const double decode_rate =
+        r.generated_tokens > 1 && r.decode_seconds > 0 ? static_cast<double>(r.generated_tokens - 1) / r.decode_seconds : 0;
+    std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s); stop: %s\n",
+                 static_cast<long long>(r.prompt_tokens), r.prefill_seconds,
+                 static_cast<double>(r.prompt_tokens) / std::max(r.prefill_seconds, 1e-9),
+                 static_cast<long long>(r.generated_tokens), r.decode_seconds, decode_rate, r.finish_reason.c_str());
+}
+
+int default_threads(int local_ranks) {
+    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    return std::max(1, hardware / std::max(1, local_ranks));
+}
+
+// One process, the whole model.
+int run_single(const Settings& s) {
+    const ModelFiles files = ModelFiles::open(s.model_path);
+    const int64_t context = resolve_context(s, files.desc);
+    GenerateOptions gen = s.gen;
+    gen.stop_ids = files.stop_ids;
+    const std::vector<int32_t> prompt = files.encode_prompt(s.prompt, s.chat, s.system);
+
+    auto backend = make_cpu_backend(s.threads);
+    LlamaWeights weights = load_llama_weights(files.weights, files.desc, {});
+    ModelOptions mo;
+    mo.max_step_tokens = std::min(s.prefill_chunk, context);  // activations are sized for it: no larger than needed
+    mo.kv_tokens = context;
+    mo.kv_dtype = s.kv_dtype;
+    mo.max_logit_rows = 1;
+    LlamaModel model(files.desc, std::move(weights), *backend, mo);
+    print_speed(generate(model, *files.tokenizer, prompt, gen, stream));
+    if (s.verbose) {
+        Settings one = s;
+        one.stage_tp.clear();
+        const PlanRequest req = cpu_plan_request(one, files.desc, "cpu:1024:10:1");  // capacity irrelevant: bytes only
+        const ShapeFit fit = fit_shape(req, {StageShape{{0}}});
+        std::fputs(memory_report("one process, the whole model", model, fit.feasible ? &fit.plan.per_rank[0].bytes : nullptr,
+                                 fit.reason)
+                       .c_str(),
+                   stderr);
+    }
+    return kExitOk;
+}
+
+// Every rank: its shard of the plan; rank 0 drives, the others follow.
+int run_sharded(const Settings& s) {
+    MpiWorld& mpi = mpi_world();
+    mpi.set_deadline(s.deadline);
+    auto world = mpi.world();
+    const int rank = mpi.rank();
+    // loading and planning may take a while on some ranks; a stalled start-up still ends
+    const double startup = std::max(600.0, 10 * s.deadline);
+
+    ModelFiles files;
+    agree(*world, "open the model", [&] { files = ModelFiles::open(s.model_path); }, startup);
+
+    std::string plan_text;
+    agree(*world, "make or read the plan", [&] {
+        if (rank != 0) return;
+        if (!s.plan_file.empty()) {
+            std::ifstream in(s.plan_file);
+            TPS_CHECK_AS(InputError, in.good(), "--plan: cannot read '{}'", s.plan_file);
+            std::stringstream ss;
+            ss << in.rdbuf();
+            plan_text = ss.str();
+            return;
+        }
+        const std::string devices = s.gpus.empty() ? fmt::format("{}xcpu", mpi.size()) : s.gpus;
+        const PlanRequest req = cpu_plan_request(s, files.desc, devices);
+        TPS_CHECK_AS(UsageError, static_cast<int>(req.devices.size()) == mpi.size(),
+                     "--gpus gives {} devices but mpirun started {} ranks", req.devices.size(), mpi.size());
+        const PlanResult result = make_plan(req);
+        TPS_CHECK_AS(InputError, result.feasible, "no plan fits: {}", result.why_infeasible);
+        plan_text = plan_to_json(result.plan).dump();
+    }, startup);
+    plan_text = broadcast_string(*world, std::move(plan_text), "the plan");
+
+    Plan plan;
+    std::optional<ParallelMapping> map;
+    const std::string origin = s.plan_file.empty() ? std::string("the plan rank 0 made") : s.plan_file;
+    agree(*world, "accept the plan", [&] {
+        nlohmann::json j;
+        try {
+            j = nlohmann::json::parse(plan_text);
+        } catch (const nlohmann::json::exception& e) {
+            throw InputError(fmt::format("{}: not JSON ({})", origin, e.what()));
+        }
+        plan = plan_from_json(j, origin);
+        check_plan_matches_model(plan, files.desc, origin);
+        map.emplace(plan, mpi.size(), rank);
+    }, startup);
+
+    auto tp = mpi.split(map->tp_size() > 1 ? map->stage() : -1, map->tp_rank(), fmt::format("the tp group of stage {}", map->stage()));
+    auto control = mpi.control();
+    const StageLinks links{*map, world.get(), tp.get()};
+
+    std::unique_ptr<Backend> backend;
+    std::optional<LlamaModel> model;
+    agree(*world, "load its shard", [&] {
+        backend = make_cpu_backend(s.threads > 0 ? s.threads : default_threads(mpi.local_size()));
+        ShardSpec shard;
+        shard.tp = map->tp_size();
+        shard.tp_rank = map->tp_rank();
+        shard.first_layer = map->first_layer();
+        shard.last_layer = map->last_layer();
+        shard.first_stage = map->first_stage();
+        shard.last_stage = map->last_stage();
+        LlamaWeights weights = load_llama_weights(files.weights, files.desc, shard);
+        ModelOptions mo;
+        mo.max_step_tokens = plan.serving.prefill_chunk;
+        mo.max_logit_rows = plan.serving.max_batch;
+        mo.kv_tokens = plan.kv_tokens;
+        mo.kv_dtype = plan.serving.kv_dtype;
+        model.emplace(files.desc, std::move(weights), *backend, mo, &links);
+    }, startup);
+
+    std::vector<int32_t> prompt;
+    GenerateOptions gen = s.gen;
+    gen.stop_ids = files.stop_ids;
+    agree(*world, "take the prompt", [&] {
+        if (rank == 0) prompt = files.encode_prompt(s.prompt, s.chat, s.system);
+    }, startup);
+
+    if (rank == 0) {
+        Driver driver(*model, &links, control.get());
+        const GenerateResult r = generate(driver, *files.tokenizer, prompt, gen, stream);
+        driver.shutdown();
+        print_speed(r);
+    } else {
+        run_worker(*model, links, *control);
+    }
+
+    if (s.verbose) {
+        std::string report = memory_report(map->describe(), *model, &plan.per_rank.at(static_cast<size_t>(rank)).bytes, "");
+        report += comm_report(*world, model->steps_run());
+        if (tp) report += comm_report(*tp, model->steps_run());
+        if (rank == 0) {
+            std::fputs(report.c_str(), stderr);
+            for (int r = 1; r < mpi.size(); ++r) {
+                const auto bytes = world->receive_message(r, "a rank's memory report");
+                std::fwrite(bytes.data(), 1, bytes.size(), stderr);
+            }
+        } else {
+            world->post_message(std::vector<uint8_t>(report.begin(), report.end()), 0, "this rank's memory report");
+        }
+    }
+    world->flush_posted("the last messages to rank 0");
+    world->barrier("the end of the run");
+    return kExitOk;
 }
 
 }  // namespace
 
 int run_generate(int argc, char** argv) {
-    cxxopts::Options options("tpserve generate", "Generate text from a prompt on this machine's CPU, streamed to stdout.");
+    cxxopts::Options options("tpserve generate",
+                             "Generate text from a prompt on this machine's CPU, streamed to stdout; under mpirun -np N, "
+                             "split across N ranks as a plan says.");
     options.set_width(100);
     // clang-format off
     options.add_options()
@@ -81,11 +318,15 @@ int run_generate(int argc, char** argv) {
         ("frequency-penalty", "OpenAI-style frequency penalty", cxxopts::value<std::string>()->default_value("0"))
         ("seed", "random seed (same seed, same tokens)", cxxopts::value<std::string>()->default_value("0"))
         ("stop", "stop string (repeatable)", cxxopts::value<std::vector<std::string>>())
-        ("threads", "CPU threads (0 = all)", cxxopts::value<std::string>()->default_value("0"))
+        ("threads", "CPU threads per rank (0 = the host's threads shared by the ranks on it)", cxxopts::value<std::string>()->default_value("0"))
         ("max-context", "KV cache tokens (default: the model's context, at most 4096)", cxxopts::value<std::string>()->default_value("0"))
         ("kv-dtype", "KV cache type: f32, f16, bf16", cxxopts::value<std::string>()->default_value("f32"))
         ("prefill-chunk", "prompt tokens per step", cxxopts::value<std::string>()->default_value("256"))
-        ("v,verbose", "print memory held per category beside the planner's prediction")
+        ("plan", "under mpirun: the plan JSON (`tpserve plan --out`) every rank follows", cxxopts::value<std::string>())
+        ("gpus", "under mpirun, without --plan: the devices rank 0 plans for (default: Nxcpu, N = ranks)", cxxopts::value<std::string>())
+        ("stages", "with --gpus: only this shape, each stage's TP degree in order (2,1)", cxxopts::value<std::string>())
+        ("deadline", "seconds any rank waits on another before it gives up and says who is missing", cxxopts::value<std::string>()->default_value("60"))
+        ("v,verbose", "print each rank's memory beside the plan's prediction, and time in collectives")
         ("h,help", "show this help");
     // clang-format on
     const auto args = parse(options, argc, argv);
@@ -93,66 +334,24 @@ int run_generate(int argc, char** argv) {
         std::fputs(options.help().c_str(), stdout);
         return kExitOk;
     }
-    TPS_CHECK_AS(UsageError, args.count("model"), "--model is required (an HF model directory or a .gguf file)");
-    TPS_CHECK_AS(UsageError, args.count("prompt"), "--prompt is required");
-
-    GenerateOptions gen;
-    gen.max_tokens = int_flag(args, "max-tokens", 1, 1 << 20);
-    SamplingParams& s = gen.sampling;
-    s.temperature = float_flag(args, "temperature");
-    s.top_k = static_cast<int32_t>(int_flag(args, "top-k", 0, 1 << 24));
-    s.top_p = float_flag(args, "top-p");
-    s.min_p = float_flag(args, "min-p");
-    s.repetition_penalty = float_flag(args, "repetition-penalty");
-    s.presence_penalty = float_flag(args, "presence-penalty");
-    s.frequency_penalty = float_flag(args, "frequency-penalty");
-    s.seed = static_cast<uint64_t>(int_flag(args, "seed", 0, INT64_MAX));
-    try {
-        Sampler::validate(s);
-    } catch (const UsageError& e) {
-        throw UsageError(fmt::format("--{}", e.what()));  // "--temperature -1 must be ..."
+    const Settings s = read_settings(args);
+    if (launched_by_mpi()) return run_sharded(s);
+    if (!s.plan_file.empty() || !s.gpus.empty() || !s.stage_tp.empty()) {
+        // a one-rank plan runs in this process; a larger one needs mpirun (ParallelMapping says so)
+        const ModelFiles files = ModelFiles::open(s.model_path);
+        Plan plan;
+        if (!s.plan_file.empty()) {
+            plan = read_plan_file(s.plan_file);
+            check_plan_matches_model(plan, files.desc, s.plan_file);
+        } else {
+            const PlanResult result = make_plan(cpu_plan_request(s, files.desc, s.gpus.empty() ? "1xcpu" : s.gpus));
+            TPS_CHECK_AS(InputError, result.feasible, "no plan fits: {}", result.why_infeasible);
+            plan = result.plan;
+        }
+        const ParallelMapping map(plan, 1, 0);
+        (void)map;
     }
-    if (args.count("stop")) gen.stop = args["stop"].as<std::vector<std::string>>();
-    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    const int threads = static_cast<int>(int_flag(args, "threads", 0, 4 * hardware));
-    const std::string kv = args["kv-dtype"].as<std::string>();
-    const auto kv_type = parse_dtype(kv);
-    TPS_CHECK_AS(UsageError, kv_type && (*kv_type == DType::f32 || *kv_type == DType::f16 || *kv_type == DType::bf16),
-                 "--kv-dtype: '{}' is not f32, f16 or bf16", kv);
-    const int64_t chunk = int_flag(args, "prefill-chunk", 1, 1 << 16);
-    int64_t context = int_flag(args, "max-context", 0, int64_t{1} << 24);
-
-    const ModelFiles files = ModelFiles::open(args["model"].as<std::string>());
-    if (context == 0) context = std::min<int64_t>(files.desc.max_context, 4096);
-    TPS_CHECK_AS(UsageError, context <= files.desc.max_context, "--max-context: {} exceeds the model's context of {}",
-                 context, files.desc.max_context);
-    gen.stop_ids = files.stop_ids;
-    const std::vector<int32_t> prompt =
-        files.encode_prompt(args["prompt"].as<std::string>(), args.count("chat") > 0, args["system"].as<std::string>());
-
-    auto backend = make_cpu_backend(threads);
-    LlamaWeights weights = load_llama_weights(files.weights, files.desc, {});
-    ModelOptions mo;
-    mo.max_step_tokens = std::min(chunk, context);  // activations are sized for it: no larger than needed
-    mo.kv_tokens = context;
-    mo.kv_dtype = *kv_type;
-    mo.max_logit_rows = 1;
-    LlamaModel model(files.desc, std::move(weights), *backend, mo);
-
-    const GenerateResult r = generate(model, *files.tokenizer, prompt, gen, [](std::string_view piece) {
-        std::fwrite(piece.data(), 1, piece.size(), stdout);
-        std::fflush(stdout);
-    });
-    std::fputs("\n", stdout);
-    std::fflush(stdout);
-    const double decode_rate =
-        r.generated_tokens > 1 && r.decode_seconds > 0 ? static_cast<double>(r.generated_tokens - 1) / r.decode_seconds : 0;
-    std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s); stop: %s\n",
-                 static_cast<long long>(r.prompt_tokens), r.prefill_seconds,
-                 static_cast<double>(r.prompt_tokens) / std::max(r.prefill_seconds, 1e-9),
-                 static_cast<long long>(r.generated_tokens), r.decode_seconds, decode_rate, r.finish_reason.c_str());
-    if (args.count("verbose")) print_memory(files, model, context);
-    return kExitOk;
+    return run_single(s);
 }
 
 }  // namespace tps::cli

@@ -64,6 +64,7 @@ int run_plan(int argc, char** argv) {
         ("prefill-chunk", "most prompt tokens in one step", cxxopts::value<std::string>()->default_value("2048"))
         ("prompt-tokens", "prompt length of the prefill estimate", cxxopts::value<std::string>()->default_value("1024"))
         ("objective", "latency (batch-1 decode) or throughput (max-batch decode)", cxxopts::value<std::string>()->default_value("latency"))
+        ("stages", "only this shape: each pipeline stage's TP degree in order (2,1 = stage 0 TP=2, stage 1 TP=1)", cxxopts::value<std::string>())
         ("json", "print the plan as JSON instead of the table")
         ("o,out", "also write the plan JSON to this file", cxxopts::value<std::string>())
         ("alternatives", "rows of other shapes in the table", cxxopts::value<std::string>()->default_value("12"))
@@ -96,6 +97,7 @@ int run_plan(int argc, char** argv) {
                  "--objective: '{}' is not latency or throughput", objective);
     s.objective = objective == "latency" ? Objective::latency : Objective::throughput;
     const int64_t rows = int_flag(args, "alternatives", 0, 100000);
+    if (args.count("stages")) req.stage_tp = parse_stage_tp(args["stages"].as<std::string>());
 
     std::optional<LinkKind> link_kind;
     if (args.count("link")) {

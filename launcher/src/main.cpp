@@ -2,6 +2,7 @@
 // usage errors exit 2, every other tps::Error exits 1, each as one line on stderr.
 #include "cli.h"
 #include "commands.h"
+#include "mpi_session.h"
 
 #include <fmt/format.h>
 
@@ -20,7 +21,8 @@ struct Subcommand {
 
 constexpr Subcommand kCommands[] = {
     {"plan", "plan how to split a model across cards (tensor/pipeline parallel, memory bands)", tps::cli::run_plan},
-    {"generate", "generate text from a prompt on this machine's CPU (streams to stdout)", tps::cli::run_generate},
+    {"generate", "generate text from a prompt on this machine's CPU (streams to stdout; split under mpirun)",
+     tps::cli::run_generate},
 };
 
 void print_help() {
@@ -54,16 +56,29 @@ int main(int argc, char** argv) {
     // The subcommand sees "tpserve <name>" as its program name.
     std::string prog = std::string("tpserve ") + cmd->name;
     argv[1] = prog.data();
+    int code = kExitOk;
+    // under MPI, each line says which rank wrote it
+    auto who = [&] {
+        const tps::MpiWorld* w = mpi_world_if_started();
+        return w && w->size() > 1 ? fmt::format("tpserve {} (rank {} of {})", cmd->name, w->rank(), w->size())
+                                  : fmt::format("tpserve {}", cmd->name);
+    };
     try {
-        return cmd->run(argc - 1, argv + 1);
+        code = cmd->run(argc - 1, argv + 1);
     } catch (const tps::UsageError& e) {
-        std::fprintf(stderr, "tpserve %s: %s (see tpserve %s --help)\n", cmd->name, e.what(), cmd->name);
-        return kExitUsage;
+        std::fprintf(stderr, "%s: %s (see tpserve %s --help)\n", who().c_str(), e.what(), cmd->name);
+        code = kExitUsage;
     } catch (const tps::Error& e) {
-        std::fprintf(stderr, "tpserve %s: error: %s\n", cmd->name, e.what());
-        return kExitError;
+        std::fprintf(stderr, "%s: error: %s\n", who().c_str(), e.what());
+        code = kExitError;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "tpserve %s: internal error: %s\n", cmd->name, e.what());
-        return kExitError;
+        std::fprintf(stderr, "%s: internal error: %s\n", who().c_str(), e.what());
+        code = kExitError;
     }
+    // An error the other ranks do not know about would leave them waiting: end the whole job.
+    if (const tps::MpiWorld* w = mpi_world_if_started(); w && w->size() > 1 && code != kExitOk && !error_is_agreed()) {
+        tps::MpiWorld::abort(code);
+    }
+    finish_mpi();
+    return code;
 }

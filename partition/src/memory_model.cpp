@@ -12,7 +12,10 @@
 namespace tps {
 namespace {
 
+// Vectors (norm gains, biases, RoPE factors: in == 1) are held as f32 whatever the checkpoint
+// stores: they are tiny and every backend reads them in f32.
 int64_t bytes_or_throw(const TensorSpec& t, DType dt, int64_t out, int64_t in) {
+    if (in == 1) dt = DType::f32;
     const auto b = matrix_bytes(dt, out, in);
     TPS_CHECK(b.has_value(), "shard of {} ({} x {}) does not split into {} blocks", t.name, out, in,
               dtype_name(dt));

@@ -152,6 +152,15 @@ void validate_request(const PlanRequest& r) {
     TPS_CHECK_AS(UsageError, cpus == 0 || cpus == static_cast<long>(r.devices.size()),
                  "--gpus: cpu devices and GPUs cannot share one plan (their activations live in different "
                  "memories); plan either the GPUs or the cpu ranks");
+    if (!r.stage_tp.empty()) {
+        int64_t used = 0;
+        for (int tp : r.stage_tp) {
+            used += tp;
+            if (const auto why = tp_incompatibility(r.model, tp)) throw UsageError(fmt::format("--stages: {}", *why));
+        }
+        TPS_CHECK_AS(UsageError, used == static_cast<int64_t>(r.devices.size()),
+                     "--stages: the stages hold {} ranks but {} devices were given", used, r.devices.size());
+    }
     for (size_t i = 0; i < r.bands.size(); ++i) {
         TPS_CHECK_AS(UsageError, r.bands[i].min_bytes <= r.bands[i].max_bytes,
                      "--budget: card {}: band min {} GiB is above max {} GiB", i, gib(r.bands[i].min_bytes),
@@ -272,10 +281,29 @@ std::vector<std::vector<StageShape>> enumerate_shapes(const PlanRequest& r) {
                 std::sort(k.begin(), k.end());
                 key.push_back(k);
             }
+            if (ok && !r.stage_tp.empty()) {
+                ok = shape.size() == r.stage_tp.size();
+                for (size_t s = 0; ok && s < shape.size(); ++s) {
+                    ok = static_cast<int>(shape[s].devices.size()) == r.stage_tp[s];
+                }
+            }
             if (ok && seen.insert(key).second) shapes.push_back(std::move(shape));
         }
     }
     return shapes;
+}
+
+std::vector<int> parse_stage_tp(std::string_view text) {
+    std::vector<int> out;
+    for (const auto& item : split(text, ',')) {
+        const auto v = parse_int(trim(item));
+        TPS_CHECK_AS(UsageError, v && *v >= 1 && *v <= static_cast<int64_t>(kMaxPlannedDevices),
+                     "--stages: '{}' is not a tensor-parallel degree (1..{}); e.g. --stages 2,1", trim(item),
+                     kMaxPlannedDevices);
+        out.push_back(static_cast<int>(*v));
+    }
+    TPS_CHECK_AS(UsageError, !out.empty(), "--stages: no stages given (e.g. 2,1)");
+    return out;
 }
 
 std::string shape_name(const PlanRequest& r, const std::vector<StageShape>& stages) {

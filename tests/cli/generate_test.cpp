@@ -43,8 +43,13 @@ TEST(Generate, StopStringsSamplingAndMemoryReport) {
     EXPECT_EQ(a.out, b.out);  // same seed, same text
     const auto verbose = tpserve("generate -m " + smollm2() + " -p Hi -n 2 --verbose --max-context 512");
     ASSERT_EQ(verbose.code, 0) << verbose.err;
-    EXPECT_TRUE(has(verbose.err, "planner predicts")) << verbose.err;
-    EXPECT_TRUE(has(verbose.err, "kv_cache")) << verbose.err;
+    EXPECT_TRUE(has(verbose.err, "plan predicts")) << verbose.err;
+    // weights and KV to the byte; the whole within a few percent
+    for (const char* row : {"weights", "kv_cache"}) {
+        const auto at = verbose.err.find(std::string("  ") + row);
+        ASSERT_NE(at, std::string::npos) << verbose.err;
+        EXPECT_NE(verbose.err.substr(at, verbose.err.find('\n', at) - at).find("exact"), std::string::npos) << verbose.err;
+    }
 }
 
 TEST(Generate, TinyFixturesRunFromHfDirectories) {

@@ -38,9 +38,27 @@ std::string StopMatcher::finish() {
     return out;
 }
 
+namespace {
+
+// Greedy without penalties or alternatives needs only the winning token: the last stage finds it
+// across its vocabulary slices. Anything else samples on rank 0 from the gathered logits.
+bool plain_greedy(const SamplingParams& p) {
+    return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+           p.frequency_penalty == 0.0f && p.top_logprobs == 0;
+}
+
+}  // namespace
+
 GenerateResult generate(LlamaModel& model, const Tokenizer& tok, std::span<const int32_t> prompt,
                         const GenerateOptions& opt, const std::function<void(std::string_view)>& on_text) {
+    Driver driver(model, nullptr, nullptr);
+    return generate(driver, tok, prompt, opt, on_text);
+}
+
+GenerateResult generate(Driver& driver, const Tokenizer& tok, std::span<const int32_t> prompt,
+                        const GenerateOptions& opt, const std::function<void(std::string_view)>& on_text) {
     using clock = std::chrono::steady_clock;
+    LlamaModel& model = driver.model();
     TPS_CHECK_AS(UsageError, !prompt.empty(), "the prompt is empty");
     TPS_CHECK_AS(UsageError, opt.max_tokens >= 1, "max tokens must be at least 1, got {}", opt.max_tokens);
     const int64_t context = model.context_tokens();
@@ -50,45 +68,55 @@ GenerateResult generate(LlamaModel& model, const Tokenizer& tok, std::span<const
     GenerateResult r;
     r.prompt_tokens = static_cast<int64_t>(prompt.size());
     Sampler sampler(opt.sampling, prompt);
+    const StepOutputKind kind = plain_greedy(opt.sampling) ? StepOutputKind::greedy : StepOutputKind::logits;
     StreamDecoder decoder(tok);
     StopMatcher stops(opt.stop);
     const int64_t seq = opt.seq_id;
     struct Release {
-        LlamaModel& m;
+        Driver& d;
         int64_t id;
-        ~Release() { m.release(id); }
-    } release{model, seq};
+        ~Release() { d.release(id); }
+    } release{driver, seq};
+    // the next token from a step's output
+    auto pick = [&](const StepOutput& out) {
+        const auto& e = out.entries.at(0);
+        if (kind == StepOutputKind::greedy) return e.tokens.at(0);
+        return sampler.sample(e.logits).token;
+    };
 
-    // prefill in chunks of the model's step size
+    // prefill in chunks of the model's step size; only the last chunk asks for an output
     const auto t0 = clock::now();
     const int64_t chunk = model.options().max_step_tokens;
-    StepResult last;
+    int32_t token = 0;
     for (int64_t pos = 0; pos < r.prompt_tokens; pos += chunk) {
         const int64_t n = std::min(chunk, r.prompt_tokens - pos);
-        last = model.forward({{seq, std::vector<int32_t>(prompt.begin() + pos, prompt.begin() + pos + n), pos, false}});
+        const bool last = pos + n == r.prompt_tokens;
+        SequenceStep s{seq, std::vector<int32_t>(prompt.begin() + pos, prompt.begin() + pos + n), pos, false};
+        s.output = last ? kind : StepOutputKind::none;
+        const StepOutput out = driver.run({std::move(s)});
+        if (last) token = pick(out);
     }
     const auto t1 = clock::now();
     r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
     const int64_t limit = std::min(opt.max_tokens, room);
-    std::vector<float> logits(last.logits.begin(), last.logits.end());
     r.finish_reason = "length";
     while (true) {
-        const Sampled s = sampler.sample(logits);
-        if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), s.token) != opt.stop_ids.end()) {
+        if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), token) != opt.stop_ids.end()) {
             r.finish_reason = "stop";
             break;
         }
-        r.tokens.push_back(s.token);
+        r.tokens.push_back(token);
         ++r.generated_tokens;
-        if (const std::string text = stops.push(decoder.push(s.token)); !text.empty()) on_text(text);
+        if (const std::string text = stops.push(decoder.push(token)); !text.empty()) on_text(text);
         if (stops.done()) {
             r.finish_reason = "stop";
             break;
         }
         if (r.generated_tokens >= limit) break;
-        const StepResult step = model.forward({{seq, {s.token}, r.prompt_tokens + r.generated_tokens - 1, false}});
-        logits.assign(step.logits.begin(), step.logits.end());
+        SequenceStep s{seq, {token}, r.prompt_tokens + r.generated_tokens - 1, false};
+        s.output = kind;
+        token = pick(driver.run({std::move(s)}));
     }
     if (!stops.done()) {
         // in this order: what the decoder held back may still complete a stop string

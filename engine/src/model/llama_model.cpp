@@ -12,13 +12,21 @@ namespace tps {
 
 RopeTable make_rope_table(const RopeConfig& rope, int64_t head_dim, const Vec* freq_factors);
 
-LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, ModelOptions options)
-    : desc_(std::move(desc)), w_(std::move(weights)), be_(backend), options_(options) {
+LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, ModelOptions options,
+                       const StageLinks* links)
+    : desc_(std::move(desc)), w_(std::move(weights)), be_(backend), options_(options), links_(links) {
     TPS_CHECK_AS(UsageError, options_.max_step_tokens >= 1 && options_.max_logit_rows >= 1 && options_.kv_tokens >= 1,
                  "model options: step tokens, logit rows and KV tokens must be positive");
     TPS_CHECK(!w_.layers.empty(), "model: no layers loaded");
-    TPS_CHECK(!w_.embedding.empty() && !w_.lm_head.empty(),
-              "model: a single-process model needs the embedding and the LM head (first and last stage)");
+    if (links_) {
+        first_stage_ = links_->map.first_stage();
+        last_stage_ = links_->map.last_stage();
+        TPS_CHECK(links_->world != nullptr, "model: a split model needs the world communicator");
+        TPS_CHECK((links_->tp != nullptr) == (links_->map.tp_size() > 1),
+                  "model: a tensor-parallel group of {} needs its communicator (and only then)", links_->map.tp_size());
+    }
+    TPS_CHECK(!first_stage_ || !w_.embedding.empty(), "model: the first stage needs the embedding");
+    TPS_CHECK(!last_stage_ || !w_.lm_head.empty(), "model: the last stage needs the LM head");
     const auto& l0 = w_.layers.front();
     heads_ = l0.wq.rows / desc_.head_dim;
     kv_heads_ = l0.wk.rows / desc_.head_dim;
@@ -96,11 +104,9 @@ void LlamaModel::release(int64_t seq_id) {
     seqs_.erase(it);
 }
 
-StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
+void LlamaModel::validate(const std::vector<SequenceStep>& step) const {
     TPS_CHECK_AS(UsageError, !step.empty(), "step: no sequences");
-    const int64_t vocab = w_.lm_head.rows;
     int64_t n_tokens = 0;
-    int64_t n_rows = 0;
     std::unordered_set<int64_t> seen;
     for (const auto& e : step) {
         TPS_CHECK_AS(UsageError, !e.tokens.empty(), "step: sequence {} has no tokens", e.seq_id);
@@ -119,16 +125,15 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
                          desc_.vocab);
         }
         n_tokens += static_cast<int64_t>(e.tokens.size());
-        n_rows += e.all_logits ? static_cast<int64_t>(e.tokens.size()) : 1;
     }
     TPS_CHECK_AS(UsageError, n_tokens <= options_.max_step_tokens,
                  "step: {} tokens, more than the {} a step holds (feed long prompts in chunks)", n_tokens,
                  options_.max_step_tokens);
-
     // KV blocks for every sequence's new length; all or nothing
     int64_t need = 0;
     for (const auto& e : step) {
-        const int64_t have = seqs_.contains(e.seq_id) ? static_cast<int64_t>(seqs_[e.seq_id].blocks.size()) : 0;
+        const auto it = seqs_.find(e.seq_id);
+        const int64_t have = it == seqs_.end() ? 0 : static_cast<int64_t>(it->second.blocks.size());
         const int64_t want = (e.start_pos + static_cast<int64_t>(e.tokens.size()) + 15) / 16;
         need += std::max<int64_t>(0, want - have);
     }
@@ -136,6 +141,17 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
         throw KvCapacityError(fmt::format("KV cache full: the step needs {} more blocks, {} are free", need,
                                           free_blocks_.size()));
     }
+}
+
+StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
+    validate(step);
+    int64_t n_tokens = 0;
+    int64_t n_rows = 0;
+    for (const auto& e : step) {
+        n_tokens += static_cast<int64_t>(e.tokens.size());
+        n_rows += e.rows();
+    }
+
     // If anything below throws, the blocks taken here go back and new sequences are forgotten:
     // a failed step leaves the cache as it was.
     struct Taken {
@@ -181,38 +197,69 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
         }
     }
 
-    be_.embedding(w_.embedding, w_.embedding_first, ids, x_.slice_rows(0, n_tokens));
+    Tensor x = x_.slice_rows(0, n_tokens);
+    if (first_stage_) {
+        be_.embedding(w_.embedding, w_.embedding_first, ids, x);
+        all_reduce(x, "embedding (vocabulary-parallel)", SIZE_MAX);
+    } else {
+        links_->world->recv(x.data, n_tokens * desc_.hidden * 4, links_->map.receive_from(),
+                            "hidden states from the previous stage");
+    }
     run_layers(n_tokens, layout);
 
-    // logits for the rows asked for: gather, normalise, project, copy out (in rounds)
     StepResult out;
-    out.vocab = vocab;
-    out.logits.resize(static_cast<size_t>(n_rows * vocab));
-    std::vector<int64_t> rows;
-    int64_t token = 0;
-    for (const auto& e : step) {
-        out.first_row.push_back(static_cast<int64_t>(rows.size()));
-        const auto n = static_cast<int64_t>(e.tokens.size());
-        if (e.all_logits) {
-            for (int64_t i = 0; i < n; ++i) rows.push_back(token + i);
-        } else {
-            rows.push_back(token + n - 1);
+    if (!last_stage_) {
+        for (int peer : links_->map.send_to()) {
+            links_->world->send(x.data, n_tokens * desc_.hidden * 4, peer, "hidden states to the next stage");
         }
-        out.rows.push_back(e.all_logits ? n : 1);
-        token += n;
+    } else {
+        // the rows asked for, in step order
+        std::vector<int64_t> rows;
+        rows.reserve(static_cast<size_t>(n_rows));
+        int64_t token = 0;
+        for (const auto& e : step) {
+            out.first_row.push_back(static_cast<int64_t>(rows.size()));
+            const auto n = static_cast<int64_t>(e.tokens.size());
+            for (int64_t i = n - e.rows(); i < n; ++i) rows.push_back(token + i);
+            out.rows.push_back(e.rows());
+            token += n;
+        }
+        compute_logits(rows, out);
     }
-    for (size_t r = 0; r < rows.size(); ++r) {
-        std::copy_n(x_.f32() + rows[r] * desc_.hidden, desc_.hidden, o_.f32() + static_cast<int64_t>(r) * desc_.hidden);
+    for (const auto& e : step) seqs_[e.seq_id].length = e.start_pos + static_cast<int64_t>(e.tokens.size());
+    rollback.armed = false;
+    ++steps_run_;
+    return out;
+}
+
+// Final norm and LM head for the given token rows of x, in rounds of max_logit_rows.
+void LlamaModel::compute_logits(const std::vector<int64_t>& rows, StepResult& out) {
+    const int64_t vocab = w_.lm_head.rows;
+    const auto n_rows = static_cast<int64_t>(rows.size());
+    out.vocab = vocab;
+    out.vocab_first = w_.lm_head_first;
+    out.logits.resize(static_cast<size_t>(n_rows * vocab));
+    for (int64_t r = 0; r < n_rows; ++r) {
+        std::copy_n(x_.f32() + rows[static_cast<size_t>(r)] * desc_.hidden, desc_.hidden, o_.f32() + r * desc_.hidden);
     }
+    if (n_rows == 0) return;
     be_.rmsnorm(o_.slice_rows(0, n_rows), w_.final_norm, static_cast<float>(desc_.rms_norm_eps), h_.slice_rows(0, n_rows));
     for (int64_t r0 = 0; r0 < n_rows; r0 += options_.max_logit_rows) {
         const int64_t n = std::min(options_.max_logit_rows, n_rows - r0);
         be_.matmul(w_.lm_head, h_.slice_rows(r0, n), logits_.slice_rows(0, n));
         be_.to_host(logits_.slice_rows(0, n), out.logits.data() + r0 * vocab);
     }
-    for (const auto& e : step) seqs_[e.seq_id].length = e.start_pos + static_cast<int64_t>(e.tokens.size());
-    rollback.armed = false;
-    return out;
+}
+
+// Sums t over this stage's tensor-parallel group (nothing in a single process or with tp 1).
+void LlamaModel::all_reduce(Tensor t, const char* what, size_t layer) {
+    if (links_ == nullptr || links_->tp == nullptr) return;
+    char label[96];
+    const auto r = layer == SIZE_MAX
+                       ? fmt::format_to_n(label, sizeof label - 1, "{}", what)
+                       : fmt::format_to_n(label, sizeof label - 1, "{}, layer {}", what,
+                                          links_->map.first_layer() + static_cast<int64_t>(layer));
+    links_->tp->all_reduce_sum(t.data, t.rows * t.cols, DType::f32, std::string_view(label, r.size));
 }
 
 void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
@@ -226,7 +273,9 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
     for (size_t l = 0; l < w_.layers.size(); ++l) {
         const LayerWeights& L = w_.layers[l];
         // what the matmul after the last one of this layer reads (a prefetch hint)
-        const Weight* after = l + 1 < w_.layers.size() ? &w_.layers[l + 1].wq : &w_.lm_head;
+        const Weight* after = l + 1 < w_.layers.size() ? &w_.layers[l + 1].wq
+                              : w_.lm_head.empty()      ? nullptr
+                                                        : &w_.lm_head;
         be_.rmsnorm(x, L.attn_norm, eps, h);
         const Backend::Product qkv[] = {{&L.wq, q}, {&L.wk, k}, {&L.wv, v}};
         be_.matmul_multi(h, qkv, &L.wo);
@@ -238,6 +287,7 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
         be_.kv_store(*kv_, kv_layout_, static_cast<int64_t>(l), k, v, layout);
         be_.attention(q, *kv_, kv_layout_, static_cast<int64_t>(l), layout, heads_, attn);
         be_.matmul(L.wo, attn, o, &L.w_gate);
+        all_reduce(o, "attention output", l);  // row-parallel: biases once, after the sum
         if (!L.bo.empty()) be_.add_bias(o, L.bo);
         be_.add(x, o);
 
@@ -248,6 +298,7 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
         if (!L.b_up.empty()) be_.add_bias(up, L.b_up);
         be_.swiglu(gate, up, ffn);
         be_.matmul(L.w_down, ffn, o, after);
+        all_reduce(o, "MLP down projection", l);
         if (!L.b_down.empty()) be_.add_bias(o, L.b_down);
         be_.add(x, o);
     }

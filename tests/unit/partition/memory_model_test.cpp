@@ -13,35 +13,36 @@ namespace {
 TEST(MemoryModel, Llama70bInt8Tp4RankExact) {
     // tp rank 0 of 4, int8: per layer q 2048x8192 (+2048 f16 scales), k,v 256x8192 (+256), o 8192x2048
     // (+8192: a row-parallel shard keeps every row's scale), gate/up 7168x8192 (+7168), down
-    // 8192x7168 (+8192), norms 2x8192 bf16 = 214,008,832 bytes; x80 = 17,120,706,560.
-    // Embedding and LM head: 32064 of 128256 rows x 8192 x 2 bytes each; final norm 16,384.
+    // 8192x7168 (+8192), norms 2x8192 held as f32 = 214,041,600 bytes; x80 = 17,123,328,000.
+    // Embedding and LM head: 32064 of 128256 rows x 8192 x 2 bytes each; final norm 32,768 (f32).
     ModelDesc m = load_model("llama-3.1-70b");
     apply_weight_format(m, DType::int8);
-    EXPECT_EQ(layer_weight_bytes(m, 0, 4, 0), 214008832);
-    EXPECT_EQ(global_weight_bytes(m, true, true, 4, 0), 2 * int64_t{525336576} + 16384);
+    EXPECT_EQ(layer_weight_bytes(m, 0, 4, 0), 214041600);
+    EXPECT_EQ(global_weight_bytes(m, true, true, 4, 0), 2 * int64_t{525336576} + 32768);
     int64_t rank0 = global_weight_bytes(m, true, true, 4, 0);
     for (int64_t l = 0; l < m.layers; ++l) rank0 += layer_weight_bytes(m, l, 4, 0);
-    EXPECT_EQ(rank0, 18171396096);
-    // four shards hold the whole model plus what tp replicates: per layer the o and down scales
-    // (2 x 16,384) and the norms (32,768), three extra copies each, and three extra final norms
+    EXPECT_EQ(rank0, 18174033920);
+    // four shards hold the whole model (norms bf16 in the checkpoint, f32 when held) plus what tp
+    // replicates: per layer the o and down scales (2 x 16,384) three extra times, and the norms
+    // four times at f32 (4 x 65,536) against once at bf16 (32,768); the final norm likewise
     int64_t all = 0;
     for (int r = 0; r < 4; ++r) {
         all += global_weight_bytes(m, true, true, 4, r);
         for (int64_t l = 0; l < m.layers; ++l) all += layer_weight_bytes(m, l, 4, r);
     }
-    EXPECT_EQ(all - total_weight_bytes(m), 80 * 3 * (2 * 16384 + 32768) + 3 * 16384);
+    EXPECT_EQ(all - total_weight_bytes(m), 80 * (3 * 2 * 16384 + 4 * 65536 - 32768) + 4 * 32768 - 16384);
 }
 
 TEST(MemoryModel, ShardsSumToTheModelWhenNothingIsReplicated) {
-    // bf16 without biases: at tp=2 only the norms are replicated.
+    // bf16 without biases: at tp=2 only the norms are replicated (and held as f32).
     const ModelDesc m = load_model("llama-3.1-8b");
     int64_t all = 0;
     for (int r = 0; r < 2; ++r) {
         all += global_weight_bytes(m, true, true, 2, r);
         for (int64_t l = 0; l < m.layers; ++l) all += layer_weight_bytes(m, l, 2, r);
     }
-    const int64_t norms = (32 * 2 + 1) * 4096 * 2;
-    EXPECT_EQ(all, total_weight_bytes(m) + norms);
+    const int64_t norms = (32 * 2 + 1) * 4096;
+    EXPECT_EQ(all, total_weight_bytes(m) + 2 * norms * 4 - norms * 2);
 }
 
 TEST(MemoryModel, VocabSlicesAreUnevenAtTheEnd) {
@@ -60,9 +61,9 @@ TEST(MemoryModel, VocabSlicesAreUnevenAtTheEnd) {
 TEST(MemoryModel, TiedEmbeddingsCostTheLastStageACopy) {
     const ModelDesc m = load_model("smollm2-135m");
     const int64_t embed = 49152 * 576 * 2;
-    EXPECT_EQ(global_weight_bytes(m, true, true, 1, 0), embed + 576 * 2);   // one stage: one matrix
+    EXPECT_EQ(global_weight_bytes(m, true, true, 1, 0), embed + 576 * 4);   // one stage: one matrix (+ f32 norm)
     EXPECT_EQ(global_weight_bytes(m, true, false, 1, 0), embed);            // first of two
-    EXPECT_EQ(global_weight_bytes(m, false, true, 1, 0), embed + 576 * 2);  // last: its own copy as LM head
+    EXPECT_EQ(global_weight_bytes(m, false, true, 1, 0), embed + 576 * 4);  // last: its own copy as LM head
     EXPECT_EQ(global_weight_bytes(m, false, false, 1, 0), 0);
 }
 

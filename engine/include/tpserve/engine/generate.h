@@ -4,6 +4,7 @@
 // text-level pieces (StopMatcher) are shared.
 #pragma once
 
+#include "tpserve/engine/driver.h"
 #include "tpserve/engine/llama.h"
 #include "tpserve/engine/sampler.h"
 #include "tpserve/engine/tokenizer.h"
@@ -53,6 +54,9 @@ struct GenerateResult {
 // Runs `prompt` on `model` (as sequence options.seq_id, released at the end) and calls on_text
 // with each piece of output text as it becomes final.
 GenerateResult generate(LlamaModel& model, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
+                        const GenerateOptions& options, const std::function<void(std::string_view)>& on_text);
+// The same through a Driver: on rank 0 of a split model, the other ranks running run_worker().
+GenerateResult generate(Driver& driver, const Tokenizer& tokenizer, std::span<const int32_t> prompt,
                         const GenerateOptions& options, const std::function<void(std::string_view)>& on_text);
 
 }  // namespace tps

@@ -4,6 +4,8 @@
 // 16-token blocks handed to sequences as they grow, so no sequence reserves its maximum length.
 #pragma once
 
+#include "tpserve/comm/communicator.h"
+#include "tpserve/comm/parallel_mapping.h"
 #include "tpserve/common/error.h"
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/weights.h"
@@ -64,15 +66,32 @@ struct ModelOptions {
     DType kv_dtype = DType::f32;    // f32, f16 or bf16 on the CPU
 };
 
+// What a step entry asks the last stage for: nothing (a prompt chunk that is not the last), the
+// most likely token (computed across the vocabulary shards without gathering the logits), or the
+// logits themselves (for sampling on rank 0, or for checking against a reference).
+enum class StepOutputKind : uint8_t { none, greedy, logits };
+
 struct SequenceStep {
     int64_t seq_id = 0;
     std::vector<int32_t> tokens;
     int64_t start_pos = 0;     // must equal the sequence's current length
-    bool all_logits = false;   // logits for every token, not only the last
+    bool all_logits = false;   // an output row for every token, not only the last
+    StepOutputKind output = StepOutputKind::logits;
+    int64_t rows() const noexcept {
+        return output == StepOutputKind::none ? 0 : all_logits ? static_cast<int64_t>(tokens.size()) : 1;
+    }
+};
+
+// How this rank is linked to the others when the model is split (absent in a single process).
+struct StageLinks {
+    ParallelMapping map;
+    Communicator* world = nullptr;  // every rank: hand-overs between stages, results to rank 0
+    Communicator* tp = nullptr;     // this stage's tensor-parallel group; nullptr when tp == 1
 };
 
 struct StepResult {
-    int64_t vocab = 0;
+    int64_t vocab = 0;                  // columns of each row: the LM head rows this rank holds
+    int64_t vocab_first = 0;            // the first of them (0 in a single process)
     std::vector<float> logits;          // rows of `vocab` floats
     std::vector<int64_t> first_row;     // per step entry: its first logits row
     std::vector<int64_t> rows;          // per step entry: how many rows
@@ -89,10 +108,19 @@ public:
 
 class LlamaModel {
 public:
-    LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, ModelOptions options);
+    // With `links`, the weights are this rank's shard and forward() runs this rank's part of each
+    // step: the first stage embeds, the others receive hidden states from the previous stage;
+    // the tensor-parallel group all-reduces after the attention output and the MLP down
+    // projection; every stage but the last hands its output on; the last returns its slice of the
+    // vocabulary's logits. Every rank of the world must run the same steps in the same order.
+    LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, ModelOptions options,
+               const StageLinks* links = nullptr);
     ~LlamaModel();
 
     StepResult forward(const std::vector<SequenceStep>& step);
+    // The checks forward() makes before touching anything (tokens, positions, context, KV
+    // blocks): tps::UsageError or KvCapacityError naming the problem.
+    void validate(const std::vector<SequenceStep>& step) const;
     void release(int64_t seq_id);
     int64_t length(int64_t seq_id) const;  // 0 for an unknown sequence
 
@@ -105,6 +133,7 @@ public:
     int64_t context_tokens() const noexcept;
     int64_t kv_free_tokens() const noexcept;
     int64_t kv_bytes() const noexcept;
+    int64_t steps_run() const noexcept { return steps_run_; }  // forward() calls that completed
 
 private:
     struct Sequence {
@@ -112,6 +141,8 @@ private:
         int64_t length = 0;
     };
     void run_layers(int64_t n_tokens, const StepLayout& layout);
+    void all_reduce(Tensor t, const char* what, size_t layer);
+    void compute_logits(const std::vector<int64_t>& rows, StepResult& out);
 
     ModelDesc desc_;
     LlamaWeights w_;
@@ -126,6 +157,9 @@ private:
     std::unique_ptr<DeviceMemory> act_;
     Tensor x_, h_, o_, q_, k_, v_, gate_, up_, ffn_, logits_;
     int64_t heads_ = 0, kv_heads_ = 0;  // on this rank
+    const StageLinks* links_ = nullptr;
+    int64_t steps_run_ = 0;
+    bool first_stage_ = true, last_stage_ = true;
 };
 
 }  // namespace tps

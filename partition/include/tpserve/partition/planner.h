@@ -25,7 +25,13 @@ struct PlanRequest {
     std::vector<Band> bands;  // one per device
     LinkProfile link;
     ServingShape serving;
+    // Only shapes whose stages have these tensor-parallel degrees, in pipeline order (--stages
+    // 2,1: two stages, the first TP=2). Empty: every shape.
+    std::vector<int> stage_tp;
 };
+
+// "2,1" -> {2, 1}: the --stages flag; tps::UsageError naming the bad item.
+std::vector<int> parse_stage_tp(std::string_view text);
 
 // One stage of a candidate shape: its tp degree is the number of devices.
 struct StageShape {

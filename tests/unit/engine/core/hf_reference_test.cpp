@@ -8,6 +8,7 @@
 #include "tpserve/engine/model_files.h"
 #include "tpserve/partition/gguf.h"
 #include "tpserve/partition/hf_config.h"
+#include "support/hf_reference.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -23,27 +24,7 @@ namespace tps {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::vector<float> decode_base64_floats(const std::string& s) {
-    static const std::string chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string bytes;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (char c : s) {
-        if (c == '=') break;
-        const auto v = chars.find(c);
-        if (v == std::string::npos) continue;
-        acc = (acc << 6) | static_cast<uint32_t>(v);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            bytes.push_back(static_cast<char>((acc >> bits) & 0xFF));
-        }
-    }
-    std::vector<float> out(bytes.size() / 4);
-    std::memcpy(out.data(), bytes.data(), out.size() * 4);
-    return out;
-}
+using testing::decode_base64_floats;
 
 struct Case {
     std::string dir;   // under tests/fixtures/models
@@ -80,13 +61,7 @@ protected:
 
     // max |ours - ref| over a row, against 1e-4 of the row's largest |ref|
     static void expect_row(const float* ours, const float* ref, int64_t vocab, const std::string& where) {
-        float scale = 1.0f;
-        float worst = 0;
-        for (int64_t i = 0; i < vocab; ++i) {
-            scale = std::max(scale, std::abs(ref[i]));
-            worst = std::max(worst, std::abs(ours[i] - ref[i]));
-        }
-        ASSERT_LE(worst, 1e-4f * scale) << where;
+        ASSERT_TRUE(testing::row_close(ours, ref, vocab, 1e-4f)) << where;
     }
 
     nlohmann::json ref_;
@@ -151,7 +126,7 @@ TEST_P(HfReference, AllPromptsBatchedInOneStepMatchTheirOwnLogits) {
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, HfReference,
     ::testing::Values(Case{"llama2", ""}, Case{"llama3", ""}, Case{"llama3-f16", ""}, Case{"llama3-bf16", ""},
-                      Case{"mistral", ""}, Case{"qwen2", ""}, Case{"smollm2", ""},
+                      Case{"mistral", ""}, Case{"qwen2", ""}, Case{"smollm2", ""}, Case{"llama-bias", ""},
                       Case{"llama3-gguf-q8_0", "llama3-tiny-Q8_0.gguf"}, Case{"llama3-gguf-q4_0", "llama3-tiny-Q4_0.gguf"},
                       Case{"llama3-gguf-q4_1", "llama3-tiny-Q4_1.gguf"}, Case{"llama2-gguf-q8_0", "llama2-tiny-Q8_0.gguf"}),
     [](const ::testing::TestParamInfo<Case>& p) {

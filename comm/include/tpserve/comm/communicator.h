@@ -1,0 +1,86 @@
+// The Communicator seam: the collectives and hand-overs model code needs, over host buffers
+// (MpiCommunicator) or device buffers (NcclCommunicator), with every call bounded by a deadline.
+// Each call names what it is for ("all-reduce after attention, layer 3"), so a timeout or failure
+// says which operation stalled and on whom. This header is free of MPI and CUDA: the engine
+// builds against it on machines that have neither.
+#pragma once
+
+#include "tpserve/partition/dtype.h"
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tps {
+
+enum class CommOp : uint8_t { all_reduce, all_gather, broadcast, send, recv, barrier };
+inline constexpr size_t kCommOps = 6;
+std::string_view comm_op_name(CommOp op) noexcept;
+
+// Time and bytes spent in each kind of call since the last reset (for `--verbose`, /metrics and
+// the benchmarks' time-in-collectives).
+struct CommStats {
+    std::array<int64_t, kCommOps> calls{};
+    std::array<double, kCommOps> seconds{};
+    std::array<int64_t, kCommOps> bytes{};
+    double total_seconds() const noexcept;
+    void add(CommOp op, double s, int64_t b) noexcept;
+};
+
+class Communicator {
+public:
+    virtual ~Communicator() = default;
+
+    virtual int rank() const noexcept = 0;  // in this group
+    virtual int size() const noexcept = 0;
+    virtual int world_rank(int group_rank) const = 0;
+
+    // data (count elements of `type`, f32 on the MPI side) summed across the group, in place
+    virtual void all_reduce_sum(void* data, int64_t count, DType type, std::string_view what) = 0;
+    // every rank's `bytes` of `in`, in rank order, into `out` (size() * bytes)
+    virtual void all_gather(const void* in, void* out, int64_t bytes, std::string_view what) = 0;
+    virtual void broadcast(void* data, int64_t bytes, int root, std::string_view what) = 0;
+    // point to point with a group rank; messages between a pair arrive in the order sent
+    virtual void send(const void* data, int64_t bytes, int peer, std::string_view what) = 0;
+    virtual void recv(void* data, int64_t bytes, int peer, std::string_view what) = 0;
+    virtual void barrier(std::string_view what) = 0;
+    // A message of any length to a peer, returning at once (the bytes are kept until taken), so
+    // two ranks each sending to the other never wait on each other. Messages between a pair
+    // arrive in the order posted; receive_message waits for the next one up to the deadline.
+    virtual void post_message(std::vector<uint8_t> message, int peer, std::string_view what) = 0;
+    virtual std::vector<uint8_t> receive_message(int peer, std::string_view what) = 0;
+    // Waits until every posted message has been taken (before shutting down).
+    virtual void flush_posted(std::string_view what) = 0;
+    // "tp group of stage 1 (ranks 2, 3)": how messages name this group
+    virtual std::string name() const = 0;
+
+    const CommStats& stats() const noexcept { return stats_; }
+    void reset_stats() noexcept { stats_ = {}; }
+
+protected:
+    CommStats stats_;
+};
+
+// How long any one call may wait before the rank gives up and says so (default 60 s).
+inline constexpr double kDefaultDeadlineSeconds = 60.0;
+
+// The control channel: rank 0 posts step descriptors to every other rank, in order, without
+// waiting for any of them to take it (so several steps can be in flight); the others receive
+// them one by one. Rank 0 sends a keep-alive when it has nothing to say, so a worker that hears
+// nothing for a whole deadline knows rank 0 is gone and says so instead of waiting for ever.
+class ControlChannel {
+public:
+    virtual ~ControlChannel() = default;
+    virtual void post(std::vector<uint8_t> message) = 0;  // rank 0
+    virtual std::vector<uint8_t> receive() = 0;           // other ranks; waits up to the deadline
+    // rank 0, whenever it has nothing to post, at least every few seconds: sends the keep-alive
+    // when due and answers other ranks' liveness probes
+    virtual void tick() = 0;
+    // rank 0: waits until every posted message has been taken (before shutting down)
+    virtual void flush() = 0;
+};
+
+}  // namespace tps

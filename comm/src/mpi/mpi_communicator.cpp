@@ -1,0 +1,321 @@
+// MpiCommunicator: the Communicator over host buffers, every call nonblocking underneath and
+// waited on with the deadline; and MpiWorld's constructors of communicators.
+#include "mpi_internal.h"
+#include "tpserve/comm/mpi_world.h"
+#include "tpserve/common/check.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <climits>
+#include <deque>
+#include <memory>
+#include <thread>
+
+namespace tps {
+namespace {
+
+constexpr int kDataTag = 10;
+constexpr int kMessageTag = 11;
+
+MPI_Datatype mpi_type(DType t) {
+    switch (t) {
+        case DType::f32: return MPI_FLOAT;
+        case DType::f64: return MPI_DOUBLE;
+        case DType::i32: return MPI_INT32_T;
+        case DType::i64: return MPI_INT64_T;
+        default: break;
+    }
+    throw UsageError(fmt::format("MPI all-reduce: element type {} is not supported (f32, f64, i32, i64)", dtype_name(t)));
+}
+
+class MpiCommunicator final : public Communicator {
+public:
+    MpiCommunicator(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move(name)) {
+        TPS_CHECK_MPI(MPI_Comm_rank(comm_, &rank_));
+        TPS_CHECK_MPI(MPI_Comm_size(comm_, &size_));
+        int me = mpi::runtime().rank;
+        world_ranks_.resize(static_cast<size_t>(size_));
+        TPS_CHECK_MPI(MPI_Allgather(&me, 1, MPI_INT, world_ranks_.data(), 1, MPI_INT, comm_));
+        std::vector<std::string> ranks;
+        for (int r : world_ranks_) ranks.push_back(std::to_string(r));
+        name_ += fmt::format(" (ranks {})", fmt::join(ranks, ", "));
+    }
+    ~MpiCommunicator() override {
+        for (auto& p : posted_) {
+            if (p.request != MPI_REQUEST_NULL) MPI_Request_free(&p.request);
+        }
+        if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+    }
+
+    int rank() const noexcept override { return rank_; }
+    int size() const noexcept override { return size_; }
+    int world_rank(int group_rank) const override { return world_ranks_.at(static_cast<size_t>(group_rank)); }
+    std::string name() const override { return name_; }
+
+    void all_reduce_sum(void* data, int64_t count, DType type, std::string_view what) override {
+        const Timer t(*this, CommOp::all_reduce, count * dtype_layout(type).block_bits / 8);
+        if (size_ == 1) return;
+        TPS_CHECK_AS(UsageError, count <= INT_MAX, "all-reduce of {} elements: more than MPI can count", count);
+        MPI_Request req;
+        TPS_CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpi_type(type), MPI_SUM, comm_, &req));
+        wait(req, CommOp::all_reduce, what);
+    }
+
+    void all_gather(const void* in, void* out, int64_t bytes, std::string_view what) override {
+        const Timer t(*this, CommOp::all_gather, bytes * size_);
+        TPS_CHECK_AS(UsageError, bytes <= INT_MAX, "all-gather of {} bytes per rank: more than MPI can count", bytes);
+        MPI_Request req;
+        TPS_CHECK_MPI(MPI_Iallgather(in, static_cast<int>(bytes), MPI_BYTE, out, static_cast<int>(bytes), MPI_BYTE, comm_, &req));
+        wait(req, CommOp::all_gather, what);
+    }
+
+    void broadcast(void* data, int64_t bytes, int root, std::string_view what) override {
+        const Timer t(*this, CommOp::broadcast, bytes);
+        check_peer(root, "broadcast root");
+        if (size_ == 1) return;
+        for (int64_t at = 0; at < bytes; at += INT_MAX) {
+            MPI_Request req;
+            const auto n = static_cast<int>(std::min<int64_t>(INT_MAX, bytes - at));
+            TPS_CHECK_MPI(MPI_Ibcast(static_cast<char*>(data) + at, n, MPI_BYTE, root, comm_, &req));
+            wait(req, CommOp::broadcast, what);
+        }
+    }
+
+    void send(const void* data, int64_t bytes, int peer, std::string_view what) override {
+        const Timer t(*this, CommOp::send, bytes);
+        check_peer(peer, "send to");
+        int64_t at = 0;
+        do {
+            const auto n = static_cast<int>(std::min<int64_t>(INT_MAX, bytes - at));
+            MPI_Request req;
+            TPS_CHECK_MPI(MPI_Isend(static_cast<const char*>(data) + at, n, MPI_BYTE, peer, kDataTag, comm_, &req));
+            wait(req, CommOp::send, what, peer);
+            at += n;
+        } while (at < bytes);
+    }
+
+    void recv(void* data, int64_t bytes, int peer, std::string_view what) override {
+        const Timer t(*this, CommOp::recv, bytes);
+        check_peer(peer, "receive from");
+        int64_t at = 0;
+        do {
+            const auto n = static_cast<int>(std::min<int64_t>(INT_MAX, bytes - at));
+            MPI_Request req;
+            TPS_CHECK_MPI(MPI_Irecv(static_cast<char*>(data) + at, n, MPI_BYTE, peer, kDataTag, comm_, &req));
+            MPI_Status st;
+            wait(req, CommOp::recv, what, peer, &st);
+            int got = 0;
+            TPS_CHECK_MPI(MPI_Get_count(&st, MPI_BYTE, &got));
+            TPS_CHECK_AS(CommError, got == n, "rank {}: {} from rank {} in {}: expected {} bytes, received {}",
+                         mpi::runtime().rank, what, world_rank(peer), name_, n, got);
+            at += n;
+        } while (at < bytes);
+    }
+
+    void barrier(std::string_view what) override {
+        const Timer t(*this, CommOp::barrier, 0);
+        MPI_Request req;
+        TPS_CHECK_MPI(MPI_Ibarrier(comm_, &req));
+        wait(req, CommOp::barrier, what);
+    }
+
+    void post_message(std::vector<uint8_t> message, int peer, std::string_view what) override {
+        const Timer t(*this, CommOp::send, static_cast<int64_t>(message.size()));
+        check_peer(peer, "send to");
+        TPS_CHECK_AS(UsageError, message.size() <= static_cast<size_t>(INT_MAX), "{}: a message of {} bytes is too large",
+                     what, message.size());
+        reap();
+        Posted p{std::make_unique<std::vector<uint8_t>>(std::move(message)), MPI_REQUEST_NULL};
+        TPS_CHECK_MPI(MPI_Isend(p.bytes->data(), static_cast<int>(p.bytes->size()), MPI_BYTE, peer, kMessageTag, comm_,
+                                &p.request));
+        posted_.push_back(std::move(p));
+    }
+
+    std::vector<uint8_t> receive_message(int peer, std::string_view what) override {
+        const Timer t(*this, CommOp::recv, 0);
+        check_peer(peer, "receive from");
+        reap();
+        MPI_Status st;
+        probe(peer, kMessageTag, st, what);
+        int n = 0;
+        TPS_CHECK_MPI(MPI_Get_count(&st, MPI_BYTE, &n));
+        std::vector<uint8_t> out(static_cast<size_t>(n));
+        TPS_CHECK_MPI(MPI_Recv(out.data(), n, MPI_BYTE, peer, kMessageTag, comm_, MPI_STATUS_IGNORE));
+        return out;
+    }
+
+    void flush_posted(std::string_view what) override {
+        for (auto& p : posted_) {
+            mpi::wait_all(std::span<MPI_Request>(&p.request, 1), "send", what, name_, mpi::runtime().deadline);
+        }
+        posted_.clear();
+    }
+
+private:
+    struct Posted {
+        std::unique_ptr<std::vector<uint8_t>> bytes;
+        MPI_Request request;
+    };
+    void reap() {
+        while (!posted_.empty()) {
+            int done = 0;
+            TPS_CHECK_MPI(MPI_Test(&posted_.front().request, &done, MPI_STATUS_IGNORE));
+            if (!done) return;
+            posted_.pop_front();
+        }
+    }
+    // Waits (with the deadline) until a message from peer with this tag can be received.
+    void probe(int peer, int tag, MPI_Status& st, std::string_view what) {
+        auto arrived = [&] {
+            int flag = 0;
+            TPS_CHECK_MPI(MPI_Iprobe(peer, tag, comm_, &flag, &st));
+            return flag != 0;
+        };
+        mpi::poll_until(arrived, fmt::format("receive from rank {}", world_rank(peer)), what, name_,
+                        mpi::runtime().deadline, [this] { reap(); });
+    }
+
+    struct Timer {
+        MpiCommunicator& c;
+        CommOp op;
+        int64_t bytes;
+        std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+        Timer(MpiCommunicator& comm, CommOp o, int64_t b) : c(comm), op(o), bytes(b) {}
+        ~Timer() { c.stats_.add(op, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), bytes); }
+    };
+    void check_peer(int peer, std::string_view role) const {
+        TPS_CHECK(peer >= 0 && peer < size_, "{} rank {} outside {}", role, peer, name_);
+    }
+    void wait(MPI_Request& req, CommOp op, std::string_view what, int peer = -1, MPI_Status* status = MPI_STATUS_IGNORE) {
+        int done = 0;
+        TPS_CHECK_MPI(MPI_Test(&req, &done, status));
+        if (done) return;
+        const std::string op_name =
+            peer >= 0 ? fmt::format("{} {} rank {}", comm_op_name(op), op == CommOp::send ? "to" : "from", world_rank(peer))
+                      : std::string(comm_op_name(op));
+        mpi::wait_all(std::span<MPI_Request>(&req, 1), op_name, what, name_, mpi::runtime().deadline, status);
+    }
+
+    MPI_Comm comm_ = MPI_COMM_NULL;
+    std::string name_;
+    int rank_ = 0;
+    int size_ = 1;
+    std::vector<int> world_ranks_;
+    std::deque<Posted> posted_;
+};
+
+// Rank 0 posts each message to every other rank with MPI_Isend and keeps the buffer until all
+// have taken it; the others probe for the next message with the deadline. An empty message is a
+// keep-alive.
+class MpiControl final : public ControlChannel {
+public:
+    explicit MpiControl(MPI_Comm comm) : comm_(comm) {
+        TPS_CHECK_MPI(MPI_Comm_rank(comm_, &rank_));
+        TPS_CHECK_MPI(MPI_Comm_size(comm_, &size_));
+    }
+    ~MpiControl() override {
+        for (auto& p : pending_) {
+            for (auto& r : p.requests) {
+                if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
+            }
+        }
+        if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+    }
+
+    void post(std::vector<uint8_t> message) override {
+        TPS_CHECK(rank_ == 0, "only rank 0 posts on the control channel");
+        TPS_CHECK_AS(UsageError, message.size() <= static_cast<size_t>(INT_MAX), "control message of {} bytes: too large",
+                     message.size());
+        reap();
+        Pending p;
+        p.bytes = std::make_unique<std::vector<uint8_t>>(std::move(message));
+        for (int r = 1; r < size_; ++r) {
+            MPI_Request req;
+            TPS_CHECK_MPI(MPI_Isend(p.bytes->data(), static_cast<int>(p.bytes->size()), MPI_BYTE, r, kControlTag, comm_, &req));
+            p.requests.push_back(req);
+        }
+        pending_.push_back(std::move(p));
+        last_post_ = std::chrono::steady_clock::now();
+    }
+
+    void tick() override {
+        if (rank_ != 0) return;
+        mpi::service_probes();
+        reap();
+        const double quiet = std::chrono::duration<double>(std::chrono::steady_clock::now() - last_post_).count();
+        if (quiet > mpi::runtime().deadline / 4) post({});
+    }
+
+    std::vector<uint8_t> receive() override {
+        TPS_CHECK(rank_ != 0, "rank 0 does not receive on the control channel");
+        for (;;) {
+            MPI_Status st;
+            auto arrived = [&] {
+                int flag = 0;
+                TPS_CHECK_MPI(MPI_Iprobe(0, kControlTag, comm_, &flag, &st));
+                return flag != 0;
+            };
+            mpi::poll_until(arrived, "receive from rank 0", "the next step descriptor", "the control channel",
+                            mpi::runtime().deadline);
+            int n = 0;
+            TPS_CHECK_MPI(MPI_Get_count(&st, MPI_BYTE, &n));
+            std::vector<uint8_t> out(static_cast<size_t>(n));
+            TPS_CHECK_MPI(MPI_Recv(out.data(), n, MPI_BYTE, 0, kControlTag, comm_, MPI_STATUS_IGNORE));
+            if (!out.empty()) return out;  // else a keep-alive: the deadline starts again
+        }
+    }
+
+    void flush() override {
+        for (auto& p : pending_) {
+            mpi::wait_all(p.requests, "send to every rank", "a step descriptor", "the control channel",
+                          mpi::runtime().deadline);
+        }
+        pending_.clear();
+    }
+
+private:
+    static constexpr int kControlTag = 20;
+    struct Pending {
+        std::unique_ptr<std::vector<uint8_t>> bytes;
+        std::vector<MPI_Request> requests;
+    };
+    void reap() {
+        while (!pending_.empty()) {
+            int done = 0;
+            auto& reqs = pending_.front().requests;
+            TPS_CHECK_MPI(MPI_Testall(static_cast<int>(reqs.size()), reqs.data(), &done, MPI_STATUSES_IGNORE));
+            if (!done) return;
+            pending_.pop_front();
+        }
+    }
+
+    MPI_Comm comm_ = MPI_COMM_NULL;
+    int rank_ = 0;
+    int size_ = 1;
+    std::deque<Pending> pending_;
+    std::chrono::steady_clock::time_point last_post_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> MpiWorld::world(std::string name) {
+    MPI_Comm c;
+    TPS_CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &c));
+    return std::make_unique<MpiCommunicator>(c, std::move(name));
+}
+
+std::unique_ptr<Communicator> MpiWorld::split(int color, int key, std::string name) {
+    MPI_Comm c;
+    TPS_CHECK_MPI(MPI_Comm_split(MPI_COMM_WORLD, color < 0 ? MPI_UNDEFINED : color, key, &c));
+    if (c == MPI_COMM_NULL) return nullptr;
+    return std::make_unique<MpiCommunicator>(c, std::move(name));
+}
+
+std::unique_ptr<ControlChannel> MpiWorld::control() {
+    MPI_Comm c;
+    TPS_CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &c));
+    return std::make_unique<MpiControl>(c);
+}
+
+}  // namespace tps

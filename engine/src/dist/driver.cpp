@@ -1,0 +1,222 @@
+// Steps across ranks: rank 0's Driver, the workers' loop, and the part of a step every rank runs
+// (driver.h). Greedy decoding never gathers logits: each rank of the last stage finds its
+// vocabulary slice's best token, maximum and sum of exponentials, and one small all-gather gives
+// every rank the winner and its exact log-probability.
+#include "tpserve/engine/driver.h"
+
+#include "tpserve/common/check.h"
+#include "tpserve/partition/memory_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tps {
+namespace {
+
+// The best token of one row of a vocabulary slice, and what its log-softmax needs.
+struct Candidate {
+    float max = 0;
+    int32_t token = 0;
+    float sum_exp = 0;  // sum over the slice of exp(logit - max)
+};
+
+Candidate best_of(const float* row, int64_t n, int64_t first) {
+    int64_t arg = 0;
+    float m = row[0];
+    for (int64_t i = 1; i < n; ++i) {
+        if (row[i] > m) {
+            m = row[i];
+            arg = i;
+        }
+    }
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(row[i] - m));
+    return {m, static_cast<int32_t>(first + arg), static_cast<float>(s)};
+}
+
+// The winner over slices: the largest maximum, the lowest token id on a tie (as argmax over the
+// whole row), log-probability max - logsumexp.
+std::pair<int32_t, float> combine(std::span<const Candidate> parts) {
+    float m = parts[0].max;
+    int32_t token = parts[0].token;
+    for (const auto& c : parts) {
+        if (c.max > m || (c.max == m && c.token < token)) {
+            m = c.max;
+            token = c.token;
+        }
+    }
+    double s = 0;
+    for (const auto& c : parts) s += static_cast<double>(c.sum_exp) * std::exp(static_cast<double>(c.max - m));
+    return {token, static_cast<float>(-std::log(s))};
+}
+
+}  // namespace
+
+std::optional<StepOutput> run_stage(LlamaModel& model, const StageLinks* links, uint64_t id,
+                                    const std::vector<SequenceStep>& step) {
+    const StepResult r = model.forward(step);
+    if (links && !links->map.last_stage()) return std::nullopt;
+    Communicator* group = links ? links->tp : nullptr;
+    const int tp = group ? group->size() : 1;
+    const int64_t vocab = model.desc().vocab;
+
+    StepOutput out;
+    out.id = id;
+    out.vocab = vocab;
+    out.entries.resize(step.size());
+
+    // greedy rows: candidates from every slice, one all-gather
+    std::vector<Candidate> mine;
+    for (size_t e = 0; e < step.size(); ++e) {
+        if (step[e].output != StepOutputKind::greedy) continue;
+        for (int64_t i = 0; i < r.rows[e]; ++i) mine.push_back(best_of(r.row(static_cast<int64_t>(e), i), r.vocab, r.vocab_first));
+    }
+    if (!mine.empty()) {
+        std::vector<Candidate> all(mine.size() * static_cast<size_t>(tp));
+        if (group) {
+            group->all_gather(mine.data(), all.data(), static_cast<int64_t>(mine.size() * sizeof(Candidate)),
+                              "greedy candidates of each vocabulary slice");
+        } else {
+            all = mine;
+        }
+        std::vector<Candidate> parts(static_cast<size_t>(tp));
+        size_t k = 0;
+        for (size_t e = 0; e < step.size(); ++e) {
+            if (step[e].output != StepOutputKind::greedy) continue;
+            auto& entry = out.entries[e];
+            entry.rows = r.rows[e];
+            for (int64_t i = 0; i < r.rows[e]; ++i, ++k) {
+                for (int p = 0; p < tp; ++p) parts[static_cast<size_t>(p)] = all[static_cast<size_t>(p) * mine.size() + k];
+                const auto [token, logprob] = combine(parts);
+                entry.tokens.push_back(token);
+                entry.logprobs.push_back(logprob);
+            }
+        }
+    }
+
+    // logits rows: gathered on the stage's first rank
+    std::vector<float> slice;
+    for (size_t e = 0; e < step.size(); ++e) {
+        if (step[e].output != StepOutputKind::logits) continue;
+        const float* first = r.row(static_cast<int64_t>(e), 0);
+        slice.insert(slice.end(), first, first + r.rows[e] * r.vocab);
+    }
+    if (!slice.empty()) {
+        const int64_t rows = static_cast<int64_t>(slice.size()) / r.vocab;
+        if (group && group->rank() != 0) {
+            group->send(slice.data(), static_cast<int64_t>(slice.size() * sizeof(float)), 0, "logits slice");
+        } else {
+            std::vector<float> full(static_cast<size_t>(rows * vocab));
+            auto place = [&](const float* part, int64_t v0, int64_t v1) {
+                for (int64_t i = 0; i < rows; ++i) std::copy_n(part + i * (v1 - v0), v1 - v0, full.data() + i * vocab + v0);
+            };
+            place(slice.data(), r.vocab_first, r.vocab_first + r.vocab);
+            std::vector<float> part;
+            for (int p = 1; p < tp; ++p) {
+                const auto [v0, v1] = vocab_slice(vocab, tp, p);
+                part.resize(static_cast<size_t>(rows * (v1 - v0)));
+                group->recv(part.data(), static_cast<int64_t>(part.size() * sizeof(float)), p, "logits slice");
+                place(part.data(), v0, v1);
+            }
+            int64_t at = 0;
+            for (size_t e = 0; e < step.size(); ++e) {
+                if (step[e].output != StepOutputKind::logits) continue;
+                auto& entry = out.entries[e];
+                entry.rows = r.rows[e];
+                entry.logits.assign(full.begin() + at * vocab, full.begin() + (at + entry.rows) * vocab);
+                at += entry.rows;
+            }
+        }
+    }
+
+    if (links == nullptr) return out;
+    const int me = links->map.rank();
+    if (me != links->map.sampler_rank()) return std::nullopt;
+    if (me == ParallelMapping::driver_rank()) return out;
+    links->world->post_message(encode_output(out), ParallelMapping::driver_rank(), "step output to rank 0");
+    return std::nullopt;
+}
+
+Driver::Driver(LlamaModel& model, const StageLinks* links, ControlChannel* control)
+    : model_(model), links_(links), control_(control) {
+    TPS_CHECK((links == nullptr) == (control == nullptr), "driver: a split model needs both its links and the control channel");
+    TPS_CHECK(links == nullptr || links->map.rank() == ParallelMapping::driver_rank(), "driver: only rank 0 drives steps");
+}
+
+Driver::~Driver() {
+    try {
+        shutdown();
+    } catch (...) {
+        // a destructor cannot report; the launcher calls shutdown() itself and reports failures
+    }
+}
+
+uint64_t Driver::submit(std::vector<SequenceStep> step) {
+    TPS_CHECK(!shut_down_, "driver: submit after shutdown");
+    model_.validate(step);
+    const uint64_t id = next_id_++;
+    if (control_) {
+        StepDescriptor d;
+        d.id = id;
+        d.releases = std::move(releases_);
+        releases_.clear();
+        d.entries = step;
+        control_->post(encode_descriptor(d));
+    }
+    auto out = run_stage(model_, links_, id, step);
+    pending_.push_back(id);
+    if (out) ready_.emplace(id, std::move(*out));
+    return id;
+}
+
+StepOutput Driver::wait(uint64_t id) {
+    const auto it = std::find(pending_.begin(), pending_.end(), id);
+    TPS_CHECK_AS(UsageError, it != pending_.end(), "driver: step {} is not in flight", id);
+    while (!ready_.contains(id)) {
+        // outputs arrive in the order the steps were submitted
+        const auto next = std::find_if(pending_.begin(), pending_.end(), [&](uint64_t p) { return !ready_.contains(p); });
+        TPS_CHECK(links_ != nullptr && next != pending_.end(), "driver: step {} has no output coming", id);
+        StepOutput out = decode_output(links_->world->receive_message(links_->map.sampler_rank(), "step output from the last stage"));
+        TPS_CHECK_AS(CommError, out.id == *next, "driver: the last stage sent the output of step {}, expected step {}",
+                     out.id, *next);
+        ready_.emplace(out.id, std::move(out));
+    }
+    StepOutput out = std::move(ready_.at(id));
+    ready_.erase(id);
+    pending_.erase(std::find(pending_.begin(), pending_.end(), id));
+    return out;
+}
+
+void Driver::release(int64_t seq_id) {
+    model_.release(seq_id);
+    if (control_) releases_.push_back(seq_id);
+}
+
+void Driver::tick() {
+    if (control_) control_->tick();
+}
+
+void Driver::shutdown() {
+    if (shut_down_) return;
+    shut_down_ = true;
+    while (!pending_.empty()) wait(pending_.front());
+    if (control_) {
+        StepDescriptor d;
+        d.kind = StepDescriptor::Kind::shutdown;
+        d.id = next_id_++;
+        control_->post(encode_descriptor(d));
+        control_->flush();
+    }
+}
+
+void run_worker(LlamaModel& model, const StageLinks& links, ControlChannel& control) {
+    for (;;) {
+        const StepDescriptor d = decode_descriptor(control.receive());
+        if (d.kind == StepDescriptor::Kind::shutdown) break;
+        for (int64_t seq : d.releases) model.release(seq);
+        run_stage(model, &links, d.id, d.entries);
+    }
+    links.world->flush_posted("step outputs to rank 0");
+}
+
+}  // namespace tps

@@ -1,0 +1,47 @@
+#include "memory_report.h"
+
+#include "tpserve/engine/memory.h"
+
+#include <fmt/format.h>
+
+namespace tps::cli {
+
+std::string memory_report(const std::string& title, const LlamaModel& model, const MemoryBytes* predicted,
+                          const std::string& unpredicted_reason) {
+    const MemoryTotals t = MemoryTracker::instance().totals();
+    auto held = [&](MemoryTag tag) { return t.current[static_cast<size_t>(tag)]; };
+    const LlamaWeights& w = model.weights();
+    std::string out = fmt::format("{}\n  memory (bytes)   engine holds   plan predicts\n", title);
+    auto row = [&](const char* what, int64_t have, int64_t want) {
+        std::string note;
+        if (predicted) {
+            note = have == want ? "  exact"
+                                : fmt::format("  {:+.1f}%", want ? 100.0 * static_cast<double>(have - want) / static_cast<double>(want) : 100.0);
+        }
+        out += fmt::format("  {:<14} {:>12} {:>15}{}\n", what, have, predicted ? fmt::format("{}", want) : "-", note);
+    };
+    const int64_t weights = held(MemoryTag::weights) + w.mapped_bytes();
+    row("weights", weights, predicted ? predicted->weights : 0);
+    row("kv_cache", held(MemoryTag::kv_cache), predicted ? predicted->kv_cache : 0);
+    row("activations", held(MemoryTag::activations), predicted ? predicted->activations : 0);
+    row("workspace", held(MemoryTag::workspace), 0);
+    row("total", weights + held(MemoryTag::kv_cache) + held(MemoryTag::activations) + held(MemoryTag::workspace),
+        predicted ? predicted->total() : 0);
+    out += fmt::format("  (checkpoint bytes read: {}; {} of them used in place from the mapped file)\n",
+                       w.checkpoint_bytes, w.mapped_bytes());
+    if (!predicted) out += fmt::format("  (planner: {})\n", unpredicted_reason);
+    return out;
+}
+
+std::string comm_report(const Communicator& comm, int64_t steps) {
+    const CommStats& s = comm.stats();
+    std::string out = fmt::format("  {}: {:.3f} s in calls", comm.name(), s.total_seconds());
+    if (steps > 0) out += fmt::format(" ({:.3f} ms per step over {} steps)", 1e3 * s.total_seconds() / static_cast<double>(steps), steps);
+    for (size_t i = 0; i < kCommOps; ++i) {
+        if (s.calls[i] == 0) continue;
+        out += fmt::format("; {} {} x {:.3f} s", comm_op_name(static_cast<CommOp>(i)), s.calls[i], s.seconds[i]);
+    }
+    return out + "\n";
+}
+
+}  // namespace tps::cli
