@@ -5,6 +5,8 @@ namespace tps {
 
 std::vector<CudaDevice> list_cuda_devices() { return {}; }
 
+std::vector<std::vector<bool>> cuda_peer_access() { return {}; }
+
 std::string cuda_unavailable_reason() { return "this tpserve was built without CUDA"; }
 
 }  // namespace tps

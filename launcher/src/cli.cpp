@@ -27,6 +27,13 @@ int64_t int_flag(const cxxopts::ParseResult& r, const std::string& flag, int64_t
     return *v;
 }
 
+double seconds_flag(const cxxopts::ParseResult& r, const std::string& flag) {
+    const std::string text = r[flag].as<std::string>();
+    const auto v = parse_double(text);
+    TPS_CHECK_AS(UsageError, v && *v > 0 && *v <= 86400, "--{}: '{}' is not a number of seconds in (0, 86400]", flag, text);
+    return *v;
+}
+
 bool bool_flag(const cxxopts::ParseResult& r, const std::string& flag) {
     const std::string v = to_lower(r[flag].as<std::string>());
     if (v == "on" || v == "true" || v == "yes" || v == "1") return true;

@@ -23,6 +23,9 @@ cxxopts::ParseResult parse(cxxopts::Options& options, int argc, char** argv);
 // The value of a string flag parsed as an integer in [min, max]; UsageError naming the flag.
 int64_t int_flag(const cxxopts::ParseResult& r, const std::string& flag, int64_t min, int64_t max);
 
+// The value of a flag in seconds, in (0, 86400]; UsageError naming the flag.
+double seconds_flag(const cxxopts::ParseResult& r, const std::string& flag);
+
 // "on"/"off"/"true"/"false"/"yes"/"no"/"1"/"0".
 bool bool_flag(const cxxopts::ParseResult& r, const std::string& flag);
 

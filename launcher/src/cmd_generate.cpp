@@ -7,6 +7,7 @@
 #include "memory_report.h"
 #include "mpi_session.h"
 
+#include "tpserve/comm/stage_groups.h"
 #include "tpserve/common/strings.h"
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/driver.h"
@@ -52,6 +53,7 @@ struct Settings {
     std::vector<int> stage_tp;
     double deadline = kDefaultDeadlineSeconds;
     bool verbose = false;
+    bool ignore_eos = false;
     bool kv_dtype_given = false, chunk_given = false, context_given = false;
 };
 
@@ -99,11 +101,9 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     TPS_CHECK_AS(UsageError, s.plan_file.empty() || (!s.kv_dtype_given && !s.chunk_given && !s.context_given),
                  "--plan fixes the KV type, context and prefill chunk (its serving shape); drop --kv-dtype, "
                  "--max-context and --prefill-chunk");
-    const std::string d = args["deadline"].as<std::string>();
-    const auto dl = parse_double(d);
-    TPS_CHECK_AS(UsageError, dl && *dl > 0 && *dl <= 86400, "--deadline: '{}' is not a number of seconds in (0, 86400]", d);
-    s.deadline = *dl;
+    s.deadline = seconds_flag(args, "deadline");
     s.verbose = args.count("verbose") > 0;
+    s.ignore_eos = args.count("ignore-eos") > 0;
     return s;
 }
 
@@ -117,22 +117,19 @@ int64_t resolve_context(const Settings& s, const ModelDesc& m) {
 // The request the planner gets for cpu ranks: bands from nothing to the device's memory (the
 // KV cache is sized for the context asked, not grown to fill a band), one sequence.
 PlanRequest cpu_plan_request(const Settings& s, const ModelDesc& m, const std::string& devices) {
-    PlanRequest req;
-    req.model = m;
-    req.devices = parse_device_list(devices);
-    for (const auto& d : req.devices) {
+    std::vector<DeviceProfile> list = parse_device_list(devices);
+    for (const auto& d : list) {
         TPS_CHECK_AS(UsageError, d.kind == DeviceKind::cpu,
                      "--gpus: '{}' is not a cpu device; `tpserve generate` runs on this machine's CPU (e.g. --gpus 2xcpu)",
                      d.name);
-        req.bands.push_back(Band{0, d.memory_bytes});
     }
-    req.link = link_for_devices(req.devices, std::nullopt, std::nullopt);
     const int64_t context = resolve_context(s, m);
-    req.serving.max_batch = 1;
-    req.serving.max_context = context;
-    req.serving.kv_dtype = s.kv_dtype;
-    req.serving.prefill_chunk = std::min(s.prefill_chunk, context);
-    req.serving = resolve_serving(req.model, req.serving);
+    ServingShape serving;
+    serving.max_batch = 1;
+    serving.max_context = context;
+    serving.kv_dtype = s.kv_dtype;
+    serving.prefill_chunk = std::min(s.prefill_chunk, context);
+    PlanRequest req = request_for_devices(m, std::move(list), serving);
     req.stage_tp = s.stage_tp;
     return req;
 }
@@ -153,9 +150,19 @@ void print_speed(const GenerateResult& r) {
                  static_cast<long long>(r.generated_tokens), r.decode_seconds, decode_rate, r.finish_reason.c_str());
 }
 
-int default_threads(int local_ranks) {
+// The host's CPUs shared by the ranks on it, and no more than this rank may run on (mpirun binds
+// each rank to a core unless told --bind-to none).
+int rank_threads(int asked, int local_ranks, int rank) {
     const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    return std::max(1, hardware / std::max(1, local_ranks));
+    const int mine = usable_cpus();
+    if (asked == 0) return std::max(1, std::min(mine, hardware / std::max(1, local_ranks)));
+    if (asked > mine) {
+        std::fprintf(stderr,
+                     "tpserve generate (rank %d): --threads %d, but this rank may run on %d CPU(s); mpirun binds each "
+                     "rank to a core unless given --bind-to none (or --map-by slot:PE=%d)\n",
+                     rank, asked, mine, asked);
+    }
+    return asked;
 }
 
 // One process, the whole model.
@@ -163,7 +170,7 @@ int run_single(const Settings& s) {
     const ModelFiles files = ModelFiles::open(s.model_path);
     const int64_t context = resolve_context(s, files.desc);
     GenerateOptions gen = s.gen;
-    gen.stop_ids = files.stop_ids;
+    if (!s.ignore_eos) gen.stop_ids = files.stop_ids;
     const std::vector<int32_t> prompt = files.encode_prompt(s.prompt, s.chat, s.system);
 
     auto backend = make_cpu_backend(s.threads);
@@ -236,14 +243,15 @@ int run_sharded(const Settings& s) {
         map.emplace(plan, mpi.size(), rank);
     }, startup);
 
-    auto tp = mpi.split(map->tp_size() > 1 ? map->stage() : -1, map->tp_rank(), fmt::format("the tp group of stage {}", map->stage()));
+    StageGroups groups = make_stage_groups(mpi, *map);
+    auto& tp = groups.tp;
     auto control = mpi.control();
-    const StageLinks links{*map, world.get(), tp.get()};
+    const StageLinks links{*map, world.get(), tp.get(), groups.from_prev.get(), groups.to_next.get()};
 
     std::unique_ptr<Backend> backend;
     std::optional<LlamaModel> model;
     agree(*world, "load its shard", [&] {
-        backend = make_cpu_backend(s.threads > 0 ? s.threads : default_threads(mpi.local_size()));
+        backend = make_cpu_backend(rank_threads(s.threads, mpi.local_size(), rank));
         ShardSpec shard;
         shard.tp = map->tp_size();
         shard.tp_rank = map->tp_rank();
@@ -266,6 +274,11 @@ int run_sharded(const Settings& s) {
     agree(*world, "take the prompt", [&] {
         if (rank == 0) prompt = files.encode_prompt(s.prompt, s.chat, s.system);
     }, startup);
+    if (s.ignore_eos) gen.stop_ids.clear();
+    // from here on: time in collectives of the steps alone
+    for (auto* c : {world.get(), tp.get(), groups.from_prev.get(), groups.to_next.get()}) {
+        if (c) c->reset_stats();
+    }
 
     if (rank == 0) {
         Driver driver(*model, &links, control.get());
@@ -279,7 +292,9 @@ int run_sharded(const Settings& s) {
     if (s.verbose) {
         std::string report = memory_report(map->describe(), *model, &plan.per_rank.at(static_cast<size_t>(rank)).bytes, "");
         report += comm_report(*world, model->steps_run());
-        if (tp) report += comm_report(*tp, model->steps_run());
+        for (const auto* c : {tp.get(), groups.from_prev.get(), groups.to_next.get()}) {
+            if (c) report += comm_report(*c, model->steps_run());
+        }
         if (rank == 0) {
             std::fputs(report.c_str(), stderr);
             for (int r = 1; r < mpi.size(); ++r) {
@@ -318,7 +333,8 @@ int run_generate(int argc, char** argv) {
         ("frequency-penalty", "OpenAI-style frequency penalty", cxxopts::value<std::string>()->default_value("0"))
         ("seed", "random seed (same seed, same tokens)", cxxopts::value<std::string>()->default_value("0"))
         ("stop", "stop string (repeatable)", cxxopts::value<std::vector<std::string>>())
-        ("threads", "CPU threads per rank (0 = the host's threads shared by the ranks on it)", cxxopts::value<std::string>()->default_value("0"))
+        ("ignore-eos", "go on past the model's end-of-sequence tokens (for benchmarks)")
+        ("threads", "CPU threads per rank (0 = the CPUs this rank may run on, shared with the host's other ranks)", cxxopts::value<std::string>()->default_value("0"))
         ("max-context", "KV cache tokens (default: the model's context, at most 4096)", cxxopts::value<std::string>()->default_value("0"))
         ("kv-dtype", "KV cache type: f32, f16, bf16", cxxopts::value<std::string>()->default_value("f32"))
         ("prefill-chunk", "prompt tokens per step", cxxopts::value<std::string>()->default_value("256"))

@@ -4,7 +4,28 @@
 
 #include <fmt/format.h>
 
+#include <fstream>
+#include <sstream>
+
 namespace tps::cli {
+namespace {
+
+// A field of /proc/self/status in bytes (VmHWM: the peak resident set), or -1.
+int64_t proc_status_bytes(const std::string& field) {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind(field + ":", 0) == 0) {
+            std::istringstream v(line.substr(field.size() + 1));
+            int64_t kib = -1;
+            v >> kib;
+            return kib < 0 ? -1 : kib * 1024;
+        }
+    }
+    return -1;
+}
+
+}  // namespace
 
 std::string memory_report(const std::string& title, const LlamaModel& model, const MemoryBytes* predicted,
                           const std::string& unpredicted_reason) {
@@ -29,6 +50,10 @@ std::string memory_report(const std::string& title, const LlamaModel& model, con
         predicted ? predicted->total() : 0);
     out += fmt::format("  (checkpoint bytes read: {}; {} of them used in place from the mapped file)\n",
                        w.checkpoint_bytes, w.mapped_bytes());
+    if (const int64_t peak = proc_status_bytes("VmHWM"); peak >= 0) {
+        out += fmt::format("  (peak resident memory of the process: {:.1f} MiB, the program and its libraries included)\n",
+                           static_cast<double>(peak) / 1048576.0);
+    }
     if (!predicted) out += fmt::format("  (planner: {})\n", unpredicted_reason);
     return out;
 }

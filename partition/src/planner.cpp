@@ -293,6 +293,16 @@ std::vector<std::vector<StageShape>> enumerate_shapes(const PlanRequest& r) {
     return shapes;
 }
 
+PlanRequest request_for_devices(const ModelDesc& model, std::vector<DeviceProfile> devices, const ServingShape& serving) {
+    PlanRequest r;
+    r.model = model;
+    r.devices = std::move(devices);
+    for (const auto& d : r.devices) r.bands.push_back(Band{0, d.memory_bytes});
+    r.link = link_for_devices(r.devices, std::nullopt, std::nullopt);
+    r.serving = resolve_serving(model, serving);
+    return r;
+}
+
 std::vector<int> parse_stage_tp(std::string_view text) {
     std::vector<int> out;
     for (const auto& item : split(text, ',')) {

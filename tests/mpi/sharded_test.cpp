@@ -8,6 +8,7 @@
 #include "mpi_test_env.h"
 #include "support/hf_reference.h"
 
+#include "tpserve/comm/stage_groups.h"
 #include "tpserve/engine/driver.h"
 #include "tpserve/engine/memory.h"
 #include "tpserve/engine/model_files.h"
@@ -53,19 +54,15 @@ std::string model_path(const Fixture& f) {
 }
 
 Plan plan_for(const ModelDesc& m, const Shape& shape) {
-    PlanRequest req;
-    req.model = m;
     int n = 0;
     for (int tp : shape.stage_tp) n += tp;
     std::vector<std::string> cards(static_cast<size_t>(n), "cpu:64:10:1");
-    req.devices = parse_device_list(fmt::format("{}", fmt::join(cards, ",")));
-    for (const auto& d : req.devices) req.bands.push_back(Band{0, d.memory_bytes});
-    req.link = link_for_devices(req.devices, std::nullopt, std::nullopt);
-    req.serving.max_batch = 4;
-    req.serving.max_context = 256;
-    req.serving.kv_dtype = DType::f32;
-    req.serving.prefill_chunk = 128;
-    req.serving = resolve_serving(m, req.serving);
+    ServingShape serving;
+    serving.max_batch = 4;
+    serving.max_context = 256;
+    serving.kv_dtype = DType::f32;
+    serving.prefill_chunk = 128;
+    const PlanRequest req = request_for_devices(m, parse_device_list(fmt::format("{}", fmt::join(cards, ","))), serving);
     std::vector<StageShape> stages;
     int d = 0;
     for (int tp : shape.stage_tp) {
@@ -108,9 +105,9 @@ protected:
         const int rank = mpi().rank();
         const ParallelMapping map(plan, mpi().size(), rank);
         auto world = mpi().world("world");
-        auto tp = mpi().split(map.tp_size() > 1 ? map.stage() : -1, map.tp_rank(), "tp group");
+        StageGroups groups = make_stage_groups(mpi(), map);
         auto control = mpi().control();
-        const StageLinks links{map, world.get(), tp.get()};
+        const StageLinks links{map, world.get(), groups.tp.get(), groups.from_prev.get(), groups.to_next.get()};
         auto backend = make_cpu_backend(1);
 
         // memory: this rank's weights exactly as planned, the tagged total within 5%

@@ -54,7 +54,7 @@ public:
     std::string name() const override { return name_; }
 
     void all_reduce_sum(void* data, int64_t count, DType type, std::string_view what) override {
-        const Timer t(*this, CommOp::all_reduce, count * dtype_layout(type).block_bits / 8);
+        const CallTimer t(*this, CommOp::all_reduce, count * dtype_layout(type).block_bits / 8);
         if (size_ == 1) return;
         TPS_CHECK_AS(UsageError, count <= INT_MAX, "all-reduce of {} elements: more than MPI can count", count);
         MPI_Request req;
@@ -63,7 +63,7 @@ public:
     }
 
     void all_gather(const void* in, void* out, int64_t bytes, std::string_view what) override {
-        const Timer t(*this, CommOp::all_gather, bytes * size_);
+        const CallTimer t(*this, CommOp::all_gather, bytes * size_);
         TPS_CHECK_AS(UsageError, bytes <= INT_MAX, "all-gather of {} bytes per rank: more than MPI can count", bytes);
         MPI_Request req;
         TPS_CHECK_MPI(MPI_Iallgather(in, static_cast<int>(bytes), MPI_BYTE, out, static_cast<int>(bytes), MPI_BYTE, comm_, &req));
@@ -71,7 +71,7 @@ public:
     }
 
     void broadcast(void* data, int64_t bytes, int root, std::string_view what) override {
-        const Timer t(*this, CommOp::broadcast, bytes);
+        const CallTimer t(*this, CommOp::broadcast, bytes);
         check_peer(root, "broadcast root");
         if (size_ == 1) return;
         for (int64_t at = 0; at < bytes; at += INT_MAX) {
@@ -83,7 +83,7 @@ public:
     }
 
     void send(const void* data, int64_t bytes, int peer, std::string_view what) override {
-        const Timer t(*this, CommOp::send, bytes);
+        const CallTimer t(*this, CommOp::send, bytes);
         check_peer(peer, "send to");
         int64_t at = 0;
         do {
@@ -96,7 +96,7 @@ public:
     }
 
     void recv(void* data, int64_t bytes, int peer, std::string_view what) override {
-        const Timer t(*this, CommOp::recv, bytes);
+        const CallTimer t(*this, CommOp::recv, bytes);
         check_peer(peer, "receive from");
         int64_t at = 0;
         do {
@@ -114,14 +114,14 @@ public:
     }
 
     void barrier(std::string_view what) override {
-        const Timer t(*this, CommOp::barrier, 0);
+        const CallTimer t(*this, CommOp::barrier, 0);
         MPI_Request req;
         TPS_CHECK_MPI(MPI_Ibarrier(comm_, &req));
         wait(req, CommOp::barrier, what);
     }
 
     void post_message(std::vector<uint8_t> message, int peer, std::string_view what) override {
-        const Timer t(*this, CommOp::send, static_cast<int64_t>(message.size()));
+        const CallTimer t(*this, CommOp::send, static_cast<int64_t>(message.size()));
         check_peer(peer, "send to");
         TPS_CHECK_AS(UsageError, message.size() <= static_cast<size_t>(INT_MAX), "{}: a message of {} bytes is too large",
                      what, message.size());
@@ -133,7 +133,7 @@ public:
     }
 
     std::vector<uint8_t> receive_message(int peer, std::string_view what) override {
-        const Timer t(*this, CommOp::recv, 0);
+        const CallTimer t(*this, CommOp::recv, 0);
         check_peer(peer, "receive from");
         reap();
         MPI_Status st;
@@ -176,14 +176,6 @@ private:
                         mpi::runtime().deadline, [this] { reap(); });
     }
 
-    struct Timer {
-        MpiCommunicator& c;
-        CommOp op;
-        int64_t bytes;
-        std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-        Timer(MpiCommunicator& comm, CommOp o, int64_t b) : c(comm), op(o), bytes(b) {}
-        ~Timer() { c.stats_.add(op, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), bytes); }
-    };
     void check_peer(int peer, std::string_view role) const {
         TPS_CHECK(peer >= 0 && peer < size_, "{} rank {} outside {}", role, peer, name_);
     }

@@ -38,8 +38,7 @@ void service_probes();
 void poll_until(const std::function<bool()>& ready, std::string_view op, std::string_view what, std::string_view group,
                 double deadline_s, const std::function<void()>& idle = {});
 
-// Waits for `requests` to complete (MPI_Testall) with poll_until; past the deadline they are
-// cancelled and the timeout error thrown.
+// Waits for `requests` to complete (MPI_Testall) with poll_until.
 void wait_all(std::span<MPI_Request> requests, std::string_view op, std::string_view what, std::string_view group,
               double deadline_s, MPI_Status* statuses = MPI_STATUSES_IGNORE);
 

@@ -29,35 +29,36 @@ constexpr double kProbeGraceSeconds = 2.0;
 char g_operation[256] = "";
 int g_rank = -1;
 
-void append(char*& at, const char* end, const char* text) {
-    while (*text && at < end) *at++ = *text++;
-}
-void append_int(char*& at, const char* end, int v) {
-    char digits[16];
-    int n = 0;
-    unsigned u = v < 0 ? static_cast<unsigned>(-v) : static_cast<unsigned>(v);
-    do {
-        digits[n++] = static_cast<char>('0' + u % 10);
-        u /= 10;
-    } while (u && n < 15);
-    if (v < 0 && at < end) *at++ = '-';
-    while (n > 0 && at < end) *at++ = digits[--n];
-}
+// A line built without allocation or stdio (async-signal-safe).
+struct Line {
+    char text[512];
+    size_t n = 0;
+    void add(const char* s) {
+        while (*s && n + 1 < sizeof text) text[n++] = *s++;
+    }
+    void add(int v) {
+        char digits[16];
+        int k = 0;
+        unsigned u = v < 0 ? 0u - static_cast<unsigned>(v) : static_cast<unsigned>(v);
+        do {
+            digits[k++] = static_cast<char>('0' + u % 10);
+            u /= 10;
+        } while (u && k < 15);
+        if (v < 0) add("-");
+        while (k > 0 && n + 1 < sizeof text) text[n++] = digits[--k];
+    }
+};
 
 extern "C" void on_stop_signal(int sig) {
-    // async-signal-safe: no allocation, no stdio
-    char line[512];
-    char* at = line;
-    const char* end = line + sizeof line - 1;
-    append(at, end, "tpserve rank ");
-    append_int(at, end, g_rank);
-    append(at, end, ": stopped by signal ");
-    append_int(at, end, sig);
-    append(at, end, g_operation[0] ? " while waiting in " : " while computing");
-    append(at, end, g_operation);
-    append(at, end, " (another rank failed, or the job was interrupted)\n");
-    const auto n = static_cast<size_t>(at - line);
-    [[maybe_unused]] const auto written = ::write(STDERR_FILENO, line, n);
+    Line line;
+    line.add("tpserve rank ");
+    line.add(g_rank);
+    line.add(": stopped by signal ");
+    line.add(sig);
+    line.add(g_operation[0] ? " while waiting in " : " while computing");
+    line.add(g_operation);
+    line.add(" (another rank failed, or the job was interrupted)\n");
+    [[maybe_unused]] const auto written = ::write(STDERR_FILENO, line.text, line.n);
     ::_exit(128 + sig);
 }
 
@@ -204,17 +205,9 @@ void wait_all(std::span<MPI_Request> requests, std::string_view op, std::string_
         TPS_CHECK_MPI(MPI_Testall(n, requests.data(), &flag, statuses));
         return flag != 0;
     };
-    try {
-        poll_until(done, op, what, group, deadline_s);
-    } catch (const CommError&) {
-        for (auto& r : requests) {
-            if (r != MPI_REQUEST_NULL) {
-                MPI_Cancel(&r);
-                MPI_Request_free(&r);
-            }
-        }
-        throw;
-    }
+    // past the deadline the request is left as it is: a collective cannot be cancelled, and the
+    // error ends the job anyway
+    poll_until(done, op, what, group, deadline_s);
 }
 
 }  // namespace mpi

@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include <sched.h>
+
 namespace tps {
 
 Tensor Tensor::slice_rows(int64_t first, int64_t n) const noexcept {
@@ -226,8 +228,15 @@ private:
 
 }  // namespace
 
+int usable_cpus() noexcept {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 std::unique_ptr<Backend> make_cpu_backend(int threads) {
-    if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (threads <= 0) threads = usable_cpus();
     return std::make_unique<CpuBackend>(threads);
 }
 

@@ -13,6 +13,18 @@ bool is_absence(cudaError_t e) {
            e == cudaErrorSystemDriverMismatch || e == cudaErrorCompatNotSupportedOnDevice;
 }
 
+// The number of devices; 0 when there are none or no driver (the sticky error cleared).
+int device_count() {
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (is_absence(e)) {
+        cudaGetLastError();
+        return 0;
+    }
+    TPS_CHECK_CUDA(e);
+    return n;
+}
+
 }  // namespace
 
 std::string cuda_unavailable_reason() {
@@ -25,14 +37,9 @@ std::string cuda_unavailable_reason() {
 }
 
 std::vector<CudaDevice> list_cuda_devices() {
-    int n = 0;
-    const cudaError_t e = cudaGetDeviceCount(&n);
-    if (is_absence(e)) {
-        cudaGetLastError();
-        return {};
-    }
-    TPS_CHECK_CUDA(e);
+    const int n = device_count();
     std::vector<CudaDevice> out;
+    if (n == 0) return out;
     int current = 0;
     TPS_CHECK_CUDA(cudaGetDevice(&current));
     for (int i = 0; i < n; ++i) {
@@ -52,6 +59,19 @@ std::vector<CudaDevice> list_cuda_devices() {
     }
     TPS_CHECK_CUDA(cudaSetDevice(current));
     return out;
+}
+
+std::vector<std::vector<bool>> cuda_peer_access() {
+    const int n = device_count();
+    std::vector<std::vector<bool>> can(static_cast<size_t>(n), std::vector<bool>(static_cast<size_t>(n), false));
+    for (int a = 0; a < n; ++a) {
+        for (int b = 0; b < n; ++b) {
+            int ok = 0;
+            if (a != b) TPS_CHECK_CUDA(cudaDeviceCanAccessPeer(&ok, a, b));
+            can[static_cast<size_t>(a)][static_cast<size_t>(b)] = a == b || ok != 0;
+        }
+    }
+    return can;
 }
 
 }  // namespace tps

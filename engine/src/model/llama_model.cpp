@@ -24,6 +24,10 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
         TPS_CHECK(links_->world != nullptr, "model: a split model needs the world communicator");
         TPS_CHECK((links_->tp != nullptr) == (links_->map.tp_size() > 1),
                   "model: a tensor-parallel group of {} needs its communicator (and only then)", links_->map.tp_size());
+        TPS_CHECK(first_stage_ || links_->from_prev != nullptr, "model: stage {} needs its hand-over group with stage {}",
+                  links_->map.stage(), links_->map.stage() - 1);
+        TPS_CHECK(last_stage_ || links_->to_next != nullptr, "model: stage {} needs its hand-over group with stage {}",
+                  links_->map.stage(), links_->map.stage() + 1);
     }
     TPS_CHECK(!first_stage_ || !w_.embedding.empty(), "model: the first stage needs the embedding");
     TPS_CHECK(!last_stage_ || !w_.lm_head.empty(), "model: the last stage needs the LM head");
@@ -200,17 +204,20 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
     Tensor x = x_.slice_rows(0, n_tokens);
     if (first_stage_) {
         be_.embedding(w_.embedding, w_.embedding_first, ids, x);
-        all_reduce(x, "embedding (vocabulary-parallel)", SIZE_MAX);
+        all_reduce(x, "vocabulary-parallel embedding", SIZE_MAX);
     } else {
-        links_->world->recv(x.data, n_tokens * desc_.hidden * 4, links_->map.receive_from(),
-                            "hidden states from the previous stage");
+        const auto& m = links_->map;
+        links_->from_prev->recv(x.data, n_tokens * desc_.hidden * 4, m.handover_rank(m.receive_from(), m.stage() - 1),
+                                "hidden states from the previous stage");
     }
     run_layers(n_tokens, layout);
 
     StepResult out;
     if (!last_stage_) {
-        for (int peer : links_->map.send_to()) {
-            links_->world->send(x.data, n_tokens * desc_.hidden * 4, peer, "hidden states to the next stage");
+        const auto& m = links_->map;
+        for (int peer : m.send_to()) {
+            links_->to_next->send(x.data, n_tokens * desc_.hidden * 4, m.handover_rank(peer, m.stage()),
+                                  "hidden states to the next stage");
         }
     } else {
         // the rows asked for, in step order
@@ -287,7 +294,7 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
         be_.kv_store(*kv_, kv_layout_, static_cast<int64_t>(l), k, v, layout);
         be_.attention(q, *kv_, kv_layout_, static_cast<int64_t>(l), layout, heads_, attn);
         be_.matmul(L.wo, attn, o, &L.w_gate);
-        all_reduce(o, "attention output", l);  // row-parallel: biases once, after the sum
+        all_reduce(o, "after the attention output", l);  // row-parallel: biases once, after the sum
         if (!L.bo.empty()) be_.add_bias(o, L.bo);
         be_.add(x, o);
 
@@ -298,7 +305,7 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
         if (!L.b_up.empty()) be_.add_bias(up, L.b_up);
         be_.swiglu(gate, up, ffn);
         be_.matmul(L.w_down, ffn, o, after);
-        all_reduce(o, "MLP down projection", l);
+        all_reduce(o, "after the MLP down projection", l);
         if (!L.b_down.empty()) be_.add_bias(o, L.b_down);
         be_.add(x, o);
     }

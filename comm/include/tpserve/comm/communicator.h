@@ -61,6 +61,24 @@ public:
     void reset_stats() noexcept { stats_ = {}; }
 
 protected:
+    // Adds the call's time and bytes to stats_ when it goes out of scope.
+    class CallTimer {
+    public:
+        CallTimer(Communicator& c, CommOp op, int64_t bytes) noexcept
+            : c_(c), op_(op), bytes_(bytes), start_(std::chrono::steady_clock::now()) {}
+        ~CallTimer() {
+            c_.stats_.add(op_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(), bytes_);
+        }
+        CallTimer(const CallTimer&) = delete;
+        CallTimer& operator=(const CallTimer&) = delete;
+
+    private:
+        Communicator& c_;
+        CommOp op_;
+        int64_t bytes_;
+        std::chrono::steady_clock::time_point start_;
+    };
+
     CommStats stats_;
 };
 

@@ -38,6 +38,9 @@ public:
     int receive_from() const noexcept;          // the previous stage's rank this rank receives from
     std::vector<int> send_to() const;           // the next stage's ranks this rank sends to
 
+    // A world rank's rank in the hand-over group of stages b and b + 1 (their ranks in order).
+    int handover_rank(int world_rank, int boundary) const { return world_rank - stage_ranks(boundary).front(); }
+
     // The rank that samples (tp rank 0 of the last stage) and the rank that drives steps (0).
     int sampler_rank() const noexcept { return stage_ranks_.back().front(); }
     static constexpr int driver_rank() noexcept { return 0; }

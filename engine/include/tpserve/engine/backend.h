@@ -107,6 +107,9 @@ public:
 };
 
 // The CPU backend with `threads` threads (0: all hardware threads).
+// threads <= 0: one per CPU this process may run on (its affinity mask: what taskset or mpirun's
+// binding leaves it).
 std::unique_ptr<Backend> make_cpu_backend(int threads);
+int usable_cpus() noexcept;
 
 }  // namespace tps

@@ -20,6 +20,10 @@ struct CudaDevice {
 
 std::vector<CudaDevice> list_cuda_devices();
 
+// can[a][b]: device a can read and write device b's memory directly (cudaDeviceCanAccessPeer;
+// the diagonal is true). Empty without devices.
+std::vector<std::vector<bool>> cuda_peer_access();
+
 // Empty when devices are present; otherwise why none are ("built without CUDA", the driver's
 // error string, ...).
 std::string cuda_unavailable_reason();

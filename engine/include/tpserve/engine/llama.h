@@ -85,8 +85,10 @@ struct SequenceStep {
 // How this rank is linked to the others when the model is split (absent in a single process).
 struct StageLinks {
     ParallelMapping map;
-    Communicator* world = nullptr;  // every rank: hand-overs between stages, results to rank 0
-    Communicator* tp = nullptr;     // this stage's tensor-parallel group; nullptr when tp == 1
+    Communicator* world = nullptr;      // every rank: step outputs to rank 0
+    Communicator* tp = nullptr;         // this stage's tensor-parallel group; nullptr when tp == 1
+    Communicator* from_prev = nullptr;  // hand-over group with the previous stage (not on the first)
+    Communicator* to_next = nullptr;    // hand-over group with the next stage (not on the last)
 };
 
 struct StepResult {

@@ -20,6 +20,8 @@
 
 namespace tps {
 
+struct ModelDesc;
+
 // A matrix (rows x cols) in any supported storage format, row-major, `row_bytes` per row.
 struct Weight {
     DType type = DType::f32;
@@ -58,6 +60,9 @@ public:
     // .gguf file. Tensors are named with HF names either way (GGUF names are translated).
     // Shared: weights read from it point into its mapped files, and hold it alive.
     static std::shared_ptr<const WeightSource> open(const std::filesystem::path& path);
+    // Seeded random weights of the model's tensors in `type` (vectors in f32): each element
+    // depends only on the seed, the tensor and its position, so every rank's shard agrees.
+    static std::shared_ptr<const WeightSource> random(const ModelDesc& model, DType type, uint64_t seed);
 
     virtual bool has(std::string_view hf_name) const = 0;
     // Shape in torch order: [out, in] for matrices, [n] for vectors.

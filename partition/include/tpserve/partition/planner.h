@@ -30,6 +30,11 @@ struct PlanRequest {
     std::vector<int> stage_tp;
 };
 
+// A request with bands from nothing to each device's whole memory (the KV cache is sized for the
+// serving shape, never grown to fill a band), the devices' own link and the serving shape
+// resolved: what running on cpu ranks asks of the planner (tpserve generate, the benchmarks).
+PlanRequest request_for_devices(const ModelDesc& model, std::vector<DeviceProfile> devices, const ServingShape& serving);
+
 // "2,1" -> {2, 1}: the --stages flag; tps::UsageError naming the bad item.
 std::vector<int> parse_stage_tp(std::string_view text);
 

@@ -4,9 +4,11 @@
 
 #include "tpserve/common/error.h"
 #include "tpserve/engine/weights.h"
+#include "tpserve/partition/model_source.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -150,6 +152,50 @@ TEST(Safetensors, VectorsOfTypesTheEngineCannotReadNameTheTensor) {
         EXPECT_NE(std::string(e.what()).find("model.norm.weight"), std::string::npos) << e.what();
     }
     fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tps
+
+namespace tps {
+namespace {
+
+// Random weights: a slice is the same numbers as the whole tensor's part, whatever is asked, so
+// ranks loading different shards split one model.
+TEST(RandomWeights, SlicesAgreeWithTheWholeTensor) {
+    const ModelDesc m = load_model("llama-3.1-8b");
+    const auto src = WeightSource::random(m, DType::f32, 7);
+    const std::string q = "model.layers.3.self_attn.q_proj.weight";
+    ASSERT_TRUE(src->has(q));
+    EXPECT_EQ(src->shape(q), (std::vector<int64_t>{4096, 4096}));
+    const Weight rows = src->matrix(q, {100, 104}, {});
+    const Weight cols = src->matrix(q, {100, 104}, {2048, 4096});
+    for (int64_t r = 0; r < 4; ++r) {
+        const auto* a = reinterpret_cast<const float*>(rows.row(r));
+        const auto* b = reinterpret_cast<const float*>(cols.row(r));
+        for (int64_t c = 0; c < 2048; ++c) ASSERT_EQ(a[2048 + c], b[c]);
+    }
+    // values: mean near 0, standard deviation near 0.02; another tensor or seed differs
+    double sum = 0, sq = 0;
+    const auto* a = reinterpret_cast<const float*>(rows.row(0));
+    for (int64_t c = 0; c < 4096; ++c) {
+        sum += a[c];
+        sq += static_cast<double>(a[c]) * a[c];
+    }
+    EXPECT_NEAR(sum / 4096, 0.0, 0.002);
+    EXPECT_NEAR(std::sqrt(sq / 4096), 0.02, 0.002);
+    const Weight other = WeightSource::random(m, DType::f32, 8)->matrix(q, {100, 101}, {});
+    EXPECT_NE(std::memcmp(other.row(0), rows.row(0), 64), 0);
+    // norms are gains of 1; unknown tensors are named
+    const Vec norm = src->vector("model.layers.0.input_layernorm.weight", {10, 20});
+    EXPECT_EQ(norm.n, 10);
+    EXPECT_EQ(norm.data()[3], 1.0f);
+    EXPECT_THROW(src->matrix("model.layers.99.mlp.up_proj.weight", {}, {}), InputError);
+    // formats: f16 rows are the rounded f32 numbers
+    const Weight h = WeightSource::random(m, DType::f16, 7)->matrix(q, {100, 101}, {});
+    std::vector<float> back(4096);
+    row_to_f32(DType::f16, h.row(0), 0, 4096, back.data());
+    for (int64_t c = 0; c < 4096; ++c) ASSERT_NEAR(back[static_cast<size_t>(c)], a[c], 1e-4f);
 }
 
 }  // namespace

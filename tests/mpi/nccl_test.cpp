@@ -1,0 +1,115 @@
+// NcclCommunicator under mpirun, one GPU per rank: sums of small integers compared bit for bit
+// (f32, i32 and bf16), gathers, broadcasts, a ring of sends, a barrier. Skipped cleanly where the
+// build has no NCCL or the machine has fewer GPUs than ranks.
+#include "mpi_test_env.h"
+
+#include "tpserve/comm/nccl_communicator.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+#if TPS_HAS_NCCL
+#include <cuda_runtime_api.h>
+#endif
+
+namespace tps {
+namespace {
+
+using testing::mpi;
+
+#if TPS_HAS_NCCL
+// A device copy of a host vector, and back.
+template <class T>
+struct DeviceVector {
+    explicit DeviceVector(const std::vector<T>& host) : n(host.size()) {
+        EXPECT_EQ(cudaMalloc(&p, n * sizeof(T)), cudaSuccess);
+        EXPECT_EQ(cudaMemcpy(p, host.data(), n * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+    }
+    ~DeviceVector() { cudaFree(p); }
+    std::vector<T> host() const {
+        std::vector<T> out(n);
+        EXPECT_EQ(cudaMemcpy(out.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+        return out;
+    }
+    void* p = nullptr;
+    size_t n = 0;
+};
+
+uint16_t bf16_of(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return static_cast<uint16_t>(u >> 16);  // exact for the small integers used here
+}
+#endif
+
+class Nccl : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!nccl_built()) GTEST_SKIP() << "built without NCCL";
+        const int devices = cuda_device_count();
+        if (devices < mpi().size()) GTEST_SKIP() << devices << " CUDA devices for " << mpi().size() << " ranks";
+        world_ = mpi().world("nccl test world");
+        nccl_ = make_nccl_communicator(*world_, mpi().rank());
+    }
+    std::unique_ptr<Communicator> world_, nccl_;
+};
+
+TEST_F(Nccl, AllReduceOfSmallIntegersIsBitExact) {
+#if TPS_HAS_NCCL
+    const int n = nccl_->size(), r = nccl_->rank();
+    const size_t count = 100003;
+    std::vector<float> f(count), fwant(count);
+    std::vector<int32_t> i(count), iwant(count);
+    std::vector<uint16_t> b(count), bwant(count);
+    for (size_t k = 0; k < count; ++k) {
+        const int v = (r + 1) * static_cast<int>(k % 7) - 3, w = n * (n + 1) / 2 * static_cast<int>(k % 7) - 3 * n;
+        f[k] = static_cast<float>(v), fwant[k] = static_cast<float>(w);
+        i[k] = v, iwant[k] = w;
+        b[k] = bf16_of(static_cast<float>(v)), bwant[k] = bf16_of(static_cast<float>(w));
+    }
+    DeviceVector<float> df(f);
+    DeviceVector<int32_t> di(i);
+    DeviceVector<uint16_t> db(b);
+    nccl_->all_reduce_sum(df.p, static_cast<int64_t>(count), DType::f32, "f32");
+    nccl_->all_reduce_sum(di.p, static_cast<int64_t>(count), DType::i32, "i32");
+    nccl_->all_reduce_sum(db.p, static_cast<int64_t>(count), DType::bf16, "bf16");
+    EXPECT_EQ(df.host(), fwant);
+    EXPECT_EQ(di.host(), iwant);
+    EXPECT_EQ(db.host(), bwant);
+#endif
+}
+
+TEST_F(Nccl, GatherBroadcastRingAndBarrier) {
+#if TPS_HAS_NCCL
+    const int n = nccl_->size(), r = nccl_->rank();
+    DeviceVector<int32_t> mine(std::vector<int32_t>{r, 10 * r});
+    DeviceVector<int32_t> all(std::vector<int32_t>(static_cast<size_t>(2 * n), -1));
+    nccl_->all_gather(mine.p, all.p, 2 * sizeof(int32_t), "gather");
+    const auto got = all.host();
+    for (int q = 0; q < n; ++q) {
+        EXPECT_EQ(got[static_cast<size_t>(2 * q)], q);
+        EXPECT_EQ(got[static_cast<size_t>(2 * q + 1)], 10 * q);
+    }
+    DeviceVector<int32_t> b(std::vector<int32_t>(1000, r == 0 ? 7 : 0));
+    nccl_->broadcast(b.p, 1000 * sizeof(int32_t), 0, "broadcast");
+    EXPECT_EQ(b.host(), std::vector<int32_t>(1000, 7));
+    if (n > 1) {
+        DeviceVector<int32_t> out(std::vector<int32_t>(4096, r)), in(std::vector<int32_t>(4096, -1));
+        const int next = (r + 1) % n, prev = (r + n - 1) % n;
+        if (r % 2 == 0) {
+            nccl_->send(out.p, 4096 * 4, next, "ring");
+            nccl_->recv(in.p, 4096 * 4, prev, "ring");
+        } else {
+            nccl_->recv(in.p, 4096 * 4, prev, "ring");
+            nccl_->send(out.p, 4096 * 4, next, "ring");
+        }
+        EXPECT_EQ(in.host(), std::vector<int32_t>(4096, prev));
+    }
+    nccl_->barrier("the end");
+#endif
+}
+
+}  // namespace
+}  // namespace tps
