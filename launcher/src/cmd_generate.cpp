@@ -202,7 +202,7 @@ int run_sharded(const Settings& s) {
     auto world = mpi.world();
     const int rank = mpi.rank();
     // loading and planning may take a while on some ranks; a stalled start-up still ends
-    const double startup = std::max(600.0, 10 * s.deadline);
+    const double startup = std::min(86400.0, std::max(600.0, 10 * s.deadline));
 
     ModelFiles files;
     agree(*world, "open the model", [&] { files = ModelFiles::open(s.model_path); }, startup);
@@ -266,13 +266,20 @@ int run_sharded(const Settings& s) {
         mo.kv_tokens = plan.kv_tokens;
         mo.kv_dtype = plan.serving.kv_dtype;
         model.emplace(files.desc, std::move(weights), *backend, mo, &links);
+        // read the mapped shard from disk now, inside the start-up deadline, not in the first step
+        // (where a slow disk would look like a stalled rank to the others)
+        model->weights().touch();
     }, startup);
 
     std::vector<int32_t> prompt;
     GenerateOptions gen = s.gen;
     gen.stop_ids = files.stop_ids;
     agree(*world, "take the prompt", [&] {
-        if (rank == 0) prompt = files.encode_prompt(s.prompt, s.chat, s.system);
+        if (rank != 0) return;
+        prompt = files.encode_prompt(s.prompt, s.chat, s.system);
+        TPS_CHECK_AS(UsageError, !prompt.empty(), "the prompt is empty");
+        TPS_CHECK_AS(UsageError, static_cast<int64_t>(prompt.size()) < model->context_tokens(),
+                     "the prompt has {} tokens; the context holds {}", prompt.size(), model->context_tokens());
     }, startup);
     if (s.ignore_eos) gen.stop_ids.clear();
     // from here on: time in collectives of the steps alone

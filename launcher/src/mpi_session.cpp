@@ -58,10 +58,13 @@ void agree(Communicator& world, std::string_view what, const std::function<void(
     std::vector<Outcome> all(static_cast<size_t>(world.size()));
     // the slowest rank may take long (loading a shard): wait up to deadline_s for it
     MpiWorld& mpi = mpi_world();
-    const double usual = mpi.deadline();
-    mpi.set_deadline(std::max(usual, deadline_s));
+    struct Restore {
+        MpiWorld& mpi;
+        double usual;
+        ~Restore() { mpi.set_deadline(usual); }
+    } restore{mpi, mpi.deadline()};
+    mpi.set_deadline(std::min(86400.0, std::max(restore.usual, deadline_s)));
     world.all_gather(&mine, all.data(), sizeof(Outcome), what);
-    mpi.set_deadline(usual);
     for (int r = 0; r < world.size(); ++r) {
         const Outcome& o = all[static_cast<size_t>(r)];
         if (!o.failed) continue;

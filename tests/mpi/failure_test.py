@@ -184,6 +184,7 @@ def lost_rank_cases(tpserve, mpiexec, flags):
         ("rank 1 killed mid-generation (TP=3)", 3, 1, signal.SIGKILL, 10, "3"),
         ("rank 1 stopped mid-generation (TP=3)", 3, 1, signal.SIGSTOP, 3, "3"),
         ("rank 0 stopped mid-generation (PP=2)", 2, 0, signal.SIGSTOP, 3, "1,1"),
+        ("rank 1, the last stage, stopped mid-generation (PP=2)", 2, 1, signal.SIGSTOP, 3, "1,1"),
         ("rank 2 stopped mid-generation (PP=3)", 3, 2, signal.SIGSTOP, 3, "1,1,1"),
     ]:
         job = Job(tpserve, mpiexec, flags, np, gen + ["--deadline", str(deadline), "--stages", stages])
@@ -198,7 +199,8 @@ def lost_rank_cases(tpserve, mpiexec, flags):
         took = time.monotonic() - t0
         left = job.cleanup()
         check(code not in (None, 0), f"{what}: the job exits non-zero (got {code})", text)
-        check(took <= deadline + 15, f"{what}: it ends {took:.1f} s after the failure (deadline {deadline} s)", text)
+        # the deadline, two seconds of pinging, and slack; never a second deadline
+        check(took <= deadline + 6, f"{what}: it ends {took:.1f} s after the failure (deadline {deadline} s)", text)
         if sig == signal.SIGKILL:
             named = f"rank {victim}" in text and ("exited on signal 9" in text or "killed" in text.lower())
         else:

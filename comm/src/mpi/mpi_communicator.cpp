@@ -36,14 +36,21 @@ public:
         TPS_CHECK_MPI(MPI_Comm_size(comm_, &size_));
         int me = mpi::runtime().rank;
         world_ranks_.resize(static_cast<size_t>(size_));
-        TPS_CHECK_MPI(MPI_Allgather(&me, 1, MPI_INT, world_ranks_.data(), 1, MPI_INT, comm_));
+        MPI_Request req;
+        TPS_CHECK_MPI(MPI_Iallgather(&me, 1, MPI_INT, world_ranks_.data(), 1, MPI_INT, comm_, &req));
+        mpi::wait_all(std::span<MPI_Request>(&req, 1), "all-gather", "the ranks of a new group", name_,
+                      mpi::runtime().deadline);
         std::vector<std::string> ranks;
         for (int r : world_ranks_) ranks.push_back(std::to_string(r));
         name_ += fmt::format(" (ranks {})", fmt::join(ranks, ", "));
     }
     ~MpiCommunicator() override {
+        // a send still in progress may read its buffer later: leave the buffer to the process
         for (auto& p : posted_) {
-            if (p.request != MPI_REQUEST_NULL) MPI_Request_free(&p.request);
+            if (p.request != MPI_REQUEST_NULL) {
+                MPI_Request_free(&p.request);
+                (void)p.bytes.release();
+            }
         }
         if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
     }
@@ -132,17 +139,15 @@ public:
         posted_.push_back(std::move(p));
     }
 
-    std::vector<uint8_t> receive_message(int peer, std::string_view what) override {
+    std::vector<uint8_t> receive_message(int peer, std::string_view what, const std::function<void()>& idle) override {
         const CallTimer t(*this, CommOp::recv, 0);
         check_peer(peer, "receive from");
         reap();
-        MPI_Status st;
-        probe(peer, kMessageTag, st, what);
-        int n = 0;
-        TPS_CHECK_MPI(MPI_Get_count(&st, MPI_BYTE, &n));
-        std::vector<uint8_t> out(static_cast<size_t>(n));
-        TPS_CHECK_MPI(MPI_Recv(out.data(), n, MPI_BYTE, peer, kMessageTag, comm_, MPI_STATUS_IGNORE));
-        return out;
+        const std::string op = fmt::format("receive from rank {}", world_rank(peer));
+        return mpi::receive_matched(comm_, peer, kMessageTag, op, what, name_, [&] {
+            reap();
+            if (idle) idle();
+        });
     }
 
     void flush_posted(std::string_view what) override {
@@ -165,17 +170,6 @@ private:
             posted_.pop_front();
         }
     }
-    // Waits (with the deadline) until a message from peer with this tag can be received.
-    void probe(int peer, int tag, MPI_Status& st, std::string_view what) {
-        auto arrived = [&] {
-            int flag = 0;
-            TPS_CHECK_MPI(MPI_Iprobe(peer, tag, comm_, &flag, &st));
-            return flag != 0;
-        };
-        mpi::poll_until(arrived, fmt::format("receive from rank {}", world_rank(peer)), what, name_,
-                        mpi::runtime().deadline, [this] { reap(); });
-    }
-
     void check_peer(int peer, std::string_view role) const {
         TPS_CHECK(peer >= 0 && peer < size_, "{} rank {} outside {}", role, peer, name_);
     }
@@ -207,10 +201,16 @@ public:
         TPS_CHECK_MPI(MPI_Comm_size(comm_, &size_));
     }
     ~MpiControl() override {
+        // sends still in progress may read their buffers later: leave those to the process
         for (auto& p : pending_) {
+            bool active = false;
             for (auto& r : p.requests) {
-                if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
+                if (r != MPI_REQUEST_NULL) {
+                    MPI_Request_free(&r);
+                    active = true;
+                }
             }
+            if (active) (void)p.bytes.release();
         }
         if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
     }
@@ -242,18 +242,8 @@ public:
     std::vector<uint8_t> receive() override {
         TPS_CHECK(rank_ != 0, "rank 0 does not receive on the control channel");
         for (;;) {
-            MPI_Status st;
-            auto arrived = [&] {
-                int flag = 0;
-                TPS_CHECK_MPI(MPI_Iprobe(0, kControlTag, comm_, &flag, &st));
-                return flag != 0;
-            };
-            mpi::poll_until(arrived, "receive from rank 0", "the next step descriptor", "the control channel",
-                            mpi::runtime().deadline);
-            int n = 0;
-            TPS_CHECK_MPI(MPI_Get_count(&st, MPI_BYTE, &n));
-            std::vector<uint8_t> out(static_cast<size_t>(n));
-            TPS_CHECK_MPI(MPI_Recv(out.data(), n, MPI_BYTE, 0, kControlTag, comm_, MPI_STATUS_IGNORE));
+            auto out = mpi::receive_matched(comm_, 0, kControlTag, "receive from rank 0", "the next step descriptor",
+                                            "the control channel", {});
             if (!out.empty()) return out;  // else a keep-alive: the deadline starts again
         }
     }
@@ -291,13 +281,30 @@ private:
 
 }  // namespace
 
-std::unique_ptr<Communicator> MpiWorld::world(std::string name) {
+namespace {
+
+// A copy of the world communicator, made with the deadline (MPI_Comm_idup).
+MPI_Comm dup_world(std::string_view what) {
     MPI_Comm c;
-    TPS_CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &c));
+    MPI_Request req;
+    TPS_CHECK_MPI(MPI_Comm_idup(MPI_COMM_WORLD, &c, &req));
+    mpi::wait_all(std::span<MPI_Request>(&req, 1), "communicator copy", what, "the world", mpi::runtime().deadline);
+    return c;
+}
+
+}  // namespace
+
+std::unique_ptr<Communicator> MpiWorld::world(std::string name) {
+    MPI_Comm c = dup_world(name);
     return std::make_unique<MpiCommunicator>(c, std::move(name));
 }
 
 std::unique_ptr<Communicator> MpiWorld::split(int color, int key, std::string name) {
+    // MPI_Comm_split has no nonblocking form: a barrier with the deadline first, so a missing
+    // rank is found here rather than waited for inside the split
+    MPI_Request req;
+    TPS_CHECK_MPI(MPI_Ibarrier(MPI_COMM_WORLD, &req));
+    mpi::wait_all(std::span<MPI_Request>(&req, 1), "barrier", "before making " + name, "the world", mpi::runtime().deadline);
     MPI_Comm c;
     TPS_CHECK_MPI(MPI_Comm_split(MPI_COMM_WORLD, color < 0 ? MPI_UNDEFINED : color, key, &c));
     if (c == MPI_COMM_NULL) return nullptr;
@@ -305,9 +312,7 @@ std::unique_ptr<Communicator> MpiWorld::split(int color, int key, std::string na
 }
 
 std::unique_ptr<ControlChannel> MpiWorld::control() {
-    MPI_Comm c;
-    TPS_CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &c));
-    return std::make_unique<MpiControl>(c);
+    return std::make_unique<MpiControl>(dup_world("the control channel"));
 }
 
 }  // namespace tps

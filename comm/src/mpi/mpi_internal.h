@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <span>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +42,12 @@ void poll_until(const std::function<bool()>& ready, std::string_view op, std::st
 // Waits for `requests` to complete (MPI_Testall) with poll_until.
 void wait_all(std::span<MPI_Request> requests, std::string_view op, std::string_view what, std::string_view group,
               double deadline_s, MPI_Status* statuses = MPI_STATUSES_IGNORE);
+
+// Receives the next message from `peer` with `tag`, whatever its length: a matched probe with the
+// deadline (MPI_Improbe, so no other receive can take it), then the receive itself, also with the
+// deadline (MPI_Imrecv: a large message needs its sender to make progress).
+std::vector<uint8_t> receive_matched(MPI_Comm comm, int peer, int tag, std::string_view op, std::string_view what,
+                                     std::string_view group, const std::function<void()>& idle);
 
 // Builds the timeout error (after pinging every rank for two seconds).
 [[noreturn]] void timed_out(std::string_view op, std::string_view what, std::string_view group, double seconds);

@@ -121,12 +121,17 @@ std::vector<int> silent_ranks() {
         if (r != rt.rank) others.push_back(r);
     }
     static const int ping = 1;
+    // never freed: a pong that arrives after the cancel below still has somewhere to land
+    static std::vector<int> pongs;
+    pongs.assign(static_cast<size_t>(rt.size), 0);
     std::vector<MPI_Request> sends(others.size(), MPI_REQUEST_NULL), recvs(others.size(), MPI_REQUEST_NULL);
-    std::vector<int> pongs(others.size(), 0);
     std::vector<bool> answered(others.size(), false);
     for (size_t i = 0; i < others.size(); ++i) {
-        if (MPI_Isend(&ping, 1, MPI_INT, others[i], kPingTag, rt.probe, &sends[i]) != MPI_SUCCESS ||
-            MPI_Irecv(&pongs[i], 1, MPI_INT, others[i], kPongTag, rt.probe, &recvs[i]) != MPI_SUCCESS) {
+        if (MPI_Isend(&ping, 1, MPI_INT, others[i], kPingTag, rt.probe, &sends[i]) != MPI_SUCCESS) {
+            sends[i] = MPI_REQUEST_NULL;
+        }
+        if (MPI_Irecv(&pongs[static_cast<size_t>(others[i])], 1, MPI_INT, others[i], kPongTag, rt.probe, &recvs[i]) !=
+            MPI_SUCCESS) {
             recvs[i] = MPI_REQUEST_NULL;
         }
     }
@@ -146,13 +151,16 @@ std::vector<int> silent_ranks() {
     }
     std::vector<int> silent;
     for (size_t i = 0; i < others.size(); ++i) {
-        if (!answered[i]) {
-            silent.push_back(others[i]);
-            if (recvs[i] != MPI_REQUEST_NULL) {
-                MPI_Cancel(&recvs[i]);
-                MPI_Request_free(&recvs[i]);
-            }
+        if (!answered[i] && recvs[i] != MPI_REQUEST_NULL) {
+            // a cancelled receive completes at once; if the pong came after all, it counts
+            MPI_Cancel(&recvs[i]);
+            MPI_Status st;
+            MPI_Wait(&recvs[i], &st);
+            int cancelled = 0;
+            MPI_Test_cancelled(&st, &cancelled);
+            answered[i] = cancelled == 0;
         }
+        if (!answered[i]) silent.push_back(others[i]);
         if (sends[i] != MPI_REQUEST_NULL) MPI_Request_free(&sends[i]);
     }
     return silent;
@@ -167,7 +175,7 @@ std::vector<int> silent_ranks() {
     } else {
         std::vector<std::string> names;
         for (int r : silent) names.push_back(fmt::format("rank {} (host {})", r, rt.hosts.at(static_cast<size_t>(r))));
-        who = fmt::format("not answering: {}", fmt::join(names, ", "));
+        who = fmt::format("not answering: {} (dead, stopped, or busy for longer than the deadline)", fmt::join(names, ", "));
     }
     throw CommError(fmt::format("rank {}: {} ({}) in {} did not complete within {:g} s; {}", rt.rank, op, what, group,
                                 seconds, who));
@@ -202,12 +210,40 @@ void wait_all(std::span<MPI_Request> requests, std::string_view op, std::string_
     const auto n = static_cast<int>(requests.size());
     auto done = [&] {
         int flag = 0;
-        TPS_CHECK_MPI(MPI_Testall(n, requests.data(), &flag, statuses));
+        const int rc = MPI_Testall(n, requests.data(), &flag, statuses);
+        if (rc == MPI_ERR_IN_STATUS && statuses != MPI_STATUSES_IGNORE) {
+            for (int i = 0; i < n; ++i) {
+                if (statuses[i].MPI_ERROR != MPI_SUCCESS && statuses[i].MPI_ERROR != MPI_ERR_PENDING) {
+                    throw CommError(fmt::format("rank {}: {} ({}) in {}: {}", runtime().rank, op, what, group,
+                                                error_string(statuses[i].MPI_ERROR)));
+                }
+            }
+        }
+        TPS_CHECK_MPI(rc);
         return flag != 0;
     };
     // past the deadline the request is left as it is: a collective cannot be cancelled, and the
     // error ends the job anyway
     poll_until(done, op, what, group, deadline_s);
+}
+
+std::vector<uint8_t> receive_matched(MPI_Comm comm, int peer, int tag, std::string_view op, std::string_view what,
+                                     std::string_view group, const std::function<void()>& idle) {
+    MPI_Message message = MPI_MESSAGE_NULL;
+    MPI_Status st;
+    auto arrived = [&] {
+        int flag = 0;
+        TPS_CHECK_MPI(MPI_Improbe(peer, tag, comm, &flag, &message, &st));
+        return flag != 0;
+    };
+    poll_until(arrived, op, what, group, runtime().deadline, idle);
+    int n = 0;
+    TPS_CHECK_MPI(MPI_Get_count(&st, MPI_BYTE, &n));
+    std::vector<uint8_t> out(static_cast<size_t>(n));
+    MPI_Request req;
+    TPS_CHECK_MPI(MPI_Imrecv(out.data(), n, MPI_BYTE, &message, &req));
+    wait_all(std::span<MPI_Request>(&req, 1), op, what, group, runtime().deadline);
+    return out;
 }
 
 }  // namespace mpi
@@ -235,8 +271,12 @@ MpiWorld::MpiWorld(int* argc, char*** argv) {
     int len = 0;
     TPS_CHECK_MPI(MPI_Get_processor_name(mine.data(), &len));
     std::vector<char> all(static_cast<size_t>(size_) * mine.size());
-    TPS_CHECK_MPI(MPI_Allgather(mine.data(), static_cast<int>(mine.size()), MPI_CHAR, all.data(),
-                                static_cast<int>(mine.size()), MPI_CHAR, MPI_COMM_WORLD));
+    MPI_Request req;
+    TPS_CHECK_MPI(MPI_Iallgather(mine.data(), static_cast<int>(mine.size()), MPI_CHAR, all.data(),
+                                 static_cast<int>(mine.size()), MPI_CHAR, MPI_COMM_WORLD, &req));
+    rt.hosts.assign(static_cast<size_t>(size_), "?");
+    mpi::wait_all(std::span<MPI_Request>(&req, 1), "all-gather", "the ranks' host names at start-up", "the world",
+                  rt.deadline);
     for (int r = 0; r < size_; ++r) {
         const char* name = all.data() + static_cast<size_t>(r) * mine.size();
         hosts_.emplace_back(name, strnlen(name, mine.size()));

@@ -8,6 +8,7 @@
 #include <nccl.h>
 
 #include <chrono>
+#include <exception>
 
 #define TPS_CHECK_CUDA(stmt) \
     TPS_CHECK_STATUS_(::tps::ErrorKind::device, "CUDA", stmt, tps_status_ == cudaSuccess, ::cudaGetErrorString)
@@ -35,32 +36,30 @@ ncclDataType_t nccl_type(DType t) {
 class NcclCommunicator final : public Communicator {
 public:
     NcclCommunicator(Communicator& over, int device, void* stream) : over_(over), device_(device) {
-        TPS_CHECK_CUDA(cudaSetDevice(device_));
-        if (stream) {
-            stream_ = static_cast<cudaStream_t>(stream);
-        } else {
-            TPS_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-            own_stream_ = true;
-        }
-        TPS_CHECK_CUDA(cudaMalloc(&scratch_, sizeof(float)));
-        ncclUniqueId id{};
-        if (over_.rank() == 0) TPS_CHECK_NCCL(ncclGetUniqueId(&id));
-        over_.broadcast(&id, sizeof id, 0, "the NCCL id");
-        ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-        config.blocking = 0;
-        TPS_CHECK_NCCL(ncclCommInitRankConfig(&comm_, over_.size(), id, over_.rank(), &config));
-        settle("NCCL start-up");
         name_ = "NCCL " + over_.name();
+        try {
+            TPS_CHECK_CUDA(cudaSetDevice(device_));
+            if (stream) {
+                stream_ = static_cast<cudaStream_t>(stream);
+            } else {
+                TPS_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+                own_stream_ = true;
+            }
+            TPS_CHECK_CUDA(cudaMalloc(&scratch_, sizeof(float)));
+            ncclUniqueId id{};
+            if (over_.rank() == 0) TPS_CHECK_NCCL(ncclGetUniqueId(&id));
+            over_.broadcast(&id, sizeof id, 0, "the NCCL id");
+            ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+            config.blocking = 0;
+            TPS_CHECK_NCCL(ncclCommInitRankConfig(&comm_, over_.size(), id, over_.rank(), &config));
+            settle("NCCL start-up");
+        } catch (...) {
+            release(/*orderly=*/false);
+            throw;
+        }
     }
 
-    ~NcclCommunicator() override {
-        if (comm_) {
-            ncclCommFinalize(comm_);
-            ncclCommDestroy(comm_);
-        }
-        if (scratch_) cudaFree(scratch_);
-        if (own_stream_) cudaStreamDestroy(stream_);
-    }
+    ~NcclCommunicator() override { release(std::uncaught_exceptions() == 0); }
 
     int rank() const noexcept override { return over_.rank(); }
     int size() const noexcept override { return over_.size(); }
@@ -101,8 +100,8 @@ public:
     void post_message(std::vector<uint8_t> message, int peer, std::string_view what) override {
         over_.post_message(std::move(message), peer, what);
     }
-    std::vector<uint8_t> receive_message(int peer, std::string_view what) override {
-        return over_.receive_message(peer, what);
+    std::vector<uint8_t> receive_message(int peer, std::string_view what, const std::function<void()>& idle) override {
+        return over_.receive_message(peer, what, idle);
     }
     void flush_posted(std::string_view what) override { over_.flush_posted(what); }
 
@@ -154,6 +153,34 @@ private:
             }
             throw;
         }
+    }
+
+    // Orderly: finalize (polled, with the deadline) then destroy; otherwise, or when finalizing
+    // fails, abort, which never waits on the peers.
+    void release(bool orderly) noexcept {
+        if (comm_) {
+            bool finalized = false;
+            if (orderly) {
+                const ncclResult_t r = ncclCommFinalize(comm_);
+                ncclResult_t state = r;
+                const auto start = std::chrono::steady_clock::now();
+                while (state == ncclInProgress &&
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < mpi::runtime().deadline) {
+                    if (ncclCommGetAsyncError(comm_, &state) != ncclSuccess) break;
+                }
+                finalized = state == ncclSuccess;
+            }
+            if (finalized) {
+                ncclCommDestroy(comm_);
+            } else {
+                ncclCommAbort(comm_);
+            }
+            comm_ = nullptr;
+        }
+        if (scratch_) cudaFree(scratch_);
+        scratch_ = nullptr;
+        if (own_stream_) cudaStreamDestroy(stream_);
+        own_stream_ = false;
     }
 
     Communicator& over_;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 
 namespace tps {
 namespace {
@@ -144,6 +145,9 @@ Driver::Driver(LlamaModel& model, const StageLinks* links, ControlChannel* contr
 }
 
 Driver::~Driver() {
+    // After a failure (or while an exception unwinds) the other ranks are not in a state to be
+    // shut down in order: the edge reports the error and ends the job.
+    if (failed_ || std::uncaught_exceptions() > 0) return;
     try {
         shutdown();
     } catch (...) {
@@ -152,34 +156,57 @@ Driver::~Driver() {
 }
 
 uint64_t Driver::submit(std::vector<SequenceStep> step) {
-    TPS_CHECK(!shut_down_, "driver: submit after shutdown");
+    TPS_CHECK(!shut_down_ && !failed_, "driver: submit after {}", failed_ ? "a failed step" : "shutdown");
     model_.validate(step);
-    const uint64_t id = next_id_++;
-    if (control_) {
-        StepDescriptor d;
-        d.id = id;
-        d.releases = std::move(releases_);
-        releases_.clear();
-        d.entries = step;
-        control_->post(encode_descriptor(d));
+    if (links_) {
+        // outputs travel as one message: keep it within what MPI can count
+        const int64_t vocab = model_.desc().vocab;
+        int64_t rows = 0;
+        for (const auto& e : step) rows += e.output == StepOutputKind::logits ? e.rows() : 0;
+        TPS_CHECK_AS(UsageError, rows * vocab * 4 < (int64_t{1} << 31) - (int64_t{1} << 20),
+                     "step: {} rows of logits ({} MB) are more than one step can return across ranks; ask for fewer",
+                     rows, rows * vocab * 4 >> 20);
     }
-    auto out = run_stage(model_, links_, id, step);
-    pending_.push_back(id);
-    if (out) ready_.emplace(id, std::move(*out));
+    const uint64_t id = next_id_;
+    try {
+        if (control_) {
+            StepDescriptor d;
+            d.id = id;
+            d.releases = releases_;
+            d.entries = step;
+            control_->post(encode_descriptor(d));
+            releases_.clear();
+        }
+        ++next_id_;
+        pending_.push_back(id);
+        auto out = run_stage(model_, links_, id, step);
+        if (out) ready_.emplace(id, std::move(*out));
+    } catch (...) {
+        failed_ = links_ != nullptr;  // a single process is still consistent (forward rolls back)
+        if (!failed_) pending_.erase(std::remove(pending_.begin(), pending_.end(), id), pending_.end());
+        throw;
+    }
     return id;
 }
 
 StepOutput Driver::wait(uint64_t id) {
     const auto it = std::find(pending_.begin(), pending_.end(), id);
     TPS_CHECK_AS(UsageError, it != pending_.end(), "driver: step {} is not in flight", id);
-    while (!ready_.contains(id)) {
-        // outputs arrive in the order the steps were submitted
-        const auto next = std::find_if(pending_.begin(), pending_.end(), [&](uint64_t p) { return !ready_.contains(p); });
-        TPS_CHECK(links_ != nullptr && next != pending_.end(), "driver: step {} has no output coming", id);
-        StepOutput out = decode_output(links_->world->receive_message(links_->map.sampler_rank(), "step output from the last stage"));
-        TPS_CHECK_AS(CommError, out.id == *next, "driver: the last stage sent the output of step {}, expected step {}",
-                     out.id, *next);
-        ready_.emplace(out.id, std::move(out));
+    try {
+        while (!ready_.contains(id)) {
+            // outputs arrive in the order the steps were submitted
+            const auto next = std::find_if(pending_.begin(), pending_.end(), [&](uint64_t p) { return !ready_.contains(p); });
+            TPS_CHECK(links_ != nullptr && next != pending_.end(), "driver: step {} has no output coming", id);
+            // while waiting, keep the other ranks' control deadline from running out
+            StepOutput out = decode_output(links_->world->receive_message(
+                links_->map.sampler_rank(), "step output from the last stage", [this] { control_->tick(); }));
+            TPS_CHECK_AS(CommError, out.id == *next, "driver: the last stage sent the output of step {}, expected step {}",
+                         out.id, *next);
+            ready_.emplace(out.id, std::move(out));
+        }
+    } catch (...) {
+        failed_ = true;
+        throw;
     }
     StepOutput out = std::move(ready_.at(id));
     ready_.erase(id);
@@ -193,12 +220,11 @@ void Driver::release(int64_t seq_id) {
 }
 
 void Driver::tick() {
-    if (control_) control_->tick();
+    if (control_ && !failed_) control_->tick();
 }
 
 void Driver::shutdown() {
-    if (shut_down_) return;
-    shut_down_ = true;
+    if (shut_down_ || failed_) return;
     while (!pending_.empty()) wait(pending_.front());
     if (control_) {
         StepDescriptor d;
@@ -207,6 +233,7 @@ void Driver::shutdown() {
         control_->post(encode_descriptor(d));
         control_->flush();
     }
+    shut_down_ = true;
 }
 
 void run_worker(LlamaModel& model, const StageLinks& links, ControlChannel& control) {

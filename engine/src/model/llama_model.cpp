@@ -266,7 +266,8 @@ void LlamaModel::all_reduce(Tensor t, const char* what, size_t layer) {
                        ? fmt::format_to_n(label, sizeof label - 1, "{}", what)
                        : fmt::format_to_n(label, sizeof label - 1, "{}, layer {}", what,
                                           links_->map.first_layer() + static_cast<int64_t>(layer));
-    links_->tp->all_reduce_sum(t.data, t.rows * t.cols, DType::f32, std::string_view(label, r.size));
+    links_->tp->all_reduce_sum(t.data, t.rows * t.cols, DType::f32,
+                               std::string_view(label, std::min(r.size, sizeof label - 1)));
 }
 
 void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {

@@ -55,6 +55,20 @@ int64_t LlamaWeights::mapped_bytes() const noexcept {
     return n;
 }
 
+void LlamaWeights::touch() const noexcept {
+    volatile std::byte sink{};
+    auto pages = [&](const Weight& w) {
+        const int64_t bytes = w.rows * w.row_bytes;
+        for (int64_t at = 0; at < bytes; at += 4096) sink = w.data[at];
+    };
+    pages(embedding);
+    pages(lm_head);
+    for (const auto& l : layers) {
+        for (const Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) pages(*w);
+    }
+    (void)sink;
+}
+
 LlamaWeights load_llama_weights(std::shared_ptr<const WeightSource> source, const ModelDesc& m, const ShardSpec& s) {
     TPS_CHECK(source != nullptr, "no weight source");
     const WeightSource& src = *source;

@@ -76,6 +76,7 @@ public:
         const auto& s = find(name);
         TPS_CHECK(s.size() == 1, "random weights: {} is not a vector", name);
         const int64_t a = r.first, b = r.last < 0 ? s[0] : r.last;
+        TPS_CHECK(0 <= a && a < b && b <= s[0], "random weights: {} has no elements [{}, {})", name, a, b);
         Vec v;
         v.n = b - a;
         v.buf = Buffer(v.n * 4, MemoryTag::weights);

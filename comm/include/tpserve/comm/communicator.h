@@ -10,6 +10,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,7 +52,9 @@ public:
     // two ranks each sending to the other never wait on each other. Messages between a pair
     // arrive in the order posted; receive_message waits for the next one up to the deadline.
     virtual void post_message(std::vector<uint8_t> message, int peer, std::string_view what) = 0;
-    virtual std::vector<uint8_t> receive_message(int peer, std::string_view what) = 0;
+    // (`idle`, when given, is called now and then while waiting.)
+    virtual std::vector<uint8_t> receive_message(int peer, std::string_view what,
+                                                 const std::function<void()>& idle = {}) = 0;
     // Waits until every posted message has been taken (before shutting down).
     virtual void flush_posted(std::string_view what) = 0;
     // "tp group of stage 1 (ranks 2, 3)": how messages name this group

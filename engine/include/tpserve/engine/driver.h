@@ -61,7 +61,8 @@ public:
     // Call when idle: keeps the other ranks' deadline from running out.
     void tick();
     // Tells the other ranks to return from run_worker() (after every submitted step is waited
-    // for). Idempotent; the destructor calls it.
+    // for). Idempotent; the destructor calls it, except after a failed step of a split model
+    // (the job must then end: the edge reports and aborts).
     void shutdown();
 
     int64_t in_flight() const noexcept { return static_cast<int64_t>(pending_.size()); }
@@ -77,6 +78,7 @@ private:
     std::deque<uint64_t> pending_;         // submitted, not yet waited for, in order
     std::map<uint64_t, StepOutput> ready_; // outputs that arrived before their wait()
     bool shut_down_ = false;
+    bool failed_ = false;  // a split step failed part-way: the ranks disagree, only ending the job is left
 };
 
 // The loop of every rank but 0; returns when rank 0 shuts down.

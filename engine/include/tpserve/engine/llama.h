@@ -48,6 +48,9 @@ struct LlamaWeights {
 
     // Weight bytes used in place from the mapped checkpoint (not allocations).
     int64_t mapped_bytes() const noexcept;
+    // Reads one byte of every page of the weights, so a mapped checkpoint is in memory before the
+    // first step needs it.
+    void touch() const noexcept;
 };
 
 // Reads the shard's tensors, checking every shape against the model description; errors name
