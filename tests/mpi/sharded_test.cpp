@@ -4,7 +4,8 @@
 // heads replicated) and PP=4. For each: logits at every prompt position within 1e-4 of the
 // transformers reference and within 2e-5 of the single-process engine (the only difference is
 // the order of the all-reduce's additions); greedy continuations identical to both; several steps
-// in flight at once; each rank's weight bytes exactly the plan's, its tagged total within 5%.
+// in flight at once; each rank's weight bytes exactly the plan's, its tagged total within 5%, and
+// what it read from the checkpoint no more than its shard.
 #include "mpi_test_env.h"
 #include "support/hf_reference.h"
 
@@ -121,6 +122,9 @@ protected:
         const int64_t total = after.current_total() - before.current_total() + model.weights().mapped_bytes();
         EXPECT_NEAR(static_cast<double>(total), static_cast<double>(want.total()), 0.05 * static_cast<double>(want.total()))
             << map.describe();
+        // only the shard was read from the checkpoint (vectors may be stored narrower than held)
+        EXPECT_LE(model.weights().checkpoint_bytes, want.weights) << map.describe();
+        EXPECT_GE(model.weights().checkpoint_bytes, want.weights * 9 / 10) << map.describe();
 
         if (rank != 0) {
             run_worker(model, links, *control);
