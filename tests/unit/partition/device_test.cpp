@@ -52,8 +52,10 @@ TEST(Devices, MeasuredCpusShareTheHost) {
     ASSERT_EQ(cpus.size(), 2u);
     EXPECT_GT(h.memory_bytes, kGiB);
     EXPECT_EQ(cpus[0].memory_bytes, h.memory_bytes / 2);
-    EXPECT_GT(h.read_bandwidth, 1e9);  // any machine that runs this reads faster than 1 GB/s
-    EXPECT_GT(h.flops, 1e9);
+    // a measurement, not a speed test: positive and finite (an unoptimised sanitizer build sharing
+    // two cores with other tests has measured under 1 GB/s)
+    EXPECT_TRUE(h.read_bandwidth > 0 && h.read_bandwidth < 1e13) << h.read_bandwidth;
+    EXPECT_TRUE(h.flops > 0 && h.flops < 1e16) << h.flops;
     EXPECT_DOUBLE_EQ(cpus[1].bandwidth, h.read_bandwidth / 2);
     EXPECT_TRUE(cpus[0].measured);
 }
