@@ -1,8 +1,9 @@
 // y = x W^T on the CPU. Decode (up to 4 tokens): each weight row is streamed once and dotted
-// with every token, so the pass runs at memory bandwidth. Prefill: 2-row x 6-token register
-// tiles (12 accumulators) over a block of rows that stays in cache while every group of 6 tokens
-// passes over it; each weight register is used 6 times. Weights of every format are expanded 8 at a
-// time in registers (simd.h).
+// with every token, so the pass runs at memory bandwidth. Prefill: 1-row x 6-token register
+// tiles (two FMA chains per token, 12 accumulators) over a block of rows that stays in cache
+// while every group of 6 tokens passes over it; each weight register is used 6 times. Both paths
+// sum every dot product in the same order, so results are batch-invariant. Weights of every
+// format are expanded 8 at a time in registers (simd.h).
 #include "kernels.h"
 #include "simd.h"
 
@@ -71,34 +72,42 @@ TPS_AVX2 void rows_small(const Weight& w, int64_t r0, int64_t r1, const float* x
     }
 }
 
-template <DType T, int NR, int NT>
+// One row x NT tokens (prefill). Two FMA chains per token, the even and the odd 8-weight blocks,
+// summed at the end: exactly the order rows_small uses, so a token's result does not depend on
+// how many other tokens share its step (batch invariance: a sequence decoded beside 31 others
+// gives the same logits, bit for bit, as decoded alone, and a prompt gives the same whether
+// prefilled whole or in chunks). Each weight load is used NT times; the group's activations stay
+// in L1 while the block's rows stream from L2.
+template <DType T, int NT>
 TPS_AVX2 void tile(const Weight& w, int64_t r, const float* x, int64_t xs, float* y, int64_t ys) {
     const int64_t K = w.cols;
-    __m256 a[NR][NT];
-    for (int i = 0; i < NR; ++i) {
-        for (int t = 0; t < NT; ++t) a[i][t] = _mm256_setzero_ps();
-    }
-    const std::byte* rows[NR];
-    for (int i = 0; i < NR; ++i) rows[i] = w.row(r + i);
+    const int64_t K16 = K & ~int64_t{15};
+    const std::byte* row = w.row(r);
+    __m256 a[NT][2];
+    for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_setzero_ps();
     int64_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 xv[NT];
-        for (int t = 0; t < NT; ++t) xv[t] = _mm256_loadu_ps(x + t * xs + k);
-        for (int i = 0; i < NR; ++i) {
-            const __m256 wv = Load8<T>::at(rows[i], k);
-            for (int t = 0; t < NT; ++t) a[i][t] = _mm256_fmadd_ps(wv, xv[t], a[i][t]);
+    for (; k < K16; k += 16) {
+        const __m256 w0 = Load8<T>::at(row, k);
+        const __m256 w1 = Load8<T>::at(row, k + 8);
+        for (int t = 0; t < NT; ++t) {
+            a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + k), a[t][0]);
+            a[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + k + 8), a[t][1]);
         }
     }
-    for (int i = 0; i < NR; ++i) {
-        for (int t = 0; t < NT; ++t) y[t * ys + r + i] = hsum(a[i][t]) + tail_dot(w, rows[i], k, x + t * xs);
+    for (; k + 8 <= K; k += 8) {
+        const __m256 w0 = Load8<T>::at(row, k);
+        for (int t = 0; t < NT; ++t) a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + k), a[t][0]);
+    }
+    for (int t = 0; t < NT; ++t) {
+        float v = hsum(_mm256_add_ps(a[t][0], a[t][1]));
+        if (k < K) v += tail_dot(w, row, k, x + t * xs);
+        y[t * ys + r] = v;
     }
 }
 
 template <DType T, int NT>
 TPS_AVX2 void token_group(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y, int64_t ys) {
-    int64_t r = r0;
-    for (; r + 2 <= r1; r += 2) tile<T, 2, NT>(w, r, x, xs, y, ys);
-    if (r < r1) tile<T, 1, NT>(w, r, x, xs, y, ys);
+    for (int64_t r = r0; r < r1; ++r) tile<T, NT>(w, r, x, xs, y, ys);
 }
 
 template <DType T>
@@ -111,8 +120,8 @@ TPS_AVX2 void rows_avx2(const Weight& w, int64_t r0, int64_t r1, const float* x,
         case 4: return rows_small<T, 4>(w, r0, r1, x, xs, y, ys, next);
         default: break;
     }
-    // Groups of 6 tokens over pairs of rows: 12 accumulators, each weight load used 6 times, the
-    // group's activations held in L1 while the block's rows stream from L2.
+    // Groups of 6 tokens, row by row: 12 accumulators, each weight load used 6 times, the group's
+    // activations held in L1 while the block's rows stream from L2.
     for (int64_t t0 = 0; t0 < n_tok; t0 += 6) {
         const float* xt = x + t0 * xs;
         float* yt = y + t0 * ys;
