@@ -34,6 +34,18 @@ double seconds_flag(const cxxopts::ParseResult& r, const std::string& flag) {
     return *v;
 }
 
+void add_model_run_flags(cxxopts::Options& options) {
+    // clang-format off
+    options.add_options()
+        ("threads", "CPU threads per rank (0 = the CPUs this rank may run on, shared with the host's other ranks)", cxxopts::value<std::string>()->default_value("0"))
+        ("kv-dtype", "KV cache type: f32, f16, bf16", cxxopts::value<std::string>()->default_value("f32"))
+        ("plan", "under mpirun: the plan JSON (`tpserve plan --out`) every rank follows", cxxopts::value<std::string>())
+        ("gpus", "without --plan: the devices to plan for (default: Nxcpu, N = ranks)", cxxopts::value<std::string>())
+        ("stages", "with --gpus: only this shape, each stage's TP degree in order (2,1)", cxxopts::value<std::string>())
+        ("deadline", "seconds any rank waits on another before it gives up and says who is missing", cxxopts::value<std::string>()->default_value("60"));
+    // clang-format on
+}
+
 bool bool_flag(const cxxopts::ParseResult& r, const std::string& flag) {
     const std::string v = to_lower(r[flag].as<std::string>());
     if (v == "on" || v == "true" || v == "yes" || v == "1") return true;

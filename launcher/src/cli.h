@@ -26,6 +26,10 @@ int64_t int_flag(const cxxopts::ParseResult& r, const std::string& flag, int64_t
 // The value of a flag in seconds, in (0, 86400]; UsageError naming the flag.
 double seconds_flag(const cxxopts::ParseResult& r, const std::string& flag);
 
+// The flags of a command that runs a model in one process or split under mpirun: --threads,
+// --kv-dtype, --plan, --gpus, --stages, --deadline.
+void add_model_run_flags(cxxopts::Options& options);
+
 // "on"/"off"/"true"/"false"/"yes"/"no"/"1"/"0".
 bool bool_flag(const cxxopts::ParseResult& r, const std::string& flag);
 

@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "memory_report.h"
 #include "mpi_session.h"
+#include "shard_setup.h"
 
 #include "tpserve/comm/stage_groups.h"
 #include "tpserve/common/strings.h"
@@ -150,21 +151,6 @@ void print_speed(const GenerateResult& r) {
                  static_cast<long long>(r.generated_tokens), r.decode_seconds, decode_rate, r.finish_reason.c_str());
 }
 
-// The host's CPUs shared by the ranks on it, and no more than this rank may run on (mpirun binds
-// each rank to a core unless told --bind-to none).
-int rank_threads(int asked, int local_ranks, int rank) {
-    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    const int mine = usable_cpus();
-    if (asked == 0) return std::max(1, std::min(mine, hardware / std::max(1, local_ranks)));
-    if (asked > mine) {
-        std::fprintf(stderr,
-                     "tpserve generate (rank %d): --threads %d, but this rank may run on %d CPU(s); mpirun binds each "
-                     "rank to a core unless given --bind-to none (or --map-by slot:PE=%d)\n",
-                     rank, asked, mine, asked);
-    }
-    return asked;
-}
-
 // One process, the whole model.
 int run_single(const Settings& s) {
     const ModelFiles files = ModelFiles::open(s.model_path);
@@ -199,77 +185,26 @@ int run_single(const Settings& s) {
 int run_sharded(const Settings& s) {
     MpiWorld& mpi = mpi_world();
     mpi.set_deadline(s.deadline);
-    auto world = mpi.world();
     const int rank = mpi.rank();
     // loading and planning may take a while on some ranks; a stalled start-up still ends
     const double startup = std::min(86400.0, std::max(600.0, 10 * s.deadline));
 
-    ModelFiles files;
-    agree(*world, "open the model", [&] { files = ModelFiles::open(s.model_path); }, startup);
-
-    std::string plan_text;
-    agree(*world, "make or read the plan", [&] {
-        if (rank != 0) return;
-        if (!s.plan_file.empty()) {
-            std::ifstream in(s.plan_file);
-            TPS_CHECK_AS(InputError, in.good(), "--plan: cannot read '{}'", s.plan_file);
-            std::stringstream ss;
-            ss << in.rdbuf();
-            plan_text = ss.str();
-            return;
-        }
-        const std::string devices = s.gpus.empty() ? fmt::format("{}xcpu", mpi.size()) : s.gpus;
-        const PlanRequest req = cpu_plan_request(s, files.desc, devices);
-        TPS_CHECK_AS(UsageError, static_cast<int>(req.devices.size()) == mpi.size(),
-                     "--gpus gives {} devices but mpirun started {} ranks", req.devices.size(), mpi.size());
-        const PlanResult result = make_plan(req);
-        TPS_CHECK_AS(InputError, result.feasible, "no plan fits: {}", result.why_infeasible);
-        plan_text = plan_to_json(result.plan).dump();
-    }, startup);
-    plan_text = broadcast_string(*world, std::move(plan_text), "the plan");
-
-    Plan plan;
-    std::optional<ParallelMapping> map;
-    const std::string origin = s.plan_file.empty() ? std::string("the plan rank 0 made") : s.plan_file;
-    agree(*world, "accept the plan", [&] {
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(plan_text);
-        } catch (const nlohmann::json::exception& e) {
-            throw InputError(fmt::format("{}: not JSON ({})", origin, e.what()));
-        }
-        plan = plan_from_json(j, origin);
-        check_plan_matches_model(plan, files.desc, origin);
-        map.emplace(plan, mpi.size(), rank);
-    }, startup);
-
-    StageGroups groups = make_stage_groups(mpi, *map);
-    auto& tp = groups.tp;
-    auto control = mpi.control();
-    const StageLinks links{*map, world.get(), tp.get(), groups.from_prev.get(), groups.to_next.get()};
-
-    std::unique_ptr<Backend> backend;
-    std::optional<LlamaModel> model;
-    agree(*world, "load its shard", [&] {
-        backend = make_cpu_backend(rank_threads(s.threads, mpi.local_size(), rank));
-        ShardSpec shard;
-        shard.tp = map->tp_size();
-        shard.tp_rank = map->tp_rank();
-        shard.first_layer = map->first_layer();
-        shard.last_layer = map->last_layer();
-        shard.first_stage = map->first_stage();
-        shard.last_stage = map->last_stage();
-        LlamaWeights weights = load_llama_weights(files.weights, files.desc, shard);
-        ModelOptions mo;
-        mo.max_step_tokens = plan.serving.prefill_chunk;
-        mo.max_logit_rows = plan.serving.max_batch;
-        mo.kv_tokens = plan.kv_tokens;
-        mo.kv_dtype = plan.serving.kv_dtype;
-        model.emplace(files.desc, std::move(weights), *backend, mo, &links);
-        // read the mapped shard from disk now, inside the start-up deadline, not in the first step
-        // (where a slow disk would look like a stalled rank to the others)
-        model->weights().touch();
-    }, startup);
+    ShardRequest req;
+    req.model_path = s.model_path;
+    req.plan_file = s.plan_file;
+    req.make_request = [&](const ModelDesc& m, int world_size) {
+        return cpu_plan_request(s, m, s.gpus.empty() ? fmt::format("{}xcpu", world_size) : s.gpus);
+    };
+    req.threads = s.threads;
+    req.startup_deadline = startup;
+    const std::unique_ptr<Shard> shard = load_shard(mpi, req);
+    const ModelFiles& files = shard->files;
+    const Plan& plan = shard->plan;
+    const ParallelMapping& map = *shard->map;
+    Communicator* world = shard->world.get();
+    std::optional<LlamaModel>& model = shard->model;
+    const StageGroups& groups = shard->groups;
+    const StageLinks& links = *shard->links;
 
     std::vector<int32_t> prompt;
     GenerateOptions gen = s.gen;
@@ -282,24 +217,21 @@ int run_sharded(const Settings& s) {
                      "the prompt has {} tokens; the context holds {}", prompt.size(), model->context_tokens());
     }, startup);
     if (s.ignore_eos) gen.stop_ids.clear();
-    // from here on: time in collectives of the steps alone
-    for (auto* c : {world.get(), tp.get(), groups.from_prev.get(), groups.to_next.get()}) {
-        if (c) c->reset_stats();
-    }
+    shard->reset_comm_stats();  // from here on: time in collectives of the steps alone
 
     if (rank == 0) {
-        Driver driver(*model, &links, control.get());
+        Driver driver(*model, &links, shard->control.get());
         const GenerateResult r = generate(driver, *files.tokenizer, prompt, gen, stream);
         driver.shutdown();
         print_speed(r);
     } else {
-        run_worker(*model, links, *control);
+        run_worker(*model, links, *shard->control);
     }
 
     if (s.verbose) {
-        std::string report = memory_report(map->describe(), *model, &plan.per_rank.at(static_cast<size_t>(rank)).bytes, "");
+        std::string report = memory_report(map.describe(), *model, &plan.per_rank.at(static_cast<size_t>(rank)).bytes, "");
         report += comm_report(*world, model->steps_run());
-        for (const auto* c : {tp.get(), groups.from_prev.get(), groups.to_next.get()}) {
+        for (const auto* c : {groups.tp.get(), groups.from_prev.get(), groups.to_next.get()}) {
             if (c) report += comm_report(*c, model->steps_run());
         }
         if (rank == 0) {
@@ -341,17 +273,12 @@ int run_generate(int argc, char** argv) {
         ("seed", "random seed (same seed, same tokens)", cxxopts::value<std::string>()->default_value("0"))
         ("stop", "stop string (repeatable)", cxxopts::value<std::vector<std::string>>())
         ("ignore-eos", "go on past the model's end-of-sequence tokens (for benchmarks)")
-        ("threads", "CPU threads per rank (0 = the CPUs this rank may run on, shared with the host's other ranks)", cxxopts::value<std::string>()->default_value("0"))
         ("max-context", "KV cache tokens (default: the model's context, at most 4096)", cxxopts::value<std::string>()->default_value("0"))
-        ("kv-dtype", "KV cache type: f32, f16, bf16", cxxopts::value<std::string>()->default_value("f32"))
         ("prefill-chunk", "prompt tokens per step", cxxopts::value<std::string>()->default_value("256"))
-        ("plan", "under mpirun: the plan JSON (`tpserve plan --out`) every rank follows", cxxopts::value<std::string>())
-        ("gpus", "under mpirun, without --plan: the devices rank 0 plans for (default: Nxcpu, N = ranks)", cxxopts::value<std::string>())
-        ("stages", "with --gpus: only this shape, each stage's TP degree in order (2,1)", cxxopts::value<std::string>())
-        ("deadline", "seconds any rank waits on another before it gives up and says who is missing", cxxopts::value<std::string>()->default_value("60"))
         ("v,verbose", "print each rank's memory beside the plan's prediction, and time in collectives")
         ("h,help", "show this help");
     // clang-format on
+    add_model_run_flags(options);
     const auto args = parse(options, argc, argv);
     if (args.count("help")) {
         std::fputs(options.help().c_str(), stdout);

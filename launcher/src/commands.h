@@ -7,5 +7,6 @@ namespace tps::cli {
 int run_plan(int argc, char** argv);
 int run_generate(int argc, char** argv);
 int run_check(int argc, char** argv);
+int run_serve(int argc, char** argv);
 
 }  // namespace tps::cli

@@ -23,6 +23,7 @@ constexpr Subcommand kCommands[] = {
     {"plan", "plan how to split a model across cards (tensor/pipeline parallel, memory bands)", tps::cli::run_plan},
     {"generate", "generate text from a prompt on this machine's CPU (streams to stdout; split under mpirun)",
      tps::cli::run_generate},
+    {"serve", "serve a model over HTTP with the OpenAI API (split under mpirun; docs/api.md)", tps::cli::run_serve},
     {"check", "preflight under mpirun: ranks, devices, free memory, peer access, measured links", tps::cli::run_check},
 };
 

@@ -27,6 +27,16 @@ int64_t proc_status_bytes(const std::string& field) {
 
 }  // namespace
 
+MemoryBytes actual_memory(const LlamaModel& model) {
+    const MemoryTotals t = MemoryTracker::instance().totals();
+    auto held = [&](MemoryTag tag) { return t.current[static_cast<size_t>(tag)]; };
+    MemoryBytes b;
+    b.weights = held(MemoryTag::weights) + model.weights().mapped_bytes();
+    b.kv_cache = held(MemoryTag::kv_cache);
+    b.activations = held(MemoryTag::activations) + held(MemoryTag::workspace);
+    return b;
+}
+
 std::string memory_report(const std::string& title, const LlamaModel& model, const MemoryBytes* predicted,
                           const std::string& unpredicted_reason) {
     const MemoryTotals t = MemoryTracker::instance().totals();

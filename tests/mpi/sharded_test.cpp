@@ -76,14 +76,6 @@ Plan plan_for(const ModelDesc& m, const Shape& shape) {
     return fit.plan;
 }
 
-ModelOptions options_for(const Plan& plan) {
-    ModelOptions mo;
-    mo.max_step_tokens = plan.serving.prefill_chunk;
-    mo.max_logit_rows = plan.serving.max_batch;
-    mo.kv_tokens = plan.kv_tokens;
-    mo.kv_dtype = plan.serving.kv_dtype;
-    return mo;
-}
 
 int64_t held(const MemoryTotals& t, MemoryTag tag) { return t.current[static_cast<size_t>(tag)]; }
 
@@ -114,7 +106,7 @@ protected:
         // memory: this rank's weights exactly as planned, the tagged total within 5%
         const MemoryTotals before = MemoryTracker::instance().totals();
         ShardSpec spec{map.tp_size(), map.tp_rank(), map.first_layer(), map.last_layer(), map.first_stage(), map.last_stage()};
-        LlamaModel model(files.desc, load_llama_weights(files.weights, files.desc, spec), *backend, options_for(plan), &links);
+        LlamaModel model(files.desc, load_llama_weights(files.weights, files.desc, spec), *backend, model_options_for(plan), &links);
         const MemoryTotals after = MemoryTracker::instance().totals();
         const MemoryBytes& want = plan.per_rank.at(static_cast<size_t>(rank)).bytes;
         const int64_t weights = held(after, MemoryTag::weights) - held(before, MemoryTag::weights) + model.weights().mapped_bytes();
@@ -141,7 +133,7 @@ protected:
         std::ifstream in(std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/" + GetParam().dir + "/reference.json");
         ASSERT_TRUE(in.good());
         const auto ref = nlohmann::json::parse(in);
-        LlamaModel whole(files.desc, load_llama_weights(files.weights, files.desc, {}), backend, options_for(plan));
+        LlamaModel whole(files.desc, load_llama_weights(files.weights, files.desc, {}), backend, model_options_for(plan));
         const int64_t vocab = files.desc.vocab;
 
         int64_t seq = 0;

@@ -62,6 +62,16 @@ extern "C" void on_stop_signal(int sig) {
     ::_exit(128 + sig);
 }
 
+// Serving: rank 0 stops the job in order (it tells every rank to shut down), so the other ranks
+// note the first SIGTERM / SIGINT (mpirun forwards them to every rank) and go on until rank 0's
+// shutdown or their deadline; a second one ends them with their last words.
+std::atomic<int> g_stop_signals{0};  // lock-free: safe in a signal handler
+static_assert(std::atomic<int>::is_always_lock_free);
+
+extern "C" void on_deferred_stop_signal(int sig) {
+    if (g_stop_signals.fetch_add(1) > 0) on_stop_signal(sig);
+}
+
 void install_signal_handlers() {
     struct sigaction sa{};
     sa.sa_handler = on_stop_signal;
@@ -81,6 +91,13 @@ void set_current_operation(std::string_view what) noexcept {
     g_operation[n] = '\0';
     std::atomic_signal_fence(std::memory_order_seq_cst);
     g_operation[0] = what[0];
+}
+
+void MpiWorld::defer_stop_signals() noexcept {
+    struct sigaction sa{};
+    sa.sa_handler = on_deferred_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGTERM, SIGINT}) ::sigaction(sig, &sa, nullptr);
 }
 
 namespace mpi {

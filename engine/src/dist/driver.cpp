@@ -236,10 +236,49 @@ void Driver::shutdown() {
     shut_down_ = true;
 }
 
-void run_worker(LlamaModel& model, const StageLinks& links, ControlChannel& control) {
+std::vector<std::vector<uint8_t>> Driver::gather_reports(std::vector<uint8_t> mine) {
+    std::vector<std::vector<uint8_t>> out;
+    out.push_back(std::move(mine));
+    if (!control_) return out;
+    TPS_CHECK(!shut_down_ && !failed_, "driver: reports asked after {}", failed_ ? "a failed step" : "shutdown");
+    try {
+        // the outputs of steps in flight come first from the last stage: take them (they stay the
+        // caller's to wait for)
+        for (const uint64_t id : pending_) {
+            if (ready_.contains(id)) continue;
+            StepOutput step = decode_output(links_->world->receive_message(
+                links_->map.sampler_rank(), "step output from the last stage", [this] { control_->tick(); }));
+            TPS_CHECK_AS(CommError, step.id == id, "driver: the last stage sent the output of step {}, expected step {}",
+                         step.id, id);
+            ready_.emplace(id, std::move(step));
+        }
+        StepDescriptor d;
+        d.kind = StepDescriptor::Kind::report;
+        d.id = next_id_++;
+        d.releases = releases_;
+        releases_.clear();
+        control_->post(encode_descriptor(d));
+        for (int r = 1; r < links_->world->size(); ++r) {
+            out.push_back(links_->world->receive_message(r, "a rank's report", [this] { control_->tick(); }));
+        }
+    } catch (...) {
+        failed_ = true;
+        throw;
+    }
+    return out;
+}
+
+void run_worker(LlamaModel& model, const StageLinks& links, ControlChannel& control,
+                const std::function<std::vector<uint8_t>()>& report) {
     for (;;) {
         const StepDescriptor d = decode_descriptor(control.receive());
         if (d.kind == StepDescriptor::Kind::shutdown) break;
+        if (d.kind == StepDescriptor::Kind::report) {
+            for (int64_t seq : d.releases) model.release(seq);
+            links.world->post_message(report ? report() : std::vector<uint8_t>{}, ParallelMapping::driver_rank(),
+                                      "a report to rank 0");
+            continue;
+        }
         for (int64_t seq : d.releases) model.release(seq);
         run_stage(model, &links, d.id, d.entries);
     }

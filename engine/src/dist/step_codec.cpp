@@ -35,7 +35,7 @@ StepDescriptor decode_descriptor(std::span<const uint8_t> bytes) {
                  "step descriptor: wrong magic number (ranks of different tpserve versions?)");
     StepDescriptor d;
     const auto kind = r.get<uint8_t>();
-    TPS_CHECK_AS(CommError, kind == 1 || kind == 2, "step descriptor: unknown kind {}", kind);
+    TPS_CHECK_AS(CommError, kind >= 1 && kind <= 3, "step descriptor: unknown kind {}", kind);
     d.kind = static_cast<StepDescriptor::Kind>(kind);
     d.id = r.get<uint64_t>();
     d.releases = r.get_vector<int64_t>();

@@ -38,16 +38,11 @@ std::string StopMatcher::finish() {
     return out;
 }
 
-namespace {
-
-// Greedy without penalties or alternatives needs only the winning token: the last stage finds it
-// across its vocabulary slices. Anything else samples on rank 0 from the gathered logits.
-bool plain_greedy(const SamplingParams& p) {
-    return p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
-           p.frequency_penalty == 0.0f && p.top_logprobs == 0;
+StepOutputKind output_kind_for(const SamplingParams& p) noexcept {
+    const bool plain_greedy = p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
+                              p.frequency_penalty == 0.0f && p.top_logprobs == 0;
+    return plain_greedy ? StepOutputKind::greedy : StepOutputKind::logits;
 }
-
-}  // namespace
 
 GenerateResult generate(LlamaModel& model, const Tokenizer& tok, std::span<const int32_t> prompt,
                         const GenerateOptions& opt, const std::function<void(std::string_view)>& on_text) {
@@ -68,7 +63,7 @@ GenerateResult generate(Driver& driver, const Tokenizer& tok, std::span<const in
     GenerateResult r;
     r.prompt_tokens = static_cast<int64_t>(prompt.size());
     Sampler sampler(opt.sampling, prompt);
-    const StepOutputKind kind = plain_greedy(opt.sampling) ? StepOutputKind::greedy : StepOutputKind::logits;
+    const StepOutputKind kind = output_kind_for(opt.sampling);
     StreamDecoder decoder(tok);
     StopMatcher stops(opt.stop);
     const int64_t seq = opt.seq_id;

@@ -6,6 +6,7 @@
 #include "tpserve/common/check.h"
 
 #include <algorithm>
+#include <chrono>
 #include <unordered_set>
 
 namespace tps {
@@ -84,6 +85,15 @@ int64_t LlamaModel::kv_bytes() const noexcept {
     return kv_layout_.layers * 2 * kv_layout_.blocks * kv_layout_.block_tokens * kv_layout_.token_stride() * elem;
 }
 
+ModelOptions model_options_for(const Plan& plan) {
+    ModelOptions mo;
+    mo.max_step_tokens = plan.serving.prefill_chunk;
+    mo.max_logit_rows = plan.serving.max_batch;
+    mo.kv_tokens = plan.kv_tokens;
+    mo.kv_dtype = plan.serving.kv_dtype;
+    return mo;
+}
+
 int64_t LlamaModel::kv_capacity_tokens() const noexcept { return kv_layout_.blocks * kv_layout_.block_tokens; }
 
 int64_t LlamaModel::context_tokens() const noexcept {
@@ -148,6 +158,7 @@ void LlamaModel::validate(const std::vector<SequenceStep>& step) const {
 }
 
 StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
+    const auto started = std::chrono::steady_clock::now();
     validate(step);
     int64_t n_tokens = 0;
     int64_t n_rows = 0;
@@ -236,6 +247,7 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
     for (const auto& e : step) seqs_[e.seq_id].length = e.start_pos + static_cast<int64_t>(e.tokens.size());
     rollback.armed = false;
     ++steps_run_;
+    forward_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return out;
 }
 

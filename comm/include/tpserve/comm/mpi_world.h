@@ -44,6 +44,10 @@ public:
     // Rank 0 posts, the others receive.
     std::unique_ptr<ControlChannel> control();
 
+    // For a server's other ranks: the first SIGTERM / SIGINT is noted and ignored (rank 0 shuts
+    // the job down in order); a second one ends the rank as before.
+    static void defer_stop_signals() noexcept;
+
     // Ends every rank of the job (MPI_Abort): the last word after a fatal error.
     [[noreturn]] static void abort(int exit_code) noexcept;
 

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -32,7 +33,7 @@ struct StepOutput {
 
 // The wire forms (tested on their own; a malformed message throws CommError).
 struct StepDescriptor {
-    enum class Kind : uint8_t { step = 1, shutdown = 2 };
+    enum class Kind : uint8_t { step = 1, shutdown = 2, report = 3 };
     Kind kind = Kind::step;
     uint64_t id = 0;
     std::vector<int64_t> releases;  // sequences to forget before the step
@@ -60,6 +61,9 @@ public:
     void release(int64_t seq_id);
     // Call when idle: keeps the other ranks' deadline from running out.
     void tick();
+    // Every rank's report, in rank order (rank 0's is `mine`): waits for every step in flight,
+    // then asks the other ranks, each of which answers with its run_worker() `report` hook.
+    std::vector<std::vector<uint8_t>> gather_reports(std::vector<uint8_t> mine);
     // Tells the other ranks to return from run_worker() (after every submitted step is waited
     // for). Idempotent; the destructor calls it, except after a failed step of a split model
     // (the job must then end: the edge reports and aborts).
@@ -81,8 +85,10 @@ private:
     bool failed_ = false;  // a split step failed part-way: the ranks disagree, only ending the job is left
 };
 
-// The loop of every rank but 0; returns when rank 0 shuts down.
-void run_worker(LlamaModel& model, const StageLinks& links, ControlChannel& control);
+// The loop of every rank but 0; returns when rank 0 shuts down. `report` (optional) answers rank
+// 0's gather_reports().
+void run_worker(LlamaModel& model, const StageLinks& links, ControlChannel& control,
+                const std::function<std::vector<uint8_t>()>& report = {});
 
 // This rank's part of one step (used by both of the above): the forward pass and, on the last
 // stage, the outputs — greedy tokens found across the vocabulary shards, logits gathered on the

@@ -34,6 +34,11 @@ private:
     bool done_ = false;
 };
 
+// What a sequence asks the last stage for: greedy without penalties or alternatives needs only the
+// winning token (found across the vocabulary slices without gathering logits); anything else is
+// sampled on rank 0 from the gathered logits.
+StepOutputKind output_kind_for(const SamplingParams& p) noexcept;
+
 struct GenerateOptions {
     int64_t max_tokens = 128;
     SamplingParams sampling;

@@ -10,6 +10,7 @@
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/weights.h"
 #include "tpserve/partition/model.h"
+#include "tpserve/partition/plan.h"
 
 #include <cstdint>
 #include <memory>
@@ -68,6 +69,10 @@ struct ModelOptions {
     int64_t kv_tokens = 8192;       // KV capacity, rounded up to whole blocks
     DType kv_dtype = DType::f32;    // f32, f16 or bf16 on the CPU
 };
+
+// The model sized as a plan's serving shape says: its prefill chunk is the largest step, its
+// batch the logits rows computed together, its KV tokens and type.
+ModelOptions model_options_for(const Plan& plan);
 
 // What a step entry asks the last stage for: nothing (a prompt chunk that is not the last), the
 // most likely token (computed across the vocabulary shards without gathering the logits), or the
@@ -139,6 +144,7 @@ public:
     int64_t kv_free_tokens() const noexcept;
     int64_t kv_bytes() const noexcept;
     int64_t steps_run() const noexcept { return steps_run_; }  // forward() calls that completed
+    double forward_seconds() const noexcept { return forward_seconds_; }  // their time, collectives included
 
 private:
     struct Sequence {
@@ -164,6 +170,7 @@ private:
     int64_t heads_ = 0, kv_heads_ = 0;  // on this rank
     const StageLinks* links_ = nullptr;
     int64_t steps_run_ = 0;
+    double forward_seconds_ = 0;
     bool first_stage_ = true, last_stage_ = true;
 };
 

@@ -1,0 +1,428 @@
+// `tpserve serve`: the OpenAI-compatible HTTP server (docs/api.md). In one process it runs the
+// whole model; under `mpirun -np N` every rank loads its shard of a plan (--plan FILE, or one rank
+// 0 makes for --gpus Nxcpu), rank 0 runs the HTTP front end and the scheduler, and the others
+// follow rank 0's steps. The HTTP side is up before the model loads (/health answers 503 until it
+// is ready). SIGINT / SIGTERM to rank 0: stop accepting, end what waits, finish what runs, then
+// every rank exits 0.
+#include "cli.h"
+#include "commands.h"
+#include "memory_report.h"
+#include "mpi_session.h"
+#include "shard_setup.h"
+
+#include "tpserve/common/strings.h"
+#include "tpserve/engine/driver.h"
+#include "tpserve/engine/model_files.h"
+#include "tpserve/partition/device.h"
+#include "tpserve/partition/plan_json.h"
+#include "tpserve/partition/planner.h"
+#include "tpserve/serve/api.h"
+#include "tpserve/serve/http_server.h"
+#include "tpserve/serve/scheduler.h"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+namespace tps::cli {
+namespace {
+
+namespace net = boost::asio;
+using namespace tps::serve;
+
+struct Settings {
+    std::string model_path;
+    std::string host;
+    int port = 8000;
+    std::string served_name;
+    int64_t max_batch = 16;
+    int64_t max_context = 0;
+    int64_t prefill_chunk = 256;
+    int64_t max_queue = 64;
+    double request_timeout = 600;
+    int64_t max_body = 1 << 20;
+    DType kv_dtype = DType::f32;
+    int threads = 0;
+    int http_threads = 2;
+    int micro_batches = 0;  // 0: one per pipeline stage
+    std::string plan_file;
+    std::string gpus;
+    std::vector<int> stage_tp;
+    double deadline = kDefaultDeadlineSeconds;
+    bool verbose = false;
+};
+
+Settings read_settings(const cxxopts::ParseResult& args) {
+    Settings s;
+    TPS_CHECK_AS(UsageError, args.count("model"), "--model is required (an HF model directory or a .gguf file)");
+    s.model_path = args["model"].as<std::string>();
+    s.host = args["host"].as<std::string>();
+    s.port = static_cast<int>(int_flag(args, "port", 0, 65535));
+    s.served_name = args["served-model-name"].as<std::string>();
+    s.max_batch = int_flag(args, "max-batch", 1, 4096);
+    s.max_context = int_flag(args, "max-context", 0, int64_t{1} << 24);
+    s.prefill_chunk = int_flag(args, "prefill-chunk", 1, 1 << 16);
+    s.max_queue = int_flag(args, "max-queue", 0, 1 << 20);
+    s.request_timeout = seconds_flag(args, "request-timeout");
+    s.max_body = int_flag(args, "max-body-bytes", 1024, int64_t{1} << 30);
+    const std::string kv = args["kv-dtype"].as<std::string>();
+    const auto kv_type = parse_dtype(kv);
+    TPS_CHECK_AS(UsageError, kv_type && (*kv_type == DType::f32 || *kv_type == DType::f16 || *kv_type == DType::bf16),
+                 "--kv-dtype: '{}' is not f32, f16 or bf16", kv);
+    s.kv_dtype = *kv_type;
+    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    s.threads = static_cast<int>(int_flag(args, "threads", 0, 4 * hardware));
+    s.http_threads = static_cast<int>(int_flag(args, "http-threads", 1, 64));
+    s.micro_batches = static_cast<int>(int_flag(args, "micro-batches", 0, 64));
+    if (args.count("plan")) s.plan_file = args["plan"].as<std::string>();
+    if (args.count("gpus")) s.gpus = args["gpus"].as<std::string>();
+    if (args.count("stages")) s.stage_tp = parse_stage_tp(args["stages"].as<std::string>());
+    TPS_CHECK_AS(UsageError, s.plan_file.empty() || (s.gpus.empty() && s.stage_tp.empty()),
+                 "--plan gives the split; --gpus and --stages make one: give one or the other");
+    const bool shape_given = args["kv-dtype"].count() || args["max-context"].count() || args["prefill-chunk"].count() ||
+                             args["max-batch"].count();
+    TPS_CHECK_AS(UsageError, s.plan_file.empty() || !shape_given,
+                 "--plan fixes the serving shape (batch, context, KV type, prefill chunk); drop --max-batch, "
+                 "--max-context, --kv-dtype and --prefill-chunk");
+    s.deadline = seconds_flag(args, "deadline");
+    s.verbose = args.count("verbose") > 0;
+    return s;
+}
+
+PlanRequest plan_request(const Settings& s, const ModelDesc& m, const std::string& devices) {
+    std::vector<DeviceProfile> list = parse_device_list(devices);
+    for (const auto& d : list) {
+        TPS_CHECK_AS(UsageError, d.kind == DeviceKind::cpu,
+                     "--gpus: '{}' is not a cpu device; this build serves on this machine's CPU (e.g. --gpus 2xcpu)", d.name);
+    }
+    const int64_t context = s.max_context == 0 ? std::min<int64_t>(m.max_context, 4096) : s.max_context;
+    TPS_CHECK_AS(UsageError, context <= m.max_context, "--max-context: {} exceeds the model's context of {}", context,
+                 m.max_context);
+    ServingShape serving;
+    serving.max_batch = s.max_batch;
+    serving.max_context = context;
+    serving.kv_dtype = s.kv_dtype;
+    serving.prefill_chunk = std::min(s.prefill_chunk, context);
+    PlanRequest req = request_for_devices(m, std::move(list), serving);
+    req.stage_tp = s.stage_tp;
+    return req;
+}
+
+// One rank's figures for /metrics and /v1/plan, as rank 0 gathers them.
+struct RankReport {
+    int rank = 0;
+    int stage = 0;
+    double step_seconds = 0;
+    double collective_seconds = 0;
+    MemoryBytes actual;
+};
+
+std::vector<uint8_t> encode_report(const RankReport& r) {
+    const nlohmann::json j = {{"rank", r.rank},
+                              {"stage", r.stage},
+                              {"step_seconds", r.step_seconds},
+                              {"collective_seconds", r.collective_seconds},
+                              {"weights", r.actual.weights},
+                              {"kv_cache", r.actual.kv_cache},
+                              {"activations", r.actual.activations}};
+    const std::string text = j.dump();
+    return {text.begin(), text.end()};
+}
+
+RankReport decode_report(const std::vector<uint8_t>& bytes) {
+    const auto j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
+    TPS_CHECK_AS(CommError, j.is_object() && j.contains("rank"), "a rank's report is not what rank 0 expects");
+    RankReport r;
+    r.rank = j.at("rank").get<int>();
+    r.stage = j.at("stage").get<int>();
+    r.step_seconds = j.at("step_seconds").get<double>();
+    r.collective_seconds = j.at("collective_seconds").get<double>();
+    r.actual.weights = j.at("weights").get<int64_t>();
+    r.actual.kv_cache = j.at("kv_cache").get<int64_t>();
+    r.actual.activations = j.at("activations").get<int64_t>();
+    return r;
+}
+
+RankReport own_report(const LlamaModel& model, int rank, int stage, std::initializer_list<const Communicator*> comms) {
+    RankReport r;
+    r.rank = rank;
+    r.stage = stage;
+    r.step_seconds = model.forward_seconds();
+    for (const auto* c : comms) r.collective_seconds += c ? c->stats().total_seconds() : 0;
+    r.actual = actual_memory(model);
+    return r;
+}
+
+// Per-rank figures into the metrics (counters move by what was added since the last report).
+class ReportSink {
+public:
+    ReportSink(ServeMetrics& m, const Plan& plan) : m_(m), plan_(plan) {}
+    void take(const std::vector<std::vector<uint8_t>>& reports) {
+        for (const auto& bytes : reports) {
+            const RankReport r = decode_report(bytes);
+            Seen& seen = seen_[r.rank];
+            m_.step_seconds(r.rank, r.stage).inc(std::max(0.0, r.step_seconds - seen.step));
+            m_.collective_seconds(r.rank, r.stage).inc(std::max(0.0, r.collective_seconds - seen.collective));
+            seen = {r.step_seconds, r.collective_seconds};
+            const auto set = [&](const char* category, int64_t actual, int64_t predicted) {
+                m_.rank_memory(r.rank, category, "actual").set(static_cast<double>(actual));
+                m_.rank_memory(r.rank, category, "predicted").set(static_cast<double>(predicted));
+            };
+            const MemoryBytes& p = plan_.per_rank.at(static_cast<size_t>(r.rank)).bytes;
+            set("weights", r.actual.weights, p.weights);
+            set("kv_cache", r.actual.kv_cache, p.kv_cache);
+            set("activations", r.actual.activations, p.activations);
+            set("total", r.actual.total(), p.total());
+            latest_[r.rank] = r;
+        }
+    }
+    // The plan's JSON with each rank's measured bytes beside the prediction.
+    std::string plan_json() const {
+        nlohmann::json j = plan_to_json(plan_);
+        for (auto& pr : j["per_rank"]) {
+            const auto it = latest_.find(pr["rank"].get<int>());
+            if (it == latest_.end()) continue;
+            const MemoryBytes& a = it->second.actual;
+            pr["actual"] = {{"weights", a.weights}, {"kv_cache", a.kv_cache}, {"activations", a.activations},
+                            {"runtime", a.runtime}, {"total", a.total()}};
+        }
+        return j.dump(2);
+    }
+
+private:
+    struct Seen {
+        double step = 0, collective = 0;
+    };
+    ServeMetrics& m_;
+    const Plan& plan_;
+    std::map<int, Seen> seen_;
+    std::map<int, RankReport> latest_;
+};
+
+// Rank 0's HTTP side: listening (and answering /health with 503) before the model loads.
+class Frontend {
+public:
+    explicit Frontend(const Settings& s)
+        : metrics_(registry_), api_(metrics_), http_(io_, api_, HttpLimits{s.max_body, int64_t{16} << 10, 120}),
+          signals_(io_, SIGINT, SIGTERM) {
+        port_ = http_.listen(s.host, static_cast<uint16_t>(s.port));
+        http_.start();
+        wait_signal();
+        for (int i = 0; i < s.http_threads; ++i) threads_.emplace_back([this] { io_.run(); });
+        std::fprintf(stderr, "tpserve serve: listening on http://%s:%u (loading the model)\n", s.host.c_str(),
+                     static_cast<unsigned>(port_));
+    }
+    ~Frontend() {
+        work_.reset();
+        io_.stop();
+        for (auto& t : threads_) t.join();
+    }
+
+    ServeMetrics& metrics() noexcept { return metrics_; }
+    Api& api() noexcept { return api_; }
+    uint16_t port() const noexcept { return port_; }
+
+    // Serving: a signal from now on stops `scheduler`; one that came while loading stops it at once.
+    void serving(Scheduler& scheduler) {
+        std::lock_guard lock(mu_);
+        scheduler_ = &scheduler;
+        if (stop_asked_) scheduler.stop();
+    }
+    bool stop_asked() {
+        std::lock_guard lock(mu_);
+        return stop_asked_;
+    }
+    // After the scheduler returned: let sessions write their last bytes (at most 5 s).
+    void drain() {
+        for (int i = 0; i < 500 && http_.active_generations() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+
+private:
+    void wait_signal() {
+        signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+            if (ec) return;
+            std::lock_guard lock(mu_);
+            if (stop_asked_) {
+                std::fprintf(stderr, "tpserve serve: second signal %d: exiting now\n", sig);
+                std::_Exit(128 + sig);
+            }
+            stop_asked_ = true;
+            std::fprintf(stderr, "tpserve serve: signal %d: no new requests; finishing the running ones (a second signal ends at once)\n", sig);
+            http_.stop_accepting();
+            api_.stopping();
+            if (scheduler_) scheduler_->stop();
+            wait_signal();
+        });
+    }
+
+    net::io_context io_;
+    net::executor_work_guard<net::io_context::executor_type> work_ = net::make_work_guard(io_);
+    MetricsRegistry registry_;
+    ServeMetrics metrics_;
+    Api api_;
+    HttpServer http_;
+    net::signal_set signals_;
+    uint16_t port_ = 0;
+    std::vector<std::thread> threads_;
+    std::mutex mu_;
+    Scheduler* scheduler_ = nullptr;
+    bool stop_asked_ = false;
+};
+
+ServedModel served_model(const Settings& s, const ModelFiles& files, const LlamaModel& model, const Plan& plan) {
+    ServedModel m;
+    m.name = s.served_name;
+    if (m.name.empty()) {
+        const std::filesystem::path p = std::filesystem::path(s.model_path).lexically_normal();
+        m.name = (p.has_filename() ? p : p.parent_path()).filename().string();
+        if (m.name.size() > 5 && m.name.ends_with(".gguf")) m.name.resize(m.name.size() - 5);
+    }
+    m.tokenizer = files.tokenizer.get();
+    m.chat_template = files.chat_template ? &*files.chat_template : nullptr;
+    m.bos_token = files.bos_token;
+    m.eos_token = files.eos_token;
+    m.stop_ids = files.stop_ids;
+    m.context = std::min(model.context_tokens(), plan.serving.max_context);
+    m.created = static_cast<int64_t>(std::time(nullptr));
+    return m;
+}
+
+SchedulerOptions scheduler_options(const Settings& s, const Plan& plan, int64_t context) {
+    SchedulerOptions o;
+    o.max_batch = plan.serving.max_batch;
+    o.max_queue = s.max_queue;
+    o.step_tokens = plan.serving.prefill_chunk;
+    o.context = context;
+    o.request_timeout = s.request_timeout;
+    o.micro_batches = s.micro_batches > 0 ? s.micro_batches : static_cast<int>(plan.stages.size());
+    return o;
+}
+
+// Rank 0 (or the one process): serve until stopped.
+void serve(const Settings& s, Frontend& front, Driver& driver, const ModelFiles& files, const Plan& plan,
+           const std::function<RankReport()>& mine) {
+    ReportSink sink(front.metrics(), plan);
+    const ServedModel served = served_model(s, files, driver.model(), plan);
+    Scheduler scheduler(driver, *files.tokenizer, scheduler_options(s, plan, served.context), front.metrics());
+    scheduler.report = [&] { sink.take(driver.gather_reports(encode_report(mine()))); };
+    scheduler.report();
+    front.api().ready(served, scheduler, sink.plan_json());
+    front.serving(scheduler);
+    std::fprintf(stderr, "tpserve serve: ready: model '%s', %s, context %lld, batch %lld, KV %lld tokens\n"
+                         "  try: curl http://127.0.0.1:%u/v1/completions -H 'Content-Type: application/json' "
+                         "-d '{\"model\": \"%s\", \"prompt\": \"Hello\", \"max_tokens\": 16}'\n",
+                 served.name.c_str(), plan.shape.c_str(), static_cast<long long>(served.context),
+                 static_cast<long long>(plan.serving.max_batch), static_cast<long long>(driver.model().kv_capacity_tokens()),
+                 static_cast<unsigned>(front.port()), served.name.c_str());
+    scheduler.run();
+    front.drain();
+    std::fprintf(stderr, "tpserve serve: stopped\n");
+}
+
+int run_single(const Settings& s) {
+    Frontend front(s);
+    const ModelFiles files = ModelFiles::open(s.model_path);
+    Plan plan;
+    if (!s.plan_file.empty()) {
+        plan = read_plan_file(s.plan_file);
+        check_plan_matches_model(plan, files.desc, s.plan_file);
+    } else {
+        const PlanResult planned = make_plan(plan_request(s, files.desc, s.gpus.empty() ? "1xcpu" : s.gpus));
+        TPS_CHECK_AS(InputError, planned.feasible, "no plan fits: {}", planned.why_infeasible);
+        plan = planned.plan;
+    }
+    const ParallelMapping map(plan, 1, 0);  // a plan for more ranks needs mpirun: this says so
+    auto backend = make_cpu_backend(s.threads);
+    LlamaModel model(files.desc, load_llama_weights(files.weights, files.desc, {}), *backend, model_options_for(plan));
+    model.weights().touch();
+    if (front.stop_asked()) return kExitOk;
+    Driver driver(model, nullptr, nullptr);
+    serve(s, front, driver, files, plan, [&] { return own_report(model, 0, 0, {}); });
+    return kExitOk;
+}
+
+int run_sharded(const Settings& s) {
+    MpiWorld& mpi = mpi_world();
+    mpi.set_deadline(s.deadline);
+    const int rank = mpi.rank();
+    std::optional<Frontend> front;
+    if (rank == 0) front.emplace(s);  // up before the model loads
+    else MpiWorld::defer_stop_signals();
+
+    ShardRequest req;
+    req.model_path = s.model_path;
+    req.plan_file = s.plan_file;
+    req.make_request = [&](const ModelDesc& m, int world_size) {
+        return plan_request(s, m, s.gpus.empty() ? fmt::format("{}xcpu", world_size) : s.gpus);
+    };
+    req.threads = s.threads;
+    req.startup_deadline = std::min(86400.0, std::max(600.0, 10 * s.deadline));
+    const std::unique_ptr<Shard> shard = load_shard(mpi, req);
+    shard->reset_comm_stats();
+    const int stage = shard->map->stage();
+    const auto mine = [&] {
+        return own_report(*shard->model, rank, stage,
+                          {shard->world.get(), shard->groups.tp.get(), shard->groups.from_prev.get(), shard->groups.to_next.get()});
+    };
+    if (s.verbose) {
+        std::fputs(memory_report(shard->map->describe(), *shard->model, &shard->plan.per_rank.at(static_cast<size_t>(rank)).bytes, "")
+                       .c_str(),
+                   stderr);
+    }
+    if (rank == 0) {
+        Driver driver(*shard->model, &*shard->links, shard->control.get());
+        serve(s, *front, driver, shard->files, shard->plan, mine);
+        driver.shutdown();
+    } else {
+        run_worker(*shard->model, *shard->links, *shard->control, [&] { return encode_report(mine()); });
+    }
+    shard->world->flush_posted("the last messages to rank 0");
+    shard->world->barrier("the end of the run");
+    return kExitOk;
+}
+
+}  // namespace
+
+int run_serve(int argc, char** argv) {
+    cxxopts::Options options("tpserve serve",
+                             "Serve a model over HTTP with the OpenAI API (docs/api.md); under mpirun -np N, split "
+                             "across N ranks as a plan says, rank 0 serving.");
+    options.set_width(100);
+    // clang-format off
+    options.add_options()
+        ("m,model", "HF model directory or .gguf file", cxxopts::value<std::string>())
+        ("host", "address to listen on", cxxopts::value<std::string>()->default_value("127.0.0.1"))
+        ("port", "port to listen on (0: a free one, printed)", cxxopts::value<std::string>()->default_value("8000"))
+        ("served-model-name", "the name clients use (default: the model's folder or file name)", cxxopts::value<std::string>()->default_value(""))
+        ("max-batch", "most sequences in the running batch", cxxopts::value<std::string>()->default_value("16"))
+        ("max-context", "most tokens per sequence (default: the model's context, at most 4096)", cxxopts::value<std::string>()->default_value("0"))
+        ("prefill-chunk", "most tokens one step carries (decodes and prompt chunks)", cxxopts::value<std::string>()->default_value("256"))
+        ("max-queue", "most requests waiting for a place; more get 429", cxxopts::value<std::string>()->default_value("64"))
+        ("request-timeout", "seconds from a request's arrival to its last token", cxxopts::value<std::string>()->default_value("600"))
+        ("max-body-bytes", "largest request body; larger gets 413", cxxopts::value<std::string>()->default_value("1048576"))
+        ("http-threads", "threads for the HTTP connections", cxxopts::value<std::string>()->default_value("2"))
+        ("micro-batches", "steps in flight at once (0 = one per pipeline stage; 1 turns pipelining off, to measure it)", cxxopts::value<std::string>()->default_value("0"))
+        ("v,verbose", "print each rank's memory beside the plan's prediction")
+        ("h,help", "show this help");
+    // clang-format on
+    add_model_run_flags(options);
+    const auto args = parse(options, argc, argv);
+    if (args.count("help")) {
+        std::fputs(options.help().c_str(), stdout);
+        return kExitOk;
+    }
+    const Settings s = read_settings(args);
+    if (launched_by_mpi()) return run_sharded(s);
+    return run_single(s);
+}
+
+}  // namespace tps::cli

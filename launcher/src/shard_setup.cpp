@@ -1,0 +1,101 @@
+#include "shard_setup.h"
+
+#include "mpi_session.h"
+
+#include "tpserve/common/check.h"
+#include "tpserve/partition/plan_json.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace tps::cli {
+
+void Shard::reset_comm_stats() {
+    for (auto* c : {world.get(), groups.tp.get(), groups.from_prev.get(), groups.to_next.get()}) {
+        if (c) c->reset_stats();
+    }
+}
+
+int rank_threads(int asked, int local_ranks, int rank, const char* command) {
+    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int mine = usable_cpus();
+    if (asked == 0) return std::max(1, std::min(mine, hardware / std::max(1, local_ranks)));
+    if (asked > mine) {
+        std::fprintf(stderr,
+                     "%s (rank %d): --threads %d, but this rank may run on %d CPU(s); mpirun binds each rank to a core "
+                     "unless given --bind-to none (or --map-by slot:PE=%d)\n",
+                     command, rank, asked, mine, asked);
+    }
+    return asked;
+}
+
+std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
+    auto shard = std::make_unique<Shard>();
+    Shard& s = *shard;
+    s.world = mpi.world();
+    const int rank = mpi.rank();
+    const double startup = request.startup_deadline;
+
+    agree(*s.world, "open the model", [&] { s.files = ModelFiles::open(request.model_path); }, startup);
+
+    std::string plan_text;
+    agree(*s.world, "make or read the plan", [&] {
+        if (rank != 0) return;
+        if (!request.plan_file.empty()) {
+            std::ifstream in(request.plan_file);
+            TPS_CHECK_AS(InputError, in.good(), "--plan: cannot read '{}'", request.plan_file);
+            std::stringstream ss;
+            ss << in.rdbuf();
+            plan_text = ss.str();
+            return;
+        }
+        const PlanRequest req = request.make_request(s.files.desc, mpi.size());
+        TPS_CHECK_AS(UsageError, static_cast<int>(req.devices.size()) == mpi.size(),
+                     "--gpus gives {} devices but mpirun started {} ranks", req.devices.size(), mpi.size());
+        const PlanResult result = make_plan(req);
+        TPS_CHECK_AS(InputError, result.feasible, "no plan fits: {}", result.why_infeasible);
+        plan_text = plan_to_json(result.plan).dump();
+    }, startup);
+    plan_text = broadcast_string(*s.world, std::move(plan_text), "the plan");
+
+    const std::string origin = request.plan_file.empty() ? std::string("the plan rank 0 made") : request.plan_file;
+    agree(*s.world, "accept the plan", [&] {
+        nlohmann::json j;
+        try {
+            j = nlohmann::json::parse(plan_text);
+        } catch (const nlohmann::json::exception& e) {
+            throw InputError(fmt::format("{}: not JSON ({})", origin, e.what()));
+        }
+        s.plan = plan_from_json(j, origin);
+        check_plan_matches_model(s.plan, s.files.desc, origin);
+        s.map.emplace(s.plan, mpi.size(), rank);
+    }, startup);
+
+    s.groups = make_stage_groups(mpi, *s.map);
+    s.control = mpi.control();
+    s.links.emplace(StageLinks{*s.map, s.world.get(), s.groups.tp.get(), s.groups.from_prev.get(), s.groups.to_next.get()});
+
+    agree(*s.world, "load its shard", [&] {
+        s.backend = make_cpu_backend(rank_threads(request.threads, mpi.local_size(), rank, "tpserve"));
+        ShardSpec spec;
+        spec.tp = s.map->tp_size();
+        spec.tp_rank = s.map->tp_rank();
+        spec.first_layer = s.map->first_layer();
+        spec.last_layer = s.map->last_layer();
+        spec.first_stage = s.map->first_stage();
+        spec.last_stage = s.map->last_stage();
+        LlamaWeights weights = load_llama_weights(s.files.weights, s.files.desc, spec);
+        s.model.emplace(s.files.desc, std::move(weights), *s.backend, model_options_for(s.plan), &*s.links);
+        // read the mapped shard from disk now, inside the start-up deadline, not in the first step
+        // (where a slow disk would look like a stalled rank to the others)
+        s.model->weights().touch();
+    }, startup);
+    return shard;
+}
+
+}  // namespace tps::cli

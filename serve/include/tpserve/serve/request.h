@@ -1,0 +1,57 @@
+// The OpenAI requests, parsed and checked: /v1/completions and /v1/chat/completions bodies become
+// a GenerationRequest (the prompt already tokenized, every parameter range-checked), or an
+// ApiError (400 / 404) naming the field. Unknown fields are ignored, as the reference API does.
+// Pure functions of the body and the served model: no I/O, so they are fuzzed on their own.
+#pragma once
+
+#include "tpserve/engine/chat_template.h"
+#include "tpserve/engine/sampler.h"
+#include "tpserve/engine/tokenizer.h"
+#include "tpserve/serve/api_error.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tps::serve {
+
+// What the API layer knows of the model it serves.
+struct ServedModel {
+    std::string name;                             // the `model` clients must name
+    const Tokenizer* tokenizer = nullptr;
+    const ChatTemplate* chat_template = nullptr;  // nullptr: the model has none
+    std::string bos_token, eos_token;             // as text, for the template
+    std::vector<int32_t> stop_ids;                // end-of-sequence tokens
+    int64_t context = 0;                          // most tokens one sequence may hold
+    int64_t created = 0;                          // unix time the server started
+};
+
+enum class Endpoint : uint8_t { completions, chat };
+
+struct GenerationRequest {
+    Endpoint endpoint = Endpoint::completions;
+    std::vector<int32_t> prompt;
+    int64_t max_tokens = 16;
+    SamplingParams sampling;
+    std::vector<std::string> stop;   // stop strings
+    std::vector<int32_t> stop_ids;   // stop tokens (empty with ignore_eos)
+    bool stream = false;
+    bool include_usage = false;
+    // -1: no log-probabilities; otherwise the number of alternatives per token (0..20)
+    int logprobs = -1;
+};
+
+inline constexpr int kMaxTopLogprobs = 20;
+inline constexpr size_t kMaxStopStrings = 4;
+
+GenerationRequest parse_completion_request(std::string_view body, const ServedModel& model);
+GenerationRequest parse_chat_request(std::string_view body, const ServedModel& model);
+
+// /tokenize: {"prompt": "...", "add_special_tokens": true} or {"messages": [...]} (the chat
+// template, with the generation prompt); /detokenize: {"tokens": [...]}.
+std::vector<int32_t> parse_tokenize_request(std::string_view body, const ServedModel& model);
+std::vector<int32_t> parse_detokenize_request(std::string_view body, const ServedModel& model);
+
+}  // namespace tps::serve

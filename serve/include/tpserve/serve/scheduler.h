@@ -1,0 +1,96 @@
+// The engine loop on rank 0: continuous (iteration-level) batching over the Driver. Requests
+// wait in a bounded queue; each step carries one token of every running sequence plus, within the
+// step's token budget, chunks of the prompts being prefilled, so running streams keep flowing
+// while a long prompt is read. Admission is by KV capacity; when the cache runs out mid-decode the
+// newest sequence is preempted (its blocks freed, its prompt and output prefilled again later,
+// its sampler state kept, so its output is unchanged). With pipeline stages the running batch is
+// split into one micro-batch per stage, all in flight at once, so every stage has work.
+// Cancelled (client gone) and timed-out sequences are freed at the next step.
+//
+// Threads: submit(), stop() and wake() may be called from any thread; run() is the engine loop and
+// the only user of the Driver.
+#pragma once
+
+#include "tpserve/engine/driver.h"
+#include "tpserve/engine/tokenizer.h"
+#include "tpserve/serve/job.h"
+#include "tpserve/serve/serve_metrics.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+
+namespace tps::serve {
+
+struct SchedulerOptions {
+    int64_t max_batch = 16;        // sequences in the running batch
+    int64_t max_queue = 64;        // requests waiting for a place; one more is refused (429)
+    int64_t step_tokens = 256;     // tokens one step carries: a token per decode, the rest prompt chunks
+    int64_t context = 4096;        // most tokens one sequence may hold
+    double request_timeout = 600;  // seconds from arrival to the last token
+    int micro_batches = 1;         // steps in flight at once: the pipeline's stages
+    double report_interval = 5;    // seconds between calls of the report hook
+};
+
+class Scheduler {
+public:
+    Scheduler(Driver& driver, const Tokenizer& tokenizer, SchedulerOptions options, ServeMetrics& metrics);
+    ~Scheduler();
+    Scheduler(const Scheduler&) = delete;
+    Scheduler& operator=(const Scheduler&) = delete;
+
+    enum class Admission { accepted, queue_full, stopping };
+    Admission submit(std::shared_ptr<Job> job);
+    // Stop accepting; waiting requests end with 503; running ones finish; run() then returns.
+    void stop();
+    // A session cancelled its job: look at it soon.
+    void wake();
+    // The engine loop. Throws when a step fails (after failing every job with a 500): the edge
+    // ends the process, since a split model cannot go on after a failed step.
+    void run();
+
+    // Called between steps with nothing in flight, at most every report_interval seconds and
+    // once more before run() returns (per-rank figures for /metrics).
+    std::function<void()> report;
+
+private:
+    struct Seq;
+    bool idle_locked() const;
+    void take_new(std::unique_lock<std::mutex>& lock);
+    void sweep();
+    void admit();
+    bool submit_micro_batch();
+    void process(const StepOutput& out, const std::vector<Seq*>& members);
+    void emit(Seq& s, const Sampled& sampled);
+    void finish(Seq& s, const std::string& reason);
+    void fail(Seq& s, const ApiError& error, const char* outcome);
+    void remove(Seq& s);
+    void drop_done();
+    void update_gauges();
+    void fail_everything(const std::string& why);
+
+    Driver& driver_;
+    const Tokenizer& tok_;
+    SchedulerOptions opt_;
+    ServeMetrics& m_;
+
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<std::shared_ptr<Job>> waiting_;  // guarded by mu_
+    bool stopping_ = false;                     // guarded by mu_
+    bool woken_ = false;                        // guarded by mu_
+
+    // engine thread only
+    std::list<std::unique_ptr<Seq>> running_;   // in admission order
+    std::deque<std::unique_ptr<Seq>> preempted_;  // waiting to be prefilled again, first first
+    std::deque<std::pair<uint64_t, std::vector<Seq*>>> in_flight_;
+    int64_t next_seq_ = 1;
+    Clock::time_point last_report_{};
+    std::atomic<int64_t> running_count_{0};     // running_.size(), for submit()
+};
+
+}  // namespace tps::serve

@@ -1,0 +1,175 @@
+// The endpoints (api.h). Routing is a table of paths and the methods each allows: an unknown path
+// is 404, a known one with the wrong method 405 with Allow.
+#include "tpserve/serve/api.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace tps::serve {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+Reply json_reply(int status, const Json& j) {
+    Reply r;
+    r.status = status;
+    r.body = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return r;
+}
+
+enum class Route { page, health, metrics, models, plan, completions, chat, tokenize, detokenize };
+
+struct RouteEntry {
+    std::string_view path;
+    std::string_view method;
+    Route route;
+};
+
+constexpr RouteEntry kRoutes[] = {
+    {"/", "GET", Route::page},
+    {"/health", "GET", Route::health},
+    {"/metrics", "GET", Route::metrics},
+    {"/v1/models", "GET", Route::models},
+    {"/v1/plan", "GET", Route::plan},
+    {"/v1/completions", "POST", Route::completions},
+    {"/v1/chat/completions", "POST", Route::chat},
+    {"/tokenize", "POST", Route::tokenize},
+    {"/detokenize", "POST", Route::detokenize},
+};
+
+}  // namespace
+
+Reply Reply::error(const ApiError& e) {
+    Reply r;
+    r.status = e.status();
+    r.body = e.body();
+    if (e.status() == 429) r.headers.emplace_back("Retry-After", "1");
+    return r;
+}
+
+Api::Api(ServeMetrics& metrics) : m_(metrics) {}
+
+void Api::ready(ServedModel model, Scheduler& scheduler, std::string plan_json) {
+    model_ = std::move(model);
+    scheduler_ = &scheduler;
+    plan_json_ = std::move(plan_json);
+    state_.store(State::ready, std::memory_order_release);
+}
+
+void Api::stopping() {
+    if (state_.load() == State::ready) state_.store(State::stopping, std::memory_order_release);
+}
+
+Reply Api::handle(std::string_view method, std::string_view target, std::string_view body) {
+    const std::string_view path = target.substr(0, target.find('?'));
+    const RouteEntry* found = nullptr;
+    for (const auto& r : kRoutes) {
+        if (r.path == path) found = &r;
+    }
+    if (!found) {
+        m_.rejected_invalid.inc();
+        return Reply::error(ApiError::not_found(fmt::format("no endpoint at '{}' (see docs/api.md)", path)));
+    }
+    if (method != found->method) {
+        Reply r = Reply::error(ApiError(405, "invalid_request_error",
+                                        fmt::format("{} takes {}, not {}", path, found->method, method)));
+        r.headers.emplace_back("Allow", std::string(found->method));
+        return r;
+    }
+    const State state = state_.load(std::memory_order_acquire);
+    try {
+        switch (found->route) {
+            case Route::page: {
+                Reply r;
+                r.content_type = "text/html; charset=utf-8";
+                r.body = std::string(chat_page());
+                return r;
+            }
+            case Route::health:
+                return state == State::ready ? json_reply(200, {{"status", "ok"}})
+                                             : json_reply(503, {{"status", state == State::loading ? "loading" : "stopping"}});
+            case Route::metrics: {
+                Reply r;
+                r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+                r.body = m_.registry.render();
+                return r;
+            }
+            default:
+                break;
+        }
+        if (state == State::loading) {
+            m_.rejected_unavailable.inc();
+            return Reply::error(ApiError::unavailable("the model is still loading; GET /health says when it is ready"));
+        }
+        switch (found->route) {
+            case Route::models:
+                return models();
+            case Route::plan: {
+                Reply r;
+                r.body = plan_json_;
+                return r;
+            }
+            case Route::completions:
+                return generation(Endpoint::completions, body);
+            case Route::chat:
+                return generation(Endpoint::chat, body);
+            case Route::tokenize: {
+                const std::vector<int32_t> tokens = parse_tokenize_request(body, model_);
+                return json_reply(200, {{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", model_.context}});
+            }
+            case Route::detokenize: {
+                const std::vector<int32_t> tokens = parse_detokenize_request(body, model_);
+                return json_reply(200, {{"prompt", model_.tokenizer->decode(tokens, false)}});
+            }
+            default:
+                break;
+        }
+        return Reply::error(ApiError(500, "internal_error", "unrouted endpoint"));
+    } catch (const ApiError& e) {
+        m_.rejected_invalid.inc();
+        return Reply::error(e);
+    } catch (const Error& e) {
+        // a tokenizer or template error on this request's input: the request is at fault
+        m_.rejected_invalid.inc();
+        return Reply::error(ApiError::invalid(e.what()));
+    }
+}
+
+Reply Api::models() const {
+    const Json model = {{"id", model_.name}, {"object", "model"}, {"created", model_.created}, {"owned_by", "tpserve"},
+                        {"max_model_len", model_.context}};
+    return json_reply(200, {{"object", "list"}, {"data", Json::array({model})}});
+}
+
+Reply Api::generation(Endpoint endpoint, std::string_view body) {
+    if (state_.load(std::memory_order_acquire) != State::ready) {
+        m_.rejected_unavailable.inc();
+        return Reply::error(ApiError::unavailable("the server is shutting down"));
+    }
+    GenerationRequest req = endpoint == Endpoint::chat ? parse_chat_request(body, model_) : parse_completion_request(body, model_);
+    Reply r;
+    r.job = std::make_shared<Job>(std::move(req));
+    r.writer = std::make_shared<ResponseWriter>(r.job->request(), model_.name, *model_.tokenizer, model_.created);
+    return r;
+}
+
+std::optional<Reply> Api::submit(const std::shared_ptr<Job>& job) {
+    switch (scheduler_->submit(job)) {
+        case Scheduler::Admission::accepted:
+            return std::nullopt;
+        case Scheduler::Admission::queue_full:
+            m_.rejected_queue_full.inc();
+            return Reply::error(ApiError(429, "rate_limit_error", "the server's queue is full; retry after a moment"));
+        case Scheduler::Admission::stopping:
+            break;
+    }
+    m_.rejected_unavailable.inc();
+    return Reply::error(ApiError::unavailable("the server is shutting down"));
+}
+
+void Api::cancelled(const std::shared_ptr<Job>& job) {
+    job->cancel();
+    if (scheduler_) scheduler_->wake();
+}
+
+}  // namespace tps::serve

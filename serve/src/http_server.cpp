@@ -1,0 +1,297 @@
+// The Beast sessions and the acceptor (http_server.h).
+#include "tpserve/serve/http_server.h"
+
+#include "tpserve/common/check.h"
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <chrono>
+#include <optional>
+#include <sys/socket.h>
+
+namespace tps::serve {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+class Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(tcp::socket&& socket, Api& api, const HttpLimits& limits, std::shared_ptr<std::atomic<int64_t>> active)
+        : stream_(std::move(socket)), api_(api), limits_(limits), active_(std::move(active)) {}
+
+    ~Session() {
+        if (job_ && !job_->finished()) api_.cancelled(job_);
+        if (counted_) --*active_;
+    }
+
+    void run() { net::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::read, shared_from_this())); }
+
+private:
+    void read() {
+        parser_.emplace();
+        parser_->body_limit(static_cast<uint64_t>(limits_.max_body_bytes));
+        parser_->header_limit(static_cast<uint32_t>(limits_.max_header_bytes));
+        stream_.expires_after(std::chrono::milliseconds(static_cast<int64_t>(limits_.idle_seconds * 1000)));
+        http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
+    }
+
+    void on_read(beast::error_code ec, size_t) {
+        if (ec == http::error::body_limit) {
+            keep_alive_ = false;
+            return send(Reply::error(ApiError(413, "invalid_request_error",
+                                              fmt::format("the body is over the limit of {} bytes", limits_.max_body_bytes))));
+        }
+        if (ec == http::error::header_limit) {
+            keep_alive_ = false;
+            return send(Reply::error(ApiError(431, "invalid_request_error",
+                                              fmt::format("the request headers are over the limit of {} bytes",
+                                                          limits_.max_header_bytes))));
+        }
+        if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == net::error::operation_aborted) {
+            return close();
+        }
+        if (ec) {
+            // a malformed request gets an answer; a connection that broke does not
+            if (ec.category() != http::make_error_code(http::error::bad_target).category()) return close();
+            keep_alive_ = false;
+            return send(Reply::error(ApiError::invalid(fmt::format("malformed HTTP request: {}", ec.message()))));
+        }
+        const auto& req = parser_->get();
+        keep_alive_ = req.keep_alive();
+        version_ = req.version();
+        Reply r = api_.handle(std::string_view(req.method_string().data(), req.method_string().size()),
+                              std::string_view(req.target().data(), req.target().size()), req.body());
+        if (r.job) return start(std::move(r));
+        send(std::move(r));
+    }
+
+    void send(Reply r) {
+        auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status),
+                                                                         version_ ? version_ : 11);
+        res->set(http::field::server, "tpserve");
+        res->set(http::field::content_type, r.content_type);
+        for (const auto& [name, value] : r.headers) res->set(name, value);
+        res->keep_alive(keep_alive_);
+        res->body() = std::move(r.body);
+        res->prepare_payload();
+        http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
+            if (ec || !self->keep_alive_ || res->need_eof()) return self->close();
+            self->read();
+        });
+    }
+
+    // A generation: streamed as server-sent events, or collected and sent whole.
+    void start(Reply r) {
+        job_ = std::move(r.job);
+        writer_ = std::move(r.writer);
+        std::weak_ptr<Session> weak = weak_from_this();
+        auto exec = stream_.get_executor();
+        job_->set_notify([weak, exec] {
+            net::post(exec, [weak] {
+                if (auto s = weak.lock()) s->pump();
+            });
+        });
+        if (auto refused = api_.submit(job_)) {
+            job_->set_notify(nullptr);
+            job_.reset();
+            writer_.reset();
+            return send(std::move(*refused));
+        }
+        ++*active_;
+        counted_ = true;
+        stream_.expires_never();
+        watch();
+        if (!job_->request().stream) return pump();
+        chunked_ = version_ >= 11;
+        if (!chunked_) keep_alive_ = false;  // HTTP/1.0: the end of the stream is the end of the connection
+        header_ = std::make_shared<http::response<http::empty_body>>(http::status::ok, version_);
+        header_->set(http::field::server, "tpserve");
+        header_->set(http::field::content_type, "text/event-stream");
+        header_->set(http::field::cache_control, "no-cache");
+        header_->set("X-Accel-Buffering", "no");
+        header_->keep_alive(keep_alive_);
+        header_->chunked(chunked_);
+        serializer_ = std::make_shared<http::response_serializer<http::empty_body>>(*header_);
+        out_ = writer_->stream_start();  // first in line: pieces may arrive while the header is written
+        writing_ = true;
+        http::async_write_header(stream_, *serializer_, [self = shared_from_this()](beast::error_code ec, size_t) {
+            self->writing_ = false;
+            if (ec) return self->abandon();
+            self->pump();
+        });
+    }
+
+    // Takes what the engine produced and writes it (one write at a time).
+    void pump() {
+        if (!job_) return;
+        const bool streaming = job_->request().stream;
+        for (auto& d : job_->take()) {
+            if (done_) break;
+            if (streaming) {
+                if (d.error) {
+                    out_ += ResponseWriter::stream_error(*d.error);
+                    done_ = true;
+                } else {
+                    out_ += writer_->stream_piece(d);
+                    if (d.last()) {
+                        out_ += writer_->stream_end(job_->prompt_tokens.load(), job_->completion_tokens.load());
+                        done_ = true;
+                    }
+                }
+            } else if (d.error) {
+                const ApiError error = *d.error;
+                finish_job();
+                return send(Reply::error(error));
+            } else {
+                writer_->add(d);
+                if (d.last()) {
+                    Reply whole;
+                    whole.body = writer_->whole(job_->prompt_tokens.load(), job_->completion_tokens.load());
+                    finish_job();
+                    return send(std::move(whole));
+                }
+            }
+        }
+        if (!streaming || writing_) return;
+        if (!out_.empty()) {
+            auto text = std::make_shared<std::string>(std::move(out_));
+            out_.clear();
+            writing_ = true;
+            auto after = [self = shared_from_this(), text](beast::error_code ec, size_t) {
+                self->writing_ = false;
+                if (ec) return self->abandon();
+                self->pump();
+            };
+            if (chunked_) net::async_write(stream_, http::make_chunk(net::buffer(*text)), std::move(after));
+            else net::async_write(stream_, net::buffer(*text), std::move(after));
+            return;
+        }
+        if (!done_) return;
+        finish_job();
+        if (!chunked_) return close();
+        writing_ = true;
+        auto last = std::make_shared<decltype(http::make_chunk_last())>(http::make_chunk_last());
+        net::async_write(stream_, *last, [self = shared_from_this(), last](beast::error_code ec, size_t) {
+            self->writing_ = false;
+            if (ec || !self->keep_alive_) return self->close();
+            self->read();
+        });
+    }
+
+    // Notices a client that goes away while its generation runs (no write may be due for a while).
+    void watch() {
+        std::shared_ptr<Job> job = job_;
+        stream_.socket().async_wait(
+            tcp::socket::wait_read,
+            net::bind_executor(stream_.get_executor(), [self = shared_from_this(), job](beast::error_code ec) {
+                if (job != self->job_ || job->finished()) return;  // that generation is over
+                if (!ec) {
+                    char c = 0;
+                    const auto n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+                    if (n > 0) return;  // the client's next request: read once this one is answered
+                    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return self->watch();
+                }
+                self->abandon();
+            }));
+    }
+
+    // The client went away: cancel the job (its KV blocks are freed at the next step) and close.
+    void abandon() {
+        if (job_ && !job_->finished()) api_.cancelled(job_);
+        finish_job();
+        close();
+    }
+
+    void finish_job() {
+        if (job_) job_->set_notify(nullptr);
+        job_.reset();
+        writer_.reset();
+        done_ = false;
+        out_.clear();
+        if (counted_) {
+            --*active_;
+            counted_ = false;
+        }
+    }
+
+    void close() {
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+        stream_.socket().close(ec);
+    }
+
+    beast::tcp_stream stream_;
+    Api& api_;
+    const HttpLimits& limits_;
+    std::shared_ptr<std::atomic<int64_t>> active_;
+    beast::flat_buffer buffer_;
+    std::optional<http::request_parser<http::string_body>> parser_;
+    bool keep_alive_ = true;
+    unsigned version_ = 11;
+    // the generation being answered
+    std::shared_ptr<Job> job_;
+    std::shared_ptr<ResponseWriter> writer_;
+    std::shared_ptr<http::response<http::empty_body>> header_;
+    std::shared_ptr<http::response_serializer<http::empty_body>> serializer_;
+    std::string out_;
+    bool writing_ = false;
+    bool done_ = false;
+    bool chunked_ = true;
+    bool counted_ = false;
+};
+
+}  // namespace
+
+HttpServer::HttpServer(net::io_context& io, Api& api, HttpLimits limits)
+    : io_(io), api_(api), limits_(limits), acceptor_(net::make_strand(io)) {}
+
+HttpServer::~HttpServer() = default;
+
+uint16_t HttpServer::listen(const std::string& host, uint16_t port) {
+    beast::error_code ec;
+    const auto address = net::ip::make_address(host, ec);
+    TPS_CHECK_AS(UsageError, !ec, "--host: '{}' is not an IP address ({})", host, ec.message());
+    const tcp::endpoint endpoint(address, port);
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    TPS_CHECK_AS(UsageError, !ec, "cannot listen on {}:{}: {}", host, port, ec.message());
+    return acceptor_.local_endpoint().port();
+}
+
+void HttpServer::start() { accept(); }
+
+void HttpServer::accept() {
+    acceptor_.async_accept(net::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
+        if (!acceptor_.is_open() || ec == net::error::operation_aborted) return;
+        if (!ec) {
+            // every event goes out at once (Nagle would hold a stream's small writes for the
+            // client's delayed acknowledgement, about 40 ms on Linux)
+            beast::error_code ignored;
+            socket.set_option(tcp::no_delay(true), ignored);
+            std::make_shared<Session>(std::move(socket), api_, limits_, active_)->run();
+        }
+        accept();
+    });
+}
+
+void HttpServer::stop_accepting() {
+    net::post(acceptor_.get_executor(), [this] {
+        beast::error_code ec;
+        acceptor_.close(ec);
+    });
+}
+
+}  // namespace tps::serve

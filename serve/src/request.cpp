@@ -1,0 +1,344 @@
+// Parsing and checking the OpenAI request bodies (request.h). Every rejection is an ApiError whose
+// message names the field and what was wrong with it; nothing here trusts the body's shape.
+#include "tpserve/serve/request.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <limits>
+#include <random>
+
+namespace tps::serve {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr int kMaxDepth = 64;  // deeper bodies are refused before the parser sees them
+
+const char* type_name(const Json& v) {
+    switch (v.type()) {
+        case Json::value_t::null: return "null";
+        case Json::value_t::boolean: return "a boolean";
+        case Json::value_t::string: return "a string";
+        case Json::value_t::array: return "an array";
+        case Json::value_t::object: return "an object";
+        case Json::value_t::binary: return "binary";
+        case Json::value_t::discarded: return "nothing";
+        default: return "a number";
+    }
+}
+
+// Nesting depth of the JSON text, ignoring brackets inside strings; stops counting past the limit.
+bool too_deep(std::string_view body) {
+    int depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < body.size(); ++i) {
+        const char c = body[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > kMaxDepth) return true;
+        } else if (c == ']' || c == '}') {
+            --depth;
+        }
+    }
+    return false;
+}
+
+Json parse_body(std::string_view body) {
+    if (too_deep(body)) throw ApiError::invalid(fmt::format("the body nests more than {} levels deep", kMaxDepth));
+    Json j;
+    try {
+        j = Json::parse(body);
+    } catch (const Json::exception& e) {
+        // "[json.exception.parse_error.101] parse error at line 1, column 5: ..." without the prefix
+        std::string what = e.what();
+        if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
+        throw ApiError::invalid("the body is not valid JSON: " + what);
+    }
+    if (!j.is_object()) throw ApiError::invalid(fmt::format("the body must be a JSON object, got {}", type_name(j)));
+    return j;
+}
+
+const Json* field(const Json& j, const char* name) {
+    const auto it = j.find(name);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+int64_t get_int(const Json& j, const char* name, int64_t lo, int64_t hi, int64_t fallback) {
+    const Json* v = field(j, name);
+    if (!v) return fallback;
+    int64_t out = 0;
+    if (v->is_number_integer()) {
+        if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+            throw ApiError::invalid(fmt::format("'{}' must be between {} and {}", name, lo, hi), name);
+        }
+        out = v->get<int64_t>();
+    } else if (v->is_number_float()) {
+        const double d = v->get<double>();
+        if (!std::isfinite(d) || d != std::floor(d) || std::abs(d) > 9e15) {
+            throw ApiError::invalid(fmt::format("'{}' must be an integer, got {}", name, v->dump()), name);
+        }
+        out = static_cast<int64_t>(d);
+    } else {
+        throw ApiError::invalid(fmt::format("'{}' must be an integer, got {}", name, type_name(*v)), name);
+    }
+    if (out < lo || out > hi) {
+        throw ApiError::invalid(fmt::format("'{}' must be between {} and {}, got {}", name, lo, hi, out), name);
+    }
+    return out;
+}
+
+float get_float(const Json& j, const char* name, double lo, double hi, float fallback, bool lo_open = false) {
+    const Json* v = field(j, name);
+    if (!v) return fallback;
+    if (!v->is_number()) throw ApiError::invalid(fmt::format("'{}' must be a number, got {}", name, type_name(*v)), name);
+    const double d = v->get<double>();
+    if (!std::isfinite(d) || d < lo || d > hi || (lo_open && d == lo)) {
+        throw ApiError::invalid(
+            fmt::format("'{}' must be {} {} and at most {}, got {}", name, lo_open ? "above" : "at least", lo, hi, v->dump()),
+            name);
+    }
+    return static_cast<float>(d);
+}
+
+bool get_bool(const Json& j, const char* name, bool fallback) {
+    const Json* v = field(j, name);
+    if (!v) return fallback;
+    if (!v->is_boolean()) throw ApiError::invalid(fmt::format("'{}' must be a boolean, got {}", name, type_name(*v)), name);
+    return v->get<bool>();
+}
+
+// Fields both endpoints share: sampling, stop, streaming, n, the model's name.
+void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r) {
+    const Json* name = field(j, "model");
+    if (name) {
+        if (!name->is_string()) throw ApiError::invalid(fmt::format("'model' must be a string, got {}", type_name(*name)), "model");
+        if (name->get<std::string>() != model.name) {
+            throw ApiError::not_found(
+                fmt::format("The model '{}' does not exist; this server serves '{}'", name->get<std::string>(), model.name),
+                "model_not_found");
+        }
+    }
+    if (get_int(j, "n", 1, 1 << 20, 1) != 1) throw ApiError::invalid("'n' above 1 is not supported; send the request n times", "n");
+    if (get_int(j, "best_of", 1, 1 << 20, 1) != 1) throw ApiError::invalid("'best_of' above 1 is not supported", "best_of");
+    if (get_bool(j, "echo", false)) throw ApiError::invalid("'echo' is not supported", "echo");
+
+    SamplingParams& p = r.sampling;
+    p.temperature = get_float(j, "temperature", 0, 2, 1.0f);
+    p.top_p = get_float(j, "top_p", 0, 1, 1.0f, true);
+    p.top_k = static_cast<int32_t>(get_int(j, "top_k", -1, 1 << 24, 0));
+    if (p.top_k < 0) p.top_k = 0;  // vLLM: -1 means off
+    p.min_p = get_float(j, "min_p", 0, 1, 0.0f);
+    p.presence_penalty = get_float(j, "presence_penalty", -2, 2, 0.0f);
+    p.frequency_penalty = get_float(j, "frequency_penalty", -2, 2, 0.0f);
+    p.repetition_penalty = get_float(j, "repetition_penalty", 0, 100, 1.0f, true);
+    if (field(j, "seed")) {
+        p.seed = static_cast<uint64_t>(get_int(j, "seed", INT64_MIN, INT64_MAX, 0));
+    } else {
+        // no seed: every request its own randomness (the same seed for all would repeat answers)
+        static thread_local std::mt19937_64 seeds{std::random_device{}()};
+        p.seed = seeds();
+    }
+
+    if (const Json* stop = field(j, "stop")) {
+        auto add = [&](const Json& s) {
+            if (!s.is_string()) throw ApiError::invalid(fmt::format("'stop' must hold strings, got {}", type_name(s)), "stop");
+            if (!s.get<std::string>().empty()) r.stop.push_back(s.get<std::string>());
+        };
+        if (stop->is_array()) {
+            if (stop->size() > kMaxStopStrings) {
+                throw ApiError::invalid(fmt::format("'stop' holds at most {} strings, got {}", kMaxStopStrings, stop->size()), "stop");
+            }
+            for (const auto& s : *stop) add(s);
+        } else {
+            add(*stop);
+        }
+    }
+    r.stop_ids = get_bool(j, "ignore_eos", false) ? std::vector<int32_t>{} : model.stop_ids;
+    r.stream = get_bool(j, "stream", false);
+    if (const Json* so = field(j, "stream_options")) {
+        if (!so->is_object()) throw ApiError::invalid(fmt::format("'stream_options' must be an object, got {}", type_name(*so)), "stream_options");
+        if (!r.stream) throw ApiError::invalid("'stream_options' is only allowed with 'stream': true", "stream_options");
+        r.include_usage = get_bool(*so, "include_usage", false);
+    }
+    if (const Json* user = field(j, "user"); user && !user->is_string()) {
+        throw ApiError::invalid(fmt::format("'user' must be a string, got {}", type_name(*user)), "user");
+    }
+}
+
+// max_tokens against the context: an explicit value that does not fit is an error, a default is cut.
+void fit_max_tokens(const Json& j, const char* name, const ServedModel& model, GenerationRequest& r, int64_t fallback) {
+    const auto n = static_cast<int64_t>(r.prompt.size());
+    if (n == 0) throw ApiError::invalid("the prompt is empty", r.endpoint == Endpoint::chat ? "messages" : "prompt");
+    if (n >= model.context) {
+        throw ApiError::invalid(
+            fmt::format("This model's maximum context length is {} tokens; the prompt has {} tokens, leaving no room to "
+                        "generate",
+                        model.context, n),
+            r.endpoint == Endpoint::chat ? "messages" : "prompt");
+    }
+    const bool given = field(j, name) != nullptr;
+    r.max_tokens = get_int(j, name, 1, INT32_MAX, fallback);
+    if (given && n + r.max_tokens > model.context) {
+        throw ApiError::invalid(fmt::format("This model's maximum context length is {} tokens; the prompt has {} tokens "
+                                            "and {} = {} asks for {} more",
+                                            model.context, n, name, r.max_tokens, r.max_tokens),
+                                name);
+    }
+    r.max_tokens = std::min(r.max_tokens, model.context - n);
+}
+
+std::vector<int32_t> token_array(const Json& v, const ServedModel& model, const char* name) {
+    std::vector<int32_t> out;
+    const int64_t vocab = model.tokenizer->vocab_size();
+    for (const auto& t : v) {
+        if (!t.is_number_integer()) throw ApiError::invalid(fmt::format("'{}' token ids must be integers, got {}", name, type_name(t)), name);
+        const int64_t id = t.is_number_unsigned() && t.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) ? -1 : t.get<int64_t>();
+        if (id < 0 || id >= vocab) {
+            throw ApiError::invalid(fmt::format("'{}' holds token id {}, outside the vocabulary of {}", name, t.dump(), vocab), name);
+        }
+        out.push_back(static_cast<int32_t>(id));
+    }
+    return out;
+}
+
+std::vector<int32_t> completion_prompt(const Json& j, const ServedModel& model) {
+    const Json* p = field(j, "prompt");
+    if (!p) throw ApiError::invalid("'prompt' is required", "prompt");
+    if (p->is_string()) return model.tokenizer->encode(p->get<std::string>(), true);
+    if (!p->is_array()) throw ApiError::invalid(fmt::format("'prompt' must be a string or an array, got {}", type_name(*p)), "prompt");
+    if (p->empty()) throw ApiError::invalid("'prompt' is empty", "prompt");
+    const Json& first = p->front();
+    if (first.is_number()) return token_array(*p, model, "prompt");
+    if (p->size() > 1) throw ApiError::invalid("'prompt' with several prompts is not supported; send one per request", "prompt");
+    if (first.is_string()) return model.tokenizer->encode(first.get<std::string>(), true);
+    if (first.is_array()) return token_array(first, model, "prompt");
+    throw ApiError::invalid(fmt::format("'prompt' must hold strings or token ids, got {}", type_name(first)), "prompt");
+}
+
+// The messages as the template sees them: content parts joined into one string; every other
+// field of a message kept as it came.
+Json chat_messages(const Json& j) {
+    const Json* m = field(j, "messages");
+    if (!m) throw ApiError::invalid("'messages' is required", "messages");
+    if (!m->is_array()) throw ApiError::invalid(fmt::format("'messages' must be an array, got {}", type_name(*m)), "messages");
+    if (m->empty()) throw ApiError::invalid("'messages' is empty", "messages");
+    Json out = Json::array();
+    for (size_t i = 0; i < m->size(); ++i) {
+        const Json& msg = (*m)[i];
+        const std::string where = fmt::format("messages[{}]", i);
+        if (!msg.is_object()) throw ApiError::invalid(fmt::format("'{}' must be an object, got {}", where, type_name(msg)), where);
+        const Json* role = field(msg, "role");
+        if (!role || !role->is_string()) throw ApiError::invalid(fmt::format("'{}.role' must be a string", where), where + ".role");
+        Json copy = msg;
+        const Json* content = field(msg, "content");
+        if (content && content->is_array()) {
+            std::string text;
+            for (const auto& part : *content) {
+                const Json* type = part.is_object() ? field(part, "type") : nullptr;
+                if (!type || !type->is_string() || type->get<std::string>() != "text" || !field(part, "text") ||
+                    !part["text"].is_string()) {
+                    throw ApiError::invalid(fmt::format("'{}.content' parts must be {{\"type\": \"text\", \"text\": \"...\"}}; "
+                                                        "other kinds of content are not supported",
+                                                        where),
+                                            where + ".content");
+                }
+                text += part["text"].get<std::string>();
+            }
+            copy["content"] = text;
+        } else if (content && !content->is_string()) {
+            throw ApiError::invalid(fmt::format("'{}.content' must be a string or an array of parts, got {}", where,
+                                                type_name(*content)),
+                                    where + ".content");
+        }
+        out.push_back(std::move(copy));
+    }
+    return out;
+}
+
+std::vector<int32_t> render_chat(const Json& j, const ServedModel& model) {
+    if (!model.chat_template) throw ApiError::invalid(fmt::format("the model '{}' has no chat template; use /v1/completions", model.name));
+    Json context = {{"messages", chat_messages(j)}, {"add_generation_prompt", true}, {"bos_token", model.bos_token},
+                    {"eos_token", model.eos_token}};
+    if (const Json* tools = field(j, "tools")) context["tools"] = *tools;
+    std::string text;
+    try {
+        text = model.chat_template->render(context);
+    } catch (const InputError& e) {
+        throw ApiError::invalid(fmt::format("the chat template refused the messages: {}", e.what()), "messages");
+    }
+    // as transformers' apply_chat_template(tokenize=True): the template writes the special tokens
+    return model.tokenizer->encode(text, false);
+}
+
+void parse_logprobs(const Json& j, GenerationRequest& r) {
+    if (r.endpoint == Endpoint::completions) {
+        if (const Json* v = field(j, "logprobs"); v && v->is_boolean()) {
+            r.logprobs = v->get<bool>() ? 0 : -1;  // some clients send true
+        } else {
+            r.logprobs = static_cast<int>(get_int(j, "logprobs", 0, kMaxTopLogprobs, -1));
+        }
+        return;
+    }
+    const bool on = get_bool(j, "logprobs", false);
+    const int top = static_cast<int>(get_int(j, "top_logprobs", 0, kMaxTopLogprobs, 0));
+    if (top > 0 && !on) throw ApiError::invalid("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+    r.logprobs = on ? top : -1;
+}
+
+}  // namespace
+
+std::string ApiError::body() const {
+    nlohmann::ordered_json e = {{"message", what()}, {"type", type_}, {"param", nullptr}, {"code", nullptr}};
+    if (!param_.empty()) e["param"] = param_;
+    if (!code_.empty()) e["code"] = code_;
+    return nlohmann::ordered_json{{"error", e}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+GenerationRequest parse_completion_request(std::string_view body, const ServedModel& model) {
+    const Json j = parse_body(body);
+    GenerationRequest r;
+    r.endpoint = Endpoint::completions;
+    parse_common(j, model, r);
+    parse_logprobs(j, r);
+    if (field(j, "suffix")) throw ApiError::invalid("'suffix' is not supported", "suffix");
+    r.prompt = completion_prompt(j, model);
+    fit_max_tokens(j, "max_tokens", model, r, 16);
+    r.sampling.top_logprobs = std::max(0, r.logprobs);
+    return r;
+}
+
+GenerationRequest parse_chat_request(std::string_view body, const ServedModel& model) {
+    const Json j = parse_body(body);
+    GenerationRequest r;
+    r.endpoint = Endpoint::chat;
+    parse_common(j, model, r);
+    parse_logprobs(j, r);
+    r.prompt = render_chat(j, model);
+    const char* limit = field(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+    fit_max_tokens(j, limit, model, r, model.context);
+    r.sampling.top_logprobs = std::max(0, r.logprobs);
+    return r;
+}
+
+std::vector<int32_t> parse_tokenize_request(std::string_view body, const ServedModel& model) {
+    const Json j = parse_body(body);
+    if (field(j, "messages")) return render_chat(j, model);
+    const Json* p = field(j, "prompt");
+    if (!p || !p->is_string()) throw ApiError::invalid("'prompt' (a string) or 'messages' is required", "prompt");
+    return model.tokenizer->encode(p->get<std::string>(), get_bool(j, "add_special_tokens", true));
+}
+
+std::vector<int32_t> parse_detokenize_request(std::string_view body, const ServedModel& model) {
+    const Json j = parse_body(body);
+    const Json* t = field(j, "tokens");
+    if (!t || !t->is_array()) throw ApiError::invalid("'tokens' (an array of token ids) is required", "tokens");
+    return token_array(*t, model, "tokens");
+}
+
+}  // namespace tps::serve

@@ -1,0 +1,421 @@
+// The continuous-batching engine loop (scheduler.h).
+#include "tpserve/serve/scheduler.h"
+
+#include "tpserve/common/check.h"
+#include "tpserve/engine/generate.h"
+#include "tpserve/partition/planner.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <exception>
+
+namespace tps::serve {
+namespace {
+
+int64_t blocks(int64_t tokens) { return (tokens + kKvBlockTokens - 1) / kKvBlockTokens; }
+
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+}  // namespace
+
+// One running request: everything the engine knows of its sequence.
+struct Scheduler::Seq {
+    Seq(std::shared_ptr<Job> j, int64_t seq_id, const Tokenizer& tok)
+        : job(std::move(j)),
+          id(seq_id),
+          tokens(job->request().prompt),
+          prompt_len(static_cast<int64_t>(tokens.size())),
+          kind(output_kind_for(job->request().sampling)),
+          sampler(job->request().sampling, job->request().prompt),
+          decoder(tok),
+          stops(job->request().stop) {}
+
+    std::shared_ptr<Job> job;
+    int64_t id;
+    std::vector<int32_t> tokens;  // the prompt, then every generated token
+    int64_t prompt_len;
+    int64_t fed = 0;              // tokens in the KV cache
+    int64_t generated = 0;
+    StepOutputKind kind;
+    Sampler sampler;
+    StreamDecoder decoder;
+    StopMatcher stops;
+    std::vector<TokenOut> held;   // tokens whose text is not out yet
+    bool in_flight = false;
+    bool done = false;
+    bool prompt_counted = false;
+    Clock::time_point last_token{};
+
+    int64_t todo() const noexcept { return static_cast<int64_t>(tokens.size()) - fed; }
+};
+
+Scheduler::Scheduler(Driver& driver, const Tokenizer& tokenizer, SchedulerOptions options, ServeMetrics& metrics)
+    : driver_(driver), tok_(tokenizer), opt_(options), m_(metrics) {
+    TPS_CHECK_AS(UsageError, opt_.max_batch >= 1 && opt_.max_queue >= 0 && opt_.step_tokens >= 1 && opt_.micro_batches >= 1,
+                 "scheduler: max batch, step tokens and micro-batches must be at least 1");
+    opt_.context = std::min(opt_.context, driver_.model().context_tokens());
+    m_.kv_capacity_tokens.set(static_cast<double>(driver_.model().kv_capacity_tokens()));
+}
+
+Scheduler::~Scheduler() = default;
+
+Scheduler::Admission Scheduler::submit(std::shared_ptr<Job> job) {
+    {
+        std::lock_guard lock(mu_);
+        if (stopping_) return Admission::stopping;
+        // the queue, plus the places the running batch has free right now
+        const int64_t places = opt_.max_queue + std::max<int64_t>(0, opt_.max_batch - running_count_.load());
+        if (static_cast<int64_t>(waiting_.size()) >= places) {
+            return Admission::queue_full;
+        }
+        waiting_.push_back(std::move(job));
+        m_.waiting.set(static_cast<double>(waiting_.size()));
+    }
+    cv_.notify_one();
+    return Admission::accepted;
+}
+
+void Scheduler::stop() {
+    {
+        std::lock_guard lock(mu_);
+        stopping_ = true;
+    }
+    cv_.notify_one();
+}
+
+void Scheduler::wake() {
+    {
+        std::lock_guard lock(mu_);
+        woken_ = true;
+    }
+    cv_.notify_one();
+}
+
+bool Scheduler::idle_locked() const {
+    return waiting_.empty() && running_.empty() && preempted_.empty() && in_flight_.empty();
+}
+
+void Scheduler::run() {
+    try {
+        for (;;) {
+            {
+                std::unique_lock lock(mu_);
+                if (stopping_) {
+                    // waiting requests end now; running ones finish
+                    for (auto& job : waiting_) {
+                        m_.rejected_unavailable.inc();
+                        job->push(Delta::failure(ApiError::unavailable("the server is shutting down")));
+                    }
+                    waiting_.clear();
+                    m_.waiting.set(0);
+                    for (auto& s : preempted_) fail(*s, ApiError::unavailable("the server is shutting down"), "error");
+                    preempted_.clear();
+                    if (running_.empty() && in_flight_.empty()) break;
+                }
+                if (idle_locked()) {
+                    cv_.wait_for(lock, std::chrono::milliseconds(500), [&] { return !waiting_.empty() || stopping_ || woken_; });
+                    woken_ = false;
+                    lock.unlock();
+                    driver_.tick();  // keeps the other ranks' deadline from running out
+                    if (report && seconds(Clock::now() - last_report_) >= opt_.report_interval) {
+                        report();
+                        last_report_ = Clock::now();
+                    }
+                    continue;
+                }
+            }
+            sweep();
+            admit();
+            const bool report_due = report && seconds(Clock::now() - last_report_) >= opt_.report_interval;
+            // keep every stage busy: one micro-batch in flight per stage (none while a report waits
+            // for the pipeline to drain)
+            while (!report_due && static_cast<int>(in_flight_.size()) < opt_.micro_batches && submit_micro_batch()) {
+            }
+            if (!in_flight_.empty()) {
+                auto [id, members] = std::move(in_flight_.front());
+                in_flight_.pop_front();
+                const StepOutput out = driver_.wait(id);
+                m_.steps.inc();
+                process(out, members);
+            } else if (report_due) {
+                report();
+                last_report_ = Clock::now();
+            } else if (running_.empty() || std::all_of(running_.begin(), running_.end(), [](const auto& s) { return s->in_flight; })) {
+                // nothing could be scheduled (KV full with nothing in flight cannot happen: a lone
+                // sequence always fits); wait briefly for news
+                std::unique_lock lock(mu_);
+                cv_.wait_for(lock, std::chrono::milliseconds(50));
+            }
+            update_gauges();
+        }
+        if (report) report();
+    } catch (const std::exception& e) {
+        fail_everything(e.what());
+        throw;
+    }
+}
+
+void Scheduler::sweep() {
+    const auto now = Clock::now();
+    const auto limit = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(opt_.request_timeout));
+    for (auto it = running_.begin(); it != running_.end();) {
+        Seq& s = **it;
+        ++it;
+        if (s.in_flight) continue;
+        if (s.job->cancelled()) {
+            m_.cancelled.inc();
+            remove(s);
+        } else if (now - s.job->arrived() > limit) {
+            fail(s, ApiError(408, "timeout_error", fmt::format("the request ran past the server's timeout of {} s", opt_.request_timeout)),
+                 "timeout");
+        }
+    }
+    for (auto it = preempted_.begin(); it != preempted_.end();) {
+        Seq& s = **it;
+        if (s.job->cancelled() || now - s.job->arrived() > limit) {
+            if (s.job->cancelled()) m_.cancelled.inc();
+            else {
+                m_.timed_out.inc();
+                s.job->push(Delta::failure(ApiError(408, "timeout_error", fmt::format("the request ran past the server's timeout of {} s", opt_.request_timeout))));
+            }
+            it = preempted_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    std::lock_guard lock(mu_);
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+        const auto& job = *it;
+        if (job->cancelled()) {
+            m_.cancelled.inc();
+            it = waiting_.erase(it);
+        } else if (now - job->arrived() > limit) {
+            m_.timed_out.inc();
+            job->push(Delta::failure(ApiError(408, "timeout_error", fmt::format("the request waited past the server's timeout of {} s", opt_.request_timeout))));
+            it = waiting_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    m_.waiting.set(static_cast<double>(waiting_.size()));
+}
+
+void Scheduler::admit() {
+    LlamaModel& model = driver_.model();
+    // room for the sequence's prompt, keeping a block of growth for every running sequence
+    auto fits = [&](int64_t tokens) {
+        return model.kv_free_tokens() - kKvBlockTokens * static_cast<int64_t>(running_.size()) >= tokens;
+    };
+    while (!preempted_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch &&
+           (running_.empty() || fits(static_cast<int64_t>(preempted_.front()->tokens.size())))) {
+        running_.push_back(std::move(preempted_.front()));
+        preempted_.pop_front();
+    }
+    if (!preempted_.empty()) return;  // they go first
+    std::lock_guard lock(mu_);
+    while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch &&
+           (running_.empty() || fits(static_cast<int64_t>(waiting_.front()->request().prompt.size())))) {
+        running_.push_back(std::make_unique<Seq>(std::move(waiting_.front()), next_seq_++, tok_));
+        waiting_.pop_front();
+    }
+    running_count_ = static_cast<int64_t>(running_.size());
+    m_.waiting.set(static_cast<double>(waiting_.size()));
+}
+
+bool Scheduler::submit_micro_batch() {
+    LlamaModel& model = driver_.model();
+    std::vector<Seq*> ready;
+    for (auto& s : running_) {
+        if (!s->in_flight && !s->done && s->todo() > 0) ready.push_back(s.get());
+    }
+    if (ready.empty()) return false;
+    // micro-batches of equal size: the running batch over the stages
+    const size_t active = running_.size();
+    const size_t target = std::max<size_t>(1, (active + static_cast<size_t>(opt_.micro_batches) - 1) /
+                                                  static_cast<size_t>(opt_.micro_batches));
+    // decodes first (a token each), then prompt chunks with what is left of the budget
+    std::stable_partition(ready.begin(), ready.end(), [](const Seq* s) { return s->todo() == 1; });
+
+    std::vector<Seq*> members;
+    std::vector<SequenceStep> step;
+    int64_t budget = opt_.step_tokens;
+    int64_t free_blocks = model.kv_free_tokens() / kKvBlockTokens;
+    for (Seq* s : ready) {
+        if (members.size() >= target || budget <= 0) break;
+        int64_t n = std::min(s->todo(), budget);
+        // the KV blocks this entry needs; a prompt chunk shrinks to what is free
+        while (n > 0 && blocks(s->fed + n) - blocks(s->fed) > free_blocks) {
+            n = std::min(n - 1, (free_blocks + blocks(s->fed)) * kKvBlockTokens - s->fed);
+        }
+        if (n <= 0) continue;
+        free_blocks -= blocks(s->fed + n) - blocks(s->fed);
+        budget -= n;
+        SequenceStep e{s->id, std::vector<int32_t>(s->tokens.begin() + s->fed, s->tokens.begin() + s->fed + n), s->fed, false};
+        e.output = s->fed + n == static_cast<int64_t>(s->tokens.size()) ? s->kind : StepOutputKind::none;
+        step.push_back(std::move(e));
+        members.push_back(s);
+    }
+    if (step.empty()) {
+        // the cache is full: preempt the newest sequence that is not in flight (not the oldest
+        // one: someone must make progress), unless steps in flight will free or settle blocks
+        if (!in_flight_.empty()) return false;
+        for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
+            Seq& victim = **it;
+            if (&victim == running_.front().get() || victim.in_flight) continue;
+            driver_.release(victim.id);
+            victim.fed = 0;
+            auto owned = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == &victim; });
+            preempted_.push_front(std::move(*owned));
+            running_.erase(owned);
+            return true;  // try again with the blocks it held
+        }
+        return false;
+    }
+    std::vector<int64_t> fed;
+    for (const auto& e : step) fed.push_back(static_cast<int64_t>(e.tokens.size()));
+    const uint64_t id = driver_.submit(std::move(step));
+    for (size_t i = 0; i < members.size(); ++i) {
+        members[i]->in_flight = true;
+        members[i]->fed += fed[i];
+    }
+    in_flight_.emplace_back(id, std::move(members));
+    return true;
+}
+
+void Scheduler::process(const StepOutput& out, const std::vector<Seq*>& members) {
+    TPS_CHECK(out.entries.size() == members.size(), "scheduler: step {} returned {} entries for {} sequences", out.id,
+              out.entries.size(), members.size());
+    for (size_t e = 0; e < members.size(); ++e) {
+        Seq& s = *members[e];
+        s.in_flight = false;
+        const auto& entry = out.entries[e];
+        // prompt tokens are counted once prefilled (not again after a preemption)
+        if (s.fed >= s.prompt_len && !s.prompt_counted) {
+            s.prompt_counted = true;
+            s.job->prompt_tokens = s.prompt_len;
+            m_.prompt_tokens.inc(static_cast<double>(s.prompt_len));
+        }
+        if (entry.rows == 0) continue;  // a prompt chunk that was not the last
+        if (s.job->cancelled()) continue;  // swept before the next step
+        Sampled sampled;
+        if (s.kind == StepOutputKind::greedy) {
+            sampled.token = entry.tokens.at(0);
+            sampled.logprob = entry.logprobs.at(0);
+            s.sampler.accept(sampled.token);
+        } else {
+            sampled = s.sampler.sample(entry.logits);
+        }
+        emit(s, sampled);
+    }
+    drop_done();
+}
+
+void Scheduler::drop_done() {
+    for (auto it = running_.begin(); it != running_.end();) {
+        if ((*it)->done && !(*it)->in_flight) it = running_.erase(it);
+        else ++it;
+    }
+    running_count_ = static_cast<int64_t>(running_.size());
+}
+
+void Scheduler::emit(Seq& s, const Sampled& sampled) {
+    const auto now = Clock::now();
+    if (s.generated == 0) m_.time_to_first_token.observe(seconds(now - s.job->arrived()));
+    else m_.inter_token_latency.observe(seconds(now - s.last_token));
+    s.last_token = now;
+    const auto& req = s.job->request();
+    if (std::find(req.stop_ids.begin(), req.stop_ids.end(), sampled.token) != req.stop_ids.end()) {
+        finish(s, "stop");
+        return;
+    }
+    s.tokens.push_back(sampled.token);
+    ++s.generated;
+    m_.generation_tokens.inc();
+    if (req.logprobs >= 0) s.held.push_back(TokenOut{sampled.token, sampled.logprob, sampled.top});
+    std::string text = s.stops.push(s.decoder.push(sampled.token));
+    if (s.stops.done()) {
+        finish(s, "stop");
+        return;
+    }
+    if (s.generated >= req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= opt_.context) {
+        // the rest of the text goes out with the finish reason
+        Delta d;
+        d.text = std::move(text);
+        d.tokens = std::move(s.held);
+        s.held.clear();
+        if (!d.text.empty() || !d.tokens.empty()) s.job->push(std::move(d));
+        finish(s, "length");
+        return;
+    }
+    if (!text.empty()) {
+        Delta d;
+        d.text = std::move(text);
+        d.tokens = std::move(s.held);
+        s.held.clear();
+        s.job->push(std::move(d));
+    }
+}
+
+void Scheduler::finish(Seq& s, const std::string& reason) {
+    Delta d;
+    if (!s.stops.done()) {
+        // in this order: what the decoder held back may still complete a stop string
+        d.text = s.stops.push(s.decoder.finish());
+        d.text += s.stops.finish();
+    }
+    d.tokens = std::move(s.held);
+    s.held.clear();
+    d.finish_reason = reason;
+    s.job->completion_tokens = s.generated;
+    s.job->prompt_tokens = s.prompt_len;
+    // the books first: whoever the last piece wakes sees them done
+    (reason == "stop" ? m_.finished_stop : m_.finished_length).inc();
+    m_.request_latency.observe(seconds(Clock::now() - s.job->arrived()));
+    remove(s);
+    s.job->push(std::move(d));
+}
+
+void Scheduler::fail(Seq& s, const ApiError& error, const char* outcome) {
+    s.job->completion_tokens = s.generated;
+    s.job->prompt_tokens = s.prompt_len;
+    if (std::string_view(outcome) == "timeout") m_.timed_out.inc();
+    else m_.failed.inc();
+    remove(s);
+    s.job->push(Delta::failure(error));
+}
+
+// Frees the sequence's KV blocks (here and, with the next descriptor, on every rank) and marks it
+// for removal from the running list.
+void Scheduler::remove(Seq& s) {
+    if (s.done) return;
+    s.done = true;
+    if (driver_.model().length(s.id) > 0) driver_.release(s.id);
+}
+
+void Scheduler::update_gauges() {
+    drop_done();  // sequences the sweep ended
+    const LlamaModel& model = driver_.model();
+    const auto capacity = static_cast<double>(model.kv_capacity_tokens());
+    const auto used = capacity - static_cast<double>(model.kv_free_tokens());
+    m_.running.set(static_cast<double>(running_.size()));
+    m_.kv_used_tokens.set(used);
+    m_.kv_usage.set(capacity > 0 ? used / capacity : 0);
+}
+
+void Scheduler::fail_everything(const std::string& why) {
+    const ApiError error(500, "internal_error", fmt::format("the engine failed: {}", why));
+    for (auto& s : running_) {
+        if (!s->done) {
+            s->job->push(Delta::failure(error));
+            m_.failed.inc();
+        }
+    }
+    for (auto& s : preempted_) s->job->push(Delta::failure(error));
+    std::lock_guard lock(mu_);
+    for (auto& job : waiting_) job->push(Delta::failure(error));
+    waiting_.clear();
+    stopping_ = true;
+}
+
+}  // namespace tps::serve

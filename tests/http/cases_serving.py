@@ -1,0 +1,327 @@
+"""The serving-behaviour cases of the HTTP end-to-end test (http_test.py): how the server behaves under
+load and at its edges. Batching under mpirun that changes no result (and SIGTERM to every rank),
+backpressure (429), client disconnects, SIGTERM in one process, --request-timeout.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from harness import (FIXTURE, REAL, SMALL, Server, check, check_error, check_plan, client, completion_bytes,
+                     drop_shared, error_body, marked, metric, metrics, rank_pids, raw, read_response, short,
+                     slow_server, stream, tokenize)
+
+
+# ---------------------------------------------------------------- d. batching under mpirun, SIGTERM
+
+
+def mpi_prompts(srv):
+    words = ("harbour", "engine", "copper", "winter", "lantern", "river", "orchard", "signal")
+    out = []
+    for i in range(32):
+        p = f"Note {i}: the {words[i % 8]} and the {words[(i * 3) % 8]} were"
+        if i % 8 == 3:  # a few prompts longer than one prefill chunk (64 tokens), all within 200
+            base = p
+            while tokenize(srv, p)["count"] <= 80:
+                p += " " + base
+        out.append(p)
+    return out
+
+
+def case_mpi():
+    srv = Server(["--model", str(FIXTURE), *SMALL, "--gpus", "2xcpu", "--deadline", "30"], np=2)
+    if not srv.start():
+        srv.kill()
+        return
+    try:
+        mpi_run(srv)
+    finally:
+        srv.kill()
+
+
+def mpi_run(srv):
+    with client() as c:
+        plan = c.get(srv.url + "/v1/plan").json()
+    shape = [(s.get("tp"), s.get("layers")) for s in plan.get("stages", [])]
+    print(f"note: mpirun -np 2 plan: stages (tp, layers) {shape}")
+    check_plan(srv, plan, 2, "mpirun -np 2")
+
+    prompts = mpi_prompts(srv)
+    print(f"note: prompts of {min(tokenize(srv, p)['count'] for p in prompts)} to "
+          f"{max(tokenize(srv, p)['count'] for p in prompts)} tokens")
+    bodies = [{"model": srv.model, "prompt": p, "max_tokens": 16 + i % 9, "temperature": 0, "ignore_eos": True,
+               "logprobs": 1, "stream_options": {"include_usage": True}} for i, p in enumerate(prompts)]
+    barrier = threading.Barrier(len(bodies))
+
+    def one(body):
+        with client(120) as c:
+            barrier.wait(timeout=60)
+            return stream(srv, "/v1/completions", body, c=c)
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        together = list(pool.map(one, bodies))
+    took = time.monotonic() - t0
+    good = [s.status == 200 and s.done and s.finish_reasons() == ["length"]
+            and (s.usage() or {}).get("completion_tokens") == b["max_tokens"] for s, b in zip(together, bodies)]
+    check(all(good), f"mpirun: 32 concurrent streams all complete with 200, finish length, max_tokens tokens "
+          f"({took:.1f} s)", "\n".join(f"{i}: {s.status} {short(s.body, 400)}" for i, (s, g)
+                                       in enumerate(zip(together, good)) if not g) + "\n" + srv.log())
+    same_text = same_tokens = 0
+    worst = 0.0
+    diffs = []
+    for i, (s, b) in enumerate(zip(together, bodies)):
+        alone = stream(srv, "/v1/completions", b)
+        ta, la = alone.logprob_tokens()
+        tt, lt = s.logprob_tokens()
+        same_text += alone.text() == s.text()
+        same_tokens += ta == tt and len(ta) == b["max_tokens"]
+        if alone.text() != s.text() or ta != tt:
+            diffs.append(f"prompt {i}: together {s.text()!r} {tt}\n          alone    {alone.text()!r} {ta}")
+        if len(la) == len(lt):
+            worst = max([worst] + [abs(x - y) for x, y in zip(la, lt)])
+    check(same_text == 32, f"mpirun: each prompt alone gives the text it gave in the batch ({same_text}/32)",
+          "\n".join(diffs[:8]))
+    check(same_tokens == 32, f"mpirun: and the same logprobs tokens ({same_tokens}/32)", "\n".join(diffs[:8]))
+    check(worst < 1e-4, f"mpirun: and the same logprobs (largest difference {worst:.2e})")
+
+    # rank 1's figures reach /metrics (collected at most every 5 s)
+    end = time.monotonic() + 12
+    while True:
+        _, m = metrics(srv)
+        ok = all(metric(m, name, rank="1") is not None for name in ("tpserve_step_seconds_total",
+                                                                    "tpserve_rank_memory_bytes"))
+        if ok or time.monotonic() > end:
+            break
+        time.sleep(0.5)
+    check(ok, "mpirun: /metrics has rank 1's step time and memory", short(metrics(srv)[0].text, 3000))
+
+    # SIGTERM while a stream runs. mpirun itself cannot take it: Open MPI's mpirun answers SIGTERM by
+    # killing its ranks (SIGKILL a second later) and exiting 1 whatever they do, so every rank gets it,
+    # as from a process-group or container stop; the server must finish the stream and exit 0 everywhere.
+    pids = rank_pids(srv.mark)
+    check(set(pids) == {0, 1}, f"mpirun: found both ranks' processes ({pids})")
+    started = threading.Event()
+    box = {}
+
+    def signal_ranks(_):
+        # from the reading thread, on the first event: the fixture makes the rest in milliseconds
+        if not started.is_set():
+            box["signalled"] = time.monotonic()
+            for pid in pids.values():
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            started.set()
+
+    def long_stream():
+        try:
+            box["s"] = stream(srv, "/v1/completions", {"model": srv.model, "prompt": "A long story:", "max_tokens": 240,
+                                                       "temperature": 0, "ignore_eos": True}, on_event=signal_ranks)
+        except Exception as e:  # noqa: BLE001 - reported below
+            box["e"] = e
+        started.set()
+
+    t = threading.Thread(target=long_stream, daemon=True)
+    t.start()
+    started.wait(30)
+    signalled = box.get("signalled", time.monotonic())
+    t0 = time.monotonic()
+    try:
+        code = srv.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        code = None
+    took = time.monotonic() - t0
+    t.join(10)
+    check(code == 0, f"mpirun: after SIGTERM every rank exits 0 (mpirun's exit code {code}, {took:.1f} s)", srv.log())
+    s = box.get("s")
+    check(s is not None and s.status == 200 and s.done and s.finish_reasons() == ["length"],
+          "mpirun: the stream running at SIGTERM is finished (240 tokens, finish length, [DONE])",
+          short(box.get("e") or (s and s.body), 800))
+    if s and s.times and s.times[-1] < signalled:
+        print("note: that stream had ended before the signal reached the ranks")
+    time.sleep(0.5)
+    left = marked(srv.mark)
+    check(not left, "mpirun: nothing left running after SIGTERM", str(left))
+
+
+
+# ---------------------------------------------------------------- e. backpressure
+
+
+def case_backpressure():
+    srv = slow_server()
+    if not srv:
+        return
+    # connect all ten first, then send all ten requests at once
+    socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=120) for _ in range(10)]
+    data = [completion_bytes(srv.model, f"Request {i} tells a story about", 200) for i in range(10)]
+    for s, d in zip(socks, data):
+        s.sendall(d)
+    with ThreadPoolExecutor(10) as pool:
+        replies = list(pool.map(lambda s: read_response(s.makefile("rb")), socks))
+    for s in socks:
+        s.close()
+    accepted = rejected = 0
+    for i, (status, headers, body) in enumerate(replies):
+        if status == 200:
+            j = json.loads(body)
+            ok = j["choices"][0]["finish_reason"] == "length" and j["usage"]["completion_tokens"] == 200
+            accepted += ok
+            check(ok, f"backpressure: request {i} accepted and complete (finish length, 200 tokens)", short(j))
+        elif status == 429:
+            e = error_body(body)
+            ok = headers.get("retry-after") is not None and e is not None and e.get("type") == "rate_limit_error"
+            rejected += ok
+            check(ok, f"backpressure: request {i}: 429 with Retry-After ({headers.get('retry-after')}) and a "
+                  "rate_limit_error", f"{headers}\n{short(body)}")
+        else:
+            check(False, f"backpressure: request {i} is answered 200 or 429 (got {status})",
+                  f"{headers}\n{short(body)}")
+    check(rejected >= 1 and accepted >= 3, f"backpressure (--max-batch 1 --max-queue 2): {accepted} accepted, "
+          f"{rejected} refused with 429 (at least 3 and 1)", srv.log())
+    _, m = metrics(srv)
+    check((metric(m, "tpserve_requests_rejected_total", reason="queue_full") or 0) >= rejected,
+          "backpressure: tpserve_requests_rejected_total{reason=\"queue_full\"} counts them")
+
+
+
+# ---------------------------------------------------------------- f. disconnect
+
+
+def case_disconnect():
+    srv = slow_server()
+    if not srv:
+        return
+    _, m = metrics(srv)
+    before = metric(m, "tpserve_requests_total", outcome="cancelled") or 0
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+    s.sendall(completion_bytes(srv.model, "Tell me a long story about the sea", 200, stream_=True))
+    f = s.makefile("rb")
+    got = b""
+    while got.count(b"data: ") < 3:
+        piece = f.read1(4096)
+        if not piece:
+            break
+        got += piece
+    check(got.count(b"data: ") >= 3, "disconnect: the stream's first 3 chunks arrive", short(got))
+    f.close()
+    s.close()
+    t0 = time.monotonic()
+    while True:
+        r, m = metrics(srv)
+        running = metric(m, "tpserve_requests_running")
+        used = metric(m, "tpserve_kv_cache_tokens", state="used")
+        if (running == 0 and used == 0) or time.monotonic() - t0 > 10:
+            break
+        time.sleep(0.2)
+    check(running == 0 and used == 0, f"disconnect: running 0 and KV tokens used 0 after {time.monotonic() - t0:.1f} s "
+          f"(running {running}, used {used})", short(r.text, 3000))
+    after = metric(m, "tpserve_requests_total", outcome="cancelled") or 0
+    check(after >= 1 and after > before, f"disconnect: tpserve_requests_total{{outcome=\"cancelled\"}} {before:g} -> "
+          f"{after:g}", short(r.text, 3000))
+    with client() as c:
+        ok = c.post(srv.url + "/v1/completions", json={"model": srv.model, "prompt": "Hi", "max_tokens": 2})
+    check(ok.status_code == 200, "disconnect: the server serves the next request", ok.text)
+
+
+
+# ---------------------------------------------------------------- j. SIGTERM, one process
+
+
+def case_shutdown():
+    """SIGTERM with one stream running and one request waiting (--max-batch 1): the running one is
+    finished, the waiting one gets 503, the process exits 0."""
+    srv = slow_server()
+    if not srv:
+        return
+    slow = srv.model != "smollm2"
+    started = threading.Event()
+    box = {}
+
+    def long_stream():
+        try:
+            box["s"] = stream(srv, "/v1/completions", {"model": srv.model, "prompt": "A long story:", "max_tokens": 200,
+                                                       "temperature": 0, "ignore_eos": True},
+                              on_event=lambda s: started.set())
+        except Exception as e:  # noqa: BLE001 - reported below
+            box["e"] = e
+        started.set()
+
+    def waiting():
+        try:
+            box["w"] = raw(srv, completion_bytes(srv.model, "Waiting in line", 8))
+        except OSError as e:
+            box["w"] = (None, {"error": repr(e)}, b"")
+
+    t = threading.Thread(target=long_stream, daemon=True)
+    t.start()
+    started.wait(30)
+    w = threading.Thread(target=waiting, daemon=True)
+    w.start()
+    end = time.monotonic() + 5
+    while slow and time.monotonic() < end and (metric(metrics(srv)[1], "tpserve_requests_waiting") or 0) < 1:
+        time.sleep(0.05)
+    os.kill(srv.proc.pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    time.sleep(0.2)
+    if slow:  # the stream still runs: new connections are refused or answered 503
+        try:
+            status, _, b = raw(srv, completion_bytes(srv.model, "Too late", 4), timeout=10)
+        except OSError:
+            status, b = None, b""
+        check(status in (None, 503), f"shutdown: a request after SIGTERM is refused or 503 (got {status})", short(b))
+    try:
+        code = srv.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        code = None
+    t.join(10)
+    w.join(10)
+    check(code == 0, f"shutdown: after SIGTERM the server exits 0 (got {code}, {time.monotonic() - signalled:.1f} s)",
+          srv.log())
+    s = box.get("s")
+    check(s is not None and s.status == 200 and s.done and s.finish_reasons() == ["length"]
+          and (s.usage() or {}).get("completion_tokens", 200) == 200 and len(s.text()) > 0,
+          "shutdown: the stream running at SIGTERM is finished (finish length, [DONE])",
+          short(box.get("e") or (s and s.body), 800))
+    if slow:
+        check(s is not None and s.times and s.times[-1] > signalled,
+              "shutdown: that stream was still running at SIGTERM")
+        status, headers, b = box.get("w", (None, {}, b""))
+        check_error("shutdown: the request waiting at SIGTERM", status, headers, b, 503, "service_unavailable")
+    drop_shared("slow")
+
+
+
+# ---------------------------------------------------------------- k. --request-timeout
+
+
+def case_timeout():
+    if not REAL.exists():
+        print(f"skipped: {REAL} missing (scripts/setup fetches it); the fixture cannot run past a second")
+        return
+    srv = Server(["--model", str(REAL), "--max-context", "512", "--threads", "1", "--request-timeout", "1"])
+    if not srv.start():
+        return
+    status, headers, b = raw(srv, completion_bytes(srv.model, "A very long story:", 400))
+    check_error("--request-timeout 1: a 400-token completion", status, headers, b, 408, "timeout_error")
+    s = stream(srv, "/v1/completions", {"model": srv.model, "prompt": "A very long story:", "max_tokens": 400,
+                                        "temperature": 0, "ignore_eos": True})
+    errs = [e["error"] for e in s.chunks() if isinstance(e.get("error"), dict)]
+    check(s.status == 200 and len(s.chunks()) > 1 and len(errs) == 1 and errs[0].get("type") == "timeout_error"
+          and s.done and isinstance(s.events[-2], dict) and "error" in s.events[-2] and not s.bad,
+          "--request-timeout 1: a stream gets its chunks, then one `data: {\"error\"}` of type timeout_error, "
+          "then [DONE]", short(s.body[-600:]))
+    with client() as c:
+        r = c.post(srv.url + "/v1/completions", json={"model": srv.model, "prompt": "Hi", "max_tokens": 2})
+    check(r.status_code == 200, "--request-timeout 1: a short request is still served", r.text)
+    _, m = metrics(srv)
+    check((metric(m, "tpserve_requests_total", outcome="timeout") or 0) >= 2,
+          "--request-timeout 1: tpserve_requests_total{outcome=\"timeout\"} counts both")
+    srv.kill()
+

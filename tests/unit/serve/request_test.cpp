@@ -1,0 +1,158 @@
+// Request parsing: every field lands where it should, defaults are the reference API's, and each
+// bad body is a 400 / 404 naming the field (never an exception of another kind).
+#include "serve_test_support.h"
+
+#include <gtest/gtest.h>
+
+namespace tps::serve {
+namespace {
+
+using test::served;
+
+ApiError refusal(std::string_view body, Endpoint e = Endpoint::completions, int64_t context = 256) {
+    const ServedModel m = served(context);
+    try {
+        if (e == Endpoint::chat) parse_chat_request(body, m);
+        else parse_completion_request(body, m);
+    } catch (const ApiError& err) {
+        return err;
+    }
+    ADD_FAILURE() << "accepted: " << body;
+    return ApiError(0, "", "");
+}
+
+TEST(Request, CompletionFieldsAndDefaults) {
+    const ServedModel m = served();
+    const GenerationRequest r = parse_completion_request(
+        R"({"model":"smollm2","prompt":"Hello world","max_tokens":7,"temperature":0.5,"top_p":0.9,"top_k":5,
+            "min_p":0.1,"presence_penalty":0.5,"frequency_penalty":-0.5,"repetition_penalty":1.1,"seed":42,
+            "stop":["\n","END"],"stream":true,"stream_options":{"include_usage":true},"logprobs":3,"user":"u",
+            "some_future_field":{"x":1}})",
+        m);
+    EXPECT_EQ(r.prompt, m.tokenizer->encode("Hello world", true));
+    EXPECT_EQ(r.max_tokens, 7);
+    EXPECT_FLOAT_EQ(r.sampling.temperature, 0.5f);
+    EXPECT_FLOAT_EQ(r.sampling.top_p, 0.9f);
+    EXPECT_EQ(r.sampling.top_k, 5);
+    EXPECT_FLOAT_EQ(r.sampling.min_p, 0.1f);
+    EXPECT_FLOAT_EQ(r.sampling.presence_penalty, 0.5f);
+    EXPECT_FLOAT_EQ(r.sampling.frequency_penalty, -0.5f);
+    EXPECT_FLOAT_EQ(r.sampling.repetition_penalty, 1.1f);
+    EXPECT_EQ(r.sampling.seed, 42u);
+    EXPECT_EQ(r.stop, (std::vector<std::string>{"\n", "END"}));
+    EXPECT_EQ(r.stop_ids, m.stop_ids);
+    EXPECT_TRUE(r.stream);
+    EXPECT_TRUE(r.include_usage);
+    EXPECT_EQ(r.logprobs, 3);
+    EXPECT_EQ(r.sampling.top_logprobs, 3);
+
+    const GenerationRequest d = parse_completion_request(R"({"prompt":[1,2,3],"ignore_eos":true})", m);
+    EXPECT_EQ(d.prompt, (std::vector<int32_t>{1, 2, 3}));
+    EXPECT_EQ(d.max_tokens, 16);  // the reference API's default
+    EXPECT_FLOAT_EQ(d.sampling.temperature, 1.0f);
+    EXPECT_TRUE(d.stop_ids.empty());
+    EXPECT_EQ(d.logprobs, -1);
+    EXPECT_FALSE(d.stream);
+    // no seed: each request its own
+    EXPECT_NE(parse_completion_request(R"({"prompt":"a"})", m).sampling.seed,
+              parse_completion_request(R"({"prompt":"a"})", m).sampling.seed);
+}
+
+TEST(Request, ChatUsesTheTemplateAndFillsTheContext) {
+    const ServedModel m = served();
+    const GenerationRequest r = parse_chat_request(
+        R"({"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi "},{"type":"text","text":"there"}]}],
+            "logprobs":true,"top_logprobs":2})",
+        m);
+    const nlohmann::json context = {{"messages", {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi there"}}}},
+                                    {"add_generation_prompt", true},
+                                    {"bos_token", m.bos_token},
+                                    {"eos_token", m.eos_token}};
+    EXPECT_EQ(r.prompt, m.tokenizer->encode(m.chat_template->render(context), false));
+    EXPECT_EQ(r.max_tokens, m.context - static_cast<int64_t>(r.prompt.size()));
+    EXPECT_EQ(r.logprobs, 2);
+    const GenerationRequest c = parse_chat_request(R"({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":3})", m);
+    EXPECT_EQ(c.max_tokens, 3);
+}
+
+TEST(Request, BadBodiesNameTheProblem) {
+    struct Case {
+        const char* body;
+        int status;
+        const char* mentions;
+        Endpoint endpoint = Endpoint::completions;
+    };
+    const Case cases[] = {
+        {"", 400, "not valid JSON"},
+        {"{\"prompt\": \"a\"", 400, "not valid JSON"},
+        {"[1]", 400, "must be a JSON object"},
+        {R"({"prompt":"a","max_tokens":"x"})", 400, "'max_tokens' must be an integer"},
+        {R"({"prompt":"a","max_tokens":0})", 400, "'max_tokens' must be between 1"},
+        {R"({"prompt":"a","max_tokens":-1})", 400, "'max_tokens'"},
+        {R"({"prompt":"a","max_tokens":1e400})", 400, "not valid JSON"},
+        {R"({"prompt":"a","max_tokens":99999999999999999999999})", 400, "'max_tokens'"},
+        {R"({"prompt":"a","max_tokens":2.5})", 400, "'max_tokens' must be an integer"},
+        {R"({"prompt":"a","temperature":"hot"})", 400, "'temperature' must be a number"},
+        {R"({"prompt":"a","temperature":-1})", 400, "'temperature'"},
+        {R"({"prompt":"a","top_p":0})", 400, "'top_p'"},
+        {R"({"prompt":"a","n":2})", 400, "'n' above 1"},
+        {R"({"prompt":"a","stop":[1]})", 400, "'stop' must hold strings"},
+        {R"({"prompt":"a","stop":["a","b","c","d","e"]})", 400, "at most 4"},
+        {R"({"prompt":"a","stream":"yes"})", 400, "'stream' must be a boolean"},
+        {R"({"prompt":"a","stream_options":{"include_usage":true}})", 400, "only allowed with 'stream'"},
+        {R"({"prompt":"a","logprobs":21})", 400, "'logprobs'"},
+        {R"({"prompt":"a","model":"gpt-4"})", 404, "does not exist"},
+        {R"({"prompt":"a","model":7})", 400, "'model' must be a string"},
+        {R"({})", 400, "'prompt' is required"},
+        {R"({"prompt":3})", 400, "'prompt' must be a string or an array"},
+        {R"({"prompt":[]})", 400, "'prompt' is empty"},
+        {R"({"prompt":["a","b"]})", 400, "several prompts"},
+        {R"({"prompt":[1,100000]})", 400, "outside the vocabulary"},
+        {R"({"prompt":[-1]})", 400, "outside the vocabulary"},
+        {R"({"prompt":"a","max_tokens":300})", 400, "maximum context length is 256"},
+        {R"({"prompt":"a","echo":true})", 400, "'echo'"},
+        {R"({"messages":3})", 400, "'messages' must be an array", Endpoint::chat},
+        {R"({"messages":[]})", 400, "'messages' is empty", Endpoint::chat},
+        {R"({"messages":[{"content":"x"}]})", 400, "role", Endpoint::chat},
+        {R"({"messages":[{"role":"user","content":7}]})", 400, "content", Endpoint::chat},
+        {R"({"messages":[{"role":"user","content":[{"type":"image_url"}]}]})", 400, "not supported", Endpoint::chat},
+        {R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":2})", 400, "needs 'logprobs'", Endpoint::chat},
+    };
+    for (const auto& c : cases) {
+        const ApiError e = refusal(c.body, c.endpoint);
+        EXPECT_EQ(e.status(), c.status) << c.body;
+        EXPECT_NE(std::string(e.what()).find(c.mentions), std::string::npos) << c.body << " -> " << e.what();
+        const auto body = nlohmann::json::parse(e.body());
+        EXPECT_EQ(body["error"]["message"], e.what());
+        EXPECT_FALSE(body["error"]["type"].get<std::string>().empty());
+    }
+}
+
+TEST(Request, ThePromptMustLeaveRoomToGenerate) {
+    std::string long_prompt;
+    for (int i = 0; i < 400; ++i) long_prompt += "word ";
+    const ApiError e = refusal(nlohmann::json{{"prompt", long_prompt}}.dump());
+    EXPECT_EQ(e.status(), 400);
+    EXPECT_NE(std::string(e.what()).find("maximum context length is 256"), std::string::npos) << e.what();
+}
+
+TEST(Request, DeepNestingIsRefusedBeforeParsing) {
+    const std::string deep(100000, '[');
+    EXPECT_EQ(refusal(deep).status(), 400);
+    EXPECT_NE(std::string(refusal(deep).what()).find("nests more than"), std::string::npos);
+    // brackets inside strings do not count
+    const std::string in_string = R"({"prompt":")" + std::string(1000, '[') + R"(","max_tokens":1})";
+    EXPECT_NO_THROW(parse_completion_request(in_string, served(4096)));
+}
+
+TEST(Request, TokenizeAndDetokenize) {
+    const ServedModel m = served();
+    EXPECT_EQ(parse_tokenize_request(R"({"prompt":"Hello"})", m), m.tokenizer->encode("Hello", true));
+    EXPECT_EQ(parse_tokenize_request(R"({"prompt":"Hello","add_special_tokens":false})", m), m.tokenizer->encode("Hello", false));
+    EXPECT_EQ(parse_detokenize_request(R"({"tokens":[5,6]})", m), (std::vector<int32_t>{5, 6}));
+    EXPECT_THROW(parse_detokenize_request(R"({"tokens":"x"})", m), ApiError);
+    EXPECT_THROW(parse_tokenize_request(R"({})", m), ApiError);
+}
+
+}  // namespace
+}  // namespace tps::serve

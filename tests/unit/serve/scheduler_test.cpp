@@ -1,0 +1,267 @@
+// The scheduler on the smollm2 fixture in one process: continuous batching, chunked prefill,
+// micro-batches and preemption change nobody's output; the queue is bounded; cancelled and timed
+// out requests free their KV blocks; stop() finishes what runs and refuses the rest.
+#include "serve_test_support.h"
+
+#include "tpserve/serve/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <thread>
+
+namespace tps::serve {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Outcome {
+    std::string text;
+    std::vector<int32_t> tokens;
+    std::string finish_reason;
+    int error_status = 0;
+};
+
+// Waits for a job's pieces through its wake-up, as an HTTP session would.
+class Collector {
+public:
+    explicit Collector(std::shared_ptr<Job> job) : job_(std::move(job)) {
+        job_->set_notify([this] {
+            std::lock_guard lock(mu_);
+            ++wakes_;
+            cv_.notify_all();
+        });
+    }
+    ~Collector() { job_->set_notify(nullptr); }
+    // Until the last piece (or `limit`).
+    Outcome wait(std::chrono::milliseconds limit = 60s) {
+        Outcome o;
+        const auto until = std::chrono::steady_clock::now() + limit;
+        for (;;) {
+            for (const auto& d : job_->take()) {
+                o.text += d.text;
+                for (const auto& t : d.tokens) o.tokens.push_back(t.token);
+                if (d.error) o.error_status = d.error->status();
+                if (d.last()) {
+                    o.finish_reason = d.finish_reason;
+                    return o;
+                }
+            }
+            std::unique_lock lock(mu_);
+            if (!cv_.wait_until(lock, until, [&] { return wakes_ > seen_; })) {
+                ADD_FAILURE() << "the job did not finish in time";
+                return o;
+            }
+            seen_ = wakes_;
+        }
+    }
+    // Until the first piece.
+    void first_piece() {
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, 30s, [&] { return wakes_ > 0; });
+    }
+    Job& job() { return *job_; }
+
+private:
+    std::shared_ptr<Job> job_;
+    std::mutex mu_;
+    std::condition_variable cv_;
+    int wakes_ = 0, seen_ = 0;
+};
+
+struct EngineUnderTest {
+    explicit EngineUnderTest(SchedulerOptions so, int64_t kv_tokens = 4096, int64_t step_tokens = 64)
+        : backend(make_cpu_backend(1)),
+          model(test::fixture().desc, load_llama_weights(test::fixture().weights, test::fixture().desc, {}), *backend,
+                options(kv_tokens, step_tokens)),
+          driver(model, nullptr, nullptr),
+          metrics(registry),
+          scheduler(driver, *test::fixture().tokenizer, with_steps(so, step_tokens), metrics) {}
+    ~EngineUnderTest() { stop(); }
+    void start() {
+        loop = std::thread([this] {
+            try {
+                scheduler.run();
+            } catch (const std::exception& e) {
+                ADD_FAILURE() << "the engine loop failed: " << e.what();
+            }
+        });
+    }
+    void stop() {
+        scheduler.stop();
+        if (loop.joinable()) loop.join();
+    }
+    static ModelOptions options(int64_t kv_tokens, int64_t step_tokens) {
+        ModelOptions mo;
+        mo.kv_tokens = kv_tokens;
+        mo.max_step_tokens = step_tokens;
+        mo.max_logit_rows = 8;
+        return mo;
+    }
+    static SchedulerOptions with_steps(SchedulerOptions so, int64_t step_tokens) {
+        so.step_tokens = step_tokens;
+        return so;
+    }
+    std::unique_ptr<Backend> backend;
+    LlamaModel model;
+    Driver driver;
+    MetricsRegistry registry;
+    ServeMetrics metrics;
+    Scheduler scheduler;
+    std::thread loop;
+};
+
+std::shared_ptr<Job> job(std::vector<int32_t> prompt, int64_t max_tokens, float temperature = 0, uint64_t seed = 1) {
+    GenerationRequest r;
+    r.prompt = std::move(prompt);
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = temperature;
+    r.sampling.seed = seed;
+    r.logprobs = 0;  // every token comes back with its piece
+    return std::make_shared<Job>(std::move(r));
+}
+
+std::vector<int32_t> prompt_of(int i) {
+    std::vector<int32_t> p;
+    for (int k = 0; k < 3 + (i * 7) % 40; ++k) p.push_back(static_cast<int32_t>(4 + (i * 31 + k * 17) % 590));
+    return p;
+}
+
+std::vector<Outcome> run_all(EngineUnderTest& e, const std::vector<std::shared_ptr<Job>>& jobs) {
+    std::vector<std::unique_ptr<Collector>> collectors;
+    for (const auto& j : jobs) {
+        collectors.push_back(std::make_unique<Collector>(j));
+        EXPECT_EQ(e.scheduler.submit(j), Scheduler::Admission::accepted);
+    }
+    std::vector<Outcome> out;
+    for (auto& c : collectors) out.push_back(c->wait());
+    return out;
+}
+
+std::vector<std::shared_ptr<Job>> workload() {
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (int i = 0; i < 12; ++i) jobs.push_back(job(prompt_of(i), 12 + i % 5, i % 3 == 0 ? 0.8f : 0.0f, 100 + static_cast<uint64_t>(i)));
+    return jobs;
+}
+
+std::vector<Outcome> solo_runs() {
+    std::vector<Outcome> alone;
+    SchedulerOptions so;
+    so.max_batch = 1;
+    EngineUnderTest e(so, 4096, 512);
+    e.start();
+    for (const auto& j : workload()) alone.push_back(run_all(e, {j}).at(0));
+    return alone;
+}
+
+void expect_same(const std::vector<Outcome>& got, const std::vector<Outcome>& want) {
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+        EXPECT_EQ(got[i].text, want[i].text) << "request " << i;
+        EXPECT_EQ(got[i].finish_reason, want[i].finish_reason) << "request " << i;
+        EXPECT_FALSE(got[i].tokens.empty());
+    }
+}
+
+// Every sequence freed (the gauges are updated at the end of the loop's turn: wait for it).
+void expect_cache_empty(EngineUnderTest& e) {
+    for (int i = 0; i < 2000 && e.metrics.kv_used_tokens.value() != 0; ++i) std::this_thread::sleep_for(1ms);
+    EXPECT_EQ(e.metrics.kv_used_tokens.value(), 0);
+}
+
+TEST(Scheduler, ContinuousBatchingChangesNoResult) {
+    const auto alone = solo_runs();
+    SchedulerOptions so;
+    so.max_batch = 5;
+    EngineUnderTest e(so, 4096, 16);  // 16-token steps: prompts are chunked beside running decodes
+    e.start();
+    expect_same(run_all(e, workload()), alone);
+    EXPECT_GT(e.metrics.steps.value(), 0);
+    expect_cache_empty(e);
+}
+
+TEST(Scheduler, MicroBatchesChangeNoResult) {
+    const auto alone = solo_runs();
+    SchedulerOptions so;
+    so.max_batch = 6;
+    so.micro_batches = 3;
+    EngineUnderTest e(so, 4096, 32);
+    e.start();
+    expect_same(run_all(e, workload()), alone);
+}
+
+TEST(Scheduler, PreemptionWhenTheCacheIsFullChangesNoResult) {
+    const auto alone = solo_runs();
+    SchedulerOptions so;
+    so.max_batch = 8;
+    EngineUnderTest e(so, 96, 32);  // 6 blocks: the batch cannot all fit; newest sequences wait and redo
+    e.start();
+    expect_same(run_all(e, workload()), alone);
+    expect_cache_empty(e);
+}
+
+TEST(Scheduler, TheQueueIsBounded) {
+    SchedulerOptions so;
+    so.max_batch = 1;
+    so.max_queue = 2;
+    EngineUnderTest e(so);  // not started: nothing leaves the queue
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (int i = 0; i < 3; ++i) {
+        jobs.push_back(job(prompt_of(i), 4));
+        EXPECT_EQ(e.scheduler.submit(jobs.back()), Scheduler::Admission::accepted) << i;  // 1 place + 2 waiting
+    }
+    EXPECT_EQ(e.scheduler.submit(job(prompt_of(3), 4)), Scheduler::Admission::queue_full);
+    EXPECT_EQ(e.metrics.waiting.value(), 3);
+    std::vector<std::unique_ptr<Collector>> c;
+    for (auto& j : jobs) c.push_back(std::make_unique<Collector>(j));
+    e.start();
+    for (auto& x : c) EXPECT_EQ(x->wait().finish_reason, "length");  // every accepted one completes
+}
+
+TEST(Scheduler, ACancelledRequestFreesItsBlocks) {
+    SchedulerOptions so;
+    EngineUnderTest e(so);
+    e.start();
+    auto j = job(prompt_of(1), 400);
+    Collector c(j);
+    ASSERT_EQ(e.scheduler.submit(j), Scheduler::Admission::accepted);
+    c.first_piece();
+    j->cancel();
+    e.scheduler.wake();
+    for (int i = 0; i < 2000 && e.metrics.cancelled.value() == 0; ++i) std::this_thread::sleep_for(1ms);
+    EXPECT_EQ(e.metrics.cancelled.value(), 1);
+    expect_cache_empty(e);
+    EXPECT_EQ(e.metrics.running.value(), 0);
+}
+
+TEST(Scheduler, ARequestPastItsTimeoutEndsWith408) {
+    SchedulerOptions so;
+    so.request_timeout = 0.0;  // already late when it arrives
+    EngineUnderTest e(so);
+    e.start();
+    const Outcome o = run_all(e, {job(prompt_of(2), 8)}).at(0);
+    EXPECT_EQ(o.error_status, 408);
+    EXPECT_EQ(e.metrics.timed_out.value(), 1);
+}
+
+TEST(Scheduler, StopFinishesTheRunningAndRefusesTheRest) {
+    SchedulerOptions so;
+    so.max_batch = 1;
+    EngineUnderTest e(so);
+    auto running = job(prompt_of(3), 480);
+    auto waiting = job(prompt_of(4), 8);
+    Collector a(running), b(waiting);
+    ASSERT_EQ(e.scheduler.submit(running), Scheduler::Admission::accepted);
+    e.start();
+    a.first_piece();
+    ASSERT_EQ(e.scheduler.submit(waiting), Scheduler::Admission::accepted);
+    e.scheduler.stop();
+    EXPECT_EQ(e.scheduler.submit(job(prompt_of(5), 8)), Scheduler::Admission::stopping);
+    EXPECT_EQ(a.wait().finish_reason, "length");
+    EXPECT_EQ(b.wait().error_status, 503);
+    e.stop();
+}
+
+}  // namespace
+}  // namespace tps::serve
