@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "memory_report.h"
 #include "mpi_session.h"
+#include "rank_report.h"
 #include "shard_setup.h"
 
 #include "tpserve/common/strings.h"
@@ -115,51 +116,6 @@ PlanRequest plan_request(const Settings& s, const ModelDesc& m, const std::strin
     PlanRequest req = request_for_devices(m, std::move(list), serving);
     req.stage_tp = s.stage_tp;
     return req;
-}
-
-// One rank's figures for /metrics and /v1/plan, as rank 0 gathers them.
-struct RankReport {
-    int rank = 0;
-    int stage = 0;
-    double step_seconds = 0;
-    double collective_seconds = 0;
-    MemoryBytes actual;
-};
-
-std::vector<uint8_t> encode_report(const RankReport& r) {
-    const nlohmann::json j = {{"rank", r.rank},
-                              {"stage", r.stage},
-                              {"step_seconds", r.step_seconds},
-                              {"collective_seconds", r.collective_seconds},
-                              {"weights", r.actual.weights},
-                              {"kv_cache", r.actual.kv_cache},
-                              {"activations", r.actual.activations}};
-    const std::string text = j.dump();
-    return {text.begin(), text.end()};
-}
-
-RankReport decode_report(const std::vector<uint8_t>& bytes) {
-    const auto j = nlohmann::json::parse(bytes.begin(), bytes.end(), nullptr, false);
-    TPS_CHECK_AS(CommError, j.is_object() && j.contains("rank"), "a rank's report is not what rank 0 expects");
-    RankReport r;
-    r.rank = j.at("rank").get<int>();
-    r.stage = j.at("stage").get<int>();
-    r.step_seconds = j.at("step_seconds").get<double>();
-    r.collective_seconds = j.at("collective_seconds").get<double>();
-    r.actual.weights = j.at("weights").get<int64_t>();
-    r.actual.kv_cache = j.at("kv_cache").get<int64_t>();
-    r.actual.activations = j.at("activations").get<int64_t>();
-    return r;
-}
-
-RankReport own_report(const LlamaModel& model, int rank, int stage, std::initializer_list<const Communicator*> comms) {
-    RankReport r;
-    r.rank = rank;
-    r.stage = stage;
-    r.step_seconds = model.forward_seconds();
-    for (const auto* c : comms) r.collective_seconds += c ? c->stats().total_seconds() : 0;
-    r.actual = actual_memory(model);
-    return r;
 }
 
 // Per-rank figures into the metrics (counters move by what was added since the last report).

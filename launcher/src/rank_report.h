@@ -1,0 +1,29 @@
+// What each rank tells rank 0 between steps (Driver::gather_reports): its time computing its
+// part of steps, its time in collectives and hand-overs, and the bytes it holds. `serve` puts them
+// in /metrics and /v1/plan; `bench` turns them into time in collectives and pipeline idle time.
+#pragma once
+
+#include "tpserve/comm/communicator.h"
+#include "tpserve/engine/llama.h"
+#include "tpserve/partition/plan.h"
+
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+namespace tps::cli {
+
+struct RankReport {
+    int rank = 0;
+    int stage = 0;
+    double step_seconds = 0;
+    double collective_seconds = 0;
+    MemoryBytes actual;
+};
+
+std::vector<uint8_t> encode_report(const RankReport& r);
+RankReport decode_report(const std::vector<uint8_t>& bytes);
+// This rank's figures now; `comms` are the communicators its steps use (null ones skipped).
+RankReport own_report(const LlamaModel& model, int rank, int stage, std::initializer_list<const Communicator*> comms);
+
+}  // namespace tps::cli
