@@ -324,11 +324,7 @@ int run_sharded(const Settings& s) {
     req.startup_deadline = std::min(86400.0, std::max(600.0, 10 * s.deadline));
     const std::unique_ptr<Shard> shard = load_shard(mpi, req);
     shard->reset_comm_stats();
-    const int stage = shard->map->stage();
-    const auto mine = [&] {
-        return own_report(*shard->model, rank, stage,
-                          {shard->world.get(), shard->groups.tp.get(), shard->groups.from_prev.get(), shard->groups.to_next.get()});
-    };
+    const auto mine = [&] { return own_report(*shard); };
     if (s.verbose) {
         std::fputs(memory_report(shard->map->describe(), *shard->model, &shard->plan.per_rank.at(static_cast<size_t>(rank)).bytes, "")
                        .c_str(),

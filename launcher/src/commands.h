@@ -8,5 +8,6 @@ int run_plan(int argc, char** argv);
 int run_generate(int argc, char** argv);
 int run_check(int argc, char** argv);
 int run_serve(int argc, char** argv);
+int run_bench(int argc, char** argv);
 
 }  // namespace tps::cli

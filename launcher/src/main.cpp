@@ -24,6 +24,7 @@ constexpr Subcommand kCommands[] = {
     {"generate", "generate text from a prompt on this machine's CPU (streams to stdout; split under mpirun)",
      tps::cli::run_generate},
     {"serve", "serve a model over HTTP with the OpenAI API (split under mpirun; docs/api.md)", tps::cli::run_serve},
+    {"bench", "measure scaling from one rank to several, beside the cost model (docs/bench.md)", tps::cli::run_bench},
     {"check", "preflight under mpirun: ranks, devices, free memory, peer access, measured links", tps::cli::run_check},
 };
 

@@ -45,4 +45,9 @@ RankReport own_report(const LlamaModel& model, int rank, int stage, std::initial
     return r;
 }
 
+RankReport own_report(const Shard& shard) {
+    return own_report(*shard.model, shard.map->rank(), shard.map->stage(),
+                      {shard.groups.tp.get(), shard.groups.from_prev.get(), shard.groups.to_next.get()});
+}
+
 }  // namespace tps::cli

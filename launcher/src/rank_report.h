@@ -3,6 +3,8 @@
 // in /metrics and /v1/plan; `bench` turns them into time in collectives and pipeline idle time.
 #pragma once
 
+#include "shard_setup.h"
+
 #include "tpserve/comm/communicator.h"
 #include "tpserve/engine/llama.h"
 #include "tpserve/partition/plan.h"
@@ -25,5 +27,8 @@ std::vector<uint8_t> encode_report(const RankReport& r);
 RankReport decode_report(const std::vector<uint8_t>& bytes);
 // This rank's figures now; `comms` are the communicators its steps use (null ones skipped).
 RankReport own_report(const LlamaModel& model, int rank, int stage, std::initializer_list<const Communicator*> comms);
+// The same for a split model's rank: time in its stage's tensor-parallel group and hand-overs
+// (not the world's messages to rank 0, which are waits for outputs outside the steps).
+RankReport own_report(const Shard& shard);
 
 }  // namespace tps::cli

@@ -140,9 +140,10 @@ Efficiency default_efficiency(DeviceKind kind) noexcept {
     return {0.85 * 0.92, 0.60 * 0.75};
 }
 
-void estimate_plan(const ModelDesc& m, Plan& p) {
-    Estimate& e = p.estimate;
-    e = Estimate{};
+namespace {
+
+// Each stage's effective bandwidth and compute: the slowest card of its group.
+std::vector<StageView> stage_views(const Plan& p, Efficiency* used) {
     std::vector<StageView> views;
     for (size_t s = 0; s < p.stages.size(); ++s) {
         const StagePlan& st = p.stages[s];
@@ -153,11 +154,48 @@ void estimate_plan(const ModelDesc& m, Plan& p) {
             v.bandwidth = std::min(v.bandwidth, d.bandwidth * eff.bandwidth);
             v.flops = std::min(v.flops, d.flops * eff.compute);
             v.kind = d.kind;
-            e.bandwidth_efficiency = eff.bandwidth;
-            e.compute_efficiency = eff.compute;
+            if (used) *used = eff;
         }
         views.push_back(v);
     }
+    return views;
+}
+
+// `batch` sequences split into one micro-batch per stage (where the batch allows): a micro-batch's
+// round trip is the sum of the stages; with k in flight a stage is busy k times per round trip,
+// so the slowest stage bounds the cycle. Returns the cycle (the time between two tokens of one
+// sequence) and fills `stages` with one micro-batch's stage times.
+double decode_cycle(const ModelDesc& m, const Plan& p, const std::vector<StageView>& views, int64_t batch,
+                    int64_t context, int64_t& micro_batches, std::vector<StageTime>& stages) {
+    micro_batches = std::min(static_cast<int64_t>(p.stages.size()), std::max<int64_t>(1, batch));
+    const int64_t micro = (batch + micro_batches - 1) / micro_batches;
+    stages.clear();
+    for (const auto& v : views) stages.push_back(stage_time(m, p, v, micro, context, true));
+    return std::max(sum_total(stages), static_cast<double>(micro_batches) * max_total(stages));
+}
+
+}  // namespace
+
+WorkloadEstimate estimate_workload(const ModelDesc& m, const Plan& p, int64_t batch, int64_t context,
+                                   int64_t prompt_tokens) {
+    const std::vector<StageView> views = stage_views(p, nullptr);
+    WorkloadEstimate w;
+    std::vector<StageTime> stages;
+    w.time_per_token_s = decode_cycle(m, p, views, batch, context, w.micro_batches, stages);
+    w.decode_tps = static_cast<double>(batch) / w.time_per_token_s;
+    stages.clear();
+    for (const auto& v : views) stages.push_back(stage_time(m, p, v, prompt_tokens, 0, false));
+    w.prefill_s = sum_total(stages);
+    return w;
+}
+
+void estimate_plan(const ModelDesc& m, Plan& p) {
+    Estimate& e = p.estimate;
+    e = Estimate{};
+    Efficiency eff;
+    const std::vector<StageView> views = stage_views(p, &eff);
+    e.bandwidth_efficiency = eff.bandwidth;
+    e.compute_efficiency = eff.compute;
     e.prompt_tokens = p.serving.prompt_tokens;
     e.context_tokens = p.serving.prompt_tokens;
 
@@ -165,15 +203,8 @@ void estimate_plan(const ModelDesc& m, Plan& p) {
     e.decode_tps_batch1 = 1.0 / sum_total(e.batch1);
 
     // Sequences the KV cache admits at this context, split into one micro-batch per stage.
-    const int64_t stages = static_cast<int64_t>(p.stages.size());
     e.max_batch = std::clamp<int64_t>(p.kv_tokens / std::max<int64_t>(1, e.context_tokens), 1, p.serving.max_batch);
-    e.micro_batches = std::min(stages, e.max_batch);
-    const int64_t micro = (e.max_batch + e.micro_batches - 1) / e.micro_batches;
-    for (const auto& v : views) e.max_batch_stages.push_back(stage_time(m, p, v, micro, e.context_tokens, true));
-    // A micro-batch's round trip is the sum of the stages; with k in flight a stage is busy k times
-    // per round trip, so the slowest stage bounds the cycle.
-    const double cycle = std::max(sum_total(e.max_batch_stages),
-                                  static_cast<double>(e.micro_batches) * max_total(e.max_batch_stages));
+    const double cycle = decode_cycle(m, p, views, e.max_batch, e.context_tokens, e.micro_batches, e.max_batch_stages);
     e.decode_tps_max_batch = static_cast<double>(e.max_batch) / cycle;
 
     for (const auto& v : views) e.prefill.push_back(stage_time(m, p, v, e.prompt_tokens, 0, false));

@@ -70,6 +70,7 @@ std::vector<std::string> suggest_fixes(const PlanRequest& r) {
     const size_t limit = kinds == 1 ? kMaxPlannedDevices : kinds == 2 ? 12 : 8;
     for (size_t n = r.devices.size() + 1; n <= limit; ++n) {
         PlanRequest q = r;
+        q.stage_tp.clear();  // a forced shape is for the cards given; more cards get the planner's choice
         while (q.devices.size() < n) {
             q.devices.push_back(*biggest);
             q.bands.push_back(r.bands[k]);

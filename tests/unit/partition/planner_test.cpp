@@ -298,3 +298,19 @@ TEST(Planner, ShapesAndNames) {
 
 }  // namespace
 }  // namespace tps
+
+namespace tps {
+namespace {
+
+// A forced shape that does not fit is infeasible with its reason; the "more cards would fit"
+// suggestion plans those cards freely rather than failing on the forced shape's device count.
+TEST(Planner, AForcedShapeThatDoesNotFitIsInfeasibleNotAnError) {
+    PlanRequest req = test::request("qwen2.5-32b", "2xrtx5090");
+    req.stage_tp = {2};
+    const PlanResult r = make_plan(req);
+    EXPECT_FALSE(r.feasible);
+    EXPECT_NE(r.why_infeasible.find("over its band"), std::string::npos) << r.why_infeasible;
+}
+
+}  // namespace
+}  // namespace tps

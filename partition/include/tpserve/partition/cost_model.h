@@ -24,4 +24,16 @@ Efficiency default_efficiency(DeviceKind kind) noexcept;
 // Fills plan.estimate from plan.stages / per_rank / devices / link / serving.
 void estimate_plan(const ModelDesc& model, Plan& plan);
 
+// The cost model on one workload (for `tpserve bench`, which sets it beside measurements): decode
+// of exactly `batch` sequences at `context` cached tokens each, split into one micro-batch per
+// stage where the batch allows, and the prefill of one `prompt_tokens` prompt.
+struct WorkloadEstimate {
+    double decode_tps = 0;       // tokens/s over all sequences
+    double time_per_token_s = 0; // between two tokens of one sequence
+    double prefill_s = 0;
+    int64_t micro_batches = 1;
+};
+WorkloadEstimate estimate_workload(const ModelDesc& model, const Plan& plan, int64_t batch, int64_t context,
+                                   int64_t prompt_tokens);
+
 }  // namespace tps
