@@ -39,7 +39,9 @@ std::string bench_markdown(const json& r) {
     const bool measured = r["mode"] == "measured";
     const auto& w = r["workload"];
     std::string out = fmt::format("# tpserve bench: {} on {}\n\n", r["model"].get<std::string>(), r["devices"].get<std::string>());
-    out += measured ? "**Measured** on this machine"
+    out += measured ? (r.value("path", "engine") == "http"
+                           ? "**Measured** on this machine, through the HTTP server (`tpserve serve`, one streaming client per sequence)"
+                           : "**Measured** on this machine")
                     : "**Predicted by the cost model, not measured** (no run on these cards)";
     out += fmt::format(" ({}, {} CPUs). Workload: prompt {} tokens, {} tokens decoded per sequence, batches ",
                        r["date"].get<std::string>(), r["host_cpus"].get<int>(), w["prompt_tokens"].get<int64_t>(),

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <fstream>
 #include <map>
@@ -55,14 +56,6 @@ std::vector<std::shared_ptr<Timing>> run_batch(Driver& driver, const Tokenizer& 
     so.micro_batches = static_cast<int>(plan.stages.size());
     so.request_timeout = 86400;
     serve::Scheduler scheduler(driver, tok, so, metrics);
-    std::exception_ptr failure;
-    std::thread loop([&] {
-        try {
-            scheduler.run();
-        } catch (...) {
-            failure = std::current_exception();
-        }
-    });
     std::mt19937_64 rng(static_cast<uint64_t>(batch) * 7919 + static_cast<uint64_t>(prompt_tokens));
     std::vector<std::shared_ptr<Job>> jobs;
     std::vector<std::shared_ptr<Timing>> timings;
@@ -86,14 +79,44 @@ std::vector<std::shared_ptr<Timing>> run_batch(Driver& driver, const Tokenizer& 
     for (auto& job : jobs) {
         TPS_CHECK(scheduler.submit(job) == serve::Scheduler::Admission::accepted, "bench: the scheduler refused a job");
     }
-    for (auto& t : timings) {
-        std::unique_lock lock(t->mu);
-        const bool finished = t->cv.wait_for(lock, std::chrono::duration<double>(deadline * 10), [&] { return t->done || failure; });
-        if (!finished) break;
+    std::mutex failure_mu;
+    std::exception_ptr failure;
+    std::atomic<bool> failed{false};
+    std::thread loop([&] {
+        try {
+            scheduler.run();
+        } catch (...) {
+            {
+                std::lock_guard lock(failure_mu);
+                failure = std::current_exception();
+            }
+            failed = true;
+            for (auto& t : timings) {
+                std::lock_guard lock(t->mu);
+                t->cv.notify_all();
+            }
+        }
+    });
+    {
+        // the loop stops and is joined however this block is left
+        struct Join {
+            serve::Scheduler& s;
+            std::thread& t;
+            ~Join() {
+                s.stop();
+                t.join();
+            }
+        } join{scheduler, loop};
+        for (auto& t : timings) {
+            std::unique_lock lock(t->mu);
+            const bool finished = t->cv.wait_for(lock, std::chrono::duration<double>(deadline * 10), [&] { return t->done || failed.load(); });
+            if (!finished) break;
+        }
     }
-    scheduler.stop();
-    loop.join();
-    if (failure) std::rethrow_exception(failure);
+    if (failed) {
+        std::lock_guard lock(failure_mu);
+        std::rethrow_exception(failure);
+    }
     for (size_t i = 0; i < jobs.size(); ++i) {
         for (const auto& d : jobs[i]->take()) {
             TPS_CHECK(!d.error, "bench: a sequence failed: {}", d.error ? d.error->what() : "");

@@ -5,11 +5,13 @@
 // the prediction beside every measurement (flagged past 25%), and bench.json, bench.md and
 // bench.png (gnuplot) in --out. With --predict it runs nothing: the cost model's table for cards
 // this machine does not have, labelled as predicted.
+#include "bench_http.h"
 #include "bench_output.h"
 #include "bench_worker.h"
 #include "cli.h"
 #include "commands.h"
 #include "mpi_session.h"
+#include "process.h"
 
 #include "tpserve/common/strings.h"
 #include "tpserve/engine/model_files.h"
@@ -27,15 +29,10 @@
 #include <csignal>
 #include <cstdio>
 #include <ctime>
-#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
-
-extern char** environ;
 
 namespace tps::cli {
 namespace {
@@ -51,6 +48,7 @@ struct Settings {
     std::vector<std::string> shapes{"auto"};
     std::string gpus;  // empty: this machine's CPU, measured
     bool predict = false;
+    bool http = false;  // through `tpserve serve` and streaming clients
     std::string format;
     BenchWorkload workload;
     fs::path out = "bench-out";
@@ -94,6 +92,8 @@ Settings read_settings(const cxxopts::ParseResult& args) {
                  "GPU cards are predicted with --predict --gpus", devices);
     if (args.count("gpus")) s.gpus = args["gpus"].as<std::string>();
     s.predict = args.count("predict") > 0;
+    s.http = args.count("http") > 0;
+    TPS_CHECK_AS(UsageError, !(s.predict && s.http), "--http measures through the server; --predict runs nothing: give one");
     TPS_CHECK_AS(UsageError, !s.predict || !s.gpus.empty(), "--predict needs --gpus (e.g. --gpus 4xrtx5090)");
     TPS_CHECK_AS(UsageError, s.predict || s.gpus.empty(),
                  "--gpus is for --predict: measured runs use this machine's CPU, one rank per device");
@@ -156,38 +156,21 @@ PlanRequest make_request(const Settings& s, const ModelDesc& model, int ranks, c
     return req;
 }
 
-// Runs argv with stdout and stderr into `log`; returns the exit status (or 128 + signal).
+// Runs argv with stdout and stderr into `log`; returns the exit status (or 128 + signal; 124 when
+// it ran past `timeout_s` and was stopped).
 int run_logged(const std::vector<std::string>& argv, const fs::path& log, double timeout_s) {
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-    pid_t pid = 0;
-    const int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    TPS_CHECK_AS(UsageError, rc == 0, "cannot start '{}': {}", argv[0], std::strerror(rc));
-    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-    int status = 0;
-    for (;;) {
-        const pid_t done = ::waitpid(pid, &status, WNOHANG);
-        if (done == pid) break;
-        if (std::chrono::steady_clock::now() > until) {
-            ::kill(pid, SIGTERM);
-            ::waitpid(pid, &status, 0);
-            return 124;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const pid_t pid = spawn_logged(argv, log);
+    if (const auto status = wait_exit(pid, timeout_s)) {
+        kill_group(pid);  // nothing of the run outlives it
+        return *status;
     }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-std::string tail_of(const fs::path& file, size_t bytes = 1500) {
-    std::ifstream in(file);
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return text.size() > bytes ? "..." + text.substr(text.size() - bytes) : text;
+    ::kill(pid, SIGTERM);
+    if (!wait_exit(pid, 30)) {
+        kill_group(pid);
+        wait_exit(pid, 10);
+    }
+    kill_group(pid);
+    return 124;
 }
 
 std::string self_path() {
@@ -230,27 +213,40 @@ json run_point(const Settings& s, const ModelDesc& model, int ranks, const std::
     if (!s.predict) {
         const fs::path result = s.out / fmt::format("result-r{}-{}.json", ranks, shape);
         const fs::path log = s.out / fmt::format("log-r{}-{}.txt", ranks, shape);
-        std::vector<std::string> argv = {s.mpirun};
-        argv.insert(argv.end(), s.mpirun_flags.begin(), s.mpirun_flags.end());
-        if (ranks > host_cpus()) argv.push_back("--oversubscribe");
-        argv.insert(argv.end(), {"--bind-to", "none", "-np", std::to_string(ranks), self_path(), "bench", "--worker",
-                                 "--model", s.model, "--plan", plan_file.string(), "--result", result.string(),
-                                 "--prompt-tokens", std::to_string(s.workload.prompt_tokens), "--decode-tokens",
-                                 std::to_string(s.workload.decode_tokens), "--deadline", fmt::format("{}", s.deadline),
-                                 "--threads", std::to_string(s.threads > 0 ? s.threads : std::max(1, host_cpus() / ranks))});
-        std::string batches;
-        for (int64_t b : s.workload.batches) batches += (batches.empty() ? "" : ",") + std::to_string(b);
-        argv.insert(argv.end(), {"--batches", batches});
-        std::fprintf(stderr, "[%zu/%zu] ranks %d %s (%s)%s: running ...", index, count, ranks, shape.c_str(), plan.shape.c_str(),
+        std::vector<std::string> launcher = {s.mpirun};
+        launcher.insert(launcher.end(), s.mpirun_flags.begin(), s.mpirun_flags.end());
+        if (ranks > host_cpus()) launcher.push_back("--oversubscribe");
+        launcher.insert(launcher.end(), {"--bind-to", "none", "-np", std::to_string(ranks)});
+        const int threads = s.threads > 0 ? s.threads : std::max(1, host_cpus() / ranks);
+        std::fprintf(stderr, "[%zu/%zu] ranks %d %s (%s)%s%s: running ...", index, count, ranks, shape.c_str(), plan.shape.c_str(),
+                     s.http ? " through HTTP" : "",
                      ranks > host_cpus() ? fmt::format(", {} ranks on {} CPUs: oversubscribed", ranks, host_cpus()).c_str() : "");
         std::fflush(stderr);
         const auto t0 = std::chrono::steady_clock::now();
-        const int rc = run_logged(argv, log, 60 * s.deadline);
-        const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        std::fprintf(stderr, " %s in %.1f s\n", rc == 0 ? "done" : "FAILED", took);
-        TPS_CHECK_AS(InputError, rc == 0, "ranks {} {}: mpirun exited with {} (log {}):\n{}", ranks, shape, rc, log.string(), tail_of(log));
-        std::ifstream in(result);
-        measured = json::parse(in, nullptr, false);
+        if (s.http) {
+            HttpBenchRun run{launcher, self_path(), s.model, plan_file, log, s.workload, threads, s.deadline};
+            try {
+                measured = run_http_bench(run);
+            } catch (const Error&) {
+                std::fprintf(stderr, " FAILED\n");
+                throw;
+            }
+            std::fprintf(stderr, " done in %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        } else {
+            std::vector<std::string> argv = launcher;
+            std::string batches;
+            for (int64_t b : s.workload.batches) batches += (batches.empty() ? "" : ",") + std::to_string(b);
+            argv.insert(argv.end(), {self_path(), "bench", "--worker", "--model", s.model, "--plan", plan_file.string(),
+                                     "--result", result.string(), "--prompt-tokens", std::to_string(s.workload.prompt_tokens),
+                                     "--decode-tokens", std::to_string(s.workload.decode_tokens), "--deadline",
+                                     fmt::format("{}", s.deadline), "--threads", std::to_string(threads), "--batches", batches});
+            const int rc = run_logged(argv, log, 60 * s.deadline);
+            const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            std::fprintf(stderr, " %s in %.1f s\n", rc == 0 ? "done" : "FAILED", took);
+            TPS_CHECK_AS(InputError, rc == 0, "ranks {} {}: mpirun exited with {} (log {}):\n{}", ranks, shape, rc, log.string(), tail_of(log));
+            std::ifstream in(result);
+            measured = json::parse(in, nullptr, false);
+        }
         TPS_CHECK_AS(InputError, measured.is_object(), "ranks {} {}: no result in {}", ranks, shape, result.string());
     }
 
@@ -262,6 +258,13 @@ json run_point(const Settings& s, const ModelDesc& model, int ranks, const std::
         const int64_t batch = s.workload.batches[i];
         const WorkloadEstimate e = estimate_workload(model, plan, batch, context, s.workload.prompt_tokens);
         json b = {{"batch", batch}};
+        double predicted_tps = e.decode_tps, predicted_tpot = e.time_per_token_s;
+        if (s.http) {
+            // through HTTP the rate is end to end (every prompt read, then N tokens each)
+            const double n = static_cast<double>(s.workload.decode_tokens);
+            predicted_tpot = static_cast<double>(batch) * pre.prefill_s / n + e.time_per_token_s;
+            predicted_tps = static_cast<double>(batch) / predicted_tpot;
+        }
         std::optional<double> tps, tpot;
         if (measured.is_object()) {
             const json& m = measured["batches"].at(i);
@@ -273,11 +276,12 @@ json run_point(const Settings& s, const ModelDesc& model, int ranks, const std::
                 collective += r["collective_s"].get<double>();
                 idle += r["idle_s"].get<double>();
             }
-            b["collective_fraction"] = collective / (wall * ranks);
-            b["idle_fraction"] = idle / (wall * ranks);
+            const bool split = !m["ranks"].empty();  // not in --http mode: the server's /metrics has them
+            b["collective_fraction"] = split ? json(collective / (wall * ranks)) : json(nullptr);
+            b["idle_fraction"] = split ? json(idle / (wall * ranks)) : json(nullptr);
         }
-        b["tokens_per_s"] = pair(tps, e.decode_tps);
-        b["time_per_token_ms"] = pair(tpot, e.time_per_token_s * 1e3);
+        b["tokens_per_s"] = pair(tps, predicted_tps);
+        b["time_per_token_ms"] = pair(tpot, predicted_tpot * 1e3);
         b["micro_batches"] = e.micro_batches;
         point["batches"].push_back(std::move(b));
     }
@@ -372,6 +376,7 @@ int run_bench(int argc, char** argv) {
         ("shapes", "auto (the planner's best), and forced tp, pp, tpxpp", cxxopts::value<std::string>()->default_value("auto"))
         ("devices", "what the measured runs use: cpu", cxxopts::value<std::string>()->default_value("cpu"))
         ("predict", "run nothing: the cost model's figures for --gpus")
+        ("http", "measure through the HTTP server (tpserve serve) with streaming clients, one per sequence")
         ("gpus", "with --predict: the cards (e.g. 4xrtx5090); the first R for R ranks", cxxopts::value<std::string>())
         ("format", "with --predict: the weight format (bf16, int8, ...)", cxxopts::value<std::string>())
         ("prompt-tokens", "prompt length P", cxxopts::value<std::string>()->default_value("128"))
@@ -435,6 +440,7 @@ int run_bench(int argc, char** argv) {
                     {"date", today()},
                     {"model", model_name},
                     {"mode", s.predict ? "predicted" : "measured"},
+                    {"path", s.http ? "http" : "engine"},
                     {"devices", s.predict ? s.gpus : std::string("cpu")},
                     {"host_cpus", host_cpus()},
                     {"workload", {{"prompt_tokens", s.workload.prompt_tokens},

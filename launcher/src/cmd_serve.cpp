@@ -32,6 +32,7 @@
 #include <ctime>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <thread>
 
 namespace tps::cli {
@@ -119,10 +120,12 @@ PlanRequest plan_request(const Settings& s, const ModelDesc& m, const std::strin
 }
 
 // Per-rank figures into the metrics (counters move by what was added since the last report).
+// Taken on the engine thread, read by /v1/plan on the HTTP threads.
 class ReportSink {
 public:
     ReportSink(ServeMetrics& m, const Plan& plan) : m_(m), plan_(plan) {}
     void take(const std::vector<std::vector<uint8_t>>& reports) {
+        std::lock_guard lock(mu_);
         for (const auto& bytes : reports) {
             const RankReport r = decode_report(bytes);
             Seen& seen = seen_[r.rank];
@@ -143,6 +146,7 @@ public:
     }
     // The plan's JSON with each rank's measured bytes beside the prediction.
     std::string plan_json() const {
+        std::lock_guard lock(mu_);
         nlohmann::json j = plan_to_json(plan_);
         for (auto& pr : j["per_rank"]) {
             const auto it = latest_.find(pr["rank"].get<int>());
@@ -160,6 +164,7 @@ private:
     };
     ServeMetrics& m_;
     const Plan& plan_;
+    mutable std::mutex mu_;
     std::map<int, Seen> seen_;
     std::map<int, RankReport> latest_;
 };
@@ -173,14 +178,30 @@ public:
         port_ = http_.listen(s.host, static_cast<uint16_t>(s.port));
         http_.start();
         wait_signal();
-        for (int i = 0; i < s.http_threads; ++i) threads_.emplace_back([this] { io_.run(); });
+        for (int i = 0; i < s.http_threads; ++i) {
+            threads_.emplace_back([this] {
+                for (;;) {
+                    try {
+                        io_.run();
+                        return;
+                    } catch (const std::exception& e) {
+                        // one connection's failure must not end the server
+                        std::fprintf(stderr, "tpserve serve: HTTP thread: %s\n", e.what());
+                    }
+                }
+            });
+        }
         std::fprintf(stderr, "tpserve serve: listening on http://%s:%u (loading the model)\n", s.host.c_str(),
                      static_cast<unsigned>(port_));
     }
-    ~Frontend() {
+    ~Frontend() { shutdown(); }
+    // Stops the HTTP threads (before what the Api points to goes away). Idempotent.
+    void shutdown() {
         work_.reset();
         io_.stop();
-        for (auto& t : threads_) t.join();
+        for (auto& t : threads_) {
+            if (t.joinable()) t.join();
+        }
     }
 
     ServeMetrics& metrics() noexcept { return metrics_; }
@@ -188,10 +209,10 @@ public:
     uint16_t port() const noexcept { return port_; }
 
     // Serving: a signal from now on stops `scheduler`; one that came while loading stops it at once.
-    void serving(Scheduler& scheduler) {
+    void serving(Scheduler* scheduler) {
         std::lock_guard lock(mu_);
-        scheduler_ = &scheduler;
-        if (stop_asked_) scheduler.stop();
+        scheduler_ = scheduler;
+        if (stop_asked_ && scheduler) scheduler->stop();
     }
     bool stop_asked() {
         std::lock_guard lock(mu_);
@@ -271,16 +292,33 @@ void serve(const Settings& s, Frontend& front, Driver& driver, const ModelFiles&
     Scheduler scheduler(driver, *files.tokenizer, scheduler_options(s, plan, served.context), front.metrics());
     scheduler.report = [&] { sink.take(driver.gather_reports(encode_report(mine()))); };
     scheduler.report();
-    front.api().ready(served, scheduler, sink.plan_json());
-    front.serving(scheduler);
+    // whatever happens, nothing reaches the scheduler once it is gone
+    struct Detach {
+        Frontend& f;
+        ~Detach() {
+            f.api().detach();
+            f.serving(nullptr);
+        }
+    } detach{front};
+    front.api().ready(served, scheduler, [&sink] { return sink.plan_json(); });
+    front.serving(&scheduler);
     std::fprintf(stderr, "tpserve serve: ready: model '%s', %s, context %lld, batch %lld, KV %lld tokens\n"
                          "  try: curl http://127.0.0.1:%u/v1/completions -H 'Content-Type: application/json' "
                          "-d '{\"model\": \"%s\", \"prompt\": \"Hello\", \"max_tokens\": 16}'\n",
                  served.name.c_str(), plan.shape.c_str(), static_cast<long long>(served.context),
                  static_cast<long long>(plan.serving.max_batch), static_cast<long long>(driver.model().kv_capacity_tokens()),
                  static_cast<unsigned>(front.port()), served.name.c_str());
-    scheduler.run();
+    try {
+        scheduler.run();
+    } catch (...) {
+        // every request was answered with a 500: let those answers out, then report
+        front.api().stopping();
+        front.drain();
+        front.shutdown();
+        throw;
+    }
     front.drain();
+    front.shutdown();
     std::fprintf(stderr, "tpserve serve: stopped\n");
 }
 

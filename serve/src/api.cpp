@@ -49,15 +49,25 @@ Reply Reply::error(const ApiError& e) {
 
 Api::Api(ServeMetrics& metrics) : m_(metrics) {}
 
-void Api::ready(ServedModel model, Scheduler& scheduler, std::string plan_json) {
+void Api::ready(ServedModel model, Scheduler& scheduler, std::function<std::string()> plan_json) {
     model_ = std::move(model);
-    scheduler_ = &scheduler;
     plan_json_ = std::move(plan_json);
-    state_.store(State::ready, std::memory_order_release);
+    {
+        std::lock_guard lock(scheduler_mu_);
+        scheduler_ = &scheduler;
+    }
+    state_.store(stop_asked_ ? State::stopping : State::ready, std::memory_order_release);
 }
 
 void Api::stopping() {
+    stop_asked_ = true;
     if (state_.load() == State::ready) state_.store(State::stopping, std::memory_order_release);
+}
+
+void Api::detach() {
+    stopping();
+    std::lock_guard lock(scheduler_mu_);
+    scheduler_ = nullptr;
 }
 
 Reply Api::handle(std::string_view method, std::string_view target, std::string_view body) {
@@ -106,7 +116,7 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
                 return models();
             case Route::plan: {
                 Reply r;
-                r.body = plan_json_;
+                r.body = plan_json_();
                 return r;
             }
             case Route::completions:
@@ -132,6 +142,9 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
         // a tokenizer or template error on this request's input: the request is at fault
         m_.rejected_invalid.inc();
         return Reply::error(ApiError::invalid(e.what()));
+    } catch (const std::exception& e) {
+        // out of memory, or a bug: this request fails, the server goes on
+        return Reply::error(ApiError(500, "internal_error", fmt::format("the server failed on this request: {}", e.what())));
     }
 }
 
@@ -154,7 +167,15 @@ Reply Api::generation(Endpoint endpoint, std::string_view body) {
 }
 
 std::optional<Reply> Api::submit(const std::shared_ptr<Job>& job) {
-    switch (scheduler_->submit(job)) {
+    std::unique_lock lock(scheduler_mu_);
+    if (!scheduler_) {
+        lock.unlock();
+        m_.rejected_unavailable.inc();
+        return Reply::error(ApiError::unavailable("the server is shutting down"));
+    }
+    const Scheduler::Admission admission = scheduler_->submit(job);
+    lock.unlock();
+    switch (admission) {
         case Scheduler::Admission::accepted:
             return std::nullopt;
         case Scheduler::Admission::queue_full:
@@ -169,6 +190,7 @@ std::optional<Reply> Api::submit(const std::shared_ptr<Job>& job) {
 
 void Api::cancelled(const std::shared_ptr<Job>& job) {
     job->cancel();
+    std::lock_guard lock(scheduler_mu_);
     if (scheduler_) scheduler_->wake();
 }
 

@@ -32,17 +32,37 @@ public:
 
     ~Session() {
         if (job_ && !job_->finished()) api_.cancelled(job_);
-        if (counted_) --*active_;
+        uncount();
     }
 
     void run() { net::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::read, shared_from_this())); }
 
 private:
+    std::chrono::milliseconds idle() const { return std::chrono::milliseconds(static_cast<int64_t>(limits_.idle_seconds * 1000)); }
+
     void read() {
         parser_.emplace();
         parser_->body_limit(static_cast<uint64_t>(limits_.max_body_bytes));
         parser_->header_limit(static_cast<uint32_t>(limits_.max_header_bytes));
-        stream_.expires_after(std::chrono::milliseconds(static_cast<int64_t>(limits_.idle_seconds * 1000)));
+        stream_.expires_after(idle());
+        http::async_read_header(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_header, shared_from_this()));
+    }
+
+    // A client that asks before sending its body (curl does for larger bodies) is told to go on.
+    void on_header(beast::error_code ec, size_t) {
+        if (ec) return on_read(ec, 0);
+        if (beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+            auto go_on = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
+            http::async_write(stream_, *go_on, [self = shared_from_this(), go_on](beast::error_code wec, size_t) {
+                if (wec) return self->close();
+                self->read_body();
+            });
+            return;
+        }
+        read_body();
+    }
+
+    void read_body() {
         http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Session::on_read, shared_from_this()));
     }
 
@@ -85,7 +105,9 @@ private:
         res->keep_alive(keep_alive_);
         res->body() = std::move(r.body);
         res->prepare_payload();
+        stream_.expires_after(idle());  // a client that does not read its answer is not waited for
         http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
+            self->uncount();  // a generation's answer is out (for the orderly stop's drain)
             if (ec || !self->keep_alive_ || res->need_eof()) return self->close();
             self->read();
         });
@@ -110,6 +132,7 @@ private:
         }
         ++*active_;
         counted_ = true;
+        self_ = shared_from_this();  // alive while the generation runs, whoever else holds it
         stream_.expires_never();
         watch();
         if (!job_->request().stream) return pump();
@@ -125,8 +148,10 @@ private:
         serializer_ = std::make_shared<http::response_serializer<http::empty_body>>(*header_);
         out_ = writer_->stream_start();  // first in line: pieces may arrive while the header is written
         writing_ = true;
+        stream_.expires_after(idle());
         http::async_write_header(stream_, *serializer_, [self = shared_from_this()](beast::error_code ec, size_t) {
             self->writing_ = false;
+            self->stream_.expires_never();
             if (ec) return self->abandon();
             self->pump();
         });
@@ -168,8 +193,10 @@ private:
             auto text = std::make_shared<std::string>(std::move(out_));
             out_.clear();
             writing_ = true;
+            stream_.expires_after(idle());  // a client that stops reading is let go, not held for ever
             auto after = [self = shared_from_this(), text](beast::error_code ec, size_t) {
                 self->writing_ = false;
+                self->stream_.expires_never();
                 if (ec) return self->abandon();
                 self->pump();
             };
@@ -178,12 +205,18 @@ private:
             return;
         }
         if (!done_) return;
+        auto self = shared_from_this();  // finish_job lets go of the session's hold on itself
         finish_job();
-        if (!chunked_) return close();
+        if (!chunked_) {
+            uncount();
+            return close();
+        }
         writing_ = true;
+        stream_.expires_after(idle());
         auto last = std::make_shared<decltype(http::make_chunk_last())>(http::make_chunk_last());
-        net::async_write(stream_, *last, [self = shared_from_this(), last](beast::error_code ec, size_t) {
+        net::async_write(stream_, *last, [self, last](beast::error_code ec, size_t) {
             self->writing_ = false;
+            self->uncount();
             if (ec || !self->keep_alive_) return self->close();
             self->read();
         });
@@ -199,26 +232,37 @@ private:
                 if (!ec) {
                     char c = 0;
                     const auto n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-                    if (n > 0) return;  // the client's next request: read once this one is answered
+                    // bytes: the client's next request (read once this one is answered), so stop
+                    // watching; the session holds itself until the answer is out
+                    if (n > 0) return;
                     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return self->watch();
                 }
+                // the client closed (or half-closed: an HTTP client waiting for its answer does not)
                 self->abandon();
             }));
     }
 
     // The client went away: cancel the job (its KV blocks are freed at the next step) and close.
     void abandon() {
+        auto self = shared_from_this();
         if (job_ && !job_->finished()) api_.cancelled(job_);
         finish_job();
+        uncount();
         close();
     }
 
+    // The generation's part is over (its answer may still be being written). The caller holds a
+    // reference: this lets go of the session's hold on itself.
     void finish_job() {
         if (job_) job_->set_notify(nullptr);
         job_.reset();
         writer_.reset();
         done_ = false;
         out_.clear();
+        self_.reset();
+    }
+
+    void uncount() {
         if (counted_) {
             --*active_;
             counted_ = false;
@@ -241,6 +285,7 @@ private:
     unsigned version_ = 11;
     // the generation being answered
     std::shared_ptr<Job> job_;
+    std::shared_ptr<Session> self_;  // set while a generation runs
     std::shared_ptr<ResponseWriter> writer_;
     std::shared_ptr<http::response<http::empty_body>> header_;
     std::shared_ptr<http::response_serializer<http::empty_body>> serializer_;
@@ -254,7 +299,7 @@ private:
 }  // namespace
 
 HttpServer::HttpServer(net::io_context& io, Api& api, HttpLimits limits)
-    : io_(io), api_(api), limits_(limits), acceptor_(net::make_strand(io)) {}
+    : io_(io), api_(api), limits_(limits), acceptor_(net::make_strand(io)), retry_(acceptor_.get_executor()) {}
 
 HttpServer::~HttpServer() = default;
 
@@ -276,7 +321,15 @@ void HttpServer::start() { accept(); }
 void HttpServer::accept() {
     acceptor_.async_accept(net::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
         if (!acceptor_.is_open() || ec == net::error::operation_aborted) return;
-        if (!ec) {
+        if (ec) {
+            // out of file descriptors or memory: try again in a moment rather than spin
+            retry_.expires_after(std::chrono::milliseconds(100));
+            retry_.async_wait([this](beast::error_code wec) {
+                if (!wec) accept();
+            });
+            return;
+        }
+        {
             // every event goes out at once (Nagle would hold a stream's small writes for the
             // client's delayed acknowledgement, about 40 ms on Linux)
             beast::error_code ignored;
@@ -291,6 +344,7 @@ void HttpServer::stop_accepting() {
     net::post(acceptor_.get_executor(), [this] {
         beast::error_code ec;
         acceptor_.close(ec);
+        retry_.cancel();
     });
 }
 

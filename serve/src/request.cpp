@@ -148,6 +148,11 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
     if (const Json* stop = field(j, "stop")) {
         auto add = [&](const Json& s) {
             if (!s.is_string()) throw ApiError::invalid(fmt::format("'stop' must hold strings, got {}", type_name(s)), "stop");
+            if (s.get<std::string>().size() > kMaxStopBytes) {
+                throw ApiError::invalid(fmt::format("a 'stop' string may be at most {} bytes, got {}", kMaxStopBytes,
+                                                    s.get<std::string>().size()),
+                                        "stop");
+            }
             if (!s.get<std::string>().empty()) r.stop.push_back(s.get<std::string>());
         };
         if (stop->is_array()) {

@@ -109,9 +109,8 @@ void Scheduler::run() {
                     }
                     waiting_.clear();
                     m_.waiting.set(0);
-                    for (auto& s : preempted_) fail(*s, ApiError::unavailable("the server is shutting down"), "error");
-                    preempted_.clear();
-                    if (running_.empty() && in_flight_.empty()) break;
+                    // preempted sequences are admitted requests: they finish like the running ones
+                    if (running_.empty() && preempted_.empty() && in_flight_.empty()) break;
                 }
                 if (idle_locked()) {
                     cv_.wait_for(lock, std::chrono::milliseconds(500), [&] { return !waiting_.empty() || stopping_ || woken_; });
@@ -126,6 +125,7 @@ void Scheduler::run() {
                 }
             }
             sweep();
+            drop_done();  // what the sweep ended leaves the running list before anything is chosen
             admit();
             const bool report_due = report && seconds(Clock::now() - last_report_) >= opt_.report_interval;
             // keep every stage busy: one micro-batch in flight per stage (none while a report waits
@@ -205,7 +205,7 @@ void Scheduler::admit() {
     LlamaModel& model = driver_.model();
     // room for the sequence's prompt, keeping a block of growth for every running sequence
     auto fits = [&](int64_t tokens) {
-        return model.kv_free_tokens() - kKvBlockTokens * static_cast<int64_t>(running_.size()) >= tokens;
+        return model.kv_free_tokens() - kKvBlockTokens * static_cast<int64_t>(running_.size()) >= blocks(tokens) * kKvBlockTokens;
     };
     while (!preempted_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch &&
            (running_.empty() || fits(static_cast<int64_t>(preempted_.front()->tokens.size())))) {
@@ -234,8 +234,17 @@ bool Scheduler::submit_micro_batch() {
     const size_t active = running_.size();
     const size_t target = std::max<size_t>(1, (active + static_cast<size_t>(opt_.micro_batches) - 1) /
                                                   static_cast<size_t>(opt_.micro_batches));
-    // decodes first (a token each), then prompt chunks with what is left of the budget
-    std::stable_partition(ready.begin(), ready.end(), [](const Seq* s) { return s->todo() == 1; });
+    // decodes first (a token each), then prompt chunks with what is left of the budget; the
+    // decodes' order turns every step, so when the budget is smaller than the batch nobody waits
+    // behind the same others for ever
+    const auto decodes = std::stable_partition(ready.begin(), ready.end(), [](const Seq* s) { return s->todo() == 1; });
+    if (decodes != ready.begin()) {
+        std::rotate(ready.begin(), ready.begin() + static_cast<std::ptrdiff_t>(turn_++ % static_cast<uint64_t>(decodes - ready.begin())),
+                    decodes);
+    }
+    // logits rows travel to rank 0 as one message: keep a step's within what MPI counts
+    const int64_t max_logit_rows = ((int64_t{1} << 31) - (int64_t{1} << 20)) / (4 * model.desc().vocab) - 1;
+    int64_t logit_rows = 0;
 
     std::vector<Seq*> members;
     std::vector<SequenceStep> step;
@@ -249,10 +258,12 @@ bool Scheduler::submit_micro_batch() {
             n = std::min(n - 1, (free_blocks + blocks(s->fed)) * kKvBlockTokens - s->fed);
         }
         if (n <= 0) continue;
+        const bool output = s->fed + n == static_cast<int64_t>(s->tokens.size());
+        if (output && s->kind == StepOutputKind::logits && ++logit_rows > max_logit_rows) break;
         free_blocks -= blocks(s->fed + n) - blocks(s->fed);
         budget -= n;
         SequenceStep e{s->id, std::vector<int32_t>(s->tokens.begin() + s->fed, s->tokens.begin() + s->fed + n), s->fed, false};
-        e.output = s->fed + n == static_cast<int64_t>(s->tokens.size()) ? s->kind : StepOutputKind::none;
+        e.output = output ? s->kind : StepOutputKind::none;
         step.push_back(std::move(e));
         members.push_back(s);
     }
@@ -262,7 +273,7 @@ bool Scheduler::submit_micro_batch() {
         if (!in_flight_.empty()) return false;
         for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
             Seq& victim = **it;
-            if (&victim == running_.front().get() || victim.in_flight) continue;
+            if (&victim == running_.front().get() || victim.in_flight || victim.done || victim.fed == 0) continue;
             driver_.release(victim.id);
             victim.fed = 0;
             auto owned = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == &victim; });
@@ -335,6 +346,14 @@ void Scheduler::emit(Seq& s, const Sampled& sampled) {
     if (req.logprobs >= 0) s.held.push_back(TokenOut{sampled.token, sampled.logprob, sampled.top});
     std::string text = s.stops.push(s.decoder.push(sampled.token));
     if (s.stops.done()) {
+        // the text before the stop string is final; what follows it is not shown
+        if (!text.empty() || !s.held.empty()) {
+            Delta d;
+            d.text = std::move(text);
+            d.tokens = std::move(s.held);
+            s.held.clear();
+            s.job->push(std::move(d));
+        }
         finish(s, "stop");
         return;
     }

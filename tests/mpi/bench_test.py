@@ -4,7 +4,7 @@ thread per rank, since on so small a model a thread pool costs more than it give
 make one rank with two threads slower than two ranks with one):
 bench.json has every field with sane values (positive rates, efficiency at most 1.1, speedup 1 at
 one rank, each rank's memory equal to the plan's prediction within 5%), bench.md and bench.png are
-written, and --predict for 4 x RTX 5090 gives a labelled predicted table without running anything.
+written; the same through the HTTP server (--http); and --predict for 4 x RTX 5090 gives a labelled predicted table without running anything.
 Bad flags are refused with exit code 2 and a line naming the flag.
 
 usage: bench_test.py TPSERVE
@@ -98,6 +98,32 @@ def check_measured(tpserve, out):
     check((out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "bench.png is a PNG")
 
 
+def check_http(tpserve, out):
+    """The second mode: the same workload through `tpserve serve` and streaming clients."""
+    p = run([tpserve, "bench", "--model", str(FIXTURE), "--ranks", "1,2", "--quick", "--http", "--threads", "1",
+             "--out", str(out), "--deadline", "60"])
+    check(p.returncode == 0, "bench --http exits 0", p.stdout[-3000:] + p.stderr[-3000:])
+    if p.returncode != 0:
+        return
+    r = json.loads((out / "bench.json").read_text())
+    check(r["mode"] == "measured" and r["path"] == "http", "mode measured, path http")
+    for pt in r["points"]:
+        name = f"http ranks {pt['ranks']}"
+        check(pt["feasible"] is True and positive(pt["prefill_s"]["measured"]), f"{name}: prefill measured")
+        for b in pt["batches"]:
+            check(positive(b["tokens_per_s"]["measured"]) and positive(b["time_per_token_ms"]["measured"]),
+                  f"{name} batch {b['batch']}: tokens/s and ms/token measured", json.dumps(b["tokens_per_s"]))
+            eff = b["efficiency"]["measured"]
+            check(positive(eff) and eff <= 1.1, f"{name} batch {b['batch']}: 0 < efficiency <= 1.1 (got {eff})")
+        mem = pt.get("memory", [])
+        check(len(mem) == pt["ranks"], f"{name}: memory of every rank from /v1/plan")
+        for m in mem:
+            a, q = m["actual"]["total"], m["predicted"]["total"]
+            check(q > 0 and abs(a - q) / q <= 0.05, f"{name} rank {m['rank']}: memory {a} within 5% of the plan's {q}")
+    leftover = subprocess.run(["pgrep", "-f", f"--plan {out}"], capture_output=True, text=True).stdout.strip()
+    check(leftover == "", "every server was stopped", leftover)
+
+
 def check_predicted(tpserve, out):
     p = run([tpserve, "bench", "--predict", "--gpus", "4xrtx5090", "--model", "llama-3.1-70b", "--format", "int8",
              "--ranks", "1,2,4", "--out", str(out)])
@@ -133,6 +159,7 @@ def main():
         print("note: gnuplot missing (scripts/setup installs gnuplot-nox); the chart check will fail")
     with tempfile.TemporaryDirectory() as tmp:
         check_measured(tpserve, Path(tmp) / "measured")
+        check_http(tpserve, Path(tmp) / "http")
         check_predicted(tpserve, Path(tmp) / "predicted")
     check_refusals(tpserve)
     if failures:

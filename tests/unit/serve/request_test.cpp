@@ -128,6 +128,15 @@ TEST(Request, BadBodiesNameTheProblem) {
     }
 }
 
+TEST(Request, StopStringsAreShort) {
+    const std::string body = R"({"prompt":"a","stop":")" + std::string(kMaxStopBytes + 1, 'x') + R"("})";
+    const ApiError e = refusal(body);
+    EXPECT_EQ(e.status(), 400);
+    EXPECT_NE(std::string(e.what()).find("at most 512 bytes"), std::string::npos) << e.what();
+    const std::string fits = R"({"prompt":"a","stop":")" + std::string(kMaxStopBytes, 'x') + R"("})";
+    EXPECT_NO_THROW(parse_completion_request(fits, served()));
+}
+
 TEST(Request, ThePromptMustLeaveRoomToGenerate) {
     std::string long_prompt;
     for (int i = 0; i < 400; ++i) long_prompt += "word ";

@@ -265,3 +265,29 @@ TEST(Scheduler, StopFinishesTheRunningAndRefusesTheRest) {
 
 }  // namespace
 }  // namespace tps::serve
+
+namespace tps::serve {
+namespace {
+
+// A stop string ends the output right before it: every byte of text before it is sent, none after.
+TEST(Scheduler, AStopStringEndsTheTextRightBeforeIt) {
+    SchedulerOptions so;
+    EngineUnderTest e(so);
+    e.start();
+    const Outcome whole = run_all(e, {job(prompt_of(5), 40)}).at(0);
+    ASSERT_GE(whole.text.size(), 12u) << "the fixture's output is too short to cut";
+    // a stop string from the middle, starting on a character boundary
+    size_t at = whole.text.size() / 2;
+    while (at > 0 && (static_cast<unsigned char>(whole.text[at]) & 0xC0) == 0x80) --at;
+    const std::string stop = whole.text.substr(at, 3);
+    const size_t first = whole.text.find(stop);
+    auto j = job(prompt_of(5), 40);
+    GenerationRequest r = j->request();
+    r.stop = {stop};
+    const Outcome cut = run_all(e, {std::make_shared<Job>(std::move(r))}).at(0);
+    EXPECT_EQ(cut.text, whole.text.substr(0, first)) << "stop '" << stop << "'";
+    EXPECT_EQ(cut.finish_reason, "stop");
+}
+
+}  // namespace
+}  // namespace tps::serve

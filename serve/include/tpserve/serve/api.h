@@ -10,6 +10,7 @@
 #include "tpserve/serve/serve_metrics.h"
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -36,10 +37,13 @@ class Api {
 public:
     explicit Api(ServeMetrics& metrics);
 
-    // The model is loaded: generation endpoints open. `plan_json`: what GET /v1/plan returns.
-    void ready(ServedModel model, Scheduler& scheduler, std::string plan_json);
-    // Shutting down: new generation requests get 503.
+    // The model is loaded: generation endpoints open (unless a stop was asked while loading).
+    // `plan_json`: what GET /v1/plan returns, rendered on each request.
+    void ready(ServedModel model, Scheduler& scheduler, std::function<std::string()> plan_json);
+    // Shutting down: new generation requests get 503 (also when asked while still loading).
     void stopping();
+    // The scheduler is going away: nothing reaches it any more.
+    void detach();
 
     Reply handle(std::string_view method, std::string_view target, std::string_view body);
     // Hands a generation Reply's job to the scheduler; a 429 / 503 Reply when it is not taken.
@@ -57,8 +61,10 @@ private:
     ServeMetrics& m_;
     std::atomic<State> state_{State::loading};
     ServedModel model_;                  // set once by ready()
-    Scheduler* scheduler_ = nullptr;     // set once by ready()
-    std::string plan_json_;
+    std::function<std::string()> plan_json_;  // set once by ready()
+    std::mutex scheduler_mu_;
+    Scheduler* scheduler_ = nullptr;     // set by ready(), cleared by detach()
+    std::atomic<bool> stop_asked_{false};
 };
 
 // The chat page (serve/web/index.html, embedded at build time).

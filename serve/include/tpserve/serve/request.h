@@ -45,6 +45,7 @@ struct GenerationRequest {
 
 inline constexpr int kMaxTopLogprobs = 20;
 inline constexpr size_t kMaxStopStrings = 4;
+inline constexpr size_t kMaxStopBytes = 512;  // a stop string is held back as it streams: keep it short
 
 GenerationRequest parse_completion_request(std::string_view body, const ServedModel& model);
 GenerationRequest parse_chat_request(std::string_view body, const ServedModel& model);

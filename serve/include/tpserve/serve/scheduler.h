@@ -89,6 +89,7 @@ private:
     std::deque<std::unique_ptr<Seq>> preempted_;  // waiting to be prefilled again, first first
     std::deque<std::pair<uint64_t, std::vector<Seq*>>> in_flight_;
     int64_t next_seq_ = 1;
+    uint64_t turn_ = 0;  // rotates the decodes' order from step to step
     Clock::time_point last_report_{};
     std::atomic<int64_t> running_count_{0};     // running_.size(), for submit()
 };
