@@ -260,7 +260,8 @@ json run_point(const Settings& s, const ModelDesc& model, int ranks, const std::
         json b = {{"batch", batch}};
         double predicted_tps = e.decode_tps, predicted_tpot = e.time_per_token_s;
         if (s.http) {
-            // through HTTP the rate is end to end (every prompt read, then N tokens each)
+            // through HTTP the rate is end to end: all B prompts read (B prefills of P tokens:
+            // linear in tokens, attention within each prompt), then N tokens each
             const double n = static_cast<double>(s.workload.decode_tokens);
             predicted_tpot = static_cast<double>(batch) * pre.prefill_s / n + e.time_per_token_s;
             predicted_tps = static_cast<double>(batch) / predicted_tpot;
