@@ -57,7 +57,29 @@ struct Settings {
     DType kv_dtype = DType::f32;
     double deadline = 120;
     int threads = 0;  // per rank; 0: the host's CPUs shared by the ranks
+    std::optional<Efficiency> gpu;  // measured by scripts/gpu-check (--calibrate)
+    std::string calibration_source;
 };
+
+// --calibrate FILE: {"card": "...", "bandwidth_efficiency": f, "compute_efficiency": f, "source":
+// "..."} — the fractions of its data-sheet bandwidth and compute a GPU reached in scripts/gpu-check.
+void read_calibration(const std::string& path, Settings& s) {
+    std::ifstream in(path);
+    TPS_CHECK_AS(UsageError, in.good(), "--calibrate: cannot read '{}'", path);
+    const json j = json::parse(in, nullptr, false);
+    TPS_CHECK_AS(UsageError, j.is_object(), "--calibrate: '{}' is not a JSON object", path);
+    Efficiency e;
+    for (auto [key, into] : {std::pair{"bandwidth_efficiency", &e.bandwidth}, std::pair{"compute_efficiency", &e.compute}}) {
+        TPS_CHECK_AS(UsageError, j.contains(key) && j[key].is_number() && j[key].get<double>() > 0 && j[key].get<double>() <= 1,
+                     "--calibrate: '{}' needs \"{}\", a fraction in (0, 1]", path, key);
+        *into = j[key].get<double>();
+    }
+    s.gpu = e;
+    s.calibration_source = fmt::format("measured on {} ({}): {:.0f}% of its data-sheet bandwidth, {:.0f}% of its compute, "
+                                       "used for every GPU card",
+                                       j.value("card", std::string("a GPU")), j.value("source", path), 100 * e.bandwidth,
+                                       100 * e.compute);
+}
 
 std::vector<int64_t> int_list(const std::string& flag, const std::string& text, int64_t lo, int64_t hi) {
     std::vector<int64_t> out;
@@ -98,6 +120,10 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     TPS_CHECK_AS(UsageError, s.predict || s.gpus.empty(),
                  "--gpus is for --predict: measured runs use this machine's CPU, one rank per device");
     if (args.count("format")) s.format = args["format"].as<std::string>();
+    if (args.count("calibrate")) {
+        TPS_CHECK_AS(UsageError, s.predict, "--calibrate is for --predict (GPU cards)");
+        read_calibration(args["calibrate"].as<std::string>(), s);
+    }
     s.workload.prompt_tokens = int_flag(args, "prompt-tokens", 1, 1 << 16);
     s.workload.decode_tokens = int_flag(args, "decode-tokens", 2, 1 << 16);
     s.workload.batches = int_list("batches", args["batches"].as<std::string>(), 1, 4096);
@@ -251,12 +277,13 @@ json run_point(const Settings& s, const ModelDesc& model, int ranks, const std::
     }
 
     const int64_t context = s.workload.prompt_tokens + s.workload.decode_tokens / 2;
-    const WorkloadEstimate pre = estimate_workload(model, plan, 1, context, s.workload.prompt_tokens);
+    const Efficiency* gpu = s.gpu ? &*s.gpu : nullptr;
+    const WorkloadEstimate pre = estimate_workload(model, plan, 1, context, s.workload.prompt_tokens, gpu);
     point["prefill_s"] = pair(measured.is_object() ? std::optional<double>(measured["prefill_s"].get<double>()) : std::nullopt, pre.prefill_s);
     point["batches"] = json::array();
     for (size_t i = 0; i < s.workload.batches.size(); ++i) {
         const int64_t batch = s.workload.batches[i];
-        const WorkloadEstimate e = estimate_workload(model, plan, batch, context, s.workload.prompt_tokens);
+        const WorkloadEstimate e = estimate_workload(model, plan, batch, context, s.workload.prompt_tokens, gpu);
         json b = {{"batch", batch}};
         double predicted_tps = e.decode_tps, predicted_tpot = e.time_per_token_s;
         if (s.http) {
@@ -380,6 +407,7 @@ int run_bench(int argc, char** argv) {
         ("http", "measure through the HTTP server (tpserve serve) with streaming clients, one per sequence")
         ("gpus", "with --predict: the cards (e.g. 4xrtx5090); the first R for R ranks", cxxopts::value<std::string>())
         ("format", "with --predict: the weight format (bf16, int8, ...)", cxxopts::value<std::string>())
+        ("calibrate", "with --predict: a GPU's measured efficiencies (JSON, from scripts/gpu-check)", cxxopts::value<std::string>())
         ("prompt-tokens", "prompt length P", cxxopts::value<std::string>()->default_value("128"))
         ("decode-tokens", "tokens decoded per sequence N", cxxopts::value<std::string>()->default_value("32"))
         ("batches", "decode batch sizes", cxxopts::value<std::string>()->default_value("1,8,32"))
@@ -447,9 +475,13 @@ int run_bench(int argc, char** argv) {
                     {"workload", {{"prompt_tokens", s.workload.prompt_tokens},
                                   {"decode_tokens", s.workload.decode_tokens},
                                   {"batches", s.workload.batches}}},
-                    {"calibration", s.predict ? "none: no GPU has been measured by scripts/gpu-check yet, so the cost model's "
-                                                "default efficiencies stand (docs/planner.md)"
-                                              : "the cost model uses this host's bandwidth and FMA rate, measured when planning; the calibrated column also scales it by the one-rank measurement"},
+                    {"calibration", s.predict ? (s.gpu ? s.calibration_source
+                                                       : std::string("none: no GPU measurement given (--calibrate; none has been "
+                                                                     "made by scripts/gpu-check yet), so the cost model's default "
+                                                                     "efficiencies stand (docs/planner.md)"))
+                                              : std::string("the cost model uses this host's bandwidth and FMA rate, measured when "
+                                                            "planning; the calibrated column also scales it by the one-rank "
+                                                            "measurement")},
                     {"points", json::array()}};
     std::vector<std::tuple<int, std::string, std::vector<int>>> todo;
     for (int r : s.ranks) {

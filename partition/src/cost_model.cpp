@@ -143,14 +143,14 @@ Efficiency default_efficiency(DeviceKind kind) noexcept {
 namespace {
 
 // Each stage's effective bandwidth and compute: the slowest card of its group.
-std::vector<StageView> stage_views(const Plan& p, Efficiency* used) {
+std::vector<StageView> stage_views(const Plan& p, Efficiency* used, const Efficiency* gpu = nullptr) {
     std::vector<StageView> views;
     for (size_t s = 0; s < p.stages.size(); ++s) {
         const StagePlan& st = p.stages[s];
         StageView v{&st, 1e30, 1e30, DeviceKind::gpu, s == 0, s + 1 == p.stages.size()};
         for (int dev : st.devices) {
             const DeviceProfile& d = p.devices[static_cast<size_t>(dev)];
-            const Efficiency eff = default_efficiency(d.kind);
+            const Efficiency eff = gpu && d.kind == DeviceKind::gpu ? *gpu : default_efficiency(d.kind);
             v.bandwidth = std::min(v.bandwidth, d.bandwidth * eff.bandwidth);
             v.flops = std::min(v.flops, d.flops * eff.compute);
             v.kind = d.kind;
@@ -177,8 +177,8 @@ double decode_cycle(const ModelDesc& m, const Plan& p, const std::vector<StageVi
 }  // namespace
 
 WorkloadEstimate estimate_workload(const ModelDesc& m, const Plan& p, int64_t batch, int64_t context,
-                                   int64_t prompt_tokens) {
-    const std::vector<StageView> views = stage_views(p, nullptr);
+                                   int64_t prompt_tokens, const Efficiency* gpu) {
+    const std::vector<StageView> views = stage_views(p, nullptr, gpu);
     WorkloadEstimate w;
     std::vector<StageTime> stages;
     w.time_per_token_s = decode_cycle(m, p, views, batch, context, w.micro_batches, stages);

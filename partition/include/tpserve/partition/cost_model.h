@@ -33,7 +33,9 @@ struct WorkloadEstimate {
     double prefill_s = 0;
     int64_t micro_batches = 1;
 };
+// `gpu`: the fractions a measured GPU reached (scripts/gpu-check), used for GPU cards instead of
+// the defaults; null: the defaults.
 WorkloadEstimate estimate_workload(const ModelDesc& model, const Plan& plan, int64_t batch, int64_t context,
-                                   int64_t prompt_tokens);
+                                   int64_t prompt_tokens, const Efficiency* gpu = nullptr);
 
 }  // namespace tps
