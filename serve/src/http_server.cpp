@@ -12,6 +12,7 @@
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <optional>
@@ -108,7 +109,8 @@ private:
         stream_.expires_after(idle());  // a client that does not read its answer is not waited for
         http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
             self->uncount();  // a generation's answer is out (for the orderly stop's drain)
-            if (ec || !self->keep_alive_ || res->need_eof()) return self->close();
+            if (ec) return self->close();
+            if (!self->keep_alive_ || res->need_eof()) return self->linger_close();
             self->read();
         });
     }
@@ -275,6 +277,26 @@ private:
         stream_.socket().close(ec);
     }
 
+    // After an answer that ends the connection (413 with the body still coming, 431, 400): stop
+    // sending, and read and drop what the client still sends for a moment, so the answer is not
+    // lost to a reset from closing with unread bytes.
+    void linger_close() {
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        stream_.expires_after(std::chrono::seconds(1));
+        drain_ = std::make_shared<std::array<char, 4096>>();
+        stream_.async_read_some(net::buffer(*drain_), [self = shared_from_this()](beast::error_code rec, size_t) {
+            if (rec) return self->close();
+            self->drain_more();
+        });
+    }
+    void drain_more() {
+        stream_.async_read_some(net::buffer(*drain_), [self = shared_from_this()](beast::error_code rec, size_t) {
+            if (rec) return self->close();
+            self->drain_more();
+        });
+    }
+
     beast::tcp_stream stream_;
     Api& api_;
     const HttpLimits& limits_;
@@ -290,6 +312,7 @@ private:
     std::shared_ptr<http::response<http::empty_body>> header_;
     std::shared_ptr<http::response_serializer<http::empty_body>> serializer_;
     std::string out_;
+    std::shared_ptr<std::array<char, 4096>> drain_;  // linger_close's scratch
     bool writing_ = false;
     bool done_ = false;
     bool chunked_ = true;
