@@ -32,54 +32,15 @@ TPS_AVX2 float tail_dot(const Weight& w, const std::byte* row, int64_t k, const 
 
 constexpr int64_t kAheadRows = 4;  // software prefetch distance, in rows
 
-template <DType T, int NT>
-TPS_AVX2 void rows_small(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y,
-                         int64_t ys, PrefetchNext next) {
-    const int64_t K = w.cols;
-    const int64_t K16 = K & ~int64_t{15};
-    // bytes per 16 weights, to prefetch the same place a few rows ahead; in the last rows, the
-    // start of what the next matmul reads instead
-    const int64_t step_bytes = w.row_bytes * 16 / std::max<int64_t>(16, K);
-    for (int64_t r = r0; r < r1; ++r) {
-        const std::byte* row = w.row(r);
-        const char* ahead = reinterpret_cast<const char*>(w.row(std::min(r + kAheadRows, r1 - 1)));
-        if (r + kAheadRows >= r1 && next.start) {
-            const int64_t into = (r + kAheadRows - r1) * w.row_bytes;
-            // the whole row's worth of prefetches must stay inside what the next matmul reads
-            ahead = into + w.row_bytes <= next.bytes ? reinterpret_cast<const char*>(next.start) + into : ahead;
-        }
-        __m256 a[NT][2];
-        for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_setzero_ps();
-        int64_t k = 0;
-        for (; k < K16; k += 16) {
-            _mm_prefetch(ahead + (k / 16) * step_bytes, _MM_HINT_T0);
-            const __m256 w0 = Load8<T>::at(row, k);
-            const __m256 w1 = Load8<T>::at(row, k + 8);
-            for (int t = 0; t < NT; ++t) {
-                a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + k), a[t][0]);
-                a[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + k + 8), a[t][1]);
-            }
-        }
-        for (; k + 8 <= K; k += 8) {
-            const __m256 w0 = Load8<T>::at(row, k);
-            for (int t = 0; t < NT; ++t) a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + k), a[t][0]);
-        }
-        for (int t = 0; t < NT; ++t) {
-            float v = hsum(_mm256_add_ps(a[t][0], a[t][1]));
-            if (k < K) v += tail_dot(w, row, k, x + t * xs);  // only rows whose length is not a multiple of 8
-            y[t * ys + r] = v;
-        }
-    }
-}
-
-// One row x NT tokens (prefill). Two FMA chains per token, the even and the odd 8-weight blocks,
-// summed at the end: exactly the order rows_small uses, so a token's result does not depend on
-// how many other tokens share its step (batch invariance: a sequence decoded beside 31 others
-// gives the same logits, bit for bit, as decoded alone, and a prompt gives the same whether
-// prefilled whole or in chunks). Each weight load is used NT times; the group's activations stay
-// in L1 while the block's rows stream from L2.
-template <DType T, int NT>
-TPS_AVX2 void tile(const Weight& w, int64_t r, const float* x, int64_t xs, float* y, int64_t ys) {
+// One row x NT tokens: y[t][r] = dot(row r, x[t]). Two FMA chains per token, the even and the odd
+// 8-weight blocks, summed at the end, then the tail: the one summation order of every path, so a
+// token's result does not depend on how many other tokens share its step (batch invariance: a
+// sequence decoded beside 31 others gives the same logits, bit for bit, as decoded alone, and a
+// prompt gives the same whether prefilled whole or in chunks). With Prefetch (decode), every 16
+// weights also prefetch `step_bytes` further into `ahead`.
+template <DType T, int NT, bool Prefetch>
+TPS_AVX2 void row_dot(const Weight& w, int64_t r, const float* x, int64_t xs, float* y, int64_t ys,
+                      [[maybe_unused]] const char* ahead, [[maybe_unused]] int64_t step_bytes) {
     const int64_t K = w.cols;
     const int64_t K16 = K & ~int64_t{15};
     const std::byte* row = w.row(r);
@@ -87,6 +48,7 @@ TPS_AVX2 void tile(const Weight& w, int64_t r, const float* x, int64_t xs, float
     for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k < K16; k += 16) {
+        if constexpr (Prefetch) _mm_prefetch(ahead + (k / 16) * step_bytes, _MM_HINT_T0);
         const __m256 w0 = Load8<T>::at(row, k);
         const __m256 w1 = Load8<T>::at(row, k + 8);
         for (int t = 0; t < NT; ++t) {
@@ -100,14 +62,32 @@ TPS_AVX2 void tile(const Weight& w, int64_t r, const float* x, int64_t xs, float
     }
     for (int t = 0; t < NT; ++t) {
         float v = hsum(_mm256_add_ps(a[t][0], a[t][1]));
-        if (k < K) v += tail_dot(w, row, k, x + t * xs);
+        if (k < K) v += tail_dot(w, row, k, x + t * xs);  // only rows whose length is not a multiple of 8
         y[t * ys + r] = v;
+    }
+}
+
+// Decode (up to 4 tokens): each row streamed once, prefetching kAheadRows rows ahead; in the last
+// rows, the start of what the next matmul reads instead.
+template <DType T, int NT>
+TPS_AVX2 void rows_small(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y,
+                         int64_t ys, PrefetchNext next) {
+    // bytes per 16 weights, to prefetch the same place a few rows ahead
+    const int64_t step_bytes = w.row_bytes * 16 / std::max<int64_t>(16, w.cols);
+    for (int64_t r = r0; r < r1; ++r) {
+        const char* ahead = reinterpret_cast<const char*>(w.row(std::min(r + kAheadRows, r1 - 1)));
+        if (r + kAheadRows >= r1 && next.start) {
+            const int64_t into = (r + kAheadRows - r1) * w.row_bytes;
+            // the whole row's worth of prefetches must stay inside what the next matmul reads
+            ahead = into + w.row_bytes <= next.bytes ? reinterpret_cast<const char*>(next.start) + into : ahead;
+        }
+        row_dot<T, NT, true>(w, r, x, xs, y, ys, ahead, step_bytes);
     }
 }
 
 template <DType T, int NT>
 TPS_AVX2 void token_group(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y, int64_t ys) {
-    for (int64_t r = r0; r < r1; ++r) tile<T, NT>(w, r, x, xs, y, ys);
+    for (int64_t r = r0; r < r1; ++r) row_dot<T, NT, false>(w, r, x, xs, y, ys, nullptr, 0);
 }
 
 template <DType T>
