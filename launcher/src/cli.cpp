@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <thread>
+
 namespace tps::cli {
 
 cxxopts::ParseResult parse(cxxopts::Options& options, int argc, char** argv) {
@@ -44,6 +46,19 @@ void add_model_run_flags(cxxopts::Options& options) {
         ("stages", "with --gpus: only this shape, each stage's TP degree in order (2,1)", cxxopts::value<std::string>())
         ("deadline", "seconds any rank waits on another before it gives up and says who is missing", cxxopts::value<std::string>()->default_value("60"));
     // clang-format on
+}
+
+int threads_flag(const cxxopts::ParseResult& r) {
+    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    return static_cast<int>(int_flag(r, "threads", 0, 4 * hardware));
+}
+
+DType kv_dtype_flag(const cxxopts::ParseResult& r) {
+    const std::string kv = r["kv-dtype"].as<std::string>();
+    const auto type = parse_dtype(kv);
+    TPS_CHECK_AS(UsageError, type && (*type == DType::f32 || *type == DType::f16 || *type == DType::bf16),
+                 "--kv-dtype: '{}' is not f32, f16 or bf16", kv);
+    return *type;
 }
 
 bool bool_flag(const cxxopts::ParseResult& r, const std::string& flag) {

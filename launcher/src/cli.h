@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tpserve/common/check.h"
+#include "tpserve/partition/dtype.h"
 
 #include <cxxopts.hpp>
 
@@ -29,6 +30,11 @@ double seconds_flag(const cxxopts::ParseResult& r, const std::string& flag);
 // The flags of a command that runs a model in one process or split under mpirun: --threads,
 // --kv-dtype, --plan, --gpus, --stages, --deadline.
 void add_model_run_flags(cxxopts::Options& options);
+
+// --threads of add_model_run_flags: 0 (the rank's share of its host) up to 4 per hardware thread.
+int threads_flag(const cxxopts::ParseResult& r);
+// --kv-dtype of add_model_run_flags: a KV type the CPU engine holds (f32, f16, bf16).
+DType kv_dtype_flag(const cxxopts::ParseResult& r);
 
 // "on"/"off"/"true"/"false"/"yes"/"no"/"1"/"0".
 bool bool_flag(const cxxopts::ParseResult& r, const std::string& flag);

@@ -136,11 +136,7 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     s.mpirun = args["mpirun"].as<std::string>();
     s.deadline = seconds_flag(args, "deadline");
     s.threads = static_cast<int>(int_flag(args, "threads", 0, 1024));
-    const std::string kv = args["kv-dtype"].as<std::string>();
-    const auto kv_type = parse_dtype(kv);
-    TPS_CHECK_AS(UsageError, kv_type && (*kv_type == DType::f32 || *kv_type == DType::f16 || *kv_type == DType::bf16),
-                 "--kv-dtype: '{}' is not f32, f16 or bf16", kv);
-    s.kv_dtype = *kv_type;
+    s.kv_dtype = kv_dtype_flag(args);
     return s;
 }
 

@@ -82,13 +82,8 @@ Settings read_settings(const cxxopts::ParseResult& args) {
         throw UsageError(fmt::format("--{}", e.what()));  // "--temperature -1 must be ..."
     }
     if (args.count("stop")) s.gen.stop = args["stop"].as<std::vector<std::string>>();
-    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    s.threads = static_cast<int>(int_flag(args, "threads", 0, 4 * hardware));
-    const std::string kv = args["kv-dtype"].as<std::string>();
-    const auto kv_type = parse_dtype(kv);
-    TPS_CHECK_AS(UsageError, kv_type && (*kv_type == DType::f32 || *kv_type == DType::f16 || *kv_type == DType::bf16),
-                 "--kv-dtype: '{}' is not f32, f16 or bf16", kv);
-    s.kv_dtype = *kv_type;
+    s.threads = threads_flag(args);
+    s.kv_dtype = kv_dtype_flag(args);
     s.prefill_chunk = int_flag(args, "prefill-chunk", 1, 1 << 16);
     s.max_context = int_flag(args, "max-context", 0, int64_t{1} << 24);
     s.kv_dtype_given = args["kv-dtype"].count() > 0;
@@ -108,31 +103,14 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     return s;
 }
 
-int64_t resolve_context(const Settings& s, const ModelDesc& m) {
-    const int64_t context = s.max_context == 0 ? std::min<int64_t>(m.max_context, 4096) : s.max_context;
-    TPS_CHECK_AS(UsageError, context <= m.max_context, "--max-context: {} exceeds the model's context of {}", context,
-                 m.max_context);
-    return context;
-}
-
-// The request the planner gets for cpu ranks: bands from nothing to the device's memory (the
-// KV cache is sized for the context asked, not grown to fill a band), one sequence.
-PlanRequest cpu_plan_request(const Settings& s, const ModelDesc& m, const std::string& devices) {
-    std::vector<DeviceProfile> list = parse_device_list(devices);
-    for (const auto& d : list) {
-        TPS_CHECK_AS(UsageError, d.kind == DeviceKind::cpu,
-                     "--gpus: '{}' is not a cpu device; `tpserve generate` runs on this machine's CPU (e.g. --gpus 2xcpu)",
-                     d.name);
-    }
-    const int64_t context = resolve_context(s, m);
-    ServingShape serving;
-    serving.max_batch = 1;
-    serving.max_context = context;
+// What the planner is asked for: one sequence of the context asked.
+PlanRequest plan_request(const Settings& s, const ModelDesc& m, const std::string& devices, bool forced_shape = true) {
+    CpuServing serving;
+    serving.max_context = s.max_context;
+    serving.prefill_chunk = s.prefill_chunk;
     serving.kv_dtype = s.kv_dtype;
-    serving.prefill_chunk = std::min(s.prefill_chunk, context);
-    PlanRequest req = request_for_devices(m, std::move(list), serving);
-    req.stage_tp = s.stage_tp;
-    return req;
+    if (forced_shape) serving.stage_tp = s.stage_tp;
+    return cpu_plan_request(m, devices, serving, "generate");
 }
 
 void stream(std::string_view piece) {
@@ -154,7 +132,7 @@ void print_speed(const GenerateResult& r) {
 // One process, the whole model.
 int run_single(const Settings& s) {
     const ModelFiles files = ModelFiles::open(s.model_path);
-    const int64_t context = resolve_context(s, files.desc);
+    const int64_t context = resolve_context(s.max_context, files.desc);
     GenerateOptions gen = s.gen;
     if (!s.ignore_eos) gen.stop_ids = files.stop_ids;
     const std::vector<int32_t> prompt = files.encode_prompt(s.prompt, s.chat, s.system);
@@ -169,9 +147,8 @@ int run_single(const Settings& s) {
     LlamaModel model(files.desc, std::move(weights), *backend, mo);
     print_speed(generate(model, *files.tokenizer, prompt, gen, stream));
     if (s.verbose) {
-        Settings one = s;
-        one.stage_tp.clear();
-        const PlanRequest req = cpu_plan_request(one, files.desc, "cpu:1024:10:1");  // capacity irrelevant: bytes only
+        // capacity irrelevant: bytes only
+        const PlanRequest req = plan_request(s, files.desc, "cpu:1024:10:1", /*forced_shape=*/false);
         const ShapeFit fit = fit_shape(req, {StageShape{{0}}});
         std::fputs(memory_report("one process, the whole model", model, fit.feasible ? &fit.plan.per_rank[0].bytes : nullptr,
                                  fit.reason)
@@ -193,7 +170,7 @@ int run_sharded(const Settings& s) {
     req.model_path = s.model_path;
     req.plan_file = s.plan_file;
     req.make_request = [&](const ModelDesc& m, int world_size) {
-        return cpu_plan_request(s, m, s.gpus.empty() ? fmt::format("{}xcpu", world_size) : s.gpus);
+        return plan_request(s, m, s.gpus.empty() ? fmt::format("{}xcpu", world_size) : s.gpus);
     };
     req.threads = s.threads;
     req.startup_deadline = startup;
@@ -289,15 +266,8 @@ int run_generate(int argc, char** argv) {
     if (!s.plan_file.empty() || !s.gpus.empty() || !s.stage_tp.empty()) {
         // a one-rank plan runs in this process; a larger one needs mpirun (ParallelMapping says so)
         const ModelFiles files = ModelFiles::open(s.model_path);
-        Plan plan;
-        if (!s.plan_file.empty()) {
-            plan = read_plan_file(s.plan_file);
-            check_plan_matches_model(plan, files.desc, s.plan_file);
-        } else {
-            const PlanResult result = make_plan(cpu_plan_request(s, files.desc, s.gpus.empty() ? "1xcpu" : s.gpus));
-            TPS_CHECK_AS(InputError, result.feasible, "no plan fits: {}", result.why_infeasible);
-            plan = result.plan;
-        }
+        const Plan plan = one_process_plan(s.plan_file, files.desc,
+                                           [&] { return plan_request(s, files.desc, s.gpus.empty() ? "1xcpu" : s.gpus); });
         const ParallelMapping map(plan, 1, 0);
         (void)map;
     }

@@ -76,13 +76,8 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     s.max_queue = int_flag(args, "max-queue", 0, 1 << 20);
     s.request_timeout = seconds_flag(args, "request-timeout");
     s.max_body = int_flag(args, "max-body-bytes", 1024, int64_t{1} << 30);
-    const std::string kv = args["kv-dtype"].as<std::string>();
-    const auto kv_type = parse_dtype(kv);
-    TPS_CHECK_AS(UsageError, kv_type && (*kv_type == DType::f32 || *kv_type == DType::f16 || *kv_type == DType::bf16),
-                 "--kv-dtype: '{}' is not f32, f16 or bf16", kv);
-    s.kv_dtype = *kv_type;
-    const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    s.threads = static_cast<int>(int_flag(args, "threads", 0, 4 * hardware));
+    s.kv_dtype = kv_dtype_flag(args);
+    s.threads = threads_flag(args);
     s.http_threads = static_cast<int>(int_flag(args, "http-threads", 1, 64));
     s.micro_batches = static_cast<int>(int_flag(args, "micro-batches", 0, 64));
     if (args.count("plan")) s.plan_file = args["plan"].as<std::string>();
@@ -101,22 +96,13 @@ Settings read_settings(const cxxopts::ParseResult& args) {
 }
 
 PlanRequest plan_request(const Settings& s, const ModelDesc& m, const std::string& devices) {
-    std::vector<DeviceProfile> list = parse_device_list(devices);
-    for (const auto& d : list) {
-        TPS_CHECK_AS(UsageError, d.kind == DeviceKind::cpu,
-                     "--gpus: '{}' is not a cpu device; this build serves on this machine's CPU (e.g. --gpus 2xcpu)", d.name);
-    }
-    const int64_t context = s.max_context == 0 ? std::min<int64_t>(m.max_context, 4096) : s.max_context;
-    TPS_CHECK_AS(UsageError, context <= m.max_context, "--max-context: {} exceeds the model's context of {}", context,
-                 m.max_context);
-    ServingShape serving;
+    CpuServing serving;
     serving.max_batch = s.max_batch;
-    serving.max_context = context;
+    serving.max_context = s.max_context;
+    serving.prefill_chunk = s.prefill_chunk;
     serving.kv_dtype = s.kv_dtype;
-    serving.prefill_chunk = std::min(s.prefill_chunk, context);
-    PlanRequest req = request_for_devices(m, std::move(list), serving);
-    req.stage_tp = s.stage_tp;
-    return req;
+    serving.stage_tp = s.stage_tp;
+    return cpu_plan_request(m, devices, serving, "serve");
 }
 
 // Per-rank figures into the metrics (counters move by what was added since the last report).
@@ -325,15 +311,8 @@ void serve(const Settings& s, Frontend& front, Driver& driver, const ModelFiles&
 int run_single(const Settings& s) {
     Frontend front(s);
     const ModelFiles files = ModelFiles::open(s.model_path);
-    Plan plan;
-    if (!s.plan_file.empty()) {
-        plan = read_plan_file(s.plan_file);
-        check_plan_matches_model(plan, files.desc, s.plan_file);
-    } else {
-        const PlanResult planned = make_plan(plan_request(s, files.desc, s.gpus.empty() ? "1xcpu" : s.gpus));
-        TPS_CHECK_AS(InputError, planned.feasible, "no plan fits: {}", planned.why_infeasible);
-        plan = planned.plan;
-    }
+    const Plan plan = one_process_plan(s.plan_file, files.desc,
+                                       [&] { return plan_request(s, files.desc, s.gpus.empty() ? "1xcpu" : s.gpus); });
     const ParallelMapping map(plan, 1, 0);  // a plan for more ranks needs mpirun: this says so
     auto backend = make_cpu_backend(s.threads);
     LlamaModel model(files.desc, load_llama_weights(files.weights, files.desc, {}), *backend, model_options_for(plan));

@@ -3,6 +3,7 @@
 #include "mpi_session.h"
 
 #include "tpserve/common/check.h"
+#include "tpserve/partition/device.h"
 #include "tpserve/partition/plan_json.h"
 
 #include <fmt/format.h>
@@ -19,6 +20,42 @@ void Shard::reset_comm_stats() {
     for (auto* c : {world.get(), groups.tp.get(), groups.from_prev.get(), groups.to_next.get()}) {
         if (c) c->reset_stats();
     }
+}
+
+int64_t resolve_context(int64_t asked, const ModelDesc& m) {
+    const int64_t context = asked == 0 ? std::min<int64_t>(m.max_context, 4096) : asked;
+    TPS_CHECK_AS(UsageError, context <= m.max_context, "--max-context: {} exceeds the model's context of {}", context,
+                 m.max_context);
+    return context;
+}
+
+PlanRequest cpu_plan_request(const ModelDesc& m, const std::string& devices, const CpuServing& s, std::string_view command) {
+    std::vector<DeviceProfile> list = parse_device_list(devices);
+    for (const auto& d : list) {
+        TPS_CHECK_AS(UsageError, d.kind == DeviceKind::cpu,
+                     "--gpus: '{}' is not a cpu device; `tpserve {}` runs on this machine's CPU (e.g. --gpus 2xcpu)", d.name,
+                     command);
+    }
+    const int64_t context = resolve_context(s.max_context, m);
+    ServingShape serving;
+    serving.max_batch = s.max_batch;
+    serving.max_context = context;
+    serving.kv_dtype = s.kv_dtype;
+    serving.prefill_chunk = std::min(s.prefill_chunk, context);
+    PlanRequest req = request_for_devices(m, std::move(list), serving);
+    req.stage_tp = s.stage_tp;
+    return req;
+}
+
+Plan one_process_plan(const std::string& plan_file, const ModelDesc& m, const std::function<PlanRequest()>& request) {
+    if (!plan_file.empty()) {
+        Plan plan = read_plan_file(plan_file);
+        check_plan_matches_model(plan, m, plan_file);
+        return plan;
+    }
+    const PlanResult result = make_plan(request());
+    TPS_CHECK_AS(InputError, result.feasible, "no plan fits: {}", result.why_infeasible);
+    return result.plan;
 }
 
 int rank_threads(int asked, int local_ranks, int rank, const char* command) {

@@ -17,6 +17,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace tps::cli {
 
@@ -43,6 +45,27 @@ struct Shard {
     // Resets every communicator's statistics (so they count the steps alone).
     void reset_comm_stats();
 };
+
+// The serving shape `generate` and `serve` ask the planner for, on this machine's CPU ranks.
+struct CpuServing {
+    int64_t max_batch = 1;
+    int64_t max_context = 0;  // 0: the model's context, at most 4096
+    int64_t prefill_chunk = 256;
+    DType kv_dtype = DType::f32;
+    std::vector<int> stage_tp;  // --stages; empty: the planner's choice
+};
+
+// The context a command runs with (--max-context, or its default); UsageError past the model's.
+int64_t resolve_context(int64_t asked, const ModelDesc& model);
+
+// The planner's request for cpu ranks: bands from nothing to the device's memory (the KV cache
+// is sized for the batch and context asked, not grown to fill a band). UsageError naming `command`
+// when `devices` holds a GPU.
+PlanRequest cpu_plan_request(const ModelDesc& model, const std::string& devices, const CpuServing& serving,
+                             std::string_view command);
+
+// One process: the plan file, checked against the model, or else the planner's plan for `request`.
+Plan one_process_plan(const std::string& plan_file, const ModelDesc& model, const std::function<PlanRequest()>& request);
 
 // Every rank: this rank's shard, loaded. Throws (on every rank) when any rank fails.
 std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request);
