@@ -242,8 +242,7 @@ bool Scheduler::submit_micro_batch() {
         std::rotate(ready.begin(), ready.begin() + static_cast<std::ptrdiff_t>(turn_++ % static_cast<uint64_t>(decodes - ready.begin())),
                     decodes);
     }
-    // logits rows travel to rank 0 as one message: keep a step's within what MPI counts
-    const int64_t max_logit_rows = ((int64_t{1} << 31) - (int64_t{1} << 20)) / (4 * model.desc().vocab) - 1;
+    const int64_t max_logit_rows = driver_.max_logit_rows();
     int64_t logit_rows = 0;
 
     std::vector<Seq*> members;
@@ -319,7 +318,6 @@ void Scheduler::process(const StepOutput& out, const std::vector<Seq*>& members)
         }
         emit(s, sampled);
     }
-    drop_done();
 }
 
 void Scheduler::drop_done() {
@@ -345,35 +343,22 @@ void Scheduler::emit(Seq& s, const Sampled& sampled) {
     m_.generation_tokens.inc();
     if (req.logprobs >= 0) s.held.push_back(TokenOut{sampled.token, sampled.logprob, sampled.top});
     std::string text = s.stops.push(s.decoder.push(sampled.token));
-    if (s.stops.done()) {
-        // the text before the stop string is final; what follows it is not shown
-        if (!text.empty() || !s.held.empty()) {
-            Delta d;
-            d.text = std::move(text);
-            d.tokens = std::move(s.held);
-            s.held.clear();
-            s.job->push(std::move(d));
-        }
-        finish(s, "stop");
-        return;
-    }
-    if (s.generated >= req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= opt_.context) {
-        // the rest of the text goes out with the finish reason
-        Delta d;
-        d.text = std::move(text);
-        d.tokens = std::move(s.held);
-        s.held.clear();
-        if (!d.text.empty() || !d.tokens.empty()) s.job->push(std::move(d));
-        finish(s, "length");
-        return;
-    }
-    if (!text.empty()) {
-        Delta d;
-        d.text = std::move(text);
-        d.tokens = std::move(s.held);
-        s.held.clear();
-        s.job->push(std::move(d));
-    }
+    // a stop string ends it (the text before it is final, what follows is not shown), or the limit
+    const bool stop_string = s.stops.done();
+    const bool length = !stop_string && (s.generated >= req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= opt_.context);
+    push_piece(s, std::move(text), stop_string || length);
+    if (stop_string || length) finish(s, stop_string ? "stop" : "length");
+}
+
+// Sends the text now final with the tokens it came from; tokens whose text is still held back
+// wait for it, unless this is the last piece before the finish.
+void Scheduler::push_piece(Seq& s, std::string text, bool last) {
+    if (text.empty() && (!last || s.held.empty())) return;
+    Delta d;
+    d.text = std::move(text);
+    d.tokens = std::move(s.held);
+    s.held.clear();
+    s.job->push(std::move(d));
 }
 
 void Scheduler::finish(Seq& s, const std::string& reason) {

@@ -159,13 +159,11 @@ uint64_t Driver::submit(std::vector<SequenceStep> step) {
     TPS_CHECK(!shut_down_ && !failed_, "driver: submit after {}", failed_ ? "a failed step" : "shutdown");
     model_.validate(step);
     if (links_) {
-        // outputs travel as one message: keep it within what MPI can count
-        const int64_t vocab = model_.desc().vocab;
         int64_t rows = 0;
         for (const auto& e : step) rows += e.output == StepOutputKind::logits ? e.rows() : 0;
-        TPS_CHECK_AS(UsageError, rows * vocab * 4 < (int64_t{1} << 31) - (int64_t{1} << 20),
+        TPS_CHECK_AS(UsageError, rows <= max_logit_rows(),
                      "step: {} rows of logits ({} MB) are more than one step can return across ranks; ask for fewer",
-                     rows, rows * vocab * 4 >> 20);
+                     rows, rows * model_.desc().vocab * 4 >> 20);
     }
     const uint64_t id = next_id_;
     try {
@@ -187,6 +185,11 @@ uint64_t Driver::submit(std::vector<SequenceStep> step) {
         throw;
     }
     return id;
+}
+
+int64_t Driver::max_logit_rows() const noexcept {
+    // f32 rows in one message under 2 GiB, with room for the message's framing
+    return ((int64_t{1} << 31) - (int64_t{1} << 20)) / (4 * model_.desc().vocab) - 1;
 }
 
 StepOutput Driver::wait(uint64_t id) {

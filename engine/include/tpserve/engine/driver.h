@@ -69,9 +69,11 @@ public:
     // (the job must then end: the edge reports and aborts).
     void shutdown();
 
+    // Most logits rows one step may ask for: across ranks its output travels as one message,
+    // which must stay within what MPI can count.
+    int64_t max_logit_rows() const noexcept;
     int64_t in_flight() const noexcept { return static_cast<int64_t>(pending_.size()); }
     LlamaModel& model() noexcept { return model_; }
-    const StageLinks* links() const noexcept { return links_; }
 
 private:
     LlamaModel& model_;

@@ -51,8 +51,6 @@ public:
     // A session's client went away with its job unfinished.
     void cancelled(const std::shared_ptr<Job>& job);
 
-    ServeMetrics& metrics() noexcept { return m_; }
-
 private:
     enum class State { loading, ready, stopping };
     Reply generation(Endpoint endpoint, std::string_view body);

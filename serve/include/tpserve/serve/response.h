@@ -28,8 +28,6 @@ public:
     void add(const Delta& d);
     std::string whole(int64_t prompt_tokens, int64_t completion_tokens);
 
-    const std::string& id() const noexcept { return id_; }
-
 private:
     std::string event(const std::string& json) const;
     void add_logprobs(const std::vector<TokenOut>& tokens, void* into);

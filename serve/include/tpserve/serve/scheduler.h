@@ -66,6 +66,7 @@ private:
     bool submit_micro_batch();
     void process(const StepOutput& out, const std::vector<Seq*>& members);
     void emit(Seq& s, const Sampled& sampled);
+    void push_piece(Seq& s, std::string text, bool last);
     void finish(Seq& s, const std::string& reason);
     void fail(Seq& s, const ApiError& error, const char* outcome);
     void remove(Seq& s);
