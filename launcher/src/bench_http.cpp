@@ -33,17 +33,23 @@ using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// Connects to the server on loopback and sends one request.
+void send_request(tcp::socket& socket, uint16_t port, http::verb verb, const std::string& target, std::string body) {
+    socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
+    socket.set_option(tcp::no_delay(true));
+    http::request<http::string_body> req{verb, target, 11};
+    req.set(http::field::host, "127.0.0.1");
+    req.set(http::field::content_type, "application/json");
+    req.body() = std::move(body);
+    req.prepare_payload();
+    http::write(socket, req);
+}
+
 // A plain request; throws on a connection error.
 std::pair<int, std::string> fetch(uint16_t port, http::verb verb, const std::string& target, const std::string& body = {}) {
     net::io_context io;
     tcp::socket socket(io);
-    socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-    http::request<http::string_body> req{verb, target, 11};
-    req.set(http::field::host, "127.0.0.1");
-    req.set(http::field::content_type, "application/json");
-    req.body() = body;
-    req.prepare_payload();
-    http::write(socket, req);
+    send_request(socket, port, verb, target, body);
     beast::flat_buffer buffer;
     http::response<http::string_body> res;
     http::read(socket, buffer, res);
@@ -52,10 +58,9 @@ std::pair<int, std::string> fetch(uint16_t port, http::verb verb, const std::str
     return {static_cast<int>(res.result_int()), res.body()};
 }
 
-// One streaming completion: when its content pieces arrived, and the tokens usage counted.
+// One streaming completion: when its first piece arrived, and the tokens usage counted.
 struct Stream {
     std::optional<Clock::time_point> first;  // the first piece, text or not
-    std::vector<Clock::time_point> pieces;   // the pieces with text
     int64_t tokens = 0;
     std::string error;
 };
@@ -67,14 +72,7 @@ Stream stream_completion(uint16_t port, const std::string& model, const std::vec
                            {"ignore_eos", true}, {"stream", true}, {"stream_options", {{"include_usage", true}}}};
         net::io_context io;
         tcp::socket socket(io);
-        socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-        socket.set_option(tcp::no_delay(true));
-        http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
-        req.set(http::field::host, "127.0.0.1");
-        req.set(http::field::content_type, "application/json");
-        req.body() = body.dump();
-        req.prepare_payload();
-        http::write(socket, req);
+        send_request(socket, port, http::verb::post, "/v1/completions", body.dump());
         beast::flat_buffer buffer;
         http::response_parser<http::buffer_body> parser;
         parser.body_limit(boost::none);
@@ -101,10 +99,7 @@ Stream stream_completion(uint16_t port, const std::string& model, const std::vec
                 if (!j.is_object()) continue;
                 if (j.contains("error")) out.error = j["error"].value("message", "an error event");
                 if (j.contains("usage") && j["usage"].is_object()) out.tokens = j["usage"].value("completion_tokens", int64_t{0});
-                if (j.contains("choices") && !j["choices"].empty()) {
-                    if (!out.first) out.first = now;
-                    if (!j["choices"][0].value("text", "").empty()) out.pieces.push_back(now);
-                }
+                if (!out.first && j.contains("choices") && !j["choices"].empty()) out.first = now;
             }
         }
     } catch (const std::exception& e) {

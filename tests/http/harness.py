@@ -15,6 +15,9 @@ import time
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import procs  # noqa: E402  (tests/tools: finding a test's processes)
+
 try:
     import httpx
 except ImportError:  # openai 3.x ships its client as httpx2
@@ -67,19 +70,7 @@ def short(x, n=1500):
 def marked(mark):
     """Every process that carries one server's marker in its environment: {pid: rank or None}
     (mpirun puts its ranks in process groups of their own, so killing its group misses them)."""
-    found = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            env = (d / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"TPS_HTTP_TEST={mark}".encode() not in env:
-            continue
-        found[int(d.name)] = next((int(e.split(b"=", 1)[1]) for e in env if e.startswith(b"OMPI_COMM_WORLD_RANK=")),
-                                  None)
-    return found
+    return {pid: rank for pid, (rank, _) in procs.marked("TPS_HTTP_TEST", mark).items()}
 
 
 def rank_pids(mark):

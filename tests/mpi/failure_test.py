@@ -18,6 +18,9 @@ import time
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import procs  # noqa: E402  (tests/tools: finding a test's processes)
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "models"
 SMOLLM2 = ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -36,25 +39,8 @@ def check(cond, what, detail=""):
 
 def rank_pids(mark):
     """PIDs of this test's ranks: {rank: pid}, found by the marker in their environment."""
-    found = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            env = (d / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"TPS_FAILURE_TEST={mark}".encode() not in env:
-            continue
-        for e in env:
-            if e.startswith(b"OMPI_COMM_WORLD_RANK="):
-                try:
-                    comm = (d / "comm").read_text().strip()
-                except OSError:
-                    comm = ""
-                if comm.startswith("tpserve"):
-                    found[int(e.split(b"=", 1)[1])] = int(d.name)
-    return found
+    return {rank: pid for pid, (rank, comm) in procs.marked("TPS_FAILURE_TEST", mark).items()
+            if rank is not None and comm.startswith("tpserve")}
 
 
 class Job:
