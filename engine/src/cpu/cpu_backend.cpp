@@ -205,6 +205,15 @@ public:
         for (int64_t i = 0; i < n; ++i) a[i] += c[i];
     }
 
+    void gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor out) override {
+        check_f32(x, "gather_rows");
+        TPS_CHECK(out.cols == x.cols && out.rows == static_cast<int64_t>(rows.size()), "gather_rows: shape mismatch");
+        for (size_t i = 0; i < rows.size(); ++i) {
+            TPS_CHECK(rows[i] >= 0 && rows[i] < x.rows, "gather_rows: row {} of {}", rows[i], x.rows);
+            std::copy_n(x.f32() + rows[i] * x.cols, x.cols, out.f32() + static_cast<int64_t>(i) * out.cols);
+        }
+    }
+
     void to_host(const Tensor& x, float* host) override {
         std::memcpy(host, x.data, static_cast<size_t>(x.rows * x.cols) * 4);
     }

@@ -36,6 +36,7 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
     heads_ = l0.wq.rows / desc_.head_dim;
     kv_heads_ = l0.wk.rows / desc_.head_dim;
     rope_ = make_rope_table(desc_.rope, desc_.head_dim, &w_.rope_factors);
+    place_weights();
 
     kv_layout_.layers = static_cast<int64_t>(w_.layers.size());
     kv_layout_.kv_heads = kv_heads_;
@@ -79,6 +80,26 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
 }
 
 LlamaModel::~LlamaModel() = default;
+
+// Every matrix and vector the ops read goes to the backend's memory (nothing moves on the CPU).
+// Tied embeddings are placed once and shared by the LM head.
+void LlamaModel::place_weights() {
+    const bool tied = !w_.lm_head.empty() && w_.lm_head.data == w_.embedding.data &&
+                      w_.lm_head.rows == w_.embedding.rows && w_.lm_head_first == w_.embedding_first;
+    if (!w_.embedding.empty()) be_.place(w_.embedding);
+    if (tied) {
+        w_.lm_head = w_.embedding.alias();
+    } else if (!w_.lm_head.empty()) {
+        be_.place(w_.lm_head);
+    }
+    if (!w_.final_norm.empty()) be_.place(w_.final_norm);
+    for (auto& l : w_.layers) {
+        for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) be_.place(*w);
+        for (Vec* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.bo, &l.b_gate, &l.b_up, &l.b_down}) {
+            if (!v->empty()) be_.place(*v);
+        }
+    }
+}
 
 int64_t LlamaModel::kv_bytes() const noexcept {
     const int64_t elem = kv_layout_.dtype == DType::f32 ? 4 : 2;
@@ -212,6 +233,7 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
         }
     }
 
+    be_.begin_step(layout);
     Tensor x = x_.slice_rows(0, n_tokens);
     if (first_stage_) {
         be_.embedding(w_.embedding, w_.embedding_first, ids, x);
@@ -258,10 +280,8 @@ void LlamaModel::compute_logits(const std::vector<int64_t>& rows, StepResult& ou
     out.vocab = vocab;
     out.vocab_first = w_.lm_head_first;
     out.logits.resize(static_cast<size_t>(n_rows * vocab));
-    for (int64_t r = 0; r < n_rows; ++r) {
-        std::copy_n(x_.f32() + rows[static_cast<size_t>(r)] * desc_.hidden, desc_.hidden, o_.f32() + r * desc_.hidden);
-    }
     if (n_rows == 0) return;
+    be_.gather_rows(x_, rows, o_.slice_rows(0, n_rows));
     be_.rmsnorm(o_.slice_rows(0, n_rows), w_.final_norm, static_cast<float>(desc_.rms_norm_eps), h_.slice_rows(0, n_rows));
     for (int64_t r0 = 0; r0 < n_rows; r0 += options_.max_logit_rows) {
         const int64_t n = std::min(options_.max_logit_rows, n_rows - r0);

@@ -42,7 +42,9 @@ struct Loader {
     }
 };
 
-int64_t in_place(const Weight& w) { return !w.empty() && w.owned.data() == nullptr ? w.rows * w.row_bytes : 0; }
+int64_t in_place(const Weight& w) {
+    return !w.empty() && w.owned.data() == nullptr && w.device == nullptr ? w.rows * w.row_bytes : 0;
+}
 
 }  // namespace
 
@@ -58,6 +60,7 @@ int64_t LlamaWeights::mapped_bytes() const noexcept {
 void LlamaWeights::touch() const noexcept {
     volatile std::byte sink{};
     auto pages = [&](const Weight& w) {
+        if (w.device) return;  // in a backend's memory already
         const int64_t bytes = w.rows * w.row_bytes;
         for (int64_t at = 0; at < bytes; at += 4096) sink = w.data[at];
     };

@@ -134,6 +134,7 @@ Weight Weight::alias() const {
     w.cols = cols;
     w.row_bytes = row_bytes;
     w.data = data;
+    w.device = device;
     return w;
 }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -73,6 +74,14 @@ public:
 
     virtual std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) = 0;
 
+    // Moves a weight matrix or vector into the backend's memory (counted under MemoryTag::weights)
+    // before any op reads it. The CPU computes on host memory and leaves both where they are.
+    virtual void place(Weight& w) { (void)w; }
+    virtual void place(Vec& v) { (void)v; }
+    // The step the following ops belong to, once before its layers: a backend with memory of its
+    // own copies the positions and block tables there once per step instead of once per op.
+    virtual void begin_step(const StepLayout& step) { (void)step; }
+
     // out[i] = row ids[i] - vocab_first of `table` (rows outside the table give zeros: the
     // vocabulary-parallel embedding sums partial rows across ranks)
     virtual void embedding(const Weight& table, int64_t vocab_first, std::span<const int32_t> ids, Tensor out) = 0;
@@ -102,6 +111,8 @@ public:
     virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor out) = 0;
     // x += y
     virtual void add(Tensor x, const Tensor& y) = 0;
+    // out[i] = x[rows[i]] (rows of the same width)
+    virtual void gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor out) = 0;
     // copies rows of x to host memory
     virtual void to_host(const Tensor& x, float* host) = 0;
 };
@@ -111,5 +122,11 @@ public:
 // binding leaves it).
 std::unique_ptr<Backend> make_cpu_backend(int threads);
 int usable_cpus() noexcept;
+
+// The CUDA backend on `device` (engine/src/cuda, tps_cuda_backend). tps::UsageError in a build
+// without CUDA, tps::DeviceError where the device cannot be used; cuda_backend_unavailable()
+// says which beforehand ("" when it can be made).
+std::unique_ptr<Backend> make_cuda_backend(int device);
+std::string cuda_backend_unavailable(int device);
 
 }  // namespace tps

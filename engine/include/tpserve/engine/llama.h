@@ -151,6 +151,7 @@ private:
         std::vector<int32_t> blocks;
         int64_t length = 0;
     };
+    void place_weights();
     void run_layers(int64_t n_tokens, const StepLayout& layout);
     void all_reduce(Tensor t, const char* what, size_t layer);
     void compute_logits(const std::vector<int64_t>& rows, StepResult& out);

@@ -21,6 +21,7 @@
 namespace tps {
 
 struct ModelDesc;
+class DeviceMemory;
 
 // A matrix (rows x cols) in any supported storage format, row-major, `row_bytes` per row.
 struct Weight {
@@ -30,10 +31,13 @@ struct Weight {
     int64_t row_bytes = 0;
     const std::byte* data = nullptr;
     Buffer owned;  // set when the data was gathered or converted, empty when mapped in place
+    // set when a backend moved the matrix into its own memory (Backend::place): `data` then points
+    // there and may not be read from the host
+    std::shared_ptr<DeviceMemory> device;
 
     const std::byte* row(int64_t r) const noexcept { return data + r * row_bytes; }
     bool empty() const noexcept { return data == nullptr; }
-    // A view of the same data (for tied embeddings): shares, never owns.
+    // A view of the same data (for tied embeddings): shares, never owns (a placed copy is shared).
     Weight alias() const;
 };
 
@@ -41,6 +45,7 @@ struct Weight {
 struct Vec {
     Buffer buf;
     int64_t n = 0;
+    std::shared_ptr<DeviceMemory> device;  // a backend's copy (Backend::place); the host copy stays
     const float* data() const noexcept { return buf.as<const float>(); }
     bool empty() const noexcept { return n == 0; }
 };

@@ -226,6 +226,7 @@ public:
     }
     void swiglu(const Tensor& g, const Tensor& u, Tensor o) override { in_.swiglu(g, u, o); }
     void add(Tensor x, const Tensor& y) override { in_.add(x, y); }
+    void gather_rows(const Tensor& x, std::span<const int64_t> r, Tensor o) override { in_.gather_rows(x, r, o); }
     void to_host(const Tensor& x, float* h) override { in_.to_host(x, h); }
 
 private:

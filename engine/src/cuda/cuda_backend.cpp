@@ -1,0 +1,457 @@
+// CudaBackend: the Backend on one NVIDIA GPU. Activations stay f32 on the device as on the CPU, so
+// model code is the same; weights are copied to the device once (place) in their stored format.
+// Every op is a launch on the backend's one stream; only to_host waits. A step's positions and
+// block tables go to the device once per step (begin_step), not once per op.
+#include "attention.cuh"
+#include "cublas_check.h"
+#include "cuda_check.h"
+#include "elementwise.cuh"
+#include "embedding.cuh"
+#include "gemm.cuh"
+#include "gemv.cuh"
+#include "norm.cuh"
+#include "rope.cuh"
+
+#include "tpserve/common/check.h"
+#include "tpserve/engine/backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace tps {
+namespace {
+
+using cuda::WFormat;
+
+// Device memory counted under its tag while it lives.
+class CudaMemory final : public DeviceMemory {
+public:
+    CudaMemory(int64_t bytes, MemoryTag tag) : bytes_(bytes), tag_(tag) {
+        if (bytes_ > 0) {
+            const cudaError_t e = cudaMalloc(&data_, static_cast<size_t>(bytes_));
+            if (e == cudaErrorMemoryAllocation) {
+                cudaGetLastError();
+                size_t free_b = 0, total_b = 0;
+                cudaMemGetInfo(&free_b, &total_b);
+                throw DeviceError(fmt::format("CUDA: out of device memory allocating {:.1f} MiB for {} ({:.1f} MiB free "
+                                              "of {:.1f} MiB){}",
+                                              static_cast<double>(bytes_) / 1048576.0, memory_tag_name(tag_),
+                                              static_cast<double>(free_b) / 1048576.0,
+                                              static_cast<double>(total_b) / 1048576.0, detail::context_suffix()));
+            }
+            TPS_CHECK_CUDA(e);
+        }
+        MemoryTracker::instance().add(tag_, bytes_);
+    }
+    ~CudaMemory() override {
+        if (data_) cudaFree(data_);  // a failure here has nowhere to go; the context is going away
+        MemoryTracker::instance().sub(tag_, bytes_);
+    }
+    CudaMemory(const CudaMemory&) = delete;
+    CudaMemory& operator=(const CudaMemory&) = delete;
+    void* data() noexcept override { return data_; }
+    int64_t bytes() const noexcept override { return bytes_; }
+
+private:
+    void* data_ = nullptr;
+    int64_t bytes_ = 0;
+    MemoryTag tag_;
+};
+
+WFormat format_of(DType t, const char* op) {
+    switch (t) {
+        case DType::f32: return WFormat::f32;
+        case DType::f16: return WFormat::f16;
+        case DType::bf16: return WFormat::bf16;
+        case DType::q8_0: return WFormat::q8_0;
+        case DType::q4_0: return WFormat::q4_0;
+        case DType::q4_1: return WFormat::q4_1;
+        default: break;
+    }
+    throw UsageError(fmt::format("{}: the CUDA backend does not compute with {} weights (f32, f16, bf16, q8_0, "
+                                 "q4_0, q4_1)",
+                                 op, dtype_name(t)));
+}
+
+cuda::KvFormat kv_format(DType t) {
+    switch (t) {
+        case DType::f32: return cuda::KvFormat::f32;
+        case DType::f16: return cuda::KvFormat::f16;
+        case DType::bf16: return cuda::KvFormat::bf16;
+        default: break;
+    }
+    throw UsageError(fmt::format("KV cache: the CUDA backend stores f32, f16 or bf16, not {}", dtype_name(t)));
+}
+
+void check_f32(const Tensor& t, const char* op) {
+    TPS_CHECK(t.type == DType::f32, "{}: the CUDA backend computes activations in f32, got {}", op, dtype_name(t.type));
+}
+
+const uint8_t* weight_data(const Weight& w, const char* op) {
+    TPS_CHECK(w.device != nullptr, "{}: a {} x {} weight was not placed on the device (Backend::place)", op, w.rows,
+              w.cols);
+    return reinterpret_cast<const uint8_t*>(w.data);
+}
+
+const float* vec_data(const Vec& v, const char* op) {
+    TPS_CHECK(v.device != nullptr, "{}: a vector of {} was not placed on the device (Backend::place)", op, v.n);
+    return static_cast<const float*>(v.device->data());
+}
+
+// A device buffer that grows to the largest size asked of it. Growing frees the old one, which
+// waits for the work queued on it (cudaFree synchronises).
+class Scratch {
+public:
+    explicit Scratch(MemoryTag tag) : tag_(tag) {}
+    void* get(int64_t bytes) {
+        if (!mem_ || mem_->bytes() < bytes) {
+            mem_.reset();
+            mem_ = std::make_unique<CudaMemory>(std::max<int64_t>(bytes, 256), tag_);
+        }
+        return mem_->data();
+    }
+
+private:
+    MemoryTag tag_;
+    std::unique_ptr<CudaMemory> mem_;
+};
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(int device) : device_(device) {
+        TPS_CHECK_CUDA(cudaSetDevice(device_));
+        auto ctx = error_context();
+        ctx.device = device_;
+        set_error_context(ctx);
+        cudaDeviceProp prop{};
+        TPS_CHECK_CUDA(cudaGetDeviceProperties(&prop, device_));
+        multiprocessors_ = prop.multiProcessorCount;
+        name_ = std::string("cuda:") + std::to_string(device_) + " (" + prop.name + ")";
+        TPS_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        TPS_CHECK_CUBLAS(cublasCreate(&cublas_));
+        TPS_CHECK_CUBLAS(cublasSetStream(cublas_, stream_));
+    }
+    ~CudaBackend() override {
+        cudaStreamSynchronize(stream_);
+        cublasDestroy(cublas_);
+        cudaStreamDestroy(stream_);
+    }
+
+    std::string_view name() const noexcept override { return name_; }
+
+    std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) override {
+        TPS_CHECK_CUDA(cudaSetDevice(device_));
+        auto mem = std::make_unique<CudaMemory>(bytes, tag);
+        // zero-initialised like host buffers, so nothing reads garbage before it is written
+        if (bytes > 0) TPS_CHECK_CUDA(cudaMemsetAsync(mem->data(), 0, static_cast<size_t>(bytes), stream_));
+        return mem;
+    }
+
+    void place(Weight& w) override {
+        if (w.empty() || w.device) return;
+        (void)format_of(w.type, "place");
+        const int64_t bytes = w.rows * w.row_bytes;
+        auto mem = std::make_shared<CudaMemory>(bytes, MemoryTag::weights);
+        TPS_CHECK_CUDA(cudaMemcpy(mem->data(), w.data, static_cast<size_t>(bytes), cudaMemcpyHostToDevice));
+        w.data = static_cast<const std::byte*>(mem->data());
+        w.device = std::move(mem);
+        w.owned = Buffer();  // the host copy, if the weight had one, is no longer needed
+    }
+
+    void place(Vec& v) override {
+        if (v.empty() || v.device) return;
+        auto mem = std::make_shared<CudaMemory>(v.n * 4, MemoryTag::weights);
+        TPS_CHECK_CUDA(cudaMemcpy(mem->data(), v.data(), static_cast<size_t>(v.n) * 4, cudaMemcpyHostToDevice));
+        v.device = std::move(mem);
+    }
+
+    void begin_step(const StepLayout& step) override { upload_step(step); }
+
+    void embedding(const Weight& table, int64_t vocab_first, std::span<const int32_t> ids, Tensor out) override {
+        check_f32(out, "embedding");
+        TPS_CHECK(out.rows == static_cast<int64_t>(ids.size()) && out.cols == table.cols, "embedding: shape mismatch");
+        cuda::EmbeddingParams p;
+        p.table = weight_data(table, "embedding");
+        p.format = format_of(table.type, "embedding");
+        p.rows = table.rows;
+        p.cols = table.cols;
+        p.row_bytes = table.row_bytes;
+        p.vocab_first = vocab_first;
+        p.ids = upload_ints(ids_, ids);
+        p.n = out.rows;
+        p.out = out.f32();
+        TPS_CHECK(cuda::embedding_supported(p), "embedding: {} rows of {} are not supported", p.n, p.cols);
+        cuda::invoke_embedding(p, stream_);
+    }
+
+    void rmsnorm(const Tensor& x, const Vec& w, float eps, Tensor out) override {
+        check_f32(x, "rmsnorm");
+        TPS_CHECK(w.n == x.cols && out.cols == x.cols && out.rows == x.rows, "rmsnorm: shape mismatch");
+        cuda::RmsNormParams p{x.f32(), vec_data(w, "rmsnorm"), out.f32(), x.rows, x.cols, eps};
+        TPS_CHECK(cuda::rmsnorm_supported(p), "rmsnorm: {} x {} is not supported", x.rows, x.cols);
+        cuda::invoke_rmsnorm(p, stream_);
+    }
+
+    void matmul(const Weight& w, const Tensor& x, Tensor y, const Weight* next) override {
+        const Product one[] = {{&w, y}};
+        matmul_multi(x, one, next);
+    }
+
+    void matmul_multi(const Tensor& x, std::span<const Product> products, const Weight* /*next*/) override {
+        check_f32(x, "matmul");
+        for (const auto& pr : products) {
+            const Weight& w = *pr.w;
+            TPS_CHECK(x.cols == w.cols && pr.y.cols == w.rows && pr.y.rows == x.rows,
+                      "matmul: x ({} x {}) W ({} x {}) y ({} x {})", x.rows, x.cols, w.rows, w.cols, pr.y.rows,
+                      pr.y.cols);
+            if (x.rows <= cuda::kGemvMaxTokens) {
+                cuda::GemvParams p;
+                p.w = weight_data(w, "matmul");
+                p.format = format_of(w.type, "matmul");
+                p.rows = w.rows;
+                p.cols = w.cols;
+                p.row_bytes = w.row_bytes;
+                p.x = x.f32();
+                p.x_stride = x.cols;
+                p.tokens = x.rows;
+                p.y = pr.y.f32();
+                p.y_stride = pr.y.cols;
+                TPS_CHECK(cuda::gemv_supported(p), "matmul: a {} x {} {} weight is not supported", w.rows, w.cols,
+                          dtype_name(w.type));
+                cuda::invoke_gemv(p, stream_);
+            } else {
+                cuda::GemmParams p;
+                p.w = weight_data(w, "matmul");
+                p.format = format_of(w.type, "matmul");
+                p.rows = w.rows;
+                p.cols = w.cols;
+                p.row_bytes = w.row_bytes;
+                p.x = x.f32();
+                p.tokens = x.rows;
+                p.y = pr.y.f32();
+                p.y_stride = pr.y.cols;
+                TPS_CHECK(cuda::gemm_supported(p), "matmul: a {} x {} {} weight with {} tokens is not supported", w.rows,
+                          w.cols, dtype_name(w.type), x.rows);
+                cuda::invoke_gemm(p, cublas_, gemm_ws_.get(cuda::gemm_workspace_bytes(p)), stream_);
+            }
+        }
+    }
+
+    void add_bias(Tensor y, const Vec& b) override {
+        check_f32(y, "add_bias");
+        TPS_CHECK(b.n == y.cols, "add_bias: {} values for {} columns", b.n, y.cols);
+        cuda::invoke_add_bias(y.f32(), vec_data(b, "add_bias"), y.rows, y.cols, stream_);
+    }
+
+    void rope(Tensor x, int64_t head_dim, const RopeTable& table, std::span<const int32_t> positions) override {
+        check_f32(x, "rope");
+        TPS_CHECK(x.cols % head_dim == 0 && static_cast<int64_t>(positions.size()) == x.rows, "rope: shape mismatch");
+        cuda::RopeParams p;
+        p.x = x.f32();
+        p.rows = x.rows;
+        p.cols = x.cols;
+        p.head_dim = head_dim;
+        p.half = table.rotary_dims / 2;
+        p.adjacent = table.adjacent_pairs;
+        p.inv_freq = rope_table(table);
+        p.positions = step_positions(positions);
+        TPS_CHECK(cuda::rope_supported(p), "rope: {} rotary dimensions of heads of {} are not supported",
+                  table.rotary_dims, head_dim);
+        cuda::invoke_rope(p, stream_);
+    }
+
+    void kv_store(DeviceMemory& kv, const KvLayout& L, int64_t layer, const Tensor& k, const Tensor& v,
+                  const StepLayout& step) override {
+        check_f32(k, "kv_store");
+        check_f32(v, "kv_store");
+        const int64_t stride = L.token_stride();
+        TPS_CHECK(k.cols == stride && v.cols == stride && k.rows == v.rows &&
+                      k.rows == static_cast<int64_t>(step.positions.size()),
+                  "kv_store: shape mismatch");
+        const cuda::StepView view = step_view(step);
+        cuda::KvStoreParams p;
+        p.k = k.f32();
+        p.v = v.f32();
+        layer_planes(kv, L, layer, p.k_plane, p.v_plane);
+        p.format = kv_format(L.dtype);
+        p.stride = stride;
+        p.block_tokens = L.block_tokens;
+        p.step = view;
+        TPS_CHECK(cuda::kv_store_supported(p), "kv_store: not supported");
+        cuda::invoke_kv_store(p, stream_);
+    }
+
+    void attention(const Tensor& q, const DeviceMemory& kv, const KvLayout& L, int64_t layer, const StepLayout& step,
+                   int64_t heads, Tensor out) override {
+        check_f32(q, "attention");
+        TPS_CHECK(q.cols == heads * L.head_dim && out.cols == q.cols && out.rows == q.rows && heads % L.kv_heads == 0 &&
+                      q.rows == static_cast<int64_t>(step.positions.size()),
+                  "attention: shape mismatch");
+        const cuda::StepView view = step_view(step);
+        cuda::AttentionParams p;
+        p.q = q.f32();
+        p.out = out.f32();
+        void* k_plane = nullptr;
+        void* v_plane = nullptr;
+        layer_planes(const_cast<DeviceMemory&>(kv), L, layer, k_plane, v_plane);
+        p.k_plane = k_plane;
+        p.v_plane = v_plane;
+        p.format = kv_format(L.dtype);
+        p.heads = heads;
+        p.kv_heads = L.kv_heads;
+        p.head_dim = L.head_dim;
+        p.block_tokens = L.block_tokens;
+        p.step = view;
+        cuda::attention_split(q.rows, L.kv_heads, step_max_keys_, multiprocessors_, p.splits, p.chunk);
+        if (p.splits > 1) p.partial = static_cast<float*>(partial_.get(cuda::attention_partial_floats(p) * 4));
+        TPS_CHECK(cuda::attention_supported(p),
+                  "attention: {} query heads over {} KV heads of {} are not supported on CUDA (at most {} query heads "
+                  "per KV head, head size at most {})",
+                  heads, L.kv_heads, L.head_dim, cuda::kAttentionMaxGroup, cuda::kAttentionMaxHeadDim);
+        cuda::invoke_attention(p, stream_);
+    }
+
+    void swiglu(const Tensor& gate, const Tensor& up, Tensor out) override {
+        check_f32(gate, "swiglu");
+        TPS_CHECK(gate.cols == up.cols && gate.rows == up.rows && out.cols == gate.cols && out.rows == gate.rows,
+                  "swiglu: shape mismatch");
+        cuda::invoke_swiglu(gate.f32(), up.f32(), out.f32(), gate.rows * gate.cols, stream_);
+    }
+
+    void add(Tensor x, const Tensor& y) override {
+        check_f32(x, "add");
+        TPS_CHECK(x.rows == y.rows && x.cols == y.cols, "add: shape mismatch");
+        cuda::invoke_add(x.f32(), y.f32(), x.rows * x.cols, stream_);
+    }
+
+    void gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor out) override {
+        check_f32(x, "gather_rows");
+        TPS_CHECK(out.cols == x.cols && out.rows == static_cast<int64_t>(rows.size()), "gather_rows: shape mismatch");
+        std::vector<int32_t> r(rows.size());
+        for (size_t i = 0; i < rows.size(); ++i) {
+            TPS_CHECK(rows[i] >= 0 && rows[i] < x.rows, "gather_rows: row {} of {}", rows[i], x.rows);
+            r[i] = static_cast<int32_t>(rows[i]);
+        }
+        cuda::invoke_gather_rows(x.f32(), upload_ints(gather_, r), out.rows, out.cols, out.f32(), stream_);
+    }
+
+    void to_host(const Tensor& x, float* host) override {
+        const auto bytes = static_cast<size_t>(x.rows * x.cols) * (x.type == DType::f32 ? 4 : 2);
+        TPS_CHECK_CUDA(cudaMemcpyAsync(host, x.data, bytes, cudaMemcpyDeviceToHost, stream_));
+        TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+    }
+
+private:
+    // host ints to a device buffer, in stream order (a pageable copy: the host data may go as
+    // soon as the call returns)
+    const int32_t* upload_ints(Scratch& buf, std::span<const int32_t> host) {
+        if (host.empty()) return static_cast<const int32_t*>(buf.get(4));
+        void* d = buf.get(static_cast<int64_t>(host.size_bytes()));
+        TPS_CHECK_CUDA(cudaMemcpyAsync(d, host.data(), host.size_bytes(), cudaMemcpyHostToDevice, stream_));
+        return static_cast<const int32_t*>(d);
+    }
+
+    void upload_step(const StepLayout& step) {
+        const auto T = static_cast<int64_t>(step.positions.size());
+        const auto S = static_cast<int64_t>(step.sequences.size());
+        TPS_CHECK(static_cast<int64_t>(step.sequence.size()) == T, "step layout: {} positions but {} sequence indices",
+                  T, step.sequence.size());
+        // positions, sequence, block_off (S + 1), blocks: one copy
+        std::vector<int32_t>& h = step_host_;
+        h.assign(step.positions.begin(), step.positions.end());
+        h.insert(h.end(), step.sequence.begin(), step.sequence.end());
+        int64_t total = 0;
+        for (const auto& s : step.sequences) {
+            h.push_back(static_cast<int32_t>(total));
+            total += s.n_blocks;
+        }
+        h.push_back(static_cast<int32_t>(total));
+        for (const auto& s : step.sequences) h.insert(h.end(), s.blocks, s.blocks + s.n_blocks);
+        const int32_t* d = upload_ints(step_dev_, h);
+        view_.positions = d;
+        view_.sequence = d + T;
+        view_.block_off = d + 2 * T;
+        view_.blocks = d + 2 * T + S + 1;
+        view_.tokens = T;
+        step_max_keys_ = 1;
+        for (int32_t p : step.positions) step_max_keys_ = std::max<int64_t>(step_max_keys_, int64_t{p} + 1);
+        step_ = &step;
+        step_positions_ = step.positions.data();
+        step_tokens_ = T;
+    }
+
+    // the uploaded view of `step`, uploading it when it is not the step begun last
+    cuda::StepView step_view(const StepLayout& step) {
+        if (&step != step_ || step.positions.data() != step_positions_ ||
+            static_cast<int64_t>(step.positions.size()) != step_tokens_) {
+            upload_step(step);
+        }
+        return view_;
+    }
+
+    const int32_t* step_positions(std::span<const int32_t> positions) {
+        if (positions.data() == step_positions_ && static_cast<int64_t>(positions.size()) == step_tokens_) {
+            return view_.positions;
+        }
+        return upload_ints(positions_, positions);
+    }
+
+    const float* rope_table(const RopeTable& t) {
+        if (rope_host_ != t.inv_freq) {
+            rope_host_ = t.inv_freq;
+            void* d = rope_dev_.get(static_cast<int64_t>(rope_host_.size() * 4));
+            TPS_CHECK_CUDA(cudaMemcpyAsync(d, rope_host_.data(), rope_host_.size() * 4, cudaMemcpyHostToDevice, stream_));
+        }
+        return static_cast<const float*>(rope_dev_.get(static_cast<int64_t>(rope_host_.size() * 4)));
+    }
+
+    static void layer_planes(DeviceMemory& kv, const KvLayout& L, int64_t layer, void*& k, void*& v) {
+        const int64_t elem = L.dtype == DType::f32 ? 4 : 2;
+        const int64_t plane = L.blocks * L.block_tokens * L.token_stride() * elem;
+        TPS_CHECK(layer >= 0 && layer < L.layers && (layer + 1) * 2 * plane <= kv.bytes(),
+                  "KV cache: layer {} is outside a cache of {} layers", layer, L.layers);
+        auto* base = static_cast<std::byte*>(kv.data()) + layer * 2 * plane;
+        k = base;
+        v = base + plane;
+    }
+
+    int device_;
+    int multiprocessors_ = 1;
+    std::string name_;
+    cudaStream_t stream_ = nullptr;
+    cublasHandle_t cublas_ = nullptr;
+    Scratch gemm_ws_{MemoryTag::workspace}, partial_{MemoryTag::workspace}, step_dev_{MemoryTag::workspace},
+        ids_{MemoryTag::workspace}, gather_{MemoryTag::workspace}, positions_{MemoryTag::workspace},
+        rope_dev_{MemoryTag::workspace};
+    std::vector<int32_t> step_host_;
+    std::vector<float> rope_host_;
+    cuda::StepView view_;
+    const StepLayout* step_ = nullptr;
+    const int32_t* step_positions_ = nullptr;
+    int64_t step_tokens_ = -1;
+    int64_t step_max_keys_ = 1;
+};
+
+}  // namespace
+
+std::string cuda_backend_unavailable(int device) {
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return std::string("no CUDA device: cudaGetDeviceCount: ") + cudaGetErrorString(e);
+    }
+    if (device < 0 || device >= n) {
+        return "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(n) + " visible)";
+    }
+    return {};
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int device) {
+    const std::string why = cuda_backend_unavailable(device);
+    if (!why.empty()) throw DeviceError(why);
+    return std::make_unique<CudaBackend>(device);
+}
+
+}  // namespace tps

@@ -1,0 +1,37 @@
+// Prefill and batched-decode products y = x W^T through cuBLAS: x (tokens, cols) f32 is rounded to
+// the weights' 16-bit type (bf16 for bf16 and GGML weights, f16 for f16) and multiplied with f32
+// accumulation into f32 y; f32 weights use an f32 GEMM. GGML weights are expanded to bf16 a slice
+// of rows at a time into a bounded workspace, never as a whole matrix.
+#pragma once
+
+#include "formats.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cublas_v2.h>
+
+namespace tps::cuda {
+
+struct GemmParams {
+    const uint8_t* w = nullptr;  // rows x row_bytes, device
+    WFormat format = WFormat::f32;
+    int64_t rows = 0, cols = 0, row_bytes = 0;
+    const float* x = nullptr;  // tokens x cols, contiguous
+    int64_t tokens = 0;
+    float* y = nullptr;  // tokens x y_stride
+    int64_t y_stride = 0;
+};
+
+// Workspace bytes the product needs: x in 16 bits and, for GGML weights, a slice of expanded rows.
+int64_t gemm_workspace_bytes(const GemmParams& p);
+// Rows of a GGML weight expanded per cuBLAS call (bounded by kGemmSliceBytes of workspace).
+int64_t gemm_slice_rows(const GemmParams& p);
+inline constexpr int64_t kGemmSliceBytes = int64_t{64} << 20;
+
+bool gemm_supported(const GemmParams& p);
+void invoke_gemm(const GemmParams& p, cublasHandle_t handle, void* workspace, cudaStream_t stream);
+
+// Rows [r0, r0 + n) of a GGML weight as bf16, row-major (n x cols).
+void invoke_dequant_bf16(const GemmParams& p, int64_t r0, int64_t n, void* out, cudaStream_t stream);
+
+}  // namespace tps::cuda

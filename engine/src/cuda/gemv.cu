@@ -1,0 +1,252 @@
+// Each warp owns one weight row and walks it in 16-byte pieces (8 halves or 4 floats per lane),
+// or for GGML formats in quarter blocks (8 consecutive weights per lane, 8 blocks per warp
+// step), so a warp's loads cover contiguous bytes. x is re-read from L1/L2 by every row's warp;
+// weights stream from DRAM once, which is what sets decode speed.
+#include "common.cuh"
+#include "cuda_check.h"
+#include "gemv.cuh"
+
+#include <algorithm>
+
+namespace tps::cuda {
+namespace {
+
+constexpr int kWarps = 4;  // rows per block
+
+__device__ __forceinline__ void bf16x8(uint4 v, float* f) {
+    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        f[2 * i] = __uint_as_float(u[i] << 16);
+        f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+}
+
+__device__ __forceinline__ void f16x8(uint4 v, float* f) {
+    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&u[i]));
+        f[2 * i] = p.x;
+        f[2 * i + 1] = p.y;
+    }
+}
+
+// 8 weights at element `at` of every token's x, accumulated
+template <int T>
+__device__ __forceinline__ void dot8(const float* w8, const float* const* x, int64_t at, float* acc) {
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+        const float4 a = *reinterpret_cast<const float4*>(x[t] + at);
+        const float4 b = *reinterpret_cast<const float4*>(x[t] + at + 4);
+        acc[t] += w8[0] * a.x + w8[1] * a.y + w8[2] * a.z + w8[3] * a.w + w8[4] * b.x + w8[5] * b.y + w8[6] * b.z +
+                  w8[7] * b.w;
+    }
+}
+
+// f16 / bf16 rows, cols a multiple of 8: 8 weights per lane per step
+template <WFormat F, int T>
+__device__ void row_halves(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
+    const uint4* w = reinterpret_cast<const uint4*>(row);
+    const int lane = threadIdx.x % 32;
+#pragma unroll 4
+    for (int64_t i = lane; i < cols / 8; i += 32) {
+        const uint4 v = __ldg(w + i);
+        float f[8];
+        if constexpr (F == WFormat::bf16) {
+            bf16x8(v, f);
+        } else {
+            f16x8(v, f);
+        }
+        dot8<T>(f, x, i * 8, acc);
+    }
+}
+
+// f32 rows, cols a multiple of 4
+template <int T>
+__device__ void row_f32(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
+    const float4* w = reinterpret_cast<const float4*>(row);
+    const int lane = threadIdx.x % 32;
+#pragma unroll 4
+    for (int64_t i = lane; i < cols / 4; i += 32) {
+        const float4 v = __ldg(w + i);
+#pragma unroll
+        for (int t = 0; t < T; ++t) {
+            const float4 a = *reinterpret_cast<const float4*>(x[t] + i * 4);
+            acc[t] += v.x * a.x + v.y * a.y + v.z * a.z + v.w * a.w;
+        }
+    }
+}
+
+__device__ __forceinline__ uint32_t load_u32_2aligned(const uint8_t* p) {
+    const auto* h = reinterpret_cast<const uint16_t*>(p);
+    return static_cast<uint32_t>(__ldg(h)) | (static_cast<uint32_t>(__ldg(h + 1)) << 16);
+}
+
+// GGML rows: lane = (block within the warp's 8) * 4 + quarter; a quarter is 8 weights
+template <WFormat F, int T>
+__device__ void row_blocks(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
+    const int lane = threadIdx.x % 32;
+    const int quarter = lane % 4;
+    const int64_t blocks = cols / 32;
+#pragma unroll 2
+    for (int64_t b = lane / 4; b < blocks; b += 8) {
+        const uint8_t* blk = row + b * block_bytes<F>();
+        float f[8];
+        int64_t at[2];  // where the first four and the last four of f sit in the row
+        if constexpr (F == WFormat::q8_0) {
+            const float d = half_bits_to_f32(__ldg(reinterpret_cast<const uint16_t*>(blk)));
+            const uint8_t* q = blk + 2 + quarter * 8;
+            const uint32_t lo = load_u32_2aligned(q), hi = load_u32_2aligned(q + 4);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                f[j] = d * static_cast<float>(static_cast<int8_t>(lo >> (8 * j)));
+                f[4 + j] = d * static_cast<float>(static_cast<int8_t>(hi >> (8 * j)));
+            }
+            at[0] = b * 32 + quarter * 8;
+            at[1] = at[0] + 4;
+        } else if constexpr (F == WFormat::q4_0) {
+            const float d = half_bits_to_f32(__ldg(reinterpret_cast<const uint16_t*>(blk)));
+            const uint32_t q = load_u32_2aligned(blk + 2 + quarter * 4);  // bytes 4*quarter .. +3
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const uint32_t byte = (q >> (8 * j)) & 0xffu;
+                f[j] = d * static_cast<float>(static_cast<int>(byte & 0x0Fu) - 8);
+                f[4 + j] = d * static_cast<float>(static_cast<int>(byte >> 4) - 8);
+            }
+            at[0] = b * 32 + quarter * 4;
+            at[1] = at[0] + 16;
+        } else {
+            const uint32_t dm = __ldg(reinterpret_cast<const uint32_t*>(blk));
+            const float d = half_bits_to_f32(static_cast<uint16_t>(dm & 0xffffu));
+            const float m = half_bits_to_f32(static_cast<uint16_t>(dm >> 16));
+            const uint32_t q = __ldg(reinterpret_cast<const uint32_t*>(blk + 4 + quarter * 4));
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const uint32_t byte = (q >> (8 * j)) & 0xffu;
+                f[j] = d * static_cast<float>(byte & 0x0Fu) + m;
+                f[4 + j] = d * static_cast<float>(byte >> 4) + m;
+            }
+            at[0] = b * 32 + quarter * 4;
+            at[1] = at[0] + 16;
+        }
+#pragma unroll
+        for (int t = 0; t < T; ++t) {
+            const float4 a = *reinterpret_cast<const float4*>(x[t] + at[0]);
+            const float4 c = *reinterpret_cast<const float4*>(x[t] + at[1]);
+            acc[t] += f[0] * a.x + f[1] * a.y + f[2] * a.z + f[3] * a.w + f[4] * c.x + f[5] * c.y + f[6] * c.z +
+                      f[7] * c.w;
+        }
+    }
+}
+
+// any format, any alignment: one element (or block) at a time
+template <WFormat F, int T>
+__device__ void row_scalar(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
+    const int lane = threadIdx.x % 32;
+    if constexpr (block_bytes<F>() == 0) {
+        for (int64_t i = lane; i < cols; i += 32) {
+            const float w = load_elem<F>(row, i);
+#pragma unroll
+            for (int t = 0; t < T; ++t) acc[t] += w * x[t][i];
+        }
+    } else {
+        float f[32];
+        for (int64_t b = lane; b < cols / 32; b += 32) {
+            dequant_block<F>(row, b, f);
+#pragma unroll
+            for (int t = 0; t < T; ++t) {
+                for (int j = 0; j < 32; ++j) acc[t] += f[j] * x[t][b * 32 + j];
+            }
+        }
+    }
+}
+
+template <WFormat F, int T, bool Vector>
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p) {
+    const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
+    if (r >= p.rows) return;
+    const uint8_t* row = p.w + r * p.row_bytes;
+    // T is the instantiated width (1, 2, 4, 8): tokens past p.tokens re-read the last one and are
+    // not written
+    float acc[T];
+    const float* x[T];
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+        acc[t] = 0.0f;
+        x[t] = p.x + std::min<int64_t>(t, p.tokens - 1) * p.x_stride;
+    }
+    if constexpr (!Vector) {
+        row_scalar<F, T>(row, p.cols, x, acc);
+    } else if constexpr (F == WFormat::f32) {
+        row_f32<T>(row, p.cols, x, acc);
+    } else if constexpr (F == WFormat::f16 || F == WFormat::bf16) {
+        row_halves<F, T>(row, p.cols, x, acc);
+    } else {
+        row_blocks<F, T>(row, p.cols, x, acc);
+    }
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+        const float s = warp_sum(acc[t]);
+        if (threadIdx.x % 32 == 0 && t < p.tokens) p.y[t * p.y_stride + r] = s;
+    }
+}
+
+bool aligned(const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0; }
+
+// whether the 16-byte (or quarter-block) path may run: row starts and x rows aligned
+bool vector_ok(const GemvParams& p) {
+    const bool x_ok = aligned(p.x, 16) && p.x_stride % 4 == 0;
+    switch (p.format) {
+        case WFormat::f32: return x_ok && p.cols % 4 == 0 && p.row_bytes % 16 == 0 && aligned(p.w, 16);
+        case WFormat::f16:
+        case WFormat::bf16: return x_ok && p.cols % 8 == 0 && p.row_bytes % 16 == 0 && aligned(p.w, 16);
+        case WFormat::q8_0:
+        case WFormat::q4_0: return x_ok && p.row_bytes % 2 == 0 && aligned(p.w, 2);
+        case WFormat::q4_1: return x_ok && p.row_bytes % 4 == 0 && aligned(p.w, 4);
+    }
+    return false;
+}
+
+template <WFormat F, int T>
+void launch_tokens(const GemvParams& p, cudaStream_t stream) {
+    const dim3 grid(static_cast<unsigned>(ceil_div(p.rows, kWarps))), block(kWarps * 32);
+    if (vector_ok(p)) {
+        gemv_kernel<F, T, true><<<grid, block, 0, stream>>>(p);
+    } else {
+        gemv_kernel<F, T, false><<<grid, block, 0, stream>>>(p);
+    }
+}
+
+template <WFormat F>
+void launch_format(const GemvParams& p, cudaStream_t stream) {
+    switch (p.tokens) {
+        case 1: launch_tokens<F, 1>(p, stream); break;
+        case 2: launch_tokens<F, 2>(p, stream); break;
+        case 3:
+        case 4: launch_tokens<F, 4>(p, stream); break;
+        default: launch_tokens<F, 8>(p, stream); break;
+    }
+}
+
+}  // namespace
+
+bool gemv_supported(const GemvParams& p) {
+    const bool blocks = p.format == WFormat::q8_0 || p.format == WFormat::q4_0 || p.format == WFormat::q4_1;
+    return p.tokens >= 1 && p.tokens <= kGemvMaxTokens && p.cols > 0 && (!blocks || p.cols % 32 == 0);
+}
+
+void invoke_gemv(const GemvParams& p, cudaStream_t stream) {
+    if (p.rows == 0) return;
+    switch (p.format) {
+        case WFormat::f32: launch_format<WFormat::f32>(p, stream); break;
+        case WFormat::f16: launch_format<WFormat::f16>(p, stream); break;
+        case WFormat::bf16: launch_format<WFormat::bf16>(p, stream); break;
+        case WFormat::q8_0: launch_format<WFormat::q8_0>(p, stream); break;
+        case WFormat::q4_0: launch_format<WFormat::q4_0>(p, stream); break;
+        case WFormat::q4_1: launch_format<WFormat::q4_1>(p, stream); break;
+    }
+    TPS_CHECK_LAUNCH("gemv");
+}
+
+}  // namespace tps::cuda

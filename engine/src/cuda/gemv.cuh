@@ -1,0 +1,29 @@
+// Decode matrix-vector products: y[t][r] = dot(W row r, x[t]) for up to kGemvMaxTokens tokens,
+// reading each weight once for all of them, straight from its stored format (f32, f16, bf16,
+// q8_0, q4_0, q4_1; quantized blocks are never expanded in memory). One warp per weight row with
+// 16-byte loads where the format's alignment allows; f32 accumulation.
+#pragma once
+
+#include "formats.h"
+
+#include <cuda_runtime_api.h>
+
+namespace tps::cuda {
+
+inline constexpr int64_t kGemvMaxTokens = 8;
+
+struct GemvParams {
+    const uint8_t* w = nullptr;  // rows x row_bytes, device
+    WFormat format = WFormat::f32;
+    int64_t rows = 0, cols = 0, row_bytes = 0;
+    const float* x = nullptr;  // tokens x x_stride
+    int64_t x_stride = 0;
+    int64_t tokens = 0;
+    float* y = nullptr;  // tokens x y_stride
+    int64_t y_stride = 0;
+};
+
+bool gemv_supported(const GemvParams& p);
+void invoke_gemv(const GemvParams& p, cudaStream_t stream);
+
+}  // namespace tps::cuda

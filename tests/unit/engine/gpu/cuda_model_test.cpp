@@ -1,0 +1,137 @@
+// The whole forward pass on the CUDA backend against Hugging Face transformers, on the committed
+// fixtures: prompt logits at every position, decode logits against CpuBackend's, and the greedy
+// continuation identical to the reference. Bounds (normalised to the row's largest logit): 1e-4
+// for f32 weights (as on the CPU); for 16-bit and GGML weights 2e-2 over a prompt (cuBLAS takes x
+// rounded to 16 bits) and 1e-3 for decode steps (x stays f32). Skipped where no GPU is usable.
+#include "cuda_test_support.h"
+
+#include "support/hf_reference.h"
+#include "tpserve/engine/llama.h"
+#include "tpserve/partition/gguf.h"
+#include "tpserve/partition/hf_config.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+
+namespace tps {
+namespace {
+
+struct Fixture {
+    std::string dir;   // under tests/fixtures/models
+    std::string file;  // a GGUF inside it, or "" for the safetensors directory
+    bool f32 = false;
+};
+void PrintTo(const Fixture& f, std::ostream* os) { *os << f.dir; }
+
+class CudaModel : public ::testing::TestWithParam<Fixture> {
+protected:
+    void SetUp() override {
+        TPS_REQUIRE_CUDA(gpu_);
+        const Fixture f = GetParam();
+        const std::string dir = std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/" + f.dir;
+        std::ifstream in(dir + "/reference.json");
+        ASSERT_TRUE(in.good()) << dir;
+        ref_ = nlohmann::json::parse(in);
+        const std::string path = f.file.empty() ? dir : dir + "/" + f.file;
+        desc_ = f.file.empty() ? model_from_hf_dir(path) : model_from_gguf(read_gguf_metadata(path));
+        source_ = WeightSource::open(path);
+        cpu_ = make_cpu_backend(2);
+    }
+
+    std::unique_ptr<LlamaModel> load(Backend& be) const {
+        ModelOptions opt;
+        opt.max_step_tokens = 256;
+        opt.max_logit_rows = 64;
+        opt.kv_tokens = 1024;
+        return std::make_unique<LlamaModel>(desc_, load_llama_weights(source_, desc_, {}), be, opt);
+    }
+
+    double prompt_bound() const { return GetParam().f32 ? 1e-4 : 2e-2; }
+    double decode_bound() const { return GetParam().f32 ? 1e-4 : 1e-3; }
+
+    nlohmann::json ref_;
+    ModelDesc desc_;
+    std::shared_ptr<const WeightSource> source_;
+    std::unique_ptr<Backend> gpu_, cpu_;
+};
+
+TEST_P(CudaModel, PromptLogitsMatchTransformers) {
+    auto model = load(*gpu_);
+    int64_t seq = 0;
+    for (const auto& p : ref_["prompts"]) {
+        const auto ids = p["input_ids"].get<std::vector<int32_t>>();
+        const auto want = testing::decode_base64_floats(p["logits_b64"].get<std::string>());
+        const StepResult r = model->forward({{seq++, ids, 0, true}});
+        for (size_t t = 0; t < ids.size(); ++t) {
+            ASSERT_TRUE(testing::row_close(r.row(0, static_cast<int64_t>(t)), want.data() + static_cast<int64_t>(t) * r.vocab,
+                                           r.vocab, static_cast<float>(prompt_bound())))
+                << p["name"].get<std::string>() << " position " << t;
+        }
+    }
+}
+
+TEST_P(CudaModel, GreedyContinuationIsIdenticalAndDecodeMatchesTheCpu) {
+    auto gpu_model = load(*gpu_);
+    auto cpu_model = load(*cpu_);
+    int64_t seq = 0;
+    for (const auto& p : ref_["prompts"]) {
+        const auto ids = p["input_ids"].get<std::vector<int32_t>>();
+        const auto want = p["greedy"]["ids"].get<std::vector<int32_t>>();
+        std::vector<int32_t> got;
+        StepResult r = gpu_model->forward({{seq, ids, 0, false}});
+        cpu_model->forward({{seq, ids, 0, false}});
+        auto pos = static_cast<int64_t>(ids.size());
+        while (got.size() < want.size()) {
+            const auto next = static_cast<int32_t>(std::max_element(r.logits.begin(), r.logits.end()) - r.logits.begin());
+            got.push_back(next);
+            r = gpu_model->forward({{seq, {next}, pos, false}});
+            const StepResult c = cpu_model->forward({{seq, {next}, pos, false}});
+            ++pos;
+            ASSERT_TRUE(testing::row_close(r.row(0), c.row(0), r.vocab, static_cast<float>(decode_bound())))
+                << p["name"].get<std::string>() << " decode position " << pos;
+        }
+        EXPECT_EQ(got, want) << p["name"].get<std::string>();
+        ++seq;
+    }
+}
+
+TEST_P(CudaModel, ABatchOfDecodesMatchesTheCpu) {
+    auto gpu_model = load(*gpu_);
+    auto cpu_model = load(*cpu_);
+    std::vector<SequenceStep> prefill, decode;
+    int64_t seq = 0;
+    for (const auto& p : ref_["prompts"]) {
+        const auto ids = p["input_ids"].get<std::vector<int32_t>>();
+        prefill.push_back({seq, ids, 0, false});
+        decode.push_back({seq, {ids.front()}, static_cast<int64_t>(ids.size()), false});
+        ++seq;
+    }
+    gpu_model->forward(prefill);
+    cpu_model->forward(prefill);
+    const StepResult g = gpu_model->forward(decode), c = cpu_model->forward(decode);
+    for (size_t i = 0; i < decode.size(); ++i) {
+        EXPECT_TRUE(testing::row_close(g.row(static_cast<int64_t>(i)), c.row(static_cast<int64_t>(i)), g.vocab,
+                                       static_cast<float>(decode_bound())))
+            << "sequence " << i;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, CudaModel,
+    ::testing::Values(Fixture{"llama2", "", true}, Fixture{"llama3", "", true}, Fixture{"mistral", "", true},
+                      Fixture{"qwen2", "", true}, Fixture{"smollm2", "", true}, Fixture{"llama-bias", "", true},
+                      Fixture{"llama3-f16", ""}, Fixture{"llama3-bf16", ""},
+                      Fixture{"llama3-gguf-q8_0", "llama3-tiny-Q8_0.gguf"}, Fixture{"llama3-gguf-q4_0", "llama3-tiny-Q4_0.gguf"},
+                      Fixture{"llama3-gguf-q4_1", "llama3-tiny-Q4_1.gguf"}, Fixture{"llama2-gguf-q8_0", "llama2-tiny-Q8_0.gguf"}),
+    [](const ::testing::TestParamInfo<Fixture>& p) {
+        std::string n = p.param.dir;
+        std::replace(n.begin(), n.end(), '-', '_');
+        return n;
+    });
+
+}  // namespace
+}  // namespace tps

@@ -1,0 +1,313 @@
+// Every CUDA op against CpuBackend on random shapes and seeded random inputs (never zeros), with
+// device outputs poisoned before each run. Error bounds, normalised to the reference's largest
+// magnitude: 1e-5 for element-wise ops and f32 products; 1e-4 for attention (different summation
+// order over up to 1000 keys) and for decode products of 16-bit and GGML weights (x stays f32);
+// prefill products through cuBLAS round x to the weight's 16-bit type: 1e-2 for bf16 and GGML
+// weights, 2e-3 for f16. Skipped with the reason where no GPU is usable.
+#include "cuda_test_support.h"
+
+#include "tpserve/engine/backend.h"
+#include "tpserve/engine/weights.h"
+#include "tpserve/partition/dtype.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+namespace tps {
+namespace {
+
+using testing::normalised_error;
+
+std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng);
+    return v;
+}
+
+#if TPS_HAS_CUDA
+using testing::DeviceTensor;
+
+// A host weight in `type` made from random floats (quantized as ggml does), and its device copy.
+struct WeightPair {
+    Weight host, device;
+};
+
+WeightPair make_weights(Backend& gpu, DType type, int64_t rows, int64_t cols, uint64_t seed) {
+    const auto v = random_floats(static_cast<size_t>(rows * cols), seed, 0.5f);
+    WeightPair p;
+    p.host.type = type;
+    p.host.rows = rows;
+    p.host.cols = cols;
+    p.host.row_bytes = *matrix_bytes(type, 1, cols);
+    p.host.owned = Buffer(rows * p.host.row_bytes, MemoryTag::workspace);
+    p.host.data = p.host.owned.as<const std::byte>();
+    for (int64_t r = 0; r < rows; ++r) f32_to_row(type, v.data() + r * cols, cols, p.host.owned.as<std::byte>() + r * p.host.row_bytes);
+    p.device = p.host.alias();
+    gpu.place(p.device);
+    return p;
+}
+
+Vec make_vec(const std::vector<float>& v) {
+    Vec out;
+    out.n = static_cast<int64_t>(v.size());
+    out.buf = Buffer(out.n * 4, MemoryTag::workspace);
+    std::memcpy(out.buf.data(), v.data(), v.size() * 4);
+    return out;
+}
+
+class CudaOps : public ::testing::Test {
+protected:
+    void SetUp() override {
+        TPS_REQUIRE_CUDA(gpu_);
+        cpu_ = make_cpu_backend(2);
+    }
+    std::unique_ptr<Backend> gpu_, cpu_;
+};
+
+TEST_F(CudaOps, EmbeddingOfEveryFormatWithRowsOutsideTheShard) {
+    for (DType type : {DType::f32, DType::f16, DType::bf16, DType::q8_0, DType::q4_0, DType::q4_1}) {
+        auto w = make_weights(*gpu_, type, 50, 96, 7);
+        const std::vector<int32_t> ids = {10, 3, 49, 60, 10, 0, 9, 75};  // 60 and 75 are outside rows [10, 60)
+        std::vector<float> want(ids.size() * 96);
+        cpu_->embedding(w.host, 10, ids, Tensor{want.data(), DType::f32, 8, 96});
+        DeviceTensor out(*gpu_, 8, 96);
+        gpu_->embedding(w.device, 10, ids, out.t);
+        EXPECT_EQ(normalised_error(out.host(), want), 0.0) << dtype_name(type);
+    }
+}
+
+TEST_F(CudaOps, RmsNormOnRowsOfSeveralWidths) {
+    for (int64_t cols : {1, 63, 576, 4096, 5120}) {
+        const auto x = random_floats(static_cast<size_t>(5 * cols), 1 + static_cast<uint64_t>(cols), 3.0f);
+        const auto wv = random_floats(static_cast<size_t>(cols), 2);
+        Vec wc = make_vec(wv), wg = make_vec(wv);
+        gpu_->place(wg);
+        std::vector<float> want(x.size());
+        cpu_->rmsnorm(Tensor{const_cast<float*>(x.data()), DType::f32, 5, cols}, wc, 1e-5f, Tensor{want.data(), DType::f32, 5, cols});
+        DeviceTensor dx(*gpu_, x, 5, cols), out(*gpu_, 5, cols);
+        gpu_->rmsnorm(dx.t, wg, 1e-5f, out.t);
+        EXPECT_LE(normalised_error(out.host(), want), 1e-5) << cols;
+    }
+}
+
+struct MatmulCase {
+    DType type;
+    int64_t rows, cols, tokens;
+};
+void PrintTo(const MatmulCase& c, std::ostream* os) {
+    *os << dtype_name(c.type) << " " << c.rows << "x" << c.cols << ", " << c.tokens << " tokens";
+}
+
+class CudaMatmul : public CudaOps, public ::testing::WithParamInterface<MatmulCase> {};
+
+TEST_P(CudaMatmul, MatchesTheCpuBackend) {
+    const MatmulCase c = GetParam();
+    auto w = make_weights(*gpu_, c.type, c.rows, c.cols, 11);
+    const auto x = random_floats(static_cast<size_t>(c.tokens * c.cols), 12);
+    std::vector<float> want(static_cast<size_t>(c.tokens * c.rows));
+    cpu_->matmul(w.host, Tensor{const_cast<float*>(x.data()), DType::f32, c.tokens, c.cols},
+                 Tensor{want.data(), DType::f32, c.tokens, c.rows});
+    DeviceTensor dx(*gpu_, x, c.tokens, c.cols), out(*gpu_, c.tokens, c.rows);
+    gpu_->matmul(w.device, dx.t, out.t);
+    const bool gemm = c.tokens > 8;
+    const double bound = c.type == DType::f32 ? 1e-5 : !gemm ? 1e-4 : c.type == DType::f16 ? 2e-3 : 1e-2;
+    EXPECT_LE(normalised_error(out.host(), want), bound);
+}
+
+std::vector<MatmulCase> matmul_cases() {
+    std::vector<MatmulCase> out;
+    for (DType t : {DType::f32, DType::f16, DType::bf16, DType::q8_0, DType::q4_0, DType::q4_1}) {
+        for (int64_t tokens : {1, 2, 3, 5, 8, 9, 33, 130}) {
+            out.push_back({t, 67, 256, tokens});   // rows not a multiple of the block's 4 warps
+            out.push_back({t, 300, 96, tokens});   // short rows: fewer 16-byte pieces than lanes
+        }
+        out.push_back({t, 1000, 2048, 1});
+        out.push_back({t, 1000, 2048, 64});
+    }
+    out.push_back({DType::f32, 33, 17, 2});   // odd widths take the scalar path
+    out.push_back({DType::f16, 33, 18, 3});
+    out.push_back({DType::bf16, 33, 18, 12});
+    return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaMatmul, ::testing::ValuesIn(matmul_cases()),
+                         [](const ::testing::TestParamInfo<MatmulCase>& p) {
+                             return std::string(dtype_name(p.param.type)) + "_" + std::to_string(p.param.rows) + "x" +
+                                    std::to_string(p.param.cols) + "_t" + std::to_string(p.param.tokens);
+                         });
+
+TEST_F(CudaOps, MatmulMultiWritesEveryProduct) {
+    auto a = make_weights(*gpu_, DType::bf16, 64, 128, 1), b = make_weights(*gpu_, DType::bf16, 32, 128, 2);
+    for (int64_t tokens : {1, 20}) {
+        const auto x = random_floats(static_cast<size_t>(tokens * 128), 3);
+        std::vector<float> wa(static_cast<size_t>(tokens * 64)), wb(static_cast<size_t>(tokens * 32));
+        Tensor xc{const_cast<float*>(x.data()), DType::f32, tokens, 128};
+        cpu_->matmul(a.host, xc, Tensor{wa.data(), DType::f32, tokens, 64});
+        cpu_->matmul(b.host, xc, Tensor{wb.data(), DType::f32, tokens, 32});
+        DeviceTensor dx(*gpu_, x, tokens, 128), ya(*gpu_, tokens, 64), yb(*gpu_, tokens, 32);
+        const Backend::Product products[] = {{&a.device, ya.t}, {&b.device, yb.t}};
+        gpu_->matmul_multi(dx.t, products);
+        const double bound = tokens > 8 ? 1e-2 : 1e-4;
+        EXPECT_LE(normalised_error(ya.host(), wa), bound);
+        EXPECT_LE(normalised_error(yb.host(), wb), bound);
+    }
+}
+
+TEST_F(CudaOps, RopeInBothPairLayoutsAndPartialRotation) {
+    for (bool adjacent : {false, true}) {
+        for (int64_t rotary : {64, 32}) {
+            RopeTable table;
+            table.rotary_dims = rotary;
+            table.adjacent_pairs = adjacent;
+            for (int64_t i = 0; i < rotary / 2; ++i) {
+                table.inv_freq.push_back(std::pow(10000.0f, -2.0f * static_cast<float>(i) / static_cast<float>(rotary)));
+            }
+            const std::vector<int32_t> pos = {0, 1, 17, 300, 4095, 70000};
+            auto x = random_floats(6 * 4 * 64, 5);
+            auto want = x;
+            cpu_->rope(Tensor{want.data(), DType::f32, 6, 256}, 64, table, pos);
+            DeviceTensor dx(*gpu_, x, 6, 256);
+            gpu_->rope(dx.t, 64, table, pos);
+            EXPECT_LE(normalised_error(dx.host(), want), 1e-5) << adjacent << " " << rotary;
+        }
+    }
+}
+
+TEST_F(CudaOps, SwigluAddBiasAddAndGatherRows) {
+    const auto g = random_floats(7 * 300, 1, 4.0f), u = random_floats(7 * 300, 2), bias = random_floats(300, 3);
+    std::vector<float> want(g.size());
+    cpu_->swiglu(Tensor{const_cast<float*>(g.data()), DType::f32, 7, 300}, Tensor{const_cast<float*>(u.data()), DType::f32, 7, 300},
+                 Tensor{want.data(), DType::f32, 7, 300});
+    DeviceTensor dg(*gpu_, g, 7, 300), du(*gpu_, u, 7, 300), out(*gpu_, 7, 300);
+    gpu_->swiglu(dg.t, du.t, out.t);
+    EXPECT_LE(normalised_error(out.host(), want), 1e-5);
+
+    Vec bc = make_vec(bias), bg = make_vec(bias);
+    gpu_->place(bg);
+    cpu_->add_bias(Tensor{want.data(), DType::f32, 7, 300}, bc);
+    gpu_->add_bias(out.t, bg);
+    EXPECT_LE(normalised_error(out.host(), want), 1e-5);
+
+    cpu_->add(Tensor{want.data(), DType::f32, 7, 300}, Tensor{const_cast<float*>(u.data()), DType::f32, 7, 300});
+    gpu_->add(out.t, du.t);
+    EXPECT_LE(normalised_error(out.host(), want), 1e-5);
+
+    const std::vector<int64_t> rows = {6, 0, 3, 3};
+    std::vector<float> gathered(4 * 300);
+    cpu_->gather_rows(Tensor{want.data(), DType::f32, 7, 300}, rows, Tensor{gathered.data(), DType::f32, 4, 300});
+    DeviceTensor dgat(*gpu_, 4, 300);
+    gpu_->gather_rows(out.t, rows, dgat.t);
+    EXPECT_LE(normalised_error(dgat.host(), gathered), 1e-5);
+    std::vector<float> back(4 * 300);
+    gpu_->to_host(dgat.t, back.data());
+    EXPECT_EQ(back, dgat.host());
+}
+
+struct AttentionCase {
+    int64_t heads, kv_heads, head_dim;
+    DType kv;
+    std::vector<int64_t> cached;  // per sequence: tokens already in the cache
+    std::vector<int64_t> fresh;   // per sequence: tokens of this step
+};
+void PrintTo(const AttentionCase& c, std::ostream* os) {
+    *os << c.heads << " heads over " << c.kv_heads << " of " << c.head_dim << ", " << dtype_name(c.kv) << ", "
+        << c.cached.size() << " sequences";
+}
+
+class CudaAttention : public CudaOps, public ::testing::WithParamInterface<AttentionCase> {};
+
+// The cache is filled by kv_store on both backends (a first step with every cached token), then a
+// step of fresh tokens is stored and attended; the step's output is compared.
+TEST_P(CudaAttention, MatchesTheCpuBackend) {
+    const AttentionCase c = GetParam();
+    KvLayout L;
+    L.kv_heads = c.kv_heads;
+    L.head_dim = c.head_dim;
+    L.block_tokens = 16;
+    L.layers = 2;
+    L.dtype = c.kv;
+    const size_t S = c.cached.size();
+    // block tables: blocks handed out interleaved between sequences, so tables are not contiguous
+    std::vector<std::vector<int32_t>> tables(S);
+    int32_t next_block = 0;
+    bool more = true;
+    for (int64_t round = 0; more; ++round) {
+        more = false;
+        for (size_t s = 0; s < S; ++s) {
+            const int64_t need = (c.cached[s] + c.fresh[s] + 15) / 16;
+            if (round < need) {
+                tables[s].push_back(next_block++);
+                more = true;
+            }
+        }
+    }
+    L.blocks = next_block + 3;
+    const int64_t elem = c.kv == DType::f32 ? 4 : 2;
+    const int64_t cache_bytes = L.layers * 2 * L.blocks * L.block_tokens * L.token_stride() * elem;
+    auto kv_cpu = cpu_->allocate(cache_bytes, MemoryTag::kv_cache);
+    auto kv_gpu = gpu_->allocate(cache_bytes, MemoryTag::kv_cache);
+
+    auto layout = [&](const std::vector<int64_t>& first, const std::vector<int64_t>& count) {
+        StepLayout st;
+        for (size_t s = 0; s < S; ++s) {
+            st.sequences.push_back({tables[s].data(), static_cast<int64_t>(tables[s].size())});
+            for (int64_t i = 0; i < count[s]; ++i) {
+                st.positions.push_back(static_cast<int32_t>(first[s] + i));
+                st.sequence.push_back(static_cast<int32_t>(s));
+            }
+        }
+        return st;
+    };
+    const int64_t layer = 1;
+    const int64_t stride = L.token_stride();
+    auto store = [&](const StepLayout& st, uint64_t seed) {
+        const auto T = static_cast<int64_t>(st.positions.size());
+        if (T == 0) return;
+        const auto k = random_floats(static_cast<size_t>(T * stride), seed), v = random_floats(static_cast<size_t>(T * stride), seed + 1);
+        cpu_->kv_store(*kv_cpu, L, layer, Tensor{const_cast<float*>(k.data()), DType::f32, T, stride},
+                       Tensor{const_cast<float*>(v.data()), DType::f32, T, stride}, st);
+        DeviceTensor dk(*gpu_, k, T, stride), dv(*gpu_, v, T, stride);
+        gpu_->begin_step(st);
+        gpu_->kv_store(*kv_gpu, L, layer, dk.t, dv.t, st);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    };
+    store(layout(std::vector<int64_t>(S, 0), c.cached), 100);
+    const StepLayout step = layout(c.cached, c.fresh);
+    store(step, 200);
+
+    const auto T = static_cast<int64_t>(step.positions.size());
+    const auto q = random_floats(static_cast<size_t>(T * c.heads * c.head_dim), 300, 2.0f);
+    std::vector<float> want(q.size());
+    cpu_->attention(Tensor{const_cast<float*>(q.data()), DType::f32, T, c.heads * c.head_dim}, *kv_cpu, L, layer, step,
+                    c.heads, Tensor{want.data(), DType::f32, T, c.heads * c.head_dim});
+    DeviceTensor dq(*gpu_, q, T, c.heads * c.head_dim), out(*gpu_, T, c.heads * c.head_dim);
+    gpu_->begin_step(step);
+    gpu_->attention(dq.t, *kv_gpu, L, layer, step, c.heads, out.t);
+    EXPECT_LE(normalised_error(out.host(), want), 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaAttention,
+    ::testing::Values(
+        // decode, one sequence, short and long (long ones are split along the sequence)
+        AttentionCase{8, 8, 64, DType::f32, {5}, {1}}, AttentionCase{32, 8, 64, DType::f32, {3000}, {1}},
+        AttentionCase{9, 3, 64, DType::f16, {700}, {1}}, AttentionCase{64, 8, 128, DType::bf16, {1500}, {1}},
+        // a batch of decodes of different lengths
+        AttentionCase{32, 8, 128, DType::f32, {0, 15, 16, 17, 900, 2}, {1, 1, 1, 1, 1, 1}},
+        // prefill, with and without a cached prefix, mixed with decodes
+        AttentionCase{16, 4, 64, DType::f32, {0}, {130}}, AttentionCase{40, 8, 128, DType::f16, {33, 0, 500}, {20, 64, 1}},
+        // odd head sizes and groups: 1 KV head for 16 query heads, head size 80 and 256
+        AttentionCase{16, 1, 80, DType::f32, {40}, {9}}, AttentionCase{4, 2, 256, DType::bf16, {300}, {3}},
+        AttentionCase{6, 6, 16, DType::f32, {1}, {2}}));
+
+#else
+TEST(CudaOps, SkippedInABuildWithoutCuda) { GTEST_SKIP() << cuda_backend_unavailable(0); }
+#endif
+
+}  // namespace
+}  // namespace tps
