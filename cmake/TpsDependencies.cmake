@@ -30,8 +30,23 @@ if(NOT nlohmann_json_FOUND)
 endif()
 
 # --- PCRE2: the tokenizer's pre-tokenizer regular expressions (Unicode properties) ------------
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+# tps::pcre2: the system's (pkg-config), or a copy of its header and static library under
+# TPS_THIRD_PARTY_DIR/pcre2 (scripts/gpu-prep makes it for machines without the package).
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(PCRE2 QUIET IMPORTED_TARGET libpcre2-8)
+endif()
+if(TARGET PkgConfig::PCRE2)
+  add_library(tps::pcre2 ALIAS PkgConfig::PCRE2)
+elseif(EXISTS "${TPS_THIRD_PARTY_DIR}/pcre2/include/pcre2.h" AND EXISTS "${TPS_THIRD_PARTY_DIR}/pcre2/lib/libpcre2-8.a")
+  add_library(tps_pcre2_static STATIC IMPORTED)
+  set_target_properties(tps_pcre2_static PROPERTIES
+    IMPORTED_LOCATION "${TPS_THIRD_PARTY_DIR}/pcre2/lib/libpcre2-8.a"
+    INTERFACE_INCLUDE_DIRECTORIES "${TPS_THIRD_PARTY_DIR}/pcre2/include")
+  add_library(tps::pcre2 ALIAS tps_pcre2_static)
+else()
+  message(FATAL_ERROR "PCRE2 (libpcre2-8) not found: run scripts/setup (Debian package libpcre2-dev)")
+endif()
 
 # --- CUDA toolkit and NCCL ---------------------------------------------------------------------
 set(TPS_HAS_CUDA 0)
@@ -87,8 +102,11 @@ if(TPS_BUILD_TESTS)
     if(EXISTS "${TPS_THIRD_PARTY_DIR}/googletest/CMakeLists.txt")
       set(INSTALL_GTEST OFF CACHE BOOL "" FORCE)
       add_subdirectory("${TPS_THIRD_PARTY_DIR}/googletest" "${CMAKE_BINARY_DIR}/third_party/googletest" EXCLUDE_FROM_ALL)
-      add_library(GTest::gtest ALIAS gtest)
-      add_library(GTest::gtest_main ALIAS gtest_main)
+      # GoogleTest 1.11 and later name these aliases themselves
+      if(NOT TARGET GTest::gtest)
+        add_library(GTest::gtest ALIAS gtest)
+        add_library(GTest::gtest_main ALIAS gtest_main)
+      endif()
     else()
       message(FATAL_ERROR "GoogleTest not found: run scripts/setup (Debian package libgtest-dev), "
                           "or configure with -DTPS_BUILD_TESTS=OFF")

@@ -9,6 +9,7 @@
 #include "tpserve/engine/numeric.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -216,6 +217,24 @@ public:
 
     void to_host(const Tensor& x, float* host) override {
         std::memcpy(host, x.data, static_cast<size_t>(x.rows * x.cols) * 4);
+    }
+
+    void greedy_rows(const Tensor& logits, int64_t vocab_first, GreedyPick* host) override {
+        check_f32(logits, "greedy_rows");
+        for (int64_t r = 0; r < logits.rows; ++r) {
+            const float* row = logits.f32() + r * logits.cols;
+            int64_t arg = 0;
+            float m = row[0];
+            for (int64_t i = 1; i < logits.cols; ++i) {
+                if (row[i] > m) {
+                    m = row[i];
+                    arg = i;
+                }
+            }
+            double s = 0;
+            for (int64_t i = 0; i < logits.cols; ++i) s += std::exp(static_cast<double>(row[i] - m));
+            host[r] = {m, static_cast<int32_t>(vocab_first + arg), static_cast<float>(s)};
+        }
     }
 
 private:

@@ -9,6 +9,7 @@
 #include "embedding.cuh"
 #include "gemm.cuh"
 #include "gemv.cuh"
+#include "greedy.cuh"
 #include "norm.cuh"
 #include "rope.cuh"
 
@@ -99,15 +100,16 @@ const float* vec_data(const Vec& v, const char* op) {
     return static_cast<const float*>(v.device->data());
 }
 
-// A device buffer that grows to the largest size asked of it. Growing frees the old one, which
-// waits for the work queued on it (cudaFree synchronises).
+// A device buffer that grows (by half again at least, so growth is rare) to the largest size asked
+// of it. Growing frees the old one with cudaFree, which waits for the work queued on it.
 class Scratch {
 public:
     explicit Scratch(MemoryTag tag) : tag_(tag) {}
     void* get(int64_t bytes) {
         if (!mem_ || mem_->bytes() < bytes) {
+            const int64_t grown = mem_ ? mem_->bytes() + mem_->bytes() / 2 : 0;
             mem_.reset();
-            mem_ = std::make_unique<CudaMemory>(std::max<int64_t>(bytes, 256), tag_);
+            mem_ = std::make_unique<CudaMemory>(std::max({bytes, grown, int64_t{256}}), tag_);
         }
         return mem_->data();
     }
@@ -128,7 +130,9 @@ public:
         TPS_CHECK_CUDA(cudaGetDeviceProperties(&prop, device_));
         multiprocessors_ = prop.multiProcessorCount;
         name_ = std::string("cuda:") + std::to_string(device_) + " (" + prop.name + ")";
-        TPS_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        // a blocking stream: ordered with the legacy default stream both ways, so plain cudaMemcpy
+        // and cudaMemset by callers (tests, communicators) are never overtaken by our kernels
+        TPS_CHECK_CUDA(cudaStreamCreate(&stream_));
         TPS_CHECK_CUBLAS(cublasCreate(&cublas_));
         TPS_CHECK_CUBLAS(cublasSetStream(cublas_, stream_));
     }
@@ -153,7 +157,8 @@ public:
         (void)format_of(w.type, "place");
         const int64_t bytes = w.rows * w.row_bytes;
         auto mem = std::make_shared<CudaMemory>(bytes, MemoryTag::weights);
-        TPS_CHECK_CUDA(cudaMemcpy(mem->data(), w.data, static_cast<size_t>(bytes), cudaMemcpyHostToDevice));
+        TPS_CHECK_CUDA(cudaMemcpyAsync(mem->data(), w.data, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, stream_));
+        TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
         w.data = static_cast<const std::byte*>(mem->data());
         w.device = std::move(mem);
         w.owned = Buffer();  // the host copy, if the weight had one, is no longer needed
@@ -162,7 +167,8 @@ public:
     void place(Vec& v) override {
         if (v.empty() || v.device) return;
         auto mem = std::make_shared<CudaMemory>(v.n * 4, MemoryTag::weights);
-        TPS_CHECK_CUDA(cudaMemcpy(mem->data(), v.data(), static_cast<size_t>(v.n) * 4, cudaMemcpyHostToDevice));
+        TPS_CHECK_CUDA(cudaMemcpyAsync(mem->data(), v.data(), static_cast<size_t>(v.n) * 4, cudaMemcpyHostToDevice, stream_));
+        TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
         v.device = std::move(mem);
     }
 
@@ -205,6 +211,7 @@ public:
             TPS_CHECK(x.cols == w.cols && pr.y.cols == w.rows && pr.y.rows == x.rows,
                       "matmul: x ({} x {}) W ({} x {}) y ({} x {})", x.rows, x.cols, w.rows, w.cols, pr.y.rows,
                       pr.y.cols);
+            if (x.rows == 0) continue;
             if (x.rows <= cuda::kGemvMaxTokens) {
                 cuda::GemvParams p;
                 p.w = weight_data(w, "matmul");
@@ -285,7 +292,7 @@ public:
     void attention(const Tensor& q, const DeviceMemory& kv, const KvLayout& L, int64_t layer, const StepLayout& step,
                    int64_t heads, Tensor out) override {
         check_f32(q, "attention");
-        TPS_CHECK(q.cols == heads * L.head_dim && out.cols == q.cols && out.rows == q.rows && heads % L.kv_heads == 0 &&
+        TPS_CHECK(L.kv_heads > 0 && q.cols == heads * L.head_dim && out.cols == q.cols && out.rows == q.rows && heads % L.kv_heads == 0 &&
                       q.rows == static_cast<int64_t>(step.positions.size()),
                   "attention: shape mismatch");
         const cuda::StepView view = step_view(step);
@@ -342,6 +349,18 @@ public:
         TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
     }
 
+    void greedy_rows(const Tensor& logits, int64_t vocab_first, GreedyPick* host) override {
+        check_f32(logits, "greedy_rows");
+        static_assert(sizeof(GreedyPick) == 12, "the kernel writes 12-byte picks");
+        cuda::GreedyParams p{logits.f32(), logits.rows, logits.cols, vocab_first, nullptr};
+        p.out = picks_.get(logits.rows * static_cast<int64_t>(sizeof(GreedyPick)));
+        TPS_CHECK(cuda::greedy_supported(p), "greedy_rows: {} x {} is not supported", logits.rows, logits.cols);
+        cuda::invoke_greedy(p, stream_);
+        TPS_CHECK_CUDA(cudaMemcpyAsync(host, p.out, static_cast<size_t>(logits.rows) * sizeof(GreedyPick),
+                                       cudaMemcpyDeviceToHost, stream_));
+        TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+    }
+
 private:
     // host ints to a device buffer, in stream order (a pageable copy: the host data may go as
     // soon as the call returns)
@@ -352,13 +371,8 @@ private:
         return static_cast<const int32_t*>(d);
     }
 
-    void upload_step(const StepLayout& step) {
-        const auto T = static_cast<int64_t>(step.positions.size());
-        const auto S = static_cast<int64_t>(step.sequences.size());
-        TPS_CHECK(static_cast<int64_t>(step.sequence.size()) == T, "step layout: {} positions but {} sequence indices",
-                  T, step.sequence.size());
-        // positions, sequence, block_off (S + 1), blocks: one copy
-        std::vector<int32_t>& h = step_host_;
+    // positions, sequence indices, per-sequence offsets into the blocks (sequences + 1), blocks
+    static void pack_step(const StepLayout& step, std::vector<int32_t>& h) {
         h.assign(step.positions.begin(), step.positions.end());
         h.insert(h.end(), step.sequence.begin(), step.sequence.end());
         int64_t total = 0;
@@ -368,7 +382,16 @@ private:
         }
         h.push_back(static_cast<int32_t>(total));
         for (const auto& s : step.sequences) h.insert(h.end(), s.blocks, s.blocks + s.n_blocks);
-        const int32_t* d = upload_ints(step_dev_, h);
+    }
+
+    void upload_step(const StepLayout& step) {
+        const auto T = static_cast<int64_t>(step.positions.size());
+        const auto S = static_cast<int64_t>(step.sequences.size());
+        TPS_CHECK(static_cast<int64_t>(step.sequence.size()) == T, "step layout: {} positions but {} sequence indices",
+                  T, step.sequence.size());
+        for (int32_t s : step.sequence) TPS_CHECK(s >= 0 && s < S, "step layout: sequence index {} of {}", s, S);
+        pack_step(step, step_host_);
+        const int32_t* d = upload_ints(step_dev_, step_host_);
         view_.positions = d;
         view_.sequence = d + T;
         view_.block_off = d + 2 * T;
@@ -376,22 +399,19 @@ private:
         view_.tokens = T;
         step_max_keys_ = 1;
         for (int32_t p : step.positions) step_max_keys_ = std::max<int64_t>(step_max_keys_, int64_t{p} + 1);
-        step_ = &step;
-        step_positions_ = step.positions.data();
-        step_tokens_ = T;
     }
 
-    // the uploaded view of `step`, uploading it when it is not the step begun last
+    // the device copy of `step`: the one uploaded last when its contents are the same (the ops of
+    // one step after begin_step), else a fresh upload
     cuda::StepView step_view(const StepLayout& step) {
-        if (&step != step_ || step.positions.data() != step_positions_ ||
-            static_cast<int64_t>(step.positions.size()) != step_tokens_) {
-            upload_step(step);
-        }
+        pack_step(step, step_check_);
+        if (step_check_ != step_host_) upload_step(step);
         return view_;
     }
 
     const int32_t* step_positions(std::span<const int32_t> positions) {
-        if (positions.data() == step_positions_ && static_cast<int64_t>(positions.size()) == step_tokens_) {
+        if (static_cast<int64_t>(positions.size()) == view_.tokens &&
+            std::equal(positions.begin(), positions.end(), step_host_.begin())) {
             return view_.positions;
         }
         return upload_ints(positions_, positions);
@@ -423,13 +443,10 @@ private:
     cublasHandle_t cublas_ = nullptr;
     Scratch gemm_ws_{MemoryTag::workspace}, partial_{MemoryTag::workspace}, step_dev_{MemoryTag::workspace},
         ids_{MemoryTag::workspace}, gather_{MemoryTag::workspace}, positions_{MemoryTag::workspace},
-        rope_dev_{MemoryTag::workspace};
-    std::vector<int32_t> step_host_;
+        rope_dev_{MemoryTag::workspace}, picks_{MemoryTag::workspace};
+    std::vector<int32_t> step_host_, step_check_;
     std::vector<float> rope_host_;
     cuda::StepView view_;
-    const StepLayout* step_ = nullptr;
-    const int32_t* step_positions_ = nullptr;
-    int64_t step_tokens_ = -1;
     int64_t step_max_keys_ = 1;
 };
 
@@ -445,7 +462,7 @@ std::string cuda_backend_unavailable(int device) {
     if (device < 0 || device >= n) {
         return "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(n) + " visible)";
     }
-    return {};
+    return cuda::kernels_unavailable(device);
 }
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {

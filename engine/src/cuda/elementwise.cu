@@ -45,6 +45,23 @@ __global__ void to_f16_kernel(const float* x, __half* out, int64_t n) {
 
 }  // namespace
 
+std::string kernels_unavailable(int device) {
+    int current = 0;
+    if (cudaGetDevice(&current) != cudaSuccess || cudaSetDevice(device) != cudaSuccess) {
+        cudaGetLastError();
+        return "CUDA device " + std::to_string(device) + " cannot be selected";
+    }
+    cudaFuncAttributes attr{};
+    const cudaError_t e = cudaFuncGetAttributes(&attr, add_kernel);
+    cudaSetDevice(current);
+    if (e == cudaSuccess) return {};
+    cudaGetLastError();
+    cudaDeviceProp prop{};
+    cudaGetDeviceProperties(&prop, device);
+    return std::string("this build has no kernels for ") + prop.name + " (sm_" + std::to_string(prop.major * 10 + prop.minor) +
+           "): " + cudaGetErrorString(e) + "; rebuild with -DTPS_CUDA_ARCHITECTURES=native";
+}
+
 void invoke_add(float* x, const float* y, int64_t n, cudaStream_t stream) {
     if (n == 0) return;
     add_kernel<<<grid_for(n), 256, 0, stream>>>(x, y, n);

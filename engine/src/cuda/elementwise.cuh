@@ -6,7 +6,12 @@
 
 #include <cuda_runtime_api.h>
 
+#include <string>
+
 namespace tps::cuda {
+
+// "" when this build holds kernels the device can run; else why not (built for other architectures)
+std::string kernels_unavailable(int device);
 
 void invoke_add(float* x, const float* y, int64_t n, cudaStream_t stream);
 void invoke_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream);

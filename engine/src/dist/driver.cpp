@@ -14,30 +14,9 @@
 namespace tps {
 namespace {
 
-// The best token of one row of a vocabulary slice, and what its log-softmax needs.
-struct Candidate {
-    float max = 0;
-    int32_t token = 0;
-    float sum_exp = 0;  // sum over the slice of exp(logit - max)
-};
-
-Candidate best_of(const float* row, int64_t n, int64_t first) {
-    int64_t arg = 0;
-    float m = row[0];
-    for (int64_t i = 1; i < n; ++i) {
-        if (row[i] > m) {
-            m = row[i];
-            arg = i;
-        }
-    }
-    double s = 0;
-    for (int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(row[i] - m));
-    return {m, static_cast<int32_t>(first + arg), static_cast<float>(s)};
-}
-
 // The winner over slices: the largest maximum, the lowest token id on a tie (as argmax over the
 // whole row), log-probability max - logsumexp.
-std::pair<int32_t, float> combine(std::span<const Candidate> parts) {
+std::pair<int32_t, float> combine(std::span<const GreedyPick> parts) {
     float m = parts[0].max;
     int32_t token = parts[0].token;
     for (const auto& c : parts) {
@@ -67,20 +46,20 @@ std::optional<StepOutput> run_stage(LlamaModel& model, const StageLinks* links, 
     out.entries.resize(step.size());
 
     // greedy rows: candidates from every slice, one all-gather
-    std::vector<Candidate> mine;
+    std::vector<GreedyPick> mine;
     for (size_t e = 0; e < step.size(); ++e) {
         if (step[e].output != StepOutputKind::greedy) continue;
-        for (int64_t i = 0; i < r.rows[e]; ++i) mine.push_back(best_of(r.row(static_cast<int64_t>(e), i), r.vocab, r.vocab_first));
+        for (int64_t i = 0; i < r.rows[e]; ++i) mine.push_back(r.pick(static_cast<int64_t>(e), i));
     }
     if (!mine.empty()) {
-        std::vector<Candidate> all(mine.size() * static_cast<size_t>(tp));
+        std::vector<GreedyPick> all(mine.size() * static_cast<size_t>(tp));
         if (group) {
-            group->all_gather(mine.data(), all.data(), static_cast<int64_t>(mine.size() * sizeof(Candidate)),
+            group->all_gather(mine.data(), all.data(), static_cast<int64_t>(mine.size() * sizeof(GreedyPick)),
                               "greedy candidates of each vocabulary slice");
         } else {
             all = mine;
         }
-        std::vector<Candidate> parts(static_cast<size_t>(tp));
+        std::vector<GreedyPick> parts(static_cast<size_t>(tp));
         size_t k = 0;
         for (size_t e = 0; e < step.size(); ++e) {
             if (step[e].output != StepOutputKind::greedy) continue;

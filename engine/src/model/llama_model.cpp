@@ -253,18 +253,27 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
                                   "hidden states to the next stage");
         }
     } else {
-        // the rows asked for, in step order
+        // the rows asked for: greedy entries' first (their picks), then logits entries', each in
+        // step order
         std::vector<int64_t> rows;
         rows.reserve(static_cast<size_t>(n_rows));
-        int64_t token = 0;
-        for (const auto& e : step) {
-            out.first_row.push_back(static_cast<int64_t>(rows.size()));
-            const auto n = static_cast<int64_t>(e.tokens.size());
-            for (int64_t i = n - e.rows(); i < n; ++i) rows.push_back(token + i);
-            out.rows.push_back(e.rows());
-            token += n;
+        out.first_row.assign(step.size(), 0);
+        out.rows.assign(step.size(), 0);
+        int64_t greedy_rows = 0;
+        for (const bool greedy : {true, false}) {
+            int64_t token = 0;
+            for (size_t e = 0; e < step.size(); ++e) {
+                const auto n = static_cast<int64_t>(step[e].tokens.size());
+                if ((step[e].output == StepOutputKind::greedy) == greedy) {
+                    out.first_row[e] = static_cast<int64_t>(rows.size()) - (greedy ? 0 : greedy_rows);
+                    out.rows[e] = step[e].rows();
+                    for (int64_t i = n - step[e].rows(); i < n; ++i) rows.push_back(token + i);
+                }
+                token += n;
+            }
+            if (greedy) greedy_rows = static_cast<int64_t>(rows.size());
         }
-        compute_logits(rows, out);
+        compute_logits(rows, greedy_rows, out);
     }
     for (const auto& e : step) seqs_[e.seq_id].length = e.start_pos + static_cast<int64_t>(e.tokens.size());
     rollback.armed = false;
@@ -273,20 +282,30 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
     return out;
 }
 
-// Final norm and LM head for the given token rows of x, in rounds of max_logit_rows.
-void LlamaModel::compute_logits(const std::vector<int64_t>& rows, StepResult& out) {
+// Final norm and LM head for the given token rows of x, in rounds of max_logit_rows: the first
+// `greedy_rows` of them end as picks (the backend finds each row's best token), the rest as
+// logits copied to the host.
+void LlamaModel::compute_logits(const std::vector<int64_t>& rows, int64_t greedy_rows, StepResult& out) {
     const int64_t vocab = w_.lm_head.rows;
     const auto n_rows = static_cast<int64_t>(rows.size());
     out.vocab = vocab;
     out.vocab_first = w_.lm_head_first;
-    out.logits.resize(static_cast<size_t>(n_rows * vocab));
+    out.picks.resize(static_cast<size_t>(greedy_rows));
+    out.logits.resize(static_cast<size_t>((n_rows - greedy_rows) * vocab));
     if (n_rows == 0) return;
     be_.gather_rows(x_, rows, o_.slice_rows(0, n_rows));
     be_.rmsnorm(o_.slice_rows(0, n_rows), w_.final_norm, static_cast<float>(desc_.rms_norm_eps), h_.slice_rows(0, n_rows));
-    for (int64_t r0 = 0; r0 < n_rows; r0 += options_.max_logit_rows) {
-        const int64_t n = std::min(options_.max_logit_rows, n_rows - r0);
-        be_.matmul(w_.lm_head, h_.slice_rows(r0, n), logits_.slice_rows(0, n));
-        be_.to_host(logits_.slice_rows(0, n), out.logits.data() + r0 * vocab);
+    for (const bool greedy : {true, false}) {
+        const int64_t first = greedy ? 0 : greedy_rows, last = greedy ? greedy_rows : n_rows;
+        for (int64_t r0 = first; r0 < last; r0 += options_.max_logit_rows) {
+            const int64_t n = std::min(options_.max_logit_rows, last - r0);
+            be_.matmul(w_.lm_head, h_.slice_rows(r0, n), logits_.slice_rows(0, n));
+            if (greedy) {
+                be_.greedy_rows(logits_.slice_rows(0, n), w_.lm_head_first, out.picks.data() + r0);
+            } else {
+                be_.to_host(logits_.slice_rows(0, n), out.logits.data() + (r0 - greedy_rows) * vocab);
+            }
+        }
     }
 }
 

@@ -67,6 +67,14 @@ struct StepLayout {
     std::vector<Sequence> sequences;
 };
 
+// The most likely token of one row of a vocabulary slice, and what its log-softmax needs: the
+// row's maximum and the sum over the slice of exp(logit - max). Ties go to the lowest id.
+struct GreedyPick {
+    float max = 0;
+    int32_t token = 0;  // vocabulary id (the slice's first id added)
+    float sum_exp = 0;
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
@@ -115,6 +123,9 @@ public:
     virtual void gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor out) = 0;
     // copies rows of x to host memory
     virtual void to_host(const Tensor& x, float* host) = 0;
+    // per row of logits (a slice of the vocabulary starting at vocab_first): its GreedyPick, to
+    // host memory; greedy decoding then moves 12 bytes per row, not the row
+    virtual void greedy_rows(const Tensor& logits, int64_t vocab_first, GreedyPick* host) = 0;
 };
 
 // The CPU backend with `threads` threads (0: all hardware threads).

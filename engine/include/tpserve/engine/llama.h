@@ -102,11 +102,15 @@ struct StageLinks {
 struct StepResult {
     int64_t vocab = 0;                  // columns of each row: the LM head rows this rank holds
     int64_t vocab_first = 0;            // the first of them (0 in a single process)
-    std::vector<float> logits;          // rows of `vocab` floats
-    std::vector<int64_t> first_row;     // per step entry: its first logits row
+    std::vector<float> logits;          // rows of `vocab` floats (entries that asked for logits)
+    std::vector<GreedyPick> picks;      // one per row of entries that asked for the greedy token
+    std::vector<int64_t> first_row;     // per step entry: its first row in `logits` or `picks`
     std::vector<int64_t> rows;          // per step entry: how many rows
     const float* row(int64_t entry, int64_t i = 0) const {
         return logits.data() + (first_row[static_cast<size_t>(entry)] + i) * vocab;
+    }
+    const GreedyPick& pick(int64_t entry, int64_t i = 0) const {
+        return picks[static_cast<size_t>(first_row[static_cast<size_t>(entry)] + i)];
     }
 };
 
@@ -154,7 +158,7 @@ private:
     void place_weights();
     void run_layers(int64_t n_tokens, const StepLayout& layout);
     void all_reduce(Tensor t, const char* what, size_t layer);
-    void compute_logits(const std::vector<int64_t>& rows, StepResult& out);
+    void compute_logits(const std::vector<int64_t>& rows, int64_t greedy_rows, StepResult& out);
 
     ModelDesc desc_;
     LlamaWeights w_;

@@ -103,6 +103,36 @@ TEST(LlamaModel, BatchedStepEqualsSequencesAlone) {
     }
 }
 
+// Greedy entries come back as picks (the backend's arg-max of each row), logits entries as rows,
+// in one step; each equals what the logits of the same step say.
+TEST(LlamaModel, GreedyEntriesGetTheBestTokenOfTheirLogits) {
+    auto be = make_cpu_backend(2);
+    std::vector<SequenceStep> step = {{1, {1, 2, 3}, 0, false, StepOutputKind::greedy},
+                                      {2, {4, 5}, 0, false, StepOutputKind::logits},
+                                      {3, {6, 7, 8, 9}, 0, false, StepOutputKind::none},
+                                      {4, {10, 11, 12, 13}, 0, true, StepOutputKind::greedy}};
+    auto m = tiny().load(*be);
+    const StepResult r = m->forward(step);
+    for (auto& e : step) e.output = StepOutputKind::logits;
+    auto all = tiny().load(*be);
+    const StepResult want = all->forward(step);
+    ASSERT_EQ(r.picks.size(), 5u);
+    ASSERT_EQ(r.logits.size(), static_cast<size_t>(r.vocab));
+    EXPECT_EQ(r.rows, (std::vector<int64_t>{1, 1, 0, 4}));
+    expect_same(r.row(1), want.row(1), r.vocab);
+    for (int64_t e : {0, 3}) {
+        for (int64_t i = 0; i < r.rows[static_cast<size_t>(e)]; ++i) {
+            const float* row = want.row(e, i);
+            const auto best = std::max_element(row, row + want.vocab) - row;
+            double sum = 0;
+            for (int64_t v = 0; v < want.vocab; ++v) sum += std::exp(static_cast<double>(row[v] - row[best]));
+            EXPECT_EQ(r.pick(e, i).token, best) << "entry " << e << " row " << i;
+            EXPECT_EQ(r.pick(e, i).max, row[best]);
+            EXPECT_FLOAT_EQ(r.pick(e, i).sum_exp, static_cast<float>(sum));
+        }
+    }
+}
+
 TEST(LlamaModel, ChunkedPrefillAndDecodeEqualOnePass) {
     auto be = make_cpu_backend(2);
     std::vector<int32_t> tokens;
@@ -228,6 +258,7 @@ public:
     void add(Tensor x, const Tensor& y) override { in_.add(x, y); }
     void gather_rows(const Tensor& x, std::span<const int64_t> r, Tensor o) override { in_.gather_rows(x, r, o); }
     void to_host(const Tensor& x, float* h) override { in_.to_host(x, h); }
+    void greedy_rows(const Tensor& l, int64_t f, GreedyPick* h) override { in_.greedy_rows(l, f, h); }
 
 private:
     Backend& in_;

@@ -208,6 +208,25 @@ TEST_F(CudaOps, SwigluAddBiasAddAndGatherRows) {
     EXPECT_EQ(back, dgat.host());
 }
 
+TEST_F(CudaOps, GreedyPicksMatchTheCpuIncludingTies) {
+    for (int64_t cols : {1, 1000, 128256}) {
+        auto l = random_floats(static_cast<size_t>(3 * cols), 9 + static_cast<uint64_t>(cols), 5.0f);
+        if (cols > 10) {
+            l[static_cast<size_t>(cols + 7)] = 100.0f;  // row 1: a tie between columns 7 and cols - 2
+            l[static_cast<size_t>(2 * cols - 2)] = 100.0f;
+        }
+        std::vector<GreedyPick> want(3), got(3);
+        cpu_->greedy_rows(Tensor{l.data(), DType::f32, 3, cols}, 500, want.data());
+        DeviceTensor dl(*gpu_, l, 3, cols);
+        gpu_->greedy_rows(dl.t, 500, got.data());
+        for (size_t r = 0; r < 3; ++r) {
+            EXPECT_EQ(got[r].token, want[r].token) << cols << " row " << r;
+            EXPECT_EQ(got[r].max, want[r].max);
+            EXPECT_NEAR(got[r].sum_exp, want[r].sum_exp, 1e-5 * want[r].sum_exp);
+        }
+    }
+}
+
 struct AttentionCase {
     int64_t heads, kv_heads, head_dim;
     DType kv;

@@ -1,0 +1,270 @@
+// The GPU benchmark scripts/gpu-check runs: decode (batch 1, 8, 64) and prefill (512 tokens) of a
+// model of Llama-3.2-1B's shape with seeded random weights, beside two ceilings measured on the
+// same card: the bandwidth of a plain device-to-device copy and the rate of one large bf16 GEMM
+// through cuBLAS. Prints a table; --out DIR also writes cuda_bench.json there.
+//
+//   cuda_bench [--format bf16|f16|q8_0|q4_0|q4_1|f32] [--steps N] [--out DIR]
+#include "tpserve/engine/backend.h"
+#include "tpserve/engine/llama.h"
+#include "tpserve/partition/hf_config.h"
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+#define BENCH_CHECK(stmt)                                                                              \
+    do {                                                                                               \
+        const auto bench_status_ = (stmt);                                                             \
+        if (bench_status_ != 0) {                                                                      \
+            std::fprintf(stderr, "cuda_bench: %s failed (status %d) at line %d\n", #stmt,              \
+                         static_cast<int>(bench_status_), __LINE__);                                   \
+            std::exit(1);                                                                              \
+        }                                                                                              \
+    } while (0)
+
+// Llama-3.2-1B's hyper-parameters (its config.json: hidden 2048, 16 layers, 32 heads over 8 KV
+// heads of 64, FFN 8192, vocabulary 128256, tied embeddings, llama3 RoPE scaling factor 32).
+const char* kLlama32_1b = R"({
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
+  "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+  "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "max_position_embeddings": 131072,
+  "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+  "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                   "original_max_position_embeddings": 8192, "rope_type": "llama3"}
+})";
+
+double seconds_since(clock_type::time_point t0) {
+    return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+// The fastest of 5 timed rounds of `work` on the default stream (a first round warms up), seconds.
+template <class Work>
+double best_seconds(Work work) {
+    cudaEvent_t e0, e1;
+    BENCH_CHECK(cudaEventCreate(&e0));
+    BENCH_CHECK(cudaEventCreate(&e1));
+    float best = 1e30f;
+    for (int round = 0; round < 6; ++round) {
+        BENCH_CHECK(cudaEventRecord(e0));
+        work();
+        BENCH_CHECK(cudaEventRecord(e1));
+        BENCH_CHECK(cudaEventSynchronize(e1));
+        float ms = 0;
+        BENCH_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        if (round > 0) best = std::min(best, ms);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return best / 1e3;
+}
+
+// bytes moved per second by cudaMemcpyAsync device to device (read + write), best of 5 rounds
+double copy_bandwidth() {
+    const size_t bytes = size_t{1} << 30;
+    void *a = nullptr, *b = nullptr;
+    BENCH_CHECK(cudaMalloc(&a, bytes));
+    BENCH_CHECK(cudaMalloc(&b, bytes));
+    BENCH_CHECK(cudaMemset(a, 1, bytes));
+    const double best = best_seconds([&] {
+        for (int i = 0; i < 10; ++i) BENCH_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice));
+    });
+    cudaFree(a);
+    cudaFree(b);
+    return 2.0 * static_cast<double>(bytes) * 10 / best;
+}
+
+// FLOP/s of an 8192^3 bf16 GEMM (f32 accumulation, bf16 out) through cuBLAS, best of 5
+double gemm_rate() {
+    const int n = 8192;
+    const size_t elems = size_t{n} * n;
+    void *a = nullptr, *b = nullptr, *c = nullptr;
+    BENCH_CHECK(cudaMalloc(&a, elems * 2));
+    BENCH_CHECK(cudaMalloc(&b, elems * 2));
+    BENCH_CHECK(cudaMalloc(&c, elems * 2));
+    {
+        // random values: tensor-core timings on zeros flatter the card
+        std::vector<__nv_bfloat16> h(elems);
+        std::mt19937 rng(3);
+        std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+        for (auto& x : h) x = __float2bfloat16(d(rng));
+        BENCH_CHECK(cudaMemcpy(a, h.data(), elems * 2, cudaMemcpyHostToDevice));
+        BENCH_CHECK(cudaMemcpy(b, h.data(), elems * 2, cudaMemcpyHostToDevice));
+    }
+    cublasHandle_t handle;
+    BENCH_CHECK(cublasCreate(&handle));
+    const float one = 1.0f, zero = 0.0f;
+    const double best = best_seconds([&] {
+        for (int i = 0; i < 5; ++i) {
+            BENCH_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n,
+                                     &zero, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
+    });
+    cublasDestroy(handle);
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(c);
+    return 2.0 * n * static_cast<double>(n) * n * 5 / best;
+}
+
+int64_t matrix_bytes_read(const tps::LlamaWeights& w) {
+    int64_t b = w.lm_head.rows * w.lm_head.row_bytes;
+    for (const auto& l : w.layers) {
+        for (const tps::Weight* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) b += m->rows * m->row_bytes;
+    }
+    return b;
+}
+
+struct Row {
+    std::string what;
+    double tokens_per_s = 0;
+    double achieved = 0;  // bytes/s (decode) or FLOP/s (prefill)
+    double ceiling = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string format = "bf16", out_dir;
+    int steps = 32;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (std::strcmp(argv[i], "--format") == 0) format = argv[i + 1];
+        else if (std::strcmp(argv[i], "--steps") == 0) steps = std::max(4, std::atoi(argv[i + 1]));
+        else if (std::strcmp(argv[i], "--out") == 0) out_dir = argv[i + 1];
+        else {
+            std::fprintf(stderr, "cuda_bench: unknown flag %s\n", argv[i]);
+            return 2;
+        }
+    }
+    const auto type = tps::parse_dtype(format);
+    if (!type || !tps::engine_supports(*type)) {
+        std::fprintf(stderr, "cuda_bench: --format %s is not a weight format the engine computes with\n", format.c_str());
+        return 2;
+    }
+    const std::string why = tps::cuda_backend_unavailable(0);
+    if (!why.empty()) {
+        std::fprintf(stderr, "cuda_bench: no usable GPU: %s\n", why.c_str());
+        return 3;
+    }
+    try {
+        cudaDeviceProp prop{};
+        BENCH_CHECK(cudaGetDeviceProperties(&prop, 0));
+        std::printf("card: %s, %d SMs, %.1f GiB\n", prop.name, prop.multiProcessorCount,
+                    static_cast<double>(prop.totalGlobalMem) / (1 << 30));
+        const double copy_bw = copy_bandwidth();
+        const double gemm = gemm_rate();
+        std::printf("ceilings: device-to-device copy %.0f GB/s (read + write), cuBLAS bf16 GEMM 8192^3 %.0f TFLOP/s\n",
+                    copy_bw / 1e9, gemm / 1e12);
+
+        const tps::ModelDesc desc = tps::model_from_hf_config(nlohmann::json::parse(kLlama32_1b), "llama-3.2-1b-shape",
+                                                             "cuda_bench");
+        const auto t_make = clock_type::now();
+        tps::LlamaWeights w = tps::make_random_llama_weights(desc, *type, 7);
+        const int64_t weight_bytes = matrix_bytes_read(w);
+        std::printf("model: Llama-3.2-1B shape, random %s weights, %.2f GB read per step (made in %.1f s)\n",
+                    format.c_str(), static_cast<double>(weight_bytes) / 1e9, seconds_since(t_make));
+        auto gpu = tps::make_cuda_backend(0);
+        tps::ModelOptions opt;
+        opt.max_step_tokens = 512;
+        opt.max_logit_rows = 64;
+        opt.kv_tokens = 64 * (64 + steps + 8) + 1024;
+        opt.kv_dtype = tps::DType::bf16;
+        tps::LlamaModel model(desc, std::move(w), *gpu, opt);
+
+        std::mt19937 rng(1);
+        std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(desc.vocab) - 1);
+        auto random_tokens = [&](size_t n) {
+            std::vector<int32_t> v(n);
+            for (auto& t : v) t = tok(rng);
+            return v;
+        };
+        std::vector<Row> rows;
+
+        for (int batch : {1, 8, 64}) {
+            // a 64-token prompt per sequence, then `steps` decode steps of the whole batch (after 2
+            // untimed ones)
+            std::vector<tps::SequenceStep> step;
+            for (int s = 0; s < batch; ++s) {
+                model.forward({{s, random_tokens(64), 0, false}});
+                step.push_back({s, {tok(rng)}, 64, false});
+            }
+            auto advance = [&] {
+                model.forward(step);
+                for (auto& e : step) {
+                    e.tokens = {tok(rng)};
+                    ++e.start_pos;
+                }
+            };
+            advance();
+            advance();
+            const auto t0 = clock_type::now();
+            for (int i = 0; i < steps; ++i) advance();
+            const double per_step = seconds_since(t0) / steps;
+            for (int s = 0; s < batch; ++s) model.release(s);
+            rows.push_back({fmt::format("decode, batch {}", batch), batch / per_step,
+                            static_cast<double>(weight_bytes) / per_step, copy_bw});
+        }
+
+        {
+            // prefill: one 512-token prompt, best of 5 after a warm-up
+            const auto prompt = random_tokens(512);
+            double best = 1e30;
+            for (int rep = 0; rep < 6; ++rep) {
+                const auto t0 = clock_type::now();
+                model.forward({{1000 + rep, prompt, 0, false}});
+                const double s = seconds_since(t0);
+                if (rep > 0) best = std::min(best, s);
+                model.release(1000 + rep);
+            }
+            // FLOPs: every layer matmul for 512 tokens, the LM head for the last one, causal
+            // attention (QK^T and PV over on average half the prompt)
+            const double layer_params = static_cast<double>(weight_bytes) / (static_cast<double>(*tps::matrix_bytes(*type, 1, 32)) / 32.0) -
+                                        static_cast<double>(desc.vocab * desc.hidden);
+            const double flops = 2.0 * layer_params * 512 + 2.0 * static_cast<double>(desc.vocab * desc.hidden) +
+                                 2.0 * 2.0 * 512.0 * 512.0 / 2.0 * static_cast<double>(desc.heads * desc.head_dim * desc.layers);
+            rows.push_back({"prefill, 512 tokens", 512 / best, flops / best, gemm});
+        }
+
+        std::printf("\n| %-20s | %10s | %22s | %9s |\n", "run", "tokens/s", "achieved", "of ceiling");
+        std::printf("|%s|%s|%s|%s|\n", std::string(22, '-').c_str(), std::string(12, '-').c_str(),
+                    std::string(24, '-').c_str(), std::string(11, '-').c_str());
+        nlohmann::json j;
+        j["card"] = prop.name;
+        j["format"] = format;
+        j["copy_bandwidth_bytes_per_s"] = copy_bw;
+        j["bf16_gemm_flop_per_s"] = gemm;
+        j["weight_bytes_per_step"] = weight_bytes;
+        for (const Row& r : rows) {
+            const bool decode = r.what.rfind("decode", 0) == 0;
+            const std::string achieved = decode ? fmt::format("{:.0f} GB/s weights", r.achieved / 1e9)
+                                                : fmt::format("{:.1f} TFLOP/s", r.achieved / 1e12);
+            std::printf("| %-20s | %10.1f | %22s | %8.1f%% |\n", r.what.c_str(), r.tokens_per_s, achieved.c_str(),
+                        100.0 * r.achieved / r.ceiling);
+            j["runs"].push_back({{"run", r.what}, {"tokens_per_s", r.tokens_per_s}, {"achieved", r.achieved},
+                                 {"ceiling", r.ceiling}, {"fraction", r.achieved / r.ceiling}});
+        }
+        if (!out_dir.empty()) {
+            std::filesystem::create_directories(out_dir);
+            std::ofstream(out_dir + "/cuda_bench-" + format + ".json") << j.dump(2) << "\n";
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "cuda_bench: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
