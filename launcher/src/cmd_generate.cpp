@@ -56,6 +56,8 @@ struct Settings {
     bool verbose = false;
     bool ignore_eos = false;
     bool kv_dtype_given = false, chunk_given = false, context_given = false;
+    bool cuda = false;  // --backend cuda: the whole model on one GPU
+    int device = 0;
 };
 
 Settings read_settings(const cxxopts::ParseResult& args) {
@@ -97,6 +99,13 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     TPS_CHECK_AS(UsageError, s.plan_file.empty() || (!s.kv_dtype_given && !s.chunk_given && !s.context_given),
                  "--plan fixes the KV type, context and prefill chunk (its serving shape); drop --kv-dtype, "
                  "--max-context and --prefill-chunk");
+    const std::string backend = args["backend"].as<std::string>();
+    TPS_CHECK_AS(UsageError, backend == "cpu" || backend == "cuda", "--backend: '{}' is not a backend (cpu, cuda)", backend);
+    s.cuda = backend == "cuda";
+    s.device = static_cast<int>(int_flag(args, "device", 0, 1023));
+    TPS_CHECK_AS(UsageError, !s.cuda || (s.plan_file.empty() && s.gpus.empty() && s.stage_tp.empty()),
+                 "--backend cuda runs the whole model on one GPU; split models run on CPU ranks for now (--plan, "
+                 "--gpus and --stages need the CPU backend)");
     s.deadline = seconds_flag(args, "deadline");
     s.verbose = args.count("verbose") > 0;
     s.ignore_eos = args.count("ignore-eos") > 0;
@@ -137,7 +146,7 @@ int run_single(const Settings& s) {
     if (!s.ignore_eos) gen.stop_ids = files.stop_ids;
     const std::vector<int32_t> prompt = files.encode_prompt(s.prompt, s.chat, s.system);
 
-    auto backend = make_cpu_backend(s.threads);
+    auto backend = s.cuda ? make_cuda_backend(s.device) : make_cpu_backend(s.threads);
     LlamaWeights weights = load_llama_weights(files.weights, files.desc, {});
     ModelOptions mo;
     mo.max_step_tokens = std::min(s.prefill_chunk, context);  // activations are sized for it: no larger than needed
@@ -160,6 +169,9 @@ int run_single(const Settings& s) {
 
 // Every rank: its shard of the plan; rank 0 drives, the others follow.
 int run_sharded(const Settings& s) {
+    TPS_CHECK_AS(UsageError, !s.cuda,
+                 "--backend cuda runs in one process: ranks on GPUs need the NCCL communicator on the CUDA backend's "
+                 "stream, which is not wired yet (run without mpirun, or with the CPU backend)");
     MpiWorld& mpi = mpi_world();
     mpi.set_deadline(s.deadline);
     const int rank = mpi.rank();
@@ -230,7 +242,7 @@ int run_sharded(const Settings& s) {
 
 int run_generate(int argc, char** argv) {
     cxxopts::Options options("tpserve generate",
-                             "Generate text from a prompt on this machine's CPU, streamed to stdout; under mpirun -np N, "
+                             "Generate text from a prompt on this machine's CPU (or one GPU), streamed to stdout; under mpirun -np N, "
                              "split across N ranks as a plan says.");
     options.set_width(100);
     // clang-format off
@@ -252,6 +264,8 @@ int run_generate(int argc, char** argv) {
         ("ignore-eos", "go on past the model's end-of-sequence tokens (for benchmarks)")
         ("max-context", "KV cache tokens (default: the model's context, at most 4096)", cxxopts::value<std::string>()->default_value("0"))
         ("prefill-chunk", "prompt tokens per step", cxxopts::value<std::string>()->default_value("256"))
+        ("backend", "cpu, or cuda: the whole model on one GPU (one process)", cxxopts::value<std::string>()->default_value("cpu"))
+        ("device", "the GPU for --backend cuda", cxxopts::value<std::string>()->default_value("0"))
         ("v,verbose", "print each rank's memory beside the plan's prediction, and time in collectives")
         ("h,help", "show this help");
     // clang-format on

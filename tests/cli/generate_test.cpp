@@ -77,9 +77,20 @@ TEST(Generate, BadInputIsOneLine) {
     usage("generate -m " + tiny + " -p hi --kv-dtype q8_0", "--kv-dtype");
     usage("generate -m " + tiny + " -p hi --max-context 999999", "--max-context");
     usage("generate -m " + tiny + " -p hi --bogus", "bogus");
+    usage("generate -m " + tiny + " -p hi --backend tpu", "--backend");
+    usage("generate -m " + tiny + " -p hi --backend cuda --gpus 2xcpu", "--backend cuda");
     const auto missing = tpserve("generate -m /nonexistent/model -p hi");
     EXPECT_EQ(missing.code, 1) << missing.err;
     EXPECT_TRUE(has(missing.err, "/nonexistent/model")) << missing.err;
+    // --backend cuda generates on a machine with a usable GPU, and elsewhere says why in one line
+    const auto gpu = tpserve("generate -m " + tiny + " -p hi -n 2 --backend cuda");
+    if (gpu.code == 0) {
+        EXPECT_TRUE(has(gpu.err, "prefill: ")) << gpu.err;
+    } else {
+        EXPECT_EQ(gpu.code, 1) << gpu.err;
+        EXPECT_TRUE(has(gpu.err, "CUDA")) << gpu.err;
+        EXPECT_EQ(lines(gpu.err), 1) << gpu.err;
+    }
     const auto corrupt = tpserve(std::string("generate -m ") + TPS_SOURCE_DIR + "/tests/fixtures/gguf/truncated.gguf -p hi");
     EXPECT_EQ(corrupt.code, 1) << corrupt.err;
 }
