@@ -40,6 +40,8 @@ void add_model_run_flags(cxxopts::Options& options) {
     // clang-format off
     options.add_options()
         ("threads", "CPU threads per rank (0 = the CPUs this rank may run on, shared with the host's other ranks)", cxxopts::value<std::string>()->default_value("0"))
+        ("backend", "cpu, or cuda: one GPU per rank (under mpirun the host's ranks take GPUs 0, 1, ... in rank order)", cxxopts::value<std::string>()->default_value("cpu"))
+        ("device", "in one process with --backend cuda: the GPU to use", cxxopts::value<std::string>()->default_value("0"))
         ("kv-dtype", "KV cache type: f32, f16, bf16", cxxopts::value<std::string>()->default_value("f32"))
         ("plan", "under mpirun: the plan JSON (`tpserve plan --out`) every rank follows", cxxopts::value<std::string>())
         ("gpus", "without --plan: the devices to plan for (default: Nxcpu, N = ranks)", cxxopts::value<std::string>())
@@ -51,6 +53,16 @@ void add_model_run_flags(cxxopts::Options& options) {
 int threads_flag(const cxxopts::ParseResult& r) {
     const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     return static_cast<int>(int_flag(r, "threads", 0, 4 * hardware));
+}
+
+BackendChoice backend_flag(const cxxopts::ParseResult& r) {
+    const std::string backend = r["backend"].as<std::string>();
+    TPS_CHECK_AS(UsageError, backend == "cpu" || backend == "cuda", "--backend: '{}' is not a backend (cpu, cuda)", backend);
+    BackendChoice b;
+    b.cuda = backend == "cuda";
+    b.device = static_cast<int>(int_flag(r, "device", 0, 1023));
+    TPS_CHECK_AS(UsageError, b.cuda || r["device"].count() == 0, "--device picks a GPU for --backend cuda");
+    return b;
 }
 
 DType kv_dtype_flag(const cxxopts::ParseResult& r) {

@@ -34,6 +34,12 @@ void add_model_run_flags(cxxopts::Options& options);
 // --threads of add_model_run_flags: 0 (the rank's share of its host) up to 4 per hardware thread.
 int threads_flag(const cxxopts::ParseResult& r);
 // --kv-dtype of add_model_run_flags: a KV type the CPU engine holds (f32, f16, bf16).
+// --backend and --device (add_model_run_flags)
+struct BackendChoice {
+    bool cuda = false;
+    int device = 0;  // in one process; under mpirun a rank takes its local rank's GPU
+};
+BackendChoice backend_flag(const cxxopts::ParseResult& r);
 DType kv_dtype_flag(const cxxopts::ParseResult& r);
 
 // "on"/"off"/"true"/"false"/"yes"/"no"/"1"/"0".

@@ -56,8 +56,7 @@ struct Settings {
     bool verbose = false;
     bool ignore_eos = false;
     bool kv_dtype_given = false, chunk_given = false, context_given = false;
-    bool cuda = false;  // --backend cuda: the whole model on one GPU
-    int device = 0;
+    BackendChoice backend;
 };
 
 Settings read_settings(const cxxopts::ParseResult& args) {
@@ -99,27 +98,25 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     TPS_CHECK_AS(UsageError, s.plan_file.empty() || (!s.kv_dtype_given && !s.chunk_given && !s.context_given),
                  "--plan fixes the KV type, context and prefill chunk (its serving shape); drop --kv-dtype, "
                  "--max-context and --prefill-chunk");
-    const std::string backend = args["backend"].as<std::string>();
-    TPS_CHECK_AS(UsageError, backend == "cpu" || backend == "cuda", "--backend: '{}' is not a backend (cpu, cuda)", backend);
-    s.cuda = backend == "cuda";
-    s.device = static_cast<int>(int_flag(args, "device", 0, 1023));
-    TPS_CHECK_AS(UsageError, !s.cuda || (s.plan_file.empty() && s.gpus.empty() && s.stage_tp.empty()),
-                 "--backend cuda runs the whole model on one GPU; split models run on CPU ranks for now (--plan, "
-                 "--gpus and --stages need the CPU backend)");
+    s.backend = backend_flag(args);
     s.deadline = seconds_flag(args, "deadline");
     s.verbose = args.count("verbose") > 0;
     s.ignore_eos = args.count("ignore-eos") > 0;
     return s;
 }
 
-// What the planner is asked for: one sequence of the context asked.
-PlanRequest plan_request(const Settings& s, const ModelDesc& m, const std::string& devices, bool forced_shape = true) {
+// What the planner is asked for: one sequence of the context asked, on `ranks` ranks of the
+// backend's devices (or those --gpus names). `devices` overrides both (the memory report's
+// stand-in device).
+PlanRequest plan_request(const Settings& s, const ModelDesc& m, int ranks, bool forced_shape = true,
+                         const std::string& devices = "") {
     CpuServing serving;
     serving.max_context = s.max_context;
     serving.prefill_chunk = s.prefill_chunk;
     serving.kv_dtype = s.kv_dtype;
     if (forced_shape) serving.stage_tp = s.stage_tp;
-    return cpu_plan_request(m, devices, serving, "generate");
+    if (!devices.empty()) return serving_plan_request(m, devices, ranks, serving, "generate", false);
+    return serving_plan_request(m, s.gpus, ranks, serving, "generate", s.backend.cuda);
 }
 
 void stream(std::string_view piece) {
@@ -146,7 +143,7 @@ int run_single(const Settings& s) {
     if (!s.ignore_eos) gen.stop_ids = files.stop_ids;
     const std::vector<int32_t> prompt = files.encode_prompt(s.prompt, s.chat, s.system);
 
-    auto backend = s.cuda ? make_cuda_backend(s.device) : make_cpu_backend(s.threads);
+    auto backend = s.backend.cuda ? make_cuda_backend(s.backend.device) : make_cpu_backend(s.threads);
     LlamaWeights weights = load_llama_weights(files.weights, files.desc, {});
     ModelOptions mo;
     mo.max_step_tokens = std::min(s.prefill_chunk, context);  // activations are sized for it: no larger than needed
@@ -157,7 +154,7 @@ int run_single(const Settings& s) {
     print_speed(generate(model, *files.tokenizer, prompt, gen, stream));
     if (s.verbose) {
         // capacity irrelevant: bytes only
-        const PlanRequest req = plan_request(s, files.desc, "cpu:1024:10:1", /*forced_shape=*/false);
+        const PlanRequest req = plan_request(s, files.desc, 1, /*forced_shape=*/false, "cpu:1024:10:1");
         const ShapeFit fit = fit_shape(req, {StageShape{{0}}});
         std::fputs(memory_report("one process, the whole model", model, fit.feasible ? &fit.plan.per_rank[0].bytes : nullptr,
                                  fit.reason)
@@ -169,9 +166,6 @@ int run_single(const Settings& s) {
 
 // Every rank: its shard of the plan; rank 0 drives, the others follow.
 int run_sharded(const Settings& s) {
-    TPS_CHECK_AS(UsageError, !s.cuda,
-                 "--backend cuda runs in one process: ranks on GPUs need the NCCL communicator on the CUDA backend's "
-                 "stream, which is not wired yet (run without mpirun, or with the CPU backend)");
     MpiWorld& mpi = mpi_world();
     mpi.set_deadline(s.deadline);
     const int rank = mpi.rank();
@@ -182,8 +176,9 @@ int run_sharded(const Settings& s) {
     req.model_path = s.model_path;
     req.plan_file = s.plan_file;
     req.make_request = [&](const ModelDesc& m, int world_size) {
-        return plan_request(s, m, s.gpus.empty() ? fmt::format("{}xcpu", world_size) : s.gpus);
+        return plan_request(s, m, world_size);
     };
+    req.cuda = s.backend.cuda;
     req.threads = s.threads;
     req.startup_deadline = startup;
     const std::unique_ptr<Shard> shard = load_shard(mpi, req);
@@ -264,8 +259,6 @@ int run_generate(int argc, char** argv) {
         ("ignore-eos", "go on past the model's end-of-sequence tokens (for benchmarks)")
         ("max-context", "KV cache tokens (default: the model's context, at most 4096)", cxxopts::value<std::string>()->default_value("0"))
         ("prefill-chunk", "prompt tokens per step", cxxopts::value<std::string>()->default_value("256"))
-        ("backend", "cpu, or cuda: the whole model on one GPU (one process)", cxxopts::value<std::string>()->default_value("cpu"))
-        ("device", "the GPU for --backend cuda", cxxopts::value<std::string>()->default_value("0"))
         ("v,verbose", "print each rank's memory beside the plan's prediction, and time in collectives")
         ("h,help", "show this help");
     // clang-format on
@@ -281,7 +274,7 @@ int run_generate(int argc, char** argv) {
         // a one-rank plan runs in this process; a larger one needs mpirun (ParallelMapping says so)
         const ModelFiles files = ModelFiles::open(s.model_path);
         const Plan plan = one_process_plan(s.plan_file, files.desc,
-                                           [&] { return plan_request(s, files.desc, s.gpus.empty() ? "1xcpu" : s.gpus); });
+                                           [&] { return plan_request(s, files.desc, 1); });
         const ParallelMapping map(plan, 1, 0);
         (void)map;
     }

@@ -2,6 +2,7 @@
 // JSON, or both) out. Exit 0 with a plan, 3 when nothing fits, 2 for bad flags.
 #include "cli.h"
 #include "commands.h"
+#include "shard_setup.h"
 
 #include "tpserve/common/strings.h"
 #include "tpserve/engine/cuda_devices.h"
@@ -17,25 +18,6 @@
 
 namespace tps::cli {
 namespace {
-
-// --gpus auto: the CUDA devices of this machine, matched to the catalog.
-std::vector<DeviceProfile> detect_gpus() {
-    const auto found = list_cuda_devices();
-    TPS_CHECK_AS(UsageError, !found.empty(), "--gpus auto: no CUDA device found ({}); name the cards, e.g. 4xrtx5090",
-                 cuda_unavailable_reason());
-    std::vector<DeviceProfile> out;
-    for (const auto& d : found) {
-        auto p = catalog_match(d.name);
-        TPS_CHECK_AS(UsageError, p.has_value(),
-                     "--gpus auto: device {} ({}, {} GiB) is not in the catalog; give it as name:mem_gb:bw_gbs:tflops",
-                     d.index, d.name, gib(d.total_bytes));
-        // the driver keeps some memory back: plan against what CUDA reports, not the data sheet
-        p->memory_bytes = d.total_bytes;
-        p->source += fmt::format("; capacity {} GiB as CUDA reports it", gib(d.total_bytes));
-        out.push_back(*p);
-    }
-    return out;
-}
 
 std::string preset_list() {
     std::string s;
@@ -80,7 +62,7 @@ int run_plan(int argc, char** argv) {
 
     PlanRequest req;
     const std::string gpus = args["gpus"].as<std::string>();
-    req.devices = gpus == "auto" ? detect_gpus() : parse_device_list(gpus);
+    req.devices = gpus == "auto" ? local_gpus("--gpus auto") : parse_device_list(gpus);
     req.bands = parse_budget(args["budget"].as<std::string>(), req.devices);
 
     ServingShape& s = req.serving;

@@ -54,6 +54,7 @@ struct Settings {
     int64_t max_body = 1 << 20;
     DType kv_dtype = DType::f32;
     int threads = 0;
+    BackendChoice backend;
     int http_threads = 2;
     int micro_batches = 0;  // 0: one per pipeline stage
     std::string plan_file;
@@ -78,6 +79,7 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     s.max_body = int_flag(args, "max-body-bytes", 1024, int64_t{1} << 30);
     s.kv_dtype = kv_dtype_flag(args);
     s.threads = threads_flag(args);
+    s.backend = backend_flag(args);
     s.http_threads = static_cast<int>(int_flag(args, "http-threads", 1, 64));
     s.micro_batches = static_cast<int>(int_flag(args, "micro-batches", 0, 64));
     if (args.count("plan")) s.plan_file = args["plan"].as<std::string>();
@@ -95,14 +97,14 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     return s;
 }
 
-PlanRequest plan_request(const Settings& s, const ModelDesc& m, const std::string& devices) {
+PlanRequest plan_request(const Settings& s, const ModelDesc& m, int ranks) {
     CpuServing serving;
     serving.max_batch = s.max_batch;
     serving.max_context = s.max_context;
     serving.prefill_chunk = s.prefill_chunk;
     serving.kv_dtype = s.kv_dtype;
     serving.stage_tp = s.stage_tp;
-    return cpu_plan_request(m, devices, serving, "serve");
+    return serving_plan_request(m, s.gpus, ranks, serving, "serve", s.backend.cuda);
 }
 
 // Per-rank figures into the metrics (counters move by what was added since the last report).
@@ -312,9 +314,9 @@ int run_single(const Settings& s) {
     Frontend front(s);
     const ModelFiles files = ModelFiles::open(s.model_path);
     const Plan plan = one_process_plan(s.plan_file, files.desc,
-                                       [&] { return plan_request(s, files.desc, s.gpus.empty() ? "1xcpu" : s.gpus); });
+                                       [&] { return plan_request(s, files.desc, 1); });
     const ParallelMapping map(plan, 1, 0);  // a plan for more ranks needs mpirun: this says so
-    auto backend = make_cpu_backend(s.threads);
+    auto backend = s.backend.cuda ? make_cuda_backend(s.backend.device) : make_cpu_backend(s.threads);
     LlamaModel model(files.desc, load_llama_weights(files.weights, files.desc, {}), *backend, model_options_for(plan));
     model.weights().touch();
     if (front.stop_asked()) return kExitOk;
@@ -335,8 +337,9 @@ int run_sharded(const Settings& s) {
     req.model_path = s.model_path;
     req.plan_file = s.plan_file;
     req.make_request = [&](const ModelDesc& m, int world_size) {
-        return plan_request(s, m, s.gpus.empty() ? fmt::format("{}xcpu", world_size) : s.gpus);
+        return plan_request(s, m, world_size);
     };
+    req.cuda = s.backend.cuda;
     req.threads = s.threads;
     req.startup_deadline = std::min(86400.0, std::max(600.0, 10 * s.deadline));
     const std::unique_ptr<Shard> shard = load_shard(mpi, req);

@@ -2,7 +2,9 @@
 
 #include "mpi_session.h"
 
+#include "tpserve/comm/nccl_communicator.h"
 #include "tpserve/common/check.h"
+#include "tpserve/engine/cuda_devices.h"
 #include "tpserve/partition/device.h"
 #include "tpserve/partition/plan_json.h"
 
@@ -29,12 +31,42 @@ int64_t resolve_context(int64_t asked, const ModelDesc& m) {
     return context;
 }
 
-PlanRequest cpu_plan_request(const ModelDesc& m, const std::string& devices, const CpuServing& s, std::string_view command) {
-    std::vector<DeviceProfile> list = parse_device_list(devices);
+std::vector<DeviceProfile> local_gpus(std::string_view flag) {
+    const auto found = list_cuda_devices();
+    TPS_CHECK_AS(UsageError, !found.empty(), "{}: no CUDA device found ({}); name the cards, e.g. --gpus 4xrtx5090", flag,
+                 cuda_unavailable_reason());
+    std::vector<DeviceProfile> out;
+    for (const auto& d : found) {
+        auto p = catalog_match(d.name);
+        TPS_CHECK_AS(UsageError, p.has_value(),
+                     "{}: device {} ({}, {:.1f} GiB) is not in the catalog; give it as --gpus name:mem_gb:bw_gbs:tflops",
+                     flag, d.index, d.name, static_cast<double>(d.total_bytes) / (1 << 30));
+        // the driver keeps some memory back: plan against what CUDA reports, not the data sheet
+        p->memory_bytes = d.total_bytes;
+        p->source += fmt::format("; capacity {:.1f} GiB as CUDA reports it", static_cast<double>(d.total_bytes) / (1 << 30));
+        out.push_back(*p);
+    }
+    return out;
+}
+
+PlanRequest serving_plan_request(const ModelDesc& m, const std::string& gpus, int ranks, const CpuServing& s,
+                                 std::string_view command, bool cuda) {
+    std::vector<DeviceProfile> list;
+    if (!gpus.empty()) {
+        list = gpus == "auto" ? local_gpus("--gpus auto") : parse_device_list(gpus);
+    } else if (cuda) {
+        list = local_gpus("--backend cuda");
+        TPS_CHECK_AS(UsageError, static_cast<int>(list.size()) >= ranks, "--backend cuda: {} ranks but {} GPU(s) here",
+                     ranks, list.size());
+        list.resize(static_cast<size_t>(ranks));
+    } else {
+        list = parse_device_list(fmt::format("{}xcpu", ranks));
+    }
     for (const auto& d : list) {
-        TPS_CHECK_AS(UsageError, d.kind == DeviceKind::cpu,
-                     "--gpus: '{}' is not a cpu device; `tpserve {}` runs on this machine's CPU (e.g. --gpus 2xcpu)", d.name,
-                     command);
+        TPS_CHECK_AS(UsageError, (d.kind == DeviceKind::gpu) == cuda,
+                     "--gpus: '{}' is {} device but `tpserve {}` runs on {} (--backend {})", d.name,
+                     d.kind == DeviceKind::gpu ? "a GPU" : "a cpu", command, cuda ? "GPUs" : "this machine's CPU",
+                     cuda ? "cuda" : "cpu; give --gpus as Nxcpu, or --backend cuda for GPUs");
     }
     const int64_t context = resolve_context(s.max_context, m);
     ServingShape serving;
@@ -115,10 +147,31 @@ std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
 
     s.groups = make_stage_groups(mpi, *s.map);
     s.control = mpi.control();
-    s.links.emplace(StageLinks{*s.map, s.world.get(), s.groups.tp.get(), s.groups.from_prev.get(), s.groups.to_next.get()});
+    StageLinks links{*s.map, s.world.get(), s.groups.tp.get(), s.groups.from_prev.get(), s.groups.to_next.get()};
+    agree(*s.world, request.cuda ? "start its GPU" : "start its backend", [&] {
+        s.backend = request.cuda ? make_cuda_backend(mpi.local_rank())
+                                 : make_cpu_backend(rank_threads(request.threads, mpi.local_size(), rank, "tpserve"));
+    }, startup);
+    if (request.cuda) {
+        // Activations move between GPUs through NCCL on the backend's stream, so a collective is
+        // ordered after the kernels that wrote its buffer and before those that read it. Groups are
+        // joined in one order (tensor-parallel, then from the previous stage, then to the next),
+        // which every stage follows, so no two ranks wait on each other's joins.
+        agree(*s.world, "join NCCL", [&] {
+            void* stream = s.backend->native_stream();
+            const int device = mpi.local_rank();
+            if (s.groups.tp) s.nccl_tp = make_nccl_communicator(*s.groups.tp, device, stream);
+            if (s.groups.from_prev) s.nccl_prev = make_nccl_communicator(*s.groups.from_prev, device, stream);
+            if (s.groups.to_next) s.nccl_next = make_nccl_communicator(*s.groups.to_next, device, stream);
+        }, startup);
+        links.tp = s.nccl_tp.get();
+        links.tp_host = s.groups.tp.get();
+        links.from_prev = s.nccl_prev.get();
+        links.to_next = s.nccl_next.get();
+    }
+    s.links.emplace(links);
 
     agree(*s.world, "load its shard", [&] {
-        s.backend = make_cpu_backend(rank_threads(request.threads, mpi.local_size(), rank, "tpserve"));
         ShardSpec spec;
         spec.tp = s.map->tp_size();
         spec.tp_rank = s.map->tp_rank();

@@ -28,6 +28,7 @@ struct ShardRequest {
     // rank 0, without a plan file: the planner's request for this model and world size
     std::function<PlanRequest(const ModelDesc&, int world_size)> make_request;
     int threads = 0;        // 0: the rank's share of its host
+    bool cuda = false;      // one GPU per rank (its local rank's), NCCL between them
     double startup_deadline = 600;
 };
 
@@ -40,6 +41,9 @@ struct Shard {
     std::unique_ptr<ControlChannel> control;
     std::optional<StageLinks> links;
     std::unique_ptr<Backend> backend;
+    // with the CUDA backend: NCCL over the groups above, on the backend's stream (declared after
+    // it, so they go first)
+    std::unique_ptr<Communicator> nccl_tp, nccl_prev, nccl_next;
     std::optional<LlamaModel> model;
 
     // Resets every communicator's statistics (so they count the steps alone).
@@ -58,11 +62,16 @@ struct CpuServing {
 // The context a command runs with (--max-context, or its default); UsageError past the model's.
 int64_t resolve_context(int64_t asked, const ModelDesc& model);
 
-// The planner's request for cpu ranks: bands from nothing to the device's memory (the KV cache
-// is sized for the batch and context asked, not grown to fill a band). UsageError naming `command`
-// when `devices` holds a GPU.
-PlanRequest cpu_plan_request(const ModelDesc& model, const std::string& devices, const CpuServing& serving,
-                             std::string_view command);
+// The planner's request for `ranks` ranks of `command`: on the devices --gpus names (`auto`: this
+// machine's GPUs), else `ranks` CPU devices, or with `cuda` the first `ranks` GPUs here. On CPU
+// devices the bands run from nothing to the device's memory (the KV cache is sized for the batch
+// and context asked, not grown to fill a band). UsageError when the devices are not of the
+// backend's kind.
+PlanRequest serving_plan_request(const ModelDesc& model, const std::string& gpus, int ranks, const CpuServing& serving,
+                                 std::string_view command, bool cuda);
+// This machine's CUDA devices as catalog profiles with the memory CUDA reports; UsageError naming
+// `flag` when there are none or one is not in the catalog.
+std::vector<DeviceProfile> local_gpus(std::string_view flag);
 
 // One process: the plan file, checked against the model, or else the planner's plan for `request`.
 Plan one_process_plan(const std::string& plan_file, const ModelDesc& model, const std::function<PlanRequest()>& request);

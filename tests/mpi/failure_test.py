@@ -149,6 +149,22 @@ def bad_plan_cases(tpserve, mpiexec, flags, tmp):
         check(not left, f"{what}: nothing left running", str(left))
 
 
+def cuda_case(tpserve, mpiexec, flags):
+    """--backend cuda under mpirun: where the GPUs are missing every rank says why and the job ends;
+    where two are usable it generates."""
+    job = Job(tpserve, mpiexec, flags, 2, ["generate", "-m", str(FIXTURES / "llama3"), "-p", "Hello", "-n", "4",
+                                           "--backend", "cuda", "--gpus", "2xrtx5090", "--deadline", "10"])
+    code, took, text = job.wait(60)
+    left = job.cleanup()
+    if code == 0:
+        check("decode:" in text, f"--backend cuda on 2 ranks generated in {took:.1f} s", text)
+    else:
+        ranks = {r for r in range(2) if any(f"(rank {r} of 2)" in ln and "CUDA" in ln for ln in text.splitlines())}
+        check(code is not None, f"--backend cuda without GPUs: non-zero exit (got {code}) in {took:.1f} s", text)
+        check(ranks == {0, 1}, f"--backend cuda without GPUs: every rank names CUDA (ranks {sorted(ranks)})", text)
+    check(not left, "--backend cuda: nothing left running", str(left))
+
+
 def wait_for_output(job, needle, limit):
     end = time.monotonic() + limit
     while time.monotonic() < end:
@@ -207,6 +223,7 @@ def main():
     tpserve, mpiexec, flags = args[0], args[1], args[2:]
     with tempfile.TemporaryDirectory() as d:
         bad_plan_cases(tpserve, mpiexec, flags, Path(d))
+    cuda_case(tpserve, mpiexec, flags)
     ran = bad_plans_only or lost_rank_cases(tpserve, mpiexec, flags)
     if failures:
         print(f"{len(failures)} checks failed")

@@ -300,6 +300,7 @@ MpiWorld::MpiWorld(int* argc, char*** argv) {
     }
     rt.hosts = hosts_;
     local_size_ = static_cast<int>(std::count(hosts_.begin(), hosts_.end(), hosts_[static_cast<size_t>(rank_)]));
+    local_rank_ = static_cast<int>(std::count(hosts_.begin(), hosts_.begin() + rank_, hosts_[static_cast<size_t>(rank_)]));
     install_signal_handlers();
 }
 

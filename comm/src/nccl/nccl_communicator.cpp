@@ -65,6 +65,7 @@ public:
     int size() const noexcept override { return over_.size(); }
     int world_rank(int group_rank) const override { return over_.world_rank(group_rank); }
     std::string name() const override { return name_; }
+    bool device_buffers() const noexcept override { return true; }
 
     void all_reduce_sum(void* data, int64_t count, DType type, std::string_view what) override {
         const CallTimer t(*this, CommOp::all_reduce, count * dtype_layout(type).block_bits / 8);

@@ -143,6 +143,8 @@ public:
     }
 
     std::string_view name() const noexcept override { return name_; }
+    bool device_memory() const noexcept override { return true; }
+    void* native_stream() const noexcept override { return stream_; }
 
     std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) override {
         TPS_CHECK_CUDA(cudaSetDevice(device_));

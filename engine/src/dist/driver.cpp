@@ -36,7 +36,7 @@ std::optional<StepOutput> run_stage(LlamaModel& model, const StageLinks* links, 
                                     const std::vector<SequenceStep>& step) {
     const StepResult r = model.forward(step);
     if (links && !links->map.last_stage()) return std::nullopt;
-    Communicator* group = links ? links->tp : nullptr;
+    Communicator* group = links ? (links->tp_host ? links->tp_host : links->tp) : nullptr;  // host buffers below
     const int tp = group ? group->size() : 1;
     const int64_t vocab = model.desc().vocab;
 

@@ -29,6 +29,12 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
                   links_->map.stage(), links_->map.stage() - 1);
         TPS_CHECK(last_stage_ || links_->to_next != nullptr, "model: stage {} needs its hand-over group with stage {}",
                   links_->map.stage(), links_->map.stage() + 1);
+        // activations go straight from the backend's memory to the communicators
+        for (const Communicator* c : {links_->tp, links_->from_prev, links_->to_next}) {
+            TPS_CHECK_AS(UsageError, c == nullptr || c->device_buffers() == be_.device_memory(),
+                         "model: the {} backend keeps activations in {} memory but {} moves {} memory", be_.name(),
+                         be_.device_memory() ? "device" : "host", c->name(), c->device_buffers() ? "device" : "host");
+        }
     }
     TPS_CHECK(!first_stage_ || !w_.embedding.empty(), "model: the first stage needs the embedding");
     TPS_CHECK(!last_stage_ || !w_.lm_head.empty(), "model: the last stage needs the LM head");

@@ -59,6 +59,8 @@ public:
     virtual void flush_posted(std::string_view what) = 0;
     // "tp group of stage 1 (ranks 2, 3)": how messages name this group
     virtual std::string name() const = 0;
+    // Whether the data calls take device memory (NCCL) rather than host memory (MPI).
+    virtual bool device_buffers() const noexcept { return false; }
 
     const CommStats& stats() const noexcept { return stats_; }
     void reset_stats() noexcept { stats_ = {}; }

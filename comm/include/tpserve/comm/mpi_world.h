@@ -31,6 +31,8 @@ public:
     const std::string& host(int rank) const { return hosts_.at(static_cast<size_t>(rank)); }
     // Ranks on this rank's host (for splitting the cores between them).
     int local_size() const noexcept { return local_size_; }
+    // This rank's place among them, by world rank (the GPU a rank takes on its host).
+    int local_rank() const noexcept { return local_rank_; }
 
     double deadline() const noexcept;
     void set_deadline(double seconds);
@@ -58,6 +60,7 @@ private:
     int rank_ = 0;
     int size_ = 1;
     int local_size_ = 1;
+    int local_rank_ = 0;
     std::vector<std::string> hosts_;
 };
 

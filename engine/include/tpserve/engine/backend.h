@@ -79,6 +79,10 @@ class Backend {
 public:
     virtual ~Backend() = default;
     virtual std::string_view name() const noexcept = 0;
+    // Where tensors live: false for host memory (the CPU), true for a device's. A device backend
+    // names the stream its ops run on (a cudaStream_t), so a communicator can join it.
+    virtual bool device_memory() const noexcept { return false; }
+    virtual void* native_stream() const noexcept { return nullptr; }
 
     virtual std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) = 0;
 

@@ -97,6 +97,9 @@ struct StageLinks {
     Communicator* tp = nullptr;         // this stage's tensor-parallel group; nullptr when tp == 1
     Communicator* from_prev = nullptr;  // hand-over group with the previous stage (not on the first)
     Communicator* to_next = nullptr;    // hand-over group with the next stage (not on the last)
+    // The tensor-parallel group for host memory (the driver's greedy picks and logits slices) when
+    // `tp` moves device buffers (NCCL); nullptr: `tp` takes host memory.
+    Communicator* tp_host = nullptr;
 };
 
 struct StepResult {
