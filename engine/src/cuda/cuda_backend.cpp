@@ -1,10 +1,13 @@
 // CudaBackend: the Backend on one NVIDIA GPU. Activations stay f32 on the device as on the CPU, so
 // model code is the same; weights are copied to the device once (place) in their stored format.
-// Every op is a launch on the backend's one stream; only to_host waits. A step's positions and
-// block tables go to the device once per step (begin_step), not once per op.
+// Every op is a launch on the backend's one stream; only the step's output (to_host, greedy_rows)
+// waits. A step's positions and block tables go to the device once per step (begin_step), not
+// once per op. Steps the model marks as repeating (start_step) are recorded as CUDA graphs and
+// replayed (step_graphs.h); TPS_CUDA_GRAPHS=0 turns that off.
 #include "attention.cuh"
 #include "cublas_check.h"
 #include "cuda_check.h"
+#include "device_memory.h"
 #include "elementwise.cuh"
 #include "embedding.cuh"
 #include "gemm.cuh"
@@ -12,53 +15,22 @@
 #include "greedy.cuh"
 #include "norm.cuh"
 #include "rope.cuh"
+#include "step_graphs.h"
 
 #include "tpserve/common/check.h"
 #include "tpserve/engine/backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 namespace tps {
 namespace {
 
+using cuda::CudaMemory;
+using cuda::Scratch;
 using cuda::WFormat;
-
-// Device memory counted under its tag while it lives.
-class CudaMemory final : public DeviceMemory {
-public:
-    CudaMemory(int64_t bytes, MemoryTag tag) : bytes_(bytes), tag_(tag) {
-        if (bytes_ > 0) {
-            const cudaError_t e = cudaMalloc(&data_, static_cast<size_t>(bytes_));
-            if (e == cudaErrorMemoryAllocation) {
-                cudaGetLastError();
-                size_t free_b = 0, total_b = 0;
-                cudaMemGetInfo(&free_b, &total_b);
-                throw DeviceError(fmt::format("CUDA: out of device memory allocating {:.1f} MiB for {} ({:.1f} MiB free "
-                                              "of {:.1f} MiB){}",
-                                              static_cast<double>(bytes_) / 1048576.0, memory_tag_name(tag_),
-                                              static_cast<double>(free_b) / 1048576.0,
-                                              static_cast<double>(total_b) / 1048576.0, detail::context_suffix()));
-            }
-            TPS_CHECK_CUDA(e);
-        }
-        MemoryTracker::instance().add(tag_, bytes_);
-    }
-    ~CudaMemory() override {
-        if (data_) cudaFree(data_);  // a failure here has nowhere to go; the context is going away
-        MemoryTracker::instance().sub(tag_, bytes_);
-    }
-    CudaMemory(const CudaMemory&) = delete;
-    CudaMemory& operator=(const CudaMemory&) = delete;
-    void* data() noexcept override { return data_; }
-    int64_t bytes() const noexcept override { return bytes_; }
-
-private:
-    void* data_ = nullptr;
-    int64_t bytes_ = 0;
-    MemoryTag tag_;
-};
 
 WFormat format_of(DType t, const char* op) {
     switch (t) {
@@ -100,25 +72,6 @@ const float* vec_data(const Vec& v, const char* op) {
     return static_cast<const float*>(v.device->data());
 }
 
-// A device buffer that grows (by half again at least, so growth is rare) to the largest size asked
-// of it. Growing frees the old one with cudaFree, which waits for the work queued on it.
-class Scratch {
-public:
-    explicit Scratch(MemoryTag tag) : tag_(tag) {}
-    void* get(int64_t bytes) {
-        if (!mem_ || mem_->bytes() < bytes) {
-            const int64_t grown = mem_ ? mem_->bytes() + mem_->bytes() / 2 : 0;
-            mem_.reset();
-            mem_ = std::make_unique<CudaMemory>(std::max({bytes, grown, int64_t{256}}), tag_);
-        }
-        return mem_->data();
-    }
-
-private:
-    MemoryTag tag_;
-    std::unique_ptr<CudaMemory> mem_;
-};
-
 class CudaBackend final : public Backend {
 public:
     explicit CudaBackend(int device) : device_(device) {
@@ -133,12 +86,22 @@ public:
         // a blocking stream: ordered with the legacy default stream both ways, so plain cudaMemcpy
         // and cudaMemset by callers (tests, communicators) are never overtaken by our kernels
         TPS_CHECK_CUDA(cudaStreamCreate(&stream_));
+        // inputs of recorded and replayed steps are uploaded on their own stream, outside the graph
+        TPS_CHECK_CUDA(cudaStreamCreateWithFlags(&upload_stream_, cudaStreamNonBlocking));
         TPS_CHECK_CUBLAS(cublasCreate(&cublas_));
         TPS_CHECK_CUBLAS(cublasSetStream(cublas_, stream_));
+        // a workspace of our own (cublasSetStream would reset it, so after): cuBLAS then
+        // allocates nothing while a graph records
+        cublas_ws_ = std::make_unique<CudaMemory>(kCublasWorkspace, MemoryTag::workspace);
+        TPS_CHECK_CUBLAS(cublasSetWorkspace(cublas_, cublas_ws_->data(), kCublasWorkspace));
+        const char* graphs = std::getenv("TPS_CUDA_GRAPHS");
+        graphs_ = std::make_unique<cuda::StepGraphs>(stream_, pool_, !(graphs && std::string_view(graphs) == "0"));
     }
     ~CudaBackend() override {
+        graphs_.reset();
         cudaStreamSynchronize(stream_);
         cublasDestroy(cublas_);
+        cudaStreamDestroy(upload_stream_);
         cudaStreamDestroy(stream_);
     }
 
@@ -147,6 +110,7 @@ public:
     void* native_stream() const noexcept override { return stream_; }
 
     std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) override {
+        graphs_->abandon();
         TPS_CHECK_CUDA(cudaSetDevice(device_));
         auto mem = std::make_unique<CudaMemory>(bytes, tag);
         // zero-initialised like host buffers, so nothing reads garbage before it is written
@@ -155,6 +119,7 @@ public:
     }
 
     void place(Weight& w) override {
+        graphs_->abandon();
         if (w.empty() || w.device) return;
         (void)format_of(w.type, "place");
         const int64_t bytes = w.rows * w.row_bytes;
@@ -167,6 +132,7 @@ public:
     }
 
     void place(Vec& v) override {
+        graphs_->abandon();
         if (v.empty() || v.device) return;
         auto mem = std::make_shared<CudaMemory>(v.n * 4, MemoryTag::weights);
         TPS_CHECK_CUDA(cudaMemcpyAsync(mem->data(), v.data(), static_cast<size_t>(v.n) * 4, cudaMemcpyHostToDevice, stream_));
@@ -174,7 +140,13 @@ public:
         v.device = std::move(mem);
     }
 
-    void begin_step(const StepLayout& step) override { upload_step(step); }
+    void start_step(uint64_t key) override { graphs_->start(key); }
+
+    void begin_step(const StepLayout& step) override {
+        upload_step(step);
+        begun_ = &step;
+        graphs_->recheck();  // a replay whose buffers just moved records again
+    }
 
     void embedding(const Weight& table, int64_t vocab_first, std::span<const int32_t> ids, Tensor out) override {
         check_f32(out, "embedding");
@@ -186,11 +158,11 @@ public:
         p.cols = table.cols;
         p.row_bytes = table.row_bytes;
         p.vocab_first = vocab_first;
-        p.ids = upload_ints(ids_, ids);
+        p.ids = upload_ints(buffers().ids, ids);
         p.n = out.rows;
         p.out = out.f32();
         TPS_CHECK(cuda::embedding_supported(p), "embedding: {} rows of {} are not supported", p.n, p.cols);
-        cuda::invoke_embedding(p, stream_);
+        if (graphs_->launching()) cuda::invoke_embedding(p, stream_);
     }
 
     void rmsnorm(const Tensor& x, const Vec& w, float eps, Tensor out) override {
@@ -198,7 +170,7 @@ public:
         TPS_CHECK(w.n == x.cols && out.cols == x.cols && out.rows == x.rows, "rmsnorm: shape mismatch");
         cuda::RmsNormParams p{x.f32(), vec_data(w, "rmsnorm"), out.f32(), x.rows, x.cols, eps};
         TPS_CHECK(cuda::rmsnorm_supported(p), "rmsnorm: {} x {} is not supported", x.rows, x.cols);
-        cuda::invoke_rmsnorm(p, stream_);
+        if (graphs_->launching()) cuda::invoke_rmsnorm(p, stream_);
     }
 
     void matmul(const Weight& w, const Tensor& x, Tensor y, const Weight* next) override {
@@ -228,7 +200,7 @@ public:
                 p.y_stride = pr.y.cols;
                 TPS_CHECK(cuda::gemv_supported(p), "matmul: a {} x {} {} weight is not supported", w.rows, w.cols,
                           dtype_name(w.type));
-                cuda::invoke_gemv(p, stream_);
+                if (graphs_->launching()) cuda::invoke_gemv(p, stream_);
             } else {
                 cuda::GemmParams p;
                 p.w = weight_data(w, "matmul");
@@ -242,7 +214,8 @@ public:
                 p.y_stride = pr.y.cols;
                 TPS_CHECK(cuda::gemm_supported(p), "matmul: a {} x {} {} weight with {} tokens is not supported", w.rows,
                           w.cols, dtype_name(w.type), x.rows);
-                cuda::invoke_gemm(p, cublas_, gemm_ws_.get(cuda::gemm_workspace_bytes(p)), stream_);
+                void* ws = buffers().gemm.get(cuda::gemm_workspace_bytes(p));
+                if (graphs_->launching()) cuda::invoke_gemm(p, cublas_, ws, stream_);
             }
         }
     }
@@ -250,7 +223,7 @@ public:
     void add_bias(Tensor y, const Vec& b) override {
         check_f32(y, "add_bias");
         TPS_CHECK(b.n == y.cols, "add_bias: {} values for {} columns", b.n, y.cols);
-        cuda::invoke_add_bias(y.f32(), vec_data(b, "add_bias"), y.rows, y.cols, stream_);
+        if (graphs_->launching()) cuda::invoke_add_bias(y.f32(), vec_data(b, "add_bias"), y.rows, y.cols, stream_);
     }
 
     void rope(Tensor x, int64_t head_dim, const RopeTable& table, std::span<const int32_t> positions) override {
@@ -267,7 +240,7 @@ public:
         p.positions = step_positions(positions);
         TPS_CHECK(cuda::rope_supported(p), "rope: {} rotary dimensions of heads of {} are not supported",
                   table.rotary_dims, head_dim);
-        cuda::invoke_rope(p, stream_);
+        if (graphs_->launching()) cuda::invoke_rope(p, stream_);
     }
 
     void kv_store(DeviceMemory& kv, const KvLayout& L, int64_t layer, const Tensor& k, const Tensor& v,
@@ -288,7 +261,7 @@ public:
         p.block_tokens = L.block_tokens;
         p.step = view;
         TPS_CHECK(cuda::kv_store_supported(p), "kv_store: not supported");
-        cuda::invoke_kv_store(p, stream_);
+        if (graphs_->launching()) cuda::invoke_kv_store(p, stream_);
     }
 
     void attention(const Tensor& q, const DeviceMemory& kv, const KvLayout& L, int64_t layer, const StepLayout& step,
@@ -312,26 +285,28 @@ public:
         p.head_dim = L.head_dim;
         p.block_tokens = L.block_tokens;
         p.step = view;
-        cuda::attention_split(q.rows, L.kv_heads, step_max_keys_, multiprocessors_, p.splits, p.chunk);
-        if (p.splits > 1) p.partial = static_cast<float*>(partial_.get(cuda::attention_partial_floats(p) * 4));
+        // a replayed graph keeps its split: sized for the whole cache, so sequences may grow
+        const int64_t max_keys = graphs_->mode() == cuda::StepGraphs::Mode::eager ? step_max_keys_ : L.blocks * L.block_tokens;
+        cuda::attention_split(q.rows, L.kv_heads, max_keys, multiprocessors_, p.splits, p.chunk);
+        if (p.splits > 1) p.partial = static_cast<float*>(buffers().partial.get(cuda::attention_partial_floats(p) * 4));
         TPS_CHECK(cuda::attention_supported(p),
                   "attention: {} query heads over {} KV heads of {} are not supported on CUDA (at most {} query heads "
                   "per KV head, head size at most {})",
                   heads, L.kv_heads, L.head_dim, cuda::kAttentionMaxGroup, cuda::kAttentionMaxHeadDim);
-        cuda::invoke_attention(p, stream_);
+        if (graphs_->launching()) cuda::invoke_attention(p, stream_);
     }
 
     void swiglu(const Tensor& gate, const Tensor& up, Tensor out) override {
         check_f32(gate, "swiglu");
         TPS_CHECK(gate.cols == up.cols && gate.rows == up.rows && out.cols == gate.cols && out.rows == gate.rows,
                   "swiglu: shape mismatch");
-        cuda::invoke_swiglu(gate.f32(), up.f32(), out.f32(), gate.rows * gate.cols, stream_);
+        if (graphs_->launching()) cuda::invoke_swiglu(gate.f32(), up.f32(), out.f32(), gate.rows * gate.cols, stream_);
     }
 
     void add(Tensor x, const Tensor& y) override {
         check_f32(x, "add");
         TPS_CHECK(x.rows == y.rows && x.cols == y.cols, "add: shape mismatch");
-        cuda::invoke_add(x.f32(), y.f32(), x.rows * x.cols, stream_);
+        if (graphs_->launching()) cuda::invoke_add(x.f32(), y.f32(), x.rows * x.cols, stream_);
     }
 
     void gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor out) override {
@@ -342,10 +317,13 @@ public:
             TPS_CHECK(rows[i] >= 0 && rows[i] < x.rows, "gather_rows: row {} of {}", rows[i], x.rows);
             r[i] = static_cast<int32_t>(rows[i]);
         }
-        cuda::invoke_gather_rows(x.f32(), upload_ints(gather_, r), out.rows, out.cols, out.f32(), stream_);
+        const int32_t* rows_dev = upload_ints(buffers().gather, r);
+        if (graphs_->launching()) cuda::invoke_gather_rows(x.f32(), rows_dev, out.rows, out.cols, out.f32(), stream_);
     }
 
     void to_host(const Tensor& x, float* host) override {
+        graphs_->finish();  // a recorded or replayed step runs now
+        begun_ = nullptr;
         const auto bytes = static_cast<size_t>(x.rows * x.cols) * (x.type == DType::f32 ? 4 : 2);
         TPS_CHECK_CUDA(cudaMemcpyAsync(host, x.data, bytes, cudaMemcpyDeviceToHost, stream_));
         TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
@@ -355,9 +333,11 @@ public:
         check_f32(logits, "greedy_rows");
         static_assert(sizeof(GreedyPick) == 12, "the kernel writes 12-byte picks");
         cuda::GreedyParams p{logits.f32(), logits.rows, logits.cols, vocab_first, nullptr};
-        p.out = picks_.get(logits.rows * static_cast<int64_t>(sizeof(GreedyPick)));
+        p.out = buffers().picks.get(logits.rows * static_cast<int64_t>(sizeof(GreedyPick)));
         TPS_CHECK(cuda::greedy_supported(p), "greedy_rows: {} x {} is not supported", logits.rows, logits.cols);
-        cuda::invoke_greedy(p, stream_);
+        if (graphs_->launching()) cuda::invoke_greedy(p, stream_);
+        graphs_->finish();  // a recorded or replayed step runs now
+        begun_ = nullptr;
         TPS_CHECK_CUDA(cudaMemcpyAsync(host, p.out, static_cast<size_t>(logits.rows) * sizeof(GreedyPick),
                                        cudaMemcpyDeviceToHost, stream_));
         TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
@@ -366,12 +346,34 @@ public:
 private:
     // host ints to a device buffer, in stream order (a pageable copy: the host data may go as
     // soon as the call returns)
+    // (recorded and replayed steps: on the upload stream, waited for, so the copy stays out of the
+    // graph and is done before it runs)
     const int32_t* upload_ints(Scratch& buf, std::span<const int32_t> host) {
         if (host.empty()) return static_cast<const int32_t*>(buf.get(4));
         void* d = buf.get(static_cast<int64_t>(host.size_bytes()));
-        TPS_CHECK_CUDA(cudaMemcpyAsync(d, host.data(), host.size_bytes(), cudaMemcpyHostToDevice, stream_));
+        upload(d, host.data(), host.size_bytes());
         return static_cast<const int32_t*>(d);
     }
+
+    void upload(void* device, const void* host, size_t bytes) {
+        if (graphs_->mode() == cuda::StepGraphs::Mode::eager) {
+            TPS_CHECK_CUDA(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
+        } else {
+            TPS_CHECK_CUDA(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, upload_stream_));
+            TPS_CHECK_CUDA(cudaStreamSynchronize(upload_stream_));
+        }
+    }
+
+    // The buffers a step's inputs and scratch go to: recorded and replayed steps use their own,
+    // whose moves make graphs stale; eager steps theirs.
+    struct StepBuffers {
+        Scratch step, ids, gather, positions, partial, gemm, picks;
+        explicit StepBuffers(cuda::ScratchPool* pool)
+            : step(MemoryTag::workspace, pool), ids(MemoryTag::workspace, pool), gather(MemoryTag::workspace, pool),
+              positions(MemoryTag::workspace, pool), partial(MemoryTag::workspace, pool),
+              gemm(MemoryTag::workspace, pool), picks(MemoryTag::workspace, pool) {}
+    };
+    StepBuffers& buffers() { return graphs_->mode() == cuda::StepGraphs::Mode::eager ? eager_ : graphed_; }
 
     // positions, sequence indices, per-sequence offsets into the blocks (sequences + 1), blocks
     static void pack_step(const StepLayout& step, std::vector<int32_t>& h) {
@@ -393,7 +395,7 @@ private:
                   T, step.sequence.size());
         for (int32_t s : step.sequence) TPS_CHECK(s >= 0 && s < S, "step layout: sequence index {} of {}", s, S);
         pack_step(step, step_host_);
-        const int32_t* d = upload_ints(step_dev_, step_host_);
+        const int32_t* d = upload_ints(buffers().step, step_host_);
         view_.positions = d;
         view_.sequence = d + T;
         view_.block_off = d + 2 * T;
@@ -406,6 +408,7 @@ private:
     // the device copy of `step`: the one uploaded last when its contents are the same (the ops of
     // one step after begin_step), else a fresh upload
     cuda::StepView step_view(const StepLayout& step) {
+        if (&step == begun_) return view_;  // the step begin_step uploaded, until its output
         pack_step(step, step_check_);
         if (step_check_ != step_host_) upload_step(step);
         return view_;
@@ -416,14 +419,17 @@ private:
             std::equal(positions.begin(), positions.end(), step_host_.begin())) {
             return view_.positions;
         }
-        return upload_ints(positions_, positions);
+        return upload_ints(buffers().positions, positions);
     }
 
     const float* rope_table(const RopeTable& t) {
         if (rope_host_ != t.inv_freq) {
             rope_host_ = t.inv_freq;
             void* d = rope_dev_.get(static_cast<int64_t>(rope_host_.size() * 4));
-            TPS_CHECK_CUDA(cudaMemcpyAsync(d, rope_host_.data(), rope_host_.size() * 4, cudaMemcpyHostToDevice, stream_));
+            // (waited for even in eager steps: a graph may read this buffer later)
+            TPS_CHECK_CUDA(cudaMemcpyAsync(d, rope_host_.data(), rope_host_.size() * 4, cudaMemcpyHostToDevice,
+                                           upload_stream_));
+            TPS_CHECK_CUDA(cudaStreamSynchronize(upload_stream_));
         }
         return static_cast<const float*>(rope_dev_.get(static_cast<int64_t>(rope_host_.size() * 4)));
     }
@@ -443,12 +449,17 @@ private:
     std::string name_;
     cudaStream_t stream_ = nullptr;
     cublasHandle_t cublas_ = nullptr;
-    Scratch gemm_ws_{MemoryTag::workspace}, partial_{MemoryTag::workspace}, step_dev_{MemoryTag::workspace},
-        ids_{MemoryTag::workspace}, gather_{MemoryTag::workspace}, positions_{MemoryTag::workspace},
-        rope_dev_{MemoryTag::workspace}, picks_{MemoryTag::workspace};
+    static constexpr int64_t kCublasWorkspace = int64_t{32} << 20;  // NVIDIA's advice for Hopper
+    cudaStream_t upload_stream_ = nullptr;
+    std::unique_ptr<CudaMemory> cublas_ws_;
+    cuda::ScratchPool pool_;
+    StepBuffers eager_{nullptr}, graphed_{&pool_};
+    Scratch rope_dev_{MemoryTag::workspace, &pool_};
+    std::unique_ptr<cuda::StepGraphs> graphs_;
     std::vector<int32_t> step_host_, step_check_;
     std::vector<float> rope_host_;
     cuda::StepView view_;
+    const StepLayout* begun_ = nullptr;  // the layout begin_step uploaded, until the step's output
     int64_t step_max_keys_ = 1;
 };
 

@@ -59,7 +59,6 @@ void invoke_dequant_bf16(const GemmParams& p, int64_t r0, int64_t n, void* out_b
 }
 
 void invoke_gemm(const GemmParams& p, cublasHandle_t handle, void* workspace, cudaStream_t stream) {
-    TPS_CHECK_CUBLAS(cublasSetStream(handle, stream));
     const float one = 1.0f, zero = 0.0f;
     const int m = static_cast<int>(p.rows), n = static_cast<int>(p.tokens), k = static_cast<int>(p.cols);
     const int ldc = static_cast<int>(p.y_stride);

@@ -29,6 +29,7 @@ int64_t gemm_slice_rows(const GemmParams& p);
 inline constexpr int64_t kGemmSliceBytes = int64_t{64} << 20;
 
 bool gemm_supported(const GemmParams& p);
+// `handle` runs on `stream` already (cublasSetStream resets a workspace set with cublasSetWorkspace)
 void invoke_gemm(const GemmParams& p, cublasHandle_t handle, void* workspace, cudaStream_t stream);
 
 // Rows [r0, r0 + n) of a GGML weight as bf16, row-major (n x cols).

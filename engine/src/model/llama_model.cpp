@@ -239,6 +239,7 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
         }
     }
 
+    be_.start_step(repeat_key(step));
     be_.begin_step(layout);
     Tensor x = x_.slice_rows(0, n_tokens);
     if (first_stage_) {
@@ -286,6 +287,18 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
     ++steps_run_;
     forward_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     return out;
+}
+
+// Non-zero for a step a backend may record and replay (Backend::start_step): in one process
+// (collectives stay out of it), every entry one token, one kind of output, one round of logits.
+uint64_t LlamaModel::repeat_key(const std::vector<SequenceStep>& step) const {
+    if (links_ != nullptr) return 0;
+    const StepOutputKind kind = step.front().output;
+    if (kind == StepOutputKind::none || static_cast<int64_t>(step.size()) > options_.max_logit_rows) return 0;
+    for (const auto& e : step) {
+        if (e.tokens.size() != 1 || e.output != kind) return 0;
+    }
+    return (static_cast<uint64_t>(step.size()) << 8) | static_cast<uint64_t>(kind);
 }
 
 // Final norm and LM head for the given token rows of x, in rounds of max_logit_rows: the first

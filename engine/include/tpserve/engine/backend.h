@@ -90,6 +90,11 @@ public:
     // before any op reads it. The CPU computes on host memory and leaves both where they are.
     virtual void place(Weight& w) { (void)w; }
     virtual void place(Vec& v) { (void)v; }
+    // A step starts. `key` is non-zero when the step repeats in shape (decode: the same number of
+    // one-token sequences, one kind of output, in one round) and names that shape: a backend may
+    // record such a step's work once and replay it (CUDA graphs). Its output op (to_host or
+    // greedy_rows, once) ends it.
+    virtual void start_step(uint64_t key) { (void)key; }
     // The step the following ops belong to, once before its layers: a backend with memory of its
     // own copies the positions and block tables there once per step instead of once per op.
     virtual void begin_step(const StepLayout& step) { (void)step; }

@@ -159,6 +159,7 @@ private:
         int64_t length = 0;
     };
     void place_weights();
+    uint64_t repeat_key(const std::vector<SequenceStep>& step) const;
     void run_layers(int64_t n_tokens, const StepLayout& layout);
     void all_reduce(Tensor t, const char* what, size_t layer);
     void compute_logits(const std::vector<int64_t>& rows, int64_t greedy_rows, StepResult& out);
