@@ -3,7 +3,7 @@
 
 namespace tps {
 
-std::vector<CudaDevice> list_cuda_devices() { return {}; }
+std::vector<CudaDevice> list_cuda_devices(bool) { return {}; }
 
 std::vector<std::vector<bool>> cuda_peer_access() { return {}; }
 

@@ -116,7 +116,7 @@ PlanRequest plan_request(const Settings& s, const ModelDesc& m, int ranks, bool 
     serving.kv_dtype = s.kv_dtype;
     if (forced_shape) serving.stage_tp = s.stage_tp;
     if (!devices.empty()) return serving_plan_request(m, devices, ranks, serving, "generate", false);
-    return serving_plan_request(m, s.gpus, ranks, serving, "generate", s.backend.cuda);
+    return serving_plan_request(m, s.gpus, ranks, serving, "generate", s.backend.cuda, s.backend.device);
 }
 
 void stream(std::string_view piece) {
@@ -166,6 +166,8 @@ int run_single(const Settings& s) {
 
 // Every rank: its shard of the plan; rank 0 drives, the others follow.
 int run_sharded(const Settings& s) {
+    TPS_CHECK_AS(UsageError, s.backend.device == 0,
+                 "--device is for one process; under mpirun each rank takes its host's GPUs in rank order");
     MpiWorld& mpi = mpi_world();
     mpi.set_deadline(s.deadline);
     const int rank = mpi.rank();
@@ -187,7 +189,6 @@ int run_sharded(const Settings& s) {
     const ParallelMapping& map = *shard->map;
     Communicator* world = shard->world.get();
     std::optional<LlamaModel>& model = shard->model;
-    const StageGroups& groups = shard->groups;
     const StageLinks& links = *shard->links;
 
     std::vector<int32_t> prompt;
@@ -215,9 +216,7 @@ int run_sharded(const Settings& s) {
     if (s.verbose) {
         std::string report = memory_report(map.describe(), *model, &plan.per_rank.at(static_cast<size_t>(rank)).bytes, "");
         report += comm_report(*world, model->steps_run());
-        for (const auto* c : {groups.tp.get(), groups.from_prev.get(), groups.to_next.get()}) {
-            if (c) report += comm_report(*c, model->steps_run());
-        }
+        for (const auto* c : shard->stage_comms()) report += comm_report(*c, model->steps_run());
         if (rank == 0) {
             std::fputs(report.c_str(), stderr);
             for (int r = 1; r < mpi.size(); ++r) {

@@ -104,7 +104,7 @@ PlanRequest plan_request(const Settings& s, const ModelDesc& m, int ranks) {
     serving.prefill_chunk = s.prefill_chunk;
     serving.kv_dtype = s.kv_dtype;
     serving.stage_tp = s.stage_tp;
-    return serving_plan_request(m, s.gpus, ranks, serving, "serve", s.backend.cuda);
+    return serving_plan_request(m, s.gpus, ranks, serving, "serve", s.backend.cuda, s.backend.device);
 }
 
 // Per-rank figures into the metrics (counters move by what was added since the last report).
@@ -326,6 +326,8 @@ int run_single(const Settings& s) {
 }
 
 int run_sharded(const Settings& s) {
+    TPS_CHECK_AS(UsageError, s.backend.device == 0,
+                 "--device is for one process; under mpirun each rank takes its host's GPUs in rank order");
     MpiWorld& mpi = mpi_world();
     mpi.set_deadline(s.deadline);
     const int rank = mpi.rank();

@@ -35,7 +35,7 @@ RankReport decode_report(const std::vector<uint8_t>& bytes) {
     return r;
 }
 
-RankReport own_report(const LlamaModel& model, int rank, int stage, std::initializer_list<const Communicator*> comms) {
+RankReport own_report(const LlamaModel& model, int rank, int stage, std::span<const Communicator* const> comms) {
     RankReport r;
     r.rank = rank;
     r.stage = stage;
@@ -46,8 +46,9 @@ RankReport own_report(const LlamaModel& model, int rank, int stage, std::initial
 }
 
 RankReport own_report(const Shard& shard) {
-    return own_report(*shard.model, shard.map->rank(), shard.map->stage(),
-                      {shard.groups.tp.get(), shard.groups.from_prev.get(), shard.groups.to_next.get()});
+    const auto comms = shard.stage_comms();
+    const std::vector<const Communicator*> view(comms.begin(), comms.end());
+    return own_report(*shard.model, shard.map->rank(), shard.map->stage(), view);
 }
 
 }  // namespace tps::cli

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <vector>
 
 namespace tps::cli {
@@ -26,7 +27,7 @@ struct RankReport {
 std::vector<uint8_t> encode_report(const RankReport& r);
 RankReport decode_report(const std::vector<uint8_t>& bytes);
 // This rank's figures now; `comms` are the communicators its steps use (null ones skipped).
-RankReport own_report(const LlamaModel& model, int rank, int stage, std::initializer_list<const Communicator*> comms);
+RankReport own_report(const LlamaModel& model, int rank, int stage, std::span<const Communicator* const> comms);
 // The same for a split model's rank: time in its stage's tensor-parallel group and hand-overs
 // (not the world's messages to rank 0, which are waits for outputs outside the steps).
 RankReport own_report(const Shard& shard);

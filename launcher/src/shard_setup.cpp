@@ -18,10 +18,18 @@
 
 namespace tps::cli {
 
-void Shard::reset_comm_stats() {
-    for (auto* c : {world.get(), groups.tp.get(), groups.from_prev.get(), groups.to_next.get()}) {
-        if (c) c->reset_stats();
+std::vector<Communicator*> Shard::stage_comms() const {
+    std::vector<Communicator*> out;
+    for (auto* c : {groups.tp.get(), groups.from_prev.get(), groups.to_next.get(), nccl_tp.get(), nccl_prev.get(),
+                    nccl_next.get()}) {
+        if (c) out.push_back(c);
     }
+    return out;
+}
+
+void Shard::reset_comm_stats() {
+    world->reset_stats();
+    for (auto* c : stage_comms()) c->reset_stats();
 }
 
 int64_t resolve_context(int64_t asked, const ModelDesc& m) {
@@ -31,12 +39,17 @@ int64_t resolve_context(int64_t asked, const ModelDesc& m) {
     return context;
 }
 
-std::vector<DeviceProfile> local_gpus(std::string_view flag) {
-    const auto found = list_cuda_devices();
+std::vector<DeviceProfile> local_gpus(std::string_view flag, int first, int count) {
+    // names and memory only: no CUDA context is made on any device (list_cuda_devices(false))
+    const auto found = list_cuda_devices(/*free_memory=*/false);
     TPS_CHECK_AS(UsageError, !found.empty(), "{}: no CUDA device found ({}); name the cards, e.g. --gpus 4xrtx5090", flag,
                  cuda_unavailable_reason());
+    if (count < 0) count = static_cast<int>(found.size()) - first;
+    TPS_CHECK_AS(UsageError, first >= 0 && count >= 1 && first + count <= static_cast<int>(found.size()),
+                 "{}: {} GPU(s) from device {} asked for, {} here", flag, count, first, found.size());
     std::vector<DeviceProfile> out;
-    for (const auto& d : found) {
+    for (int i = first; i < first + count; ++i) {
+        const CudaDevice& d = found[static_cast<size_t>(i)];
         auto p = catalog_match(d.name);
         TPS_CHECK_AS(UsageError, p.has_value(),
                      "{}: device {} ({}, {:.1f} GiB) is not in the catalog; give it as --gpus name:mem_gb:bw_gbs:tflops",
@@ -49,16 +62,22 @@ std::vector<DeviceProfile> local_gpus(std::string_view flag) {
     return out;
 }
 
+int rank_gpu(const MpiWorld& mpi) {
+    // a launcher that shows each rank only its own GPU (SLURM --gpus-per-task, a per-rank
+    // CUDA_VISIBLE_DEVICES) leaves one device visible: take it
+    const auto visible = static_cast<int>(list_cuda_devices(/*free_memory=*/false).size());
+    return visible > 0 ? mpi.local_rank() % visible : mpi.local_rank();
+}
+
 PlanRequest serving_plan_request(const ModelDesc& m, const std::string& gpus, int ranks, const CpuServing& s,
-                                 std::string_view command, bool cuda) {
+                                 std::string_view command, bool cuda, int device) {
     std::vector<DeviceProfile> list;
-    if (!gpus.empty()) {
-        list = gpus == "auto" ? local_gpus("--gpus auto") : parse_device_list(gpus);
-    } else if (cuda) {
-        list = local_gpus("--backend cuda");
-        TPS_CHECK_AS(UsageError, static_cast<int>(list.size()) >= ranks, "--backend cuda: {} ranks but {} GPU(s) here",
-                     ranks, list.size());
-        list.resize(static_cast<size_t>(ranks));
+    if (gpus == "auto" || (gpus.empty() && cuda)) {
+        // this machine's GPUs: in one process the one --device names, under mpirun the first `ranks`
+        const std::string flag = gpus.empty() ? "--backend cuda" : "--gpus auto";
+        list = ranks == 1 ? local_gpus(flag, device, 1) : local_gpus(flag, 0, ranks);
+    } else if (!gpus.empty()) {
+        list = parse_device_list(gpus);
     } else {
         list = parse_device_list(fmt::format("{}xcpu", ranks));
     }
@@ -149,7 +168,7 @@ std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
     s.control = mpi.control();
     StageLinks links{*s.map, s.world.get(), s.groups.tp.get(), s.groups.from_prev.get(), s.groups.to_next.get()};
     agree(*s.world, request.cuda ? "start its GPU" : "start its backend", [&] {
-        s.backend = request.cuda ? make_cuda_backend(mpi.local_rank())
+        s.backend = request.cuda ? make_cuda_backend(rank_gpu(mpi))
                                  : make_cpu_backend(rank_threads(request.threads, mpi.local_size(), rank, "tpserve"));
     }, startup);
     if (request.cuda) {
@@ -158,8 +177,17 @@ std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
         // joined in one order (tensor-parallel, then from the previous stage, then to the next),
         // which every stage follows, so no two ranks wait on each other's joins.
         agree(*s.world, "join NCCL", [&] {
+            // NCCL's start-up (the id broadcast, then the init) waits under the start-up deadline,
+            // not the per-operation one
+            const double per_op = mpi.deadline();
+            mpi.set_deadline(startup);
+            struct Restore {
+                MpiWorld& mpi;
+                double seconds;
+                ~Restore() { mpi.set_deadline(seconds); }
+            } restore{mpi, per_op};
             void* stream = s.backend->native_stream();
-            const int device = mpi.local_rank();
+            const int device = rank_gpu(mpi);
             if (s.groups.tp) s.nccl_tp = make_nccl_communicator(*s.groups.tp, device, stream);
             if (s.groups.from_prev) s.nccl_prev = make_nccl_communicator(*s.groups.from_prev, device, stream);
             if (s.groups.to_next) s.nccl_next = make_nccl_communicator(*s.groups.to_next, device, stream);

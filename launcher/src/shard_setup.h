@@ -48,6 +48,9 @@ struct Shard {
 
     // Resets every communicator's statistics (so they count the steps alone).
     void reset_comm_stats();
+    // The stage's communicators (tensor-parallel, hand-overs; with the CUDA backend their NCCL
+    // twins too, whose time includes the kernels queued before each collective), those present.
+    std::vector<Communicator*> stage_comms() const;
 };
 
 // The serving shape `generate` and `serve` ask the planner for, on this machine's CPU ranks.
@@ -62,16 +65,19 @@ struct CpuServing {
 // The context a command runs with (--max-context, or its default); UsageError past the model's.
 int64_t resolve_context(int64_t asked, const ModelDesc& model);
 
-// The planner's request for `ranks` ranks of `command`: on the devices --gpus names (`auto`: this
-// machine's GPUs), else `ranks` CPU devices, or with `cuda` the first `ranks` GPUs here. On CPU
-// devices the bands run from nothing to the device's memory (the KV cache is sized for the batch
-// and context asked, not grown to fill a band). UsageError when the devices are not of the
-// backend's kind.
+// The planner's request for `ranks` ranks of `command`: on the devices --gpus names, else
+// `ranks` CPU devices, or with `cuda` this machine's GPUs (`auto` likewise): in one process the
+// one `device` names, under mpirun the first `ranks`. On CPU devices the bands run from nothing
+// to the device's memory (the KV cache is sized for the batch and context asked, not grown to
+// fill a band). UsageError when the devices are not of the backend's kind.
 PlanRequest serving_plan_request(const ModelDesc& model, const std::string& gpus, int ranks, const CpuServing& serving,
-                                 std::string_view command, bool cuda);
-// This machine's CUDA devices as catalog profiles with the memory CUDA reports; UsageError naming
-// `flag` when there are none or one is not in the catalog.
-std::vector<DeviceProfile> local_gpus(std::string_view flag);
+                                 std::string_view command, bool cuda, int device = 0);
+// This machine's CUDA devices [first, first + count) (count -1: to the last) as catalog profiles
+// with the memory CUDA reports; no CUDA context is made. UsageError naming `flag` when there are
+// too few or one of them is not in the catalog.
+std::vector<DeviceProfile> local_gpus(std::string_view flag, int first = 0, int count = -1);
+// The GPU this rank takes: its place among its host's ranks (modulo the devices it can see).
+int rank_gpu(const MpiWorld& mpi);
 
 // One process: the plan file, checked against the model, or else the planner's plan for `request`.
 Plan one_process_plan(const std::string& plan_file, const ModelDesc& model, const std::function<PlanRequest()>& request);

@@ -87,7 +87,8 @@ TEST(Generate, BadInputIsOneLine) {
     if (gpu.code == 0) {
         EXPECT_TRUE(has(gpu.err, "prefill: ")) << gpu.err;
     } else {
-        EXPECT_EQ(gpu.code, 1) << gpu.err;
+        // 1: no usable device; 2: a build without CUDA (the flag cannot work)
+        EXPECT_TRUE(gpu.code == 1 || gpu.code == 2) << gpu.code << " " << gpu.err;
         EXPECT_TRUE(has(gpu.err, "CUDA")) << gpu.err;
         EXPECT_EQ(lines(gpu.err), 1) << gpu.err;
     }

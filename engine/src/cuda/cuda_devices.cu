@@ -36,12 +36,12 @@ std::string cuda_unavailable_reason() {
     return std::string("cudaGetDeviceCount: ") + cudaGetErrorString(e);
 }
 
-std::vector<CudaDevice> list_cuda_devices() {
+std::vector<CudaDevice> list_cuda_devices(bool free_memory) {
     const int n = device_count();
     std::vector<CudaDevice> out;
     if (n == 0) return out;
     int current = 0;
-    TPS_CHECK_CUDA(cudaGetDevice(&current));
+    if (free_memory) TPS_CHECK_CUDA(cudaGetDevice(&current));
     for (int i = 0; i < n; ++i) {
         cudaDeviceProp prop{};
         TPS_CHECK_CUDA(cudaGetDeviceProperties(&prop, i));
@@ -51,13 +51,15 @@ std::vector<CudaDevice> list_cuda_devices() {
         d.total_bytes = static_cast<int64_t>(prop.totalGlobalMem);
         d.sm = prop.major * 10 + prop.minor;
         d.multiprocessors = prop.multiProcessorCount;
-        TPS_CHECK_CUDA(cudaSetDevice(i));
-        size_t free_b = 0, total_b = 0;
-        TPS_CHECK_CUDA(cudaMemGetInfo(&free_b, &total_b));
-        d.free_bytes = static_cast<int64_t>(free_b);
+        if (free_memory) {
+            TPS_CHECK_CUDA(cudaSetDevice(i));
+            size_t free_b = 0, total_b = 0;
+            TPS_CHECK_CUDA(cudaMemGetInfo(&free_b, &total_b));
+            d.free_bytes = static_cast<int64_t>(free_b);
+        }
         out.push_back(d);
     }
-    TPS_CHECK_CUDA(cudaSetDevice(current));
+    if (free_memory) TPS_CHECK_CUDA(cudaSetDevice(current));
     return out;
 }
 

@@ -18,7 +18,10 @@ struct CudaDevice {
     int multiprocessors = 0;
 };
 
-std::vector<CudaDevice> list_cuda_devices();
+// free_memory: also each device's free bytes, which makes a CUDA context on every device (a few
+// hundred MB each, and refused on devices in exclusive-process mode that another process holds);
+// without it free_bytes is 0 and no context is made.
+std::vector<CudaDevice> list_cuda_devices(bool free_memory = true);
 
 // can[a][b]: device a can read and write device b's memory directly (cudaDeviceCanAccessPeer;
 // the diagonal is true). Empty without devices.

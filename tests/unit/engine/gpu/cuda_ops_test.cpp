@@ -19,6 +19,8 @@
 namespace tps {
 namespace {
 
+#if TPS_HAS_CUDA
+using testing::DeviceTensor;
 using testing::normalised_error;
 
 std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f) {
@@ -28,9 +30,6 @@ std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f) {
     for (auto& x : v) x = d(rng);
     return v;
 }
-
-#if TPS_HAS_CUDA
-using testing::DeviceTensor;
 
 // A host weight in `type` made from random floats (quantized as ggml does), and its device copy.
 struct WeightPair {
