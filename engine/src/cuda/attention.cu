@@ -50,8 +50,9 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
 
     const int64_t n_keys = static_cast<int64_t>(p.step.positions[t]) + 1;
     const int32_t* blocks = p.step.blocks + p.step.block_off[p.step.sequence[t]];
-    const int64_t k0 = part * p.chunk;
-    const int64_t k1 = p.splits == 1 ? n_keys : std::min<int64_t>(n_keys, k0 + p.chunk);
+    const int64_t chunk = ceil_div(ceil_div(n_keys, p.splits), kAttentionTile) * kAttentionTile;
+    const int64_t k0 = part * chunk;
+    const int64_t k1 = std::min<int64_t>(n_keys, k0 + chunk);
     const int64_t stride = p.kv_heads * D;
     const float scale = rsqrtf(static_cast<float>(D));
 
@@ -177,19 +178,16 @@ bool attention_supported(const AttentionParams& p) {
     if (p.kv_heads <= 0 || p.heads % p.kv_heads != 0 || p.head_dim <= 0) return false;
     const int64_t group = p.heads / p.kv_heads;
     return group <= kAttentionMaxGroup && p.head_dim <= kAttentionMaxHeadDim &&
-           attention_shared_bytes(group, p.head_dim) <= 96 * 1024 && p.splits >= 1 &&
-           (p.splits == 1 || (p.chunk > 0 && p.chunk % kAttentionTile == 0 && p.partial != nullptr));
+           attention_shared_bytes(group, p.head_dim) <= 96 * 1024 && p.splits >= 1 && p.splits <= 65535 &&
+           (p.splits == 1 || p.partial != nullptr);
 }
 
-void attention_split(int64_t tokens, int64_t kv_heads, int64_t max_keys, int multiprocessors, int64_t& splits,
-                     int64_t& chunk) {
+int64_t attention_split(int64_t tokens, int64_t kv_heads, int64_t max_keys, int multiprocessors) {
     // enough blocks to fill the card twice over, but no part shorter than 8 tiles
     const int64_t blocks = tokens * kv_heads;
     const int64_t want = ceil_div(2 * int64_t{multiprocessors}, std::max<int64_t>(1, blocks));
     const int64_t most = ceil_div(max_keys, 8 * kAttentionTile);
-    splits = std::max<int64_t>(1, std::min(want, most));
-    chunk = ceil_div(ceil_div(max_keys, splits), kAttentionTile) * kAttentionTile;
-    splits = ceil_div(max_keys, chunk);
+    return std::max<int64_t>(1, std::min(want, most));
 }
 
 int64_t attention_partial_floats(const AttentionParams& p) {

@@ -39,8 +39,10 @@ struct AttentionParams {
     int64_t heads = 0, kv_heads = 0, head_dim = 0;
     int64_t block_tokens = 16;
     StepView step;
-    int64_t splits = 1;         // parts of the sequence, each `chunk` keys
-    int64_t chunk = 0;          // multiple of kAttentionTile
+    // parts each token's keys are split into: part i takes keys [i c, (i + 1) c) where c is
+    // ceil(keys / splits) rounded up to whole tiles (parts past the end are empty), so one launch
+    // serves sequences of any length (a replayed graph keeps `splits`)
+    int64_t splits = 1;
     float* partial = nullptr;   // splits > 1: tokens * heads * splits * (head_dim + 2) floats
 };
 
@@ -53,9 +55,8 @@ void invoke_kv_store(const KvStoreParams& p, cudaStream_t stream);
 
 bool attention_supported(const AttentionParams& p);
 // How many parts to split sequences of up to `max_keys` keys into, so that `tokens` tokens fill
-// `multiprocessors`; the chunk per part is rounded to whole tiles.
-void attention_split(int64_t tokens, int64_t kv_heads, int64_t max_keys, int multiprocessors, int64_t& splits,
-                     int64_t& chunk);
+// `multiprocessors` (no part shorter than 8 tiles at max_keys).
+int64_t attention_split(int64_t tokens, int64_t kv_heads, int64_t max_keys, int multiprocessors);
 int64_t attention_partial_floats(const AttentionParams& p);
 void invoke_attention(const AttentionParams& p, cudaStream_t stream);
 

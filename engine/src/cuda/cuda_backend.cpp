@@ -98,8 +98,8 @@ public:
         graphs_ = std::make_unique<cuda::StepGraphs>(stream_, pool_, !(graphs && std::string_view(graphs) == "0"));
     }
     ~CudaBackend() override {
-        graphs_.reset();
         cudaStreamSynchronize(stream_);
+        graphs_.reset();
         cublasDestroy(cublas_);
         cudaStreamDestroy(upload_stream_);
         cudaStreamDestroy(stream_);
@@ -111,6 +111,7 @@ public:
 
     std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) override {
         graphs_->abandon();
+        ++pool_.generation;  // graphs point at activations, caches and weights: a new model's are elsewhere
         TPS_CHECK_CUDA(cudaSetDevice(device_));
         auto mem = std::make_unique<CudaMemory>(bytes, tag);
         // zero-initialised like host buffers, so nothing reads garbage before it is written
@@ -120,6 +121,7 @@ public:
 
     void place(Weight& w) override {
         graphs_->abandon();
+        ++pool_.generation;
         if (w.empty() || w.device) return;
         (void)format_of(w.type, "place");
         const int64_t bytes = w.rows * w.row_bytes;
@@ -133,6 +135,7 @@ public:
 
     void place(Vec& v) override {
         graphs_->abandon();
+        ++pool_.generation;
         if (v.empty() || v.device) return;
         auto mem = std::make_shared<CudaMemory>(v.n * 4, MemoryTag::weights);
         TPS_CHECK_CUDA(cudaMemcpyAsync(mem->data(), v.data(), static_cast<size_t>(v.n) * 4, cudaMemcpyHostToDevice, stream_));
@@ -140,7 +143,10 @@ public:
         v.device = std::move(mem);
     }
 
-    void start_step(uint64_t key) override { graphs_->start(key); }
+    void start_step(uint64_t key) override {
+        begun_ = nullptr;
+        graphs_->start(key);
+    }
 
     void begin_step(const StepLayout& step) override {
         upload_step(step);
@@ -287,7 +293,7 @@ public:
         p.step = view;
         // a replayed graph keeps its split: sized for the whole cache, so sequences may grow
         const int64_t max_keys = graphs_->mode() == cuda::StepGraphs::Mode::eager ? step_max_keys_ : L.blocks * L.block_tokens;
-        cuda::attention_split(q.rows, L.kv_heads, max_keys, multiprocessors_, p.splits, p.chunk);
+        p.splits = cuda::attention_split(q.rows, L.kv_heads, max_keys, multiprocessors_);
         if (p.splits > 1) p.partial = static_cast<float*>(buffers().partial.get(cuda::attention_partial_floats(p) * 4));
         TPS_CHECK(cuda::attention_supported(p),
                   "attention: {} query heads over {} KV heads of {} are not supported on CUDA (at most {} query heads "
@@ -346,8 +352,8 @@ public:
 private:
     // host ints to a device buffer, in stream order (a pageable copy: the host data may go as
     // soon as the call returns)
-    // (recorded and replayed steps: on the upload stream, waited for, so the copy stays out of the
-    // graph and is done before it runs)
+    // (while a step records: on the upload stream, waited for, so the copy stays out of the graph
+    // and is done before it runs)
     const int32_t* upload_ints(Scratch& buf, std::span<const int32_t> host) {
         if (host.empty()) return static_cast<const int32_t*>(buf.get(4));
         void* d = buf.get(static_cast<int64_t>(host.size_bytes()));
@@ -356,7 +362,9 @@ private:
     }
 
     void upload(void* device, const void* host, size_t bytes) {
-        if (graphs_->mode() == cuda::StepGraphs::Mode::eager) {
+        if (graphs_->mode() != cuda::StepGraphs::Mode::record) {
+            // stream order puts it after the last step's kernels and before this one's (or the
+            // replayed graph's launch)
             TPS_CHECK_CUDA(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
         } else {
             TPS_CHECK_CUDA(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, upload_stream_));
@@ -424,9 +432,15 @@ private:
 
     const float* rope_table(const RopeTable& t) {
         if (rope_host_ != t.inv_freq) {
+            // another table (another model on this backend): kernels queued with the old one run
+            // first, and graphs that read it are stale
+            if (!rope_host_.empty() && graphs_->mode() == cuda::StepGraphs::Mode::eager) {
+                TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+            }
+            ++pool_.generation;
             rope_host_ = t.inv_freq;
             void* d = rope_dev_.get(static_cast<int64_t>(rope_host_.size() * 4));
-            // (waited for even in eager steps: a graph may read this buffer later)
+            // (on the upload stream, waited for: this may be inside a recording)
             TPS_CHECK_CUDA(cudaMemcpyAsync(d, rope_host_.data(), rope_host_.size() * 4, cudaMemcpyHostToDevice,
                                            upload_stream_));
             TPS_CHECK_CUDA(cudaStreamSynchronize(upload_stream_));

@@ -1,3 +1,4 @@
+// Device memory of the CUDA backend (device_memory.h).
 #include "device_memory.h"
 
 #include "cuda_check.h"
@@ -34,13 +35,13 @@ CudaMemory::~CudaMemory() {
 void* Scratch::get(int64_t bytes) {
     if (!mem_ || mem_->bytes() < bytes) {
         const int64_t grown = mem_ ? mem_->bytes() + mem_->bytes() / 2 : 0;
+        if (pool_) ++pool_->generation;  // first: graphs reading the old memory are stale even if this throws
         if (pool_ && pool_->recording && mem_) {
             pool_->retired.push_back(std::move(mem_));
         } else {
             mem_.reset();
         }
         mem_ = std::make_unique<CudaMemory>(std::max({bytes, grown, int64_t{256}}), tag_);
-        if (pool_) ++pool_->generation;
     }
     return mem_->data();
 }

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace tps::cuda {
 
@@ -51,7 +52,12 @@ private:
     bool enabled_;
     Mode mode_ = Mode::eager;
     uint64_t key_ = 0;
+    uint64_t recorded_from_ = 0;  // the pool's generation when the recording began
     std::unordered_map<uint64_t, Graph> graphs_;
+    // a graph launched once and not kept (a buffer grew while it recorded, so its first kernels
+    // point at memory that goes at the next step): destroyed at the next start
+    cudaGraphExec_t one_shot_ = nullptr;
+    std::unordered_set<uint64_t> broken_;  // shapes whose recording failed: run eagerly
 };
 
 }  // namespace tps::cuda

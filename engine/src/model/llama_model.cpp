@@ -298,7 +298,10 @@ uint64_t LlamaModel::repeat_key(const std::vector<SequenceStep>& step) const {
     for (const auto& e : step) {
         if (e.tokens.size() != 1 || e.output != kind) return 0;
     }
-    return (static_cast<uint64_t>(step.size()) << 8) | static_cast<uint64_t>(kind);
+    // this model's own: two models on one backend never share a recording
+    const auto self = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(this));
+    const uint64_t shape = (static_cast<uint64_t>(step.size()) << 8) | static_cast<uint64_t>(kind);
+    return ((self * 0x9E3779B97F4A7C15ull) ^ shape) | 1u;
 }
 
 // Final norm and LM head for the given token rows of x, in rounds of max_logit_rows: the first
