@@ -59,6 +59,10 @@ public:
     int size() const noexcept override { return size_; }
     int world_rank(int group_rank) const override { return world_ranks_.at(static_cast<size_t>(group_rank)); }
     std::string name() const override { return name_; }
+    void wait_until(const std::function<bool()>& ready, std::string_view op, std::string_view what) override {
+        mpi::poll_until(ready, op, what, name_, mpi::runtime().deadline);
+    }
+    double deadline_seconds() const noexcept override { return mpi::runtime().deadline; }
 
     void all_reduce_sum(void* data, int64_t count, DType type, std::string_view what) override {
         const CallTimer t(*this, CommOp::all_reduce, count * dtype_layout(type).block_bits / 8);

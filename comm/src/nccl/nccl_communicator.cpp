@@ -1,6 +1,5 @@
 #include "tpserve/comm/nccl_communicator.h"
 
-#include "../mpi/mpi_internal.h"
 #include "tpserve/common/check.h"
 
 #include <cuda_runtime_api.h>
@@ -97,7 +96,7 @@ public:
         TPS_CHECK_NCCL(ncclAllReduce(scratch_, scratch_, 1, ncclFloat32, ncclSum, comm_, stream_));
         finish(CommOp::barrier, what);
     }
-    // host messages travel over MPI
+    // host messages travel over the group this one is built on
     void post_message(std::vector<uint8_t> message, int peer, std::string_view what) override {
         over_.post_message(std::move(message), peer, what);
     }
@@ -107,6 +106,7 @@ public:
     void flush_posted(std::string_view what) override { over_.flush_posted(what); }
 
 private:
+    int my_world_rank() const { return over_.world_rank(over_.rank()); }
 
     // A non-blocking communicator's calls may still be in progress after they return.
     void settle(std::string_view what) {
@@ -114,10 +114,10 @@ private:
             ncclResult_t state = ncclSuccess;
             TPS_CHECK_NCCL(ncclCommGetAsyncError(comm_, &state));
             TPS_CHECK_AS(CommError, state == ncclSuccess || state == ncclInProgress, "rank {}: {} in {}: NCCL error '{}'",
-                         mpi::runtime().rank, what, name_, ncclGetErrorString(state));
+                         my_world_rank(), what, name_, ncclGetErrorString(state));
             return state == ncclSuccess;
         };
-        guarded([&] { mpi::poll_until(done, "NCCL set-up", what, name_, mpi::runtime().deadline); });
+        guarded([&] { over_.wait_until(done, "NCCL set-up", what); });
     }
 
     // Waits for the stream with the deadline, watching NCCL's asynchronous errors.
@@ -129,7 +129,7 @@ private:
                 ncclResult_t state = ncclSuccess;
                 TPS_CHECK_NCCL(ncclCommGetAsyncError(comm_, &state));
                 TPS_CHECK_AS(CommError, state == ncclSuccess || state == ncclInProgress,
-                             "rank {}: {} ({}) in {}: NCCL error '{}'", mpi::runtime().rank, comm_op_name(op), what,
+                             "rank {}: {} ({}) in {}: NCCL error '{}'", my_world_rank(), comm_op_name(op), what,
                              name_, ncclGetErrorString(state));
                 return false;
             }
@@ -139,7 +139,7 @@ private:
         const std::string op_name = peer >= 0 ? fmt::format("{} {} rank {}", comm_op_name(op),
                                                             op == CommOp::send ? "to" : "from", world_rank(peer))
                                               : std::string(comm_op_name(op));
-        guarded([&] { mpi::poll_until(done, op_name, what, name_, mpi::runtime().deadline); });
+        guarded([&] { over_.wait_until(done, op_name, what); });
     }
 
     // On any failure the communicator is aborted: its kernels may never finish otherwise.
@@ -166,7 +166,7 @@ private:
                 ncclResult_t state = r;
                 const auto start = std::chrono::steady_clock::now();
                 while (state == ncclInProgress &&
-                       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < mpi::runtime().deadline) {
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < over_.deadline_seconds()) {
                     if (ncclCommGetAsyncError(comm_, &state) != ncclSuccess) break;
                 }
                 finalized = state == ncclSuccess;

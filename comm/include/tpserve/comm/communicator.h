@@ -61,6 +61,13 @@ public:
     virtual std::string name() const = 0;
     // Whether the data calls take device memory (NCCL) rather than host memory (MPI).
     virtual bool device_buffers() const noexcept { return false; }
+    // Polls `ready` until it returns true, giving up after deadline_seconds() with a CommError
+    // naming `op`, `what` and this group. A communicator built on this one (NCCL) waits through
+    // it, so MPI groups keep answering their peers' liveness probes meanwhile and, on a timeout,
+    // name the ranks that stopped answering.
+    virtual void wait_until(const std::function<bool()>& ready, std::string_view op, std::string_view what);
+    // How long one call may wait.
+    virtual double deadline_seconds() const noexcept;
 
     const CommStats& stats() const noexcept { return stats_; }
     void reset_stats() noexcept { stats_ = {}; }

@@ -1,9 +1,11 @@
 // NcclCommunicator: the Communicator over device buffers, for the ranks of one group. The NCCL id
-// is made on the group's first rank and broadcast over `over` (the same group's MpiCommunicator,
-// which also carries post_message and receive_message). The communicator is non-blocking: every
-// call is enqueued on the rank's stream and waited for by polling, with the deadline, so a stalled
-// peer ends in ncclCommAbort and a CommError naming the operation, never a hang.
-// Built where NCCL is found (TPS_HAS_NCCL); elsewhere make_nccl_communicator throws.
+// is made on the group's first rank and broadcast over `over` (the same group's host
+// communicator: MpiCommunicator under mpirun, which also carries post_message and
+// receive_message). The communicator is non-blocking: every call is enqueued on the rank's stream
+// and waited for by polling through `over` (Communicator::wait_until), with its deadline, so a
+// stalled peer ends in ncclCommAbort and a CommError naming the operation, never a hang.
+// Library tps_comm_nccl, built where NCCL is found (TPS_HAS_NCCL) without MPI; elsewhere
+// make_nccl_communicator throws.
 #pragma once
 
 #include "tpserve/comm/communicator.h"
