@@ -196,12 +196,12 @@ int main(int argc, char** argv) {
         std::vector<Row> rows;
 
         for (int batch : {1, 8, 64}) {
-            // a 64-token prompt per sequence, then `steps` decode steps of the whole batch (after 2
-            // untimed ones)
+            // a 64-token prompt per sequence, then `steps` greedy decode steps of the whole batch
+            // (after 2 untimed ones, the first of which records the step's CUDA graph)
             std::vector<tps::SequenceStep> step;
             for (int s = 0; s < batch; ++s) {
-                model.forward({{s, random_tokens(64), 0, false}});
-                step.push_back({s, {tok(rng)}, 64, false});
+                model.forward({{s, random_tokens(64), 0, false, tps::StepOutputKind::none}});
+                step.push_back({s, {tok(rng)}, 64, false, tps::StepOutputKind::greedy});
             }
             auto advance = [&] {
                 model.forward(step);
@@ -226,7 +226,7 @@ int main(int argc, char** argv) {
             double best = 1e30;
             for (int rep = 0; rep < 6; ++rep) {
                 const auto t0 = clock_type::now();
-                model.forward({{1000 + rep, prompt, 0, false}});
+                model.forward({{1000 + rep, prompt, 0, false, tps::StepOutputKind::greedy}});
                 const double s = seconds_since(t0);
                 if (rep > 0) best = std::min(best, s);
                 model.release(1000 + rep);
