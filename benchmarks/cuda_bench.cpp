@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
 
         for (int batch : {1, 8, 64}) {
             // a 64-token prompt per sequence, then `steps` greedy decode steps of the whole batch
-            // (after 2 untimed ones, the first of which records the step's CUDA graph)
+            // (after 2 untimed ones; the second records the step's CUDA graph)
             std::vector<tps::SequenceStep> step;
             for (int s = 0; s < batch; ++s) {
                 model.forward({{s, random_tokens(64), 0, false, tps::StepOutputKind::none}});

@@ -54,6 +54,7 @@ void StepGraphs::start(uint64_t key) {
         pool_.retired.clear();
     }
     if (key == 0 || !enabled_ || broken_.contains(key)) return;
+    if (seen_.insert(key).second) return;  // first of its shape: eager
     key_ = key;
     const auto it = graphs_.find(key);
     if (it != graphs_.end() && it->second.generation == pool_.generation) {

@@ -24,8 +24,9 @@ public:
     StepGraphs(const StepGraphs&) = delete;
     StepGraphs& operator=(const StepGraphs&) = delete;
 
-    // A step begins: key 0 runs eagerly; a current graph for `key` is replayed; else recording
-    // starts. Waits for the stream first (inputs are then uploaded outside it).
+    // A step begins: key 0, or a key seen for the first time, runs eagerly; a current graph for
+    // `key` is replayed; else recording starts (after waiting for the stream: inputs are then
+    // uploaded outside it).
     void start(uint64_t key);
     // After the step's inputs are uploaded: if a buffer the graph reads moved, record instead of
     // replaying (only before any op was skipped).
@@ -58,6 +59,9 @@ private:
     // point at memory that goes at the next step): destroyed at the next start
     cudaGraphExec_t one_shot_ = nullptr;
     std::unordered_set<uint64_t> broken_;  // shapes whose recording failed: run eagerly
+    // shapes seen once: the first step of a shape runs eagerly, so every kernel it uses is loaded
+    // (lazy module loading) before a recording, and one-off shapes are never recorded
+    std::unordered_set<uint64_t> seen_;
 };
 
 }  // namespace tps::cuda
