@@ -291,8 +291,9 @@ public:
         p.head_dim = L.head_dim;
         p.block_tokens = L.block_tokens;
         p.step = view;
-        // a replayed graph keeps its split: sized for the whole cache, so sequences may grow
-        const int64_t max_keys = graphs_->mode() == cuda::StepGraphs::Mode::eager ? step_max_keys_ : L.blocks * L.block_tokens;
+        // a replayed graph keeps its split: sized for the whole cache, so sequences may grow (and
+        // the first, eager step of such a shape splits alike, so it loads the same kernels)
+        const int64_t max_keys = graphs_->repeating() ? L.blocks * L.block_tokens : step_max_keys_;
         p.splits = cuda::attention_split(q.rows, L.kv_heads, max_keys, multiprocessors_);
         if (p.splits > 1) p.partial = static_cast<float*>(buffers().partial.get(cuda::attention_partial_floats(p) * 4));
         TPS_CHECK(cuda::attention_supported(p),

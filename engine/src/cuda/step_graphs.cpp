@@ -32,6 +32,7 @@ void StepGraphs::abandon() noexcept {
         cudaGetLastError();
     }
     mode_ = Mode::eager;
+    repeating_ = false;
     pool_.recording = false;
 }
 
@@ -53,7 +54,8 @@ void StepGraphs::start(uint64_t key) {
         one_shot_ = nullptr;
         pool_.retired.clear();
     }
-    if (key == 0 || !enabled_ || broken_.contains(key)) return;
+    repeating_ = key != 0 && enabled_;
+    if (!repeating_ || broken_.contains(key)) return;
     if (seen_.insert(key).second) return;  // first of its shape: eager
     key_ = key;
     const auto it = graphs_.find(key);
@@ -76,6 +78,7 @@ void StepGraphs::recheck() {
 }
 
 void StepGraphs::finish() {
+    repeating_ = false;  // the step ends with its output
     if (mode_ == Mode::eager) return;
     if (mode_ == Mode::replay) {
         mode_ = Mode::eager;

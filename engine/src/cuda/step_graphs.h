@@ -32,6 +32,9 @@ public:
     // replaying (only before any op was skipped).
     void recheck();
     Mode mode() const noexcept { return mode_; }
+    // The step has a shape that is (or will be) recorded: its ops choose their launches as a
+    // recording would, so its eager first step launches the same kernels.
+    bool repeating() const noexcept { return repeating_; }
     bool launching() const noexcept { return mode_ != Mode::replay; }
     // The step's output is next: a recording ends and becomes the key's graph; the graph is
     // launched on the stream. Back to eager.
@@ -52,6 +55,7 @@ private:
     ScratchPool& pool_;
     bool enabled_;
     Mode mode_ = Mode::eager;
+    bool repeating_ = false;
     uint64_t key_ = 0;
     uint64_t recorded_from_ = 0;  // the pool's generation when the recording began
     std::unordered_map<uint64_t, Graph> graphs_;
