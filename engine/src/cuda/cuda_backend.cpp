@@ -19,6 +19,7 @@
 
 #include "tpserve/common/check.h"
 #include "tpserve/engine/backend.h"
+#include "tpserve/partition/memory_model.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -91,9 +92,11 @@ public:
         TPS_CHECK_CUBLAS(cublasCreate(&cublas_));
         TPS_CHECK_CUBLAS(cublasSetStream(cublas_, stream_));
         // a workspace of our own (cublasSetStream would reset it, so after): cuBLAS then
-        // allocates nothing while a graph records
-        cublas_ws_ = std::make_unique<CudaMemory>(kCublasWorkspace, MemoryTag::workspace);
-        TPS_CHECK_CUBLAS(cublasSetWorkspace(cublas_, cublas_ws_->data(), kCublasWorkspace));
+        // allocates nothing while a graph records. Its size is the one the planner counts
+        // (NVIDIA's advice: 32 MiB from Hopper on, 4 MiB before).
+        const int64_t ws = prop.major >= 9 ? kCublasWorkspaceLarge : kCublasWorkspaceSmall;
+        cublas_ws_ = std::make_unique<CudaMemory>(ws, MemoryTag::workspace);
+        TPS_CHECK_CUBLAS(cublasSetWorkspace(cublas_, cublas_ws_->data(), static_cast<size_t>(ws)));
         const char* graphs = std::getenv("TPS_CUDA_GRAPHS");
         graphs_ = std::make_unique<cuda::StepGraphs>(stream_, pool_, !(graphs && std::string_view(graphs) == "0"));
     }
@@ -464,7 +467,6 @@ private:
     std::string name_;
     cudaStream_t stream_ = nullptr;
     cublasHandle_t cublas_ = nullptr;
-    static constexpr int64_t kCublasWorkspace = int64_t{32} << 20;  // NVIDIA's advice for Hopper
     cudaStream_t upload_stream_ = nullptr;
     std::unique_ptr<CudaMemory> cublas_ws_;
     cuda::ScratchPool pool_;
