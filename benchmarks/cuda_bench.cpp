@@ -122,14 +122,6 @@ double gemm_rate() {
     return 2.0 * n * static_cast<double>(n) * n * 5 / best;
 }
 
-int64_t matrix_bytes_read(const tps::LlamaWeights& w) {
-    int64_t b = w.lm_head.rows * w.lm_head.row_bytes;
-    for (const auto& l : w.layers) {
-        for (const tps::Weight* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) b += m->rows * m->row_bytes;
-    }
-    return b;
-}
-
 struct Row {
     std::string what;
     double tokens_per_s = 0;
@@ -175,7 +167,7 @@ int main(int argc, char** argv) {
                                                              "cuda_bench");
         const auto t_make = clock_type::now();
         tps::LlamaWeights w = tps::make_random_llama_weights(desc, *type, 7);
-        const int64_t weight_bytes = matrix_bytes_read(w);
+        const int64_t weight_bytes = w.step_matrix_bytes();
         std::printf("model: Llama-3.2-1B shape, random %s weights, %.2f GB read per step (made in %.1f s)\n",
                     format.c_str(), static_cast<double>(weight_bytes) / 1e9, seconds_since(t_make));
         auto gpu = tps::make_cuda_backend(0);

@@ -100,14 +100,6 @@ double fma_peak(int threads) {
     return 2.0 * 8 * 10 * static_cast<double>(iters) * threads / best;
 }
 
-int64_t matrix_bytes_read(const tps::LlamaWeights& w) {
-    int64_t b = w.lm_head.rows * w.lm_head.row_bytes;
-    for (const auto& l : w.layers) {
-        for (const tps::Weight* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) b += m->rows * m->row_bytes;
-    }
-    return b;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -131,7 +123,7 @@ int main(int argc, char** argv) {
     std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(desc.vocab) - 1);
     for (tps::DType type : {tps::DType::f32, tps::DType::f16, tps::DType::q8_0}) {
         tps::LlamaWeights w = tps::make_random_llama_weights(desc, type, 7);
-        const int64_t bytes = matrix_bytes_read(w);
+        const int64_t bytes = w.step_matrix_bytes();
         tps::ModelOptions opt;
         opt.max_step_tokens = 128;
         opt.kv_tokens = 2048;

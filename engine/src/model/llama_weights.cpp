@@ -57,6 +57,14 @@ int64_t LlamaWeights::mapped_bytes() const noexcept {
     return n;
 }
 
+int64_t LlamaWeights::step_matrix_bytes() const noexcept {
+    int64_t b = lm_head.rows * lm_head.row_bytes;
+    for (const auto& l : layers) {
+        for (const Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) b += w->rows * w->row_bytes;
+    }
+    return b;
+}
+
 void LlamaWeights::touch() const noexcept {
     volatile std::byte sink{};
     auto pages = [&](const Weight& w) {
