@@ -62,10 +62,11 @@ void check_f32(const Tensor& t, const char* op) {
     TPS_CHECK(t.type == DType::f32, "{}: the CUDA backend computes activations in f32, got {}", op, dtype_name(t.type));
 }
 
-const uint8_t* weight_data(const Weight& w, const char* op) {
+// A placed weight as the kernels read it.
+cuda::WeightRows device_rows(const Weight& w, const char* op) {
     TPS_CHECK(w.device != nullptr, "{}: a {} x {} weight was not placed on the device (Backend::place)", op, w.rows,
               w.cols);
-    return reinterpret_cast<const uint8_t*>(w.data);
+    return {reinterpret_cast<const uint8_t*>(w.data), format_of(w.type, op), w.rows, w.cols, w.row_bytes};
 }
 
 const float* vec_data(const Vec& v, const char* op) {
@@ -126,7 +127,7 @@ public:
         graphs_->abandon();
         ++pool_.generation;
         if (w.empty() || w.device) return;
-        (void)format_of(w.type, "place");
+        (void)format_of(w.type, "place");  // refuse a format the kernels cannot read before copying it
         const int64_t bytes = w.rows * w.row_bytes;
         auto mem = std::make_shared<CudaMemory>(bytes, MemoryTag::weights);
         TPS_CHECK_CUDA(cudaMemcpyAsync(mem->data(), w.data, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, stream_));
@@ -161,16 +162,12 @@ public:
         check_f32(out, "embedding");
         TPS_CHECK(out.rows == static_cast<int64_t>(ids.size()) && out.cols == table.cols, "embedding: shape mismatch");
         cuda::EmbeddingParams p;
-        p.table = weight_data(table, "embedding");
-        p.format = format_of(table.type, "embedding");
-        p.rows = table.rows;
-        p.cols = table.cols;
-        p.row_bytes = table.row_bytes;
+        p.table = device_rows(table, "embedding");
         p.vocab_first = vocab_first;
         p.ids = upload_ints(buffers().ids, ids);
         p.n = out.rows;
         p.out = out.f32();
-        TPS_CHECK(cuda::embedding_supported(p), "embedding: {} rows of {} are not supported", p.n, p.cols);
+        TPS_CHECK(cuda::embedding_supported(p), "embedding: {} rows of {} are not supported", p.n, p.table.cols);
         if (graphs_->launching()) cuda::invoke_embedding(p, stream_);
     }
 
@@ -197,11 +194,7 @@ public:
             if (x.rows == 0) continue;
             if (x.rows <= cuda::kGemvMaxTokens) {
                 cuda::GemvParams p;
-                p.w = weight_data(w, "matmul");
-                p.format = format_of(w.type, "matmul");
-                p.rows = w.rows;
-                p.cols = w.cols;
-                p.row_bytes = w.row_bytes;
+                p.w = device_rows(w, "matmul");
                 p.x = x.f32();
                 p.x_stride = x.cols;
                 p.tokens = x.rows;
@@ -212,11 +205,7 @@ public:
                 if (graphs_->launching()) cuda::invoke_gemv(p, stream_);
             } else {
                 cuda::GemmParams p;
-                p.w = weight_data(w, "matmul");
-                p.format = format_of(w.type, "matmul");
-                p.rows = w.rows;
-                p.cols = w.cols;
-                p.row_bytes = w.row_bytes;
+                p.w = device_rows(w, "matmul");
                 p.x = x.f32();
                 p.tokens = x.rows;
                 p.y = pr.y.f32();

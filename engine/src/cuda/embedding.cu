@@ -10,18 +10,18 @@ namespace {
 template <WFormat F>
 __global__ void embedding_kernel(EmbeddingParams p) {
     const int64_t i = blockIdx.x;
-    float* dst = p.out + i * p.cols;
+    float* dst = p.out + i * p.table.cols;
     const int64_t row = static_cast<int64_t>(p.ids[i]) - p.vocab_first;
-    if (row < 0 || row >= p.rows) {
-        for (int64_t c = threadIdx.x; c < p.cols; c += blockDim.x) dst[c] = 0.0f;
+    if (row < 0 || row >= p.table.rows) {
+        for (int64_t c = threadIdx.x; c < p.table.cols; c += blockDim.x) dst[c] = 0.0f;
         return;
     }
-    const uint8_t* src = p.table + row * p.row_bytes;
+    const uint8_t* src = p.table.data + row * p.table.row_bytes;
     if constexpr (block_bytes<F>() == 0) {
-        for (int64_t c = threadIdx.x; c < p.cols; c += blockDim.x) dst[c] = load_elem<F>(src, c);
+        for (int64_t c = threadIdx.x; c < p.table.cols; c += blockDim.x) dst[c] = load_elem<F>(src, c);
     } else {
         float vals[32];
-        for (int64_t b = threadIdx.x; b < p.cols / 32; b += blockDim.x) {
+        for (int64_t b = threadIdx.x; b < p.table.cols / 32; b += blockDim.x) {
             dequant_block<F>(src, b, vals);
 #pragma unroll
             for (int j = 0; j < 32; ++j) dst[b * 32 + j] = vals[j];
@@ -32,14 +32,13 @@ __global__ void embedding_kernel(EmbeddingParams p) {
 }  // namespace
 
 bool embedding_supported(const EmbeddingParams& p) {
-    const bool blocks = p.format == WFormat::q8_0 || p.format == WFormat::q4_0 || p.format == WFormat::q4_1;
-    return p.n >= 0 && p.cols > 0 && (!blocks || p.cols % 32 == 0);
+    return p.n >= 0 && p.table.cols > 0 && (!is_block_format(p.table.format) || p.table.cols % 32 == 0);
 }
 
 void invoke_embedding(const EmbeddingParams& p, cudaStream_t stream) {
     if (p.n == 0) return;
     const dim3 grid(static_cast<unsigned>(p.n)), block(256);
-    switch (p.format) {
+    switch (p.table.format) {
         case WFormat::f32: embedding_kernel<WFormat::f32><<<grid, block, 0, stream>>>(p); break;
         case WFormat::f16: embedding_kernel<WFormat::f16><<<grid, block, 0, stream>>>(p); break;
         case WFormat::bf16: embedding_kernel<WFormat::bf16><<<grid, block, 0, stream>>>(p); break;

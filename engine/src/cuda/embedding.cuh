@@ -9,9 +9,7 @@
 namespace tps::cuda {
 
 struct EmbeddingParams {
-    const uint8_t* table = nullptr;  // rows x row_bytes, device
-    WFormat format = WFormat::f32;
-    int64_t rows = 0, cols = 0, row_bytes = 0;
+    WeightRows table;
     int64_t vocab_first = 0;
     const int32_t* ids = nullptr;  // n, device
     int64_t n = 0;

@@ -1,5 +1,6 @@
-// The weight and KV formats the CUDA kernels are instantiated for, as the host launchers and the
-// kernels both see them (no device code here: the backend's host side includes it too).
+// The weight and KV formats the CUDA kernels are instantiated for, and a weight as they read it,
+// as the host launchers and the kernels both see them (no device code here: the backend's host
+// side includes it too).
 #pragma once
 
 #include <cstdint>
@@ -13,5 +14,16 @@ enum class WFormat : int { f32, f16, bf16, q8_0, q4_0, q4_1 };
 enum class KvFormat : int { f32, f16, bf16 };
 
 constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// GGML formats: rows of 32-element blocks (a row's length a multiple of 32).
+constexpr bool is_block_format(WFormat f) { return f == WFormat::q8_0 || f == WFormat::q4_0 || f == WFormat::q4_1; }
+
+// A weight matrix in device memory as the kernels read it: `rows` rows of `cols` elements in
+// `format`, each row `row_bytes` long.
+struct WeightRows {
+    const uint8_t* data = nullptr;
+    WFormat format = WFormat::f32;
+    int64_t rows = 0, cols = 0, row_bytes = 0;
+};
 
 }  // namespace tps::cuda

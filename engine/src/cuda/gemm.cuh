@@ -13,9 +13,7 @@
 namespace tps::cuda {
 
 struct GemmParams {
-    const uint8_t* w = nullptr;  // rows x row_bytes, device
-    WFormat format = WFormat::f32;
-    int64_t rows = 0, cols = 0, row_bytes = 0;
+    WeightRows w;
     const float* x = nullptr;  // tokens x cols, contiguous
     int64_t tokens = 0;
     float* y = nullptr;  // tokens x y_stride

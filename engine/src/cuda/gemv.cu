@@ -165,8 +165,8 @@ __device__ void row_scalar(const uint8_t* row, int64_t cols, const float* const*
 template <WFormat F, int T, bool Vector>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p) {
     const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
-    if (r >= p.rows) return;
-    const uint8_t* row = p.w + r * p.row_bytes;
+    if (r >= p.w.rows) return;
+    const uint8_t* row = p.w.data + r * p.w.row_bytes;
     // T is the instantiated width (1, 2, 4, 8): tokens past p.tokens re-read the last one and are
     // not written
     float acc[T];
@@ -177,13 +177,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p) {
         x[t] = p.x + std::min<int64_t>(t, p.tokens - 1) * p.x_stride;
     }
     if constexpr (!Vector) {
-        row_scalar<F, T>(row, p.cols, x, acc);
+        row_scalar<F, T>(row, p.w.cols, x, acc);
     } else if constexpr (F == WFormat::f32) {
-        row_f32<T>(row, p.cols, x, acc);
+        row_f32<T>(row, p.w.cols, x, acc);
     } else if constexpr (F == WFormat::f16 || F == WFormat::bf16) {
-        row_halves<F, T>(row, p.cols, x, acc);
+        row_halves<F, T>(row, p.w.cols, x, acc);
     } else {
-        row_blocks<F, T>(row, p.cols, x, acc);
+        row_blocks<F, T>(row, p.w.cols, x, acc);
     }
 #pragma unroll
     for (int t = 0; t < T; ++t) {
@@ -197,20 +197,20 @@ bool aligned(const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(
 // whether the 16-byte (or quarter-block) path may run: row starts and x rows aligned
 bool vector_ok(const GemvParams& p) {
     const bool x_ok = aligned(p.x, 16) && p.x_stride % 4 == 0;
-    switch (p.format) {
-        case WFormat::f32: return x_ok && p.cols % 4 == 0 && p.row_bytes % 16 == 0 && aligned(p.w, 16);
+    switch (p.w.format) {
+        case WFormat::f32: return x_ok && p.w.cols % 4 == 0 && p.w.row_bytes % 16 == 0 && aligned(p.w.data, 16);
         case WFormat::f16:
-        case WFormat::bf16: return x_ok && p.cols % 8 == 0 && p.row_bytes % 16 == 0 && aligned(p.w, 16);
+        case WFormat::bf16: return x_ok && p.w.cols % 8 == 0 && p.w.row_bytes % 16 == 0 && aligned(p.w.data, 16);
         case WFormat::q8_0:
-        case WFormat::q4_0: return x_ok && p.row_bytes % 2 == 0 && aligned(p.w, 2);
-        case WFormat::q4_1: return x_ok && p.row_bytes % 4 == 0 && aligned(p.w, 4);
+        case WFormat::q4_0: return x_ok && p.w.row_bytes % 2 == 0 && aligned(p.w.data, 2);
+        case WFormat::q4_1: return x_ok && p.w.row_bytes % 4 == 0 && aligned(p.w.data, 4);
     }
     return false;
 }
 
 template <WFormat F, int T>
 void launch_tokens(const GemvParams& p, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>(ceil_div(p.rows, kWarps))), block(kWarps * 32);
+    const dim3 grid(static_cast<unsigned>(ceil_div(p.w.rows, kWarps))), block(kWarps * 32);
     if (vector_ok(p)) {
         gemv_kernel<F, T, true><<<grid, block, 0, stream>>>(p);
     } else {
@@ -232,13 +232,13 @@ void launch_format(const GemvParams& p, cudaStream_t stream) {
 }  // namespace
 
 bool gemv_supported(const GemvParams& p) {
-    const bool blocks = p.format == WFormat::q8_0 || p.format == WFormat::q4_0 || p.format == WFormat::q4_1;
-    return p.tokens >= 1 && p.tokens <= kGemvMaxTokens && p.cols > 0 && (!blocks || p.cols % 32 == 0);
+    return p.tokens >= 1 && p.tokens <= kGemvMaxTokens && p.w.cols > 0 &&
+           (!is_block_format(p.w.format) || p.w.cols % 32 == 0);
 }
 
 void invoke_gemv(const GemvParams& p, cudaStream_t stream) {
-    if (p.rows == 0) return;
-    switch (p.format) {
+    if (p.w.rows == 0) return;
+    switch (p.w.format) {
         case WFormat::f32: launch_format<WFormat::f32>(p, stream); break;
         case WFormat::f16: launch_format<WFormat::f16>(p, stream); break;
         case WFormat::bf16: launch_format<WFormat::bf16>(p, stream); break;

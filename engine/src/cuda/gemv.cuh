@@ -13,9 +13,7 @@ namespace tps::cuda {
 inline constexpr int64_t kGemvMaxTokens = 8;
 
 struct GemvParams {
-    const uint8_t* w = nullptr;  // rows x row_bytes, device
-    WFormat format = WFormat::f32;
-    int64_t rows = 0, cols = 0, row_bytes = 0;
+    WeightRows w;
     const float* x = nullptr;  // tokens x x_stride
     int64_t x_stride = 0;
     int64_t tokens = 0;
