@@ -167,9 +167,14 @@ std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
     s.groups = make_stage_groups(mpi, *s.map);
     s.control = mpi.control();
     StageLinks links{*s.map, s.world.get(), s.groups.tp.get(), s.groups.from_prev.get(), s.groups.to_next.get()};
+    int gpu = -1;  // with the CUDA backend: this rank's device
     agree(*s.world, request.cuda ? "start its GPU" : "start its backend", [&] {
-        s.backend = request.cuda ? make_cuda_backend(rank_gpu(mpi))
-                                 : make_cpu_backend(rank_threads(request.threads, mpi.local_size(), rank, "tpserve"));
+        if (request.cuda) {
+            gpu = rank_gpu(mpi);
+            s.backend = make_cuda_backend(gpu);
+        } else {
+            s.backend = make_cpu_backend(rank_threads(request.threads, mpi.local_size(), rank, "tpserve"));
+        }
     }, startup);
     if (request.cuda) {
         // Activations move between GPUs through NCCL on the backend's stream, so a collective is
@@ -187,10 +192,9 @@ std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
                 ~Restore() { mpi.set_deadline(seconds); }
             } restore{mpi, per_op};
             void* stream = s.backend->native_stream();
-            const int device = rank_gpu(mpi);
-            if (s.groups.tp) s.nccl_tp = make_nccl_communicator(*s.groups.tp, device, stream);
-            if (s.groups.from_prev) s.nccl_prev = make_nccl_communicator(*s.groups.from_prev, device, stream);
-            if (s.groups.to_next) s.nccl_next = make_nccl_communicator(*s.groups.to_next, device, stream);
+            if (s.groups.tp) s.nccl_tp = make_nccl_communicator(*s.groups.tp, gpu, stream);
+            if (s.groups.from_prev) s.nccl_prev = make_nccl_communicator(*s.groups.from_prev, gpu, stream);
+            if (s.groups.to_next) s.nccl_next = make_nccl_communicator(*s.groups.to_next, gpu, stream);
         }, startup);
         links.tp = s.nccl_tp.get();
         links.tp_host = s.groups.tp.get();
