@@ -100,7 +100,7 @@ void LlamaModel::place_weights() {
     }
     if (!w_.final_norm.empty()) be_.place(w_.final_norm);
     for (auto& l : w_.layers) {
-        for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) be_.place(*w);
+        for (Weight* w : l.matrices()) be_.place(*w);
         for (Vec* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.bo, &l.b_gate, &l.b_up, &l.b_down}) {
             if (!v->empty()) be_.place(*v);
         }

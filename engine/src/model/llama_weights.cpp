@@ -52,7 +52,7 @@ int64_t LlamaWeights::mapped_bytes() const noexcept {
     int64_t n = in_place(embedding);
     if (lm_head.data != embedding.data) n += in_place(lm_head);
     for (const auto& l : layers) {
-        for (const Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) n += in_place(*w);
+        for (const Weight* w : l.matrices()) n += in_place(*w);
     }
     return n;
 }
@@ -60,7 +60,7 @@ int64_t LlamaWeights::mapped_bytes() const noexcept {
 int64_t LlamaWeights::step_matrix_bytes() const noexcept {
     int64_t b = lm_head.rows * lm_head.row_bytes;
     for (const auto& l : layers) {
-        for (const Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) b += w->rows * w->row_bytes;
+        for (const Weight* w : l.matrices()) b += w->rows * w->row_bytes;
     }
     return b;
 }
@@ -75,7 +75,7 @@ void LlamaWeights::touch() const noexcept {
     pages(embedding);
     pages(lm_head);
     for (const auto& l : layers) {
-        for (const Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) pages(*w);
+        for (const Weight* w : l.matrices()) pages(*w);
     }
     (void)sink;
 }

@@ -12,6 +12,7 @@
 #include "tpserve/partition/model.h"
 #include "tpserve/partition/plan.h"
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -34,6 +35,10 @@ struct LayerWeights {
     Vec attn_norm, ffn_norm;
     Weight wq, wk, wv, wo, w_gate, w_up, w_down;
     Vec bq, bk, bv, bo, b_gate, b_up, b_down;  // empty when the architecture has none
+
+    // the seven projections, for what is done to each alike (placing, counting, touching)
+    std::array<Weight*, 7> matrices() noexcept { return {&wq, &wk, &wv, &wo, &w_gate, &w_up, &w_down}; }
+    std::array<const Weight*, 7> matrices() const noexcept { return {&wq, &wk, &wv, &wo, &w_gate, &w_up, &w_down}; }
 };
 
 struct LlamaWeights {
