@@ -1,8 +1,9 @@
 // What the CUDA tests share: the skip when no GPU is usable, device copies of host data with
 // outputs poisoned (NaN bytes) before each run so an element a kernel fails to write is caught,
-// and the normalised error every comparison uses.
+// and the comparison of whole outputs.
 #pragma once
 
+#include "support/hf_reference.h"
 #include "tpserve/engine/backend.h"
 
 #include <gtest/gtest.h>
@@ -27,15 +28,11 @@ namespace tps::testing {
         backend = ::tps::make_cuda_backend(0);                                              \
     } while (0)
 
-// max |ours - ref| / max(1, max |ref|): the error normalised to the reference's scale
-inline double normalised_error(const std::vector<float>& ours, const std::vector<float>& ref) {
-    double scale = 1.0, worst = 0.0;
-    for (size_t i = 0; i < ref.size(); ++i) {
-        scale = std::max(scale, static_cast<double>(std::abs(ref[i])));
-        const double d = std::abs(static_cast<double>(ours[i]) - ref[i]);
-        if (!(d <= worst)) worst = d;  // NaN (an unwritten element) counts as infinitely wrong
-    }
-    return worst / scale;
+// Whole outputs compared as the engine tests compare rows (support/hf_reference.h): the largest
+// |ours - ref| within `bound` of max(1, max |ref|); an unwritten (NaN) element fails.
+inline ::testing::AssertionResult within(const std::vector<float>& ours, const std::vector<float>& ref, double bound) {
+    if (ours.size() != ref.size()) return ::testing::AssertionFailure() << ours.size() << " values for " << ref.size();
+    return row_close(ours.data(), ref.data(), static_cast<int64_t>(ref.size()), static_cast<float>(bound));
 }
 
 #if TPS_HAS_CUDA
