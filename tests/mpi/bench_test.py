@@ -2,9 +2,10 @@
 """`tpserve bench` in quick mode on a tiny fixture with ranks 1,2 (and forced tp and pp shapes; one
 thread per rank, since on so small a model a thread pool costs more than it gives, which would
 make one rank with two threads slower than two ranks with one):
-bench.json has every field with sane values (positive rates, efficiency at most 1.1, speedup 1 at
-one rank, each rank's memory equal to the plan's prediction within 5%), bench.md and bench.png are
-written; the same through the HTTP server (--http); and --predict for 4 x RTX 5090 gives a labelled predicted table without running anything.
+bench.json has every field with sane values (positive rates; speedup and efficiency the ratios
+they claim to be against the one-rank point, with no bound on their size, since they are timings
+and a noisy one-rank run on a shared 2-core machine pushes them anywhere; each rank's memory equal
+to the plan's prediction within 5%), bench.md and bench.png are written; the same through the HTTP server (--http); and --predict for 4 x RTX 5090 gives a labelled predicted table without running anything.
 Bad flags are refused with exit code 2 and a line naming the flag.
 
 usage: bench_test.py TPSERVE
@@ -37,6 +38,19 @@ def run(args, timeout=600):
 
 def positive(x):
     return isinstance(x, (int, float)) and x > 0
+
+
+def check_ratios(b, base, ranks, what):
+    """Speedup is tokens/s over the one-rank point's for the same batch, efficiency speedup / ranks:
+    identities, where a bound on a timing would be a timed test."""
+    mine = b.get("tokens_per_s", {}).get("measured")
+    one = next((x["tokens_per_s"]["measured"] for x in (base or {}).get("batches", []) if x["batch"] == b.get("batch")), None)
+    sp, eff = b.get("speedup", {}).get("measured"), b.get("efficiency", {}).get("measured")
+    ok = positive(mine) and positive(one) and positive(sp) and positive(eff)
+    check(ok and abs(sp - mine / one) <= 1e-9 * sp and abs(eff - sp / ranks) <= 1e-9 * eff,
+          f"{what}: speedup = tok/s over one rank's, efficiency = speedup / ranks (got {sp}, {eff})")
+    if ranks == 1:
+        check(ok and abs(sp - 1) < 1e-9, f"{what}: speedup 1 at one rank")
 
 
 def check_measured(tpserve, out):
@@ -75,10 +89,7 @@ def check_measured(tpserve, out):
             tps, tpot = b.get("tokens_per_s", {}), b.get("time_per_token_ms", {})
             check(positive(tps.get("measured")) and positive(tps.get("predicted")), f"{bn}: tokens/s > 0", json.dumps(tps))
             check(positive(tpot.get("measured")) and positive(tpot.get("predicted")), f"{bn}: ms/token > 0")
-            eff = b.get("efficiency", {}).get("measured")
-            check(positive(eff) and eff <= 1.1, f"{bn}: 0 < efficiency <= 1.1 (got {eff})")
-            if ranks == 1:
-                check(abs(b["speedup"]["measured"] - 1) < 1e-9, f"{bn}: speedup 1 at one rank")
+            check_ratios(b, points.get((1, "auto")), ranks, bn)
             check(b.get("flagged") == (abs(b.get("deviation", 0)) > 0.25), f"{bn}: flagged exactly past 25%")
             check(0 <= b.get("collective_fraction", -1) <= 1 and 0 <= b.get("idle_fraction", -1) <= 1,
                   f"{bn}: collective and idle fractions in [0, 1]")
@@ -114,8 +125,8 @@ def check_http(tpserve, out):
         for b in pt["batches"]:
             check(positive(b["tokens_per_s"]["measured"]) and positive(b["time_per_token_ms"]["measured"]),
                   f"{name} batch {b['batch']}: tokens/s and ms/token measured", json.dumps(b["tokens_per_s"]))
-            eff = b["efficiency"]["measured"]
-            check(positive(eff) and eff <= 1.1, f"{name} batch {b['batch']}: 0 < efficiency <= 1.1 (got {eff})")
+            base = next((q for q in r["points"] if q["ranks"] == 1), None)
+            check_ratios(b, base, pt["ranks"], f"{name} batch {b['batch']}")
         mem = pt.get("memory", [])
         check(len(mem) == pt["ranks"], f"{name}: memory of every rank from /v1/plan")
         for m in mem:
