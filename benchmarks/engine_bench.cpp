@@ -5,7 +5,7 @@
 // Prefill (128 tokens) is set beside the measured f32 FMA peak. The machine's bandwidth drifts
 // (a shared VM), so each decode measurement is paired with a bandwidth measurement taken just
 // before it, three rounds, and the median ratio is reported.
-//   build/release/benchmarks/engine_bench [--threads N] [--tokens N]
+//   build/release/benchmarks/engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0]
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/llama.h"
 #include "tpserve/partition/model_source.h"
@@ -105,9 +105,36 @@ double fma_peak(int threads) {
 int main(int argc, char** argv) {
     int threads = 2;
     int decode_tokens = 64;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (std::strcmp(argv[i], "--threads") == 0) threads = std::atoi(argv[i + 1]);
-        if (std::strcmp(argv[i], "--tokens") == 0) decode_tokens = std::atoi(argv[i + 1]);
+    std::vector<tps::DType> formats = {tps::DType::f32, tps::DType::f16, tps::DType::q8_0};
+    for (int i = 1; i < argc; i += 2) {
+        const std::string flag = argv[i];
+        if (i + 1 >= argc || (flag != "--threads" && flag != "--tokens" && flag != "--formats")) {
+            std::fprintf(stderr, "usage: engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0]\n");
+            return 2;
+        }
+        if (flag == "--threads") threads = std::atoi(argv[i + 1]);
+        if (flag == "--tokens") decode_tokens = std::atoi(argv[i + 1]);
+        if (flag == "--formats") {
+            formats.clear();
+            std::string list = argv[i + 1];
+            for (size_t at = 0; at <= list.size();) {
+                const size_t comma = std::min(list.find(',', at), list.size());
+                const std::string name = list.substr(at, comma - at);
+                const auto type = tps::parse_dtype(name);
+                if (!type || (*type != tps::DType::f32 && *type != tps::DType::f16 && *type != tps::DType::bf16 &&
+                              *type != tps::DType::q8_0 && *type != tps::DType::q4_0 && *type != tps::DType::q4_1)) {
+                    std::fprintf(stderr, "engine_bench: --formats: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1\n",
+                                 name.c_str());
+                    return 2;
+                }
+                formats.push_back(*type);
+                at = comma + 1;
+            }
+        }
+    }
+    if (threads < 1 || decode_tokens < 1) {
+        std::fprintf(stderr, "engine_bench: --threads and --tokens must be at least 1\n");
+        return 2;
     }
     const tps::ModelDesc desc = tps::load_model("smollm2-135m");
     std::printf("model: SmolLM2-135M shape, random weights; %d threads\n", threads);
@@ -121,7 +148,7 @@ int main(int argc, char** argv) {
     auto be = tps::make_cpu_backend(threads);
     std::mt19937 rng(1);
     std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(desc.vocab) - 1);
-    for (tps::DType type : {tps::DType::f32, tps::DType::f16, tps::DType::q8_0}) {
+    for (tps::DType type : formats) {
         tps::LlamaWeights w = tps::make_random_llama_weights(desc, type, 7);
         const int64_t bytes = w.step_matrix_bytes();
         tps::ModelOptions opt;
