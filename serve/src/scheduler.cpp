@@ -21,12 +21,12 @@ double seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 
 // One running request: everything the engine knows of its sequence.
 struct Scheduler::Seq {
-    Seq(std::shared_ptr<Job> j, int64_t seq_id, const Tokenizer& tok)
+    Seq(std::shared_ptr<Job> j, int64_t seq_id, const Tokenizer& tok, bool backend_samples)
         : job(std::move(j)),
           id(seq_id),
           tokens(job->request().prompt),
           prompt_len(static_cast<int64_t>(tokens.size())),
-          kind(output_kind_for(job->request().sampling)),
+          kind(output_kind_for(job->request().sampling, backend_samples)),
           sampler(job->request().sampling, job->request().prompt),
           decoder(tok),
           stops(job->request().stop) {}
@@ -216,7 +216,7 @@ void Scheduler::admit() {
     std::lock_guard lock(mu_);
     while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch &&
            (running_.empty() || fits(static_cast<int64_t>(waiting_.front()->request().prompt.size())))) {
-        running_.push_back(std::make_unique<Seq>(std::move(waiting_.front()), next_seq_++, tok_));
+        running_.push_back(std::make_unique<Seq>(std::move(waiting_.front()), next_seq_++, tok_, driver_.model().samples_rows()));
         waiting_.pop_front();
     }
     running_count_ = static_cast<int64_t>(running_.size());
@@ -263,6 +263,7 @@ bool Scheduler::submit_micro_batch() {
         budget -= n;
         SequenceStep e{s->id, std::vector<int32_t>(s->tokens.begin() + s->fed, s->tokens.begin() + s->fed + n), s->fed, false};
         e.output = output ? s->kind : StepOutputKind::none;
+        if (e.output == StepOutputKind::sample) e.sampling = s->sampler.prepare(e.penalties);  // the same draw if retried
         step.push_back(std::move(e));
         members.push_back(s);
     }
@@ -312,6 +313,9 @@ void Scheduler::process(const StepOutput& out, const std::vector<Seq*>& members)
         if (s.kind == StepOutputKind::greedy) {
             sampled.token = entry.tokens.at(0);
             sampled.logprob = entry.logprobs.at(0);
+            s.sampler.accept(sampled.token);
+        } else if (s.kind == StepOutputKind::sample) {
+            sampled = entry.samples.at(0);
             s.sampler.accept(sampled.token);
         } else {
             sampled = s.sampler.sample(entry.logits);

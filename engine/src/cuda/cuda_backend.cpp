@@ -1,6 +1,6 @@
 // CudaBackend: the Backend on one NVIDIA GPU. Activations stay f32 on the device as on the CPU, so
 // model code is the same; weights are copied to the device once (place) in their stored format.
-// Every op is a launch on the backend's one stream; only the step's output (to_host, greedy_rows)
+// Every op is a launch on the backend's one stream; only the step's output (to_host, greedy_rows, sample_rows)
 // waits. A step's positions and block tables go to the device once per step (begin_step), not
 // once per op. Steps the model marks as repeating (start_step) are recorded as CUDA graphs and
 // replayed (step_graphs.h); TPS_CUDA_GRAPHS=0 turns that off.
@@ -13,6 +13,7 @@
 #include "gemm.cuh"
 #include "gemv.cuh"
 #include "greedy.cuh"
+#include "sample.cuh"
 #include "norm.cuh"
 #include "rope.cuh"
 #include "step_graphs.h"
@@ -342,6 +343,37 @@ public:
         TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
     }
 
+    // After the step's graph (if any) has run: the parameters change every step, so these kernels
+    // stay out of recordings.
+    void sample_rows(const Tensor& logits, std::span<const RowSampling> rows, std::span<const PenaltyEntry> penalties,
+                     SampledRow* host) override {
+        check_f32(logits, "sample_rows");
+        TPS_CHECK(logits.rows == static_cast<int64_t>(rows.size()), "sample_rows: {} rows of logits for {} rows asked for",
+                  logits.rows, rows.size());
+        for (size_t r = 0; r < rows.size(); ++r) {
+            TPS_CHECK(rows[r].penalties_first >= 0 && rows[r].penalties_count >= 0 &&
+                          rows[r].penalties_first + static_cast<int64_t>(rows[r].penalties_count) <=
+                              static_cast<int64_t>(penalties.size()),
+                      "sample_rows: row {} names penalties past the list", r);
+        }
+        graphs_->finish();  // a recorded or replayed step runs now
+        begun_ = nullptr;
+        StepBuffers& b = buffers();
+        cuda::SampleParams p{logits.f32(), logits.rows, logits.cols, nullptr, nullptr, nullptr};
+        TPS_CHECK(cuda::sample_supported(p), "sample_rows: {} x {} is not supported", logits.rows, logits.cols);
+        auto* how = static_cast<RowSampling*>(b.sampling.get(static_cast<int64_t>(rows.size_bytes())));
+        upload(how, rows.data(), rows.size_bytes());
+        auto* pen = static_cast<PenaltyEntry*>(b.penalties.get(std::max<int64_t>(1, static_cast<int64_t>(penalties.size_bytes()))));
+        if (!penalties.empty()) upload(pen, penalties.data(), penalties.size_bytes());
+        p.how = how;
+        p.penalties = pen;
+        p.out = static_cast<SampledRow*>(b.picks.get(logits.rows * static_cast<int64_t>(sizeof(SampledRow))));
+        cuda::invoke_sample(p, stream_);
+        TPS_CHECK_CUDA(cudaMemcpyAsync(host, p.out, static_cast<size_t>(logits.rows) * sizeof(SampledRow),
+                                       cudaMemcpyDeviceToHost, stream_));
+        TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+    }
+
 private:
     // host ints to a device buffer, in stream order (a pageable copy: the host data may go as
     // soon as the call returns)
@@ -368,11 +400,12 @@ private:
     // The buffers a step's inputs and scratch go to: recorded and replayed steps use their own,
     // whose moves make graphs stale; eager steps theirs.
     struct StepBuffers {
-        Scratch step, ids, gather, positions, partial, gemm, picks;
+        Scratch step, ids, gather, positions, partial, gemm, picks, sampling, penalties;
         explicit StepBuffers(cuda::ScratchPool* pool)
             : step(MemoryTag::workspace, pool), ids(MemoryTag::workspace, pool), gather(MemoryTag::workspace, pool),
               positions(MemoryTag::workspace, pool), partial(MemoryTag::workspace, pool),
-              gemm(MemoryTag::workspace, pool), picks(MemoryTag::workspace, pool) {}
+              gemm(MemoryTag::workspace, pool), picks(MemoryTag::workspace, pool), sampling(MemoryTag::workspace, pool),
+              penalties(MemoryTag::workspace, pool) {}
     };
     StepBuffers& buffers() { return graphs_->mode() == cuda::StepGraphs::Mode::eager ? eager_ : graphed_; }
 

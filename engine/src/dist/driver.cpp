@@ -74,6 +74,16 @@ std::optional<StepOutput> run_stage(LlamaModel& model, const StageLinks* links, 
         }
     }
 
+    // sampled rows (one process: the model refuses them otherwise)
+    for (size_t e = 0; e < step.size(); ++e) {
+        if (step[e].output != StepOutputKind::sample) continue;
+        auto& entry = out.entries[e];
+        entry.rows = r.rows[e];
+        entry.samples = {r.sample(static_cast<int64_t>(e))};
+        entry.tokens = {entry.samples[0].token};
+        entry.logprobs = {entry.samples[0].logprob};
+    }
+
     // logits rows: gathered on the stage's first rank
     std::vector<float> slice;
     for (size_t e = 0; e < step.size(); ++e) {

@@ -38,10 +38,11 @@ std::string StopMatcher::finish() {
     return out;
 }
 
-StepOutputKind output_kind_for(const SamplingParams& p) noexcept {
+StepOutputKind output_kind_for(const SamplingParams& p, bool backend_samples) noexcept {
     const bool plain_greedy = p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
                               p.frequency_penalty == 0.0f && p.top_logprobs == 0;
-    return plain_greedy ? StepOutputKind::greedy : StepOutputKind::logits;
+    if (plain_greedy) return StepOutputKind::greedy;
+    return backend_samples ? StepOutputKind::sample : StepOutputKind::logits;
 }
 
 GenerateResult generate(LlamaModel& model, const Tokenizer& tok, std::span<const int32_t> prompt,
@@ -63,7 +64,7 @@ GenerateResult generate(Driver& driver, const Tokenizer& tok, std::span<const in
     GenerateResult r;
     r.prompt_tokens = static_cast<int64_t>(prompt.size());
     Sampler sampler(opt.sampling, prompt);
-    const StepOutputKind kind = output_kind_for(opt.sampling);
+    const StepOutputKind kind = output_kind_for(opt.sampling, model.samples_rows());
     StreamDecoder decoder(tok);
     StopMatcher stops(opt.stop);
     const int64_t seq = opt.seq_id;
@@ -76,6 +77,10 @@ GenerateResult generate(Driver& driver, const Tokenizer& tok, std::span<const in
     auto pick = [&](const StepOutput& out) {
         const auto& e = out.entries.at(0);
         if (kind == StepOutputKind::greedy) return e.tokens.at(0);
+        if (kind == StepOutputKind::sample) {
+            sampler.accept(e.samples.at(0).token);
+            return e.samples.at(0).token;
+        }
         return sampler.sample(e.logits).token;
     };
 
@@ -88,6 +93,7 @@ GenerateResult generate(Driver& driver, const Tokenizer& tok, std::span<const in
         const bool last = pos + n == r.prompt_tokens;
         SequenceStep s{seq, std::vector<int32_t>(prompt.begin() + pos, prompt.begin() + pos + n), pos, false};
         s.output = last ? kind : StepOutputKind::none;
+        if (s.output == StepOutputKind::sample) s.sampling = sampler.prepare(s.penalties);
         const StepOutput out = driver.run({std::move(s)});
         if (last) token = pick(out);
     }
@@ -111,6 +117,7 @@ GenerateResult generate(Driver& driver, const Tokenizer& tok, std::span<const in
         if (r.generated_tokens >= limit) break;
         SequenceStep s{seq, {token}, r.prompt_tokens + r.generated_tokens - 1, false};
         s.output = kind;
+        if (s.output == StepOutputKind::sample) s.sampling = sampler.prepare(s.penalties);
         token = pick(driver.run({std::move(s)}));
     }
     if (!stops.done()) {

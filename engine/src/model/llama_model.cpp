@@ -165,6 +165,25 @@ void LlamaModel::validate(const std::vector<SequenceStep>& step) const {
             TPS_CHECK_AS(UsageError, t >= 0 && t < desc_.vocab, "step: token id {} is outside the vocabulary of {}", t,
                          desc_.vocab);
         }
+        if (e.output == StepOutputKind::sample) {
+            TPS_CHECK_AS(UsageError, samples_rows(), "step: sequence {} asks the backend to sample, which a split model does not (ask for logits)",
+                         e.seq_id);
+            TPS_CHECK_AS(UsageError, !e.all_logits, "step: sequence {} asks the backend to sample every token's row; it samples the last",
+                         e.seq_id);
+            const auto& r = e.sampling;
+            TPS_CHECK_AS(UsageError, r.temperature >= 0 && r.top_k >= 0 && r.top_p > 0 && r.top_p <= 1 && r.min_p >= 0 && r.min_p <= 1 &&
+                                         r.top_logprobs >= 0 && r.top_logprobs <= kMaxTopLogprobs && r.u >= 0 && r.u < 1,
+                         "step: sequence {} has sampling parameters out of range (temperature {}, top_k {}, top_p {}, min_p {}, "
+                         "top_logprobs {}, u {})",
+                         e.seq_id, r.temperature, r.top_k, r.top_p, r.min_p, r.top_logprobs, r.u);
+            // a device rewrites the penalised logits in parallel: each token once
+            std::unordered_set<int32_t> penalised;
+            for (const auto& p : e.penalties) {
+                TPS_CHECK_AS(UsageError, p.token >= 0 && p.token < desc_.vocab && penalised.insert(p.token).second,
+                             "step: sequence {} penalises token {} {}", e.seq_id, p.token,
+                             p.token >= 0 && p.token < desc_.vocab ? "twice" : "outside the vocabulary");
+            }
+        }
         n_tokens += static_cast<int64_t>(e.tokens.size());
     }
     TPS_CHECK_AS(UsageError, n_tokens <= options_.max_step_tokens,
@@ -260,27 +279,29 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
                                   "hidden states to the next stage");
         }
     } else {
-        // the rows asked for: greedy entries' first (their picks), then logits entries', each in
-        // step order
+        // the rows asked for: greedy entries' first (their picks), then sampled entries', then
+        // logits entries', each in step order
         std::vector<int64_t> rows;
         rows.reserve(static_cast<size_t>(n_rows));
         out.first_row.assign(step.size(), 0);
         out.rows.assign(step.size(), 0);
-        int64_t greedy_rows = 0;
-        for (const bool greedy : {true, false}) {
+        std::array<int64_t, 3> ends{};  // where each kind's rows end
+        constexpr std::array<StepOutputKind, 3> kinds = {StepOutputKind::greedy, StepOutputKind::sample, StepOutputKind::logits};
+        for (size_t k = 0; k < kinds.size(); ++k) {
+            const int64_t begin = k == 0 ? 0 : ends[k - 1];
             int64_t token = 0;
             for (size_t e = 0; e < step.size(); ++e) {
                 const auto n = static_cast<int64_t>(step[e].tokens.size());
-                if ((step[e].output == StepOutputKind::greedy) == greedy) {
-                    out.first_row[e] = static_cast<int64_t>(rows.size()) - (greedy ? 0 : greedy_rows);
+                if (step[e].output == kinds[k]) {
+                    out.first_row[e] = static_cast<int64_t>(rows.size()) - begin;
                     out.rows[e] = step[e].rows();
                     for (int64_t i = n - step[e].rows(); i < n; ++i) rows.push_back(token + i);
                 }
                 token += n;
             }
-            if (greedy) greedy_rows = static_cast<int64_t>(rows.size());
+            ends[k] = static_cast<int64_t>(rows.size());
         }
-        compute_logits(rows, greedy_rows, out);
+        compute_logits(rows, ends, step, out);
     }
     for (const auto& e : step) seqs_[e.seq_id].length = e.start_pos + static_cast<int64_t>(e.tokens.size());
     rollback.armed = false;
@@ -304,31 +325,50 @@ uint64_t LlamaModel::repeat_key(const std::vector<SequenceStep>& step) const {
     return ((self * 0x9E3779B97F4A7C15ull) ^ shape) | 1u;
 }
 
-// Final norm and LM head for the given token rows of x, in rounds of max_logit_rows: the first
-// `greedy_rows` of them end as picks (the backend finds each row's best token), the rest as
-// logits copied to the host.
-void LlamaModel::compute_logits(const std::vector<int64_t>& rows, int64_t greedy_rows, StepResult& out) {
+// Final norm and LM head for the given token rows of x, in rounds of max_logit_rows: rows
+// [0, ends[0]) end as picks (the backend finds each row's best token), [ends[0], ends[1]) as
+// tokens the backend samples, the rest as logits copied to the host.
+void LlamaModel::compute_logits(const std::vector<int64_t>& rows, const std::array<int64_t, 3>& ends,
+                                const std::vector<SequenceStep>& step, StepResult& out) {
     const int64_t vocab = w_.lm_head.rows;
     const auto n_rows = static_cast<int64_t>(rows.size());
     out.vocab = vocab;
     out.vocab_first = w_.lm_head_first;
-    out.picks.resize(static_cast<size_t>(greedy_rows));
-    out.logits.resize(static_cast<size_t>((n_rows - greedy_rows) * vocab));
+    out.picks.resize(static_cast<size_t>(ends[0]));
+    out.samples.resize(static_cast<size_t>(ends[1] - ends[0]));
+    out.logits.resize(static_cast<size_t>((n_rows - ends[1]) * vocab));
     if (n_rows == 0) return;
+    // the sampled rows' parameters, in row order, their penalties in one list
+    std::vector<RowSampling> how;
+    std::vector<PenaltyEntry> penalties;
+    for (const auto& e : step) {
+        if (e.output != StepOutputKind::sample) continue;
+        RowSampling r = e.sampling;
+        r.penalties_first = static_cast<int32_t>(penalties.size());
+        r.penalties_count = static_cast<int32_t>(e.penalties.size());
+        penalties.insert(penalties.end(), e.penalties.begin(), e.penalties.end());
+        how.push_back(r);
+    }
+    std::vector<SampledRow> sampled(how.size());
     be_.gather_rows(x_, rows, o_.slice_rows(0, n_rows));
     be_.rmsnorm(o_.slice_rows(0, n_rows), w_.final_norm, static_cast<float>(desc_.rms_norm_eps), h_.slice_rows(0, n_rows));
-    for (const bool greedy : {true, false}) {
-        const int64_t first = greedy ? 0 : greedy_rows, last = greedy ? greedy_rows : n_rows;
+    for (size_t k = 0; k < ends.size(); ++k) {
+        const int64_t first = k == 0 ? 0 : ends[k - 1], last = ends[k];
         for (int64_t r0 = first; r0 < last; r0 += options_.max_logit_rows) {
             const int64_t n = std::min(options_.max_logit_rows, last - r0);
-            be_.matmul(w_.lm_head, h_.slice_rows(r0, n), logits_.slice_rows(0, n));
-            if (greedy) {
-                be_.greedy_rows(logits_.slice_rows(0, n), w_.lm_head_first, out.picks.data() + r0);
+            const Tensor logits = logits_.slice_rows(0, n);
+            be_.matmul(w_.lm_head, h_.slice_rows(r0, n), logits);
+            if (k == 0) {
+                be_.greedy_rows(logits, w_.lm_head_first, out.picks.data() + r0);
+            } else if (k == 1) {
+                const auto i = static_cast<size_t>(r0 - first);
+                be_.sample_rows(logits, std::span(how).subspan(i, static_cast<size_t>(n)), penalties, sampled.data() + i);
             } else {
-                be_.to_host(logits_.slice_rows(0, n), out.logits.data() + (r0 - greedy_rows) * vocab);
+                be_.to_host(logits, out.logits.data() + (r0 - first) * vocab);
             }
         }
     }
+    for (size_t i = 0; i < sampled.size(); ++i) out.samples[i] = from_device(sampled[i]);
 }
 
 // Sums t over this stage's tensor-parallel group (nothing in a single process or with tp 1).

@@ -1,7 +1,7 @@
-// The sampler, in the order transformers' logits processors and OpenAI's penalties apply:
-// penalties on the raw logits, log-probabilities from those, then temperature, top-k, top-p,
-// min-p, and a draw from what is left. Greedy (temperature 0) takes the first maximum, as argmax
-// does.
+// The sampler: a sequence's state (its seeded generator, the token counts its penalties use)
+// and the host's computation of one row as row_sampling.h defines it: penalties on the raw
+// logits, log-probabilities from those, then temperature, top-k, top-p, min-p, and a draw from
+// what is left in integer weights. Greedy (temperature 0) takes the first maximum, as argmax does.
 #include "tpserve/engine/sampler.h"
 
 #include "tpserve/common/check.h"
@@ -25,8 +25,8 @@ void Sampler::validate(const SamplingParams& p) {
                  "presence_penalty {} must be in [-2, 2]", p.presence_penalty);
     TPS_CHECK_AS(UsageError, std::isfinite(p.frequency_penalty) && std::abs(p.frequency_penalty) <= 2,
                  "frequency_penalty {} must be in [-2, 2]", p.frequency_penalty);
-    TPS_CHECK_AS(UsageError, p.top_logprobs >= 0 && p.top_logprobs <= 20, "top_logprobs {} must be in [0, 20]",
-                 p.top_logprobs);
+    TPS_CHECK_AS(UsageError, p.top_logprobs >= 0 && p.top_logprobs <= kMaxTopLogprobs, "top_logprobs {} must be in [0, {}]",
+                 p.top_logprobs, kMaxTopLogprobs);
 }
 
 Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt) : p_(params), rng_(params.seed) {
@@ -34,114 +34,152 @@ Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt) 
     for (int32_t t : prompt) ++prompt_seen_[t];
 }
 
-void Sampler::accept(int32_t token) { ++generated_[token]; }
+void Sampler::accept(int32_t token) {
+    ++generated_[token];
+    pending_u_.reset();
+}
 
-Sampled Sampler::sample(std::span<const float> logits) {
-    const auto n = static_cast<int64_t>(logits.size());
-    TPS_CHECK(n > 0, "sampler: no logits");
-    work_.assign(logits.begin(), logits.end());
-    // penalties: repetition over prompt and output, presence/frequency over the output
-    if (p_.repetition_penalty != 1.0f) {
-        auto penalise = [&](int32_t t) {
-            float& l = work_[static_cast<size_t>(t)];
-            l = l > 0 ? l / p_.repetition_penalty : l * p_.repetition_penalty;
-        };
+RowSampling Sampler::prepare(std::vector<PenaltyEntry>& penalties) {
+    RowSampling row;
+    row.temperature = p_.temperature;
+    row.top_k = p_.top_k;
+    row.top_p = p_.top_p;
+    row.min_p = p_.min_p;
+    row.top_logprobs = p_.top_logprobs;
+    if (p_.temperature > 0.0f) {
+        if (!pending_u_) pending_u_ = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+        row.u = *pending_u_;
+    }
+    row.penalties_first = static_cast<int32_t>(penalties.size());
+    // repetition over prompt and output, presence and frequency over the output
+    const bool repetition = p_.repetition_penalty != 1.0f;
+    if (repetition) {
         for (const auto& [t, c] : prompt_seen_) {
-            if (t >= 0 && t < n) penalise(t);
-        }
-        for (const auto& [t, c] : generated_) {
-            if (t >= 0 && t < n && !prompt_seen_.contains(t)) penalise(t);
+            const auto g = generated_.find(t);
+            const float sub = g == generated_.end() ? 0.0f
+                                                    : p_.presence_penalty + p_.frequency_penalty * static_cast<float>(g->second);
+            penalties.push_back({t, p_.repetition_penalty, sub});
         }
     }
     for (const auto& [t, c] : generated_) {
-        if (t < 0 || t >= n) continue;
-        work_[static_cast<size_t>(t)] -= p_.presence_penalty + p_.frequency_penalty * static_cast<float>(c);
+        if (repetition && prompt_seen_.contains(t)) continue;  // done above
+        const float sub = p_.presence_penalty + p_.frequency_penalty * static_cast<float>(c);
+        if (repetition || sub != 0.0f) penalties.push_back({t, repetition ? p_.repetition_penalty : 1.0f, sub});
     }
+    row.penalties_count = static_cast<int32_t>(penalties.size()) - row.penalties_first;
+    return row;
+}
 
-    // A NaN would break every comparison below (and the sort's ordering): refuse it loudly.
-    for (float l : work_) {
-        TPS_CHECK(!std::isnan(l), "sampler: the model produced NaN logits (a broken checkpoint or an overflow)");
+Sampled Sampler::sample(std::span<const float> logits) {
+    penalties_.clear();
+    const RowSampling row = prepare(penalties_);
+    Sampled out = sample_row(logits, row, penalties_, scratch_);
+    accept(out.token);
+    return out;
+}
+
+namespace {
+
+// NaN breaks every comparison (and a sort's ordering); no finite maximum leaves nothing to
+// normalise: both refused loudly, with the same words whichever side found them.
+[[noreturn]] void broken_logits(SampledRow::Status s) {
+    if (s == SampledRow::nan_logits) throw Error("sampler: the model produced NaN logits (a broken checkpoint or an overflow)");
+    if (s == SampledRow::no_finite_max) throw Error("sampler: every logit is -inf or the largest is +inf");
+    throw DeviceError(fmt::format("sampler: the device found no token at the drawn position (status {})", static_cast<int>(s)));
+}
+
+}  // namespace
+
+Sampled from_device(const SampledRow& row) {
+    if (row.status != SampledRow::ok) broken_logits(static_cast<SampledRow::Status>(row.status));
+    Sampled out;
+    out.token = row.token;
+    out.logprob = row.logprob;
+    const int n = std::clamp(row.n_top, 0, kMaxTopLogprobs);
+    for (int i = 0; i < n; ++i) out.top.push_back({row.top_token[i], row.top_logprob[i]});
+    return out;
+}
+
+Sampled sample_row(std::span<const float> logits, const RowSampling& row, std::span<const PenaltyEntry> penalties,
+                   RowScratch& scratch) {
+    const auto n = static_cast<int64_t>(logits.size());
+    TPS_CHECK(n > 0, "sampler: no logits");
+    auto& work = scratch.logits;
+    work.assign(logits.begin(), logits.end());
+    for (const auto& p : penalties.subspan(static_cast<size_t>(row.penalties_first), static_cast<size_t>(row.penalties_count))) {
+        if (p.token >= 0 && p.token < n) work[static_cast<size_t>(p.token)] = sampling::penalised(work[static_cast<size_t>(p.token)], p);
+    }
+    for (float l : work) {
+        if (std::isnan(l)) broken_logits(SampledRow::nan_logits);
     }
     // log-softmax of the penalised logits, for the reported log-probabilities
-    const float max_l = *std::max_element(work_.begin(), work_.end());
-    TPS_CHECK(std::isfinite(max_l), "sampler: every logit is -inf or the largest is +inf");
+    const auto first_max = std::max_element(work.begin(), work.end());
+    const float max_l = *first_max;
+    if (!std::isfinite(max_l)) broken_logits(SampledRow::no_finite_max);
     double z = 0;
-    for (float l : work_) z += std::exp(static_cast<double>(l - max_l));
+    for (float l : work) z += std::exp(static_cast<double>(l - max_l));
     const float log_z = max_l + static_cast<float>(std::log(z));
-    auto logprob = [&](int32_t t) { return work_[static_cast<size_t>(t)] - log_z; };
+    auto logprob = [&](int32_t t) { return work[static_cast<size_t>(t)] - log_z; };
+    // sorted order: logit descending, token ascending on ties
+    auto by_logit = [&](int32_t a, int32_t b) {
+        return work[static_cast<size_t>(a)] > work[static_cast<size_t>(b)] ||
+               (work[static_cast<size_t>(a)] == work[static_cast<size_t>(b)] && a < b);
+    };
 
     Sampled out;
-    if (p_.temperature == 0.0f) {
-        out.token = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+    if (row.temperature == 0.0f) {
+        out.token = static_cast<int32_t>(first_max - work.begin());
     } else {
-        // candidates sorted by logit (stable: ties keep token order)
-        order_.resize(static_cast<size_t>(n));
-        std::iota(order_.begin(), order_.end(), 0);
-        int64_t keep = n;
-        if (p_.top_k > 0 && p_.top_k < n) keep = p_.top_k;
-        auto by_logit = [&](int32_t a, int32_t b) {
-            return work_[static_cast<size_t>(a)] > work_[static_cast<size_t>(b)] ||
-                   (work_[static_cast<size_t>(a)] == work_[static_cast<size_t>(b)] && a < b);
-        };
-        if (keep < n) {
-            std::partial_sort(order_.begin(), order_.begin() + keep, order_.end(), by_logit);
-            order_.resize(static_cast<size_t>(keep));
-        } else {
-            std::sort(order_.begin(), order_.end(), by_logit);
+        auto& w = scratch.weight;
+        w.resize(static_cast<size_t>(n));
+        uint64_t passing_min_p = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            w[static_cast<size_t>(i)] = sampling::weight_from(std::exp((work[static_cast<size_t>(i)] - max_l) / row.temperature));
+            passing_min_p += sampling::passes_min_p(w[static_cast<size_t>(i)], row.min_p);
         }
-        // exp((l - l_max) / T) in double: the argument is <= 0, so no temperature overflows it
-        std::vector<double> prob(order_.size());
-        const double top = work_[static_cast<size_t>(order_[0])];
-        const double t = p_.temperature;
-        double sum = 0;
-        for (size_t i = 0; i < order_.size(); ++i) {
-            prob[i] = std::exp((static_cast<double>(work_[static_cast<size_t>(order_[i])]) - top) / t);
-            sum += prob[i];
-        }
-        for (auto& q : prob) q /= sum;
-        size_t cut = prob.size();
-        if (p_.top_p < 1.0f) {
-            double acc = 0;
-            for (size_t i = 0; i < prob.size(); ++i) {
-                acc += prob[i];
-                if (acc >= p_.top_p) {
+        const int64_t n_k = row.top_k > 0 && row.top_k < n ? row.top_k : n;
+        auto& order = scratch.order;
+        order.resize(static_cast<size_t>(n));
+        std::iota(order.begin(), order.end(), 0);
+        std::partial_sort(order.begin(), order.begin() + n_k, order.end(), by_logit);
+        auto weight_at = [&](int64_t i) { return w[static_cast<size_t>(order[static_cast<size_t>(i)])]; };
+        uint64_t s = 0;
+        for (int64_t i = 0; i < n_k; ++i) s += weight_at(i);
+        int64_t cut = n_k;
+        if (row.top_p < 1.0f) {
+            const uint64_t target = sampling::top_p_target(row.top_p, s);
+            uint64_t acc = 0;
+            for (int64_t i = 0; i < n_k; ++i) {
+                acc += weight_at(i);
+                if (acc >= target) {
                     cut = i + 1;
                     break;
                 }
             }
         }
-        if (p_.min_p > 0.0f) {
-            const double floor = p_.min_p * prob[0];
-            size_t i = 1;
-            while (i < cut && prob[i] >= floor) ++i;
-            cut = i;
-        }
-        double mass = 0;
-        for (size_t i = 0; i < cut; ++i) mass += prob[i];
-        std::uniform_real_distribution<double> u(0.0, mass);
-        const double r = u(rng_);
-        double acc = 0;
-        out.token = order_[cut - 1];
-        for (size_t i = 0; i < cut; ++i) {
-            acc += prob[i];
-            if (r < acc) {
-                out.token = order_[i];
+        if (row.min_p > 0.0f) cut = std::min(cut, std::max<int64_t>(1, static_cast<int64_t>(passing_min_p)));
+        uint64_t mass = 0;
+        for (int64_t i = 0; i < cut; ++i) mass += weight_at(i);
+        const uint64_t r = sampling::draw_target(row.u, mass);
+        uint64_t acc = 0;
+        out.token = order[static_cast<size_t>(cut - 1)];
+        for (int64_t i = 0; i < cut; ++i) {
+            acc += weight_at(i);
+            if (acc > r) {
+                out.token = order[static_cast<size_t>(i)];
                 break;
             }
         }
     }
     out.logprob = logprob(out.token);
-    if (p_.top_logprobs > 0) {
-        std::vector<int32_t> idx(static_cast<size_t>(n));
+    if (row.top_logprobs > 0) {
+        auto& idx = scratch.order;
+        idx.resize(static_cast<size_t>(n));
         std::iota(idx.begin(), idx.end(), 0);
-        const auto k = std::min<int64_t>(p_.top_logprobs, n);
-        std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int32_t a, int32_t b) {
-            return work_[static_cast<size_t>(a)] > work_[static_cast<size_t>(b)] ||
-                   (work_[static_cast<size_t>(a)] == work_[static_cast<size_t>(b)] && a < b);
-        });
+        const auto k = std::min<int64_t>(std::min(row.top_logprobs, kMaxTopLogprobs), n);
+        std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), by_logit);
         for (int64_t i = 0; i < k; ++i) out.top.push_back({idx[static_cast<size_t>(i)], logprob(idx[static_cast<size_t>(i)])});
     }
-    accept(out.token);
     return out;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "tpserve/engine/memory.h"
+#include "tpserve/engine/row_sampling.h"
 #include "tpserve/engine/weights.h"
 #include "tpserve/partition/dtype.h"
 
@@ -135,6 +136,12 @@ public:
     // per row of logits (a slice of the vocabulary starting at vocab_first): its GreedyPick, to
     // host memory; greedy decoding then moves 12 bytes per row, not the row
     virtual void greedy_rows(const Tensor& logits, int64_t vocab_first, GreedyPick* host) = 0;
+    // Samples each row of logits (the whole vocabulary) as row_sampling.h defines it, rows[i]
+    // for row i (its penalties a range of `penalties`, each token at most once in a row: a device
+    // rewrites them in parallel), results to host memory: a few bytes per
+    // row instead of the row. Like greedy_rows, it ends the step. The logits may be overwritten.
+    virtual void sample_rows(const Tensor& logits, std::span<const RowSampling> rows,
+                             std::span<const PenaltyEntry> penalties, SampledRow* host) = 0;
 };
 
 // The CPU backend with `threads` threads (0: all hardware threads).

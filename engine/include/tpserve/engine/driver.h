@@ -25,6 +25,7 @@ struct StepOutput {
         std::vector<int32_t> tokens;   // greedy: the most likely token of each row
         std::vector<float> logprobs;   // greedy: its log-probability
         std::vector<float> logits;     // logits: rows x vocab
+        std::vector<Sampled> samples;  // sample: the token the backend drew (one process only)
     };
     uint64_t id = 0;
     int64_t vocab = 0;

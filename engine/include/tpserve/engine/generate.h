@@ -36,8 +36,9 @@ private:
 
 // What a sequence asks the last stage for: greedy without penalties or alternatives needs only the
 // winning token (found across the vocabulary slices without gathering logits); anything else is
-// sampled on rank 0 from the gathered logits.
-StepOutputKind output_kind_for(const SamplingParams& p) noexcept;
+// sampled by the backend where it can (`backend_samples`: LlamaModel::samples_rows(), one
+// process), else on rank 0 from the gathered logits.
+StepOutputKind output_kind_for(const SamplingParams& p, bool backend_samples) noexcept;
 
 struct GenerateOptions {
     int64_t max_tokens = 128;

@@ -8,6 +8,7 @@
 #include "tpserve/comm/parallel_mapping.h"
 #include "tpserve/common/error.h"
 #include "tpserve/engine/backend.h"
+#include "tpserve/engine/sampler.h"
 #include "tpserve/engine/weights.h"
 #include "tpserve/partition/model.h"
 #include "tpserve/partition/plan.h"
@@ -83,9 +84,11 @@ struct ModelOptions {
 ModelOptions model_options_for(const Plan& plan);
 
 // What a step entry asks the last stage for: nothing (a prompt chunk that is not the last), the
-// most likely token (computed across the vocabulary shards without gathering the logits), or the
-// logits themselves (for sampling on rank 0, or for checking against a reference).
-enum class StepOutputKind : uint8_t { none, greedy, logits };
+// most likely token (computed across the vocabulary shards without gathering the logits), the
+// logits themselves (for sampling on rank 0, or for checking against a reference), or a token
+// sampled by the backend (one row, `sampling` and `penalties` saying how; in one process, where
+// the row holds the whole vocabulary).
+enum class StepOutputKind : uint8_t { none, greedy, logits, sample };
 
 struct SequenceStep {
     int64_t seq_id = 0;
@@ -93,6 +96,8 @@ struct SequenceStep {
     int64_t start_pos = 0;     // must equal the sequence's current length
     bool all_logits = false;   // an output row for every token, not only the last
     StepOutputKind output = StepOutputKind::logits;
+    RowSampling sampling{};              // output sample: how (penalties_first/count are ignored:
+    std::vector<PenaltyEntry> penalties{};  // the entry's penalties are these)
     int64_t rows() const noexcept {
         return output == StepOutputKind::none ? 0 : all_logits ? static_cast<int64_t>(tokens.size()) : 1;
     }
@@ -115,7 +120,8 @@ struct StepResult {
     int64_t vocab_first = 0;            // the first of them (0 in a single process)
     std::vector<float> logits;          // rows of `vocab` floats (entries that asked for logits)
     std::vector<GreedyPick> picks;      // one per row of entries that asked for the greedy token
-    std::vector<int64_t> first_row;     // per step entry: its first row in `logits` or `picks`
+    std::vector<Sampled> samples;       // one per entry that asked the backend to sample
+    std::vector<int64_t> first_row;     // per step entry: its first row in `logits`, `picks` or `samples`
     std::vector<int64_t> rows;          // per step entry: how many rows
     const float* row(int64_t entry, int64_t i = 0) const {
         return logits.data() + (first_row[static_cast<size_t>(entry)] + i) * vocab;
@@ -123,6 +129,7 @@ struct StepResult {
     const GreedyPick& pick(int64_t entry, int64_t i = 0) const {
         return picks[static_cast<size_t>(first_row[static_cast<size_t>(entry)] + i)];
     }
+    const Sampled& sample(int64_t entry) const { return samples[static_cast<size_t>(first_row[static_cast<size_t>(entry)])]; }
 };
 
 // Thrown when a step needs more KV blocks than are free; nothing of the step was applied.
@@ -159,6 +166,9 @@ public:
     int64_t kv_free_tokens() const noexcept;
     int64_t kv_bytes() const noexcept;
     int64_t steps_run() const noexcept { return steps_run_; }  // forward() calls that completed
+    // Whether steps may ask for StepOutputKind::sample: in one process (the last stage's rows
+    // hold the whole vocabulary).
+    bool samples_rows() const noexcept { return links_ == nullptr; }
     double forward_seconds() const noexcept { return forward_seconds_; }  // their time, collectives included
 
 private:
@@ -170,7 +180,8 @@ private:
     uint64_t repeat_key(const std::vector<SequenceStep>& step) const;
     void run_layers(int64_t n_tokens, const StepLayout& layout);
     void all_reduce(Tensor t, const char* what, size_t layer);
-    void compute_logits(const std::vector<int64_t>& rows, int64_t greedy_rows, StepResult& out);
+    void compute_logits(const std::vector<int64_t>& rows, const std::array<int64_t, 3>& ends,
+                        const std::vector<SequenceStep>& step, StepResult& out);
 
     ModelDesc desc_;
     LlamaWeights w_;

@@ -1,8 +1,11 @@
 // Turning logits into the next token: repetition / presence / frequency penalties, temperature,
 // top-k, top-p, min-p, a seeded generator (same seed, same tokens), and log-probabilities of the
 // chosen and the most likely tokens. One Sampler per sequence: it keeps that sequence's token
-// counts (for the penalties) and its random state.
+// counts (for the penalties) and its random state. The arithmetic of one row is row_sampling.h's,
+// shared with the backends that sample on their device.
 #pragma once
+
+#include "tpserve/engine/row_sampling.h"
 
 #include <cstdint>
 #include <optional>
@@ -36,6 +39,20 @@ struct Sampled {
     std::vector<TokenLogprob> top;         // the top_logprobs most likely, best first
 };
 
+// Reused buffers of sample_row.
+struct RowScratch {
+    std::vector<float> logits;
+    std::vector<int32_t> order;
+    std::vector<uint64_t> weight;
+};
+
+// Samples one row of logits as row_sampling.h defines it (the host's computation, and the
+// reference a device's is held against). tps::Error on NaN logits or no finite maximum.
+Sampled sample_row(std::span<const float> logits, const RowSampling& row, std::span<const PenaltyEntry> penalties,
+                   RowScratch& scratch);
+// A device's result for one row; tps::Error for the statuses sample_row throws on.
+Sampled from_device(const SampledRow& row);
+
 class Sampler {
 public:
     // `prompt`: tokens the penalties count from the start (transformers counts the prompt for the
@@ -44,8 +61,15 @@ public:
     // Checks the parameters; tps::UsageError naming the bad one.
     static void validate(const SamplingParams& params);
 
+    // Samples the next token from this sequence's logits row and records it (sample_row after
+    // prepare, then accept).
     Sampled sample(std::span<const float> logits);
-    // Records a token chosen elsewhere (e.g. forced), so penalties see it.
+    // This step's RowSampling for a backend that samples on its device: draws the step's u from
+    // the seeded generator (when temperature > 0) and appends the sequence's penalties to
+    // `penalties`. Until accept() it gives the same draw again (a step built twice, e.g. retried
+    // after the KV cache filled, draws once). The caller accepts the token the backend picks.
+    RowSampling prepare(std::vector<PenaltyEntry>& penalties);
+    // Records a token chosen elsewhere (e.g. forced, or sampled on a device), so penalties see it.
     void accept(int32_t token);
 
 private:
@@ -53,8 +77,9 @@ private:
     std::mt19937_64 rng_;
     std::unordered_map<int32_t, int32_t> prompt_seen_;   // for the repetition penalty
     std::unordered_map<int32_t, int32_t> generated_;     // counts, for presence/frequency
-    std::vector<float> work_;
-    std::vector<int32_t> order_;
+    std::optional<double> pending_u_;  // the draw prepare() handed out, until accept()
+    std::vector<PenaltyEntry> penalties_;
+    RowScratch scratch_;
 };
 
 }  // namespace tps

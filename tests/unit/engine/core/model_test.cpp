@@ -133,6 +133,67 @@ TEST(LlamaModel, GreedyEntriesGetTheBestTokenOfTheirLogits) {
     }
 }
 
+// Sampled entries come back as the token the backend drew, equal to sampling the same step's
+// logits on the host with the same parameters and draw; greedy and logits entries beside them
+// keep their places. Bad sampled entries are refused before anything runs.
+TEST(LlamaModel, SampledEntriesEqualSamplingTheirLogits) {
+    auto be = make_cpu_backend(2);
+    RowSampling how;
+    how.temperature = 0.8f;
+    how.top_k = 30;
+    how.top_p = 0.95f;
+    how.top_logprobs = 2;
+    std::vector<SequenceStep> step = {{1, {1, 2, 3}, 0, false, StepOutputKind::sample},
+                                      {2, {4, 5}, 0, false, StepOutputKind::greedy},
+                                      {3, {6, 7}, 0, false, StepOutputKind::logits},
+                                      {4, {8, 9, 10}, 0, false, StepOutputKind::sample}};
+    step[0].sampling = how;
+    step[0].sampling.u = 0.25;
+    step[0].penalties = {{3, 1.5f, 0.25f}, {17, 1.0f, -1.0f}};
+    step[3].sampling = how;
+    step[3].sampling.u = 0.8;
+    auto m = tiny().load(*be);
+    const StepResult r = m->forward(step);
+    auto plain = step;
+    for (auto& e : plain) e.output = StepOutputKind::logits;
+    auto all = tiny().load(*be);
+    const StepResult want = all->forward(plain);
+    ASSERT_EQ(r.samples.size(), 2u);
+    ASSERT_EQ(r.picks.size(), 1u);
+    EXPECT_EQ(r.rows, (std::vector<int64_t>{1, 1, 1, 1}));
+    expect_same(r.row(2), want.row(2), r.vocab);
+    RowScratch scratch;
+    for (int64_t e : {0, 3}) {
+        RowSampling one = step[static_cast<size_t>(e)].sampling;
+        one.penalties_count = static_cast<int32_t>(step[static_cast<size_t>(e)].penalties.size());
+        const Sampled host = sample_row(std::span(want.row(e), static_cast<size_t>(want.vocab)), one,
+                                        step[static_cast<size_t>(e)].penalties, scratch);
+        EXPECT_EQ(r.sample(e).token, host.token) << "entry " << e;
+        EXPECT_EQ(r.sample(e).logprob, host.logprob);
+        ASSERT_EQ(r.sample(e).top.size(), 2u);
+        EXPECT_EQ(r.sample(e).top[0].token, host.top[0].token);
+    }
+
+    auto refused = [&](auto mutate, const char* needle) {
+        auto bad = plain;
+        bad[0].output = StepOutputKind::sample;
+        mutate(bad[0]);
+        auto fresh = tiny().load(*be);
+        try {
+            fresh->forward(bad);
+            ADD_FAILURE() << needle;
+        } catch (const UsageError& e) {
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+        EXPECT_EQ(fresh->length(1), 0);
+    };
+    refused([](SequenceStep& e) { e.all_logits = true; }, "samples the last");
+    refused([](SequenceStep& e) { e.sampling.top_p = 0; }, "out of range");
+    refused([](SequenceStep& e) { e.sampling.u = 1.0; }, "out of range");
+    refused([](SequenceStep& e) { e.penalties = {{3, 1.0f, 1.0f}, {3, 1.0f, 1.0f}}; }, "penalises token 3 twice");
+    refused([](SequenceStep& e) { e.penalties = {{50, 1.0f, 1.0f}}; }, "outside the vocabulary");
+}
+
 TEST(LlamaModel, ChunkedPrefillAndDecodeEqualOnePass) {
     auto be = make_cpu_backend(2);
     std::vector<int32_t> tokens;
@@ -259,6 +320,9 @@ public:
     void gather_rows(const Tensor& x, std::span<const int64_t> r, Tensor o) override { in_.gather_rows(x, r, o); }
     void to_host(const Tensor& x, float* h) override { in_.to_host(x, h); }
     void greedy_rows(const Tensor& l, int64_t f, GreedyPick* h) override { in_.greedy_rows(l, f, h); }
+    void sample_rows(const Tensor& l, std::span<const RowSampling> r, std::span<const PenaltyEntry> p, SampledRow* h) override {
+        in_.sample_rows(l, r, p, h);
+    }
 
 private:
     Backend& in_;

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 
 namespace tps {
 namespace {
@@ -165,6 +166,54 @@ TEST_P(CudaModel, ReplayedDecodeStepsEqualLaunchedOnes) {
             ++step[k].start_pos;
         }
     }
+}
+
+// Sampling on the device within a step: two models fed alike, one asked for logits (sampled on
+// the host by sample_row), one for sampled tokens with the same parameters, penalties and draws.
+// The tokens agree but where a draw falls within float rounding of a boundary (at most 1 in 100).
+TEST_P(CudaModel, SampledDecodeStepsEqualSamplingTheLogits) {
+    auto sampled_model = load(*gpu_);
+    auto logits_model = load(*gpu_);
+    std::vector<SequenceStep> step;
+    int64_t seq = 0;
+    for (const auto& p : ref_["prompts"]) {
+        const auto ids = p["input_ids"].get<std::vector<int32_t>>();
+        sampled_model->forward({{seq, ids, 0, false}});
+        logits_model->forward({{seq, ids, 0, false}});
+        SequenceStep e{seq, {ids.back()}, static_cast<int64_t>(ids.size()), false, StepOutputKind::sample};
+        e.sampling.temperature = 0.7f + 0.2f * static_cast<float>(seq % 3);
+        e.sampling.top_k = seq % 2 ? 20 : 0;
+        e.sampling.top_p = 0.9f;
+        e.sampling.min_p = seq % 3 == 1 ? 0.05f : 0.0f;
+        e.sampling.top_logprobs = 3;
+        e.penalties = {{ids.front(), 1.3f, 0.2f}};
+        step.push_back(e);
+        ++seq;
+    }
+    std::mt19937_64 rng(4);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    RowScratch scratch;
+    int draws = 0, differ = 0;
+    for (int i = 0; i < 20; ++i) {
+        for (auto& e : step) e.sampling.u = unit(rng);
+        auto plain = step;
+        for (auto& e : plain) e.output = StepOutputKind::logits;
+        const StepResult got = sampled_model->forward(step), want = logits_model->forward(plain);
+        for (size_t k = 0; k < step.size(); ++k) {
+            RowSampling how = step[k].sampling;
+            how.penalties_count = static_cast<int32_t>(step[k].penalties.size());
+            const Sampled host = sample_row(std::span(want.row(static_cast<int64_t>(k)), static_cast<size_t>(want.vocab)), how,
+                                            step[k].penalties, scratch);
+            const Sampled& dev = got.sample(static_cast<int64_t>(k));
+            ++draws;
+            differ += dev.token != host.token;
+            ASSERT_EQ(dev.top.size(), 3u);
+            EXPECT_EQ(dev.top[0].token, host.top[0].token) << "step " << i << " sequence " << k;
+            step[k].tokens = {dev.token};
+            ++step[k].start_pos;
+        }
+    }
+    EXPECT_LE(differ * 100, draws) << differ << " of " << draws << " draws differ";
 }
 
 INSTANTIATE_TEST_SUITE_P(
