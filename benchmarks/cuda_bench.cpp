@@ -1,4 +1,5 @@
-// The GPU benchmark scripts/gpu-check runs: decode (batch 1, 8, 64) and prefill (512 tokens) of a
+// The GPU benchmark scripts/gpu-check runs: decode (batch 1, 8, 64 greedy; batch 1 and 64 sampled on
+// the device, to show what sampling costs beside greedy) and prefill (512 tokens) of a
 // model of Llama-3.2-1B's shape with seeded random weights, beside two ceilings measured on the
 // same card: the bandwidth of a plain device-to-device copy and the rate of one large bf16 GEMM
 // through cuBLAS. Prints a table; --out DIR also writes cuda_bench.json there.
@@ -21,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -187,15 +189,25 @@ int main(int argc, char** argv) {
         };
         std::vector<Row> rows;
 
-        for (int batch : {1, 8, 64}) {
-            // a 64-token prompt per sequence, then `steps` greedy decode steps of the whole batch
-            // (after 2 untimed ones; the second records the step's CUDA graph)
+        std::uniform_real_distribution<double> unit(0.0, 1.0);
+        for (const auto& [batch, sampled] : {std::pair{1, false}, {8, false}, {64, false}, {1, true}, {64, true}}) {
+            // a 64-token prompt per sequence, then `steps` decode steps of the whole batch (after 2
+            // untimed ones; the second records the step's CUDA graph): greedy, or sampled on the
+            // device (temperature 0.8, top-p 0.95, a repetition penalty on the prompt's tokens)
             std::vector<tps::SequenceStep> step;
             for (int s = 0; s < batch; ++s) {
-                model.forward({{s, random_tokens(64), 0, false, tps::StepOutputKind::none}});
-                step.push_back({s, {tok(rng)}, 64, false, tps::StepOutputKind::greedy});
+                const auto prompt = random_tokens(64);
+                model.forward({{s, prompt, 0, false, tps::StepOutputKind::none}});
+                step.push_back({s, {tok(rng)}, 64, false, sampled ? tps::StepOutputKind::sample : tps::StepOutputKind::greedy});
+                if (sampled) {
+                    step.back().sampling.temperature = 0.8f;
+                    step.back().sampling.top_p = 0.95f;
+                    const std::set<int32_t> seen(prompt.begin(), prompt.end());
+                    for (int32_t t : seen) step.back().penalties.push_back({t, 1.1f, 0.0f});
+                }
             }
             auto advance = [&] {
+                for (auto& e : step) e.sampling.u = unit(rng);
                 model.forward(step);
                 for (auto& e : step) {
                     e.tokens = {tok(rng)};
@@ -208,7 +220,7 @@ int main(int argc, char** argv) {
             for (int i = 0; i < steps; ++i) advance();
             const double per_step = seconds_since(t0) / steps;
             for (int s = 0; s < batch; ++s) model.release(s);
-            rows.push_back({fmt::format("decode, batch {}", batch), batch / per_step,
+            rows.push_back({fmt::format("decode, batch {}{}", batch, sampled ? ", sampled" : ""), batch / per_step,
                             static_cast<double>(weight_bytes) / per_step, copy_bw});
         }
 
@@ -232,8 +244,8 @@ int main(int argc, char** argv) {
             rows.push_back({"prefill, 512 tokens", 512 / best, flops / best, gemm});
         }
 
-        std::printf("\n| %-20s | %10s | %22s | %9s |\n", "run", "tokens/s", "achieved", "of ceiling");
-        std::printf("|%s|%s|%s|%s|\n", std::string(22, '-').c_str(), std::string(12, '-').c_str(),
+        std::printf("\n| %-25s | %10s | %22s | %9s |\n", "run", "tokens/s", "achieved", "of ceiling");
+        std::printf("|%s|%s|%s|%s|\n", std::string(27, '-').c_str(), std::string(12, '-').c_str(),
                     std::string(24, '-').c_str(), std::string(11, '-').c_str());
         nlohmann::json j;
         j["card"] = prop.name;
@@ -245,7 +257,7 @@ int main(int argc, char** argv) {
             const bool decode = r.what.rfind("decode", 0) == 0;
             const std::string achieved = decode ? fmt::format("{:.0f} GB/s weights", r.achieved / 1e9)
                                                 : fmt::format("{:.1f} TFLOP/s", r.achieved / 1e12);
-            std::printf("| %-20s | %10.1f | %22s | %8.1f%% |\n", r.what.c_str(), r.tokens_per_s, achieved.c_str(),
+            std::printf("| %-25s | %10.1f | %22s | %8.1f%% |\n", r.what.c_str(), r.tokens_per_s, achieved.c_str(),
                         100.0 * r.achieved / r.ceiling);
             j["runs"].push_back({{"run", r.what}, {"tokens_per_s", r.tokens_per_s}, {"achieved", r.achieved},
                                  {"ceiling", r.ceiling}, {"fraction", r.achieved / r.ceiling}});
