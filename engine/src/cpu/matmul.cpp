@@ -30,17 +30,24 @@ TPS_AVX2 float tail_dot(const Weight& w, const std::byte* row, int64_t k, const 
     return out;
 }
 
-constexpr int64_t kAheadRows = 4;  // software prefetch distance, in rows
+// Software prefetch distance: at least 8 KiB and 4 rows ahead. In bytes, not rows: rows of 16-bit
+// weights are half as long as f32 ones, and 4 of them (4.6 KiB on SmolLM2's 576-wide matrices)
+// left f16 decode at 84-87% of this machine's higher read bandwidth (71 GB/s); f32 rows reach
+// 9.2 KiB in 4 rows, and f16 now prefetches as far (docs/perf.md).
+constexpr int64_t kAheadBytes = 8 * 1024;
+constexpr int64_t kAheadMinRows = 4;
 
 // One row x NT tokens: y[t][r] = dot(row r, x[t]). Two FMA chains per token, the even and the odd
 // 8-weight blocks, summed at the end, then the tail: the one summation order of every path, so a
 // token's result does not depend on how many other tokens share its step (batch invariance: a
 // sequence decoded beside 31 others gives the same logits, bit for bit, as decoded alone, and a
 // prompt gives the same whether prefilled whole or in chunks). With Prefetch (decode), every 16
-// weights also prefetch `step_bytes` further into `ahead`.
+// weights whose index / 16 has no bit of `prefetch_mask` set also prefetch into `ahead`, at the
+// same offset in bytes as the row's own (one prefetch per cache line, not one per 16 weights).
 template <DType T, int NT, bool Prefetch>
 TPS_AVX2 void row_dot(const Weight& w, int64_t r, const float* x, int64_t xs, float* y, int64_t ys,
-                      [[maybe_unused]] const char* ahead, [[maybe_unused]] int64_t step_bytes) {
+                      [[maybe_unused]] const char* ahead, [[maybe_unused]] int64_t step_bytes,
+                      [[maybe_unused]] int64_t prefetch_mask) {
     const int64_t K = w.cols;
     const int64_t K16 = K & ~int64_t{15};
     const std::byte* row = w.row(r);
@@ -48,7 +55,9 @@ TPS_AVX2 void row_dot(const Weight& w, int64_t r, const float* x, int64_t xs, fl
     for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_setzero_ps();
     int64_t k = 0;
     for (; k < K16; k += 16) {
-        if constexpr (Prefetch) _mm_prefetch(ahead + (k / 16) * step_bytes, _MM_HINT_T0);
+        if constexpr (Prefetch) {
+            if (((k / 16) & prefetch_mask) == 0) _mm_prefetch(ahead + (k / 16) * step_bytes, _MM_HINT_T0);
+        }
         const __m256 w0 = Load8<T>::at(row, k);
         const __m256 w1 = Load8<T>::at(row, k + 8);
         for (int t = 0; t < NT; ++t) {
@@ -67,27 +76,31 @@ TPS_AVX2 void row_dot(const Weight& w, int64_t r, const float* x, int64_t xs, fl
     }
 }
 
-// Decode (up to 4 tokens): each row streamed once, prefetching kAheadRows rows ahead; in the last
+// Decode (up to 4 tokens): each row streamed once, prefetching kAheadBytes ahead; in the last
 // rows, the start of what the next matmul reads instead.
 template <DType T, int NT>
 TPS_AVX2 void rows_small(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y,
                          int64_t ys, PrefetchNext next) {
     // bytes per 16 weights, to prefetch the same place a few rows ahead
     const int64_t step_bytes = w.row_bytes * 16 / std::max<int64_t>(16, w.cols);
+    const int64_t rows_ahead = std::max(kAheadMinRows, (kAheadBytes + w.row_bytes - 1) / w.row_bytes);
+    // 16 weights of f16 are 32 bytes: every other step's prefetch would hit the line just asked for
+    int64_t every = 1;
+    while (step_bytes > 0 && every * 2 * step_bytes <= 64) every *= 2;
     for (int64_t r = r0; r < r1; ++r) {
-        const char* ahead = reinterpret_cast<const char*>(w.row(std::min(r + kAheadRows, r1 - 1)));
-        if (r + kAheadRows >= r1 && next.start) {
-            const int64_t into = (r + kAheadRows - r1) * w.row_bytes;
+        const char* ahead = reinterpret_cast<const char*>(w.row(std::min(r + rows_ahead, r1 - 1)));
+        if (r + rows_ahead >= r1 && next.start) {
+            const int64_t into = (r + rows_ahead - r1) * w.row_bytes;
             // the whole row's worth of prefetches must stay inside what the next matmul reads
             ahead = into + w.row_bytes <= next.bytes ? reinterpret_cast<const char*>(next.start) + into : ahead;
         }
-        row_dot<T, NT, true>(w, r, x, xs, y, ys, ahead, step_bytes);
+        row_dot<T, NT, true>(w, r, x, xs, y, ys, ahead, step_bytes, every - 1);
     }
 }
 
 template <DType T, int NT>
 TPS_AVX2 void token_group(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, float* y, int64_t ys) {
-    for (int64_t r = r0; r < r1; ++r) row_dot<T, NT, false>(w, r, x, xs, y, ys, nullptr, 0);
+    for (int64_t r = r0; r < r1; ++r) row_dot<T, NT, false>(w, r, x, xs, y, ys, nullptr, 0, 0);
 }
 
 template <DType T>
