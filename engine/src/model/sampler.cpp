@@ -138,18 +138,29 @@ Sampled sample_row(std::span<const float> logits, const RowSampling& row, std::s
             passing_min_p += sampling::passes_min_p(w[static_cast<size_t>(i)], row.min_p);
         }
         const int64_t n_k = row.top_k > 0 && row.top_k < n ? row.top_k : n;
+        // Only tokens of non-zero weight can be drawn or move a sum; they lead the sorted order
+        // (the weight falls with the logit), so only they are sorted: at T = 1 the tokens within
+        // 27.7 of the maximum, not the whole vocabulary.
         auto& order = scratch.order;
-        order.resize(static_cast<size_t>(n));
-        std::iota(order.begin(), order.end(), 0);
-        std::partial_sort(order.begin(), order.begin() + n_k, order.end(), by_logit);
+        order.clear();
+        for (int64_t i = 0; i < n; ++i) {
+            if (w[static_cast<size_t>(i)] > 0) order.push_back(static_cast<int32_t>(i));
+        }
+        const auto nz = static_cast<int64_t>(order.size());  // >= 1: the maximum weighs 2^40
+        const int64_t n_sorted = std::min(n_k, nz);
+        if (n_sorted < nz) {
+            std::partial_sort(order.begin(), order.begin() + n_sorted, order.end(), by_logit);
+        } else {
+            std::sort(order.begin(), order.end(), by_logit);
+        }
         auto weight_at = [&](int64_t i) { return w[static_cast<size_t>(order[static_cast<size_t>(i)])]; };
         uint64_t s = 0;
-        for (int64_t i = 0; i < n_k; ++i) s += weight_at(i);
-        int64_t cut = n_k;
+        for (int64_t i = 0; i < n_sorted; ++i) s += weight_at(i);
+        int64_t cut = n_sorted;
         if (row.top_p < 1.0f) {
             const uint64_t target = sampling::top_p_target(row.top_p, s);
             uint64_t acc = 0;
-            for (int64_t i = 0; i < n_k; ++i) {
+            for (int64_t i = 0; i < n_sorted; ++i) {
                 acc += weight_at(i);
                 if (acc >= target) {
                     cut = i + 1;
