@@ -187,6 +187,9 @@ __device__ uint64_t prefix_weight(const Row& r, int64_t n, Shared& sh) {
 struct AtWeight {
     Found f;
     uint32_t j;
+    uint64_t w;  // the weight of each of the key's ties
+    // the weight of the positions up to and including this one
+    __device__ uint64_t through() const { return f.weight_above + (static_cast<uint64_t>(j) + 1) * w; }
 };
 
 __device__ AtWeight at_weight(const Row& r, uint64_t target, Shared& sh) {
@@ -194,7 +197,7 @@ __device__ AtWeight at_weight(const Row& r, uint64_t target, Shared& sh) {
     const uint64_t w = weight_of(logit_of(f.key), r.m, r.t);
     uint64_t j = w ? (target - f.weight_above) / w : 0;
     if (j >= f.ties) j = f.ties - 1;
-    return {f, static_cast<uint32_t>(j)};
+    return {f, static_cast<uint32_t>(j), w};
 }
 
 __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
@@ -277,17 +280,24 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(SampleParams p) {
         passing = block_sum<unsigned long long>(passing, sh.u);
         const int64_t n_k = how.top_k > 0 && how.top_k < n ? how.top_k : n;
         const uint64_t s = n_k == n ? total : prefix_weight(r, n_k, sh);
+        // the kept prefix and its weight (a top-p cut knows its own; a min-p cut needs a select)
         int64_t cut = n_k;
+        uint64_t mass = s;
         if (how.top_p < 1.0f) {
             const AtWeight a = at_weight(r, sampling::top_p_target(how.top_p, s) - 1, sh);
             const int64_t kept = static_cast<int64_t>(a.f.count_above) + a.j + 1;
-            cut = kept < cut ? kept : cut;
+            if (kept < cut) {
+                cut = kept;
+                mass = a.through();
+            }
         }
         if (how.min_p > 0.0f) {
             const int64_t kept = passing > 0 ? static_cast<int64_t>(passing) : 1;
-            cut = kept < cut ? kept : cut;
+            if (kept < cut) {
+                cut = kept;
+                mass = prefix_weight(r, cut, sh);
+            }
         }
-        const uint64_t mass = cut == n_k ? s : prefix_weight(r, cut, sh);
         const AtWeight a = at_weight(r, sampling::draw_target(how.u, mass), sh);
         token = nth_tie(r, a.f.key, a.j, sh);
         if (token < 0) {  // a select lands on a key some token holds: a bug, said loudly
