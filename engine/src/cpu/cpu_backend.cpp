@@ -241,15 +241,11 @@ public:
     void sample_rows(const Tensor& logits, std::span<const RowSampling> rows, std::span<const PenaltyEntry> penalties,
                      SampledRow* host) override {
         check_f32(logits, "sample_rows");
-        TPS_CHECK(logits.rows == static_cast<int64_t>(rows.size()), "sample_rows: {} rows of logits for {} rows asked for",
-                  logits.rows, rows.size());
+        check_sample_rows(logits.rows, rows, penalties.size());
         pool_.parallel_for(logits.rows, 1, [&](int64_t b, int64_t e) {
             RowScratch scratch;
             for (int64_t r = b; r < e; ++r) {
                 const auto& how = rows[static_cast<size_t>(r)];
-                TPS_CHECK(how.penalties_first >= 0 && how.penalties_count >= 0 &&
-                              how.penalties_first + how.penalties_count <= static_cast<int64_t>(penalties.size()),
-                          "sample_rows: row {} names penalties past the list", r);
                 const Sampled s = sample_row(std::span(logits.f32() + r * logits.cols, static_cast<size_t>(logits.cols)), how,
                                              penalties, scratch);
                 SampledRow& out = host[r];

@@ -20,6 +20,7 @@
 
 #include "tpserve/common/check.h"
 #include "tpserve/engine/backend.h"
+#include "tpserve/engine/sampler.h"
 #include "tpserve/partition/memory_model.h"
 
 #include <algorithm>
@@ -348,14 +349,7 @@ public:
     void sample_rows(const Tensor& logits, std::span<const RowSampling> rows, std::span<const PenaltyEntry> penalties,
                      SampledRow* host) override {
         check_f32(logits, "sample_rows");
-        TPS_CHECK(logits.rows == static_cast<int64_t>(rows.size()), "sample_rows: {} rows of logits for {} rows asked for",
-                  logits.rows, rows.size());
-        for (size_t r = 0; r < rows.size(); ++r) {
-            TPS_CHECK(rows[r].penalties_first >= 0 && rows[r].penalties_count >= 0 &&
-                          rows[r].penalties_first + static_cast<int64_t>(rows[r].penalties_count) <=
-                              static_cast<int64_t>(penalties.size()),
-                      "sample_rows: row {} names penalties past the list", r);
-        }
+        check_sample_rows(logits.rows, rows, penalties.size());
         graphs_->finish();  // a recorded or replayed step runs now
         begun_ = nullptr;
         StepBuffers& b = buffers();

@@ -100,6 +100,16 @@ Sampled from_device(const SampledRow& row) {
     return out;
 }
 
+void check_sample_rows(int64_t logit_rows, std::span<const RowSampling> rows, size_t penalties) {
+    TPS_CHECK(logit_rows == static_cast<int64_t>(rows.size()), "sample_rows: {} rows of logits for {} rows asked for",
+              logit_rows, rows.size());
+    for (size_t r = 0; r < rows.size(); ++r) {
+        TPS_CHECK(rows[r].penalties_first >= 0 && rows[r].penalties_count >= 0 &&
+                      int64_t{rows[r].penalties_first} + rows[r].penalties_count <= static_cast<int64_t>(penalties),
+                  "sample_rows: row {} names penalties past the list", r);
+    }
+}
+
 Sampled sample_row(std::span<const float> logits, const RowSampling& row, std::span<const PenaltyEntry> penalties,
                    RowScratch& scratch) {
     const auto n = static_cast<int64_t>(logits.size());

@@ -52,6 +52,9 @@ Sampled sample_row(std::span<const float> logits, const RowSampling& row, std::s
                    RowScratch& scratch);
 // A device's result for one row; tps::Error for the statuses sample_row throws on.
 Sampled from_device(const SampledRow& row);
+// What every Backend::sample_rows checks first: one RowSampling per row of logits, each row's
+// penalties inside the list of `penalties` entries. tps::Error naming the row.
+void check_sample_rows(int64_t logit_rows, std::span<const RowSampling> rows, size_t penalties);
 
 class Sampler {
 public:
