@@ -262,8 +262,7 @@ bool Scheduler::submit_micro_batch() {
         free_blocks -= blocks(s->fed + n) - blocks(s->fed);
         budget -= n;
         SequenceStep e{s->id, std::vector<int32_t>(s->tokens.begin() + s->fed, s->tokens.begin() + s->fed + n), s->fed, false};
-        e.output = output ? s->kind : StepOutputKind::none;
-        if (e.output == StepOutputKind::sample) e.sampling = s->sampler.prepare(e.penalties);  // the same draw if retried
+        ask_for(e, output ? s->kind : StepOutputKind::none, s->sampler);
         step.push_back(std::move(e));
         members.push_back(s);
     }
@@ -309,18 +308,7 @@ void Scheduler::process(const StepOutput& out, const std::vector<Seq*>& members)
         }
         if (entry.rows == 0) continue;  // a prompt chunk that was not the last
         if (s.job->cancelled()) continue;  // swept before the next step
-        Sampled sampled;
-        if (s.kind == StepOutputKind::greedy) {
-            sampled.token = entry.tokens.at(0);
-            sampled.logprob = entry.logprobs.at(0);
-            s.sampler.accept(sampled.token);
-        } else if (s.kind == StepOutputKind::sample) {
-            sampled = entry.samples.at(0);
-            s.sampler.accept(sampled.token);
-        } else {
-            sampled = s.sampler.sample(entry.logits);
-        }
-        emit(s, sampled);
+        emit(s, take_token(entry, s.kind, s.sampler));
     }
 }
 

@@ -45,6 +45,24 @@ StepOutputKind output_kind_for(const SamplingParams& p, bool backend_samples) no
     return backend_samples ? StepOutputKind::sample : StepOutputKind::logits;
 }
 
+void ask_for(SequenceStep& e, StepOutputKind kind, Sampler& sampler) {
+    e.output = kind;
+    if (kind == StepOutputKind::sample) e.sampling = sampler.prepare(e.penalties);
+}
+
+Sampled take_token(const StepOutput::Entry& e, StepOutputKind kind, Sampler& sampler) {
+    if (kind == StepOutputKind::logits) return sampler.sample(e.logits);
+    Sampled out;
+    if (kind == StepOutputKind::greedy) {
+        out.token = e.tokens.at(0);
+        out.logprob = e.logprobs.at(0);
+    } else {
+        out = e.samples.at(0);
+    }
+    sampler.accept(out.token);
+    return out;
+}
+
 GenerateResult generate(LlamaModel& model, const Tokenizer& tok, std::span<const int32_t> prompt,
                         const GenerateOptions& opt, const std::function<void(std::string_view)>& on_text) {
     Driver driver(model, nullptr, nullptr);
@@ -74,15 +92,7 @@ GenerateResult generate(Driver& driver, const Tokenizer& tok, std::span<const in
         ~Release() { d.release(id); }
     } release{driver, seq};
     // the next token from a step's output
-    auto pick = [&](const StepOutput& out) {
-        const auto& e = out.entries.at(0);
-        if (kind == StepOutputKind::greedy) return e.tokens.at(0);
-        if (kind == StepOutputKind::sample) {
-            sampler.accept(e.samples.at(0).token);
-            return e.samples.at(0).token;
-        }
-        return sampler.sample(e.logits).token;
-    };
+    auto pick = [&](const StepOutput& out) { return take_token(out.entries.at(0), kind, sampler).token; };
 
     // prefill in chunks of the model's step size; only the last chunk asks for an output
     const auto t0 = clock::now();
@@ -92,8 +102,7 @@ GenerateResult generate(Driver& driver, const Tokenizer& tok, std::span<const in
         const int64_t n = std::min(chunk, r.prompt_tokens - pos);
         const bool last = pos + n == r.prompt_tokens;
         SequenceStep s{seq, std::vector<int32_t>(prompt.begin() + pos, prompt.begin() + pos + n), pos, false};
-        s.output = last ? kind : StepOutputKind::none;
-        if (s.output == StepOutputKind::sample) s.sampling = sampler.prepare(s.penalties);
+        ask_for(s, last ? kind : StepOutputKind::none, sampler);
         const StepOutput out = driver.run({std::move(s)});
         if (last) token = pick(out);
     }
@@ -116,8 +125,7 @@ GenerateResult generate(Driver& driver, const Tokenizer& tok, std::span<const in
         }
         if (r.generated_tokens >= limit) break;
         SequenceStep s{seq, {token}, r.prompt_tokens + r.generated_tokens - 1, false};
-        s.output = kind;
-        if (s.output == StepOutputKind::sample) s.sampling = sampler.prepare(s.penalties);
+        ask_for(s, kind, sampler);
         token = pick(driver.run({std::move(s)}));
     }
     if (!stops.done()) {

@@ -39,6 +39,12 @@ private:
 // sampled by the backend where it can (`backend_samples`: LlamaModel::samples_rows(), one
 // process), else on rank 0 from the gathered logits.
 StepOutputKind output_kind_for(const SamplingParams& p, bool backend_samples) noexcept;
+// Makes `e` ask for `kind`; a sampled entry also gets the sequence's draw and penalties for this
+// step (Sampler::prepare: the same draw if the step is built again).
+void ask_for(SequenceStep& e, StepOutputKind kind, Sampler& sampler);
+// The token a step's output gives its sequence, recorded in `sampler`: the greedy pick, the
+// backend's draw, or a draw from the logits here.
+Sampled take_token(const StepOutput::Entry& e, StepOutputKind kind, Sampler& sampler);
 
 struct GenerateOptions {
     int64_t max_tokens = 128;
