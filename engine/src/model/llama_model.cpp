@@ -10,6 +10,11 @@
 #include <unordered_set>
 
 namespace tps {
+namespace {
+// The order a step's output rows take: greedy entries' (their picks), sampled entries', then
+// logits entries', each in step order.
+constexpr std::array<StepOutputKind, 3> kRowKinds = {StepOutputKind::greedy, StepOutputKind::sample, StepOutputKind::logits};
+}  // namespace
 
 RopeTable make_rope_table(const RopeConfig& rope, int64_t head_dim, const Vec* freq_factors);
 
@@ -279,20 +284,18 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
                                   "hidden states to the next stage");
         }
     } else {
-        // the rows asked for: greedy entries' first (their picks), then sampled entries', then
-        // logits entries', each in step order
+        // the rows asked for, in kRowKinds' order
         std::vector<int64_t> rows;
         rows.reserve(static_cast<size_t>(n_rows));
         out.first_row.assign(step.size(), 0);
         out.rows.assign(step.size(), 0);
         std::array<int64_t, 3> ends{};  // where each kind's rows end
-        constexpr std::array<StepOutputKind, 3> kinds = {StepOutputKind::greedy, StepOutputKind::sample, StepOutputKind::logits};
-        for (size_t k = 0; k < kinds.size(); ++k) {
+        for (size_t k = 0; k < kRowKinds.size(); ++k) {
             const int64_t begin = k == 0 ? 0 : ends[k - 1];
             int64_t token = 0;
             for (size_t e = 0; e < step.size(); ++e) {
                 const auto n = static_cast<int64_t>(step[e].tokens.size());
-                if (step[e].output == kinds[k]) {
+                if (step[e].output == kRowKinds[k]) {
                     out.first_row[e] = static_cast<int64_t>(rows.size()) - begin;
                     out.rows[e] = step[e].rows();
                     for (int64_t i = n - step[e].rows(); i < n; ++i) rows.push_back(token + i);
@@ -325,9 +328,10 @@ uint64_t LlamaModel::repeat_key(const std::vector<SequenceStep>& step) const {
     return ((self * 0x9E3779B97F4A7C15ull) ^ shape) | 1u;
 }
 
-// Final norm and LM head for the given token rows of x, in rounds of max_logit_rows: rows
-// [0, ends[0]) end as picks (the backend finds each row's best token), [ends[0], ends[1]) as
-// tokens the backend samples, the rest as logits copied to the host.
+// Final norm and LM head for the given token rows of x (in kRowKinds' order, each kind's rows
+// ending at ends[k]), in rounds of max_logit_rows: greedy rows end as picks (the backend finds
+// each row's best token), sampled rows as tokens the backend draws, the rest as logits copied to
+// the host.
 void LlamaModel::compute_logits(const std::vector<int64_t>& rows, const std::array<int64_t, 3>& ends,
                                 const std::vector<SequenceStep>& step, StepResult& out) {
     const int64_t vocab = w_.lm_head.rows;
@@ -352,15 +356,15 @@ void LlamaModel::compute_logits(const std::vector<int64_t>& rows, const std::arr
     std::vector<SampledRow> sampled(how.size());
     be_.gather_rows(x_, rows, o_.slice_rows(0, n_rows));
     be_.rmsnorm(o_.slice_rows(0, n_rows), w_.final_norm, static_cast<float>(desc_.rms_norm_eps), h_.slice_rows(0, n_rows));
-    for (size_t k = 0; k < ends.size(); ++k) {
+    for (size_t k = 0; k < kRowKinds.size(); ++k) {
         const int64_t first = k == 0 ? 0 : ends[k - 1], last = ends[k];
         for (int64_t r0 = first; r0 < last; r0 += options_.max_logit_rows) {
             const int64_t n = std::min(options_.max_logit_rows, last - r0);
             const Tensor logits = logits_.slice_rows(0, n);
             be_.matmul(w_.lm_head, h_.slice_rows(r0, n), logits);
-            if (k == 0) {
+            if (kRowKinds[k] == StepOutputKind::greedy) {
                 be_.greedy_rows(logits, w_.lm_head_first, out.picks.data() + r0);
-            } else if (k == 1) {
+            } else if (kRowKinds[k] == StepOutputKind::sample) {
                 const auto i = static_cast<size_t>(r0 - first);
                 be_.sample_rows(logits, std::span(how).subspan(i, static_cast<size_t>(n)), penalties, sampled.data() + i);
             } else {
