@@ -8,6 +8,7 @@
 // differ by more than 8% saw the level change and is measured again (up to 15 tries). Five
 // steady rounds; the median ratio is reported.
 //   build/release/benchmarks/engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0]
+#include "tpserve/common/strings.h"
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/llama.h"
 #include "tpserve/partition/model_source.h"
@@ -119,19 +120,14 @@ int main(int argc, char** argv) {
         if (flag == "--tokens") decode_tokens = std::atoi(argv[i + 1]);
         if (flag == "--formats") {
             formats.clear();
-            std::string list = argv[i + 1];
-            for (size_t at = 0; at <= list.size();) {
-                const size_t comma = std::min(list.find(',', at), list.size());
-                const std::string name = list.substr(at, comma - at);
+            for (const std::string& name : tps::split(argv[i + 1], ',')) {
                 const auto type = tps::parse_dtype(name);
-                if (!type || (*type != tps::DType::f32 && *type != tps::DType::f16 && *type != tps::DType::bf16 &&
-                              *type != tps::DType::q8_0 && *type != tps::DType::q4_0 && *type != tps::DType::q4_1)) {
+                if (!type || !tps::engine_supports(*type)) {
                     std::fprintf(stderr, "engine_bench: --formats: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1\n",
                                  name.c_str());
                     return 2;
                 }
                 formats.push_back(*type);
-                at = comma + 1;
             }
         }
     }
