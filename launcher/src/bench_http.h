@@ -19,6 +19,7 @@ struct HttpBenchRun {
     std::vector<std::string> mpirun;  // the launcher and its flags, up to -np R included
     std::string tpserve;              // this binary
     std::string model_path;
+    std::string format;  // --format for the server, "" for the checkpoint's own
     std::filesystem::path plan_file;
     std::filesystem::path log;
     BenchWorkload workload;

@@ -19,6 +19,7 @@ struct BenchWorkload {
 
 struct BenchWorkerSettings {
     std::string model_path;
+    std::string format;  // --format: the layers quantized at load ("" for the checkpoint's own)
     std::string plan_file;
     std::string result_file;
     BenchWorkload workload;

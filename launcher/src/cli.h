@@ -8,6 +8,7 @@
 #include <cxxopts.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace tps::cli {
@@ -28,7 +29,7 @@ int64_t int_flag(const cxxopts::ParseResult& r, const std::string& flag, int64_t
 double seconds_flag(const cxxopts::ParseResult& r, const std::string& flag);
 
 // The flags of a command that runs a model in one process or split under mpirun: --threads,
-// --kv-dtype, --plan, --gpus, --stages, --deadline.
+// --backend, --device, --kv-dtype, --format, --plan, --gpus, --stages, --deadline.
 void add_model_run_flags(cxxopts::Options& options);
 
 // --threads of add_model_run_flags: 0 (the rank's share of its host) up to 4 per hardware thread.
@@ -41,6 +42,9 @@ struct BackendChoice {
 };
 BackendChoice backend_flag(const cxxopts::ParseResult& r);
 DType kv_dtype_flag(const cxxopts::ParseResult& r);
+// --format of add_model_run_flags: the layers' weight format to quantize to at load; nullopt when
+// not given (the checkpoint's own). UsageError for a name that is no format.
+std::optional<DType> weight_format_flag(const cxxopts::ParseResult& r);
 
 // "on"/"off"/"true"/"false"/"yes"/"no"/"1"/"0".
 bool bool_flag(const cxxopts::ParseResult& r, const std::string& flag);

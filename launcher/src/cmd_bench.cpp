@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "mpi_session.h"
 #include "process.h"
+#include "shard_setup.h"
 
 #include "tpserve/common/strings.h"
 #include "tpserve/engine/model_files.h"
@@ -246,7 +247,7 @@ json run_point(const Settings& s, const ModelDesc& model, int ranks, const std::
         std::fflush(stderr);
         const auto t0 = std::chrono::steady_clock::now();
         if (s.http) {
-            HttpBenchRun run{launcher, self_path(), s.model, plan_file, log, s.workload, threads, s.deadline};
+            HttpBenchRun run{launcher, self_path(), s.model, s.format, plan_file, log, s.workload, threads, s.deadline};
             try {
                 measured = run_http_bench(run);
             } catch (const Error&) {
@@ -262,6 +263,7 @@ json run_point(const Settings& s, const ModelDesc& model, int ranks, const std::
                                      "--result", result.string(), "--prompt-tokens", std::to_string(s.workload.prompt_tokens),
                                      "--decode-tokens", std::to_string(s.workload.decode_tokens), "--deadline",
                                      fmt::format("{}", s.deadline), "--threads", std::to_string(threads), "--batches", batches});
+            if (!s.format.empty()) argv.insert(argv.end(), {"--format", s.format});
             const int rc = run_logged(argv, log, 60 * s.deadline);
             const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             std::fprintf(stderr, " %s in %.1f s\n", rc == 0 ? "done" : "FAILED", took);
@@ -402,7 +404,7 @@ int run_bench(int argc, char** argv) {
         ("predict", "run nothing: the cost model's figures for --gpus")
         ("http", "measure through the HTTP server (tpserve serve) with streaming clients, one per sequence")
         ("gpus", "with --predict: the cards (e.g. 4xrtx5090); the first R for R ranks", cxxopts::value<std::string>())
-        ("format", "with --predict: the weight format (bf16, int8, ...)", cxxopts::value<std::string>())
+        ("format", "weight format of the layers: measured runs quantize to it as they load (int8, q8_0, q4_0, q4_1, bf16, f16, f32); with --predict any the planner knows (fp8, int4, q4_k, ...)", cxxopts::value<std::string>())
         ("calibrate", "with --predict: a GPU's measured efficiencies (JSON, from scripts/gpu-check)", cxxopts::value<std::string>())
         ("prompt-tokens", "prompt length P", cxxopts::value<std::string>()->default_value("128"))
         ("decode-tokens", "tokens decoded per sequence N", cxxopts::value<std::string>()->default_value("32"))
@@ -429,6 +431,7 @@ int run_bench(int argc, char** argv) {
                      "--worker needs --model, --plan and --result");
         w.model_path = args["model"].as<std::string>();
         w.plan_file = args["plan"].as<std::string>();
+        if (args.count("format")) w.format = args["format"].as<std::string>();
         w.result_file = args["result"].as<std::string>();
         w.workload.prompt_tokens = int_flag(args, "prompt-tokens", 1, 1 << 16);
         w.workload.decode_tokens = int_flag(args, "decode-tokens", 2, 1 << 16);
@@ -443,16 +446,18 @@ int run_bench(int argc, char** argv) {
 
     ModelDesc model;
     std::string model_name;
+    std::optional<DType> format;
+    if (!s.format.empty()) {
+        format = parse_dtype(s.format);
+        TPS_CHECK_AS(UsageError, format.has_value(), "--format: '{}' is not a weight format (bf16, fp16, fp8, int8, int4, ...)",
+                     s.format);
+    }
     if (s.predict) {
         model = load_model(s.model);
-        if (!s.format.empty()) {
-            const auto f = parse_dtype(s.format);
-            TPS_CHECK_AS(UsageError, f.has_value(), "--format: '{}' is not a weight format (bf16, fp16, fp8, int8, int4, ...)", s.format);
-            apply_weight_format(model, *f);
-        }
+        if (format) apply_weight_format(model, *format);
     } else {
-        TPS_CHECK_AS(UsageError, s.format.empty(), "--format is for --predict: a measured run uses the checkpoint's own format");
-        model = ModelFiles::open(s.model).desc;
+        // measured runs quantize at load as serve does: refused here, once, if the engine cannot
+        model = open_model(s.model, format).desc;
     }
     model_name = fs::path(s.model).filename().string();
     if (model_name.empty()) model_name = fs::path(s.model).parent_path().filename().string();

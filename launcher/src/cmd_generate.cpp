@@ -47,6 +47,7 @@ struct Settings {
     GenerateOptions gen;
     int threads = 0;  // 0: the host's threads shared by the ranks on it
     DType kv_dtype = DType::f32;
+    std::optional<DType> format;  // --format
     int64_t prefill_chunk = 256;
     int64_t max_context = 0;
     std::string plan_file;
@@ -85,6 +86,7 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     if (args.count("stop")) s.gen.stop = args["stop"].as<std::vector<std::string>>();
     s.threads = threads_flag(args);
     s.kv_dtype = kv_dtype_flag(args);
+    s.format = weight_format_flag(args);
     s.prefill_chunk = int_flag(args, "prefill-chunk", 1, 1 << 16);
     s.max_context = int_flag(args, "max-context", 0, int64_t{1} << 24);
     s.kv_dtype_given = args["kv-dtype"].count() > 0;
@@ -137,7 +139,7 @@ void print_speed(const GenerateResult& r) {
 
 // One process, the whole model.
 int run_single(const Settings& s) {
-    const ModelFiles files = ModelFiles::open(s.model_path);
+    const ModelFiles files = open_model(s.model_path, s.format);
     const int64_t context = resolve_context(s.max_context, files.desc);
     GenerateOptions gen = s.gen;
     if (!s.ignore_eos) gen.stop_ids = files.stop_ids;
@@ -177,6 +179,7 @@ int run_sharded(const Settings& s) {
     ShardRequest req;
     req.model_path = s.model_path;
     req.plan_file = s.plan_file;
+    req.format = s.format;
     req.make_request = [&](const ModelDesc& m, int world_size) {
         return plan_request(s, m, world_size);
     };
@@ -271,7 +274,7 @@ int run_generate(int argc, char** argv) {
     if (launched_by_mpi()) return run_sharded(s);
     if (!s.plan_file.empty() || !s.gpus.empty() || !s.stage_tp.empty()) {
         // a one-rank plan runs in this process; a larger one needs mpirun (ParallelMapping says so)
-        const ModelFiles files = ModelFiles::open(s.model_path);
+        const ModelFiles files = open_model(s.model_path, s.format);
         const Plan plan = one_process_plan(s.plan_file, files.desc,
                                            [&] { return plan_request(s, files.desc, 1); });
         const ParallelMapping map(plan, 1, 0);

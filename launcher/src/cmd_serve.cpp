@@ -53,6 +53,7 @@ struct Settings {
     double request_timeout = 600;
     int64_t max_body = 1 << 20;
     DType kv_dtype = DType::f32;
+    std::optional<DType> format;  // --format
     int threads = 0;
     BackendChoice backend;
     int http_threads = 2;
@@ -78,6 +79,7 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     s.request_timeout = seconds_flag(args, "request-timeout");
     s.max_body = int_flag(args, "max-body-bytes", 1024, int64_t{1} << 30);
     s.kv_dtype = kv_dtype_flag(args);
+    s.format = weight_format_flag(args);
     s.threads = threads_flag(args);
     s.backend = backend_flag(args);
     s.http_threads = static_cast<int>(int_flag(args, "http-threads", 1, 64));
@@ -312,7 +314,7 @@ void serve(const Settings& s, Frontend& front, Driver& driver, const ModelFiles&
 
 int run_single(const Settings& s) {
     Frontend front(s);
-    const ModelFiles files = ModelFiles::open(s.model_path);
+    const ModelFiles files = open_model(s.model_path, s.format);
     const Plan plan = one_process_plan(s.plan_file, files.desc,
                                        [&] { return plan_request(s, files.desc, 1); });
     const ParallelMapping map(plan, 1, 0);  // a plan for more ranks needs mpirun: this says so
@@ -338,6 +340,7 @@ int run_sharded(const Settings& s) {
     ShardRequest req;
     req.model_path = s.model_path;
     req.plan_file = s.plan_file;
+    req.format = s.format;
     req.make_request = [&](const ModelDesc& m, int world_size) {
         return plan_request(s, m, world_size);
     };

@@ -122,6 +122,12 @@ int rank_threads(int asked, int local_ranks, int rank, const char* command) {
     return asked;
 }
 
+ModelFiles open_model(const std::string& path, std::optional<DType> format) {
+    ModelFiles files = ModelFiles::open(path);
+    if (format) files.store_layers_as(*format);
+    return files;
+}
+
 std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
     auto shard = std::make_unique<Shard>();
     Shard& s = *shard;
@@ -129,7 +135,7 @@ std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
     const int rank = mpi.rank();
     const double startup = request.startup_deadline;
 
-    agree(*s.world, "open the model", [&] { s.files = ModelFiles::open(request.model_path); }, startup);
+    agree(*s.world, "open the model", [&] { s.files = open_model(request.model_path, request.format); }, startup);
 
     std::string plan_text;
     agree(*s.world, "make or read the plan", [&] {

@@ -25,6 +25,7 @@ namespace tps::cli {
 struct ShardRequest {
     std::string model_path;
     std::string plan_file;  // empty: rank 0 plans with make_request
+    std::optional<DType> format;  // --format: the layers quantized to it as they load
     // rank 0, without a plan file: the planner's request for this model and world size
     std::function<PlanRequest(const ModelDesc&, int world_size)> make_request;
     int threads = 0;        // 0: the rank's share of its host
@@ -61,6 +62,9 @@ struct CpuServing {
     DType kv_dtype = DType::f32;
     std::vector<int> stage_tp;  // --stages; empty: the planner's choice
 };
+
+// The model at `path`, its layers quantized to `format` as they load when one is given (--format).
+ModelFiles open_model(const std::string& path, std::optional<DType> format);
 
 // The context a command runs with (--max-context, or its default); UsageError past the model's.
 int64_t resolve_context(int64_t asked, const ModelDesc& model);

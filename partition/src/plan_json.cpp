@@ -435,11 +435,19 @@ void validate_plan(const Plan& p, const std::string& origin) {
 
 void check_plan_matches_model(const Plan& p, const ModelDesc& m, const std::string& origin) {
     const std::string fp = model_fingerprint(m);
+    const std::string format = weight_format_summary(m);
+    // the same model in another weight format: say which flag makes them agree
+    TPS_CHECK_AS(InputError,
+                 p.model.fingerprint == fp || p.model.weight_format == format || p.model.name != m.name ||
+                     p.model.layers != m.layers || p.model.hidden != m.hidden,
+                 "{}: this plan was made for {} with {} weights, but the model is loaded with {} weights; give "
+                 "--format {} (or make a new plan with `tpserve plan`)",
+                 origin, p.model.name, p.model.weight_format, format, p.model.weight_format);
     TPS_CHECK_AS(InputError, p.model.fingerprint == fp,
                  "{}: this plan was made for model {} ({} layers, hidden {}, {}), not for {} ({} layers, hidden {}, {}); "
                  "make a new plan with `tpserve plan`",
                  origin, p.model.name, p.model.layers, p.model.hidden, p.model.weight_format, m.name, m.layers,
-                 m.hidden, weight_format_summary(m));
+                 m.hidden, format);
 }
 
 }  // namespace tps

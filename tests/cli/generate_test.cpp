@@ -61,6 +61,21 @@ TEST(Generate, TinyFixturesRunFromHfDirectories) {
     }
 }
 
+TEST(Generate, Int8WeightsLoadAsThePlanPredicts) {
+    // --format int8 quantizes the layers as they load: the plan is made for int8 and the weights
+    // the engine holds are what it predicts, to the byte
+    const std::string llama3 = std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/llama3";
+    const auto r = tpserve("generate -m " + llama3 + " -p 'Hello there' -n 4 --format int8 --verbose");
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto at = r.err.find("  weights");
+    ASSERT_NE(at, std::string::npos) << r.err;
+    EXPECT_TRUE(has(r.err.substr(at, r.err.find('\n', at) - at), "exact")) << r.err;
+    EXPECT_TRUE(has(r.err, "decode: 4 tokens")) << r.err;
+    // a q8_0 conversion works the same way
+    const auto q8 = tpserve("generate -m " + llama3 + " -p 'Hello there' -n 2 --format q8_0");
+    EXPECT_EQ(q8.code, 0) << q8.err;
+}
+
 TEST(Generate, BadInputIsOneLine) {
     auto usage = [](const std::string& args, const std::string& needle) {
         const auto r = tpserve(args);
@@ -76,6 +91,10 @@ TEST(Generate, BadInputIsOneLine) {
     usage("generate -m " + tiny + " -p hi -n 0", "--max-tokens");
     usage("generate -m " + tiny + " -p hi --kv-dtype q8_0", "--kv-dtype");
     usage("generate -m " + tiny + " -p hi --max-context 999999", "--max-context");
+    usage("generate -m " + tiny + " -p hi --format int9", "--format: 'int9'");
+    usage("generate -m " + tiny + " -p hi --format fp8", "does not compute with it");
+    usage(std::string("generate -m ") + TPS_SOURCE_DIR + "/tests/fixtures/models/llama3-gguf-q8_0/llama3-tiny-Q8_0.gguf -p hi --format int8",
+          "--format");
     usage("generate -m " + tiny + " -p hi --bogus", "bogus");
     usage("generate -m " + tiny + " -p hi --backend tpu", "--backend");
     usage("generate -m " + tiny + " -p hi --backend cuda --gpus 2xcpu", "--backend cuda");

@@ -69,7 +69,7 @@ public:
                 if (row < 0 || row >= table.rows) {
                     std::fill(dst, dst + out.cols, 0.0f);
                 } else {
-                    row_to_f32(table.type, table.row(row), 0, table.cols, dst);
+                    weight_row_to_f32(table, row, 0, table.cols, dst);
                 }
             }
         });

@@ -41,7 +41,8 @@ constexpr int64_t kAheadMinRows = 4;
 // 8-weight blocks, summed at the end, then the tail: the one summation order of every path, so a
 // token's result does not depend on how many other tokens share its step (batch invariance: a
 // sequence decoded beside 31 others gives the same logits, bit for bit, as decoded alone, and a
-// prompt gives the same whether prefilled whole or in chunks). With Prefetch (decode), every 16
+// prompt gives the same whether prefilled whole or in chunks). int8 sums the stored integers
+// times x and multiplies the finished sum by the row's scale. With Prefetch (decode), every 16
 // weights whose index / 16 has no bit of `prefetch_mask` set also prefetch into `ahead`, at the
 // same offset in bytes as the row's own (one prefetch per cache line, not one per 16 weights).
 template <DType T, int NT, bool Prefetch>
@@ -72,6 +73,7 @@ TPS_AVX2 void row_dot(const Weight& w, int64_t r, const float* x, int64_t xs, fl
     for (int t = 0; t < NT; ++t) {
         float v = hsum(_mm256_add_ps(a[t][0], a[t][1]));
         if (k < K) v += tail_dot(w, row, k, x + t * xs);  // only rows whose length is not a multiple of 8
+        if constexpr (T == DType::int8) v *= w.scale(r);
         y[t * ys + r] = v;
     }
 }
@@ -143,7 +145,7 @@ void matmul_rows_reference(const Weight& w, int64_t r0, int64_t r1, const float*
                            float* y, int64_t ys) {
     std::vector<float> row(static_cast<size_t>(w.cols));
     for (int64_t r = r0; r < r1; ++r) {
-        row_to_f32(w.type, w.row(r), 0, w.cols, row.data());
+        weight_row_to_f32(w, r, 0, w.cols, row.data());
         for (int64_t t = 0; t < n_tok; ++t) {
             double acc = 0;
             for (int64_t k = 0; k < w.cols; ++k) acc += static_cast<double>(row[static_cast<size_t>(k)]) * x[t * xs + k];
@@ -159,6 +161,7 @@ void matmul_rows(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_
         case DType::f32: return rows_avx2<DType::f32>(w, r0, r1, x, xs, n_tok, y, ys, next);
         case DType::f16: return rows_avx2<DType::f16>(w, r0, r1, x, xs, n_tok, y, ys, next);
         case DType::bf16: return rows_avx2<DType::bf16>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::int8: return rows_avx2<DType::int8>(w, r0, r1, x, xs, n_tok, y, ys, next);
         case DType::q8_0: return rows_avx2<DType::q8_0>(w, r0, r1, x, xs, n_tok, y, ys, next);
         case DType::q4_0: return rows_avx2<DType::q4_0>(w, r0, r1, x, xs, n_tok, y, ys, next);
         case DType::q4_1: return rows_avx2<DType::q4_1>(w, r0, r1, x, xs, n_tok, y, ys, next);

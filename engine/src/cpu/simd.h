@@ -76,6 +76,14 @@ struct Load8<DType::bf16> {
 };
 
 template <>
+struct Load8<DType::int8> {  // the stored integers: the row's scale is applied to the finished dot
+    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
+        const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + k));
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    }
+};
+
+template <>
 struct Load8<DType::q8_0> {  // {f16 d; int8 q[32]}
     TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
         const std::byte* blk = row + (k >> 5) * 34;

@@ -130,7 +130,7 @@ public:
         ++pool_.generation;
         if (w.empty() || w.device) return;
         (void)format_of(w.type, "place");  // refuse a format the kernels cannot read before copying it
-        const int64_t bytes = w.rows * w.row_bytes;
+        const int64_t bytes = w.bytes();  // int8's scales follow its rows
         auto mem = std::make_shared<CudaMemory>(bytes, MemoryTag::weights);
         TPS_CHECK_CUDA(cudaMemcpyAsync(mem->data(), w.data, static_cast<size_t>(bytes), cudaMemcpyHostToDevice, stream_));
         TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));

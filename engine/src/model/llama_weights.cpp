@@ -43,7 +43,7 @@ struct Loader {
 };
 
 int64_t in_place(const Weight& w) {
-    return !w.empty() && w.owned.data() == nullptr && w.device == nullptr ? w.rows * w.row_bytes : 0;
+    return !w.empty() && w.owned.data() == nullptr && w.device == nullptr ? w.bytes() : 0;
 }
 
 }  // namespace
@@ -58,9 +58,9 @@ int64_t LlamaWeights::mapped_bytes() const noexcept {
 }
 
 int64_t LlamaWeights::step_matrix_bytes() const noexcept {
-    int64_t b = lm_head.rows * lm_head.row_bytes;
+    int64_t b = lm_head.bytes();
     for (const auto& l : layers) {
-        for (const Weight* w : l.matrices()) b += w->rows * w->row_bytes;
+        for (const Weight* w : l.matrices()) b += w->bytes();
     }
     return b;
 }
@@ -69,7 +69,7 @@ void LlamaWeights::touch() const noexcept {
     volatile std::byte sink{};
     auto pages = [&](const Weight& w) {
         if (w.device) return;  // in a backend's memory already
-        const int64_t bytes = w.rows * w.row_bytes;
+        const int64_t bytes = w.bytes();
         for (int64_t at = 0; at < bytes; at += 4096) sink = w.data[at];
     };
     pages(embedding);

@@ -98,6 +98,15 @@ ModelFiles ModelFiles::open(const fs::path& path) {
     return f;
 }
 
+void ModelFiles::store_layers_as(DType format) {
+    TPS_CHECK_AS(UsageError, engine_supports(format),
+                 "--format {}: the planner can plan for it, but the engine does not compute with it (int8, q8_0, "
+                 "q4_0, q4_1, bf16, f16 or f32)",
+                 dtype_name(format));
+    apply_weight_format(desc, format);
+    weights = WeightSource::converted(std::move(weights), desc);
+}
+
 std::vector<int32_t> ModelFiles::encode_prompt(const std::string& text, bool chat, const std::string& system) const {
     if (!chat) return tokenizer->encode(text, true);
     TPS_CHECK_AS(UsageError, chat_template.has_value(), "--chat: {} has no chat template", path.string());

@@ -11,21 +11,12 @@ namespace {
 
 Weight random_matrix(DType type, int64_t rows, int64_t cols, std::mt19937_64& rng) {
     std::normal_distribution<float> d(0.0f, 0.02f);
-    Weight w;
-    w.type = type;
-    w.rows = rows;
-    w.cols = cols;
-    const auto row_bytes = matrix_bytes(type, 1, cols);
-    TPS_CHECK_AS(UsageError, row_bytes.has_value(), "random weights: rows of {} do not split into {} blocks", cols,
-                 dtype_name(type));
-    w.row_bytes = *row_bytes;
-    w.owned = Buffer(rows * w.row_bytes, MemoryTag::weights);
+    Weight w = make_weight(type, rows, cols, MemoryTag::weights);
     std::vector<float> row(static_cast<size_t>(cols));
     for (int64_t r = 0; r < rows; ++r) {
         for (auto& x : row) x = d(rng);
-        f32_to_row(type, row.data(), cols, w.owned.as<std::byte>() + r * w.row_bytes);
+        store_row(w, r, row.data());
     }
-    w.data = w.owned.as<const std::byte>();
     return w;
 }
 

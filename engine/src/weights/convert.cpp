@@ -1,7 +1,8 @@
 // Scalar conversions of stored rows to f32: the reference the vectorised kernels are tested
 // against, and what embedding lookups and vectors use. GGML block layouts: q8_0 = {f16 d;
 // int8 q[32]}, q4_0 = {f16 d; u8 q[16]} (element j is the low nibble of q[j], j+16 the high one,
-// value (nibble - 8) * d), q4_1 = {f16 d; f16 m; u8 q[16]} (value nibble * d + m).
+// value (nibble - 8) * d), q4_1 = {f16 d; f16 m; u8 q[16]} (value nibble * d + m). int8 rows
+// are plain int8 values; their scales trail the matrix (weights.h, weight.cpp).
 #include "tpserve/common/check.h"
 #include "tpserve/engine/numeric.h"
 #include "tpserve/engine/weights.h"
@@ -14,7 +15,8 @@ namespace tps {
 
 bool engine_supports(DType t) noexcept {
     switch (t) {
-        case DType::f32: case DType::f16: case DType::bf16: case DType::q8_0: case DType::q4_0: case DType::q4_1:
+        case DType::f32: case DType::f16: case DType::bf16: case DType::int8: case DType::q8_0: case DType::q4_0:
+        case DType::q4_1:
             return true;
         default:
             return false;
@@ -32,6 +34,11 @@ void row_to_f32(DType type, const std::byte* row, int64_t first, int64_t n, floa
         case DType::bf16:
             for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(load_u16(row + (first + i) * 2));
             return;
+        case DType::int8: {
+            const auto* q = reinterpret_cast<const int8_t*>(row) + first;
+            for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(q[i]);
+            return;
+        }
         case DType::q8_0:
             for (int64_t b = first / 32; b < (first + n) / 32; ++b) {
                 const std::byte* blk = row + b * 34;
@@ -62,8 +69,8 @@ void row_to_f32(DType type, const std::byte* row, int64_t first, int64_t n, floa
             }
             return;
         default:
-            throw InputError(fmt::format("{} weights are not supported by the engine (f32, f16, bf16, q8_0, q4_0, "
-                                         "q4_1 are)",
+            throw InputError(fmt::format("{} weights are not supported by the engine (f32, f16, bf16, int8, q8_0, "
+                                         "q4_0, q4_1 are)",
                                          dtype_name(type)));
     }
 }
@@ -83,6 +90,7 @@ void f32_to_row(DType type, const float* x, int64_t n, std::byte* row) {
         default:
             break;
     }
+    TPS_CHECK_AS(InputError, type != DType::int8, "int8 rows carry their scale outside the row: store them with store_row");
     TPS_CHECK(n % 32 == 0, "{} rows hold whole 32-element blocks, got {}", dtype_name(type), n);
     for (int64_t b = 0; b < n / 32; ++b) {
         const float* v = x + b * 32;
@@ -125,17 +133,6 @@ void f32_to_row(DType type, const float* x, int64_t n, std::byte* row) {
             throw InputError(fmt::format("cannot store {} rows", dtype_name(type)));
         }
     }
-}
-
-Weight Weight::alias() const {
-    Weight w;
-    w.type = type;
-    w.rows = rows;
-    w.cols = cols;
-    w.row_bytes = row_bytes;
-    w.data = data;
-    w.device = device;
-    return w;
 }
 
 }  // namespace tps

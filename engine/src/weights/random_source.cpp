@@ -46,15 +46,7 @@ public:
         const int64_t c0 = cols.first, c1 = cols.last < 0 ? s[1] : cols.last;
         TPS_CHECK(0 <= r0 && r0 < r1 && r1 <= s[0] && 0 <= c0 && c0 < c1 && c1 <= s[1],
                   "random weights: {} has no rows [{}, {}) x columns [{}, {})", name, r0, r1, c0, c1);
-        const auto row_bytes = matrix_bytes(type_, 1, c1 - c0);
-        TPS_CHECK_AS(UsageError, row_bytes.has_value(), "random weights: rows of {} do not split into {} blocks",
-                     c1 - c0, dtype_name(type_));
-        Weight w;
-        w.type = type_;
-        w.rows = r1 - r0;
-        w.cols = c1 - c0;
-        w.row_bytes = *row_bytes;
-        w.owned = Buffer(w.rows * w.row_bytes, MemoryTag::weights);
+        Weight w = make_weight(type_, r1 - r0, c1 - c0, MemoryTag::weights);
         const uint64_t base = seed_ ^ mix(std::hash<std::string_view>{}(name));
         // uniform on [-a, a] has standard deviation a / sqrt(3)
         const float scale = 0.02f * std::sqrt(3.0f) / static_cast<float>(uint64_t{1} << 23);
@@ -65,10 +57,9 @@ public:
                 const auto bits = static_cast<int64_t>(mix(row_key + static_cast<uint64_t>(c)) >> 40) - (int64_t{1} << 23);
                 row[static_cast<size_t>(c - c0)] = static_cast<float>(bits) * scale;
             }
-            f32_to_row(type_, row.data(), w.cols, w.owned.as<std::byte>() + (r - r0) * w.row_bytes);
+            store_row(w, r - r0, row.data());
         }
-        w.data = w.owned.as<const std::byte>();
-        bytes_read_ += w.rows * w.row_bytes;
+        bytes_read_ += w.bytes();
         return w;
     }
 

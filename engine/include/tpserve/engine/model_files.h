@@ -29,6 +29,12 @@ struct ModelFiles {
 
     static ModelFiles open(const std::filesystem::path& path);
 
+    // `--format`: the layers' linear weights quantized (or converted) to `format` as they are
+    // loaded, and the description says so (the planner sizes that, a plan's fingerprint records
+    // it). UsageError for a GGUF (its formats are the file's), a format the engine does not
+    // compute with, or rows that do not split into the format's blocks.
+    void store_layers_as(DType format);
+
     // The prompt as token ids: the chat template rendered for one user message (and an optional
     // system message) and encoded without extra special tokens (the template writes them), or
     // the plain text encoded with the tokenizer's special tokens.

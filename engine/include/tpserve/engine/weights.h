@@ -24,6 +24,10 @@ struct ModelDesc;
 class DeviceMemory;
 
 // A matrix (rows x cols) in any supported storage format, row-major, `row_bytes` per row.
+// Weight-only int8 (the planner's int8: one f16 scale per output row) keeps its rows pure, one
+// int8 per element (row_bytes = cols, so rows stay 16-byte aligned for vector loads), and the
+// `rows` f16 scales follow the last row in the same block: element (r, c) is q[r][c] * scale[r].
+// Every other format has no trailer.
 struct Weight {
     DType type = DType::f32;
     int64_t rows = 0;
@@ -37,6 +41,12 @@ struct Weight {
 
     const std::byte* row(int64_t r) const noexcept { return data + r * row_bytes; }
     bool empty() const noexcept { return data == nullptr; }
+    // The whole block: the rows, then int8's scales. What a copy of the matrix must move.
+    int64_t bytes() const noexcept;
+    // int8: the f16 scales, one per row, after the last row.
+    const std::byte* scales() const noexcept { return data + rows * row_bytes; }
+    // Row r's scale (host data only): int8's, 1 for every other format.
+    float scale(int64_t r) const noexcept;
     // A view of the same data (for tied embeddings): shares, never owns (a placed copy is shared).
     Weight alias() const;
 };
@@ -58,6 +68,29 @@ struct Range {
 // The formats the CPU kernels compute with.
 bool engine_supports(DType t) noexcept;
 
+// Bytes of one stored row of `cols` elements (int8: the values alone, its scales trail the
+// matrix); nullopt when the row does not split into the format's blocks.
+std::optional<int64_t> weight_row_bytes(DType type, int64_t cols) noexcept;
+
+// An owned, zeroed rows x cols matrix in `type`, its memory tagged `tag`. UsageError when the
+// engine does not compute with `type` or a row does not split into its blocks.
+Weight make_weight(DType type, int64_t rows, int64_t cols, MemoryTag tag);
+
+// Stores x (w.cols floats) as row r of an owned matrix, quantizing as f32_to_row does; int8 takes
+// the scale of x's largest magnitude (int8_scale_bits).
+void store_row(Weight& w, int64_t r, const float* x);
+
+// int8: the f16 scale (its bits) for a row whose largest magnitude is `amax`: the smallest f16 at
+// or above amax / 127, so no value rounds past +-127. InputError when amax is not finite or
+// needs a scale beyond f16's range.
+uint16_t int8_scale_bits(float amax);
+// int8: stores x (w.cols floats) as row r with the given scale: for a column slice of a matrix
+// whose scale was taken over the whole row (tensor-parallel ranks agree on every row's scale).
+void store_int8_row(Weight& w, int64_t r, const float* x, uint16_t scale_bits);
+
+// Elements [first, first + n) of row r as f32, the row's scale applied (any format; host data).
+void weight_row_to_f32(const Weight& w, int64_t r, int64_t first, int64_t n, float* out);
+
 class WeightSource {
 public:
     virtual ~WeightSource() = default;
@@ -68,6 +101,12 @@ public:
     // Seeded random weights of the model's tensors in `type` (vectors in f32): each element
     // depends only on the seed, the tensor and its position, so every rank's shard agrees.
     static std::shared_ptr<const WeightSource> random(const ModelDesc& model, DType type, uint64_t seed);
+    // `inner` with the linear layer weights converted to the formats `model` gives them (a model
+    // description after apply_weight_format): quantizing at load. Rows are converted whole, so
+    // int8's scale is the whole row's on every rank that loads a column slice of it. UsageError
+    // when a format is one the engine does not compute with.
+    static std::shared_ptr<const WeightSource> converted(std::shared_ptr<const WeightSource> inner,
+                                                         const ModelDesc& model);
 
     virtual bool has(std::string_view hf_name) const = 0;
     // Shape in torch order: [out, in] for matrices, [n] for vectors.
@@ -105,12 +144,14 @@ private:
 };
 
 // Dequantizes (or converts) elements [first, first + n) of a row to f32. `first` and `n` must be
-// multiples of the format's block.
+// multiples of the format's block. int8 gives the stored integers: its scale is the matrix's, not
+// the row's (weight_row_to_f32 applies it).
 void row_to_f32(DType type, const std::byte* row, int64_t first, int64_t n, float* out);
 
 // Stores n floats (a multiple of the block) as one row of `type`, quantizing as ggml's reference
 // quantizers do (q8_0: d = max|x| / 127; q4_0: d = x_absmax_signed / -8; q4_1: d = (max - min) /
-// 15, m = min). For weights made on the spot (benchmarks, GPU checks).
+// 15, m = min). For weights made on the spot (benchmarks, GPU checks). Not int8, whose scale
+// lives outside the row (store_row).
 void f32_to_row(DType type, const float* x, int64_t n, std::byte* row);
 
 }  // namespace tps

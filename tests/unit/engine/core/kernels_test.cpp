@@ -28,13 +28,28 @@ TestWeight make_weight(DType type, int64_t rows, int64_t cols, uint64_t seed) {
     t.w.type = type;
     t.w.rows = rows;
     t.w.cols = cols;
-    t.w.row_bytes = *matrix_bytes(type, 1, cols);
-    t.w.owned = Buffer(rows * t.w.row_bytes, MemoryTag::workspace);
+    // int8: the values alone in the rows, the f16 scales after the last row
+    t.w.row_bytes = type == DType::int8 ? cols : *matrix_bytes(type, 1, cols);
+    t.w.owned = Buffer(rows * t.w.row_bytes + (type == DType::int8 ? 2 * rows : 0), MemoryTag::workspace);
     auto* out = t.w.owned.as<std::byte>();
+    std::vector<float> row_scale(static_cast<size_t>(rows), 1.0f);
     for (int64_t r = 0; r < rows; ++r) {
         std::byte* row = out + r * t.w.row_bytes;
         const float* src = v.data() + r * cols;
-        if (type == DType::f32) {
+        if (type == DType::int8) {
+            // symmetric per row: the largest magnitude maps to 127
+            float amax = 0;
+            for (int64_t i = 0; i < cols; ++i) amax = std::max(amax, std::abs(src[i]));
+            uint16_t sh = f32_to_f16(amax / 127.0f);
+            if (f16_to_f32(sh) * 127.0f < amax) ++sh;
+            const float s = f16_to_f32(sh);
+            std::memcpy(out + rows * cols + 2 * r, &sh, 2);
+            row_scale[static_cast<size_t>(r)] = s;
+            for (int64_t i = 0; i < cols; ++i) {
+                const auto q = static_cast<int8_t>(std::lround(src[i] / s));
+                std::memcpy(row + i, &q, 1);
+            }
+        } else if (type == DType::f32) {
             std::memcpy(row, src, static_cast<size_t>(cols) * 4);
         } else if (type == DType::f16 || type == DType::bf16) {
             for (int64_t i = 0; i < cols; ++i) {
@@ -93,7 +108,10 @@ TestWeight make_weight(DType type, int64_t rows, int64_t cols, uint64_t seed) {
     }
     t.w.data = t.w.owned.as<const std::byte>();
     t.dense.resize(static_cast<size_t>(rows * cols));
-    for (int64_t r = 0; r < rows; ++r) row_to_f32(type, t.w.row(r), 0, cols, t.dense.data() + r * cols);
+    for (int64_t r = 0; r < rows; ++r) {
+        row_to_f32(type, t.w.row(r), 0, cols, t.dense.data() + r * cols);
+        for (int64_t i = 0; i < cols; ++i) t.dense[static_cast<size_t>(r * cols + i)] *= row_scale[static_cast<size_t>(r)];
+    }
     return t;
 }
 
@@ -126,8 +144,32 @@ TEST_P(Matmul, Avx2EqualsTheReferenceOnRandomShapes) {
     }
 }
 
+TEST_P(Matmul, ReferenceComputesWithTheValuesAsStored) {
+    // the reference (and so every kernel held against it) reads each format as this file's own
+    // quantizers define it: int8's row scale included
+    const DType type = GetParam();
+    const bool blocks = dtype_layout(type).block > 1;
+    const int64_t rows = 13, cols = blocks ? 96 : 77, tokens = 3;
+    const TestWeight tw = make_weight(type, rows, cols, 7);
+    const auto x = test::random_values(static_cast<size_t>(tokens * cols), 8);
+    std::vector<float> ref(static_cast<size_t>(tokens * rows), std::numeric_limits<float>::quiet_NaN());
+    cpu::matmul_rows_reference(tw.w, 0, rows, x.data(), cols, tokens, ref.data(), rows);
+    for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+            double want = 0, scale = 0;
+            for (int64_t k = 0; k < cols; ++k) {
+                const double term = double{tw.dense[static_cast<size_t>(r * cols + k)]} * x[static_cast<size_t>(t * cols + k)];
+                want += term;
+                scale += std::abs(term);
+            }
+            EXPECT_NEAR(ref[static_cast<size_t>(t * rows + r)], want, 1e-6 * (scale + 1e-6)) << dtype_name(type) << " row " << r;
+        }
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, Matmul,
-                         ::testing::Values(DType::f32, DType::f16, DType::bf16, DType::q8_0, DType::q4_0, DType::q4_1),
+                         ::testing::Values(DType::f32, DType::f16, DType::bf16, DType::int8, DType::q8_0, DType::q4_0,
+                                           DType::q4_1),
                          [](const ::testing::TestParamInfo<DType>& p) { return std::string(dtype_name(p.param)); });
 
 TEST(Matmul, QuantizedBlocksDecodeAsGgmlDefinesThem) {

@@ -1,0 +1,98 @@
+// Quantizing at load: a weight source that reads another and hands out its linear layers' weights
+// in the formats a model description gives them (apply_weight_format, `--format`). Each row is
+// read whole and converted through f32, so an int8 row's scale is taken over the whole row even
+// when a rank loads only some of its columns: tensor-parallel ranks agree on every scale, and a
+// split model computes with the same weights as the whole one (docs/planner.md keeps int8's
+// scales whole on every rank for this reason). GGML block formats quantize 32 columns at a time,
+// so a column slice on block boundaries is the same either way.
+#include "tpserve/common/check.h"
+#include "tpserve/engine/weights.h"
+#include "tpserve/partition/model.h"
+
+#include <cmath>
+#include <map>
+#include <vector>
+
+namespace tps {
+namespace {
+
+class ConvertedSource final : public WeightSource {
+public:
+    ConvertedSource(std::shared_ptr<const WeightSource> inner, std::map<std::string, DType, std::less<>> formats)
+        : inner_(std::move(inner)), formats_(std::move(formats)) {}
+
+    bool has(std::string_view name) const override { return inner_->has(name); }
+    std::vector<int64_t> shape(std::string_view name) const override { return inner_->shape(name); }
+    DType type(std::string_view name) const override {
+        const auto it = formats_.find(name);
+        return it != formats_.end() ? it->second : inner_->type(name);
+    }
+
+    Weight matrix(std::string_view name, Range rows, Range cols) const override {
+        const auto it = formats_.find(name);
+        if (it == formats_.end() || it->second == inner_->type(name)) return counted(inner_->matrix(name, rows, cols));
+        const DType to = it->second;
+        // whole rows from the checkpoint (in place where it allows), converted column range by range
+        const Weight whole = counted(inner_->matrix(name, rows, {}));
+        const int64_t c0 = cols.first, c1 = cols.last < 0 ? whole.cols : cols.last;
+        TPS_CHECK_AS(InputError, 0 <= c0 && c0 < c1 && c1 <= whole.cols, "{}: no columns [{}, {}) in {} columns", name,
+                     c0, c1, whole.cols);
+        const int64_t block = dtype_layout(to).block;
+        TPS_CHECK_AS(InputError, c0 % block == 0 && c1 % block == 0,
+                     "{}: columns [{}, {}) do not fall on {}'s {}-element blocks", name, c0, c1, dtype_name(to), block);
+        Weight out = make_weight(to, whole.rows, c1 - c0, MemoryTag::weights);
+        std::vector<float> row(static_cast<size_t>(whole.cols));
+        for (int64_t r = 0; r < whole.rows; ++r) {
+            weight_row_to_f32(whole, r, 0, whole.cols, row.data());
+            const float* slice = row.data() + c0;
+            if (to == DType::int8) {
+                float amax = 0;
+                for (const float v : row) {
+                    TPS_CHECK_AS(InputError, std::isfinite(v), "{}: row {} holds {}, which int8 cannot store", name,
+                                 r + rows.first, v);
+                    amax = std::max(amax, std::abs(v));
+                }
+                store_int8_row(out, r, slice, int8_scale_bits(amax));
+            } else {
+                store_row(out, r, slice);
+            }
+        }
+        return out;
+    }
+
+    Vec vector(std::string_view name, Range r) const override {
+        Vec v = inner_->vector(name, r);
+        bytes_read_ = inner_->bytes_read();
+        return v;
+    }
+
+private:
+    Weight counted(Weight w) const {
+        bytes_read_ = inner_->bytes_read();
+        return w;
+    }
+
+    std::shared_ptr<const WeightSource> inner_;
+    std::map<std::string, DType, std::less<>> formats_;  // tensors to convert, by HF name
+};
+
+}  // namespace
+
+std::shared_ptr<const WeightSource> WeightSource::converted(std::shared_ptr<const WeightSource> inner,
+                                                            const ModelDesc& model) {
+    TPS_CHECK(inner != nullptr, "no weight source to convert");
+    std::map<std::string, DType, std::less<>> formats;
+    for (const auto& layer : model.layer_tensors) {
+        for (const auto& t : layer) {
+            if (!t.linear || !inner->has(t.name) || inner->type(t.name) == t.dtype) continue;
+            TPS_CHECK_AS(UsageError, engine_supports(t.dtype),
+                         "--format {}: the planner can plan for it, but the engine does not compute with it (int8, "
+                         "q8_0, q4_0, q4_1, bf16, f16 or f32)",
+                         dtype_name(t.dtype));
+            formats.emplace(t.name, t.dtype);
+        }
+    }
+    return std::make_shared<ConvertedSource>(std::move(inner), std::move(formats));
+}
+
+}  // namespace tps
