@@ -4,7 +4,7 @@
 // same card: the bandwidth of a plain device-to-device copy and the rate of one large bf16 GEMM
 // through cuBLAS. Prints a table; --out DIR also writes cuda_bench.json there.
 //
-//   cuda_bench [--format bf16|f16|q8_0|q4_0|q4_1|f32] [--steps N] [--out DIR]
+//   cuda_bench [--format bf16|f16|int8|q8_0|q4_0|q4_1|f32] [--steps N] [--out DIR]
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/llama.h"
 #include "tpserve/partition/hf_config.h"

@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
             for (const std::string& name : tps::split(argv[i + 1], ',')) {
                 const auto type = tps::parse_dtype(name);
                 if (!type || !tps::engine_supports(*type)) {
-                    std::fprintf(stderr, "engine_bench: --formats: '%s' is not one of f32, f16, bf16, q8_0, q4_0, q4_1\n",
+                    std::fprintf(stderr, "engine_bench: --formats: '%s' is not one of f32, f16, bf16, int8, q8_0, q4_0, q4_1\n",
                                  name.c_str());
                     return 2;
                 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Failure is loud and bounded: `mpirun tpserve generate` with bad plans, a killed rank and a
-stopped (hung) rank. Every case must end the whole job with a non-zero exit within its deadline,
+"""Failure is loud and bounded: `mpirun tpserve generate` with bad plans (one made for int8 weights
+run without --format among them), a killed rank and a stopped (hung) rank. Every case must end the whole job with a non-zero exit within its deadline,
 with a message that names the rank and what went wrong, and leave no tpserve process behind.
 
 usage: failure_test.py [--bad-plans-only] TPSERVE MPIEXEC [MPIEXEC_FLAGS...]
@@ -149,6 +149,36 @@ def bad_plan_cases(tpserve, mpiexec, flags, tmp):
         check(not left, f"{what}: nothing left running", str(left))
 
 
+def format_cases(tpserve, mpiexec, flags, tmp):
+    """--format int8 under mpirun: a plan made for int8 weights is refused on every rank without
+    --format (naming the flag), and with it the split model generates what one process does."""
+    model = FIXTURES / "llama-bias"
+    plan = tmp / "tp2-int8.json"
+    subprocess.run([tpserve, "plan", "-m", str(model), "--gpus", ",".join([CPU] * 2), "--stages", "2", "--format", "int8",
+                    "--max-batch", "1", "--max-context", "256", "--prefill-chunk", "64", "--kv-dtype", "f32",
+                    "--out", str(plan), "--json"], check=True, stdout=subprocess.DEVNULL)
+    gen = ["generate", "-m", str(model), "-p", "Hello there", "-n", "8", "--deadline", "10", "--plan", str(plan)]
+    job = Job(tpserve, mpiexec, flags, 2, gen)
+    code, took, text = job.wait(60)
+    left = job.cleanup()
+    ranks = {r for r in range(2) if any(f"(rank {r} of 2)" in ln and "--format int8" in ln for ln in text.splitlines())}
+    check(code not in (None, 0), f"an int8 plan without --format: non-zero exit (got {code}) in {took:.1f} s", text)
+    check(ranks == {0, 1}, f"an int8 plan without --format: every rank names --format int8 (ranks {sorted(ranks)})", text)
+    check(not left, "an int8 plan without --format: nothing left running", str(left))
+
+    one = subprocess.run([tpserve, "generate", "-m", str(model), "-p", "Hello there", "-n", "8", "--format", "int8",
+                          "--max-context", "256", "--prefill-chunk", "64"],
+                         capture_output=True, text=True, timeout=60)
+    check(one.returncode == 0, "one process generates with --format int8", one.stderr)
+    job = Job(tpserve, mpiexec, flags, 2, gen + ["--format", "int8"])
+    code, took, text = job.wait(60)
+    left = job.cleanup()
+    check(code == 0, f"tp2 with --format int8 generates (exit {code}) in {took:.1f} s", text)
+    check(job.stdout() == one.stdout, "tp2 int8 generates what one process does",
+          f"tp2: {job.stdout()!r}\none process: {one.stdout!r}")
+    check(not left, "tp2 int8: nothing left running", str(left))
+
+
 def cuda_case(tpserve, mpiexec, flags):
     """--backend cuda under mpirun: where the GPUs are missing every rank says why and the job ends;
     where two are usable it generates."""
@@ -223,6 +253,7 @@ def main():
     tpserve, mpiexec, flags = args[0], args[1], args[2:]
     with tempfile.TemporaryDirectory() as d:
         bad_plan_cases(tpserve, mpiexec, flags, Path(d))
+        format_cases(tpserve, mpiexec, flags, Path(d))
     cuda_case(tpserve, mpiexec, flags)
     ran = bad_plans_only or lost_rank_cases(tpserve, mpiexec, flags)
     if failures:

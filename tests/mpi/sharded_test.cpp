@@ -49,7 +49,7 @@ std::vector<Shape> shapes_for(int world) {
 struct Fixture {
     std::string dir;
     std::string file;    // a GGUF inside dir, or ""
-    std::string format;  // "int8": quantized at load, against reference-int8.json; "": as stored
+    std::string format = {};  // "int8": quantized at load, against reference-int8.json; "": as stored
 };
 
 std::string model_path(const Fixture& f) {

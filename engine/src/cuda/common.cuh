@@ -55,15 +55,27 @@ __device__ __forceinline__ void dequant_block(const uint8_t* row, int64_t b, flo
     }
 }
 
-// Element i of a row of a plain format.
+// Element i of a row of a plain format (int8: the stored integer; row_scale applies the scale).
 template <WFormat F>
 __device__ __forceinline__ float load_elem(const uint8_t* row, int64_t i) {
-    if constexpr (F == WFormat::f32) {
+    if constexpr (F == WFormat::int8) {
+        return static_cast<float>(reinterpret_cast<const int8_t*>(row)[i]);
+    } else if constexpr (F == WFormat::f32) {
         return reinterpret_cast<const float*>(row)[i];
     } else if constexpr (F == WFormat::f16) {
         return half_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
     } else {
         return bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
+    }
+}
+
+// Row r's scale: int8's f16 scale, 1 for every other format.
+template <WFormat F>
+__device__ __forceinline__ float row_scale(const WeightRows& w, int64_t r) {
+    if constexpr (F == WFormat::int8) {
+        return half_bits_to_f32(load_u16(w.scales + 2 * r));
+    } else {
+        return 1.0f;
     }
 }
 

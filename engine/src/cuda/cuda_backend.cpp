@@ -40,13 +40,14 @@ WFormat format_of(DType t, const char* op) {
         case DType::f32: return WFormat::f32;
         case DType::f16: return WFormat::f16;
         case DType::bf16: return WFormat::bf16;
+        case DType::int8: return WFormat::int8;
         case DType::q8_0: return WFormat::q8_0;
         case DType::q4_0: return WFormat::q4_0;
         case DType::q4_1: return WFormat::q4_1;
         default: break;
     }
-    throw UsageError(fmt::format("{}: the CUDA backend does not compute with {} weights (f32, f16, bf16, q8_0, "
-                                 "q4_0, q4_1)",
+    throw UsageError(fmt::format("{}: the CUDA backend does not compute with {} weights (f32, f16, bf16, int8, "
+                                 "q8_0, q4_0, q4_1)",
                                  op, dtype_name(t)));
 }
 
@@ -68,7 +69,9 @@ void check_f32(const Tensor& t, const char* op) {
 cuda::WeightRows device_rows(const Weight& w, const char* op) {
     TPS_CHECK(w.device != nullptr, "{}: a {} x {} weight was not placed on the device (Backend::place)", op, w.rows,
               w.cols);
-    return {reinterpret_cast<const uint8_t*>(w.data), format_of(w.type, op), w.rows, w.cols, w.row_bytes};
+    cuda::WeightRows rows{reinterpret_cast<const uint8_t*>(w.data), format_of(w.type, op), w.rows, w.cols, w.row_bytes};
+    if (w.type == DType::int8) rows.scales = reinterpret_cast<const uint8_t*>(w.scales());
+    return rows;
 }
 
 const float* vec_data(const Vec& v, const char* op) {

@@ -18,7 +18,8 @@ __global__ void embedding_kernel(EmbeddingParams p) {
     }
     const uint8_t* src = p.table.data + row * p.table.row_bytes;
     if constexpr (block_bytes<F>() == 0) {
-        for (int64_t c = threadIdx.x; c < p.table.cols; c += blockDim.x) dst[c] = load_elem<F>(src, c);
+        const float scale = row_scale<F>(p.table, row);
+        for (int64_t c = threadIdx.x; c < p.table.cols; c += blockDim.x) dst[c] = load_elem<F>(src, c) * scale;
     } else {
         float vals[32];
         for (int64_t b = threadIdx.x; b < p.table.cols / 32; b += blockDim.x) {
@@ -42,6 +43,7 @@ void invoke_embedding(const EmbeddingParams& p, cudaStream_t stream) {
         case WFormat::f32: embedding_kernel<WFormat::f32><<<grid, block, 0, stream>>>(p); break;
         case WFormat::f16: embedding_kernel<WFormat::f16><<<grid, block, 0, stream>>>(p); break;
         case WFormat::bf16: embedding_kernel<WFormat::bf16><<<grid, block, 0, stream>>>(p); break;
+        case WFormat::int8: embedding_kernel<WFormat::int8><<<grid, block, 0, stream>>>(p); break;
         case WFormat::q8_0: embedding_kernel<WFormat::q8_0><<<grid, block, 0, stream>>>(p); break;
         case WFormat::q4_0: embedding_kernel<WFormat::q4_0><<<grid, block, 0, stream>>>(p); break;
         case WFormat::q4_1: embedding_kernel<WFormat::q4_1><<<grid, block, 0, stream>>>(p); break;

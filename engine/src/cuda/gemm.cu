@@ -23,6 +23,22 @@ __global__ void dequant_bf16_kernel(const uint8_t* w, int64_t row_bytes, int64_t
     }
 }
 
+// int8 rows to bf16: the integers exactly (bf16 holds every int8); the scales are applied to y
+__global__ void int8_bf16_kernel(const uint8_t* w, int64_t cols, int64_t r0, __nv_bfloat16* out) {
+    const int64_t r = blockIdx.x;
+    const auto* row = reinterpret_cast<const int8_t*>(w + (r0 + r) * cols);
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[r * cols + c] = __float2bfloat16_rn(static_cast<float>(row[c]));
+}
+
+// y[t][r0 + i] *= scale[r0 + i] for i < n and every token t (grid.y strides over the tokens)
+__global__ void scale_rows_kernel(float* y, int64_t y_stride, int64_t tokens, int64_t r0, int64_t n,
+                                  const uint8_t* scales) {
+    const int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float s = half_bits_to_f32(load_u16(scales + 2 * (r0 + i)));
+    for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) y[t * y_stride + r0 + i] *= s;
+}
+
 int64_t x16_bytes(const GemmParams& p) { return (p.tokens * p.w.cols * 2 + 255) / 256 * 256; }
 
 }  // namespace
@@ -33,14 +49,15 @@ int64_t gemm_slice_rows(const GemmParams& p) {
 
 int64_t gemm_workspace_bytes(const GemmParams& p) {
     if (p.w.format == WFormat::f32) return 0;
-    return x16_bytes(p) + (is_block_format(p.w.format) ? gemm_slice_rows(p) * p.w.cols * 2 : 0);
+    return x16_bytes(p) + (expands_for_gemm(p.w.format) ? gemm_slice_rows(p) * p.w.cols * 2 : 0);
 }
 
 bool gemm_supported(const GemmParams& p) {
     const WeightRows& w = p.w;
     const bool blocks = is_block_format(w.format);
+    const int64_t elem = w.format == WFormat::f32 ? 4 : w.format == WFormat::int8 ? 1 : 2;
     return p.tokens >= 1 && w.cols > 0 && w.rows > 0 && p.y_stride >= w.rows && (!blocks || w.cols % 32 == 0) &&
-           (w.format == WFormat::f32 ? w.row_bytes == w.cols * 4 : blocks || w.row_bytes == w.cols * 2) &&
+           (blocks || w.row_bytes == w.cols * elem) && (w.format != WFormat::int8 || w.scales != nullptr) &&
            w.cols <= INT32_MAX && w.rows <= INT32_MAX && p.tokens <= INT32_MAX;
 }
 
@@ -52,6 +69,7 @@ void invoke_dequant_bf16(const GemmParams& p, int64_t r0, int64_t n, void* out_b
         case WFormat::q8_0: dequant_bf16_kernel<WFormat::q8_0><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
         case WFormat::q4_0: dequant_bf16_kernel<WFormat::q4_0><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
         case WFormat::q4_1: dequant_bf16_kernel<WFormat::q4_1><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
+        case WFormat::int8: int8_bf16_kernel<<<grid, block, 0, stream>>>(w.data, w.cols, r0, out); break;
         case WFormat::f32:
         case WFormat::f16:
         case WFormat::bf16: return;
@@ -76,7 +94,7 @@ void invoke_gemm(const GemmParams& p, cublasHandle_t handle, void* workspace, cu
     } else {
         invoke_to_bf16(p.x, x16, p.tokens * p.w.cols, stream);
     }
-    if (!is_block_format(p.w.format)) {
+    if (!expands_for_gemm(p.w.format)) {
         TPS_CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, p.w.data, type, k, x16, type, k,
                                       &zero, p.y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         return;
@@ -89,6 +107,11 @@ void invoke_gemm(const GemmParams& p, cublasHandle_t handle, void* workspace, cu
         TPS_CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), n, k, &one, slice,
                                       CUDA_R_16BF, k, x16, CUDA_R_16BF, k, &zero, p.y + r0, CUDA_R_32F, ldc,
                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        if (p.w.format == WFormat::int8) {
+            const dim3 grid(static_cast<unsigned>(ceil_div(rows, 256)), static_cast<unsigned>(std::min<int64_t>(p.tokens, 65535)));
+            scale_rows_kernel<<<grid, 256, 0, stream>>>(p.y, p.y_stride, p.tokens, r0, rows, p.w.scales);
+            TPS_CHECK_LAUNCH("gemm int8 scales");
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-// Each warp owns one weight row and walks it in 16-byte pieces (8 halves or 4 floats per lane),
-// or for GGML formats in quarter blocks (8 consecutive weights per lane, 8 blocks per warp
-// step), so a warp's loads cover contiguous bytes. x is re-read from L1/L2 by every row's warp;
+// Each warp owns one weight row and walks it in 16-byte pieces (8 halves, 4 floats or 16 int8
+// per lane), or for GGML formats in quarter blocks (8 consecutive weights per lane, 8 blocks per
+// warp step), so a warp's loads cover contiguous bytes. int8 sums integers times x and scales the
+// row's finished sum. x is re-read from L1/L2 by every row's warp;
 // weights stream from DRAM once, which is what sets decode speed.
 #include "common.cuh"
 #include "cuda_check.h"
@@ -59,6 +60,26 @@ __device__ void row_halves(const uint8_t* row, int64_t cols, const float* const*
             f16x8(v, f);
         }
         dot8<T>(f, x, i * 8, acc);
+    }
+}
+
+// int8 rows, cols a multiple of 16: 16 weights per lane per step, the stored integers
+template <int T>
+__device__ void row_int8(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
+    const uint4* w = reinterpret_cast<const uint4*>(row);
+    const int lane = threadIdx.x % 32;
+#pragma unroll 2
+    for (int64_t i = lane; i < cols / 16; i += 32) {
+        const uint4 v = __ldg(w + i);
+        const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+        float f[16];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) f[4 * k + j] = static_cast<float>(static_cast<int8_t>(u[k] >> (8 * j)));
+        }
+        dot8<T>(f, x, i * 16, acc);
+        dot8<T>(f + 8, x, i * 16 + 8, acc);
     }
 }
 
@@ -182,12 +203,15 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p) {
         row_f32<T>(row, p.w.cols, x, acc);
     } else if constexpr (F == WFormat::f16 || F == WFormat::bf16) {
         row_halves<F, T>(row, p.w.cols, x, acc);
+    } else if constexpr (F == WFormat::int8) {
+        row_int8<T>(row, p.w.cols, x, acc);
     } else {
         row_blocks<F, T>(row, p.w.cols, x, acc);
     }
+    const float scale = row_scale<F>(p.w, r);
 #pragma unroll
     for (int t = 0; t < T; ++t) {
-        const float s = warp_sum(acc[t]);
+        const float s = warp_sum(acc[t]) * scale;
         if (threadIdx.x % 32 == 0 && t < p.tokens) p.y[t * p.y_stride + r] = s;
     }
 }
@@ -201,6 +225,7 @@ bool vector_ok(const GemvParams& p) {
         case WFormat::f32: return x_ok && p.w.cols % 4 == 0 && p.w.row_bytes % 16 == 0 && aligned(p.w.data, 16);
         case WFormat::f16:
         case WFormat::bf16: return x_ok && p.w.cols % 8 == 0 && p.w.row_bytes % 16 == 0 && aligned(p.w.data, 16);
+        case WFormat::int8: return x_ok && p.w.cols % 16 == 0 && p.w.row_bytes % 16 == 0 && aligned(p.w.data, 16);
         case WFormat::q8_0:
         case WFormat::q4_0: return x_ok && p.w.row_bytes % 2 == 0 && aligned(p.w.data, 2);
         case WFormat::q4_1: return x_ok && p.w.row_bytes % 4 == 0 && aligned(p.w.data, 4);
@@ -242,6 +267,7 @@ void invoke_gemv(const GemvParams& p, cudaStream_t stream) {
         case WFormat::f32: launch_format<WFormat::f32>(p, stream); break;
         case WFormat::f16: launch_format<WFormat::f16>(p, stream); break;
         case WFormat::bf16: launch_format<WFormat::bf16>(p, stream); break;
+        case WFormat::int8: launch_format<WFormat::int8>(p, stream); break;
         case WFormat::q8_0: launch_format<WFormat::q8_0>(p, stream); break;
         case WFormat::q4_0: launch_format<WFormat::q4_0>(p, stream); break;
         case WFormat::q4_1: launch_format<WFormat::q4_1>(p, stream); break;

@@ -1,6 +1,6 @@
 // Decode matrix-vector products: y[t][r] = dot(W row r, x[t]) for up to kGemvMaxTokens tokens,
 // reading each weight once for all of them, straight from its stored format (f32, f16, bf16,
-// q8_0, q4_0, q4_1; quantized blocks are never expanded in memory). One warp per weight row with
+// int8 with its row scales, q8_0, q4_0, q4_1; quantized weights are never expanded in memory). One warp per weight row with
 // 16-byte loads where the format's alignment allows; f32 accumulation.
 #pragma once
 

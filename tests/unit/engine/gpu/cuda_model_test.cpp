@@ -2,7 +2,8 @@
 // fixtures: prompt logits at every position, decode logits against CpuBackend's, and the greedy
 // continuation identical to the reference. Bounds (normalised to the row's largest logit): 1e-4
 // for f32 weights (as on the CPU); for 16-bit and GGML weights 2e-2 over a prompt (cuBLAS takes x
-// rounded to 16 bits) and 1e-3 for decode steps (x stays f32). Skipped where no GPU is usable.
+// rounded to 16 bits) and 1e-3 for decode steps (x stays f32); int8 quantized at load likewise,
+// against transformers on the same int8 weights. Skipped where no GPU is usable.
 #include "cuda_test_support.h"
 
 #include "support/hf_reference.h"
@@ -27,6 +28,7 @@ struct Fixture {
     std::string dir;   // under tests/fixtures/models
     std::string file;  // a GGUF inside it, or "" for the safetensors directory
     bool f32 = false;
+    std::string format = {};  // "int8": quantized at load (against reference-int8.json); "": as stored
 };
 void PrintTo(const Fixture& f, std::ostream* os) { *os << f.dir; }
 
@@ -36,12 +38,16 @@ protected:
         TPS_REQUIRE_CUDA(gpu_);
         const Fixture f = GetParam();
         const std::string dir = std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/" + f.dir;
-        std::ifstream in(dir + "/reference.json");
+        std::ifstream in(dir + (f.format.empty() ? "/reference.json" : "/reference-" + f.format + ".json"));
         ASSERT_TRUE(in.good()) << dir;
         ref_ = nlohmann::json::parse(in);
         const std::string path = f.file.empty() ? dir : dir + "/" + f.file;
         desc_ = f.file.empty() ? model_from_hf_dir(path) : model_from_gguf(read_gguf_metadata(path));
         source_ = WeightSource::open(path);
+        if (!f.format.empty()) {
+            apply_weight_format(desc_, *parse_dtype(f.format));
+            source_ = WeightSource::converted(source_, desc_);
+        }
         cpu_ = make_cpu_backend(2);
     }
 
@@ -222,9 +228,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Fixture{"qwen2", "", true}, Fixture{"smollm2", "", true}, Fixture{"llama-bias", "", true},
                       Fixture{"llama3-f16", ""}, Fixture{"llama3-bf16", ""},
                       Fixture{"llama3-gguf-q8_0", "llama3-tiny-Q8_0.gguf"}, Fixture{"llama3-gguf-q4_0", "llama3-tiny-Q4_0.gguf"},
-                      Fixture{"llama3-gguf-q4_1", "llama3-tiny-Q4_1.gguf"}, Fixture{"llama2-gguf-q8_0", "llama2-tiny-Q8_0.gguf"}),
+                      Fixture{"llama3-gguf-q4_1", "llama3-tiny-Q4_1.gguf"}, Fixture{"llama2-gguf-q8_0", "llama2-tiny-Q8_0.gguf"},
+                      Fixture{"llama3", "", false, "int8"}, Fixture{"qwen2", "", false, "int8"}),
     [](const ::testing::TestParamInfo<Fixture>& p) {
-        std::string n = p.param.dir;
+        std::string n = p.param.dir + (p.param.format.empty() ? "" : "_" + p.param.format);
         std::replace(n.begin(), n.end(), '-', '_');
         return n;
     });

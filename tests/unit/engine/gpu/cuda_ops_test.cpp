@@ -31,7 +31,8 @@ std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f) {
     return v;
 }
 
-// A host weight in `type` made from random floats (quantized as ggml does), and its device copy.
+// A host weight in `type` made from random floats (quantized as ggml does; int8 with a scale per
+// row), and its device copy.
 struct WeightPair {
     Weight host, device;
 };
@@ -39,13 +40,8 @@ struct WeightPair {
 WeightPair make_weights(Backend& gpu, DType type, int64_t rows, int64_t cols, uint64_t seed) {
     const auto v = random_floats(static_cast<size_t>(rows * cols), seed, 0.5f);
     WeightPair p;
-    p.host.type = type;
-    p.host.rows = rows;
-    p.host.cols = cols;
-    p.host.row_bytes = *matrix_bytes(type, 1, cols);
-    p.host.owned = Buffer(rows * p.host.row_bytes, MemoryTag::workspace);
-    p.host.data = p.host.owned.as<const std::byte>();
-    for (int64_t r = 0; r < rows; ++r) f32_to_row(type, v.data() + r * cols, cols, p.host.owned.as<std::byte>() + r * p.host.row_bytes);
+    p.host = make_weight(type, rows, cols, MemoryTag::workspace);
+    for (int64_t r = 0; r < rows; ++r) store_row(p.host, r, v.data() + r * cols);
     p.device = p.host.alias();
     gpu.place(p.device);
     return p;
@@ -69,7 +65,7 @@ protected:
 };
 
 TEST_F(CudaOps, EmbeddingOfEveryFormatWithRowsOutsideTheShard) {
-    for (DType type : {DType::f32, DType::f16, DType::bf16, DType::q8_0, DType::q4_0, DType::q4_1}) {
+    for (DType type : {DType::f32, DType::f16, DType::bf16, DType::int8, DType::q8_0, DType::q4_0, DType::q4_1}) {
         auto w = make_weights(*gpu_, type, 50, 96, 7);
         const std::vector<int32_t> ids = {10, 3, 49, 60, 10, 0, 9, 75};  // 60 and 75 are outside rows [10, 60)
         std::vector<float> want(ids.size() * 96);
@@ -120,7 +116,7 @@ TEST_P(CudaMatmul, MatchesTheCpuBackend) {
 
 std::vector<MatmulCase> matmul_cases() {
     std::vector<MatmulCase> out;
-    for (DType t : {DType::f32, DType::f16, DType::bf16, DType::q8_0, DType::q4_0, DType::q4_1}) {
+    for (DType t : {DType::f32, DType::f16, DType::bf16, DType::int8, DType::q8_0, DType::q4_0, DType::q4_1}) {
         for (int64_t tokens : {1, 2, 3, 5, 8, 9, 33, 130}) {
             out.push_back({t, 67, 256, tokens});   // rows not a multiple of the block's 4 warps
             out.push_back({t, 300, 96, tokens});   // short rows: fewer 16-byte pieces than lanes
@@ -131,6 +127,11 @@ std::vector<MatmulCase> matmul_cases() {
     out.push_back({DType::f32, 33, 17, 2});   // odd widths take the scalar path
     out.push_back({DType::f16, 33, 18, 3});
     out.push_back({DType::bf16, 33, 18, 12});
+    out.push_back({DType::int8, 33, 24, 3});  // rows of 24 bytes: not 16-byte aligned, the scalar path
+    out.push_back({DType::int8, 33, 24, 12});
+    // more rows than one expanded slice (64 MiB of bf16 = 16384 rows of 2048): the scales of the
+    // second slice's rows of y
+    out.push_back({DType::int8, 16400, 2048, 20});
     return out;
 }
 
