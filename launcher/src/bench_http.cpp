@@ -142,6 +142,7 @@ json run_http_bench(const HttpBenchRun& run) {
                              std::to_string(run.threads), "--deadline", fmt::format("{}", run.deadline),
                              "--served-model-name", "bench", "--request-timeout", "86400"});
     if (!run.format.empty()) argv.insert(argv.end(), {"--format", run.format});
+    if (run.cuda) argv.insert(argv.end(), {"--backend", "cuda"});
     const pid_t launcher = spawn_logged(argv, run.log);
     // a watchdog: a server that stops answering is ended, which ends the clients' waits too
     std::mutex watch_mu;

@@ -20,6 +20,7 @@ struct HttpBenchRun {
     std::string tpserve;              // this binary
     std::string model_path;
     std::string format;  // --format for the server, "" for the checkpoint's own
+    bool cuda = false;   // --backend cuda for the server
     std::filesystem::path plan_file;
     std::filesystem::path log;
     BenchWorkload workload;

@@ -38,7 +38,8 @@ std::string mib(double bytes) { return fmt::format("{:.1f}", bytes / 1048576.0);
 std::string bench_markdown(const json& r) {
     const bool measured = r["mode"] == "measured";
     const auto& w = r["workload"];
-    std::string out = fmt::format("# tpserve bench: {} on {}\n\n", r["model"].get<std::string>(), r["devices"].get<std::string>());
+    std::string out = fmt::format("# tpserve bench: {} ({}) on {}\n\n", r["model"].get<std::string>(),
+                                  r.value("weight_format", std::string("?")), r["devices"].get<std::string>());
     out += measured ? (r.value("path", "engine") == "http"
                            ? "**Measured** on this machine, through the HTTP server (`tpserve serve`, one streaming client per sequence)"
                            : "**Measured** on this machine")

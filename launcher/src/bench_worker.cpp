@@ -147,6 +147,7 @@ int run_bench_worker(const BenchWorkerSettings& s) {
     ShardRequest req;
     req.model_path = s.model_path;
     if (!s.format.empty()) req.format = parse_dtype(s.format);
+    req.cuda = s.cuda;
     req.plan_file = s.plan_file;
     req.threads = s.threads;
     req.startup_deadline = std::min(86400.0, std::max(600.0, 10 * s.deadline));

@@ -20,6 +20,7 @@ struct BenchWorkload {
 struct BenchWorkerSettings {
     std::string model_path;
     std::string format;  // --format: the layers quantized at load ("" for the checkpoint's own)
+    bool cuda = false;   // one GPU per rank (its local rank's), NCCL between them
     std::string plan_file;
     std::string result_file;
     BenchWorkload workload;

@@ -48,6 +48,7 @@ struct Settings {
     std::vector<int> ranks{1, 2, 4};
     std::vector<std::string> shapes{"auto"};
     std::string gpus;  // empty: this machine's CPU, measured
+    bool cuda = false;  // --devices cuda: measured on this machine's GPUs, rank r on GPU r
     bool predict = false;
     bool http = false;  // through `tpserve serve` and streaming clients
     std::string format;
@@ -111,15 +112,19 @@ Settings read_settings(const cxxopts::ParseResult& args) {
         s.shapes.push_back(shape);
     }
     const std::string devices = args["devices"].as<std::string>();
-    TPS_CHECK_AS(UsageError, devices == "cpu", "--devices: '{}': this build measures on the CPU (--devices cpu); "
-                 "GPU cards are predicted with --predict --gpus", devices);
+    TPS_CHECK_AS(UsageError, devices == "cpu" || devices == "cuda",
+                 "--devices: '{}' is not cpu or cuda (cards this machine does not have are predicted with --predict "
+                 "--gpus)",
+                 devices);
+    s.cuda = devices == "cuda";
     if (args.count("gpus")) s.gpus = args["gpus"].as<std::string>();
     s.predict = args.count("predict") > 0;
     s.http = args.count("http") > 0;
     TPS_CHECK_AS(UsageError, !(s.predict && s.http), "--http measures through the server; --predict runs nothing: give one");
     TPS_CHECK_AS(UsageError, !s.predict || !s.gpus.empty(), "--predict needs --gpus (e.g. --gpus 4xrtx5090)");
     TPS_CHECK_AS(UsageError, s.predict || s.gpus.empty(),
-                 "--gpus is for --predict: measured runs use this machine's CPU, one rank per device");
+                 "--gpus is for --predict: measured runs use this machine's CPU or GPUs (--devices), one rank per device");
+    TPS_CHECK_AS(UsageError, !(s.predict && s.cuda), "--devices cuda measures on this machine's GPUs; --predict runs nothing: give one");
     if (args.count("format")) s.format = args["format"].as<std::string>();
     if (args.count("calibrate")) {
         TPS_CHECK_AS(UsageError, s.predict, "--calibrate is for --predict (GPU cards)");
@@ -172,6 +177,8 @@ PlanRequest make_request(const Settings& s, const ModelDesc& model, int ranks, c
         req.bands = parse_budget("", req.devices);
         req.link = link_for_devices(req.devices, std::nullopt, std::nullopt);
         req.serving = resolve_serving(model, serving);
+    } else if (s.cuda) {
+        req = request_for_devices(model, local_gpus("--devices cuda", 0, ranks), serving);
     } else {
         req = request_for_devices(model, parse_device_list(fmt::format("{}xcpu", ranks)), serving);
     }
@@ -209,7 +216,7 @@ json pair(const std::optional<double>& measured, double predicted) {
 // One point: its plan, its run (unless predicting), the prediction beside each figure.
 json run_point(const Settings& s, const ModelDesc& model, int ranks, const std::string& shape, const std::vector<int>& stages,
                size_t index, size_t count) {
-    json point = {{"ranks", ranks}, {"shape", shape}, {"oversubscribed", !s.predict && ranks > host_cpus()}};
+    json point = {{"ranks", ranks}, {"shape", shape}, {"oversubscribed", !s.predict && !s.cuda && ranks > host_cpus()}};
     PlanResult planned;
     try {
         planned = make_plan(make_request(s, model, ranks, stages));
@@ -247,7 +254,7 @@ json run_point(const Settings& s, const ModelDesc& model, int ranks, const std::
         std::fflush(stderr);
         const auto t0 = std::chrono::steady_clock::now();
         if (s.http) {
-            HttpBenchRun run{launcher, self_path(), s.model, s.format, plan_file, log, s.workload, threads, s.deadline};
+            HttpBenchRun run{launcher, self_path(), s.model, s.format, s.cuda, plan_file, log, s.workload, threads, s.deadline};
             try {
                 measured = run_http_bench(run);
             } catch (const Error&) {
@@ -264,6 +271,7 @@ json run_point(const Settings& s, const ModelDesc& model, int ranks, const std::
                                      "--decode-tokens", std::to_string(s.workload.decode_tokens), "--deadline",
                                      fmt::format("{}", s.deadline), "--threads", std::to_string(threads), "--batches", batches});
             if (!s.format.empty()) argv.insert(argv.end(), {"--format", s.format});
+            if (s.cuda) argv.insert(argv.end(), {"--devices", "cuda"});
             const int rc = run_logged(argv, log, 60 * s.deadline);
             const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             std::fprintf(stderr, " %s in %.1f s\n", rc == 0 ? "done" : "FAILED", took);
@@ -400,7 +408,7 @@ int run_bench(int argc, char** argv) {
         ("m,model", "HF model directory or .gguf file (with --predict also a preset)", cxxopts::value<std::string>())
         ("ranks", "world sizes, starting with 1", cxxopts::value<std::string>()->default_value("1,2,4"))
         ("shapes", "auto (the planner's best), and forced tp, pp, tpxpp", cxxopts::value<std::string>()->default_value("auto"))
-        ("devices", "what the measured runs use: cpu", cxxopts::value<std::string>()->default_value("cpu"))
+        ("devices", "what the measured runs use: cpu, or cuda (this machine's GPUs, rank r on GPU r)", cxxopts::value<std::string>()->default_value("cpu"))
         ("predict", "run nothing: the cost model's figures for --gpus")
         ("http", "measure through the HTTP server (tpserve serve) with streaming clients, one per sequence")
         ("gpus", "with --predict: the cards (e.g. 4xrtx5090); the first R for R ranks", cxxopts::value<std::string>())
@@ -432,6 +440,7 @@ int run_bench(int argc, char** argv) {
         w.model_path = args["model"].as<std::string>();
         w.plan_file = args["plan"].as<std::string>();
         if (args.count("format")) w.format = args["format"].as<std::string>();
+        w.cuda = args["devices"].as<std::string>() == "cuda";
         w.result_file = args["result"].as<std::string>();
         w.workload.prompt_tokens = int_flag(args, "prompt-tokens", 1, 1 << 16);
         w.workload.decode_tokens = int_flag(args, "decode-tokens", 2, 1 << 16);
@@ -459,6 +468,12 @@ int run_bench(int argc, char** argv) {
         // measured runs quantize at load as serve does: refused here, once, if the engine cannot
         model = open_model(s.model, format).desc;
     }
+    // the devices measured on, named; with --devices cuda the GPUs are counted before anything runs
+    std::string devices = "cpu";
+    if (s.cuda) {
+        devices.clear();
+        for (const auto& d : local_gpus("--devices cuda", 0, s.ranks.back())) devices += (devices.empty() ? "" : ",") + d.name;
+    }
     model_name = fs::path(s.model).filename().string();
     if (model_name.empty()) model_name = fs::path(s.model).parent_path().filename().string();
 
@@ -469,9 +484,10 @@ int run_bench(int argc, char** argv) {
     json results = {{"tool", "tpserve bench"},
                     {"date", today()},
                     {"model", model_name},
+                    {"weight_format", weight_format_summary(model)},
                     {"mode", s.predict ? "predicted" : "measured"},
                     {"path", s.http ? "http" : "engine"},
-                    {"devices", s.predict ? s.gpus : std::string("cpu")},
+                    {"devices", s.predict ? s.gpus : devices},
                     {"host_cpus", host_cpus()},
                     {"workload", {{"prompt_tokens", s.workload.prompt_tokens},
                                   {"decode_tokens", s.workload.decode_tokens},
@@ -480,9 +496,12 @@ int run_bench(int argc, char** argv) {
                                                        : std::string("none: no GPU measurement given (--calibrate; none has been "
                                                                      "made by scripts/gpu-check yet), so the cost model's default "
                                                                      "efficiencies stand (docs/planner.md)"))
-                                              : std::string("the cost model uses this host's bandwidth and FMA rate, measured when "
-                                                            "planning; the calibrated column also scales it by the one-rank "
-                                                            "measurement")},
+                                              : s.cuda ? std::string("the cost model uses the catalog's figures for these GPUs "
+                                                                     "(docs/planner.md); the calibrated column also scales them "
+                                                                     "by the one-rank measurement")
+                                                       : std::string("the cost model uses this host's bandwidth and FMA rate, "
+                                                                     "measured when planning; the calibrated column also "
+                                                                     "scales it by the one-rank measurement")},
                     {"points", json::array()}};
     std::vector<std::tuple<int, std::string, std::vector<int>>> todo;
     for (int r : s.ranks) {

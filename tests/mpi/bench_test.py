@@ -110,6 +110,23 @@ def check_measured(tpserve, out):
     check((out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "bench.png is a PNG")
 
 
+def check_int8(tpserve, out):
+    """--format int8: every rank quantizes its shard as it loads, and holds what the plan says."""
+    p = run([tpserve, "bench", "--model", str(FIXTURE), "--ranks", "1,2", "--shapes", "tp", "--quick", "--format", "int8",
+             "--threads", "1", "--out", str(out), "--deadline", "60"])
+    check(p.returncode == 0, "bench --format int8 exits 0", p.stdout[-3000:] + p.stderr[-3000:])
+    if p.returncode != 0:
+        return
+    r = json.loads((out / "bench.json").read_text())
+    check(r.get("weight_format") == "int8", "bench.json names the int8 weights", str(r.get("weight_format")))
+    check("(int8)" in (out / "bench.md").read_text(), "bench.md names the int8 weights")
+    for pt in r["points"]:
+        check(pt.get("feasible") is True, f"int8 ranks {pt['ranks']}: feasible")
+        for m in pt.get("memory", []):
+            check(m["actual"]["weights"] == m["predicted"]["weights"],
+                  f"int8 ranks {pt['ranks']} rank {m['rank']}: weights to the byte ({m['actual']['weights']})")
+
+
 def check_http(tpserve, out):
     """The second mode: the same workload through `tpserve serve` and streaming clients."""
     p = run([tpserve, "bench", "--model", str(FIXTURE), "--ranks", "1,2", "--quick", "--http", "--threads", "1",
@@ -174,7 +191,11 @@ def check_predicted(tpserve, out):
 def check_refusals(tpserve):
     for args, mentions in ((["--ranks", "2,4"], "--ranks"), (["--ranks", "1,x"], "--ranks"),
                            (["--shapes", "ring"], "--shapes"), (["--predict"], "--predict"),
-                           (["--batches", "0"], "--batches"), (["--devices", "gpu"], "--devices")):
+                           (["--batches", "0"], "--batches"), (["--devices", "gpu"], "--devices"),
+                           (["--predict", "--gpus", "2xrtx5090", "--devices", "cuda"], "--devices cuda"),
+                           (["--format", "fp8"], "does not compute with it"),
+                           # this machine has no GPU, or fewer than 64: refused before anything runs
+                           (["--devices", "cuda", "--ranks", "1,64"], "--devices cuda")):
         p = run([tpserve, "bench", "--model", str(FIXTURE)] + args)
         check(p.returncode == 2 and mentions in p.stderr, f"bench {' '.join(args)}: exit 2 naming {mentions}",
               p.stderr[-500:])
@@ -189,6 +210,7 @@ def main():
         print("note: gnuplot missing (scripts/setup installs gnuplot-nox); the chart check will fail")
     with tempfile.TemporaryDirectory() as tmp:
         check_measured(tpserve, Path(tmp) / "measured")
+        check_int8(tpserve, Path(tmp) / "int8")
         check_http(tpserve, Path(tmp) / "http")
         check_predicted(tpserve, Path(tmp) / "predicted")
     check_refusals(tpserve)
