@@ -36,8 +36,11 @@ LlamaWeights make_random_llama_weights(const ModelDesc& m, DType type, uint64_t 
     std::mt19937_64 rng(seed);
     LlamaWeights w;
     const int64_t hd = m.head_dim;
-    w.embedding = random_matrix(type, m.vocab, m.hidden, rng);
-    w.lm_head = m.tied_embeddings ? w.embedding.alias() : random_matrix(type, m.vocab, m.hidden, rng);
+    // int8 is a format for the layers (--format int8 keeps the embedding and LM head in the
+    // checkpoint's type): bf16 for those, so benchmarks measure what serving runs
+    const DType outer = type == DType::int8 ? DType::bf16 : type;
+    w.embedding = random_matrix(outer, m.vocab, m.hidden, rng);
+    w.lm_head = m.tied_embeddings ? w.embedding.alias() : random_matrix(outer, m.vocab, m.hidden, rng);
     w.final_norm = ones(m.hidden);
     for (int64_t l = 0; l < m.layers; ++l) {
         LayerWeights L;

@@ -6,15 +6,42 @@
 // scales whole on every rank for this reason). GGML block formats quantize 32 columns at a time,
 // so a column slice on block boundaries is the same either way.
 #include "tpserve/common/check.h"
+#include "tpserve/engine/backend.h"
 #include "tpserve/engine/weights.h"
 #include "tpserve/partition/model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <exception>
+#include <functional>
 #include <map>
+#include <thread>
 #include <vector>
 
 namespace tps {
 namespace {
+
+// fn(first, last) over [0, rows) in contiguous ranges, one per usable CPU (at least 256 rows
+// each); the first exception any range throws is rethrown once all have finished.
+void for_row_ranges(int64_t rows, const std::function<void(int64_t, int64_t)>& fn) {
+    const int64_t n = std::clamp<int64_t>(usable_cpus(), 1, std::max<int64_t>(1, rows / 256));
+    if (n == 1) return fn(0, rows);
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+    std::vector<std::thread> threads;
+    for (int64_t i = 0; i < n; ++i) {
+        threads.emplace_back([&, i] {
+            try {
+                fn(rows * i / n, rows * (i + 1) / n);
+            } catch (...) {
+                errors[static_cast<size_t>(i)] = std::current_exception();
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    for (const auto& e : errors) {
+        if (e) std::rethrow_exception(e);
+    }
+}
 
 class ConvertedSource final : public WeightSource {
 public:
@@ -41,22 +68,29 @@ public:
         TPS_CHECK_AS(InputError, c0 % block == 0 && c1 % block == 0,
                      "{}: columns [{}, {}) do not fall on {}'s {}-element blocks", name, c0, c1, dtype_name(to), block);
         Weight out = make_weight(to, whole.rows, c1 - c0, MemoryTag::weights);
-        std::vector<float> row(static_cast<size_t>(whole.cols));
-        for (int64_t r = 0; r < whole.rows; ++r) {
-            weight_row_to_f32(whole, r, 0, whole.cols, row.data());
-            const float* slice = row.data() + c0;
-            if (to == DType::int8) {
-                float amax = 0;
-                for (const float v : row) {
-                    TPS_CHECK_AS(InputError, std::isfinite(v), "{}: row {} holds {}, which int8 cannot store", name,
-                                 r + rows.first, v);
-                    amax = std::max(amax, std::abs(v));
+        // rows are independent: split them over the CPUs this process may use (a 70B shard is
+        // tens of billions of weights)
+        for_row_ranges(whole.rows, [&](int64_t first, int64_t last) {
+            std::vector<float> row(static_cast<size_t>(whole.cols));
+            for (int64_t r = first; r < last; ++r) {
+                weight_row_to_f32(whole, r, 0, whole.cols, row.data());
+                const float* slice = row.data() + c0;
+                if (to == DType::int8) {
+                    float amax = 0;
+                    for (const float v : row) {
+                        TPS_CHECK_AS(InputError, std::isfinite(v), "{}: row {} holds {}, which int8 cannot store", name,
+                                     r + rows.first, v);
+                        amax = std::max(amax, std::abs(v));
+                    }
+                    TPS_CHECK_AS(InputError, amax / 127.0f <= 65504.0f,
+                                 "{}: row {} holds {}, whose int8 scale is beyond f16's range", name, r + rows.first,
+                                 amax);
+                    store_int8_row(out, r, slice, int8_scale_bits(amax));
+                } else {
+                    store_row(out, r, slice);
                 }
-                store_int8_row(out, r, slice, int8_scale_bits(amax));
-            } else {
-                store_row(out, r, slice);
             }
-        }
+        });
         return out;
     }
 

@@ -7,6 +7,7 @@
 #include "tpserve/engine/weights.h"
 #include "tpserve/partition/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -22,12 +23,14 @@ uint64_t mix(uint64_t x) {  // splitmix64's finaliser
 
 class RandomSource final : public WeightSource {
 public:
-    RandomSource(const ModelDesc& m, DType type, uint64_t seed) : type_(type), seed_(seed) {
+    RandomSource(const ModelDesc& m, DType type, uint64_t seed) : seed_(seed) {
         TPS_CHECK_AS(UsageError, engine_supports(type), "random weights: {} is not a format the engine computes with",
                      dtype_name(type));
         auto add = [&](const TensorSpec& t) {
             TPS_CHECK_AS(UsageError, t.experts == 1, "random weights: {} is an MoE expert tensor (not supported)", t.name);
             tensors_[t.name] = t.in == 1 ? std::vector<int64_t>{t.out} : std::vector<int64_t>{t.out, t.in};
+            // int8 is for the layers' projections (as --format int8): the embedding and LM head bf16
+            types_[t.name] = t.in == 1 ? DType::f32 : type == DType::int8 && !t.linear ? DType::bf16 : type;
         };
         for (const auto& t : m.globals) add(t);
         for (const auto& layer : m.layer_tensors) {
@@ -37,7 +40,10 @@ public:
 
     bool has(std::string_view name) const override { return tensors_.find(name) != tensors_.end(); }
     std::vector<int64_t> shape(std::string_view name) const override { return find(name); }
-    DType type(std::string_view name) const override { return find(name).size() == 1 ? DType::f32 : type_; }
+    DType type(std::string_view name) const override {
+        (void)find(name);
+        return types_.find(name)->second;
+    }
 
     Weight matrix(std::string_view name, Range rows, Range cols) const override {
         const auto& s = find(name);
@@ -46,18 +52,28 @@ public:
         const int64_t c0 = cols.first, c1 = cols.last < 0 ? s[1] : cols.last;
         TPS_CHECK(0 <= r0 && r0 < r1 && r1 <= s[0] && 0 <= c0 && c0 < c1 && c1 <= s[1],
                   "random weights: {} has no rows [{}, {}) x columns [{}, {})", name, r0, r1, c0, c1);
-        Weight w = make_weight(type_, r1 - r0, c1 - c0, MemoryTag::weights);
+        Weight w = make_weight(type(name), r1 - r0, c1 - c0, MemoryTag::weights);
         const uint64_t base = seed_ ^ mix(std::hash<std::string_view>{}(name));
         // uniform on [-a, a] has standard deviation a / sqrt(3)
         const float scale = 0.02f * std::sqrt(3.0f) / static_cast<float>(uint64_t{1} << 23);
-        std::vector<float> row(static_cast<size_t>(w.cols));
+        // int8 takes the whole row's scale, whatever columns are asked for (as quantizing at load
+        // does), so the ranks of a split agree: the whole row is made, the slice stored
+        const bool int8 = w.type == DType::int8;
+        const int64_t first = int8 ? 0 : c0, last = int8 ? s[1] : c1;
+        std::vector<float> row(static_cast<size_t>(last - first));
         for (int64_t r = r0; r < r1; ++r) {
             const uint64_t row_key = mix(base ^ static_cast<uint64_t>(r));
-            for (int64_t c = c0; c < c1; ++c) {
+            for (int64_t c = first; c < last; ++c) {
                 const auto bits = static_cast<int64_t>(mix(row_key + static_cast<uint64_t>(c)) >> 40) - (int64_t{1} << 23);
-                row[static_cast<size_t>(c - c0)] = static_cast<float>(bits) * scale;
+                row[static_cast<size_t>(c - first)] = static_cast<float>(bits) * scale;
             }
-            store_row(w, r - r0, row.data());
+            if (int8) {
+                float amax = 0;
+                for (const float v : row) amax = std::max(amax, std::abs(v));
+                store_int8_row(w, r - r0, row.data() + c0, int8_scale_bits(amax));
+            } else {
+                store_row(w, r - r0, row.data());
+            }
         }
         bytes_read_ += w.bytes();
         return w;
@@ -88,9 +104,9 @@ private:
         return it->second;
     }
 
-    DType type_;
     uint64_t seed_;
     std::map<std::string, std::vector<int64_t>, std::less<>> tensors_;
+    std::map<std::string, DType, std::less<>> types_;
 };
 
 }  // namespace

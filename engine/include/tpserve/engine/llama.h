@@ -69,7 +69,8 @@ LlamaWeights load_llama_weights(std::shared_ptr<const WeightSource> source, cons
                                 const ShardSpec& shard);
 
 // Seeded random weights of the model's shape in `type` (layers' projections, embedding and LM
-// head; norms 1), for benchmarks and GPU checks.
+// head; norms 1), for benchmarks and GPU checks. int8 is for the layers only, as --format int8:
+// the embedding and LM head are then bf16.
 LlamaWeights make_random_llama_weights(const ModelDesc& model, DType type, uint64_t seed);
 
 struct ModelOptions {

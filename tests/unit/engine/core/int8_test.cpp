@@ -8,6 +8,7 @@
 #include "tpserve/engine/model_files.h"
 #include "tpserve/engine/numeric.h"
 #include "tpserve/partition/memory_model.h"
+#include "safetensors_writer.h"
 #include "support/hf_reference.h"
 
 #include <fmt/format.h>
@@ -19,6 +20,7 @@
 #include <fstream>
 #include <limits>
 #include <random>
+#include <unistd.h>
 
 namespace tps {
 namespace {
@@ -88,6 +90,60 @@ TEST(Int8, BadInputIsRefusedByName) {
     EXPECT_THROW(f32_to_row(DType::int8, x, 4, row), InputError);  // the scale has nowhere to go
     EXPECT_THROW(make_weight(DType::q4_0, 2, 33, MemoryTag::workspace), UsageError);
     EXPECT_THROW(make_weight(DType::q4_k, 2, 256, MemoryTag::workspace), UsageError);
+}
+
+// A one-tensor checkpoint whose tensor "w" the description marks as a linear weight in `to`.
+std::shared_ptr<const WeightSource> converted_one(const std::filesystem::path& dir, const std::vector<float>& values,
+                                                  int64_t rows, int64_t cols, DType to) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    test::SafetensorsWriter st;
+    st.add("w", {rows, cols}, values);
+    st.write(dir / "model.safetensors");
+    ModelDesc m;
+    TensorSpec t;
+    t.name = "w";
+    t.out = rows;
+    t.in = cols;
+    t.linear = true;
+    t.dtype = to;
+    m.layer_tensors = {{t}};
+    return WeightSource::converted(WeightSource::open(dir), m);
+}
+
+TEST(Int8, WeightsItCannotStoreAreRefusedNamingTheTensorAndRow) {
+    const auto dir = std::filesystem::temp_directory_path() / ("int8-bad-" + std::to_string(::getpid()));
+    auto values = test::random_values(4 * 64, 9);
+    values[2 * 64 + 5] = std::numeric_limits<float>::infinity();
+    const auto src = converted_one(dir, values, 4, 64, DType::int8);
+    EXPECT_EQ(src->type("w"), DType::int8);
+    try {
+        (void)src->matrix("w");
+        ADD_FAILURE() << "an infinite weight was quantized";
+    } catch (const InputError& e) {
+        EXPECT_NE(std::string(e.what()).find("w: row 2"), std::string::npos) << e.what();
+    }
+    // a column slice still reads (and checks) the whole row
+    EXPECT_THROW((void)src->matrix("w", {2, 3}, {0, 32}), InputError);
+    EXPECT_NO_THROW((void)src->matrix("w", {0, 2}, {0, 32}));
+    values[2 * 64 + 5] = 1e10f;  // a scale past f16's largest
+    EXPECT_THROW((void)converted_one(dir, values, 4, 64, DType::int8)->matrix("w"), InputError);
+    std::filesystem::remove_all(dir);
+}
+
+TEST(Int8, BlockFormatsConvertSliceBySliceAsWhole) {
+    // q8_0 quantizes 32 columns at a time: a rank's column slice is the whole matrix's columns
+    const auto dir = std::filesystem::temp_directory_path() / ("q8-slices-" + std::to_string(::getpid()));
+    const auto values = test::random_values(6 * 128, 4);
+    const auto src = converted_one(dir, values, 6, 128, DType::q8_0);
+    const Weight whole = src->matrix("w");
+    const Weight part = src->matrix("w", {1, 5}, {64, 128});
+    ASSERT_EQ(part.type, DType::q8_0);
+    for (int64_t r = 0; r < 4; ++r) {
+        ASSERT_EQ(std::memcmp(whole.row(r + 1) + 2 * 34, part.row(r), static_cast<size_t>(part.row_bytes)), 0) << r;
+    }
+    EXPECT_THROW((void)src->matrix("w", {}, {16, 48}), InputError);  // not on q8_0's 32-column blocks
+    std::filesystem::remove_all(dir);
 }
 
 TEST(Int8, StoreLayersAsQuantizesTheLinearWeightsOnly) {

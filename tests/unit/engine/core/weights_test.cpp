@@ -196,6 +196,18 @@ TEST(RandomWeights, SlicesAgreeWithTheWholeTensor) {
     std::vector<float> back(4096);
     row_to_f32(DType::f16, h.row(0), 0, 4096, back.data());
     for (int64_t c = 0; c < 4096; ++c) ASSERT_NEAR(back[static_cast<size_t>(c)], a[c], 1e-4f);
+    // int8: the layers' projections only, and a column slice keeps the whole row's scale
+    const auto i8 = WeightSource::random(m, DType::int8, 7);
+    EXPECT_EQ(i8->type(q), DType::int8);
+    EXPECT_EQ(i8->type("model.embed_tokens.weight"), DType::bf16);
+    EXPECT_EQ(i8->type("model.layers.0.input_layernorm.weight"), DType::f32);
+    const std::string o = "model.layers.3.self_attn.o_proj.weight";
+    const Weight whole = i8->matrix(o, {5, 9}, {});
+    const Weight half = i8->matrix(o, {5, 9}, {2048, 4096});
+    for (int64_t r = 0; r < 4; ++r) {
+        ASSERT_EQ(whole.scale(r), half.scale(r));
+        ASSERT_EQ(std::memcmp(whole.row(r) + 2048, half.row(r), 2048), 0);
+    }
 }
 
 }  // namespace
