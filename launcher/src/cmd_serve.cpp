@@ -63,6 +63,7 @@ struct Settings {
     std::vector<int> stage_tp;
     double deadline = kDefaultDeadlineSeconds;
     bool verbose = false;
+    bool model_sampling = true;  // --generation-config auto: the model's sampling defaults
 };
 
 Settings read_settings(const cxxopts::ParseResult& args) {
@@ -96,6 +97,9 @@ Settings read_settings(const cxxopts::ParseResult& args) {
                  "--max-context, --kv-dtype and --prefill-chunk");
     s.deadline = seconds_flag(args, "deadline");
     s.verbose = args.count("verbose") > 0;
+    const std::string gen = args["generation-config"].as<std::string>();
+    TPS_CHECK_AS(UsageError, gen == "auto" || gen == "none", "--generation-config: '{}' is not auto or none", gen);
+    s.model_sampling = gen == "auto";
     return s;
 }
 
@@ -260,6 +264,12 @@ ServedModel served_model(const Settings& s, const ModelFiles& files, const Llama
     m.stop_ids = files.stop_ids;
     m.context = std::min(model.context_tokens(), plan.serving.max_context);
     m.created = static_cast<int64_t>(std::time(nullptr));
+    if (s.model_sampling && !files.sampling_defaults.empty()) {
+        m.sampling_defaults = files.sampling_defaults.over(m.sampling_defaults);
+        std::fprintf(stderr, "tpserve serve: sampling defaults from %s: %s (a request's own fields win; "
+                     "--generation-config none for OpenAI's)\n",
+                     files.sampling_defaults.origin.c_str(), files.sampling_defaults.describe().c_str());
+    }
     return m;
 }
 
@@ -387,6 +397,7 @@ int run_serve(int argc, char** argv) {
         ("request-timeout", "seconds from a request's arrival to its last token", cxxopts::value<std::string>()->default_value("600"))
         ("max-body-bytes", "largest request body; larger gets 413", cxxopts::value<std::string>()->default_value("1048576"))
         ("http-threads", "threads for the HTTP connections", cxxopts::value<std::string>()->default_value("2"))
+        ("generation-config", "auto: sampling fields a request leaves out take the model's generation_config.json values (as vLLM); none: OpenAI's defaults", cxxopts::value<std::string>()->default_value("auto"))
         ("micro-batches", "steps in flight at once (0 = one per pipeline stage; 1 turns pipelining off, to measure it)", cxxopts::value<std::string>()->default_value("0"))
         ("v,verbose", "print each rank's memory beside the plan's prediction")
         ("h,help", "show this help");

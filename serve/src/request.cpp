@@ -129,14 +129,15 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
     if (get_bool(j, "echo", false)) throw ApiError::invalid("'echo' is not supported", "echo");
 
     SamplingParams& p = r.sampling;
-    p.temperature = get_float(j, "temperature", 0, 2, 1.0f);
-    p.top_p = get_float(j, "top_p", 0, 1, 1.0f, true);
-    p.top_k = static_cast<int32_t>(get_int(j, "top_k", -1, 1 << 24, 0));
+    const SamplingParams& d = model.sampling_defaults;
+    p.temperature = get_float(j, "temperature", 0, 2, d.temperature);
+    p.top_p = get_float(j, "top_p", 0, 1, d.top_p, true);
+    p.top_k = static_cast<int32_t>(get_int(j, "top_k", -1, 1 << 24, d.top_k));
     if (p.top_k < 0) p.top_k = 0;  // vLLM: -1 means off
-    p.min_p = get_float(j, "min_p", 0, 1, 0.0f);
-    p.presence_penalty = get_float(j, "presence_penalty", -2, 2, 0.0f);
-    p.frequency_penalty = get_float(j, "frequency_penalty", -2, 2, 0.0f);
-    p.repetition_penalty = get_float(j, "repetition_penalty", 0, 100, 1.0f, true);
+    p.min_p = get_float(j, "min_p", 0, 1, d.min_p);
+    p.presence_penalty = get_float(j, "presence_penalty", -2, 2, d.presence_penalty);
+    p.frequency_penalty = get_float(j, "frequency_penalty", -2, 2, d.frequency_penalty);
+    p.repetition_penalty = get_float(j, "repetition_penalty", 0, 100, d.repetition_penalty, true);
     if (field(j, "seed")) {
         p.seed = static_cast<uint64_t>(get_int(j, "seed", INT64_MIN, INT64_MAX, 0));
     } else {

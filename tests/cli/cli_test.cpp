@@ -152,4 +152,13 @@ TEST(Cli, GgufModelsPlanFromTheirMetadata) {
     EXPECT_TRUE(has(fmt.err, "tensor types are fixed by the file")) << fmt.err;
 }
 
+TEST(Cli, ServeRefusesBadModelFlagsBeforeListening) {
+    const std::string tiny = std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/smollm2";
+    for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
+             {"--generation-config vllm", "--generation-config: 'vllm'"},
+             {"--format int9", "--format: 'int9'"}}) {
+        expect_usage("serve -m " + tiny + " --port 0 " + args, needle);
+    }
+}
+
 }  // namespace

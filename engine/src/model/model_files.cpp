@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <fstream>
 
 namespace tps {
@@ -56,7 +57,62 @@ std::string token_text(const nlohmann::json& cfg, const char* key) {
     return {};
 }
 
+// A number field of generation_config.json, unless absent, null or transformers' default.
+std::optional<double> setting(const nlohmann::json& gen, const char* name, std::optional<double> hf_default,
+                              const std::string& origin) {
+    if (!gen.contains(name) || gen[name].is_null()) return std::nullopt;
+    TPS_CHECK_AS(InputError, gen[name].is_number(), "{}: '{}' must be a number, got {}", origin, name, gen[name].dump());
+    const double v = gen[name].get<double>();
+    if (hf_default && v == *hf_default) return std::nullopt;
+    return v;
+}
+
+SamplingDefaults read_sampling_defaults(const nlohmann::json& gen, const std::string& origin) {
+    SamplingDefaults d;
+    d.origin = origin;
+    if (!gen.is_object()) return d;
+    auto as_float = [](std::optional<double> v) { return v ? std::optional<float>(static_cast<float>(*v)) : std::nullopt; };
+    d.temperature = as_float(setting(gen, "temperature", 1.0, origin));
+    d.top_p = as_float(setting(gen, "top_p", 1.0, origin));
+    d.min_p = as_float(setting(gen, "min_p", std::nullopt, origin));
+    d.repetition_penalty = as_float(setting(gen, "repetition_penalty", 1.0, origin));
+    if (const auto k = setting(gen, "top_k", 50.0, origin)) {
+        TPS_CHECK_AS(InputError, *k == std::floor(*k) && *k >= 0 && *k <= (1 << 24), "{}: 'top_k' must be a count, got {}",
+                     origin, *k);
+        d.top_k = static_cast<int32_t>(*k);
+    }
+    return d;
+}
+
 }  // namespace
+
+SamplingParams SamplingDefaults::over(SamplingParams p) const {
+    if (temperature) p.temperature = *temperature;
+    if (top_p) p.top_p = *top_p;
+    if (min_p) p.min_p = *min_p;
+    if (repetition_penalty) p.repetition_penalty = *repetition_penalty;
+    if (top_k) p.top_k = *top_k;
+    try {
+        Sampler::validate(p);
+    } catch (const UsageError& e) {
+        throw UsageError(fmt::format("{}: {} (--generation-config none ignores the file's sampling settings)", origin,
+                                     e.what()));
+    }
+    return p;
+}
+
+std::string SamplingDefaults::describe() const {
+    std::string out;
+    auto add = [&](const char* name, const auto& v) {
+        if (v) out += fmt::format("{}{} {}", out.empty() ? "" : ", ", name, *v);
+    };
+    add("temperature", temperature);
+    add("top_k", top_k);
+    add("top_p", top_p);
+    add("min_p", min_p);
+    add("repetition_penalty", repetition_penalty);
+    return out;
+}
 
 ModelFiles ModelFiles::open(const fs::path& path) {
     ModelFiles f;
@@ -75,6 +131,7 @@ ModelFiles ModelFiles::open(const fs::path& path) {
         }
         if (const auto gen = read_json(path / "generation_config.json")) {
             if (gen->contains("eos_token_id")) add_ids((*gen)["eos_token_id"], f.stop_ids);
+            f.sampling_defaults = read_sampling_defaults(*gen, (path / "generation_config.json").string());
         }
         if (f.stop_ids.empty()) {
             if (const auto cfg = read_json(path / "config.json"); cfg && cfg->contains("eos_token_id")) {

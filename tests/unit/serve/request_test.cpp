@@ -1,8 +1,13 @@
-// Request parsing: every field lands where it should, defaults are the reference API's, and each
-// bad body is a 400 / 404 naming the field (never an exception of another kind).
+// Request parsing: every field lands where it should, defaults are the reference API's (or the
+// model's generation_config.json over them), and each bad body is a 400 / 404 naming the field
+// (never an exception of another kind).
 #include "serve_test_support.h"
 
 #include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <unistd.h>
 
 namespace tps::serve {
 namespace {
@@ -56,6 +61,49 @@ TEST(Request, CompletionFieldsAndDefaults) {
     // no seed: each request its own
     EXPECT_NE(parse_completion_request(R"({"prompt":"a"})", m).sampling.seed,
               parse_completion_request(R"({"prompt":"a"})", m).sampling.seed);
+}
+
+TEST(Request, FieldsLeftOutTakeTheModelsSamplingDefaults) {
+    // --generation-config auto: a model's generation_config.json (temperature 0.6, top_p 0.9, and
+    // transformers' own defaults, which change nothing) sets what a request leaves out
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("gen-config-" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    const fs::path src = fs::path(TPS_SOURCE_DIR) / "tests/fixtures/models/smollm2";
+    for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
+        fs::copy_file(src / f, dir / f);
+    }
+    auto write = [&](const std::string& text) { std::ofstream(dir / "generation_config.json") << text; };
+    write(R"({"eos_token_id": 2, "do_sample": true, "temperature": 0.6, "top_p": 0.9, "top_k": 50,
+              "repetition_penalty": 1.0})");
+    const ModelFiles files = ModelFiles::open(dir);
+    const SamplingDefaults& d = files.sampling_defaults;
+    EXPECT_EQ(d.describe(), "temperature 0.6, top_p 0.9");
+    EXPECT_FALSE(d.top_k.has_value());  // transformers' default 50: not a setting of the model's
+    ServedModel m = served();
+    m.sampling_defaults = d.over(m.sampling_defaults);
+    const GenerationRequest left_out = parse_completion_request(R"({"prompt":"a"})", m);
+    EXPECT_FLOAT_EQ(left_out.sampling.temperature, 0.6f);
+    EXPECT_FLOAT_EQ(left_out.sampling.top_p, 0.9f);
+    EXPECT_EQ(left_out.sampling.top_k, 0);
+    EXPECT_FLOAT_EQ(left_out.sampling.repetition_penalty, 1.0f);
+    const GenerationRequest given = parse_completion_request(R"({"prompt":"a","temperature":0,"top_p":1})", m);
+    EXPECT_FLOAT_EQ(given.sampling.temperature, 0.0f);  // the request's own fields win
+    EXPECT_FLOAT_EQ(given.sampling.top_p, 1.0f);
+
+    write(R"({"temperature": "warm"})");
+    EXPECT_THROW(ModelFiles::open(dir), InputError);  // names the file and field
+    write(R"({"top_k": 2.5})");
+    EXPECT_THROW(ModelFiles::open(dir), InputError);
+    write(R"({"temperature": -1})");
+    try {
+        (void)ModelFiles::open(dir).sampling_defaults.over({});
+        ADD_FAILURE() << "a negative temperature was taken";
+    } catch (const UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("generation_config.json"), std::string::npos) << e.what();
+    }
+    fs::remove_all(dir);
 }
 
 TEST(Request, ChatUsesTheTemplateAndFillsTheContext) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "tpserve/engine/chat_template.h"
+#include "tpserve/engine/sampler.h"
 #include "tpserve/engine/tokenizer.h"
 #include "tpserve/engine/weights.h"
 #include "tpserve/partition/model.h"
@@ -17,6 +18,20 @@
 
 namespace tps {
 
+// The sampling settings an HF model's generation_config.json gives that differ from transformers'
+// defaults (temperature 1, top_p 1, top_k 50, repetition_penalty 1, no min_p): what the model's
+// authors meant it to be sampled with, and what vLLM applies to requests that leave them out.
+struct SamplingDefaults {
+    std::optional<float> temperature, top_p, min_p, repetition_penalty;
+    std::optional<int32_t> top_k;
+    std::string origin;  // the file they came from
+
+    bool empty() const noexcept { return !temperature && !top_p && !min_p && !repetition_penalty && !top_k; }
+    // `base` with these set; UsageError naming `origin` when one is outside what a request may ask
+    SamplingParams over(SamplingParams base) const;
+    std::string describe() const;  // "temperature 0.6, top_p 0.9"
+};
+
 struct ModelFiles {
     std::filesystem::path path;
     ModelDesc desc;
@@ -26,6 +41,7 @@ struct ModelFiles {
     std::vector<int32_t> stop_ids;              // generation_config eos_token_id(s), else the tokenizer's EOS
     std::string bos_token;                      // as text, for the chat template
     std::string eos_token;
+    SamplingDefaults sampling_defaults;         // generation_config.json's (none for GGUF)
 
     static ModelFiles open(const std::filesystem::path& path);
 

@@ -26,6 +26,9 @@ struct ServedModel {
     std::vector<int32_t> stop_ids;                // end-of-sequence tokens
     int64_t context = 0;                          // most tokens one sequence may hold
     int64_t created = 0;                          // unix time the server started
+    // what a request that leaves a sampling field out gets: OpenAI's defaults, or the model's
+    // generation_config.json over them (--generation-config auto)
+    SamplingParams sampling_defaults;
 };
 
 enum class Endpoint : uint8_t { completions, chat };
