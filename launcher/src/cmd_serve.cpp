@@ -325,6 +325,7 @@ void serve(const Settings& s, Frontend& front, Driver& driver, const ModelFiles&
 int run_single(const Settings& s) {
     Frontend front(s);
     const ModelFiles files = open_model(s.model_path, s.format);
+    if (s.model_sampling) (void)files.sampling_defaults.over({});  // refused before the weights load
     const Plan plan = one_process_plan(s.plan_file, files.desc,
                                        [&] { return plan_request(s, files.desc, 1); });
     const ParallelMapping map(plan, 1, 0);  // a plan for more ranks needs mpirun: this says so
@@ -358,6 +359,10 @@ int run_sharded(const Settings& s) {
     req.threads = s.threads;
     req.startup_deadline = std::min(86400.0, std::max(600.0, 10 * s.deadline));
     const std::unique_ptr<Shard> shard = load_shard(mpi, req);
+    // rank 0 takes them; a bad one ends every rank, not only the one that serves
+    agree(*shard->world, "take the model's sampling defaults", [&] {
+        if (rank == 0 && s.model_sampling) (void)shard->files.sampling_defaults.over({});
+    }, s.deadline);
     shard->reset_comm_stats();
     const auto mine = [&] { return own_report(*shard); };
     if (s.verbose) {
