@@ -129,6 +129,7 @@ public:
     }
 
     void place(Weight& w) override {
+        TPS_CHECK_CUDA(cudaSetDevice(device_));  // the calling thread's current device may be another
         graphs_->abandon();
         ++pool_.generation;
         if (w.empty() || w.device) return;
@@ -143,6 +144,7 @@ public:
     }
 
     void place(Vec& v) override {
+        TPS_CHECK_CUDA(cudaSetDevice(device_));
         graphs_->abandon();
         ++pool_.generation;
         if (v.empty() || v.device) return;
@@ -153,6 +155,9 @@ public:
     }
 
     void start_step(uint64_t key) override {
+        // a step may be driven from a thread other than the one that made the backend (the
+        // scheduler's): its allocations and launches must go to this backend's device
+        TPS_CHECK_CUDA(cudaSetDevice(device_));
         begun_ = nullptr;
         graphs_->start(key);
     }

@@ -39,8 +39,10 @@ __global__ void __launch_bounds__(kThreads) greedy_kernel(GreedyParams p) {
     __shared__ double s_sum[32];
     const float* row = p.logits + blockIdx.x * p.cols;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    // (-inf, column 0) as the start, as the CPU's scan starts at column 0: a row of -inf (or of
+    // NaN, which never wins a comparison) picks column 0, never one past the row
     float m = -INFINITY;
-    int64_t at = p.cols;
+    int64_t at = 0;
     for (int64_t i = threadIdx.x; i < p.cols; i += kThreads) better(m, at, row[i], i);
     warp_best(m, at);
     if (lane == 0) {

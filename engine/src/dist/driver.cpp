@@ -17,6 +17,13 @@ namespace {
 // The winner over slices: the largest maximum, the lowest token id on a tie (as argmax over the
 // whole row), log-probability max - logsumexp.
 std::pair<int32_t, float> combine(std::span<const GreedyPick> parts) {
+    for (const auto& c : parts) {
+        // a NaN anywhere in the row reaches the sum of exponentials (and the maximum, when it is
+        // first): loud, as the sampler is, rather than a token picked from garbage
+        if (std::isnan(c.max) || std::isnan(c.sum_exp)) {
+            throw Error("greedy: the model produced NaN logits (a broken checkpoint or an overflow)");
+        }
+    }
     float m = parts[0].max;
     int32_t token = parts[0].token;
     for (const auto& c : parts) {

@@ -5,6 +5,7 @@
 #include "safetensors_writer.h"
 
 #include "tpserve/common/error.h"
+#include "tpserve/engine/driver.h"
 #include "tpserve/engine/llama.h"
 #include "tpserve/partition/hf_config.h"
 
@@ -130,6 +131,21 @@ TEST(LlamaModel, GreedyEntriesGetTheBestTokenOfTheirLogits) {
             EXPECT_EQ(r.pick(e, i).max, row[best]);
             EXPECT_FLOAT_EQ(r.pick(e, i).sum_exp, static_cast<float>(sum));
         }
+    }
+}
+
+// A model whose logits are NaN (here a NaN norm gain, as a broken checkpoint or an overflow gives)
+// is an error when greedy picks a token from them, never a token picked from garbage.
+TEST(LlamaModel, GreedyOnNanLogitsIsAnError) {
+    auto be = make_cpu_backend(2);
+    LlamaWeights w = load_llama_weights(WeightSource::open(tiny().dir), tiny().desc, {});
+    w.final_norm.buf.as<float>()[3] = std::nanf("");
+    LlamaModel m(tiny().desc, std::move(w), *be, {});
+    try {
+        (void)run_stage(m, nullptr, 1, {{1, {1, 2, 3}, 0, false, StepOutputKind::greedy}});
+        ADD_FAILURE() << "a token was picked from NaN logits";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("NaN"), std::string::npos) << e.what();
     }
 }
 
