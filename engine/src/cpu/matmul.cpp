@@ -42,7 +42,8 @@ constexpr int64_t kAheadMinRows = 4;
 // token's result does not depend on how many other tokens share its step (batch invariance: a
 // sequence decoded beside 31 others gives the same logits, bit for bit, as decoded alone, and a
 // prompt gives the same whether prefilled whole or in chunks). int8 sums the stored integers
-// times x and multiplies the finished sum by the row's scale. With Prefetch (decode), every 16
+// times x, in 32-weight steps of its own (below) before the shared 16- and 8-weight ones, and
+// multiplies the finished sum by the row's scale. With Prefetch (decode), every 16
 // weights whose index / 16 has no bit of `prefetch_mask` set also prefetch into `ahead`, at the
 // same offset in bytes as the row's own (one prefetch per cache line, not one per 16 weights).
 template <DType T, int NT, bool Prefetch>
@@ -55,6 +56,27 @@ TPS_AVX2 void row_dot(const Weight& w, int64_t r, const float* x, int64_t xs, fl
     __m256 a[NT][2];
     for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_setzero_ps();
     int64_t k = 0;
+    if constexpr (T == DType::int8) {
+        // int8 expands so cheaply that two FMA chains per token, not memory, would set its pace:
+        // 32 weights per step as two independent mul + fma pairs, each added to its accumulator
+        // once (its own summation order, the same for every number of tokens)
+        const int64_t K32 = K & ~int64_t{31};
+        for (; k < K32; k += 32) {
+            if constexpr (Prefetch) {
+                if (((k / 16) & prefetch_mask) == 0) _mm_prefetch(ahead + (k / 16) * step_bytes, _MM_HINT_T0);
+                if (((k / 16 + 1) & prefetch_mask) == 0) _mm_prefetch(ahead + (k / 16 + 1) * step_bytes, _MM_HINT_T0);
+            }
+            const __m256 w0 = Load8<T>::at(row, k), w1 = Load8<T>::at(row, k + 8);
+            const __m256 w2 = Load8<T>::at(row, k + 16), w3 = Load8<T>::at(row, k + 24);
+            for (int t = 0; t < NT; ++t) {
+                const float* xt = x + t * xs + k;
+                const __m256 p0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), _mm256_mul_ps(w0, _mm256_loadu_ps(xt)));
+                const __m256 p1 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xt + 24), _mm256_mul_ps(w2, _mm256_loadu_ps(xt + 16)));
+                a[t][0] = _mm256_add_ps(a[t][0], p0);
+                a[t][1] = _mm256_add_ps(a[t][1], p1);
+            }
+        }
+    }
     for (; k < K16; k += 16) {
         if constexpr (Prefetch) {
             if (((k / 16) & prefetch_mask) == 0) _mm_prefetch(ahead + (k / 16) * step_bytes, _MM_HINT_T0);
@@ -116,11 +138,14 @@ TPS_AVX2 void rows_avx2(const Weight& w, int64_t r0, int64_t r1, const float* x,
         default: break;
     }
     // Groups of 6 tokens, row by row: 12 accumulators, each weight load used 6 times, the group's
-    // activations held in L1 while the block's rows stream from L2.
-    for (int64_t t0 = 0; t0 < n_tok; t0 += 6) {
+    // activations held in L1 while the block's rows stream from L2. int8's 32-weight steps hold
+    // four weight registers: groups of 4 keep its accumulators out of memory. (A token's sums do
+    // not depend on its group, so any grouping is batch-invariant.)
+    constexpr int64_t group = T == DType::int8 ? 4 : 6;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += group) {
         const float* xt = x + t0 * xs;
         float* yt = y + t0 * ys;
-        switch (std::min<int64_t>(6, n_tok - t0)) {
+        switch (std::min<int64_t>(group, n_tok - t0)) {
             case 6: token_group<T, 6>(w, r0, r1, xt, xs, yt, ys); break;
             case 5: token_group<T, 5>(w, r0, r1, xt, xs, yt, ys); break;
             case 4: token_group<T, 4>(w, r0, r1, xt, xs, yt, ys); break;

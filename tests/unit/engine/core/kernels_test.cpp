@@ -167,6 +167,27 @@ TEST_P(Matmul, ReferenceComputesWithTheValuesAsStored) {
     }
 }
 
+TEST_P(Matmul, EveryTokenGetsTheSameBitsWhateverItsBatch) {
+    // batch invariance: a token's products are the same bits alone, beside 3 others (decode) and
+    // among 13 (prefill's token groups), for every format
+    if (!cpu::have_avx2()) GTEST_SKIP() << "no AVX2 on this CPU";
+    const DType type = GetParam();
+    const bool blocks = dtype_layout(type).block > 1;
+    const int64_t rows = 37, cols = blocks ? 320 : 333, tokens = 13;
+    const TestWeight tw = make_weight(type, rows, cols, 21);
+    const auto x = test::random_values(static_cast<size_t>(tokens * cols), 22);
+    std::vector<float> all(static_cast<size_t>(tokens * rows)), four(static_cast<size_t>(4 * rows)), one(static_cast<size_t>(rows));
+    cpu::matmul_rows(tw.w, 0, rows, x.data(), cols, tokens, all.data(), rows);
+    cpu::matmul_rows(tw.w, 0, rows, x.data() + 5 * cols, cols, 4, four.data(), rows);  // tokens 5..8
+    for (int64_t t = 0; t < tokens; ++t) {
+        cpu::matmul_rows(tw.w, 0, rows, x.data() + t * cols, cols, 1, one.data(), rows);
+        for (int64_t r = 0; r < rows; ++r) {
+            ASSERT_EQ(one[static_cast<size_t>(r)], all[static_cast<size_t>(t * rows + r)]) << dtype_name(type) << " token " << t;
+            if (t >= 5 && t < 9) ASSERT_EQ(one[static_cast<size_t>(r)], four[static_cast<size_t>((t - 5) * rows + r)]);
+        }
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, Matmul,
                          ::testing::Values(DType::f32, DType::f16, DType::bf16, DType::int8, DType::q8_0, DType::q4_0,
                                            DType::q4_1),
