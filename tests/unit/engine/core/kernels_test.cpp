@@ -183,7 +183,9 @@ TEST_P(Matmul, EveryTokenGetsTheSameBitsWhateverItsBatch) {
         cpu::matmul_rows(tw.w, 0, rows, x.data() + t * cols, cols, 1, one.data(), rows);
         for (int64_t r = 0; r < rows; ++r) {
             ASSERT_EQ(one[static_cast<size_t>(r)], all[static_cast<size_t>(t * rows + r)]) << dtype_name(type) << " token " << t;
-            if (t >= 5 && t < 9) ASSERT_EQ(one[static_cast<size_t>(r)], four[static_cast<size_t>((t - 5) * rows + r)]);
+            if (t >= 5 && t < 9) {
+                ASSERT_EQ(one[static_cast<size_t>(r)], four[static_cast<size_t>((t - 5) * rows + r)]);
+            }
         }
     }
 }
