@@ -45,41 +45,41 @@ __device__ __forceinline__ void dot8(const float* w8, const float* const* x, int
     }
 }
 
-// f16 / bf16 rows, cols a multiple of 8: 8 weights per lane per step
-template <WFormat F, int T>
-__device__ void row_halves(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
-    const uint4* w = reinterpret_cast<const uint4*>(row);
-    const int lane = threadIdx.x % 32;
-#pragma unroll 4
-    for (int64_t i = lane; i < cols / 8; i += 32) {
-        const uint4 v = __ldg(w + i);
-        float f[8];
-        if constexpr (F == WFormat::bf16) {
-            bf16x8(v, f);
-        } else {
-            f16x8(v, f);
-        }
-        dot8<T>(f, x, i * 8, acc);
-    }
+// Weights in one 16-byte piece: 8 for f16 / bf16, 16 for int8.
+template <WFormat F>
+constexpr int per_piece() {
+    return F == WFormat::int8 ? 16 : 8;
 }
 
-// int8 rows, cols a multiple of 16: 16 weights per lane per step, the stored integers
-template <int T>
-__device__ void row_int8(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
-    const uint4* w = reinterpret_cast<const uint4*>(row);
-    const int lane = threadIdx.x % 32;
-#pragma unroll 2
-    for (int64_t i = lane; i < cols / 16; i += 32) {
-        const uint4 v = __ldg(w + i);
+// One 16-byte piece as floats (int8: the stored integers).
+template <WFormat F>
+__device__ __forceinline__ void unpack_piece(uint4 v, float* f) {
+    if constexpr (F == WFormat::bf16) {
+        bf16x8(v, f);
+    } else if constexpr (F == WFormat::f16) {
+        f16x8(v, f);
+    } else {
         const uint32_t u[4] = {v.x, v.y, v.z, v.w};
-        float f[16];
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
 #pragma unroll
             for (int j = 0; j < 4; ++j) f[4 * k + j] = static_cast<float>(static_cast<int8_t>(u[k] >> (8 * j)));
         }
-        dot8<T>(f, x, i * 16, acc);
-        dot8<T>(f + 8, x, i * 16 + 8, acc);
+    }
+}
+
+// f16 / bf16 / int8 rows, cols a multiple of the piece: one 16-byte piece per lane per step
+template <WFormat F, int T>
+__device__ void row_pieces(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
+    constexpr int n = per_piece<F>();
+    const uint4* w = reinterpret_cast<const uint4*>(row);
+    const int lane = threadIdx.x % 32;
+#pragma unroll(F == WFormat::int8 ? 2 : 4)
+    for (int64_t i = lane; i < cols / n; i += 32) {
+        float f[n];
+        unpack_piece<F>(__ldg(w + i), f);
+#pragma unroll
+        for (int h = 0; h < n; h += 8) dot8<T>(f + h, x, i * n + h, acc);
     }
 }
 
@@ -201,10 +201,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p) {
         row_scalar<F, T>(row, p.w.cols, x, acc);
     } else if constexpr (F == WFormat::f32) {
         row_f32<T>(row, p.w.cols, x, acc);
-    } else if constexpr (F == WFormat::f16 || F == WFormat::bf16) {
-        row_halves<F, T>(row, p.w.cols, x, acc);
-    } else if constexpr (F == WFormat::int8) {
-        row_int8<T>(row, p.w.cols, x, acc);
+    } else if constexpr (F == WFormat::f16 || F == WFormat::bf16 || F == WFormat::int8) {
+        row_pieces<F, T>(row, p.w.cols, x, acc);
     } else {
         row_blocks<F, T>(row, p.w.cols, x, acc);
     }
