@@ -11,7 +11,6 @@
 #include "tpserve/partition/model.h"
 
 #include <algorithm>
-#include <cmath>
 #include <exception>
 #include <functional>
 #include <map>
@@ -76,16 +75,13 @@ public:
                 weight_row_to_f32(whole, r, 0, whole.cols, row.data());
                 const float* slice = row.data() + c0;
                 if (to == DType::int8) {
-                    float amax = 0;
-                    for (const float v : row) {
-                        TPS_CHECK_AS(InputError, std::isfinite(v), "{}: row {} holds {}, which int8 cannot store", name,
-                                     r + rows.first, v);
-                        amax = std::max(amax, std::abs(v));
+                    uint16_t scale = 0;
+                    try {
+                        scale = int8_row_scale_bits(row.data(), whole.cols);
+                    } catch (const InputError& e) {
+                        throw InputError(fmt::format("{}: row {}: {}", name, r + rows.first, e.what()));
                     }
-                    TPS_CHECK_AS(InputError, amax / 127.0f <= 65504.0f,
-                                 "{}: row {} holds {}, whose int8 scale is beyond f16's range", name, r + rows.first,
-                                 amax);
-                    store_int8_row(out, r, slice, int8_scale_bits(amax));
+                    store_int8_row(out, r, slice, scale);
                 } else {
                     store_row(out, r, slice);
                 }

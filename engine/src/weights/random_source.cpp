@@ -68,9 +68,7 @@ public:
                 row[static_cast<size_t>(c - first)] = static_cast<float>(bits) * scale;
             }
             if (int8) {
-                float amax = 0;
-                for (const float v : row) amax = std::max(amax, std::abs(v));
-                store_int8_row(w, r - r0, row.data() + c0, int8_scale_bits(amax));
+                store_int8_row(w, r - r0, row.data() + c0, int8_row_scale_bits(row.data(), s[1]));
             } else {
                 store_row(w, r - r0, row.data());
             }

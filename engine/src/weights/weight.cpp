@@ -64,6 +64,15 @@ uint16_t int8_scale_bits(float amax) {
     return bits;
 }
 
+uint16_t int8_row_scale_bits(const float* x, int64_t n) {
+    float amax = 0;
+    for (int64_t c = 0; c < n; ++c) {
+        if (!std::isfinite(x[c])) return int8_scale_bits(x[c]);  // refused, naming it (max would drop a NaN)
+        amax = std::max(amax, std::abs(x[c]));
+    }
+    return int8_scale_bits(amax);
+}
+
 void store_int8_row(Weight& w, int64_t r, const float* x, uint16_t scale_bits) {
     TPS_CHECK(w.type == DType::int8 && w.owned.data() != nullptr && 0 <= r && r < w.rows,
               "store_int8_row: row {} of a {} x {} {} matrix", r, w.rows, w.cols, dtype_name(w.type));
@@ -86,15 +95,7 @@ void store_row(Weight& w, int64_t r, const float* x) {
         f32_to_row(w.type, x, w.cols, w.owned.as<std::byte>() + r * w.row_bytes);
         return;
     }
-    float amax = 0;
-    for (int64_t c = 0; c < w.cols; ++c) {
-        if (!std::isfinite(x[c])) {
-            amax = x[c];  // refused by int8_scale_bits, naming it (max would drop a NaN)
-            break;
-        }
-        amax = std::max(amax, std::abs(x[c]));
-    }
-    store_int8_row(w, r, x, int8_scale_bits(amax));
+    store_int8_row(w, r, x, int8_row_scale_bits(x, w.cols));
 }
 
 void weight_row_to_f32(const Weight& w, int64_t r, int64_t first, int64_t n, float* out) {

@@ -84,6 +84,9 @@ void store_row(Weight& w, int64_t r, const float* x);
 // or above amax / 127, so no value rounds past +-127. InputError when amax is not finite or
 // needs a scale beyond f16's range.
 uint16_t int8_scale_bits(float amax);
+// int8: the scale for the n values of a whole row (int8_scale_bits of their largest magnitude;
+// InputError for a value that is not finite). Slices of the row are stored with it.
+uint16_t int8_row_scale_bits(const float* x, int64_t n);
 // int8: stores x (w.cols floats) as row r with the given scale: for a column slice of a matrix
 // whose scale was taken over the whole row (tensor-parallel ranks agree on every row's scale).
 void store_int8_row(Weight& w, int64_t r, const float* x, uint16_t scale_bits);
