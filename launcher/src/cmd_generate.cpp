@@ -155,8 +155,9 @@ int run_single(const Settings& s) {
     LlamaModel model(files.desc, std::move(weights), *backend, mo);
     print_speed(generate(model, *files.tokenizer, prompt, gen, stream));
     if (s.verbose) {
-        // capacity irrelevant: bytes only
-        const PlanRequest req = plan_request(s, files.desc, 1, /*forced_shape=*/false, "cpu:1024:10:1");
+        // capacity irrelevant: bytes only (a GPU's plan adds the step workspace and the runtime)
+        const PlanRequest req =
+            plan_request(s, files.desc, 1, /*forced_shape=*/false, s.backend.cuda ? "card:1024:1000:100" : "cpu:1024:10:1");
         const ShapeFit fit = fit_shape(req, {StageShape{{0}}});
         std::fputs(memory_report("one process, the whole model", model, fit.feasible ? &fit.plan.per_rank[0].bytes : nullptr,
                                  fit.reason)

@@ -34,6 +34,7 @@ MemoryBytes actual_memory(const LlamaModel& model) {
     b.weights = held(MemoryTag::weights) + model.weights().mapped_bytes();
     b.kv_cache = held(MemoryTag::kv_cache);
     b.activations = held(MemoryTag::activations) + held(MemoryTag::workspace);
+    b.runtime = held(MemoryTag::runtime);
     return b;
 }
 
@@ -54,15 +55,22 @@ std::string memory_report(const std::string& title, const LlamaModel& model, con
     const int64_t weights = held(MemoryTag::weights) + w.mapped_bytes();
     row("weights", weights, predicted ? predicted->weights : 0);
     row("kv_cache", held(MemoryTag::kv_cache), predicted ? predicted->kv_cache : 0);
-    row("activations", held(MemoryTag::activations), predicted ? predicted->activations : 0);
-    row("workspace", held(MemoryTag::workspace), 0);
-    row("total", weights + held(MemoryTag::kv_cache) + held(MemoryTag::activations) + held(MemoryTag::workspace),
-        predicted ? predicted->total() : 0);
+    const MemoryBytes a = actual_memory(model);
+    row("activations", a.activations, predicted ? predicted->activations : 0);
+    if (held(MemoryTag::workspace) > 0) {
+        out += fmt::format("    (of which {} the step workspace)\n", held(MemoryTag::workspace));
+    }
+    if (a.runtime > 0 || (predicted && predicted->runtime > 0)) row("runtime", a.runtime, predicted ? predicted->runtime : 0);
+    row("total", a.total(), predicted ? predicted->total() : 0);
     out += fmt::format("  (checkpoint bytes read: {}; {} of them used in place from the mapped file)\n",
                        w.checkpoint_bytes, w.mapped_bytes());
     if (const int64_t peak = proc_status_bytes("VmHWM"); peak >= 0) {
         out += fmt::format("  (peak resident memory of the process: {:.1f} MiB, the program and its libraries included)\n",
                            static_cast<double>(peak) / 1048576.0);
+    }
+    if (predicted && predicted->runtime > 0) {
+        out += "  (runtime held: the cuBLAS workspace; the plan's also counts the CUDA context and NCCL's buffers, "
+               "which are not our allocations)\n";
     }
     if (!predicted) out += fmt::format("  (planner: {})\n", unpredicted_reason);
     return out;

@@ -11,7 +11,7 @@
 namespace tps::cli {
 
 // What the engine holds by the planner's categories (workspace counted with the activations;
-// runtime 0 on the CPU).
+// runtime: the cuBLAS workspace, 0 on the CPU).
 MemoryBytes actual_memory(const LlamaModel& model);
 
 // `title`: "rank 1: stage 0 of 2, tp 1 of 2, layers 0-1". `comm` may be null.

@@ -16,7 +16,8 @@ std::vector<uint8_t> encode_report(const RankReport& r) {
                               {"collective_seconds", r.collective_seconds},
                               {"weights", r.actual.weights},
                               {"kv_cache", r.actual.kv_cache},
-                              {"activations", r.actual.activations}};
+                              {"activations", r.actual.activations},
+                              {"runtime", r.actual.runtime}};
     const std::string text = j.dump();
     return {text.begin(), text.end()};
 }
@@ -32,6 +33,7 @@ RankReport decode_report(const std::vector<uint8_t>& bytes) {
     r.actual.weights = j.at("weights").get<int64_t>();
     r.actual.kv_cache = j.at("kv_cache").get<int64_t>();
     r.actual.activations = j.at("activations").get<int64_t>();
+    r.actual.runtime = j.at("runtime").get<int64_t>();
     return r;
 }
 

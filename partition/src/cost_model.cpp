@@ -51,7 +51,6 @@ struct StageView {
     const StagePlan* stage;
     double bandwidth;  // effective, of the slowest card in the group
     double flops;
-    DeviceKind kind;
     bool first;
     bool last;
 };
@@ -61,7 +60,7 @@ struct StageView {
 StageTime stage_time(const ModelDesc& m, const Plan& p, const StageView& v, int64_t tokens, int64_t context,
                      bool decode) {
     const int tp = v.stage->tp;
-    const double act = static_cast<double>(activation_element_bytes(v.kind));
+    const double act = static_cast<double>(kActivationBytes);
     const double heads = static_cast<double>(m.heads / tp);
     const double hd = static_cast<double>(m.head_dim);
     const double kv_token_layer = static_cast<double>(kv_bytes_per_token_layer(m, tp, p.serving.kv_dtype));
@@ -147,13 +146,12 @@ std::vector<StageView> stage_views(const Plan& p, Efficiency* used, const Effici
     std::vector<StageView> views;
     for (size_t s = 0; s < p.stages.size(); ++s) {
         const StagePlan& st = p.stages[s];
-        StageView v{&st, 1e30, 1e30, DeviceKind::gpu, s == 0, s + 1 == p.stages.size()};
+        StageView v{&st, 1e30, 1e30, s == 0, s + 1 == p.stages.size()};
         for (int dev : st.devices) {
             const DeviceProfile& d = p.devices[static_cast<size_t>(dev)];
             const Efficiency eff = gpu && d.kind == DeviceKind::gpu ? *gpu : default_efficiency(d.kind);
             v.bandwidth = std::min(v.bandwidth, d.bandwidth * eff.bandwidth);
             v.flops = std::min(v.flops, d.flops * eff.compute);
-            v.kind = d.kind;
             if (used) *used = eff;
         }
         views.push_back(v);

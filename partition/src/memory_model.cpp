@@ -113,24 +113,84 @@ int64_t kv_bytes_per_token_layer(const ModelDesc& m, int tp, DType kv_dtype) {
     return 2 * kv_heads_per_rank(m, tp) * m.head_dim * *elem;
 }
 
-int64_t activation_element_bytes(DeviceKind kind) noexcept { return kind == DeviceKind::gpu ? 2 : 4; }
+int64_t gpu_gemm_workspace_bytes(int64_t tokens, int64_t rows, int64_t cols, DType dtype) noexcept {
+    if (tokens <= kGpuGemvMaxTokens || dtype == DType::f32 || rows <= 0 || cols <= 0) return 0;
+    int64_t bytes = (tokens * cols * 2 + 255) / 256 * 256;  // x in 16 bits
+    if (dtype != DType::f16 && dtype != DType::bf16) {
+        const int64_t slice_rows = std::max<int64_t>(1, std::min(rows, kGpuGemmSliceBytes / (cols * 2)));
+        bytes += slice_rows * cols * 2;  // rows expanded to bf16
+    }
+    return bytes;
+}
+
+int64_t gpu_attention_partial_floats(int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                     int multiprocessors) noexcept {
+    const int64_t blocks = std::max<int64_t>(1, tokens * kv_heads);
+    const int64_t parts = (2 * int64_t{multiprocessors} + blocks - 1) / blocks;
+    return parts > 1 ? tokens * heads * parts * (head_dim + 2) : 0;
+}
+
+GpuStepWorkspace gpu_step_workspace(const ModelDesc& m, const ServingShape& s, int tp, bool last_stage) {
+    const int64_t tokens = std::max(s.prefill_chunk, s.max_batch);
+    GpuStepWorkspace ws;
+    // the product needing the most: every matrix a layer multiplies by (as this rank holds it),
+    // and the LM head's vocabulary slice on the last stage
+    auto consider = [&](const TensorSpec& t, int64_t rows, int64_t cols) {
+        if (t.in > 1) ws.gemm = std::max(ws.gemm, gpu_gemm_workspace_bytes(tokens, rows, cols, t.dtype));
+    };
+    for (const auto& layer : m.layer_tensors) {
+        for (const auto& t : layer) {
+            switch (t.role) {
+                case TensorRole::column: consider(t, t.out / tp, t.in); break;
+                case TensorRole::kv_column: consider(t, t.out / m.kv_heads * kv_heads_per_rank(m, tp), t.in); break;
+                case TensorRole::row: consider(t, t.out, t.in / tp); break;
+                case TensorRole::vocab: {
+                    const auto [first, last] = vocab_slice(t.out, tp, 0);
+                    consider(t, last - first, t.in);
+                    break;
+                }
+                case TensorRole::replicated: consider(t, t.out, t.in); break;
+            }
+        }
+    }
+    if (last_stage) {
+        for (const auto& t : m.globals) {
+            const bool head = t.role == TensorRole::vocab &&
+                              (t.placement == Placement::last_stage ||
+                               (m.tied_embeddings && t.placement == Placement::first_stage));
+            if (!head) continue;
+            const auto [first, last] = vocab_slice(t.out, tp, 0);
+            consider(t, last - first, t.in);
+        }
+    }
+    const int64_t heads = m.heads / tp, kv_heads = kv_heads_per_rank(m, tp);
+    int64_t partial = 0;
+    for (int64_t t = 1; t <= tokens && t * kv_heads < 2 * int64_t{kPlannedMultiprocessors}; ++t) {
+        partial = std::max(partial, gpu_attention_partial_floats(t, heads, kv_heads, m.head_dim, kPlannedMultiprocessors));
+    }
+    ws.attention = partial * 4;
+    ws.scratch = kGpuStepScratchBytes;
+    return ws;
+}
 
 int64_t activation_bytes(const ModelDesc& m, const ServingShape& s, int tp, DeviceKind kind, bool last_stage) {
-    // Live buffers of one layer at the largest step (layers run one after another and reuse them):
-    // residual, normed input and sub-layer output (3 x hidden), this rank's q, k, v, and gate, up
-    // and their product (3 x FFN shard, per active expert for MoE). Attention is tiled
-    // (flash-style), so no tokens x context score matrix is kept. The last stage adds f32 logits
-    // of its vocabulary slice for every sequence, twice (logits and the sampler's working copy).
+    // The engine's buffers for the largest step (layers run one after another and reuse them):
+    // the residual, the normed input and a sub-layer's output (3 x hidden); this rank's q, k and
+    // v; gate, up and their product (the FFN shard, per active expert for MoE), gate's buffer
+    // wide enough for attention's output too. Attention is tiled (flash-style), so no tokens x
+    // context score matrix is kept. The last stage adds f32 logits of its vocabulary slice for
+    // every sequence; on a CPU twice (the sampler's working copy).
     const int64_t tokens = std::max(s.prefill_chunk, s.max_batch);
     const int64_t q = m.heads / tp * m.head_dim;
     const int64_t kv = kv_heads_per_rank(m, tp) * m.head_dim;
     const int64_t ffn = m.intermediate / tp * std::max<int64_t>(1, m.experts_active);
-    const int64_t per_token = 3 * m.hidden + q + 2 * kv + 3 * ffn;
-    int64_t bytes = tokens * per_token * activation_element_bytes(kind);
+    const int64_t per_token = 3 * m.hidden + q + 2 * kv + 2 * ffn + std::max(ffn, q);
+    int64_t bytes = tokens * per_token * kActivationBytes;
     if (last_stage) {
         const auto [first, last] = vocab_slice(m.vocab, tp, 0);
-        bytes += 2 * s.max_batch * (last - first) * 4;
+        bytes += (kind == DeviceKind::cpu ? 2 : 1) * s.max_batch * (last - first) * 4;
     }
+    if (kind == DeviceKind::gpu) bytes += gpu_step_workspace(m, s, tp, last_stage).total();
     return bytes;
 }
 

@@ -14,6 +14,7 @@ std::string_view memory_tag_name(MemoryTag tag) noexcept {
         case MemoryTag::kv_cache: return "kv_cache";
         case MemoryTag::activations: return "activations";
         case MemoryTag::workspace: return "workspace";
+        case MemoryTag::runtime: return "runtime";
     }
     return "?";
 }

@@ -13,10 +13,12 @@
 #include "gemm.cuh"
 #include "gemv.cuh"
 #include "greedy.cuh"
+#include "kernel_format.h"
 #include "sample.cuh"
 #include "norm.cuh"
 #include "rope.cuh"
 #include "step_graphs.h"
+#include "step_workspace.h"
 
 #include "tpserve/common/check.h"
 #include "tpserve/engine/backend.h"
@@ -36,16 +38,7 @@ using cuda::Scratch;
 using cuda::WFormat;
 
 WFormat format_of(DType t, const char* op) {
-    switch (t) {
-        case DType::f32: return WFormat::f32;
-        case DType::f16: return WFormat::f16;
-        case DType::bf16: return WFormat::bf16;
-        case DType::int8: return WFormat::int8;
-        case DType::q8_0: return WFormat::q8_0;
-        case DType::q4_0: return WFormat::q4_0;
-        case DType::q4_1: return WFormat::q4_1;
-        default: break;
-    }
+    if (const auto f = cuda::kernel_format(t)) return *f;
     throw UsageError(fmt::format("{}: the CUDA backend does not compute with {} weights (f32, f16, bf16, int8, "
                                  "q8_0, q4_0, q4_1)",
                                  op, dtype_name(t)));
@@ -101,7 +94,7 @@ public:
         // allocates nothing while a graph records. Its size is the one the planner counts
         // (NVIDIA's advice: 32 MiB from Hopper on, 4 MiB before).
         const int64_t ws = prop.major >= 9 ? kCublasWorkspaceLarge : kCublasWorkspaceSmall;
-        cublas_ws_ = std::make_unique<CudaMemory>(ws, MemoryTag::workspace);
+        cublas_ws_ = std::make_unique<CudaMemory>(ws, MemoryTag::runtime);
         TPS_CHECK_CUBLAS(cublasSetWorkspace(cublas_, cublas_ws_->data(), static_cast<size_t>(ws)));
         const char* graphs = std::getenv("TPS_CUDA_GRAPHS");
         graphs_ = std::make_unique<cuda::StepGraphs>(stream_, pool_, !(graphs && std::string_view(graphs) == "0"));
@@ -152,6 +145,13 @@ public:
         TPS_CHECK_CUDA(cudaMemcpyAsync(mem->data(), v.data(), static_cast<size_t>(v.n) * 4, cudaMemcpyHostToDevice, stream_));
         TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
         v.device = std::move(mem);
+    }
+
+    void reserve(const StepLimits& limits) override {
+        TPS_CHECK_CUDA(cudaSetDevice(device_));
+        const cuda::StepWorkspace ws = cuda::step_workspace(limits, multiprocessors_);
+        if (ws.gemm > 0) gemm_.get(ws.gemm);
+        if (ws.partial > 0) partial_.get(ws.partial);
     }
 
     void start_step(uint64_t key) override {
@@ -222,7 +222,7 @@ public:
                 p.y_stride = pr.y.cols;
                 TPS_CHECK(cuda::gemm_supported(p), "matmul: a {} x {} {} weight with {} tokens is not supported", w.rows,
                           w.cols, dtype_name(w.type), x.rows);
-                void* ws = buffers().gemm.get(cuda::gemm_workspace_bytes(p));
+                void* ws = gemm_.get(cuda::gemm_workspace_bytes(p));
                 if (graphs_->launching()) cuda::invoke_gemm(p, cublas_, ws, stream_);
             }
         }
@@ -297,7 +297,7 @@ public:
         // the first, eager step of such a shape splits alike, so it loads the same kernels)
         const int64_t max_keys = graphs_->repeating() ? L.blocks * L.block_tokens : step_max_keys_;
         p.splits = cuda::attention_split(q.rows, L.kv_heads, max_keys, multiprocessors_);
-        if (p.splits > 1) p.partial = static_cast<float*>(buffers().partial.get(cuda::attention_partial_floats(p) * 4));
+        if (p.splits > 1) p.partial = static_cast<float*>(partial_.get(cuda::attention_partial_floats(p) * 4));
         TPS_CHECK(cuda::attention_supported(p),
                   "attention: {} query heads over {} KV heads of {} are not supported on CUDA (at most {} query heads "
                   "per KV head, head size at most {})",
@@ -399,15 +399,15 @@ private:
         }
     }
 
-    // The buffers a step's inputs and scratch go to: recorded and replayed steps use their own,
-    // whose moves make graphs stale; eager steps theirs.
+    // The buffers a step's inputs and small scratch go to: recorded and replayed steps use their
+    // own, whose moves make graphs stale; eager steps theirs. (The GEMM's and attention's
+    // workspace, reserved for the largest step, is shared: it does not move.)
     struct StepBuffers {
-        Scratch step, ids, gather, positions, partial, gemm, picks, sampling, penalties;
+        Scratch step, ids, gather, positions, picks, sampling, penalties;
         explicit StepBuffers(cuda::ScratchPool* pool)
             : step(MemoryTag::workspace, pool), ids(MemoryTag::workspace, pool), gather(MemoryTag::workspace, pool),
-              positions(MemoryTag::workspace, pool), partial(MemoryTag::workspace, pool),
-              gemm(MemoryTag::workspace, pool), picks(MemoryTag::workspace, pool), sampling(MemoryTag::workspace, pool),
-              penalties(MemoryTag::workspace, pool) {}
+              positions(MemoryTag::workspace, pool), picks(MemoryTag::workspace, pool),
+              sampling(MemoryTag::workspace, pool), penalties(MemoryTag::workspace, pool) {}
     };
     StepBuffers& buffers() { return graphs_->mode() == cuda::StepGraphs::Mode::eager ? eager_ : graphed_; }
 
@@ -495,6 +495,9 @@ private:
     std::unique_ptr<CudaMemory> cublas_ws_;
     cuda::ScratchPool pool_;
     StepBuffers eager_{nullptr}, graphed_{&pool_};
+    // graphs point into these; reserve() sizes them for the largest step, so they move only for
+    // an op outside the limits a model gave (and then the graphs record again)
+    Scratch gemm_{MemoryTag::workspace, &pool_}, partial_{MemoryTag::workspace, &pool_};
     Scratch rope_dev_{MemoryTag::workspace, &pool_};
     std::unique_ptr<cuda::StepGraphs> graphs_;
     std::vector<int32_t> step_host_, step_check_;

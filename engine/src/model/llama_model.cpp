@@ -63,14 +63,14 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
     for (int64_t b = 0; b < kv_layout_.blocks; ++b) free_blocks_[static_cast<size_t>(b)] = static_cast<int32_t>(kv_layout_.blocks - 1 - b);
 
     // activations: x, h, o (hidden); q, k, v; gate, up, ffn (FFN shard); logits rows
+    const StepSizes sizes = step_sizes(desc_, w_, options_);
     const int64_t T = options_.max_step_tokens;
     const int64_t q_dim = heads_ * desc_.head_dim;
     const int64_t kv_dim = kv_heads_ * desc_.head_dim;
     const int64_t ffn = l0.w_gate.rows;
     const int64_t vocab = w_.lm_head.rows;
-    const int64_t floats = T * (3 * desc_.hidden + q_dim + 2 * kv_dim + 2 * ffn + std::max(ffn, q_dim)) +
-                           options_.max_logit_rows * vocab;
-    act_ = be_.allocate(floats * 4, MemoryTag::activations);
+    act_ = be_.allocate(sizes.activation_bytes, MemoryTag::activations);
+    be_.reserve(sizes.limits);
     auto* base = static_cast<float*>(act_->data());
     auto take = [&](int64_t rows, int64_t cols) {
         Tensor t{base, DType::f32, rows, cols};
@@ -88,6 +88,9 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
     up_ = take(T, ffn);
     ffn_ = take(T, ffn);
     logits_ = take(options_.max_logit_rows, vocab);
+    TPS_CHECK((base - static_cast<float*>(act_->data())) * 4 == sizes.activation_bytes,
+              "model: step buffers take {} bytes of the {} sized for them", (base - static_cast<float*>(act_->data())) * 4,
+              sizes.activation_bytes);
 }
 
 LlamaModel::~LlamaModel() = default;
@@ -117,9 +120,34 @@ int64_t LlamaModel::kv_bytes() const noexcept {
     return kv_layout_.layers * 2 * kv_layout_.blocks * kv_layout_.block_tokens * kv_layout_.token_stride() * elem;
 }
 
+StepSizes step_sizes(const ModelDesc& desc, const LlamaWeights& w, const ModelOptions& options) {
+    TPS_CHECK(!w.layers.empty(), "model: no layers loaded");
+    const LayerWeights& l0 = w.layers.front();
+    StepSizes s;
+    StepLimits& lim = s.limits;
+    lim.max_tokens = options.max_step_tokens;
+    lim.head_dim = desc.head_dim;
+    lim.heads = l0.wq.rows / desc.head_dim;
+    lim.kv_heads = l0.wk.rows / desc.head_dim;
+    for (const auto& l : w.layers) {
+        for (const Weight* m : l.matrices()) lim.matrices.push_back(m);
+    }
+    if (!w.lm_head.empty()) lim.matrices.push_back(&w.lm_head);
+    const int64_t T = options.max_step_tokens;
+    const int64_t q_dim = lim.heads * desc.head_dim;
+    const int64_t kv_dim = lim.kv_heads * desc.head_dim;
+    const int64_t ffn = l0.w_gate.rows;
+    const int64_t floats = T * (3 * desc.hidden + q_dim + 2 * kv_dim + 2 * ffn + std::max(ffn, q_dim)) +
+                           options.max_logit_rows * w.lm_head.rows;
+    s.activation_bytes = floats * 4;
+    return s;
+}
+
 ModelOptions model_options_for(const Plan& plan) {
     ModelOptions mo;
-    mo.max_step_tokens = plan.serving.prefill_chunk;
+    // a decode step of the whole batch is as large as a prefill chunk can be (the planner sizes
+    // the activations for the larger)
+    mo.max_step_tokens = std::max(plan.serving.prefill_chunk, plan.serving.max_batch);
     mo.max_logit_rows = plan.serving.max_batch;
     mo.kv_tokens = plan.kv_tokens;
     mo.kv_dtype = plan.serving.kv_dtype;

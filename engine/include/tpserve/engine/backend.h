@@ -76,6 +76,15 @@ struct GreedyPick {
     float sum_exp = 0;
 };
 
+// The most any step of a model asks of a backend, known once the model is built
+// (Backend::reserve): the tokens of its largest step, this rank's attention heads, and the
+// matrices its products read (the layers' projections and the LM head).
+struct StepLimits {
+    int64_t max_tokens = 0;
+    int64_t heads = 0, kv_heads = 0, head_dim = 0;
+    std::vector<const Weight*> matrices;
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
@@ -91,6 +100,10 @@ public:
     // before any op reads it. The CPU computes on host memory and leaves both where they are.
     virtual void place(Weight& w) { (void)w; }
     virtual void place(Vec& v) { (void)v; }
+    // Takes, before the first step, the working memory steps within `limits` will use (counted
+    // under MemoryTag::workspace), so serving allocates nothing more: the amounts the planner
+    // counts (docs/planner.md). The CPU needs none.
+    virtual void reserve(const StepLimits& limits) { (void)limits; }
     // A step starts. `key` is non-zero when the step repeats in shape (decode: the same number of
     // one-token sequences, one kind of output, in one round) and names that shape: a backend may
     // record such a step's work once and replay it (CUDA graphs). Its output op (to_host or

@@ -80,9 +80,18 @@ struct ModelOptions {
     DType kv_dtype = DType::f32;    // f32, f16 or bf16 on the CPU
 };
 
-// The model sized as a plan's serving shape says: its prefill chunk is the largest step, its
-// batch the logits rows computed together, its KV tokens and type.
+// The model sized as a plan's serving shape says: its prefill chunk (or its batch, if larger) is
+// the largest step, its batch the logits rows computed together, its KV tokens and type.
 ModelOptions model_options_for(const Plan& plan);
+
+// What a model of these weights and options holds for its steps: the f32 activations of its
+// largest step and its logits rows (the planner's activation_bytes without a GPU's workspace or
+// a CPU sampler's copy), and the limits it gives its backend to reserve for.
+struct StepSizes {
+    int64_t activation_bytes = 0;
+    StepLimits limits;
+};
+StepSizes step_sizes(const ModelDesc& desc, const LlamaWeights& weights, const ModelOptions& options);
 
 // What a step entry asks the last stage for: nothing (a prompt chunk that is not the last), the
 // most likely token (computed across the vocabulary shards without gathering the logits), the

@@ -12,8 +12,11 @@
 
 namespace tps {
 
-enum class MemoryTag : uint8_t { weights, kv_cache, activations, workspace };
-inline constexpr size_t kMemoryTags = 4;
+// The planner's categories: its activations are our activations and workspace (a GPU's step
+// workspace, reserved for the largest step); its runtime, of what we allocate, is the cuBLAS
+// workspace (the CUDA context and NCCL's buffers are not allocations of ours).
+enum class MemoryTag : uint8_t { weights, kv_cache, activations, workspace, runtime };
+inline constexpr size_t kMemoryTags = 5;
 std::string_view memory_tag_name(MemoryTag tag) noexcept;
 
 struct MemoryTotals {

@@ -39,15 +39,43 @@ int64_t global_weight_bytes(const ModelDesc& model, bool first_stage, bool last_
 // KV bytes of one token in one layer on one rank.
 int64_t kv_bytes_per_token_layer(const ModelDesc& model, int tp, DType kv_dtype);
 
-// Activations and workspace of the largest step (max(prefill_chunk, max_batch) tokens).
+// Activations and workspace of the largest step (max(prefill_chunk, max_batch) tokens): the
+// engine's f32 step buffers, its logits rows (last stage), and on a GPU the step workspace
+// (gpu_step_workspace).
 int64_t activation_bytes(const ModelDesc& model, const ServingShape& serving, int tp, DeviceKind kind,
                          bool last_stage);
+
+// The CUDA backend's step workspace on one rank, reserved when the model is built:
+//   gemm:      the largest cuBLAS product's x in 16 bits and, for int8 and GGML weights, a slice
+//              of rows expanded to bf16 (gpu_gemm_workspace_bytes of the rank's largest need);
+//   attention: split-softmax partials of the decode attention, with kPlannedMultiprocessors;
+//   scratch:   the small per-step buffers (ids, positions, block tables, sampling parameters),
+//              kGpuStepScratchBytes.
+struct GpuStepWorkspace {
+    int64_t gemm = 0;
+    int64_t attention = 0;
+    int64_t scratch = 0;
+    int64_t total() const noexcept { return gemm + attention + scratch; }
+};
+GpuStepWorkspace gpu_step_workspace(const ModelDesc& model, const ServingShape& serving, int tp, bool last_stage);
+
+// Workspace bytes the CUDA backend's GEMM takes for `tokens` tokens through a rows x cols weight
+// stored as `dtype`: none up to kGpuGemvMaxTokens (the GEMV reads the weights as they are) or
+// for f32 weights; else x rounded to 16 bits (to a 256-byte multiple) and, for int8 and block
+// formats, up to kGpuGemmSliceBytes of rows expanded to bf16.
+int64_t gpu_gemm_workspace_bytes(int64_t tokens, int64_t rows, int64_t cols, DType dtype) noexcept;
+
+// Floats of the decode attention's split-softmax partials for `tokens` tokens of this rank's
+// heads: parts enough to fill twice `multiprocessors` (each part keeps head_dim + 2 floats per
+// head), none when the tokens alone fill them.
+int64_t gpu_attention_partial_floats(int64_t tokens, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                     int multiprocessors) noexcept;
 
 // CUDA context + cuBLAS workspace + NCCL buffers (when the rank talks to others); 0 on a CPU.
 int64_t runtime_bytes(const DeviceProfile& device, LinkKind link, bool communicates);
 
-// Bytes of one activation element on this kind of device (bf16 on GPUs, f32 on CPUs).
-int64_t activation_element_bytes(DeviceKind kind) noexcept;
+// Bytes of one activation element: every backend computes, holds and moves activations in f32.
+inline constexpr int64_t kActivationBytes = 4;
 
 // The runtime constants, exposed for docs and tests.
 inline constexpr int64_t kCudaContextBytes = int64_t{512} << 20;
@@ -55,5 +83,11 @@ inline constexpr int64_t kCublasWorkspaceLarge = int64_t{32} << 20;  // sm_90, s
 inline constexpr int64_t kCublasWorkspaceSmall = int64_t{4} << 20;   // other architectures
 inline constexpr int64_t kNcclBytesPcie = int64_t{256} << 20;
 inline constexpr int64_t kNcclBytesNvlink = int64_t{2} << 30;
+// The CUDA backend's step workspace (gpu_step_workspace); the engine's kernels use the same
+// numbers, and a test holds the two to each other.
+inline constexpr int64_t kGpuGemvMaxTokens = 8;
+inline constexpr int64_t kGpuGemmSliceBytes = int64_t{64} << 20;
+inline constexpr int kPlannedMultiprocessors = 256;  // more than any card has (an H100 132, an RTX 5090 170)
+inline constexpr int64_t kGpuStepScratchBytes = int64_t{1} << 20;
 
 }  // namespace tps

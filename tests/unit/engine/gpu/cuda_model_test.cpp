@@ -10,6 +10,7 @@
 #include "tpserve/engine/llama.h"
 #include "tpserve/partition/gguf.h"
 #include "tpserve/partition/hf_config.h"
+#include "tpserve/partition/memory_model.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -220,6 +221,37 @@ TEST_P(CudaModel, SampledDecodeStepsEqualSamplingTheLogits) {
         }
     }
     EXPECT_LE(differ * 100, draws) << differ << " of " << draws << " draws differ";
+}
+
+// The GEMM's and attention's workspace is taken when the model is built, within what the planner
+// counts for it: the largest prompt chunk, batched and replayed decodes, and sampling then grow
+// only the small per-step buffers.
+TEST_P(CudaModel, StepWorkspaceIsReservedWhenTheModelIsBuilt) {
+    auto workspace = [] { return MemoryTracker::instance().totals().current[static_cast<size_t>(MemoryTag::workspace)]; };
+    const int64_t before = workspace();
+    auto model = load(*gpu_);
+    const int64_t reserved = workspace() - before;
+    ServingShape shape;
+    shape.prefill_chunk = model->options().max_step_tokens;
+    shape.max_batch = model->options().max_logit_rows;
+    const GpuStepWorkspace planned = gpu_step_workspace(desc_, shape, 1, true);
+    EXPECT_LE(reserved, planned.gemm + planned.attention);
+    EXPECT_GT(reserved, 0);
+
+    std::mt19937 rng(7);
+    std::vector<int32_t> chunk(static_cast<size_t>(model->options().max_step_tokens));
+    for (auto& t : chunk) t = static_cast<int32_t>(rng() % static_cast<uint32_t>(desc_.vocab));
+    model->forward({{0, chunk, 0, false}});  // the largest step
+    std::vector<SequenceStep> decode;
+    for (int64_t s = 1; s <= 12; ++s) {
+        model->forward({{s, {chunk[static_cast<size_t>(s)]}, 0, false}});
+        decode.push_back({s, {chunk[static_cast<size_t>(s + 1)]}, 1, false, StepOutputKind::greedy});
+    }
+    for (int round = 0; round < 3; ++round) {  // recorded, then replayed
+        model->forward(decode);
+        for (auto& e : decode) ++e.start_pos;
+    }
+    EXPECT_LE(workspace() - before - reserved, kGpuStepScratchBytes);
 }
 
 INSTANTIATE_TEST_SUITE_P(
