@@ -64,6 +64,7 @@ struct Settings {
     double deadline = kDefaultDeadlineSeconds;
     bool verbose = false;
     bool model_sampling = true;  // --generation-config auto: the model's sampling defaults
+    bool prefix_cache = true;    // --prefix-cache on
 };
 
 Settings read_settings(const cxxopts::ParseResult& args) {
@@ -97,6 +98,9 @@ Settings read_settings(const cxxopts::ParseResult& args) {
                  "--max-context, --kv-dtype and --prefill-chunk");
     s.deadline = seconds_flag(args, "deadline");
     s.verbose = args.count("verbose") > 0;
+    const std::string pc = args["prefix-cache"].as<std::string>();
+    TPS_CHECK_AS(UsageError, pc == "on" || pc == "off", "--prefix-cache: '{}' is not on or off", pc);
+    s.prefix_cache = pc == "on";
     const std::string gen = args["generation-config"].as<std::string>();
     TPS_CHECK_AS(UsageError, gen == "auto" || gen == "none", "--generation-config: '{}' is not auto or none", gen);
     s.model_sampling = gen == "auto";
@@ -281,6 +285,7 @@ SchedulerOptions scheduler_options(const Settings& s, const Plan& plan, int64_t 
     o.context = context;
     o.request_timeout = s.request_timeout;
     o.micro_batches = s.micro_batches > 0 ? s.micro_batches : static_cast<int>(plan.stages.size());
+    o.prefix_cache = s.prefix_cache;
     return o;
 }
 
@@ -403,6 +408,7 @@ int run_serve(int argc, char** argv) {
         ("max-body-bytes", "largest request body; larger gets 413", cxxopts::value<std::string>()->default_value("1048576"))
         ("http-threads", "threads for the HTTP connections", cxxopts::value<std::string>()->default_value("2"))
         ("generation-config", "auto: sampling fields a request leaves out take the model's generation_config.json values (as vLLM); none: OpenAI's defaults", cxxopts::value<std::string>()->default_value("auto"))
+        ("prefix-cache", "on: finished requests' KV stays until its blocks are needed, and a prompt that begins with the same 16-token blocks reuses them instead of prefilling them; off: freed at once", cxxopts::value<std::string>()->default_value("on"))
         ("micro-batches", "steps in flight at once (0 = one per pipeline stage; 1 turns pipelining off, to measure it)", cxxopts::value<std::string>()->default_value("0"))
         ("v,verbose", "print each rank's memory beside the plan's prediction")
         ("h,help", "show this help");

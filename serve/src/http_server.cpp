@@ -172,7 +172,7 @@ private:
                 } else {
                     out_ += writer_->stream_piece(d);
                     if (d.last()) {
-                        out_ += writer_->stream_end(job_->prompt_tokens.load(), job_->completion_tokens.load());
+                        out_ += writer_->stream_end(job_->prompt_tokens.load(), job_->completion_tokens.load(), job_->cached_tokens.load());
                         done_ = true;
                     }
                 }
@@ -184,7 +184,7 @@ private:
                 writer_->add(d);
                 if (d.last()) {
                     Reply whole;
-                    whole.body = writer_->whole(job_->prompt_tokens.load(), job_->completion_tokens.load());
+                    whole.body = writer_->whole(job_->prompt_tokens.load(), job_->completion_tokens.load(), job_->cached_tokens.load());
                     finish_job();
                     return send(std::move(whole));
                 }

@@ -36,8 +36,11 @@ Json bytes_of(const std::string& s) {
     return b;
 }
 
-Json usage(int64_t prompt, int64_t completion) {
-    return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+Json usage(int64_t prompt, int64_t completion, int64_t cached) {
+    return {{"prompt_tokens", prompt},
+            {"completion_tokens", completion},
+            {"total_tokens", prompt + completion},
+            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
 }  // namespace
@@ -115,7 +118,7 @@ std::string ResponseWriter::stream_piece(const Delta& d) {
     return event(dump(chunk));
 }
 
-std::string ResponseWriter::stream_end(int64_t prompt_tokens, int64_t completion_tokens) const {
+std::string ResponseWriter::stream_end(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) const {
     std::string out;
     if (req_.include_usage) {
         const Json chunk = {{"id", id_},
@@ -123,7 +126,7 @@ std::string ResponseWriter::stream_end(int64_t prompt_tokens, int64_t completion
                             {"created", created_},
                             {"model", model_},
                             {"choices", Json::array()},
-                            {"usage", usage(prompt_tokens, completion_tokens)}};
+                            {"usage", usage(prompt_tokens, completion_tokens, cached_tokens)}};
         out += event(dump(chunk));
     }
     out += "data: [DONE]\n\n";
@@ -138,7 +141,7 @@ void ResponseWriter::add(const Delta& d) {
     if (!d.finish_reason.empty()) finish_reason_ = d.finish_reason;
 }
 
-std::string ResponseWriter::whole(int64_t prompt_tokens, int64_t completion_tokens) {
+std::string ResponseWriter::whole(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) {
     Json logprobs = nullptr;
     if (req_.logprobs >= 0) {
         logprobs = req_.endpoint == Endpoint::completions
@@ -159,7 +162,7 @@ std::string ResponseWriter::whole(int64_t prompt_tokens, int64_t completion_toke
                     {"created", created_},
                     {"model", model_},
                     {"choices", Json::array({choice})},
-                    {"usage", usage(prompt_tokens, completion_tokens)}};
+                    {"usage", usage(prompt_tokens, completion_tokens, cached_tokens)}};
     return dump(j);
 }
 

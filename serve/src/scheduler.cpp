@@ -15,6 +15,9 @@ namespace {
 
 int64_t blocks(int64_t tokens) { return (tokens + kKvBlockTokens - 1) / kKvBlockTokens; }
 
+// Finished sequences the prefix cache keeps at most (each match looks through them all).
+constexpr size_t kMaxCached = 1024;
+
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
 }  // namespace
@@ -149,6 +152,10 @@ void Scheduler::run() {
             }
             update_gauges();
         }
+        // the model outlives this loop (a benchmark runs several): the cache's sequences go with it
+        while (evict_one(-1)) {
+        }
+        update_gauges();
         if (report) report();
     } catch (const std::exception& e) {
         fail_everything(e.what());
@@ -201,23 +208,87 @@ void Scheduler::sweep() {
     m_.waiting.set(static_cast<double>(waiting_.size()));
 }
 
-void Scheduler::admit() {
-    LlamaModel& model = driver_.model();
-    // room for the sequence's prompt, keeping a block of growth for every running sequence
-    auto fits = [&](int64_t tokens) {
+// Room in the cache for `tokens` more, keeping a block of growth for every running sequence:
+// cached sequences are evicted for it (not `keep`'s source). False when there is none.
+bool Scheduler::make_room(int64_t tokens, const Match& keep) {
+    const LlamaModel& model = driver_.model();
+    auto fits = [&] {
         return model.kv_free_tokens() - kKvBlockTokens * static_cast<int64_t>(running_.size()) >= blocks(tokens) * kKvBlockTokens;
     };
-    while (!preempted_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch &&
-           (running_.empty() || fits(static_cast<int64_t>(preempted_.front()->tokens.size())))) {
+    while (!fits()) {
+        if (!evict_one(keep.from)) return false;
+    }
+    return true;
+}
+
+// Releases the least recently used cached sequence other than `keep`; false when there is none.
+bool Scheduler::evict_one(int64_t keep) {
+    for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+        if (it->id == keep) continue;
+        driver_.release(it->id);
+        cache_.erase(it);
+        return true;
+    }
+    return false;
+}
+
+// The cached or running sequence whose KV begins with the most whole blocks of `tokens`, leaving
+// at least one token to feed (its step gives the first output).
+Scheduler::Match Scheduler::longest_prefix(const std::vector<int32_t>& tokens) const {
+    Match best;
+    if (!opt_.prefix_cache) return best;
+    const int64_t limit = (static_cast<int64_t>(tokens.size()) - 1) / kKvBlockTokens * kKvBlockTokens;
+    if (limit < kKvBlockTokens) return best;
+    auto consider = [&](int64_t id, const int32_t* held, int64_t n) {
+        const int64_t most = std::min(limit, n / kKvBlockTokens * kKvBlockTokens);
+        if (most <= best.tokens) return;
+        int64_t same = 0;
+        while (same < most && held[same] == tokens[static_cast<size_t>(same)]) ++same;
+        same = same / kKvBlockTokens * kKvBlockTokens;
+        if (same > best.tokens) best = {id, same};
+    };
+    for (const auto& c : cache_) consider(c.id, c.tokens.data(), static_cast<int64_t>(c.tokens.size()));
+    // a running sequence's KV: the tokens submitted (every rank runs steps in the order posted,
+    // so they are written before a later step reads them)
+    const LlamaModel& model = driver_.model();
+    for (const auto& s : running_) {
+        if (!s->done) consider(s->id, s->tokens.data(), model.length(s->id));
+    }
+    return best;
+}
+
+// A sequence joins the running batch: on the blocks of its match, if any, with the rest to prefill.
+void Scheduler::start(Seq& s, const Match& m, bool new_request) {
+    if (opt_.prefix_cache) m_.prefix_cache_queries.inc(static_cast<double>(s.tokens.size()));
+    if (m.tokens == 0) return;
+    driver_.share_prefix(s.id, m.from, m.tokens);
+    s.fed = m.tokens;
+    m_.prefix_cache_hits.inc(static_cast<double>(m.tokens));
+    if (new_request) s.job->cached_tokens = m.tokens;
+    const auto it = std::find_if(cache_.begin(), cache_.end(), [&](const Cached& c) { return c.id == m.from; });
+    if (it != cache_.end()) cache_.splice(cache_.end(), cache_, it);  // used again: the most recent
+}
+
+void Scheduler::admit() {
+    // with nothing running, the first one goes in whatever the cache holds (steps evict for it)
+    Match m;
+    auto room = [&](const std::vector<int32_t>& tokens) {
+        m = longest_prefix(tokens);
+        return running_.empty() || make_room(static_cast<int64_t>(tokens.size()) - m.tokens, m);
+    };
+    while (!preempted_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch && room(preempted_.front()->tokens)) {
+        start(*preempted_.front(), m, false);
         running_.push_back(std::move(preempted_.front()));
         preempted_.pop_front();
     }
     if (!preempted_.empty()) return;  // they go first
     std::lock_guard lock(mu_);
     while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch &&
-           (running_.empty() || fits(static_cast<int64_t>(waiting_.front()->request().prompt.size())))) {
-        running_.push_back(std::make_unique<Seq>(std::move(waiting_.front()), next_seq_++, tok_, driver_.model().samples_rows()));
+           room(waiting_.front()->request().prompt)) {
+        auto seq = std::make_unique<Seq>(std::move(waiting_.front()), next_seq_++, tok_, driver_.model().samples_rows());
         waiting_.pop_front();
+        start(*seq, m, true);
+        running_.push_back(std::move(seq));
     }
     running_count_ = static_cast<int64_t>(running_.size());
     m_.waiting.set(static_cast<double>(waiting_.size()));
@@ -252,6 +323,12 @@ bool Scheduler::submit_micro_batch() {
     for (Seq* s : ready) {
         if (members.size() >= target || budget <= 0) break;
         int64_t n = std::min(s->todo(), budget);
+        // cached sequences give way before a prompt chunk shrinks
+        while (blocks(s->fed + n) - blocks(s->fed) > free_blocks) {
+            const int64_t before = model.kv_free_tokens();
+            if (!evict_one(-1)) break;
+            free_blocks += (model.kv_free_tokens() - before) / kKvBlockTokens;
+        }
         // the KV blocks this entry needs; a prompt chunk shrinks to what is free
         while (n > 0 && blocks(s->fed + n) - blocks(s->fed) > free_blocks) {
             n = std::min(n - 1, (free_blocks + blocks(s->fed)) * kKvBlockTokens - s->fed);
@@ -270,6 +347,7 @@ bool Scheduler::submit_micro_batch() {
         // the cache is full: preempt the newest sequence that is not in flight (not the oldest
         // one: someone must make progress), unless steps in flight will free or settle blocks
         if (!in_flight_.empty()) return false;
+        if (evict_one(-1)) return true;  // try again with the blocks it held
         for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
             Seq& victim = **it;
             if (&victim == running_.front().get() || victim.in_flight || victim.done || victim.fed == 0) continue;
@@ -381,19 +459,31 @@ void Scheduler::fail(Seq& s, const ApiError& error, const char* outcome) {
     s.job->push(Delta::failure(error));
 }
 
-// Frees the sequence's KV blocks (here and, with the next descriptor, on every rank) and marks it
-// for removal from the running list.
+// Marks the sequence for removal from the running list; its KV goes to the prefix cache, or is
+// freed (here and, with the next descriptor, on every rank).
 void Scheduler::remove(Seq& s) {
     if (s.done) return;
     s.done = true;
-    if (driver_.model().length(s.id) > 0) driver_.release(s.id);
+    const int64_t held = driver_.model().length(s.id);
+    if (held == 0) return;
+    if (opt_.prefix_cache && held >= kKvBlockTokens) {
+        cache_.push_back({s.id, std::vector<int32_t>(s.tokens.begin(), s.tokens.begin() + held)});
+        if (cache_.size() > kMaxCached) evict_one(-1);
+    } else {
+        driver_.release(s.id);
+    }
 }
 
 void Scheduler::update_gauges() {
     drop_done();  // sequences the sweep ended
     const LlamaModel& model = driver_.model();
     const auto capacity = static_cast<double>(model.kv_capacity_tokens());
-    const auto used = capacity - static_cast<double>(model.kv_free_tokens());
+    // blocks only cached sequences hold are as good as free: the next admission may take them
+    std::vector<int64_t> cached_ids;
+    for (const auto& c : cache_) cached_ids.push_back(c.id);
+    const auto cached = static_cast<double>(model.kv_tokens_held_only_by(cached_ids));
+    const auto used = capacity - static_cast<double>(model.kv_free_tokens()) - cached;
+    m_.kv_cached_tokens.set(cached);
     m_.running.set(static_cast<double>(running_.size()));
     m_.kv_used_tokens.set(used);
     m_.kv_usage.set(capacity > 0 ? used / capacity : 0);

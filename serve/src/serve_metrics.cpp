@@ -33,6 +33,9 @@ ServeMetrics::ServeMetrics(MetricsRegistry& r)
       kv_usage(r.gauge("tpserve_kv_cache_usage_ratio", "Used KV-cache blocks over all blocks")),
       kv_used_tokens(r.gauge("tpserve_kv_cache_tokens", "KV-cache tokens", {{"state", "used"}})),
       kv_capacity_tokens(r.gauge("tpserve_kv_cache_tokens", "KV-cache tokens", {{"state", "capacity"}})),
+      kv_cached_tokens(r.gauge("tpserve_kv_cache_tokens", "KV-cache tokens", {{"state", "cached"}})),
+      prefix_cache_queries(r.counter("tpserve_prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache")),
+      prefix_cache_hits(r.counter("tpserve_prefix_cache_hits_total", "Prompt tokens found in the prefix cache (not prefilled)")),
       steps(r.counter("tpserve_steps_total", "Engine steps run")) {}
 
 Counter& ServeMetrics::step_seconds(int rank, int stage) {

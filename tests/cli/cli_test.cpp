@@ -156,6 +156,7 @@ TEST(Cli, ServeRefusesBadModelFlagsBeforeListening) {
     const std::string tiny = std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/smollm2";
     for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
              {"--generation-config vllm", "--generation-config: 'vllm'"},
+             {"--prefix-cache maybe", "--prefix-cache: 'maybe' is not on or off"},
              {"--format int9", "--format: 'int9'"}}) {
         expect_usage("serve -m " + tiny + " --port 0 " + args, needle);
     }

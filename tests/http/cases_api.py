@@ -14,6 +14,10 @@ from harness import (CONTEXT, ENV, FIXTURE, SMALL, Server, cfg, check, check_err
 # ---------------------------------------------------------------- a. the openai client
 
 
+def counts(usage):
+    return usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+
+
 def case_openai():
     srv = main_server()
     if not srv:
@@ -50,12 +54,25 @@ def case_openai():
     check(finish == [ch.finish_reason], f"completions stream: one chunk with finish_reason {ch.finish_reason}",
           short(finish))
     check(len(with_usage) == 1 and with_usage[0] is chunks[-1] and chunks[-1].choices == []
-          and with_usage[0].usage.model_dump() == u.model_dump(),
+          and counts(with_usage[0].usage) == counts(u),
           "completions stream: include_usage adds a last chunk with empty choices and the same usage",
           short(chunks[-2:]))
     plain = list(c.completions.create(model=m, prompt=prompt, max_tokens=4, temperature=0, stream=True))
     check(plain and all(k.choices and not k.usage for k in plain),
           "completions stream without include_usage: no usage chunk", short(plain))
+
+    # the prefix cache: the same long prompt again reuses the first one's whole 16-token blocks, says
+    # so in usage, and gives the same text
+    long_prompt = "A ledger of the harbour, kept by the night clerk: " + ", ".join(f"crate {i} of copper"
+                                                                               for i in range(14))
+    n_long = tokenize(srv, long_prompt)["count"]
+    first = c.completions.create(model=m, prompt=long_prompt, max_tokens=8, temperature=0)
+    again = c.completions.create(model=m, prompt=long_prompt, max_tokens=8, temperature=0)
+    cached = [getattr(x.usage.prompt_tokens_details, "cached_tokens", None) for x in (first, again)]
+    want = (n_long - 1) // 16 * 16
+    check(cached == [0, want] and again.choices[0].text == first.choices[0].text,
+          f"prefix cache: a {n_long}-token prompt sent twice reports cached_tokens {cached} (want [0, {want}]) "
+          "and gives the same text", short([first, again]))
 
     # prompt as a one-string array and as token ids
     ids = tokenize(srv, prompt)["tokens"]
@@ -104,8 +121,12 @@ def case_openai():
           f"streamed {text!r}\nnot streamed {cc.message.content!r}")
     finish = [k.choices[0].finish_reason for k in chunks if k.choices and k.choices[0].finish_reason]
     check(finish == [cc.finish_reason], f"chat stream: one chunk with finish_reason {cc.finish_reason}", short(finish))
-    check(chunks and chunks[-1].choices == [] and chunks[-1].usage and chunks[-1].usage.model_dump() == cu.model_dump(),
-          "chat stream: include_usage adds a last chunk with empty choices and the same usage", short(chunks[-2:]))
+    # (the same messages again: their prompt's whole blocks now come from the prefix cache)
+    su = chunks[-1].usage if chunks else None
+    check(chunks and chunks[-1].choices == [] and su and counts(su) == counts(cu)
+          and su.prompt_tokens_details.cached_tokens == (cu.prompt_tokens - 1) // 16 * 16,
+          "chat stream: include_usage adds a last chunk with empty choices and the same usage, the repeated "
+          "prompt's whole blocks cached", short(chunks[-2:]))
     parts = [{"role": "user", "content": [{"type": "text", "text": "Tell me about the sea."}]}]
     rp = c.chat.completions.create(model=m, messages=parts, max_completion_tokens=16, temperature=0)
     check(rp.choices[0].message.content == cc.message.content,

@@ -88,6 +88,9 @@ def mpi_run(srv):
           "\n".join(diffs[:8]))
     check(same_tokens == 32, f"mpirun: and the same logprobs tokens ({same_tokens}/32)", "\n".join(diffs[:8]))
     check(worst < 1e-4, f"mpirun: and the same logprobs (largest difference {worst:.2e})")
+    hits = metric(metrics(srv)[1], "tpserve_prefix_cache_hits_total")
+    check(hits is not None and hits > 0, f"mpirun: the prompts run alone again reused the batch's cached prefixes "
+          f"on both ranks ({hits} prompt tokens not prefilled)")
 
     # rank 1's figures reach /metrics (collected at most every 5 s)
     end = time.monotonic() + 12

@@ -210,6 +210,28 @@ protected:
             driver.release(seqs[i]);
         }
         EXPECT_EQ(driver.in_flight(), 0);
+
+        // a prefix shared on every rank (and its source released in the same descriptor, after
+        // the share) gives the logits a fresh prefill does
+        std::vector<int32_t> a, b;
+        for (int i = 0; i < 40; ++i) a.push_back(prompts.front()[static_cast<size_t>(i) % prompts.front().size()]);
+        b.assign(a.begin(), a.begin() + 32);
+        b.insert(b.end(), prompts.back().begin(), prompts.back().end());
+        const int64_t src = seq++, dst = seq++;
+        driver.run({{src, a, 0, false, StepOutputKind::none}});
+        driver.share_prefix(dst, src, 32);
+        driver.release(src);
+        SequenceStep rest{dst, std::vector<int32_t>(b.begin() + 32, b.end()), 32, true};
+        rest.output = StepOutputKind::logits;
+        const StepOutput shared = driver.run({rest});
+        const StepResult fresh = whole.forward({{seq++, b, 0, true}});
+        const auto n = static_cast<int64_t>(rest.tokens.size());
+        ASSERT_EQ(shared.entries.at(0).rows, n);
+        for (int64_t t = 0; t < n; ++t) {
+            ASSERT_TRUE(testing::row_close(shared.entries[0].logits.data() + t * vocab, fresh.row(0, 32 + t), vocab, 2e-5f))
+                << "shared prefix, position " << 32 + t;
+        }
+        driver.release(dst);
     }
 };
 

@@ -166,10 +166,10 @@ uint64_t Driver::submit(std::vector<SequenceStep> step) {
         if (control_) {
             StepDescriptor d;
             d.id = id;
-            d.releases = releases_;
+            d.kv_ops = kv_ops_;
             d.entries = step;
             control_->post(encode_descriptor(d));
-            releases_.clear();
+            kv_ops_.clear();
         }
         ++next_id_;
         pending_.push_back(id);
@@ -215,7 +215,12 @@ StepOutput Driver::wait(uint64_t id) {
 
 void Driver::release(int64_t seq_id) {
     model_.release(seq_id);
-    if (control_) releases_.push_back(seq_id);
+    if (control_) kv_ops_.push_back({seq_id, -1, 0});
+}
+
+void Driver::share_prefix(int64_t seq_id, int64_t from_seq, int64_t tokens) {
+    model_.share_prefix(seq_id, from_seq, tokens);
+    if (control_) kv_ops_.push_back({seq_id, from_seq, tokens});
 }
 
 void Driver::tick() {
@@ -254,8 +259,8 @@ std::vector<std::vector<uint8_t>> Driver::gather_reports(std::vector<uint8_t> mi
         StepDescriptor d;
         d.kind = StepDescriptor::Kind::report;
         d.id = next_id_++;
-        d.releases = releases_;
-        releases_.clear();
+        d.kv_ops = kv_ops_;
+        kv_ops_.clear();
         control_->post(encode_descriptor(d));
         for (int r = 1; r < links_->world->size(); ++r) {
             out.push_back(links_->world->receive_message(r, "a rank's report", [this] { control_->tick(); }));
@@ -269,16 +274,22 @@ std::vector<std::vector<uint8_t>> Driver::gather_reports(std::vector<uint8_t> mi
 
 void run_worker(LlamaModel& model, const StageLinks& links, ControlChannel& control,
                 const std::function<std::vector<uint8_t>()>& report) {
+    auto apply = [&](const std::vector<KvOp>& ops) {
+        for (const KvOp& op : ops) {
+            if (op.from < 0) model.release(op.seq);
+            else model.share_prefix(op.seq, op.from, op.tokens);
+        }
+    };
     for (;;) {
         const StepDescriptor d = decode_descriptor(control.receive());
         if (d.kind == StepDescriptor::Kind::shutdown) break;
         if (d.kind == StepDescriptor::Kind::report) {
-            for (int64_t seq : d.releases) model.release(seq);
+            apply(d.kv_ops);
             links.world->post_message(report ? report() : std::vector<uint8_t>{}, ParallelMapping::driver_rank(),
                                       "a report to rank 0");
             continue;
         }
-        for (int64_t seq : d.releases) model.release(seq);
+        apply(d.kv_ops);
         run_stage(model, &links, d.id, d.entries);
     }
     links.world->flush_posted("step outputs to rank 0");

@@ -7,7 +7,7 @@
 namespace tps {
 namespace {
 
-constexpr uint32_t kDescriptorMagic = 0x31505354;  // "TSP1"
+constexpr uint32_t kDescriptorMagic = 0x32505354;  // "TSP2"
 constexpr uint32_t kOutputMagic = 0x314f5354;      // "TSO1"
 
 }  // namespace
@@ -17,7 +17,12 @@ std::vector<uint8_t> encode_descriptor(const StepDescriptor& d) {
     w.put(kDescriptorMagic);
     w.put(static_cast<uint8_t>(d.kind));
     w.put(d.id);
-    w.put_span(std::span<const int64_t>(d.releases));
+    w.put<uint64_t>(d.kv_ops.size());
+    for (const auto& op : d.kv_ops) {
+        w.put(op.seq);
+        w.put(op.from);
+        w.put(op.tokens);
+    }
     w.put<uint64_t>(d.entries.size());
     for (const auto& e : d.entries) {
         w.put(e.seq_id);
@@ -38,7 +43,14 @@ StepDescriptor decode_descriptor(std::span<const uint8_t> bytes) {
     TPS_CHECK_AS(CommError, kind >= 1 && kind <= 3, "step descriptor: unknown kind {}", kind);
     d.kind = static_cast<StepDescriptor::Kind>(kind);
     d.id = r.get<uint64_t>();
-    d.releases = r.get_vector<int64_t>();
+    const auto ops = r.get<uint64_t>();
+    TPS_CHECK_AS(CommError, ops <= bytes.size(), "step descriptor: {} KV changes cannot fit in {} bytes", ops, bytes.size());
+    d.kv_ops.resize(ops);
+    for (auto& op : d.kv_ops) {
+        op.seq = r.get<int64_t>();
+        op.from = r.get<int64_t>();
+        op.tokens = r.get<int64_t>();
+    }
     const auto n = r.get<uint64_t>();
     TPS_CHECK_AS(CommError, n <= bytes.size(), "step descriptor: {} entries cannot fit in {} bytes", n, bytes.size());
     d.entries.resize(n);

@@ -60,6 +60,7 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
                  "--kv-dtype: {} is not supported here (f32, f16, bf16)", dtype_name(options_.kv_dtype));
     kv_ = be_.allocate(kv_bytes(), MemoryTag::kv_cache);
     free_blocks_.resize(static_cast<size_t>(kv_layout_.blocks));
+    block_refs_.assign(static_cast<size_t>(kv_layout_.blocks), 0);
     for (int64_t b = 0; b < kv_layout_.blocks; ++b) free_blocks_[static_cast<size_t>(b)] = static_cast<int32_t>(kv_layout_.blocks - 1 - b);
 
     // activations: x, h, o (hidden); q, k, v; gate, up, ffn (FFN shard); logits rows
@@ -166,6 +167,18 @@ int64_t LlamaModel::kv_free_tokens() const noexcept {
     return static_cast<int64_t>(free_blocks_.size()) * kv_layout_.block_tokens;
 }
 
+int64_t LlamaModel::kv_tokens_held_only_by(std::span<const int64_t> seqs) const {
+    std::unordered_map<int32_t, int32_t> holders;  // block: how many of `seqs` hold it
+    for (int64_t id : seqs) {
+        const auto it = seqs_.find(id);
+        if (it == seqs_.end()) continue;
+        for (int32_t b : it->second.blocks) ++holders[b];
+    }
+    int64_t blocks = 0;
+    for (const auto& [b, n] : holders) blocks += n == block_refs_[static_cast<size_t>(b)] ? 1 : 0;
+    return blocks * kv_layout_.block_tokens;
+}
+
 int64_t LlamaModel::length(int64_t seq_id) const {
     const auto it = seqs_.find(seq_id);
     return it == seqs_.end() ? 0 : it->second.length;
@@ -174,8 +187,24 @@ int64_t LlamaModel::length(int64_t seq_id) const {
 void LlamaModel::release(int64_t seq_id) {
     const auto it = seqs_.find(seq_id);
     if (it == seqs_.end()) return;
-    for (int32_t b : it->second.blocks) free_blocks_.push_back(b);
+    for (int32_t b : it->second.blocks) {
+        if (--block_refs_[static_cast<size_t>(b)] == 0) free_blocks_.push_back(b);
+    }
     seqs_.erase(it);
+}
+
+void LlamaModel::share_prefix(int64_t seq_id, int64_t from_seq, int64_t tokens) {
+    TPS_CHECK_AS(UsageError, !seqs_.contains(seq_id), "share: sequence {} already exists", seq_id);
+    const auto from = seqs_.find(from_seq);
+    TPS_CHECK_AS(UsageError, from != seqs_.end(), "share: sequence {} does not exist", from_seq);
+    TPS_CHECK_AS(UsageError, tokens > 0 && tokens % kv_layout_.block_tokens == 0 && tokens <= from->second.length,
+                 "share: {} tokens of sequence {} (which holds {}): only whole {}-token blocks it holds can be shared",
+                 tokens, from_seq, from->second.length, kv_layout_.block_tokens);
+    Sequence s;
+    s.blocks.assign(from->second.blocks.begin(), from->second.blocks.begin() + tokens / kv_layout_.block_tokens);
+    s.length = tokens;
+    for (int32_t b : s.blocks) ++block_refs_[static_cast<size_t>(b)];
+    seqs_.emplace(seq_id, std::move(s));
 }
 
 void LlamaModel::validate(const std::vector<SequenceStep>& step) const {
@@ -263,6 +292,7 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
             for (const auto& t : taken) {
                 auto& s = m.seqs_[t.seq];
                 while (s.blocks.size() > t.blocks_before) {
+                    m.block_refs_[static_cast<size_t>(s.blocks.back())] = 0;  // taken below: this sequence's alone
                     m.free_blocks_.push_back(s.blocks.back());
                     s.blocks.pop_back();
                 }
@@ -280,6 +310,7 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
         const int64_t want = (e.start_pos + static_cast<int64_t>(e.tokens.size()) + 15) / 16;
         while (static_cast<int64_t>(s.blocks.size()) < want) {
             s.blocks.push_back(free_blocks_.back());
+            block_refs_[static_cast<size_t>(free_blocks_.back())] = 1;
             free_blocks_.pop_back();
         }
         const auto index = static_cast<int32_t>(layout.sequences.size());

@@ -11,7 +11,7 @@ namespace {
 StepDescriptor sample_descriptor() {
     StepDescriptor d;
     d.id = 42;
-    d.releases = {7, 9};
+    d.kv_ops = {{7, -1, 0}, {11, 9, 32}, {9, -1, 0}};  // forget 7, start 11 on 32 tokens of 9, forget 9
     SequenceStep a{3, {1, 2, 3}, 0, false};
     a.output = StepOutputKind::none;
     SequenceStep b{4, {5}, 17, true};
@@ -27,7 +27,7 @@ TEST(Wire, DescriptorRoundTrip) {
     const StepDescriptor back = decode_descriptor(encode_descriptor(d));
     EXPECT_EQ(back.kind, d.kind);
     EXPECT_EQ(back.id, 42u);
-    EXPECT_EQ(back.releases, d.releases);
+    EXPECT_EQ(back.kv_ops, d.kv_ops);
     ASSERT_EQ(back.entries.size(), 3u);
     for (size_t i = 0; i < 3; ++i) {
         EXPECT_EQ(back.entries[i].seq_id, d.entries[i].seq_id);

@@ -245,6 +245,81 @@ TEST(Scheduler, ARequestPastItsTimeoutEndsWith408) {
     EXPECT_EQ(e.metrics.timed_out.value(), 1);
 }
 
+// Prompts that share whole 16-token blocks with a finished or running request: a system prompt
+// of 40 tokens, and a follow-up turn (a request's prompt, its output and more).
+std::vector<int32_t> with_system(int i) {
+    std::vector<int32_t> p;
+    for (int k = 0; k < 40; ++k) p.push_back(static_cast<int32_t>(10 + (k * 13) % 500));
+    for (int k = 0; k < 2 + i % 9; ++k) p.push_back(static_cast<int32_t>(4 + (i * 37 + k * 11) % 590));
+    return p;
+}
+
+std::vector<std::shared_ptr<Job>> shared_workload(const std::vector<int32_t>& follow_up) {
+    std::vector<std::shared_ptr<Job>> jobs;
+    for (int i = 0; i < 8; ++i) jobs.push_back(job(with_system(i), 10 + i % 4, i % 3 == 0 ? 0.8f : 0.0f, 300 + static_cast<uint64_t>(i)));
+    jobs.push_back(job(follow_up, 9));
+    return jobs;
+}
+
+TEST(Scheduler, APrefixCacheChangesNoResultAndSkipsThePrefill) {
+    // the follow-up: request 0's prompt and output (greedy, alone) and a new question
+    std::vector<int32_t> follow_up;
+    {
+        SchedulerOptions so;
+        so.prefix_cache = false;
+        EngineUnderTest e(so, 4096, 512);
+        e.start();
+        const Outcome first = run_all(e, {job(with_system(1), 30)}).at(0);
+        follow_up = with_system(1);
+        follow_up.insert(follow_up.end(), first.tokens.begin(), first.tokens.end());
+        follow_up.insert(follow_up.end(), {7, 8, 9});
+    }
+    std::vector<Outcome> alone;
+    {
+        SchedulerOptions so;
+        so.max_batch = 1;
+        so.prefix_cache = false;
+        EngineUnderTest e(so, 4096, 512);
+        e.start();
+        for (const auto& j : shared_workload(follow_up)) alone.push_back(run_all(e, {j}).at(0));
+        EXPECT_EQ(e.metrics.prefix_cache_hits.value(), 0);
+        EXPECT_EQ(e.metrics.kv_cached_tokens.value(), 0);
+    }
+    {
+        // one at a time: each finds the system prompt (and the follow-up its first turn) cached
+        SchedulerOptions so;
+        so.max_batch = 1;
+        EngineUnderTest e(so, 4096, 512);
+        e.start();
+        std::vector<Outcome> got;
+        const auto jobs = shared_workload(follow_up);
+        for (const auto& j : jobs) got.push_back(run_all(e, {j}).at(0));
+        expect_same(got, alone);
+        EXPECT_EQ(jobs[0]->cached_tokens.load(), 0);
+        EXPECT_EQ(jobs[1]->cached_tokens.load(), 32);  // the system prompt's two whole blocks
+        // request 1's 43-token prompt and the 10 of its 11 output tokens that went back in: 53 in
+        // common with the follow-up, three whole blocks
+        EXPECT_EQ(jobs.back()->cached_tokens.load(), 48);
+        EXPECT_EQ(e.metrics.prefix_cache_hits.value(), 7 * 32 + 48);
+        EXPECT_GT(e.metrics.kv_cached_tokens.value(), 0);
+        expect_cache_empty(e);  // cached sequences are not counted as used
+        // when the loop ends the cache is emptied: the model may serve another scheduler
+        e.stop();
+        EXPECT_EQ(e.model.kv_free_tokens(), e.model.kv_capacity_tokens());
+    }
+    {
+        // all at once in a cache of 12 blocks: running sequences share, cached ones are evicted,
+        // sequences are preempted
+        SchedulerOptions so;
+        so.max_batch = 6;
+        EngineUnderTest e(so, 192, 32);
+        e.start();
+        expect_same(run_all(e, shared_workload(follow_up)), alone);
+        EXPECT_GT(e.metrics.prefix_cache_hits.value(), 0);
+        expect_cache_empty(e);
+    }
+}
+
 TEST(Scheduler, StopFinishesTheRunningAndRefusesTheRest) {
     SchedulerOptions so;
     so.max_batch = 1;

@@ -32,12 +32,22 @@ struct StepOutput {
     std::vector<Entry> entries;  // one per step entry, in step order
 };
 
+// A change rank 0 made to the KV bookkeeping between steps, done again in the same order on
+// every rank before the next step: forget sequence `seq` (from < 0), or start it on the first
+// `tokens` tokens of `from`'s cache (LlamaModel::share_prefix).
+struct KvOp {
+    int64_t seq = 0;
+    int64_t from = -1;
+    int64_t tokens = 0;
+    bool operator==(const KvOp&) const = default;
+};
+
 // The wire forms (tested on their own; a malformed message throws CommError).
 struct StepDescriptor {
     enum class Kind : uint8_t { step = 1, shutdown = 2, report = 3 };
     Kind kind = Kind::step;
     uint64_t id = 0;
-    std::vector<int64_t> releases;  // sequences to forget before the step
+    std::vector<KvOp> kv_ops;  // before the step, in order
     std::vector<SequenceStep> entries;
 };
 std::vector<uint8_t> encode_descriptor(const StepDescriptor& d);
@@ -60,6 +70,9 @@ public:
     StepOutput run(std::vector<SequenceStep> step) { return wait(submit(std::move(step))); }
     // Forgets a sequence here at once and on the other ranks with the next descriptor.
     void release(int64_t seq_id);
+    // LlamaModel::share_prefix here at once (its UsageError leaves everything as it was) and on
+    // the other ranks with the next descriptor.
+    void share_prefix(int64_t seq_id, int64_t from_seq, int64_t tokens);
     // Call when idle: keeps the other ranks' deadline from running out.
     void tick();
     // Every rank's report, in rank order (rank 0's is `mine`): waits for every step in flight,
@@ -81,7 +94,7 @@ private:
     const StageLinks* links_;
     ControlChannel* control_;
     uint64_t next_id_ = 1;
-    std::vector<int64_t> releases_;        // not yet posted
+    std::vector<KvOp> kv_ops_;             // not yet posted
     std::deque<uint64_t> pending_;         // submitted, not yet waited for, in order
     std::map<uint64_t, StepOutput> ready_; // outputs that arrived before their wait()
     bool shut_down_ = false;

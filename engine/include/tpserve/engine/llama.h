@@ -164,6 +164,12 @@ public:
     // blocks): tps::UsageError or KvCapacityError naming the problem.
     void validate(const std::vector<SequenceStep>& step) const;
     void release(int64_t seq_id);
+    // Starts sequence `seq_id` (new) on the first `tokens` tokens of `from_seq`'s cache: those
+    // blocks are shared, not copied (a block is free once no sequence holds it), and the new
+    // sequence continues at position `tokens`. Only whole blocks can be shared (`tokens` a
+    // multiple of 16, at most what from_seq holds): full blocks are never written again, so
+    // neither sequence sees the other's later tokens. tps::UsageError otherwise.
+    void share_prefix(int64_t seq_id, int64_t from_seq, int64_t tokens);
     int64_t length(int64_t seq_id) const;  // 0 for an unknown sequence
 
     const ModelDesc& desc() const noexcept { return desc_; }
@@ -174,6 +180,8 @@ public:
     // windowed attention is implemented) a Mistral-style sliding window, whichever is smallest.
     int64_t context_tokens() const noexcept;
     int64_t kv_free_tokens() const noexcept;
+    // Tokens of the blocks no sequence outside `seqs` holds: what releasing them all would free.
+    int64_t kv_tokens_held_only_by(std::span<const int64_t> seqs) const;
     int64_t kv_bytes() const noexcept;
     int64_t steps_run() const noexcept { return steps_run_; }  // forward() calls that completed
     // Whether steps may ask for StepOutputKind::sample: in one process (the last stage's rows
@@ -201,6 +209,7 @@ private:
     KvLayout kv_layout_;
     std::unique_ptr<DeviceMemory> kv_;
     std::vector<int32_t> free_blocks_;
+    std::vector<int32_t> block_refs_;  // per block: the sequences holding it
     std::unordered_map<int64_t, Sequence> seqs_;
     // activations of the largest step
     std::unique_ptr<DeviceMemory> act_;

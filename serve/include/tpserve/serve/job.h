@@ -81,6 +81,7 @@ public:
     // Set by the engine before the last piece is pushed.
     std::atomic<int64_t> prompt_tokens{0};
     std::atomic<int64_t> completion_tokens{0};
+    std::atomic<int64_t> cached_tokens{0};  // prompt tokens whose KV came from the prefix cache
 
 private:
     GenerationRequest request_;

@@ -20,13 +20,14 @@ public:
     // one piece, and after the last piece (the usage chunk if asked, then [DONE]).
     std::string stream_start() const;
     std::string stream_piece(const Delta& d);
-    std::string stream_end(int64_t prompt_tokens, int64_t completion_tokens) const;
+    // (cached_tokens: of the prompt's, those the prefix cache held: usage.prompt_tokens_details)
+    std::string stream_end(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) const;
     // An error after the stream began: one event, then [DONE].
     static std::string stream_error(const ApiError& e);
 
     // Not streaming: collect every piece, then the whole object.
     void add(const Delta& d);
-    std::string whole(int64_t prompt_tokens, int64_t completion_tokens);
+    std::string whole(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens);
 
 private:
     std::string event(const std::string& json) const;

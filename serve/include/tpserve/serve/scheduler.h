@@ -7,6 +7,12 @@
 // split into one micro-batch per stage, all in flight at once, so every stage has work.
 // Cancelled (client gone) and timed-out sequences are freed at the next step.
 //
+// Prefix cache: a finished sequence's KV stays in the cache until its blocks are needed, and a
+// new sequence whose prompt begins with the same whole 16-token blocks as a cached or running
+// one starts on those blocks (shared, not copied: LlamaModel::share_prefix) and prefills only
+// the rest. Cached sequences are evicted least recently used first, before any running one is
+// preempted. Outputs are the same with or without it, bit for bit.
+//
 // Threads: submit(), stop() and wake() may be called from any thread; run() is the engine loop and
 // the only user of the Driver.
 #pragma once
@@ -34,6 +40,7 @@ struct SchedulerOptions {
     double request_timeout = 600;  // seconds from arrival to the last token
     int micro_batches = 1;         // steps in flight at once: the pipeline's stages
     double report_interval = 5;    // seconds between calls of the report hook
+    bool prefix_cache = true;      // keep finished sequences' KV for later prompts that share a prefix
 };
 
 class Scheduler {
@@ -59,7 +66,20 @@ public:
 
 private:
     struct Seq;
+    // a finished sequence whose KV stays until its blocks are needed: its KV'd tokens
+    struct Cached {
+        int64_t id;
+        std::vector<int32_t> tokens;
+    };
+    struct Match {
+        int64_t from = -1;   // the sequence to share with
+        int64_t tokens = 0;  // whole blocks
+    };
     bool idle_locked() const;
+    Match longest_prefix(const std::vector<int32_t>& tokens) const;
+    bool make_room(int64_t tokens, const Match& keep);
+    bool evict_one(int64_t keep);
+    void start(Seq& s, const Match& m, bool new_request);
     void take_new(std::unique_lock<std::mutex>& lock);
     void sweep();
     void admit();
@@ -88,6 +108,7 @@ private:
     // engine thread only
     std::list<std::unique_ptr<Seq>> running_;   // in admission order
     std::deque<std::unique_ptr<Seq>> preempted_;  // waiting to be prefilled again, first first
+    std::list<Cached> cache_;                     // least recently used first
     std::deque<std::pair<uint64_t, std::vector<Seq*>>> in_flight_;
     int64_t next_seq_ = 1;
     uint64_t turn_ = 0;  // rotates the decodes' order from step to step

@@ -30,6 +30,9 @@ struct ServeMetrics {
     Gauge& kv_usage;
     Gauge& kv_used_tokens;
     Gauge& kv_capacity_tokens;
+    Gauge& kv_cached_tokens;
+    Counter& prefix_cache_queries;
+    Counter& prefix_cache_hits;
     Counter& steps;
 
     // Per rank (labels rank, stage): time computing its part of steps, time in collectives.

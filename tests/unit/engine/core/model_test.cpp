@@ -254,6 +254,57 @@ TEST(LlamaModel, KvBlocksAreFreedAndCapacityIsEnforced) {
     EXPECT_NO_THROW(m->forward({{2, {1}, 0, false}}));
 }
 
+// A sequence started on another's cached prefix computes what it would alone, bit for bit, and
+// the shared blocks are freed only when neither holds them.
+TEST(LlamaModel, ASharedPrefixComputesWhatAFreshPrefillDoes) {
+    auto be = make_cpu_backend(2);
+    std::vector<int32_t> a, b;
+    for (int i = 0; i < 40; ++i) a.push_back((i * 7) % 50);
+    b.assign(a.begin(), a.begin() + 32);  // two whole blocks in common, then its own
+    for (int i = 0; i < 9; ++i) b.push_back((i * 11 + 3) % 50);
+    auto ref = tiny().load(*be);
+    const StepResult alone = ref->forward({{1, b, 0, true}});
+
+    ModelOptions opt;
+    opt.kv_tokens = 80;  // five blocks
+    auto m = tiny().load(*be, opt);
+    m->forward({{1, a, 0, false}});  // three blocks
+    EXPECT_EQ(m->kv_free_tokens(), 32);
+    m->share_prefix(2, 1, 32);
+    EXPECT_EQ(m->length(2), 32);
+    EXPECT_EQ(m->kv_free_tokens(), 32);  // nothing taken
+    const std::vector<int32_t> rest(b.begin() + 32, b.end());
+    const StepResult shared = m->forward({{2, rest, 32, true}});
+    expect_same(shared.row(0), alone.row(0, 32), 9 * shared.vocab);
+    EXPECT_EQ(m->kv_free_tokens(), 16);  // its third block is its own
+    m->release(1);
+    EXPECT_EQ(m->kv_free_tokens(), 32);  // the source's third block only: the first two are still held
+    const StepResult next = m->forward({{2, {5}, 41, false}});
+    std::vector<int32_t> b_next = b;
+    b_next.push_back(5);
+    const StepResult ref_next = tiny().load(*be)->forward({{1, b_next, 0, false}});
+    expect_same(next.row(0), ref_next.row(0), next.vocab);
+    m->release(2);
+    EXPECT_EQ(m->kv_free_tokens(), 80);
+
+    // only whole blocks the source holds; a new sequence; an existing source
+    m->forward({{3, a, 0, false}});
+    EXPECT_THROW(m->share_prefix(4, 3, 24), UsageError);   // not a whole block
+    EXPECT_THROW(m->share_prefix(4, 3, 48), UsageError);   // more than it holds
+    EXPECT_THROW(m->share_prefix(4, 3, 0), UsageError);
+    EXPECT_THROW(m->share_prefix(4, 9, 16), UsageError);   // no such sequence
+    EXPECT_THROW(m->share_prefix(3, 3, 16), UsageError);   // exists
+    EXPECT_EQ(m->length(4), 0);
+    // a step that fails leaves the shared sequence and the source as they were
+    m->share_prefix(4, 3, 32);
+    EXPECT_THROW(m->forward({{4, std::vector<int32_t>(40, 1), 32, false}}), KvCapacityError);
+    EXPECT_EQ(m->length(4), 32);
+    EXPECT_EQ(m->kv_free_tokens(), 32);
+    m->release(3);
+    m->release(4);
+    EXPECT_EQ(m->kv_free_tokens(), 80);
+}
+
 TEST(LlamaModel, BadStepsAreRefused) {
     auto be = make_cpu_backend(1);
     ModelOptions opt;
