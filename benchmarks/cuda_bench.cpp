@@ -8,6 +8,7 @@
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/llama.h"
 #include "tpserve/partition/hf_config.h"
+#include "tpserve/partition/memory_model.h"
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -244,6 +245,30 @@ int main(int argc, char** argv) {
             rows.push_back({"prefill, 512 tokens", 512 / best, flops / best, gemm});
         }
 
+        // memory: what the model holds for its steps against the planner's count for the same
+        // shape, and what the card has in use beyond our allocations (the CUDA context, cuBLAS
+        // and the driver: the planner's context constant)
+        tps::ModelDesc planned_desc = desc;
+        tps::apply_weight_format(planned_desc, *type);
+        tps::ServingShape shape;
+        shape.prefill_chunk = opt.max_step_tokens;
+        shape.max_batch = opt.max_logit_rows;
+        const int64_t planned = tps::activation_bytes(planned_desc, shape, 1, tps::DeviceKind::gpu, true);
+        const tps::MemoryTotals held = tps::MemoryTracker::instance().totals();
+        auto tag = [&](tps::MemoryTag t) { return held.current[static_cast<size_t>(t)]; };
+        const int64_t steps_held = tag(tps::MemoryTag::activations) + tag(tps::MemoryTag::workspace);
+        size_t free_bytes = 0, total_bytes = 0;
+        BENCH_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+        const auto in_use = static_cast<int64_t>(total_bytes - free_bytes);
+        const int64_t ours = held.current_total();
+        constexpr double kMiB = 1048576.0;
+        std::printf("memory: activations and step workspace %.1f MiB held, %.1f MiB planned; the card has %.0f MiB "
+                    "in use, %.0f MiB of it our allocations, %.0f MiB the rest (context, cuBLAS, driver; the "
+                    "planner assumes %.0f MiB of context)\n",
+                    static_cast<double>(steps_held) / kMiB, static_cast<double>(planned) / kMiB,
+                    static_cast<double>(in_use) / kMiB, static_cast<double>(ours) / kMiB,
+                    static_cast<double>(in_use - ours) / kMiB, static_cast<double>(tps::kCudaContextBytes) / kMiB);
+
         std::printf("\n| %-25s | %10s | %22s | %9s |\n", "run", "tokens/s", "achieved", "of ceiling");
         std::printf("|%s|%s|%s|%s|\n", std::string(27, '-').c_str(), std::string(12, '-').c_str(),
                     std::string(24, '-').c_str(), std::string(11, '-').c_str());
@@ -253,6 +278,8 @@ int main(int argc, char** argv) {
         j["copy_bandwidth_bytes_per_s"] = copy_bw;
         j["bf16_gemm_flop_per_s"] = gemm;
         j["weight_bytes_per_step"] = weight_bytes;
+        j["memory"] = {{"step_bytes_held", steps_held}, {"step_bytes_planned", planned}, {"card_bytes_in_use", in_use},
+                       {"our_bytes", ours}};
         for (const Row& r : rows) {
             const bool decode = r.what.rfind("decode", 0) == 0;
             const std::string achieved = decode ? fmt::format("{:.0f} GB/s weights", r.achieved / 1e9)

@@ -166,6 +166,7 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
         }
     }
     r.stop_ids = get_bool(j, "ignore_eos", false) ? std::vector<int32_t>{} : model.stop_ids;
+    r.skip_special_tokens = get_bool(j, "skip_special_tokens", true);
     r.stream = get_bool(j, "stream", false);
     if (const Json* so = field(j, "stream_options")) {
         if (!so->is_object()) throw ApiError::invalid(fmt::format("'stream_options' must be an object, got {}", type_name(*so)), "stream_options");

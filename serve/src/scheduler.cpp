@@ -31,7 +31,7 @@ struct Scheduler::Seq {
           prompt_len(static_cast<int64_t>(tokens.size())),
           kind(output_kind_for(job->request().sampling, backend_samples)),
           sampler(job->request().sampling, job->request().prompt),
-          decoder(tok),
+          decoder(tok, job->request().skip_special_tokens),
           stops(job->request().stop) {}
 
     std::shared_ptr<Job> job;

@@ -56,6 +56,9 @@ TEST(Request, CompletionFieldsAndDefaults) {
     EXPECT_EQ(d.max_tokens, 16);  // the reference API's default
     EXPECT_FLOAT_EQ(d.sampling.temperature, 1.0f);
     EXPECT_TRUE(d.stop_ids.empty());
+    EXPECT_TRUE(d.skip_special_tokens);
+    EXPECT_FALSE(parse_completion_request(R"({"prompt":"a","skip_special_tokens":false})", m).skip_special_tokens);
+    EXPECT_THROW(parse_completion_request(R"({"prompt":"a","skip_special_tokens":"no"})", m), ApiError);
     EXPECT_EQ(d.logprobs, -1);
     EXPECT_FALSE(d.stream);
     // no seed: each request its own

@@ -40,6 +40,7 @@ struct GenerationRequest {
     SamplingParams sampling;
     std::vector<std::string> stop;   // stop strings
     std::vector<int32_t> stop_ids;   // stop tokens (empty with ignore_eos)
+    bool skip_special_tokens = true; // vLLM's extension: false writes special tokens' text too
     bool stream = false;
     bool include_usage = false;
     // -1: no log-probabilities; otherwise the number of alternatives per token (0..20)
