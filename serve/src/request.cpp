@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -138,6 +139,32 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
     p.presence_penalty = get_float(j, "presence_penalty", -2, 2, d.presence_penalty);
     p.frequency_penalty = get_float(j, "frequency_penalty", -2, 2, d.frequency_penalty);
     p.repetition_penalty = get_float(j, "repetition_penalty", 0, 100, d.repetition_penalty, true);
+    if (const Json* lb = field(j, "logit_bias")) {
+        if (!lb->is_object()) {
+            throw ApiError::invalid(fmt::format("'logit_bias' must be an object of token ids to numbers, got {}", type_name(*lb)),
+                                    "logit_bias");
+        }
+        const int64_t vocab = model.tokenizer->vocab_size();
+        for (auto it = lb->begin(); it != lb->end(); ++it) {
+            const std::string& key = it.key();
+            int64_t id = -1;
+            if (!key.empty() && key.size() <= 10 && std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+                id = std::stoll(key);
+            }
+            if (id < 0 || id >= vocab) {
+                throw ApiError::invalid(fmt::format("'logit_bias': '{}' is not a token id of this model (0 to {})", key, vocab - 1),
+                                        "logit_bias");
+            }
+            const double v = it->is_number() ? it->get<double>() : std::nan("");
+            if (!std::isfinite(v) || v < -100 || v > 100) {
+                throw ApiError::invalid(fmt::format("'logit_bias': the bias of token {} must be a number in [-100, 100], got {}", key,
+                                                    it->dump()),
+                                        "logit_bias");
+            }
+            p.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(v));
+        }
+        std::sort(p.logit_bias.begin(), p.logit_bias.end());
+    }
     if (field(j, "seed")) {
         p.seed = static_cast<uint64_t>(get_int(j, "seed", INT64_MIN, INT64_MAX, 0));
     } else {

@@ -74,6 +74,24 @@ def case_openai():
           f"prefix cache: a {n_long}-token prompt sent twice reports cached_tokens {cached} (want [0, {want}]) "
           "and gives the same text", short([first, again]))
 
+    # logit_bias (through the official client): +100 makes a token every pick; -100 bans the
+    # greedy first token
+    harbour = tokenize(srv, " harbour", add_special_tokens=False)["tokens"][0]
+    forced = c.completions.create(model=m, prompt=prompt, max_tokens=4, temperature=0,
+                                  logit_bias={str(harbour): 100}, logprobs=0)
+    picked = forced.choices[0].logprobs.tokens if forced.choices[0].logprobs else None
+    with client() as hc:
+        want_text = hc.post(srv.url + "/detokenize", json={"tokens": [harbour] * 4}).json().get("prompt")
+    check(forced.choices[0].text == want_text and picked is not None and len(picked) == 4,
+          f"logit_bias +100 on token {harbour}: every one of 4 tokens is it ({forced.choices[0].text!r})", short(forced))
+    plain = c.completions.create(model=m, prompt=prompt, max_tokens=1, temperature=0, logprobs=1)
+    first_id = tokenize(srv, plain.choices[0].text, add_special_tokens=False)["tokens"]
+    banned = c.completions.create(model=m, prompt=prompt, max_tokens=1, temperature=0,
+                                  logit_bias={str(first_id[0]): -100} if first_id else None)
+    check(bool(first_id) and banned.choices[0].text != plain.choices[0].text,
+          f"logit_bias -100 on the greedy first token {plain.choices[0].text!r}: another is chosen "
+          f"({banned.choices[0].text!r})", short([plain, banned]))
+
     # prompt as a one-string array and as token ids
     ids = tokenize(srv, prompt)["tokens"]
     for form, p in (("a one-string array", [prompt]), ("token ids", ids)):

@@ -27,11 +27,19 @@ void Sampler::validate(const SamplingParams& p) {
                  "frequency_penalty {} must be in [-2, 2]", p.frequency_penalty);
     TPS_CHECK_AS(UsageError, p.top_logprobs >= 0 && p.top_logprobs <= kMaxTopLogprobs, "top_logprobs {} must be in [0, {}]",
                  p.top_logprobs, kMaxTopLogprobs);
+    std::unordered_map<int32_t, int> seen;
+    for (const auto& [token, bias] : p.logit_bias) {
+        TPS_CHECK_AS(UsageError, token >= 0, "logit_bias: token {} is not a token id", token);
+        TPS_CHECK_AS(UsageError, std::isfinite(bias) && std::abs(bias) <= 100, "logit_bias: {} for token {} must be in [-100, 100]",
+                     bias, token);
+        TPS_CHECK_AS(UsageError, ++seen[token] == 1, "logit_bias: token {} is given twice", token);
+    }
 }
 
 Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt) : p_(params), rng_(params.seed) {
     validate(p_);
     for (int32_t t : prompt) ++prompt_seen_[t];
+    for (const auto& [token, bias] : p_.logit_bias) bias_[token] = bias;
 }
 
 void Sampler::accept(int32_t token) {
@@ -51,20 +59,29 @@ RowSampling Sampler::prepare(std::vector<PenaltyEntry>& penalties) {
         row.u = *pending_u_;
     }
     row.penalties_first = static_cast<int32_t>(penalties.size());
-    // repetition over prompt and output, presence and frequency over the output
+    // repetition over prompt and output, presence and frequency over the output, the bias on its
+    // tokens: one entry per token
     const bool repetition = p_.repetition_penalty != 1.0f;
+    auto bias = [&](int32_t t) {
+        const auto b = bias_.find(t);
+        return b == bias_.end() ? 0.0f : b->second;
+    };
     if (repetition) {
         for (const auto& [t, c] : prompt_seen_) {
             const auto g = generated_.find(t);
             const float sub = g == generated_.end() ? 0.0f
                                                     : p_.presence_penalty + p_.frequency_penalty * static_cast<float>(g->second);
-            penalties.push_back({t, p_.repetition_penalty, sub});
+            penalties.push_back({t, p_.repetition_penalty, sub - bias(t)});
         }
     }
     for (const auto& [t, c] : generated_) {
         if (repetition && prompt_seen_.contains(t)) continue;  // done above
-        const float sub = p_.presence_penalty + p_.frequency_penalty * static_cast<float>(c);
+        const float sub = p_.presence_penalty + p_.frequency_penalty * static_cast<float>(c) - bias(t);
         if (repetition || sub != 0.0f) penalties.push_back({t, repetition ? p_.repetition_penalty : 1.0f, sub});
+    }
+    for (const auto& [t, b] : bias_) {
+        if ((repetition && prompt_seen_.contains(t)) || generated_.contains(t)) continue;  // done above
+        penalties.push_back({t, 1.0f, -b});
     }
     row.penalties_count = static_cast<int32_t>(penalties.size()) - row.penalties_first;
     return row;

@@ -26,6 +26,9 @@ struct SamplingParams {
     float frequency_penalty = 0.0f;   // minus this per occurrence
     uint64_t seed = 0;
     int32_t top_logprobs = 0;  // how many alternatives to report (0: none)
+    // OpenAI's logit_bias: added to these tokens' logits (after the repetition penalty, with the
+    // presence and frequency penalties), each token once, in [-100, 100]
+    std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 struct TokenLogprob {
@@ -80,6 +83,7 @@ private:
     std::mt19937_64 rng_;
     std::unordered_map<int32_t, int32_t> prompt_seen_;   // for the repetition penalty
     std::unordered_map<int32_t, int32_t> generated_;     // counts, for presence/frequency
+    std::unordered_map<int32_t, float> bias_;            // logit_bias
     std::optional<double> pending_u_;  // the draw prepare() handed out, until accept()
     std::vector<PenaltyEntry> penalties_;
     RowScratch scratch_;

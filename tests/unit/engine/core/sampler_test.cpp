@@ -82,6 +82,37 @@ TEST(Sampler, PenaltiesAsDefined) {
     EXPECT_EQ(pres.sample(kLogits).token, 1);
 }
 
+TEST(Sampler, LogitBiasIsAddedToItsTokens) {
+    SamplingParams p;
+    p.temperature = 0;
+    p.logit_bias = {{1, -100.0f}, {4, -100.0f}};  // both maxima banned
+    EXPECT_EQ(Sampler(p, {}).sample(kLogits).token, 2);
+    p.logit_bias = {{3, 5.0f}};  // -1 + 5 = 4 beats 3
+    const Sampled forced = Sampler(p, {}).sample(kLogits);
+    EXPECT_EQ(forced.token, 3);
+    EXPECT_LT(forced.logprob, 0.0f);
+    // with the repetition penalty on the same token, one entry: divided first, then the bias
+    p.repetition_penalty = 2.0f;
+    p.logit_bias = {{1, 0.2f}, {4, 1.6f}};  // 3.0 / 2 + 0.2 = 1.7; 3.0 / 2 + 1.6 = 3.1
+    Sampler both(p, std::vector<int32_t>{1, 4});
+    std::vector<PenaltyEntry> entries;
+    both.prepare(entries);
+    EXPECT_EQ(entries.size(), 2u);
+    EXPECT_EQ(both.sample(kLogits).token, 4);
+    // with presence on a generated token: presence and bias in one subtraction
+    SamplingParams q;
+    q.temperature = 0;
+    q.presence_penalty = 1.0f;
+    q.logit_bias = {{1, 0.5f}};  // 3.0 - 1 + 0.5 = 2.5: token 4 (3.0) wins
+    Sampler pres(q, {});
+    pres.accept(1);
+    EXPECT_EQ(pres.sample(kLogits).token, 4);
+    std::vector<PenaltyEntry> one;
+    Sampler(q, {}).prepare(one);
+    ASSERT_EQ(one.size(), 1u);
+    EXPECT_FLOAT_EQ(one[0].subtract, -0.5f);
+}
+
 TEST(Sampler, LogprobsAreALogSoftmax) {
     SamplingParams p;
     p.temperature = 0;
@@ -118,6 +149,9 @@ TEST(Sampler, BadParametersNameThemselves) {
     bad([](SamplingParams& p) { p.presence_penalty = 3; }, "presence_penalty");
     bad([](SamplingParams& p) { p.frequency_penalty = std::nanf(""); }, "frequency_penalty");
     bad([](SamplingParams& p) { p.top_logprobs = 21; }, "top_logprobs");
+    bad([](SamplingParams& p) { p.logit_bias = {{3, 150.0f}}; }, "logit_bias");
+    bad([](SamplingParams& p) { p.logit_bias = {{3, 1.0f}, {3, 2.0f}}; }, "given twice");
+    bad([](SamplingParams& p) { p.logit_bias = {{-1, 1.0f}}; }, "logit_bias");
 }
 
 }  // namespace
