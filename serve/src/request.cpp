@@ -193,6 +193,38 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
         }
     }
     r.stop_ids = get_bool(j, "ignore_eos", false) ? std::vector<int32_t>{} : model.stop_ids;
+    if (const Json* ids = field(j, "stop_token_ids")) {
+        // vLLM's extension: more tokens that end the output (ignore_eos leaves these)
+        const int64_t vocab = model.tokenizer->vocab_size();
+        if (!ids->is_array()) {
+            throw ApiError::invalid(fmt::format("'stop_token_ids' must be an array of token ids, got {}", type_name(*ids)),
+                                    "stop_token_ids");
+        }
+        for (const Json& id : *ids) {
+            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= vocab) {
+                throw ApiError::invalid(fmt::format("'stop_token_ids': {} is not a token id of this model (0 to {})", id.dump(),
+                                                    vocab - 1),
+                                        "stop_token_ids");
+            }
+            r.stop_ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+        }
+    }
+    // constrained decoding is not implemented: asking for it is refused rather than ignored
+    if (const Json* rf = field(j, "response_format")) {
+        const Json* type = rf->is_object() ? field(*rf, "type") : nullptr;
+        if (!type || !type->is_string()) {
+            throw ApiError::invalid("'response_format' must be an object with a string 'type'", "response_format");
+        }
+        if (type->get<std::string>() != "text") {
+            throw ApiError::invalid(fmt::format("'response_format' of type '{}' is not supported (no constrained decoding); "
+                                                "ask for JSON in the prompt instead",
+                                                type->get<std::string>()),
+                                    "response_format");
+        }
+    }
+    for (const char* guided : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"}) {
+        if (field(j, guided)) throw ApiError::invalid(fmt::format("'{}' is not supported (no constrained decoding)", guided), guided);
+    }
     r.skip_special_tokens = get_bool(j, "skip_special_tokens", true);
     r.stream = get_bool(j, "stream", false);
     if (const Json* so = field(j, "stream_options")) {

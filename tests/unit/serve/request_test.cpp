@@ -57,6 +57,14 @@ TEST(Request, CompletionFieldsAndDefaults) {
     EXPECT_FLOAT_EQ(d.sampling.temperature, 1.0f);
     EXPECT_TRUE(d.stop_ids.empty());
     EXPECT_TRUE(d.skip_special_tokens);
+    // stop_token_ids add to the model's stop tokens, and survive ignore_eos
+    const GenerationRequest st = parse_completion_request(R"({"prompt":"a","stop_token_ids":[5,6]})", m);
+    std::vector<int32_t> want = m.stop_ids;
+    want.insert(want.end(), {5, 6});
+    EXPECT_EQ(st.stop_ids, want);
+    EXPECT_EQ(parse_completion_request(R"({"prompt":"a","ignore_eos":true,"stop_token_ids":[5]})", m).stop_ids,
+              std::vector<int32_t>{5});
+    EXPECT_NO_THROW(parse_completion_request(R"({"prompt":"a","response_format":{"type":"text"}})", m));
     EXPECT_FALSE(parse_completion_request(R"({"prompt":"a","skip_special_tokens":false})", m).skip_special_tokens);
     EXPECT_THROW(parse_completion_request(R"({"prompt":"a","skip_special_tokens":"no"})", m), ApiError);
     EXPECT_EQ(d.logprobs, -1);
@@ -163,6 +171,12 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"({"prompt":"a","max_tokens":300})", 400, "maximum context length is 256"},
         {R"({"prompt":"a","echo":true})", 400, "'echo'"},
         {R"({"prompt":"a","logit_bias":[1]})", 400, "'logit_bias' must be an object"},
+        {R"({"prompt":"a","stop_token_ids":3})", 400, "'stop_token_ids' must be an array"},
+        {R"({"prompt":"a","stop_token_ids":[1,99999999]})", 400, "99999999 is not a token id"},
+        {R"({"prompt":"a","stop_token_ids":["1"]})", 400, "\"1\" is not a token id"},
+        {R"({"prompt":"a","response_format":{"type":"json_object"}})", 400, "'json_object' is not supported"},
+        {R"({"prompt":"a","response_format":"json"})", 400, "must be an object with a string 'type'"},
+        {R"({"prompt":"a","guided_json":{}})", 400, "'guided_json' is not supported"},
         {R"({"prompt":"a","logit_bias":{"x":1}})", 400, "'x' is not a token id"},
         {R"({"prompt":"a","logit_bias":{"-3":1}})", 400, "'-3' is not a token id"},
         {R"({"prompt":"a","logit_bias":{"99999999":1}})", 400, "'99999999' is not a token id of this model"},
