@@ -267,6 +267,7 @@ ServedModel served_model(const Settings& s, const ModelFiles& files, const Llama
     m.eos_token = files.eos_token;
     m.stop_ids = files.stop_ids;
     m.context = std::min(model.context_tokens(), plan.serving.max_context);
+    m.vocab = model.desc().vocab;
     m.created = static_cast<int64_t>(std::time(nullptr));
     if (s.model_sampling && !files.sampling_defaults.empty()) {
         m.sampling_defaults = files.sampling_defaults.over(m.sampling_defaults);

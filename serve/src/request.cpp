@@ -114,6 +114,33 @@ bool get_bool(const Json& j, const char* name, bool fallback) {
     return v->get<bool>();
 }
 
+// Token ids a request may name: those both the tokenizer and the model's vocabulary have.
+int64_t token_limit(const ServedModel& model) {
+    const int64_t tok = model.tokenizer->vocab_size();
+    return model.vocab > 0 ? std::min<int64_t>(tok, model.vocab) : tok;
+}
+
+// A prompt the tokenizer made may hold added tokens the model has no row for.
+void check_prompt_ids(const std::vector<int32_t>& prompt, const ServedModel& model) {
+    const int64_t vocab = token_limit(model);
+    for (int32_t t : prompt) {
+        if (t >= vocab) {
+            throw ApiError::invalid(fmt::format("the prompt encodes to token {}, outside the model's vocabulary of {}", t, vocab),
+                                    "prompt");
+        }
+    }
+}
+
+// What the engine's Sampler will check, checked here: a request it would refuse must be a 400,
+// never an error on the engine's thread.
+void check_sampling(const SamplingParams& p) {
+    try {
+        Sampler::validate(p);
+    } catch (const UsageError& e) {
+        throw ApiError::invalid(e.what());
+    }
+}
+
 // Fields both endpoints share: sampling, stop, streaming, n, the model's name.
 void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r) {
     const Json* name = field(j, "model");
@@ -138,17 +165,18 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
     p.min_p = get_float(j, "min_p", 0, 1, d.min_p);
     p.presence_penalty = get_float(j, "presence_penalty", -2, 2, d.presence_penalty);
     p.frequency_penalty = get_float(j, "frequency_penalty", -2, 2, d.frequency_penalty);
-    p.repetition_penalty = get_float(j, "repetition_penalty", 0, 100, d.repetition_penalty, true);
+    p.repetition_penalty = get_float(j, "repetition_penalty", 0, 10, d.repetition_penalty, true);
     if (const Json* lb = field(j, "logit_bias")) {
         if (!lb->is_object()) {
             throw ApiError::invalid(fmt::format("'logit_bias' must be an object of token ids to numbers, got {}", type_name(*lb)),
                                     "logit_bias");
         }
-        const int64_t vocab = model.tokenizer->vocab_size();
+        const int64_t vocab = token_limit(model);
         for (auto it = lb->begin(); it != lb->end(); ++it) {
             const std::string& key = it.key();
             int64_t id = -1;
-            if (!key.empty() && key.size() <= 10 && std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+            if (!key.empty() && key.size() <= 10 && (key.size() == 1 || key[0] != '0') &&
+                std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; })) {
                 id = std::stoll(key);
             }
             if (id < 0 || id >= vocab) {
@@ -164,6 +192,10 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
             p.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(v));
         }
         std::sort(p.logit_bias.begin(), p.logit_bias.end());
+        if (p.logit_bias.size() > kMaxLogitBias) {
+            throw ApiError::invalid(fmt::format("'logit_bias' holds at most {} tokens, got {}", kMaxLogitBias, p.logit_bias.size()),
+                                    "logit_bias");
+        }
     }
     if (field(j, "seed")) {
         p.seed = static_cast<uint64_t>(get_int(j, "seed", INT64_MIN, INT64_MAX, 0));
@@ -195,7 +227,7 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
     r.stop_ids = get_bool(j, "ignore_eos", false) ? std::vector<int32_t>{} : model.stop_ids;
     if (const Json* ids = field(j, "stop_token_ids")) {
         // vLLM's extension: more tokens that end the output (ignore_eos leaves these)
-        const int64_t vocab = model.tokenizer->vocab_size();
+        const int64_t vocab = token_limit(model);
         if (!ids->is_array()) {
             throw ApiError::invalid(fmt::format("'stop_token_ids' must be an array of token ids, got {}", type_name(*ids)),
                                     "stop_token_ids");
@@ -261,7 +293,7 @@ void fit_max_tokens(const Json& j, const char* name, const ServedModel& model, G
 
 std::vector<int32_t> token_array(const Json& v, const ServedModel& model, const char* name) {
     std::vector<int32_t> out;
-    const int64_t vocab = model.tokenizer->vocab_size();
+    const int64_t vocab = token_limit(model);
     for (const auto& t : v) {
         if (!t.is_number_integer()) throw ApiError::invalid(fmt::format("'{}' token ids must be integers, got {}", name, type_name(t)), name);
         const int64_t id = t.is_number_unsigned() && t.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX) ? -1 : t.get<int64_t>();
@@ -374,8 +406,10 @@ GenerationRequest parse_completion_request(std::string_view body, const ServedMo
     parse_logprobs(j, r);
     if (field(j, "suffix")) throw ApiError::invalid("'suffix' is not supported", "suffix");
     r.prompt = completion_prompt(j, model);
+    check_prompt_ids(r.prompt, model);
     fit_max_tokens(j, "max_tokens", model, r, 16);
     r.sampling.top_logprobs = std::max(0, r.logprobs);
+    check_sampling(r.sampling);
     return r;
 }
 
@@ -386,9 +420,11 @@ GenerationRequest parse_chat_request(std::string_view body, const ServedModel& m
     parse_common(j, model, r);
     parse_logprobs(j, r);
     r.prompt = render_chat(j, model);
+    check_prompt_ids(r.prompt, model);
     const char* limit = field(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
     fit_max_tokens(j, limit, model, r, model.context);
     r.sampling.top_logprobs = std::max(0, r.logprobs);
+    check_sampling(r.sampling);
     return r;
 }
 

@@ -209,13 +209,19 @@ void Scheduler::sweep() {
 }
 
 // Room in the cache for `tokens` more, keeping a block of growth for every running sequence:
-// cached sequences are evicted for it (not `keep`'s source). False when there is none.
+// cached sequences are evicted for it (not `keep`'s source), least recently used first, but only
+// when that makes enough room (blocks they share with running sequences would not come free).
+// False when there is none.
 bool Scheduler::make_room(int64_t tokens, const Match& keep) {
     const LlamaModel& model = driver_.model();
-    auto fits = [&] {
-        return model.kv_free_tokens() - kKvBlockTokens * static_cast<int64_t>(running_.size()) >= blocks(tokens) * kKvBlockTokens;
-    };
-    while (!fits()) {
+    const int64_t want = (blocks(tokens) + static_cast<int64_t>(running_.size())) * kKvBlockTokens;
+    if (model.kv_free_tokens() >= want) return true;
+    std::vector<int64_t> evictable;
+    for (const auto& c : cache_) {
+        if (c.id != keep.from) evictable.push_back(c.id);
+    }
+    if (model.kv_free_tokens() + model.kv_tokens_held_only_by(evictable) < want) return false;
+    while (model.kv_free_tokens() < want) {
         if (!evict_one(keep.from)) return false;
     }
     return true;

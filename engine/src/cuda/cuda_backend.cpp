@@ -150,8 +150,8 @@ public:
     void reserve(const StepLimits& limits) override {
         TPS_CHECK_CUDA(cudaSetDevice(device_));
         const cuda::StepWorkspace ws = cuda::step_workspace(limits, multiprocessors_);
-        if (ws.gemm > 0) gemm_.get(ws.gemm);
-        if (ws.partial > 0) partial_.get(ws.partial);
+        if (ws.gemm > 0) gemm_.reserve(ws.gemm);
+        if (ws.partial > 0) partial_.reserve(ws.partial);
     }
 
     void start_step(uint64_t key) override {

@@ -33,17 +33,22 @@ CudaMemory::~CudaMemory() {
 }
 
 void* Scratch::get(int64_t bytes) {
-    if (!mem_ || mem_->bytes() < bytes) {
-        const int64_t grown = mem_ ? mem_->bytes() + mem_->bytes() / 2 : 0;
-        if (pool_) ++pool_->generation;  // first: graphs reading the old memory are stale even if this throws
-        if (pool_ && pool_->recording && mem_) {
-            pool_->retired.push_back(std::move(mem_));
-        } else {
-            mem_.reset();
-        }
-        mem_ = std::make_unique<CudaMemory>(std::max({bytes, grown, int64_t{256}}), tag_);
-    }
+    if (!mem_ || mem_->bytes() < bytes) grow_to(std::max(bytes, mem_ ? mem_->bytes() + mem_->bytes() / 2 : 0));
     return mem_->data();
+}
+
+void Scratch::reserve(int64_t bytes) {
+    if (!mem_ || mem_->bytes() < bytes) grow_to(bytes);
+}
+
+void Scratch::grow_to(int64_t bytes) {
+    if (pool_) ++pool_->generation;  // first: graphs reading the old memory are stale even if this throws
+    if (pool_ && pool_->recording && mem_) {
+        pool_->retired.push_back(std::move(mem_));
+    } else {
+        mem_.reset();
+    }
+    mem_ = std::make_unique<CudaMemory>(std::max(bytes, int64_t{256}), tag_);
 }
 
 }  // namespace tps::cuda

@@ -41,8 +41,11 @@ public:
     explicit Scratch(MemoryTag tag, ScratchPool* pool = nullptr) : tag_(tag), pool_(pool) {}
     // at least `bytes` (growing by half again at least, so growth is rare)
     void* get(int64_t bytes);
+    // at least `bytes`, growing to exactly that (a size known up front: CudaBackend::reserve)
+    void reserve(int64_t bytes);
 
 private:
+    void grow_to(int64_t bytes);
     MemoryTag tag_;
     ScratchPool* pool_;
     std::unique_ptr<CudaMemory> mem_;

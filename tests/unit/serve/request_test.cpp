@@ -3,6 +3,7 @@
 // (never an exception of another kind).
 #include "serve_test_support.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -182,6 +183,8 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"({"prompt":"a","logit_bias":{"99999999":1}})", 400, "'99999999' is not a token id of this model"},
         {R"({"prompt":"a","logit_bias":{"5":101}})", 400, "must be a number in [-100, 100], got 101"},
         {R"({"prompt":"a","logit_bias":{"5":"up"}})", 400, "got \"up\""},
+        {R"({"prompt":"a","logit_bias":{"1":5,"01":-5}})", 400, "'01' is not a token id"},
+        {R"({"prompt":"a","repetition_penalty":50})", 400, "'repetition_penalty'"},
         {R"({"messages":3})", 400, "'messages' must be an array", Endpoint::chat},
         {R"({"messages":[]})", 400, "'messages' is empty", Endpoint::chat},
         {R"({"messages":[{"content":"x"}]})", 400, "role", Endpoint::chat},
@@ -197,6 +200,34 @@ TEST(Request, BadBodiesNameTheProblem) {
         EXPECT_EQ(body["error"]["message"], e.what());
         EXPECT_FALSE(body["error"]["type"].get<std::string>().empty());
     }
+}
+
+// Ids the tokenizer has but the model's vocabulary lacks (added tokens past the LM head) are a
+// 400 wherever a request names or makes them, never an error in the engine.
+TEST(Request, TokenIdsMustBeInTheModelsVocabularyToo) {
+    ServedModel m = test::served();
+    m.vocab = 100;
+    for (const char* body : {R"({"prompt":[5,150]})", R"({"prompt":"a","logit_bias":{"150":1}})",
+                             R"({"prompt":"a","stop_token_ids":[150]})", R"({"prompt":"hello world, every word of it"})"}) {
+        try {
+            (void)parse_completion_request(body, m);
+            ADD_FAILURE() << body;
+        } catch (const ApiError& e) {
+            EXPECT_EQ(e.status(), 400) << body;
+            const std::string what = e.what();
+            EXPECT_TRUE(what.find("of 100") != std::string::npos || what.find("0 to 99") != std::string::npos)
+                << body << " -> " << what;
+        }
+    }
+    EXPECT_NO_THROW(parse_completion_request(R"({"prompt":[5,99],"logit_bias":{"99":-100}})", m));
+    // a bias list is capped, as OpenAI's
+    std::string many = R"({"prompt":"a","logit_bias":{)";
+    for (int i = 0; i <= static_cast<int>(kMaxLogitBias); ++i) {
+        if (i > 0) many += ',';
+        many += fmt::format("\"{}\":1", i);
+    }
+    many += "}}";
+    EXPECT_THROW(parse_completion_request(many, test::served()), ApiError);
 }
 
 TEST(Request, StopStringsAreShort) {

@@ -25,6 +25,7 @@ struct ServedModel {
     std::string bos_token, eos_token;             // as text, for the template
     std::vector<int32_t> stop_ids;                // end-of-sequence tokens
     int64_t context = 0;                          // most tokens one sequence may hold
+    int64_t vocab = 0;                            // the model's vocabulary (0: the tokenizer's)
     int64_t created = 0;                          // unix time the server started
     // what a request that leaves a sampling field out gets: OpenAI's defaults, or the model's
     // generation_config.json over them (--generation-config auto)
@@ -49,6 +50,7 @@ struct GenerationRequest {
 
 inline constexpr int kMaxTopLogprobs = 20;
 inline constexpr size_t kMaxStopStrings = 4;
+inline constexpr size_t kMaxLogitBias = 300;  // as OpenAI: each entry is work on every step
 inline constexpr size_t kMaxStopBytes = 512;  // a stop string is held back as it streams: keep it short
 
 GenerationRequest parse_completion_request(std::string_view body, const ServedModel& model);
