@@ -131,6 +131,17 @@ void check_prompt_ids(const std::vector<int32_t>& prompt, const ServedModel& mod
     }
 }
 
+// vLLM's min_tokens: the stop tokens are held back (and stop strings not looked for) until that
+// many tokens are out; at most max_tokens.
+void fit_min_tokens(const Json& j, GenerationRequest& r) {
+    const int64_t n = get_int(j, "min_tokens", 0, 1 << 24, 0);
+    if (n > r.max_tokens) {
+        throw ApiError::invalid(fmt::format("'min_tokens' {} is more than the {} tokens asked for", n, r.max_tokens), "min_tokens");
+    }
+    r.sampling.min_tokens = static_cast<int32_t>(n);
+    if (n > 0) r.sampling.hold = r.stop_ids;
+}
+
 // What the engine's Sampler will check, checked here: a request it would refuse must be a 400,
 // never an error on the engine's thread.
 void check_sampling(const SamplingParams& p) {
@@ -409,6 +420,7 @@ GenerationRequest parse_completion_request(std::string_view body, const ServedMo
     check_prompt_ids(r.prompt, model);
     fit_max_tokens(j, "max_tokens", model, r, 16);
     r.sampling.top_logprobs = std::max(0, r.logprobs);
+    fit_min_tokens(j, r);
     check_sampling(r.sampling);
     return r;
 }
@@ -424,6 +436,7 @@ GenerationRequest parse_chat_request(std::string_view body, const ServedModel& m
     const char* limit = field(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
     fit_max_tokens(j, limit, model, r, model.context);
     r.sampling.top_logprobs = std::max(0, r.logprobs);
+    fit_min_tokens(j, r);
     check_sampling(r.sampling);
     return r;
 }

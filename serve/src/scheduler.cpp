@@ -410,7 +410,9 @@ void Scheduler::emit(Seq& s, const Sampled& sampled) {
     else m_.inter_token_latency.observe(seconds(now - s.last_token));
     s.last_token = now;
     const auto& req = s.job->request();
-    if (std::find(req.stop_ids.begin(), req.stop_ids.end(), sampled.token) != req.stop_ids.end()) {
+    // (min_tokens: the sampler holds the stop tokens back until then)
+    if (s.generated >= req.sampling.min_tokens &&
+        std::find(req.stop_ids.begin(), req.stop_ids.end(), sampled.token) != req.stop_ids.end()) {
         finish(s, "stop");
         return;
     }
@@ -418,7 +420,9 @@ void Scheduler::emit(Seq& s, const Sampled& sampled) {
     ++s.generated;
     m_.generation_tokens.inc();
     if (req.logprobs >= 0) s.held.push_back(TokenOut{sampled.token, sampled.logprob, sampled.top});
-    std::string text = s.stops.push(s.decoder.push(sampled.token));
+    // stop strings are looked for from the min_tokens-th token on
+    std::string text = s.decoder.push(sampled.token);
+    if (s.generated >= req.sampling.min_tokens) text = s.stops.push(std::move(text));
     // a stop string ends it (the text before it is final, what follows is not shown), or the limit
     const bool stop_string = s.stops.done();
     const bool length = !stop_string && (s.generated >= req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= opt_.context);

@@ -40,7 +40,8 @@ std::string StopMatcher::finish() {
 
 StepOutputKind output_kind_for(const SamplingParams& p, bool backend_samples) noexcept {
     const bool plain_greedy = p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
-                              p.frequency_penalty == 0.0f && p.top_logprobs == 0 && p.logit_bias.empty();
+                              p.frequency_penalty == 0.0f && p.top_logprobs == 0 && p.logit_bias.empty() &&
+                              (p.min_tokens == 0 || p.hold.empty());
     if (plain_greedy) return StepOutputKind::greedy;
     return backend_samples ? StepOutputKind::sample : StepOutputKind::logits;
 }

@@ -34,6 +34,8 @@ void Sampler::validate(const SamplingParams& p) {
                      bias, token);
         TPS_CHECK_AS(UsageError, ++seen[token] == 1, "logit_bias: token {} is given twice", token);
     }
+    TPS_CHECK_AS(UsageError, p.min_tokens >= 0, "min_tokens {} must be >= 0", p.min_tokens);
+    for (int32_t t : p.hold) TPS_CHECK_AS(UsageError, t >= 0, "min_tokens: {} is not a token id", t);
 }
 
 Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt) : p_(params), rng_(params.seed) {
@@ -44,6 +46,7 @@ Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt) 
 
 void Sampler::accept(int32_t token) {
     ++generated_[token];
+    ++generated_total_;
     pending_u_.reset();
 }
 
@@ -62,9 +65,18 @@ RowSampling Sampler::prepare(std::vector<PenaltyEntry>& penalties) {
     // repetition over prompt and output, presence and frequency over the output, the bias on its
     // tokens: one entry per token
     const bool repetition = p_.repetition_penalty != 1.0f;
+    const bool holding = generated_total_ < p_.min_tokens && !p_.hold.empty();
+    const std::unordered_map<int32_t, float>* biases = &bias_;
+    if (holding) {
+        step_bias_ = bias_;
+        for (int32_t t : p_.hold) {
+            if (!step_bias_.contains(t) || step_bias_[t] > -kHeldLogit) step_bias_[t] = -kHeldLogit;  // once per token
+        }
+        biases = &step_bias_;
+    }
     auto bias = [&](int32_t t) {
-        const auto b = bias_.find(t);
-        return b == bias_.end() ? 0.0f : b->second;
+        const auto b = biases->find(t);
+        return b == biases->end() ? 0.0f : b->second;
     };
     if (repetition) {
         for (const auto& [t, c] : prompt_seen_) {
@@ -79,7 +91,7 @@ RowSampling Sampler::prepare(std::vector<PenaltyEntry>& penalties) {
         const float sub = p_.presence_penalty + p_.frequency_penalty * static_cast<float>(c) - bias(t);
         if (repetition || sub != 0.0f) penalties.push_back({t, repetition ? p_.repetition_penalty : 1.0f, sub});
     }
-    for (const auto& [t, b] : bias_) {
+    for (const auto& [t, b] : *biases) {
         if ((repetition && prompt_seen_.contains(t)) || generated_.contains(t)) continue;  // done above
         penalties.push_back({t, 1.0f, -b});
     }

@@ -66,6 +66,11 @@ TEST(Request, CompletionFieldsAndDefaults) {
     EXPECT_EQ(parse_completion_request(R"({"prompt":"a","ignore_eos":true,"stop_token_ids":[5]})", m).stop_ids,
               std::vector<int32_t>{5});
     EXPECT_NO_THROW(parse_completion_request(R"({"prompt":"a","response_format":{"type":"text"}})", m));
+    // min_tokens holds back the stop tokens the request ends on
+    const GenerationRequest mt = parse_completion_request(R"({"prompt":"a","min_tokens":3,"stop_token_ids":[5]})", m);
+    EXPECT_EQ(mt.sampling.min_tokens, 3);
+    EXPECT_EQ(mt.sampling.hold, mt.stop_ids);
+    EXPECT_TRUE(parse_completion_request(R"({"prompt":"a","min_tokens":3,"ignore_eos":true})", m).sampling.hold.empty());
     EXPECT_FALSE(parse_completion_request(R"({"prompt":"a","skip_special_tokens":false})", m).skip_special_tokens);
     EXPECT_THROW(parse_completion_request(R"({"prompt":"a","skip_special_tokens":"no"})", m), ApiError);
     EXPECT_EQ(d.logprobs, -1);
@@ -185,6 +190,8 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"({"prompt":"a","logit_bias":{"5":"up"}})", 400, "got \"up\""},
         {R"({"prompt":"a","logit_bias":{"1":5,"01":-5}})", 400, "'01' is not a token id"},
         {R"({"prompt":"a","repetition_penalty":50})", 400, "'repetition_penalty'"},
+        {R"({"prompt":"a","max_tokens":4,"min_tokens":5})", 400, "'min_tokens' 5 is more than the 4"},
+        {R"({"prompt":"a","min_tokens":-1})", 400, "'min_tokens'"},
         {R"({"messages":3})", 400, "'messages' must be an array", Endpoint::chat},
         {R"({"messages":[]})", 400, "'messages' is empty", Endpoint::chat},
         {R"({"messages":[{"content":"x"}]})", 400, "role", Endpoint::chat},

@@ -389,6 +389,39 @@ TEST(Scheduler, APrefixCacheUnderChurnChangesNoResultAndLosesNoBlock) {
     EXPECT_EQ(e.model.kv_free_tokens(), e.model.kv_capacity_tokens());
 }
 
+// min_tokens: a stop token or stop string that would end the output at once is held back until
+// that many tokens are out.
+TEST(Scheduler, MinTokensHoldsTheStopsBack) {
+    SchedulerOptions so;
+    EngineUnderTest e(so);
+    e.start();
+    const Outcome free_run = run_all(e, {job(prompt_of(6), 8)}).at(0);
+    ASSERT_GE(free_run.tokens.size(), 4u);
+    auto with = [&](int32_t min_tokens, bool by_string) {
+        auto j = job(prompt_of(6), 8);
+        GenerationRequest r = j->request();
+        if (by_string) {
+            r.stop = {free_run.text.substr(0, 1)};
+        } else {
+            r.stop_ids = {free_run.tokens[0]};
+        }
+        r.sampling.min_tokens = min_tokens;
+        if (min_tokens > 0) r.sampling.hold = r.stop_ids;
+        return run_all(e, {std::make_shared<Job>(std::move(r))}).at(0);
+    };
+    const Outcome at_once = with(0, false);
+    EXPECT_EQ(at_once.finish_reason, "stop");
+    EXPECT_TRUE(at_once.tokens.empty());
+    const Outcome held = with(3, false);
+    ASSERT_GE(held.tokens.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) EXPECT_NE(held.tokens[i], free_run.tokens[0]) << i;
+    // a stop string is not looked for in the first min_tokens - 1 tokens' text
+    EXPECT_EQ(with(0, true).text, "");
+    const Outcome late = with(2, true);
+    EXPECT_EQ(late.tokens.at(0), free_run.tokens[0]);
+    EXPECT_GE(late.tokens.size(), 2u);
+}
+
 TEST(Scheduler, StopFinishesTheRunningAndRefusesTheRest) {
     SchedulerOptions so;
     so.max_batch = 1;

@@ -29,7 +29,13 @@ struct SamplingParams {
     // OpenAI's logit_bias: added to these tokens' logits (after the repetition penalty, with the
     // presence and frequency penalties), each token once, in [-100, 100]
     std::vector<std::pair<int32_t, float>> logit_bias;
+    // vLLM's min_tokens: until this many tokens are generated, the `hold` tokens (the stop
+    // tokens) cannot be drawn (kHeldLogit is subtracted from their logits)
+    int32_t min_tokens = 0;
+    std::vector<int32_t> hold;
 };
+
+inline constexpr float kHeldLogit = 1e4f;
 
 struct TokenLogprob {
     int32_t token = 0;
@@ -84,6 +90,8 @@ private:
     std::unordered_map<int32_t, int32_t> prompt_seen_;   // for the repetition penalty
     std::unordered_map<int32_t, int32_t> generated_;     // counts, for presence/frequency
     std::unordered_map<int32_t, float> bias_;            // logit_bias
+    std::unordered_map<int32_t, float> step_bias_;       // this step's: bias_, and the held tokens
+    int64_t generated_total_ = 0;
     std::optional<double> pending_u_;  // the draw prepare() handed out, until accept()
     std::vector<PenaltyEntry> penalties_;
     RowScratch scratch_;

@@ -113,6 +113,21 @@ TEST(Sampler, LogitBiasIsAddedToItsTokens) {
     EXPECT_FLOAT_EQ(one[0].subtract, -0.5f);
 }
 
+TEST(Sampler, MinTokensHoldsTheStopTokensBack) {
+    SamplingParams p;
+    p.temperature = 0;
+    p.min_tokens = 2;
+    p.hold = {1, 4, 4};  // the two maxima (and a repeat: still one entry)
+    p.logit_bias = {{4, 50.0f}};  // held beats a bias
+    Sampler s(p, {});
+    std::vector<PenaltyEntry> entries;
+    s.prepare(entries);
+    EXPECT_EQ(entries.size(), 2u);
+    EXPECT_EQ(s.sample(kLogits).token, 2);
+    EXPECT_EQ(s.sample(kLogits).token, 2);
+    EXPECT_EQ(s.sample(kLogits).token, 4);  // two out: released, and the bias counts again
+}
+
 TEST(Sampler, LogprobsAreALogSoftmax) {
     SamplingParams p;
     p.temperature = 0;
@@ -152,6 +167,7 @@ TEST(Sampler, BadParametersNameThemselves) {
     bad([](SamplingParams& p) { p.logit_bias = {{3, 150.0f}}; }, "logit_bias");
     bad([](SamplingParams& p) { p.logit_bias = {{3, 1.0f}, {3, 2.0f}}; }, "given twice");
     bad([](SamplingParams& p) { p.logit_bias = {{-1, 1.0f}}; }, "logit_bias");
+    bad([](SamplingParams& p) { p.min_tokens = -1; }, "min_tokens");
 }
 
 }  // namespace
