@@ -216,11 +216,7 @@ bool Scheduler::make_room(int64_t tokens, const Match& keep) {
     const LlamaModel& model = driver_.model();
     const int64_t want = (blocks(tokens) + static_cast<int64_t>(running_.size())) * kKvBlockTokens;
     if (model.kv_free_tokens() >= want) return true;
-    std::vector<int64_t> evictable;
-    for (const auto& c : cache_) {
-        if (c.id != keep.from) evictable.push_back(c.id);
-    }
-    if (model.kv_free_tokens() + model.kv_tokens_held_only_by(evictable) < want) return false;
+    if (model.kv_free_tokens() + cached_only_tokens(keep.from) < want) return false;
     while (model.kv_free_tokens() < want) {
         if (!evict_one(keep.from)) return false;
     }
@@ -232,10 +228,21 @@ bool Scheduler::evict_one(int64_t keep) {
     for (auto it = cache_.begin(); it != cache_.end(); ++it) {
         if (it->id == keep) continue;
         driver_.release(it->id);
+        cached_stale_ = true;
         cache_.erase(it);
         return true;
     }
     return false;
+}
+
+// KV tokens that releasing every cached sequence but `except` would free (blocks running
+// sequences share with them stay).
+int64_t Scheduler::cached_only_tokens(int64_t except) const {
+    std::vector<int64_t> ids;
+    for (const auto& c : cache_) {
+        if (c.id != except) ids.push_back(c.id);
+    }
+    return driver_.model().kv_tokens_held_only_by(ids);
 }
 
 // The cached or running sequence whose KV begins with the most whole blocks of `tokens`, leaving
@@ -268,6 +275,7 @@ void Scheduler::start(Seq& s, const Match& m, bool new_request) {
     if (opt_.prefix_cache) m_.prefix_cache_queries.inc(static_cast<double>(s.tokens.size()));
     if (m.tokens == 0) return;
     driver_.share_prefix(s.id, m.from, m.tokens);
+    cached_stale_ = true;
     s.fed = m.tokens;
     m_.prefix_cache_hits.inc(static_cast<double>(m.tokens));
     if (new_request) s.job->cached_tokens = m.tokens;
@@ -358,6 +366,7 @@ bool Scheduler::submit_micro_batch() {
             Seq& victim = **it;
             if (&victim == running_.front().get() || victim.in_flight || victim.done || victim.fed == 0) continue;
             driver_.release(victim.id);
+            cached_stale_ = true;
             victim.fed = 0;
             auto owned = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == &victim; });
             preempted_.push_front(std::move(*owned));
@@ -476,6 +485,7 @@ void Scheduler::remove(Seq& s) {
     s.done = true;
     const int64_t held = driver_.model().length(s.id);
     if (held == 0) return;
+    cached_stale_ = true;
     if (opt_.prefix_cache && held >= kKvBlockTokens) {
         cache_.push_back({s.id, std::vector<int32_t>(s.tokens.begin(), s.tokens.begin() + held)});
         if (cache_.size() > kMaxCached) evict_one(-1);
@@ -489,11 +499,13 @@ void Scheduler::update_gauges() {
     const LlamaModel& model = driver_.model();
     const auto capacity = static_cast<double>(model.kv_capacity_tokens());
     // blocks only cached sequences hold are as good as free: the next admission may take them
-    std::vector<int64_t> cached_ids;
-    for (const auto& c : cache_) cached_ids.push_back(c.id);
-    const auto cached = static_cast<double>(model.kv_tokens_held_only_by(cached_ids));
-    const auto used = capacity - static_cast<double>(model.kv_free_tokens()) - cached;
-    m_.kv_cached_tokens.set(cached);
+    // (counted again only when a release or a share may have changed them, not every step)
+    if (cached_stale_) {
+        cached_tokens_ = static_cast<double>(cached_only_tokens(-1));
+        cached_stale_ = false;
+    }
+    const auto used = capacity - static_cast<double>(model.kv_free_tokens()) - cached_tokens_;
+    m_.kv_cached_tokens.set(cached_tokens_);
     m_.running.set(static_cast<double>(running_.size()));
     m_.kv_used_tokens.set(used);
     m_.kv_usage.set(capacity > 0 ? used / capacity : 0);

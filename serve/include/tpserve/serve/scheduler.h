@@ -79,6 +79,7 @@ private:
     Match longest_prefix(const std::vector<int32_t>& tokens) const;
     bool make_room(int64_t tokens, const Match& keep);
     bool evict_one(int64_t keep);
+    int64_t cached_only_tokens(int64_t except) const;
     void start(Seq& s, const Match& m, bool new_request);
     void take_new(std::unique_lock<std::mutex>& lock);
     void sweep();
@@ -109,6 +110,9 @@ private:
     std::list<std::unique_ptr<Seq>> running_;   // in admission order
     std::deque<std::unique_ptr<Seq>> preempted_;  // waiting to be prefilled again, first first
     std::list<Cached> cache_;                     // least recently used first
+    // the KV only cached sequences hold, for the gauges: counted again after a release or a share
+    double cached_tokens_ = 0;
+    bool cached_stale_ = false;
     std::deque<std::pair<uint64_t, std::vector<Seq*>>> in_flight_;
     int64_t next_seq_ = 1;
     uint64_t turn_ = 0;  // rotates the decodes' order from step to step
