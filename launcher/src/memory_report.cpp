@@ -52,10 +52,9 @@ std::string memory_report(const std::string& title, const LlamaModel& model, con
         }
         out += fmt::format("  {:<14} {:>12} {:>15}{}\n", what, have, predicted ? fmt::format("{}", want) : "-", note);
     };
-    const int64_t weights = held(MemoryTag::weights) + w.mapped_bytes();
-    row("weights", weights, predicted ? predicted->weights : 0);
-    row("kv_cache", held(MemoryTag::kv_cache), predicted ? predicted->kv_cache : 0);
     const MemoryBytes a = actual_memory(model);
+    row("weights", a.weights, predicted ? predicted->weights : 0);
+    row("kv_cache", a.kv_cache, predicted ? predicted->kv_cache : 0);
     row("activations", a.activations, predicted ? predicted->activations : 0);
     if (held(MemoryTag::workspace) > 0) {
         out += fmt::format("    (of which {} the step workspace)\n", held(MemoryTag::workspace));

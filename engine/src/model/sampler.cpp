@@ -69,9 +69,7 @@ RowSampling Sampler::prepare(std::vector<PenaltyEntry>& penalties) {
     const std::unordered_map<int32_t, float>* biases = &bias_;
     if (holding) {
         step_bias_ = bias_;
-        for (int32_t t : p_.hold) {
-            if (!step_bias_.contains(t) || step_bias_[t] > -kHeldLogit) step_bias_[t] = -kHeldLogit;  // once per token
-        }
+        for (int32_t t : p_.hold) step_bias_[t] = -kHeldLogit;  // over any bias (at least -100)
         biases = &step_bias_;
     }
     auto bias = [&](int32_t t) {

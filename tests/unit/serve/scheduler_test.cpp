@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <condition_variable>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -145,15 +146,22 @@ std::vector<std::shared_ptr<Job>> workload() {
     return jobs;
 }
 
-std::vector<Outcome> solo_runs() {
+// Each job alone (one sequence at a time) without the prefix cache: what batching and the cache
+// must not change. `then` looks at the engine before it stops.
+std::vector<Outcome> alone_without_cache(const std::vector<std::shared_ptr<Job>>& jobs,
+                                         const std::function<void(EngineUnderTest&)>& then = {}) {
     std::vector<Outcome> alone;
     SchedulerOptions so;
     so.max_batch = 1;
+    so.prefix_cache = false;
     EngineUnderTest e(so, 4096, 512);
     e.start();
-    for (const auto& j : workload()) alone.push_back(run_all(e, {j}).at(0));
+    for (const auto& j : jobs) alone.push_back(run_all(e, {j}).at(0));
+    if (then) then(e);
     return alone;
 }
+
+std::vector<Outcome> solo_runs() { return alone_without_cache(workload()); }
 
 void expect_same(const std::vector<Outcome>& got, const std::vector<Outcome>& want) {
     ASSERT_EQ(got.size(), want.size());
@@ -275,17 +283,10 @@ TEST(Scheduler, APrefixCacheChangesNoResultAndSkipsThePrefill) {
         follow_up.insert(follow_up.end(), first.tokens.begin(), first.tokens.end());
         follow_up.insert(follow_up.end(), {7, 8, 9});
     }
-    std::vector<Outcome> alone;
-    {
-        SchedulerOptions so;
-        so.max_batch = 1;
-        so.prefix_cache = false;
-        EngineUnderTest e(so, 4096, 512);
-        e.start();
-        for (const auto& j : shared_workload(follow_up)) alone.push_back(run_all(e, {j}).at(0));
+    const std::vector<Outcome> alone = alone_without_cache(shared_workload(follow_up), [](EngineUnderTest& e) {
         EXPECT_EQ(e.metrics.prefix_cache_hits.value(), 0);
         EXPECT_EQ(e.metrics.kv_cached_tokens.value(), 0);
-    }
+    });
     {
         // one at a time: each finds the system prompt (and the follow-up its first turn) cached
         SchedulerOptions so;
@@ -352,15 +353,7 @@ TEST(Scheduler, APrefixCacheUnderChurnChangesNoResultAndLosesNoBlock) {
         }
         return jobs;
     };
-    std::vector<Outcome> alone;
-    {
-        SchedulerOptions so;
-        so.max_batch = 1;
-        so.prefix_cache = false;
-        EngineUnderTest e(so, 4096, 512);
-        e.start();
-        for (const auto& j : jobs_of()) alone.push_back(run_all(e, {j}).at(0));
-    }
+    const std::vector<Outcome> alone = alone_without_cache(jobs_of());
     SchedulerOptions so;
     so.max_batch = 6;
     so.micro_batches = 2;
