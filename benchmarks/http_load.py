@@ -4,13 +4,14 @@
 For each concurrency level it runs that many clients, each sending streaming completions one after
 another over its own keep-alive HTTP/1.1 connection (temperature 0, ignore_eos, include_usage)
 until the level's requests are done. Per request it records the time to the first content chunk
-and every gap between content chunks (by arrival time); per level, the generated tokens (from
-`usage`) over the level's wall time. Python standard library only: asyncio streams, raw HTTP/1.1,
+and every gap between content chunks of the same choice (by arrival time); per level, the
+generated tokens (from `usage`, every choice's) over the level's wall time. `--n` asks for that
+many choices per request (they share the prompt's prefill). Python standard library only: asyncio streams, raw HTTP/1.1,
 SSE parsed here, so the client adds as little as it can to what it measures.
 
 usage:
   benchmarks/http_load.py --url http://127.0.0.1:8000 [--model NAME] [--concurrency 1,8,32,64]
-                          [--requests N] [--max-tokens 64] [--prompt TEXT] [--timeout 600] [--json OUT]
+                          [--requests N] [--max-tokens 64] [--prompt TEXT] [--n 1] [--timeout 600] [--json OUT]
 
   --model        default: the first id from GET /v1/models
   --requests     per level; default 2 x concurrency, at least 4
@@ -117,9 +118,9 @@ class Result:
         self.tokens = 0  # completion tokens (usage; the content chunks if no usage came)
 
 
-async def one_request(conn, model, prompt, max_tokens):
+async def one_request(conn, model, prompt, max_tokens, n=1):
     r = Result()
-    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+    body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "n": n,
                        "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}).encode()
     start = time.perf_counter()
     try:
@@ -130,7 +131,7 @@ async def one_request(conn, model, prompt, max_tokens):
             r.error = f"HTTP {status}: {text[:200].decode(errors='replace')}"
             return r
         buf = b""
-        last = None
+        last = {}  # choice index: when its last content chunk came
         chunks = 0
         usage = None
         done = False
@@ -152,13 +153,16 @@ async def one_request(conn, model, prompt, max_tokens):
                         continue
                     if msg.get("usage"):
                         usage = msg["usage"]
-                    if any(ch.get("text") for ch in msg.get("choices") or []):
+                    for ch in msg.get("choices") or []:
+                        if not ch.get("text"):
+                            continue
                         chunks += 1
-                        if last is None:
+                        i = ch.get("index", 0)
+                        if r.ttft is None:
                             r.ttft = now - start
-                        else:
-                            r.gaps.append(now - last)
-                        last = now
+                        if i in last:
+                            r.gaps.append(now - last[i])
+                        last[i] = now
         if r.error is None and not done:
             r.error = "the stream ended without data: [DONE]"
         r.tokens = usage["completion_tokens"] if usage else chunks
@@ -180,7 +184,7 @@ def percentile(values, q):
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-async def run_level(host, port, model, concurrency, requests, max_tokens, prompt, timeout):
+async def run_level(host, port, model, concurrency, requests, max_tokens, prompt, timeout, n=1):
     results = []
     taken = 0
     start = time.perf_counter()
@@ -200,7 +204,7 @@ async def run_level(host, port, model, concurrency, requests, max_tokens, prompt
             while taken < requests:
                 taken += 1
                 try:
-                    r = await asyncio.wait_for(one_request(conn, model, prompt, max_tokens), timeout)
+                    r = await asyncio.wait_for(one_request(conn, model, prompt, max_tokens, n), timeout)
                 except asyncio.TimeoutError:
                     r = Result()
                     r.error = f"no complete response within {timeout} s"
@@ -272,18 +276,20 @@ async def main_async(args):
         raise SystemExit(f"--concurrency: {args.concurrency!r} is not a comma-separated list of numbers")
     if not levels or min(levels) < 1:
         raise SystemExit("--concurrency: each level must be at least 1")
+    if args.n < 1:
+        raise SystemExit(f"--n: {args.n} choices; at least 1")
     model = args.model or await served_model(host, port)
     out = []
     for c in levels:
         n = args.requests if args.requests else max(4, 2 * c)
-        out.append(await run_level(host, port, model, c, n, args.max_tokens, args.prompt, args.timeout))
+        out.append(await run_level(host, port, model, c, n, args.max_tokens, args.prompt, args.timeout, args.n))
         for e in out[-1]["error_samples"][:2]:
             sys.stderr.write(f"  error: {e}\n")
-    print(f"model {model}, max_tokens {args.max_tokens}, url {args.url}\n")
+    print(f"model {model}, max_tokens {args.max_tokens}, n {args.n}, url {args.url}\n")
     print(table(out))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"url": args.url, "model": model, "max_tokens": args.max_tokens, "prompt": args.prompt,
+            json.dump({"url": args.url, "model": model, "max_tokens": args.max_tokens, "n": args.n, "prompt": args.prompt,
                        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "levels": out}, f, indent=2)
     return 1 if all(lv["ok"] == 0 for lv in out) else 0
 
@@ -297,6 +303,7 @@ def main():
     p.add_argument("--requests", type=int, default=0, help="requests per level (default 2 x concurrency, at least 4)")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
+    p.add_argument("--n", type=int, default=1, help="choices per request (default 1)")
     p.add_argument("--timeout", type=float, default=600, help="seconds one request may take (default 600)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the figures to this JSON file")
     args = p.parse_args()

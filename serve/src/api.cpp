@@ -159,21 +159,23 @@ Reply Api::generation(Endpoint endpoint, std::string_view body) {
         m_.rejected_unavailable.inc();
         return Reply::error(ApiError::unavailable("the server is shutting down"));
     }
-    GenerationRequest req = endpoint == Endpoint::chat ? parse_chat_request(body, model_) : parse_completion_request(body, model_);
+    std::vector<GenerationRequest> choices =
+        endpoint == Endpoint::chat ? parse_chat_request(body, model_) : parse_completion_request(body, model_);
     Reply r;
-    r.job = std::make_shared<Job>(std::move(req));
-    r.writer = std::make_shared<ResponseWriter>(r.job->request(), model_.name, *model_.tokenizer, model_.created);
+    for (auto& c : choices) r.jobs.push_back(std::make_shared<Job>(std::move(c)));
+    r.writer = std::make_shared<ResponseWriter>(r.jobs.front()->request(), model_.name, *model_.tokenizer, model_.created);
     return r;
 }
 
-std::optional<Reply> Api::submit(const std::shared_ptr<Job>& job) {
+std::optional<Reply> Api::submit(const std::vector<std::shared_ptr<Job>>& jobs) {
     std::unique_lock lock(scheduler_mu_);
     if (!scheduler_) {
         lock.unlock();
         m_.rejected_unavailable.inc();
         return Reply::error(ApiError::unavailable("the server is shutting down"));
     }
-    const Scheduler::Admission admission = scheduler_->submit(job);
+    const Scheduler::Admission admission = scheduler_->submit(jobs);
+    const int64_t most = scheduler_->most_at_once();
     lock.unlock();
     switch (admission) {
         case Scheduler::Admission::accepted:
@@ -181,6 +183,12 @@ std::optional<Reply> Api::submit(const std::shared_ptr<Job>& job) {
         case Scheduler::Admission::queue_full:
             m_.rejected_queue_full.inc();
             return Reply::error(ApiError(429, "rate_limit_error", "the server's queue is full; retry after a moment"));
+        case Scheduler::Admission::too_many:
+            m_.rejected_invalid.inc();
+            return Reply::error(ApiError::invalid(fmt::format("the request's {} choices are more than the server takes at once "
+                                                              "({}: --max-batch plus --max-queue)",
+                                                              jobs.size(), most),
+                                                  "n"));
         case Scheduler::Admission::stopping:
             break;
     }
@@ -188,8 +196,8 @@ std::optional<Reply> Api::submit(const std::shared_ptr<Job>& job) {
     return Reply::error(ApiError::unavailable("the server is shutting down"));
 }
 
-void Api::cancelled(const std::shared_ptr<Job>& job) {
-    job->cancel();
+void Api::cancelled(const std::vector<std::shared_ptr<Job>>& jobs) {
+    for (const auto& job : jobs) job->cancel();
     std::lock_guard lock(scheduler_mu_);
     if (scheduler_) scheduler_->wake();
 }

@@ -12,6 +12,7 @@
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -32,7 +33,7 @@ public:
         : stream_(std::move(socket)), api_(api), limits_(limits), active_(std::move(active)) {}
 
     ~Session() {
-        if (job_ && !job_->finished()) api_.cancelled(job_);
+        if (unfinished()) api_.cancelled(jobs_);
         uncount();
     }
 
@@ -93,7 +94,7 @@ private:
         version_ = req.version();
         Reply r = api_.handle(std::string_view(req.method_string().data(), req.method_string().size()),
                               std::string_view(req.target().data(), req.target().size()), req.body());
-        if (r.job) return start(std::move(r));
+        if (!r.jobs.empty()) return start(std::move(r));
         send(std::move(r));
     }
 
@@ -115,20 +116,25 @@ private:
         });
     }
 
-    // A generation: streamed as server-sent events, or collected and sent whole.
+    // A generation (one job per choice): streamed as server-sent events, or collected and sent
+    // whole once every choice is done.
     void start(Reply r) {
-        job_ = std::move(r.job);
+        jobs_ = std::move(r.jobs);
         writer_ = std::move(r.writer);
+        ended_.assign(jobs_.size(), false);
+        left_ = jobs_.size();
         std::weak_ptr<Session> weak = weak_from_this();
         auto exec = stream_.get_executor();
-        job_->set_notify([weak, exec] {
-            net::post(exec, [weak] {
-                if (auto s = weak.lock()) s->pump();
+        for (const auto& job : jobs_) {
+            job->set_notify([weak, exec] {
+                net::post(exec, [weak] {
+                    if (auto s = weak.lock()) s->pump();
+                });
             });
-        });
-        if (auto refused = api_.submit(job_)) {
-            job_->set_notify(nullptr);
-            job_.reset();
+        }
+        if (auto refused = api_.submit(jobs_)) {
+            for (const auto& job : jobs_) job->set_notify(nullptr);
+            jobs_.clear();
             writer_.reset();
             return send(std::move(*refused));
         }
@@ -137,7 +143,7 @@ private:
         self_ = shared_from_this();  // alive while the generation runs, whoever else holds it
         stream_.expires_never();
         watch();
-        if (!job_->request().stream) return pump();
+        if (!streaming()) return pump();
         chunked_ = version_ >= 11;
         if (!chunked_) keep_alive_ = false;  // HTTP/1.0: the end of the stream is the end of the connection
         header_ = std::make_shared<http::response<http::empty_body>>(http::status::ok, version_);
@@ -159,36 +165,61 @@ private:
         });
     }
 
-    // Takes what the engine produced and writes it (one write at a time).
+    bool streaming() const { return jobs_.front()->request().stream; }
+    // A job of the generation has not pushed its last piece.
+    bool unfinished() const {
+        return std::any_of(jobs_.begin(), jobs_.end(), [](const auto& j) { return !j->finished(); });
+    }
+    // Each prompt once (not once per choice), every choice's output.
+    Usage usage() const {
+        Usage u;
+        for (const auto& j : jobs_) {
+            if (j->request().counts_prompt()) {
+                u.prompt += j->prompt_tokens.load();
+                u.cached += j->cached_tokens.load();
+            }
+            u.completion += j->completion_tokens.load();
+        }
+        return u;
+    }
+
+    // Takes what the engine produced and writes it (one write at a time). A choice that fails
+    // fails the request: the others are cancelled.
     void pump() {
-        if (!job_) return;
-        const bool streaming = job_->request().stream;
-        for (auto& d : job_->take()) {
-            if (done_) break;
-            if (streaming) {
+        if (jobs_.empty()) return;
+        const bool streaming = this->streaming();
+        for (size_t i = 0; i < jobs_.size() && !done_; ++i) {
+            const int index = jobs_[i]->request().index;
+            for (auto& d : jobs_[i]->take()) {
+                if (done_ || ended_[i]) break;
                 if (d.error) {
+                    api_.cancelled(jobs_);
+                    if (!streaming) {
+                        const ApiError error = *d.error;
+                        finish_job();
+                        return send(Reply::error(error));
+                    }
                     out_ += ResponseWriter::stream_error(*d.error);
                     done_ = true;
-                } else {
-                    out_ += writer_->stream_piece(d);
-                    if (d.last()) {
-                        out_ += writer_->stream_end(job_->prompt_tokens.load(), job_->completion_tokens.load(), job_->cached_tokens.load());
-                        done_ = true;
-                    }
+                    break;
                 }
-            } else if (d.error) {
-                const ApiError error = *d.error;
-                finish_job();
-                return send(Reply::error(error));
-            } else {
-                writer_->add(d);
+                if (streaming) out_ += writer_->stream_piece(index, d);
+                else writer_->add(index, d);
                 if (d.last()) {
-                    Reply whole;
-                    whole.body = writer_->whole(job_->prompt_tokens.load(), job_->completion_tokens.load(), job_->cached_tokens.load());
-                    finish_job();
-                    return send(std::move(whole));
+                    ended_[i] = true;
+                    --left_;
                 }
             }
+        }
+        if (!done_ && left_ == 0) {
+            if (!streaming) {
+                Reply whole;
+                whole.body = writer_->whole(usage());
+                finish_job();
+                return send(std::move(whole));
+            }
+            out_ += writer_->stream_end(usage());
+            done_ = true;
         }
         if (!streaming || writing_) return;
         if (!out_.empty()) {
@@ -226,11 +257,12 @@ private:
 
     // Notices a client that goes away while its generation runs (no write may be due for a while).
     void watch() {
-        std::shared_ptr<Job> job = job_;
+        std::shared_ptr<Job> first = jobs_.front();
         stream_.socket().async_wait(
             tcp::socket::wait_read,
-            net::bind_executor(stream_.get_executor(), [self = shared_from_this(), job](beast::error_code ec) {
-                if (job != self->job_ || job->finished()) return;  // that generation is over
+            net::bind_executor(stream_.get_executor(), [self = shared_from_this(), first](beast::error_code ec) {
+                // that generation is over
+                if (self->jobs_.empty() || first != self->jobs_.front() || !self->unfinished()) return;
                 if (!ec) {
                     char c = 0;
                     const auto n = ::recv(self->stream_.socket().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -244,10 +276,10 @@ private:
             }));
     }
 
-    // The client went away: cancel the job (its KV blocks are freed at the next step) and close.
+    // The client went away: cancel the jobs (their KV blocks are freed at the next step) and close.
     void abandon() {
         auto self = shared_from_this();
-        if (job_ && !job_->finished()) api_.cancelled(job_);
+        if (unfinished()) api_.cancelled(jobs_);
         finish_job();
         uncount();
         close();
@@ -256,8 +288,10 @@ private:
     // The generation's part is over (its answer may still be being written). The caller holds a
     // reference: this lets go of the session's hold on itself.
     void finish_job() {
-        if (job_) job_->set_notify(nullptr);
-        job_.reset();
+        for (const auto& job : jobs_) job->set_notify(nullptr);
+        jobs_.clear();
+        ended_.clear();
+        left_ = 0;
         writer_.reset();
         done_ = false;
         out_.clear();
@@ -305,8 +339,10 @@ private:
     std::optional<http::request_parser<http::string_body>> parser_;
     bool keep_alive_ = true;
     unsigned version_ = 11;
-    // the generation being answered
-    std::shared_ptr<Job> job_;
+    // the generation being answered: a job per choice, which have ended, how many have not
+    std::vector<std::shared_ptr<Job>> jobs_;
+    std::vector<bool> ended_;
+    size_t left_ = 0;
     std::shared_ptr<Session> self_;  // set while a generation runs
     std::shared_ptr<ResponseWriter> writer_;
     std::shared_ptr<http::response<http::empty_body>> header_;

@@ -163,8 +163,12 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
                 "model_not_found");
         }
     }
-    if (get_int(j, "n", 1, 1 << 20, 1) != 1) throw ApiError::invalid("'n' above 1 is not supported; send the request n times", "n");
-    if (get_int(j, "best_of", 1, 1 << 20, 1) != 1) throw ApiError::invalid("'best_of' above 1 is not supported", "best_of");
+    r.n = static_cast<int>(get_int(j, "n", 1, kMaxChoices, 1));
+    // best_of = n is n choices; the best n of more is not offered (vLLM's V1 engine dropped it too)
+    if (get_int(j, "best_of", 1, 1 << 20, 1) > r.n) {
+        throw ApiError::invalid(fmt::format("'best_of' above 'n' ({}) is not supported; ask for that many choices with 'n'", r.n),
+                                "best_of");
+    }
     if (get_bool(j, "echo", false)) throw ApiError::invalid("'echo' is not supported", "echo");
 
     SamplingParams& p = r.sampling;
@@ -316,18 +320,24 @@ std::vector<int32_t> token_array(const Json& v, const ServedModel& model, const 
     return out;
 }
 
-std::vector<int32_t> completion_prompt(const Json& j, const ServedModel& model) {
+// The prompts: a string, an array of token ids, or an array of either (several prompts).
+std::vector<std::vector<int32_t>> completion_prompts(const Json& j, const ServedModel& model) {
     const Json* p = field(j, "prompt");
     if (!p) throw ApiError::invalid("'prompt' is required", "prompt");
-    if (p->is_string()) return model.tokenizer->encode(p->get<std::string>(), true);
+    if (p->is_string()) return {model.tokenizer->encode(p->get<std::string>(), true)};
     if (!p->is_array()) throw ApiError::invalid(fmt::format("'prompt' must be a string or an array, got {}", type_name(*p)), "prompt");
     if (p->empty()) throw ApiError::invalid("'prompt' is empty", "prompt");
-    const Json& first = p->front();
-    if (first.is_number()) return token_array(*p, model, "prompt");
-    if (p->size() > 1) throw ApiError::invalid("'prompt' with several prompts is not supported; send one per request", "prompt");
-    if (first.is_string()) return model.tokenizer->encode(first.get<std::string>(), true);
-    if (first.is_array()) return token_array(first, model, "prompt");
-    throw ApiError::invalid(fmt::format("'prompt' must hold strings or token ids, got {}", type_name(first)), "prompt");
+    if (p->front().is_number()) return {token_array(*p, model, "prompt")};
+    if (p->size() > static_cast<size_t>(kMaxChoices)) {
+        throw ApiError::invalid(fmt::format("'prompt' holds at most {} prompts, got {}", kMaxChoices, p->size()), "prompt");
+    }
+    std::vector<std::vector<int32_t>> out;
+    for (const Json& one : *p) {
+        if (one.is_string()) out.push_back(model.tokenizer->encode(one.get<std::string>(), true));
+        else if (one.is_array()) out.push_back(token_array(one, model, "prompt"));
+        else throw ApiError::invalid(fmt::format("'prompt' must hold strings or token-id arrays, got {}", type_name(one)), "prompt");
+    }
+    return out;
 }
 
 // The messages as the template sees them: content parts joined into one string; every other
@@ -409,36 +419,65 @@ std::string ApiError::body() const {
     return nlohmann::ordered_json{{"error", e}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-GenerationRequest parse_completion_request(std::string_view body, const ServedModel& model) {
+namespace {
+
+// The choices of a request whose fields (all but the prompt) are parsed into `base`: n for each
+// prompt, each prompt's max_tokens fitted to it, each choice's seed the request's + its sample.
+std::vector<GenerationRequest> choices_of(const Json& j, const char* limit, int64_t fallback, const ServedModel& model,
+                                          const GenerationRequest& base, const std::vector<std::vector<int32_t>>& prompts) {
+    const size_t total = prompts.size() * static_cast<size_t>(base.n);
+    if (total > static_cast<size_t>(kMaxChoices)) {
+        throw ApiError::invalid(fmt::format("{} prompts with 'n' {} make {} choices; at most {} are served in one request",
+                                            prompts.size(), base.n, total, kMaxChoices),
+                                "n");
+    }
+    std::vector<GenerationRequest> out;
+    out.reserve(total);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        GenerationRequest r = base;
+        r.prompt = prompts[i];
+        try {
+            check_prompt_ids(r.prompt, model);
+            fit_max_tokens(j, limit, model, r, fallback);
+            fit_min_tokens(j, r);
+        } catch (const ApiError& e) {
+            if (prompts.size() == 1) throw;
+            throw ApiError(e.status(), e.type(), fmt::format("prompt {}: {}", i, e.what()), e.param(), e.code());
+        }
+        check_sampling(r.sampling);
+        r.choices = static_cast<int>(total);
+        for (int k = 0; k < base.n; ++k) {
+            GenerationRequest c = r;
+            c.index = static_cast<int>(i) * base.n + k;
+            c.sampling.seed = base.sampling.seed + static_cast<uint64_t>(k);
+            out.push_back(std::move(c));
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+std::vector<GenerationRequest> parse_completion_request(std::string_view body, const ServedModel& model) {
     const Json j = parse_body(body);
     GenerationRequest r;
     r.endpoint = Endpoint::completions;
     parse_common(j, model, r);
     parse_logprobs(j, r);
     if (field(j, "suffix")) throw ApiError::invalid("'suffix' is not supported", "suffix");
-    r.prompt = completion_prompt(j, model);
-    check_prompt_ids(r.prompt, model);
-    fit_max_tokens(j, "max_tokens", model, r, 16);
     r.sampling.top_logprobs = std::max(0, r.logprobs);
-    fit_min_tokens(j, r);
-    check_sampling(r.sampling);
-    return r;
+    return choices_of(j, "max_tokens", 16, model, r, completion_prompts(j, model));
 }
 
-GenerationRequest parse_chat_request(std::string_view body, const ServedModel& model) {
+std::vector<GenerationRequest> parse_chat_request(std::string_view body, const ServedModel& model) {
     const Json j = parse_body(body);
     GenerationRequest r;
     r.endpoint = Endpoint::chat;
     parse_common(j, model, r);
     parse_logprobs(j, r);
-    r.prompt = render_chat(j, model);
-    check_prompt_ids(r.prompt, model);
-    const char* limit = field(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-    fit_max_tokens(j, limit, model, r, model.context);
     r.sampling.top_logprobs = std::max(0, r.logprobs);
-    fit_min_tokens(j, r);
-    check_sampling(r.sampling);
-    return r;
+    const char* limit = field(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+    return choices_of(j, limit, model.context, model, r, {render_chat(j, model)});
 }
 
 std::vector<int32_t> parse_tokenize_request(std::string_view body, const ServedModel& model) {

@@ -1,9 +1,12 @@
 // The OpenAI response objects (response.h).
 #include "tpserve/serve/response.h"
 
+#include "tpserve/common/check.h"
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <random>
@@ -36,18 +39,32 @@ Json bytes_of(const std::string& s) {
     return b;
 }
 
-Json usage(int64_t prompt, int64_t completion, int64_t cached) {
-    return {{"prompt_tokens", prompt},
-            {"completion_tokens", completion},
-            {"total_tokens", prompt + completion},
-            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+Json usage_json(const Usage& u) {
+    return {{"prompt_tokens", u.prompt},
+            {"completion_tokens", u.completion},
+            {"total_tokens", u.prompt + u.completion},
+            {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
+}
+
+// the log-probabilities object before any token: each endpoint's own shape
+Json empty_logprobs(Endpoint e) {
+    return e == Endpoint::completions
+               ? Json{{"tokens", Json::array()}, {"token_logprobs", Json::array()}, {"top_logprobs", Json::array()}, {"text_offset", Json::array()}}
+               : Json{{"content", Json::array()}};
 }
 
 }  // namespace
 
 ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string model_name, const Tokenizer& tokenizer,
                                int64_t created)
-    : req_(request), model_(std::move(model_name)), tok_(tokenizer), created_(created), id_(make_id(request.endpoint)) {}
+    : endpoint_(request.endpoint),
+      logprobs_(request.logprobs),
+      include_usage_(request.include_usage),
+      model_(std::move(model_name)),
+      tok_(tokenizer),
+      created_(created),
+      id_(make_id(request.endpoint)),
+      choices_(static_cast<size_t>(std::max(1, request.choices))) {}
 
 std::string ResponseWriter::token_text(int32_t id) const {
     const int32_t one[] = {id};
@@ -56,20 +73,25 @@ std::string ResponseWriter::token_text(int32_t id) const {
 
 std::string ResponseWriter::event(const std::string& json) const { return "data: " + json + "\n\n"; }
 
+ResponseWriter::Choice& ResponseWriter::choice(int index) {
+    TPS_CHECK(index >= 0 && static_cast<size_t>(index) < choices_.size(), "response: choice {} of {}", index, choices_.size());
+    return choices_[static_cast<size_t>(index)];
+}
+
 // Appends the tokens' log-probabilities to `into`: the completions object (tokens, token_logprobs,
 // top_logprobs, text_offset) or the chat list ({token, logprob, bytes, top_logprobs}).
-void ResponseWriter::add_logprobs(const std::vector<TokenOut>& tokens, void* into) {
+void ResponseWriter::add_logprobs(const std::vector<TokenOut>& tokens, Choice& c, void* into) {
     Json& lp = *static_cast<Json*>(into);
     for (const auto& t : tokens) {
         const std::string text = token_text(t.token);
-        if (req_.endpoint == Endpoint::completions) {
+        if (endpoint_ == Endpoint::completions) {
             Json top = Json::object();
             for (const auto& alt : t.top) top[token_text(alt.token)] = alt.logprob;
             lp["tokens"].push_back(text);
             lp["token_logprobs"].push_back(t.logprob);
             lp["top_logprobs"].push_back(std::move(top));
-            lp["text_offset"].push_back(text_offset_);
-            text_offset_ += code_points(text);
+            lp["text_offset"].push_back(c.text_offset);
+            c.text_offset += code_points(text);
         } else {
             Json top = Json::array();
             for (const auto& alt : t.top) {
@@ -82,51 +104,54 @@ void ResponseWriter::add_logprobs(const std::vector<TokenOut>& tokens, void* int
 }
 
 std::string ResponseWriter::stream_start() const {
-    if (req_.endpoint != Endpoint::chat) return {};
-    const Json chunk = {{"id", id_},
-                        {"object", "chat.completion.chunk"},
-                        {"created", created_},
-                        {"model", model_},
-                        {"choices", Json::array({{{"index", 0},
-                                                  {"delta", {{"role", "assistant"}, {"content", ""}}},
-                                                  {"logprobs", nullptr},
-                                                  {"finish_reason", nullptr}}})}};
-    return event(dump(chunk));
-}
-
-std::string ResponseWriter::stream_piece(const Delta& d) {
-    Json choice = {{"index", 0}};
-    Json logprobs = nullptr;
-    if (req_.logprobs >= 0 && !d.tokens.empty()) {
-        logprobs = req_.endpoint == Endpoint::completions
-                       ? Json{{"tokens", Json::array()}, {"token_logprobs", Json::array()}, {"top_logprobs", Json::array()}, {"text_offset", Json::array()}}
-                       : Json{{"content", Json::array()}};
-        add_logprobs(d.tokens, &logprobs);
-    }
-    if (req_.endpoint == Endpoint::completions) {
-        choice["text"] = d.text;
-    } else {
-        choice["delta"] = d.text.empty() && !d.finish_reason.empty() ? Json::object() : Json{{"content", d.text}};
-    }
-    choice["logprobs"] = logprobs;
-    choice["finish_reason"] = d.finish_reason.empty() ? Json(nullptr) : Json(d.finish_reason);
-    const Json chunk = {{"id", id_},
-                        {"object", req_.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
-                        {"created", created_},
-                        {"model", model_},
-                        {"choices", Json::array({choice})}};
-    return event(dump(chunk));
-}
-
-std::string ResponseWriter::stream_end(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) const {
+    if (endpoint_ != Endpoint::chat) return {};
     std::string out;
-    if (req_.include_usage) {
+    for (size_t i = 0; i < choices_.size(); ++i) {
         const Json chunk = {{"id", id_},
-                            {"object", req_.endpoint == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+                            {"object", "chat.completion.chunk"},
+                            {"created", created_},
+                            {"model", model_},
+                            {"choices", Json::array({{{"index", i},
+                                                      {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                                      {"logprobs", nullptr},
+                                                      {"finish_reason", nullptr}}})}};
+        out += event(dump(chunk));
+    }
+    return out;
+}
+
+std::string ResponseWriter::stream_piece(int index, const Delta& d) {
+    Choice& c = choice(index);
+    Json choice_json = {{"index", index}};
+    Json logprobs = nullptr;
+    if (logprobs_ >= 0 && !d.tokens.empty()) {
+        logprobs = empty_logprobs(endpoint_);
+        add_logprobs(d.tokens, c, &logprobs);
+    }
+    if (endpoint_ == Endpoint::completions) {
+        choice_json["text"] = d.text;
+    } else {
+        choice_json["delta"] = d.text.empty() && !d.finish_reason.empty() ? Json::object() : Json{{"content", d.text}};
+    }
+    choice_json["logprobs"] = logprobs;
+    choice_json["finish_reason"] = d.finish_reason.empty() ? Json(nullptr) : Json(d.finish_reason);
+    const Json chunk = {{"id", id_},
+                        {"object", endpoint_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+                        {"created", created_},
+                        {"model", model_},
+                        {"choices", Json::array({choice_json})}};
+    return event(dump(chunk));
+}
+
+std::string ResponseWriter::stream_end(const Usage& usage) const {
+    std::string out;
+    if (include_usage_) {
+        const Json chunk = {{"id", id_},
+                            {"object", endpoint_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
                             {"created", created_},
                             {"model", model_},
                             {"choices", Json::array()},
-                            {"usage", usage(prompt_tokens, completion_tokens, cached_tokens)}};
+                            {"usage", usage_json(usage)}};
         out += event(dump(chunk));
     }
     out += "data: [DONE]\n\n";
@@ -135,34 +160,38 @@ std::string ResponseWriter::stream_end(int64_t prompt_tokens, int64_t completion
 
 std::string ResponseWriter::stream_error(const ApiError& e) { return "data: " + e.body() + "\n\ndata: [DONE]\n\n"; }
 
-void ResponseWriter::add(const Delta& d) {
-    text_ += d.text;
-    tokens_.insert(tokens_.end(), d.tokens.begin(), d.tokens.end());
-    if (!d.finish_reason.empty()) finish_reason_ = d.finish_reason;
+void ResponseWriter::add(int index, const Delta& d) {
+    Choice& c = choice(index);
+    c.text += d.text;
+    c.tokens.insert(c.tokens.end(), d.tokens.begin(), d.tokens.end());
+    if (!d.finish_reason.empty()) c.finish_reason = d.finish_reason;
 }
 
-std::string ResponseWriter::whole(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) {
-    Json logprobs = nullptr;
-    if (req_.logprobs >= 0) {
-        logprobs = req_.endpoint == Endpoint::completions
-                       ? Json{{"tokens", Json::array()}, {"token_logprobs", Json::array()}, {"top_logprobs", Json::array()}, {"text_offset", Json::array()}}
-                       : Json{{"content", Json::array()}};
-        add_logprobs(tokens_, &logprobs);
+std::string ResponseWriter::whole(const Usage& usage) {
+    Json choices = Json::array();
+    for (size_t i = 0; i < choices_.size(); ++i) {
+        Choice& c = choices_[i];
+        Json logprobs = nullptr;
+        if (logprobs_ >= 0) {
+            logprobs = empty_logprobs(endpoint_);
+            add_logprobs(c.tokens, c, &logprobs);
+        }
+        Json choice_json = {{"index", i}};
+        if (endpoint_ == Endpoint::completions) {
+            choice_json["text"] = c.text;
+        } else {
+            choice_json["message"] = {{"role", "assistant"}, {"content", c.text}};
+        }
+        choice_json["logprobs"] = logprobs;
+        choice_json["finish_reason"] = c.finish_reason;
+        choices.push_back(std::move(choice_json));
     }
-    Json choice = {{"index", 0}};
-    if (req_.endpoint == Endpoint::completions) {
-        choice["text"] = text_;
-    } else {
-        choice["message"] = {{"role", "assistant"}, {"content", text_}};
-    }
-    choice["logprobs"] = logprobs;
-    choice["finish_reason"] = finish_reason_;
     const Json j = {{"id", id_},
-                    {"object", req_.endpoint == Endpoint::chat ? "chat.completion" : "text_completion"},
+                    {"object", endpoint_ == Endpoint::chat ? "chat.completion" : "text_completion"},
                     {"created", created_},
                     {"model", model_},
-                    {"choices", Json::array({choice})},
-                    {"usage", usage(prompt_tokens, completion_tokens, cached_tokens)}};
+                    {"choices", std::move(choices)},
+                    {"usage", usage_json(usage)}};
     return dump(j);
 }
 

@@ -63,16 +63,17 @@ Scheduler::Scheduler(Driver& driver, const Tokenizer& tokenizer, SchedulerOption
 
 Scheduler::~Scheduler() = default;
 
-Scheduler::Admission Scheduler::submit(std::shared_ptr<Job> job) {
+Scheduler::Admission Scheduler::submit(std::vector<std::shared_ptr<Job>> jobs) {
     {
         std::lock_guard lock(mu_);
         if (stopping_) return Admission::stopping;
+        if (static_cast<int64_t>(jobs.size()) > most_at_once()) return Admission::too_many;
         // the queue, plus the places the running batch has free right now
         const int64_t places = opt_.max_queue + std::max<int64_t>(0, opt_.max_batch - running_count_.load());
-        if (static_cast<int64_t>(waiting_.size()) >= places) {
+        if (static_cast<int64_t>(waiting_.size() + jobs.size()) > places) {
             return Admission::queue_full;
         }
-        waiting_.push_back(std::move(job));
+        for (auto& job : jobs) waiting_.push_back(std::move(job));
         m_.waiting.set(static_cast<double>(waiting_.size()));
     }
     cv_.notify_one();
@@ -246,27 +247,36 @@ int64_t Scheduler::cached_only_tokens(int64_t except) const {
 }
 
 // The cached or running sequence whose KV begins with the most whole blocks of `tokens`, leaving
-// at least one token to feed (its step gives the first output).
+// at least one token to feed (its step gives the first output); more_soon when a running prompt
+// still being prefilled will match more of them.
 Scheduler::Match Scheduler::longest_prefix(const std::vector<int32_t>& tokens) const {
     Match best;
     if (!opt_.prefix_cache) return best;
     const int64_t limit = (static_cast<int64_t>(tokens.size()) - 1) / kKvBlockTokens * kKvBlockTokens;
     if (limit < kKvBlockTokens) return best;
-    auto consider = [&](int64_t id, const int32_t* held, int64_t n) {
+    // whole blocks of `tokens` that the first n of `held` begin with (more than `above`, else 0)
+    auto same_blocks = [&](const int32_t* held, int64_t n, int64_t above) -> int64_t {
         const int64_t most = std::min(limit, n / kKvBlockTokens * kKvBlockTokens);
-        if (most <= best.tokens) return;
+        if (most <= above) return 0;
         int64_t same = 0;
         while (same < most && held[same] == tokens[static_cast<size_t>(same)]) ++same;
-        same = same / kKvBlockTokens * kKvBlockTokens;
+        return same / kKvBlockTokens * kKvBlockTokens;
+    };
+    auto consider = [&](int64_t id, const int32_t* held, int64_t n) {
+        const int64_t same = same_blocks(held, n, best.tokens);
         if (same > best.tokens) best = {id, same};
     };
     for (const auto& c : cache_) consider(c.id, c.tokens.data(), static_cast<int64_t>(c.tokens.size()));
     // a running sequence's KV: the tokens submitted (every rank runs steps in the order posted,
     // so they are written before a later step reads them)
     const LlamaModel& model = driver_.model();
+    int64_t soon = 0;
     for (const auto& s : running_) {
-        if (!s->done) consider(s->id, s->tokens.data(), model.length(s->id));
+        if (s->done) continue;
+        consider(s->id, s->tokens.data(), model.length(s->id));
+        if (s->fed < s->prompt_len) soon = std::max(soon, same_blocks(s->tokens.data(), s->prompt_len, soon));
     }
+    best.more_soon = soon > best.tokens;
     return best;
 }
 
@@ -286,8 +296,10 @@ void Scheduler::start(Seq& s, const Match& m, bool new_request) {
 void Scheduler::admit() {
     // with nothing running, the first one goes in whatever the cache holds (steps evict for it)
     Match m;
+    // (a prompt that a running prefill will soon hold waits for it, and those behind it too)
     auto room = [&](const std::vector<int32_t>& tokens) {
         m = longest_prefix(tokens);
+        if (m.more_soon) return false;
         return running_.empty() || make_room(static_cast<int64_t>(tokens.size()) - m.tokens, m);
     };
     while (!preempted_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch && room(preempted_.front()->tokens)) {

@@ -92,6 +92,41 @@ def case_openai():
           f"logit_bias -100 on the greedy first token {plain.choices[0].text!r}: another is chosen "
           f"({banned.choices[0].text!r})", short([plain, banned]))
 
+    # n choices: each under its index with its own seed (the first is what n = 1 gives), the prompt
+    # counted once; streamed, each piece under its choice's index
+    ask = dict(model=m, prompt=prompt, max_tokens=12, temperature=0.9, seed=5, extra_body={"ignore_eos": True})
+    one = c.completions.create(**ask)
+    three = c.completions.create(n=3, **ask)
+    texts = [x.text for x in three.choices]
+    check([x.index for x in three.choices] == [0, 1, 2] and texts[0] == one.choices[0].text and len(set(texts)) > 1
+          and all(x.finish_reason == "length" for x in three.choices),
+          "completions n=3: three choices in order, the first the n=1 answer, each its own seed", short(three))
+    check(three.usage.prompt_tokens == count and three.usage.completion_tokens == 36,
+          f"completions n=3: usage counts the prompt once and every choice's tokens ({counts(three.usage)})",
+          short(three.usage))
+    s = stream(srv, "/v1/completions", {"model": m, "prompt": prompt, "max_tokens": 12, "temperature": 0.9, "seed": 5,
+                                        "n": 3, "ignore_eos": True, "stream_options": {"include_usage": True}})
+    per, fin = {}, {}
+    for e in s.chunks():
+        for x in e.get("choices") or []:
+            per[x["index"]] = per.get(x["index"], "") + x["text"]
+            if x.get("finish_reason"):
+                fin[x["index"]] = fin.get(x["index"], []) + [x["finish_reason"]]
+    u = s.usage() or {}
+    check(s.done and per == dict(enumerate(texts)) and fin == {i: ["length"] for i in range(3)}
+          and u.get("completion_tokens") == 36 and u.get("prompt_tokens") == count,
+          "completions stream n=3: each choice's pieces under its index join to its text, one finish each, one usage",
+          short(s.events[-4:]))
+    # several prompts: a choice for each, in order, each what it gives alone
+    other = "Once upon a time"
+    both = c.completions.create(model=m, prompt=[prompt, other], max_tokens=8, temperature=0)
+    alone = [c.completions.create(model=m, prompt=p, max_tokens=8, temperature=0) for p in (prompt, other)]
+    check([x.text for x in both.choices] == [a.choices[0].text for a in alone]
+          and [x.index for x in both.choices] == [0, 1]
+          and both.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+          and both.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone),
+          "completions with two prompts: two choices, each the prompt's answer alone, usage summed", short(both))
+
     # prompt as a one-string array and as token ids
     ids = tokenize(srv, prompt)["tokens"]
     for form, p in (("a one-string array", [prompt]), ("token ids", ids)):
@@ -145,6 +180,23 @@ def case_openai():
           and su.prompt_tokens_details.cached_tokens == (cu.prompt_tokens - 1) // 16 * 16,
           "chat stream: include_usage adds a last chunk with empty choices and the same usage, the repeated "
           "prompt's whole blocks cached", short(chunks[-2:]))
+    # chat n=2: two messages; streamed, a role chunk and the content under each index
+    two = c.chat.completions.create(model=m, messages=msgs, max_tokens=8, temperature=0.9, seed=3, n=2,
+                                    extra_body={"ignore_eos": True})
+    s = stream(srv, "/v1/chat/completions", {"model": m, "messages": msgs, "max_tokens": 8, "temperature": 0.9,
+                                             "seed": 3, "n": 2, "ignore_eos": True})
+    roles, per = {}, {}
+    for e in s.chunks():
+        for x in e.get("choices") or []:
+            d = x.get("delta") or {}
+            if "role" in d:
+                roles[x["index"]] = roles.get(x["index"], 0) + 1
+            per[x["index"]] = per.get(x["index"], "") + (d.get("content") or "")
+    check(len(two.choices) == 2 and [x.index for x in two.choices] == [0, 1] and two.usage.prompt_tokens == chat_count
+          and two.usage.completion_tokens == 16 and roles == {0: 1, 1: 1}
+          and per == {i: x.message.content for i, x in enumerate(two.choices)},
+          "chat n=2: two messages, usage once for the prompt; streamed, one role chunk per index and the same content",
+          short([two, s.events[:3]]))
     parts = [{"role": "user", "content": [{"type": "text", "text": "Tell me about the sea."}]}]
     rp = c.chat.completions.create(model=m, messages=parts, max_completion_tokens=16, temperature=0)
     check(rp.choices[0].message.content == cc.message.content,
@@ -393,7 +445,9 @@ def case_errors():
             ("max_tokens 0", "/v1/completions", body(max_tokens=0)),
             ("max_tokens -1", "/v1/completions", body(max_tokens=-1)),
             ("temperature -1", "/v1/completions", body(temperature=-1)),
-            ("n 2", "/v1/completions", body(n=2)),
+            ("n 0", "/v1/completions", body(n=0)),
+            ("n 129", "/v1/completions", body(n=129)),
+            ("best_of 3 with n 2", "/v1/completions", body(n=2, best_of=3)),
             ("10000 nested '['", "/v1/completions", b"[" * 10000),
             ("10000 nested '[' in the prompt", "/v1/completions", b'{"prompt": ' + b"[" * 10000 + b"}"),
             ("max_tokens 1e400", "/v1/completions", body(max_tokens=0)[:-2] + b"1e400}"),
@@ -421,6 +475,13 @@ def case_errors():
         if e:
             check(str(CONTEXT) in e["message"] and ("200" in e["message"] or str(k + 200) in e["message"]),
                   "max_tokens that does not fit: the message names the numbers", e["message"])
+
+        # more choices than the batch and the queue hold (8 + 64): waiting would not help, so 400, not 429
+        e = check_error("n 100 (--max-batch 8, --max-queue 64)", *post("/v1/completions", body(n=100)), 400,
+                        "invalid_request_error")
+        if e:
+            check("72" in e["message"] and "--max-batch" in e["message"],
+                  "n above what the server holds: the message names the limit and the flags", e["message"])
 
         check_error("an unknown model", *post("/v1/completions", body(model="no-such-model")), 404,
                     "not_found_error", code="model_not_found")

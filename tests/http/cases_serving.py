@@ -92,6 +92,23 @@ def mpi_run(srv):
     check(hits is not None and hits > 0, f"mpirun: the prompts run alone again reused the batch's cached prefixes "
           f"on both ranks ({hits} prompt tokens not prefilled)")
 
+    # n=4 under mpirun: each choice is what n=1 gives with its seed (the request's + its index), and
+    # the other three start on the first one's prompt blocks on both ranks
+    fresh = "Choices, four of them, read from the harbour log: " + ", ".join(f"barrel {i} of tar" for i in range(9))
+    n_fresh = tokenize(srv, fresh)["count"]
+    ask = {"model": srv.model, "prompt": fresh, "max_tokens": 10, "temperature": 0.9, "ignore_eos": True}
+    before = metric(metrics(srv)[1], "tpserve_prefix_cache_hits_total") or 0
+    with client(120) as c:
+        four = c.post(srv.url + "/v1/completions", json={**ask, "n": 4, "seed": 11}).json()
+        after = metric(metrics(srv)[1], "tpserve_prefix_cache_hits_total") or 0
+        singles = [c.post(srv.url + "/v1/completions", json={**ask, "seed": 11 + i}).json() for i in range(4)]
+    texts = [x.get("text") for x in four.get("choices", [])]
+    want = (n_fresh - 1) // 16 * 16
+    check(texts == [x["choices"][0]["text"] for x in singles if x.get("choices")],
+          "mpirun n=4: each choice is the n=1 answer with seed 11 + its index", short([four, singles]))
+    check(after - before >= 3 * want, f"mpirun n=4: the other choices start on the first one's {want} prompt tokens "
+          f"(prefix cache hits {before:g} -> {after:g})")
+
     # rank 1's figures reach /metrics (collected at most every 5 s)
     end = time.monotonic() + 12
     while True:
@@ -201,33 +218,38 @@ def case_disconnect():
     srv = slow_server()
     if not srv:
         return
-    _, m = metrics(srv)
-    before = metric(m, "tpserve_requests_total", outcome="cancelled") or 0
-    s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
-    s.sendall(completion_bytes(srv.model, "Tell me a long story about the sea", 200, stream_=True))
-    f = s.makefile("rb")
-    got = b""
-    while got.count(b"data: ") < 3:
-        piece = f.read1(4096)
-        if not piece:
-            break
-        got += piece
-    check(got.count(b"data: ") >= 3, "disconnect: the stream's first 3 chunks arrive", short(got))
-    f.close()
-    s.close()
-    t0 = time.monotonic()
-    while True:
-        r, m = metrics(srv)
-        running = metric(m, "tpserve_requests_running")
-        used = metric(m, "tpserve_kv_cache_tokens", state="used")
-        if (running == 0 and used == 0) or time.monotonic() - t0 > 10:
-            break
-        time.sleep(0.2)
-    check(running == 0 and used == 0, f"disconnect: running 0 and KV tokens used 0 after {time.monotonic() - t0:.1f} s "
-          f"(running {running}, used {used})", short(r.text, 3000))
-    after = metric(m, "tpserve_requests_total", outcome="cancelled") or 0
-    check(after >= 1 and after > before, f"disconnect: tpserve_requests_total{{outcome=\"cancelled\"}} {before:g} -> "
-          f"{after:g}", short(r.text, 3000))
+    # one choice; then two (with --max-batch 1 the second waits in the queue): every one is cancelled
+    for n in (1, 2):
+        what = "disconnect" if n == 1 else "disconnect with n=2"
+        _, m = metrics(srv)
+        before = metric(m, "tpserve_requests_total", outcome="cancelled") or 0
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+        s.sendall(completion_bytes(srv.model, "Tell me a long story about the sea", 200, stream_=True, n=n))
+        f = s.makefile("rb")
+        got = b""
+        while got.count(b"data: ") < 3:
+            piece = f.read1(4096)
+            if not piece:
+                break
+            got += piece
+        check(got.count(b"data: ") >= 3, f"{what}: the stream's first 3 chunks arrive", short(got))
+        f.close()
+        s.close()
+        t0 = time.monotonic()
+        while True:
+            r, m = metrics(srv)
+            running = metric(m, "tpserve_requests_running")
+            waiting = metric(m, "tpserve_requests_waiting")
+            used = metric(m, "tpserve_kv_cache_tokens", state="used")
+            if (running == 0 and waiting == 0 and used == 0) or time.monotonic() - t0 > 10:
+                break
+            time.sleep(0.2)
+        check(running == 0 and waiting == 0 and used == 0,
+              f"{what}: running 0, waiting 0 and KV tokens used 0 after {time.monotonic() - t0:.1f} s "
+              f"(running {running}, waiting {waiting}, used {used})", short(r.text, 3000))
+        after = metric(m, "tpserve_requests_total", outcome="cancelled") or 0
+        check(after == before + n, f"{what}: tpserve_requests_total{{outcome=\"cancelled\"}} {before:g} -> "
+              f"{after:g} (one per choice)", short(r.text, 3000))
     with client() as c:
         ok = c.post(srv.url + "/v1/completions", json={"model": srv.model, "prompt": "Hi", "max_tokens": 2})
     check(ok.status_code == 200, "disconnect: the server serves the next request", ok.text)

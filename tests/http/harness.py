@@ -423,8 +423,8 @@ def check_plan(srv, plan, ranks, what):
                   short(e))
 
 
-def completion_bytes(model, prompt, max_tokens, stream_=False):
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True}
+def completion_bytes(model, prompt, max_tokens, stream_=False, n=1):
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "n": n}
     if stream_:
         body["stream"] = True
     return http_bytes("POST", "/v1/completions", json.dumps(body).encode())

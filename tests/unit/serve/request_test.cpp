@@ -27,9 +27,21 @@ ApiError refusal(std::string_view body, Endpoint e = Endpoint::completions, int6
     return ApiError(0, "", "");
 }
 
+// A request of one choice: that choice.
+GenerationRequest completion(std::string_view body, const ServedModel& m) {
+    std::vector<GenerationRequest> c = parse_completion_request(body, m);
+    EXPECT_EQ(c.size(), 1u) << body;
+    return c.at(0);
+}
+GenerationRequest chat(std::string_view body, const ServedModel& m) {
+    std::vector<GenerationRequest> c = parse_chat_request(body, m);
+    EXPECT_EQ(c.size(), 1u) << body;
+    return c.at(0);
+}
+
 TEST(Request, CompletionFieldsAndDefaults) {
     const ServedModel m = served();
-    const GenerationRequest r = parse_completion_request(
+    const GenerationRequest r = completion(
         R"({"model":"smollm2","prompt":"Hello world","max_tokens":7,"temperature":0.5,"top_p":0.9,"top_k":5,
             "min_p":0.1,"presence_penalty":0.5,"frequency_penalty":-0.5,"repetition_penalty":1.1,"seed":42,
             "stop":["\n","END"],"stream":true,"stream_options":{"include_usage":true},"logprobs":3,"user":"u",
@@ -52,32 +64,67 @@ TEST(Request, CompletionFieldsAndDefaults) {
     EXPECT_EQ(r.logprobs, 3);
     EXPECT_EQ(r.sampling.top_logprobs, 3);
 
-    const GenerationRequest d = parse_completion_request(R"({"prompt":[1,2,3],"ignore_eos":true})", m);
+    const GenerationRequest d = completion(R"({"prompt":[1,2,3],"ignore_eos":true})", m);
     EXPECT_EQ(d.prompt, (std::vector<int32_t>{1, 2, 3}));
     EXPECT_EQ(d.max_tokens, 16);  // the reference API's default
     EXPECT_FLOAT_EQ(d.sampling.temperature, 1.0f);
     EXPECT_TRUE(d.stop_ids.empty());
     EXPECT_TRUE(d.skip_special_tokens);
     // stop_token_ids add to the model's stop tokens, and survive ignore_eos
-    const GenerationRequest st = parse_completion_request(R"({"prompt":"a","stop_token_ids":[5,6]})", m);
+    const GenerationRequest st = completion(R"({"prompt":"a","stop_token_ids":[5,6]})", m);
     std::vector<int32_t> want = m.stop_ids;
     want.insert(want.end(), {5, 6});
     EXPECT_EQ(st.stop_ids, want);
-    EXPECT_EQ(parse_completion_request(R"({"prompt":"a","ignore_eos":true,"stop_token_ids":[5]})", m).stop_ids,
+    EXPECT_EQ(completion(R"({"prompt":"a","ignore_eos":true,"stop_token_ids":[5]})", m).stop_ids,
               std::vector<int32_t>{5});
-    EXPECT_NO_THROW(parse_completion_request(R"({"prompt":"a","response_format":{"type":"text"}})", m));
+    EXPECT_NO_THROW(completion(R"({"prompt":"a","response_format":{"type":"text"}})", m));
     // min_tokens holds back the stop tokens the request ends on
-    const GenerationRequest mt = parse_completion_request(R"({"prompt":"a","min_tokens":3,"stop_token_ids":[5]})", m);
+    const GenerationRequest mt = completion(R"({"prompt":"a","min_tokens":3,"stop_token_ids":[5]})", m);
     EXPECT_EQ(mt.sampling.min_tokens, 3);
     EXPECT_EQ(mt.sampling.hold, mt.stop_ids);
-    EXPECT_TRUE(parse_completion_request(R"({"prompt":"a","min_tokens":3,"ignore_eos":true})", m).sampling.hold.empty());
-    EXPECT_FALSE(parse_completion_request(R"({"prompt":"a","skip_special_tokens":false})", m).skip_special_tokens);
-    EXPECT_THROW(parse_completion_request(R"({"prompt":"a","skip_special_tokens":"no"})", m), ApiError);
+    EXPECT_TRUE(completion(R"({"prompt":"a","min_tokens":3,"ignore_eos":true})", m).sampling.hold.empty());
+    EXPECT_FALSE(completion(R"({"prompt":"a","skip_special_tokens":false})", m).skip_special_tokens);
+    EXPECT_THROW(completion(R"({"prompt":"a","skip_special_tokens":"no"})", m), ApiError);
     EXPECT_EQ(d.logprobs, -1);
     EXPECT_FALSE(d.stream);
     // no seed: each request its own
-    EXPECT_NE(parse_completion_request(R"({"prompt":"a"})", m).sampling.seed,
-              parse_completion_request(R"({"prompt":"a"})", m).sampling.seed);
+    EXPECT_NE(completion(R"({"prompt":"a"})", m).sampling.seed,
+              completion(R"({"prompt":"a"})", m).sampling.seed);
+}
+
+TEST(Request, ChoicesAreNPerPromptEachWithItsOwnSeed) {
+    const ServedModel m = served(20);
+    const auto three = parse_completion_request(R"({"prompt":"Hello","n":3,"seed":7,"max_tokens":5,"best_of":3})", m);
+    ASSERT_EQ(three.size(), 3u);
+    for (int i = 0; i < 3; ++i) {
+        const GenerationRequest& c = three[static_cast<size_t>(i)];
+        EXPECT_EQ(c.index, i);
+        EXPECT_EQ(c.n, 3);
+        EXPECT_EQ(c.choices, 3);
+        EXPECT_EQ(c.sampling.seed, 7u + static_cast<uint64_t>(i));  // the first is what n = 1 would give
+        EXPECT_EQ(c.prompt, m.tokenizer->encode("Hello", true));
+        EXPECT_EQ(c.max_tokens, 5);
+        EXPECT_EQ(c.counts_prompt(), i == 0);
+    }
+    // several prompts: n each, in order; a default max_tokens is cut to each prompt's room
+    const std::vector<int32_t> fifteen = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const auto four = parse_completion_request(R"({"prompt":["a",[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]],"n":2,"best_of":1})", m);
+    ASSERT_EQ(four.size(), 4u);
+    const std::vector<int32_t> a = m.tokenizer->encode("a", true);
+    for (size_t i = 0; i < 4; ++i) {
+        EXPECT_EQ(four[i].index, static_cast<int>(i));
+        EXPECT_EQ(four[i].choices, 4);
+        EXPECT_EQ(four[i].prompt, i < 2 ? a : fifteen);
+        EXPECT_EQ(four[i].max_tokens, i < 2 ? 16 : 5);
+        EXPECT_EQ(four[i].counts_prompt(), i % 2 == 0);
+        EXPECT_EQ(four[i].sampling.seed, four[i % 2].sampling.seed);
+    }
+    EXPECT_NE(four[0].sampling.seed, four[1].sampling.seed);
+    // chat: n choices of the one conversation
+    const auto two = parse_chat_request(R"({"messages":[{"role":"user","content":"x"}],"n":2,"max_tokens":2})", served());
+    ASSERT_EQ(two.size(), 2u);
+    EXPECT_EQ(two[0].prompt, two[1].prompt);
+    EXPECT_EQ(two[1].index, 1);
 }
 
 TEST(Request, FieldsLeftOutTakeTheModelsSamplingDefaults) {
@@ -100,12 +147,12 @@ TEST(Request, FieldsLeftOutTakeTheModelsSamplingDefaults) {
     EXPECT_FALSE(d.top_k.has_value());  // transformers' default 50: not a setting of the model's
     ServedModel m = served();
     m.sampling_defaults = d.over(m.sampling_defaults);
-    const GenerationRequest left_out = parse_completion_request(R"({"prompt":"a"})", m);
+    const GenerationRequest left_out = completion(R"({"prompt":"a"})", m);
     EXPECT_FLOAT_EQ(left_out.sampling.temperature, 0.6f);
     EXPECT_FLOAT_EQ(left_out.sampling.top_p, 0.9f);
     EXPECT_EQ(left_out.sampling.top_k, 0);
     EXPECT_FLOAT_EQ(left_out.sampling.repetition_penalty, 1.0f);
-    const GenerationRequest given = parse_completion_request(R"({"prompt":"a","temperature":0,"top_p":1})", m);
+    const GenerationRequest given = completion(R"({"prompt":"a","temperature":0,"top_p":1})", m);
     EXPECT_FLOAT_EQ(given.sampling.temperature, 0.0f);  // the request's own fields win
     EXPECT_FLOAT_EQ(given.sampling.top_p, 1.0f);
 
@@ -125,7 +172,7 @@ TEST(Request, FieldsLeftOutTakeTheModelsSamplingDefaults) {
 
 TEST(Request, ChatUsesTheTemplateAndFillsTheContext) {
     const ServedModel m = served();
-    const GenerationRequest r = parse_chat_request(
+    const GenerationRequest r = chat(
         R"({"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi "},{"type":"text","text":"there"}]}],
             "logprobs":true,"top_logprobs":2})",
         m);
@@ -136,7 +183,7 @@ TEST(Request, ChatUsesTheTemplateAndFillsTheContext) {
     EXPECT_EQ(r.prompt, m.tokenizer->encode(m.chat_template->render(context), false));
     EXPECT_EQ(r.max_tokens, m.context - static_cast<int64_t>(r.prompt.size()));
     EXPECT_EQ(r.logprobs, 2);
-    const GenerationRequest c = parse_chat_request(R"({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":3})", m);
+    const GenerationRequest c = chat(R"({"messages":[{"role":"user","content":"x"}],"max_completion_tokens":3})", m);
     EXPECT_EQ(c.max_tokens, 3);
 }
 
@@ -160,7 +207,14 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"({"prompt":"a","temperature":"hot"})", 400, "'temperature' must be a number"},
         {R"({"prompt":"a","temperature":-1})", 400, "'temperature'"},
         {R"({"prompt":"a","top_p":0})", 400, "'top_p'"},
-        {R"({"prompt":"a","n":2})", 400, "'n' above 1"},
+        {R"({"prompt":"a","n":0})", 400, "'n' must be between 1 and 128"},
+        {R"({"prompt":"a","n":129})", 400, "'n' must be between 1 and 128"},
+        {R"({"prompt":"a","n":2,"best_of":3})", 400, "'best_of' above 'n' (2)"},
+        {R"({"prompt":["a","b","c"],"n":50})", 400, "3 prompts with 'n' 50 make 150 choices"},
+        {R"({"prompt":["a",[1,2],7]})", 400, "'prompt' must hold strings or token-id arrays, got a number"},
+        {R"({"prompt":["a",[]]})", 400, "prompt 1: the prompt is empty"},
+        {R"({"prompt":["a",[1,100000]]})", 400, "outside the vocabulary"},
+        {R"({"prompt":["a","b"],"max_tokens":256})", 400, "prompt 0: This model's maximum context length is 256"},
         {R"({"prompt":"a","stop":[1]})", 400, "'stop' must hold strings"},
         {R"({"prompt":"a","stop":["a","b","c","d","e"]})", 400, "at most 4"},
         {R"({"prompt":"a","stream":"yes"})", 400, "'stream' must be a boolean"},
@@ -171,7 +225,6 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"({})", 400, "'prompt' is required"},
         {R"({"prompt":3})", 400, "'prompt' must be a string or an array"},
         {R"({"prompt":[]})", 400, "'prompt' is empty"},
-        {R"({"prompt":["a","b"]})", 400, "several prompts"},
         {R"({"prompt":[1,100000]})", 400, "outside the vocabulary"},
         {R"({"prompt":[-1]})", 400, "outside the vocabulary"},
         {R"({"prompt":"a","max_tokens":300})", 400, "maximum context length is 256"},
@@ -217,7 +270,7 @@ TEST(Request, TokenIdsMustBeInTheModelsVocabularyToo) {
     for (const char* body : {R"({"prompt":[5,150]})", R"({"prompt":"a","logit_bias":{"150":1}})",
                              R"({"prompt":"a","stop_token_ids":[150]})", R"({"prompt":"hello world, every word of it"})"}) {
         try {
-            (void)parse_completion_request(body, m);
+            (void)completion(body, m);
             ADD_FAILURE() << body;
         } catch (const ApiError& e) {
             EXPECT_EQ(e.status(), 400) << body;
@@ -226,7 +279,7 @@ TEST(Request, TokenIdsMustBeInTheModelsVocabularyToo) {
                 << body << " -> " << what;
         }
     }
-    EXPECT_NO_THROW(parse_completion_request(R"({"prompt":[5,99],"logit_bias":{"99":-100}})", m));
+    EXPECT_NO_THROW(completion(R"({"prompt":[5,99],"logit_bias":{"99":-100}})", m));
     // a bias list is capped, as OpenAI's
     std::string many = R"({"prompt":"a","logit_bias":{)";
     for (int i = 0; i <= static_cast<int>(kMaxLogitBias); ++i) {
@@ -234,7 +287,7 @@ TEST(Request, TokenIdsMustBeInTheModelsVocabularyToo) {
         many += fmt::format("\"{}\":1", i);
     }
     many += "}}";
-    EXPECT_THROW(parse_completion_request(many, test::served()), ApiError);
+    EXPECT_THROW(completion(many, test::served()), ApiError);
 }
 
 TEST(Request, StopStringsAreShort) {
@@ -243,7 +296,7 @@ TEST(Request, StopStringsAreShort) {
     EXPECT_EQ(e.status(), 400);
     EXPECT_NE(std::string(e.what()).find("at most 512 bytes"), std::string::npos) << e.what();
     const std::string fits = R"({"prompt":"a","stop":")" + std::string(kMaxStopBytes, 'x') + R"("})";
-    EXPECT_NO_THROW(parse_completion_request(fits, served()));
+    EXPECT_NO_THROW(completion(fits, served()));
 }
 
 TEST(Request, ThePromptMustLeaveRoomToGenerate) {
@@ -260,7 +313,7 @@ TEST(Request, DeepNestingIsRefusedBeforeParsing) {
     EXPECT_NE(std::string(refusal(deep).what()).find("nests more than"), std::string::npos);
     // brackets inside strings do not count
     const std::string in_string = R"({"prompt":")" + std::string(1000, '[') + R"(","max_tokens":1})";
-    EXPECT_NO_THROW(parse_completion_request(in_string, served(4096)));
+    EXPECT_NO_THROW(completion(in_string, served(4096)));
 }
 
 TEST(Request, TokenizeAndDetokenize) {

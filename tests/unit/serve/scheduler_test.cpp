@@ -228,6 +228,24 @@ TEST(Scheduler, TheQueueIsBounded) {
     for (auto& x : c) EXPECT_EQ(x->wait().finish_reason, "length");  // every accepted one completes
 }
 
+TEST(Scheduler, AFewChoicesAreTakenAllTogetherOrNotAtAll) {
+    SchedulerOptions so;
+    so.max_batch = 1;
+    so.max_queue = 2;
+    EngineUnderTest e(so);  // not started
+    auto several = [](int n) {
+        std::vector<std::shared_ptr<Job>> jobs;
+        for (int i = 0; i < n; ++i) jobs.push_back(job(prompt_of(1), 4));
+        return jobs;
+    };
+    EXPECT_EQ(e.scheduler.most_at_once(), 3);
+    EXPECT_EQ(e.scheduler.submit(several(4)), Scheduler::Admission::too_many);
+    EXPECT_EQ(e.scheduler.submit(several(2)), Scheduler::Admission::accepted);
+    EXPECT_EQ(e.scheduler.submit(several(2)), Scheduler::Admission::queue_full);  // one place left, not two
+    EXPECT_EQ(e.metrics.waiting.value(), 2);
+    EXPECT_EQ(e.scheduler.submit(several(1)), Scheduler::Admission::accepted);
+}
+
 TEST(Scheduler, ACancelledRequestFreesItsBlocks) {
     SchedulerOptions so;
     EngineUnderTest e(so);
@@ -268,6 +286,36 @@ std::vector<std::shared_ptr<Job>> shared_workload(const std::vector<int32_t>& fo
     for (int i = 0; i < 8; ++i) jobs.push_back(job(with_system(i), 10 + i % 4, i % 3 == 0 ? 0.8f : 0.0f, 300 + static_cast<uint64_t>(i)));
     jobs.push_back(job(follow_up, 9));
     return jobs;
+}
+
+// The choices of an n > 1 request (one prompt, a seed each) submitted together: the first
+// prefills the prompt in chunks while the others wait for it, then they start on its blocks.
+TEST(Scheduler, ChoicesShareTheirPromptsPrefill) {
+    std::vector<int32_t> prompt = with_system(3);
+    for (int k = 0; k < 60; ++k) prompt.push_back(static_cast<int32_t>(4 + (k * 29) % 590));
+    const auto total = static_cast<int64_t>(prompt.size());
+    auto choices = [&] {
+        std::vector<std::shared_ptr<Job>> jobs;
+        for (int i = 0; i < 4; ++i) jobs.push_back(job(prompt, 8, 0.8f, 700 + static_cast<uint64_t>(i)));
+        return jobs;
+    };
+    const std::vector<Outcome> alone = alone_without_cache(choices());
+    SchedulerOptions so;
+    so.max_batch = 4;
+    EngineUnderTest e(so, 4096, 32);  // 32-token steps: the prompt takes several
+    e.start();
+    const auto jobs = choices();
+    std::vector<std::unique_ptr<Collector>> collectors;
+    for (const auto& j : jobs) collectors.push_back(std::make_unique<Collector>(j));
+    ASSERT_EQ(e.scheduler.submit(jobs), Scheduler::Admission::accepted);
+    std::vector<Outcome> got;
+    for (auto& c : collectors) got.push_back(c->wait());
+    expect_same(got, alone);
+    EXPECT_NE(got[0].tokens, got[1].tokens);  // their own seeds
+    const int64_t blocks = (total - 1) / 16 * 16;
+    EXPECT_EQ(jobs[0]->cached_tokens.load(), 0);
+    for (size_t i = 1; i < jobs.size(); ++i) EXPECT_EQ(jobs[i]->cached_tokens.load(), blocks) << "choice " << i;
+    EXPECT_EQ(e.metrics.prefix_cache_hits.value(), 3 * blocks);
 }
 
 TEST(Scheduler, APrefixCacheChangesNoResultAndSkipsThePrefill) {

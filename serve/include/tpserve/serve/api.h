@@ -1,7 +1,7 @@
 // The endpoints (docs/api.md), apart from the network: a request's method, target and body in, a
-// Reply out. A generation request's Reply carries its Job (not yet submitted) and the writer that
-// formats its output; the HTTP session sets the job's wake-up and then calls submit(). Called on
-// the Asio threads: everything here is thread-safe.
+// Reply out. A generation request's Reply carries its Jobs, one per choice (not yet submitted),
+// and the writer that formats their output; the HTTP session sets the jobs' wake-up and then
+// calls submit(). Called on the Asio threads: everything here is thread-safe.
 #pragma once
 
 #include "tpserve/serve/request.h"
@@ -26,8 +26,9 @@ struct Reply {
     std::string content_type = "application/json";
     std::string body;
     std::vector<std::pair<std::string, std::string>> headers;
-    // a generation request: the session streams (request().stream) or collects the job's output
-    std::shared_ptr<Job> job;
+    // a generation request: the session streams (request().stream) or collects the jobs' output;
+    // one job per choice, in the order of the response's choices
+    std::vector<std::shared_ptr<Job>> jobs;
     std::shared_ptr<ResponseWriter> writer;
 
     static Reply error(const ApiError& e);
@@ -46,10 +47,11 @@ public:
     void detach();
 
     Reply handle(std::string_view method, std::string_view target, std::string_view body);
-    // Hands a generation Reply's job to the scheduler; a 429 / 503 Reply when it is not taken.
-    std::optional<Reply> submit(const std::shared_ptr<Job>& job);
-    // A session's client went away with its job unfinished.
-    void cancelled(const std::shared_ptr<Job>& job);
+    // Hands a generation Reply's jobs to the scheduler, all or none; a 400 / 429 / 503 Reply when
+    // they are not taken.
+    std::optional<Reply> submit(const std::vector<std::shared_ptr<Job>>& jobs);
+    // A session's client went away with jobs unfinished (or one of them failed): cancels them all.
+    void cancelled(const std::vector<std::shared_ptr<Job>>& jobs);
 
 private:
     enum class State { loading, ready, stopping };

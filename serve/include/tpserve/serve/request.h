@@ -1,6 +1,7 @@
 // The OpenAI requests, parsed and checked: /v1/completions and /v1/chat/completions bodies become
-// a GenerationRequest (the prompt already tokenized, every parameter range-checked), or an
-// ApiError (400 / 404) naming the field. Unknown fields are ignored, as the reference API does.
+// their choices, one GenerationRequest each (the prompt already tokenized, every parameter
+// range-checked), or an ApiError (400 / 404) naming the field. Unknown fields are ignored, as the
+// reference API does.
 // Pure functions of the body and the served model: no I/O, so they are fuzzed on their own.
 #pragma once
 
@@ -46,15 +47,24 @@ struct GenerationRequest {
     bool include_usage = false;
     // -1: no log-probabilities; otherwise the number of alternatives per token (0..20)
     int logprobs = -1;
+    // Where this choice stands in its request: `n` choices per prompt, this one `index` in the
+    // response's choices (prompt * n + sample). Each has its own seed: the request's + sample.
+    int n = 1;
+    int index = 0;
+    int choices = 1;  // in the whole request: prompts * n
+    bool counts_prompt() const noexcept { return index % n == 0; }  // its prompt's first choice
 };
 
 inline constexpr int kMaxTopLogprobs = 20;
 inline constexpr size_t kMaxStopStrings = 4;
 inline constexpr size_t kMaxLogitBias = 300;  // as OpenAI: each entry is work on every step
 inline constexpr size_t kMaxStopBytes = 512;  // a stop string is held back as it streams: keep it short
+inline constexpr int kMaxChoices = 128;       // n times the prompts, as OpenAI's limit on n
 
-GenerationRequest parse_completion_request(std::string_view body, const ServedModel& model);
-GenerationRequest parse_chat_request(std::string_view body, const ServedModel& model);
+// The request's choices, in the response's order: `n` (default 1) per prompt; completions take
+// several prompts too (an array of strings or of token-id arrays).
+std::vector<GenerationRequest> parse_completion_request(std::string_view body, const ServedModel& model);
+std::vector<GenerationRequest> parse_chat_request(std::string_view body, const ServedModel& model);
 
 // /tokenize: {"prompt": "...", "add_special_tokens": true} or {"messages": [...]} (the chat
 // template, with the generation prompt); /detokenize: {"tokens": [...]}.

@@ -1,7 +1,8 @@
 // The OpenAI response objects for one generation request, built from the pieces the engine pushes
-// (job.h): server-sent-event chunks while streaming (`text_completion` / `chat.completion.chunk`),
-// or the whole `text_completion` / `chat.completion` at the end; log-probabilities in each
-// endpoint's own shape; usage. docs/api.md describes the wire forms.
+// (job.h) for each of its choices: server-sent-event chunks while streaming (`text_completion` /
+// `chat.completion.chunk`, each carrying one choice's piece under its index), or the whole
+// `text_completion` / `chat.completion` at the end; log-probabilities in each endpoint's own
+// shape; usage. docs/api.md describes the wire forms.
 #pragma once
 
 #include "tpserve/engine/tokenizer.h"
@@ -12,38 +13,51 @@
 
 namespace tps::serve {
 
+// A request's usage: each prompt counted once, whatever its number of choices.
+struct Usage {
+    int64_t prompt = 0;
+    int64_t completion = 0;
+    int64_t cached = 0;  // of the prompt tokens, those the prefix cache held
+};
+
 class ResponseWriter {
 public:
+    // `request`: any of the request's choices (they share every field but the prompt and seed).
     ResponseWriter(const GenerationRequest& request, std::string model_name, const Tokenizer& tokenizer, int64_t created);
 
-    // Streaming: the events to write for the start of the stream (chat: the assistant role), for
-    // one piece, and after the last piece (the usage chunk if asked, then [DONE]).
+    // Streaming: the events to write for the start of the stream (chat: the assistant role of
+    // each choice), for one piece of choice `index`, and after the last piece of every choice
+    // (the usage chunk if asked, then [DONE]).
     std::string stream_start() const;
-    std::string stream_piece(const Delta& d);
-    // (cached_tokens: of the prompt's, those the prefix cache held: usage.prompt_tokens_details)
-    std::string stream_end(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens) const;
+    std::string stream_piece(int index, const Delta& d);
+    std::string stream_end(const Usage& usage) const;
     // An error after the stream began: one event, then [DONE].
     static std::string stream_error(const ApiError& e);
 
-    // Not streaming: collect every piece, then the whole object.
-    void add(const Delta& d);
-    std::string whole(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens);
+    // Not streaming: collect every piece of every choice, then the whole object.
+    void add(int index, const Delta& d);
+    std::string whole(const Usage& usage);
 
 private:
+    struct Choice {
+        std::string text;  // collected (not streaming)
+        std::string finish_reason;
+        std::vector<TokenOut> tokens;
+        int64_t text_offset = 0;  // completions logprobs: code points before the next token
+    };
     std::string event(const std::string& json) const;
-    void add_logprobs(const std::vector<TokenOut>& tokens, void* into);
+    void add_logprobs(const std::vector<TokenOut>& tokens, Choice& c, void* into);
     std::string token_text(int32_t id) const;
+    Choice& choice(int index);
 
-    const GenerationRequest& req_;
+    Endpoint endpoint_;
+    int logprobs_;
+    bool include_usage_;
     std::string model_;
     const Tokenizer& tok_;
     int64_t created_;
     std::string id_;
-    // collected (not streaming)
-    std::string text_;
-    std::string finish_reason_;
-    std::vector<TokenOut> tokens_;
-    int64_t text_offset_ = 0;  // completions logprobs: code points before the next token
+    std::vector<Choice> choices_;
 };
 
 }  // namespace tps::serve

@@ -10,8 +10,10 @@
 // Prefix cache: a finished sequence's KV stays in the cache until its blocks are needed, and a
 // new sequence whose prompt begins with the same whole 16-token blocks as a cached or running
 // one starts on those blocks (shared, not copied: LlamaModel::share_prefix) and prefills only
-// the rest. Cached sequences are evicted least recently used first, before any running one is
-// preempted. Outputs are the same with or without it, bit for bit.
+// the rest. A request whose prompt shares whole blocks with one still being prefilled (the
+// choices of an `n` > 1 request, or the same prompt sent at once) waits for that prefill rather
+// than repeat it. Cached sequences are evicted least recently used first, before any running one
+// is preempted. Outputs are the same with or without it, bit for bit.
 //
 // Threads: submit(), stop() and wake() may be called from any thread; run() is the engine loop and
 // the only user of the Driver.
@@ -50,8 +52,12 @@ public:
     Scheduler(const Scheduler&) = delete;
     Scheduler& operator=(const Scheduler&) = delete;
 
-    enum class Admission { accepted, queue_full, stopping };
-    Admission submit(std::shared_ptr<Job> job);
+    enum class Admission { accepted, queue_full, stopping, too_many };
+    // A request's choices are taken all together or not at all (too_many: more than the batch and
+    // the queue hold together, so waiting would not help).
+    Admission submit(std::vector<std::shared_ptr<Job>> jobs);
+    Admission submit(std::shared_ptr<Job> job) { return submit(std::vector<std::shared_ptr<Job>>{std::move(job)}); }
+    int64_t most_at_once() const noexcept { return opt_.max_queue + opt_.max_batch; }
     // Stop accepting; waiting requests end with 503; running ones finish; run() then returns.
     void stop();
     // A session cancelled its job: look at it soon.
@@ -74,6 +80,9 @@ private:
     struct Match {
         int64_t from = -1;   // the sequence to share with
         int64_t tokens = 0;  // whole blocks
+        // a running sequence whose prompt is still being prefilled will hold more of these
+        // tokens soon: worth waiting for rather than prefilling them a second time
+        bool more_soon = false;
     };
     bool idle_locked() const;
     Match longest_prefix(const std::vector<int32_t>& tokens) const;
