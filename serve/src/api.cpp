@@ -188,7 +188,7 @@ std::optional<Reply> Api::submit(const std::vector<std::shared_ptr<Job>>& jobs) 
             return Reply::error(ApiError::invalid(fmt::format("the request's {} choices are more than the server takes at once "
                                                               "({}: --max-batch plus --max-queue)",
                                                               jobs.size(), most),
-                                                  "n"));
+                                                  jobs.front()->request().n > 1 ? "n" : "prompt"));
         case Scheduler::Admission::stopping:
             break;
     }

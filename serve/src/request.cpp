@@ -164,12 +164,16 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
         }
     }
     r.n = static_cast<int>(get_int(j, "n", 1, kMaxChoices, 1));
-    // best_of = n is n choices; the best n of more is not offered (vLLM's V1 engine dropped it too)
-    if (get_int(j, "best_of", 1, 1 << 20, 1) > r.n) {
+    // best_of = n is n choices; the best n of more is not offered (vLLM's V1 engine dropped it
+    // too), and fewer than n is an error (OpenAI's rule)
+    const int64_t best_of = get_int(j, "best_of", 1, 1 << 20, r.n);
+    if (best_of < r.n) throw ApiError::invalid(fmt::format("'best_of' ({}) must be at least 'n' ({})", best_of, r.n), "best_of");
+    if (best_of > r.n) {
         throw ApiError::invalid(fmt::format("'best_of' above 'n' ({}) is not supported; ask for that many choices with 'n'", r.n),
                                 "best_of");
     }
-    if (get_bool(j, "echo", false)) throw ApiError::invalid("'echo' is not supported", "echo");
+    r.echo = get_bool(j, "echo", false);
+    if (r.echo && r.endpoint == Endpoint::chat) throw ApiError::invalid("'echo' is not supported for chat completions", "echo");
 
     SamplingParams& p = r.sampling;
     const SamplingParams& d = model.sampling_defaults;
@@ -296,7 +300,7 @@ void fit_max_tokens(const Json& j, const char* name, const ServedModel& model, G
             r.endpoint == Endpoint::chat ? "messages" : "prompt");
     }
     const bool given = field(j, name) != nullptr;
-    r.max_tokens = get_int(j, name, 1, INT32_MAX, fallback);
+    r.max_tokens = get_int(j, name, r.echo ? 0 : 1, INT32_MAX, fallback);  // echo with 0: the prompt scored, nothing generated
     if (given && n + r.max_tokens > model.context) {
         throw ApiError::invalid(fmt::format("This model's maximum context length is {} tokens; the prompt has {} tokens "
                                             "and {} = {} asks for {} more",

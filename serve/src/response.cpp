@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <random>
 
@@ -85,10 +86,17 @@ void ResponseWriter::add_logprobs(const std::vector<TokenOut>& tokens, Choice& c
     for (const auto& t : tokens) {
         const std::string text = token_text(t.token);
         if (endpoint_ == Endpoint::completions) {
-            Json top = Json::object();
-            for (const auto& alt : t.top) top[token_text(alt.token)] = alt.logprob;
+            // (an echoed prompt's first token has no log-probability: null, as OpenAI)
+            const bool none = std::isnan(t.logprob);
+            Json top = none ? Json(nullptr) : Json::object();
+            // (keyed by text: tokens that read the same, such as byte tokens shown as U+FFFD, keep
+            // the most likely one's value)
+            for (const auto& alt : t.top) {
+                const std::string key = token_text(alt.token);
+                if (!top.contains(key)) top[key] = alt.logprob;
+            }
             lp["tokens"].push_back(text);
-            lp["token_logprobs"].push_back(t.logprob);
+            lp["token_logprobs"].push_back(none ? Json(nullptr) : Json(t.logprob));
             lp["top_logprobs"].push_back(std::move(top));
             lp["text_offset"].push_back(c.text_offset);
             c.text_offset += code_points(text);

@@ -8,7 +8,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <exception>
+#include <utility>
 
 namespace tps::serve {
 namespace {
@@ -17,6 +19,10 @@ int64_t blocks(int64_t tokens) { return (tokens + kKvBlockTokens - 1) / kKvBlock
 
 // Finished sequences the prefix cache keeps at most (each match looks through them all).
 constexpr size_t kMaxCached = 1024;
+
+// Prompt rows scored (echo with logprobs) in one step at most: each is a row of the whole
+// vocabulary on rank 0 (128 KiB a row for a 32k vocabulary, 512 KiB for 128k).
+constexpr int64_t kMaxScoredRows = 64;
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -32,7 +38,10 @@ struct Scheduler::Seq {
           kind(output_kind_for(job->request().sampling, backend_samples)),
           sampler(job->request().sampling, job->request().prompt),
           decoder(tok, job->request().skip_special_tokens),
-          stops(job->request().stop) {}
+          stops(job->request().stop),
+          scores_prompt(job->request().scores_prompt()) {
+        if (scores_prompt) scores.push_back(TokenOut{tokens.at(0), std::nanf(""), {}});  // the first has none
+    }
 
     std::shared_ptr<Job> job;
     int64_t id;
@@ -49,8 +58,23 @@ struct Scheduler::Seq {
     bool done = false;
     bool prompt_counted = false;
     Clock::time_point last_token{};
+    // echo with logprobs: the prompt's tokens 1.. are scored from the logits of the positions
+    // before them (fed with every row's logits, apart from the last token, which is fed as usual
+    // to give the first output). `scores`: the first `1 + scored` prompt tokens' entries.
+    bool scores_prompt;
+    int64_t scored = 0;
+    std::vector<TokenOut> scores;
+    int64_t scoring_from = -1;    // the in-flight entry is a scored chunk from this position
+    bool echoed = false;          // the prompt's piece is out
 
-    int64_t todo() const noexcept { return static_cast<int64_t>(tokens.size()) - fed; }
+    bool scoring_done() const noexcept { return !scores_prompt || scored == prompt_len - 1; }
+    // where feeding stops: with max_tokens 0 after the scored part of the prompt (nothing is
+    // generated), else never
+    int64_t feed_end() const noexcept {
+        if (job->request().max_tokens > 0) return static_cast<int64_t>(tokens.size());
+        return scores_prompt ? prompt_len - 1 : 0;
+    }
+    int64_t todo() const noexcept { return feed_end() - fed; }
 };
 
 Scheduler::Scheduler(Driver& driver, const Tokenizer& tokenizer, SchedulerOptions options, ServeMetrics& metrics)
@@ -296,13 +320,15 @@ void Scheduler::start(Seq& s, const Match& m, bool new_request) {
 void Scheduler::admit() {
     // with nothing running, the first one goes in whatever the cache holds (steps evict for it)
     Match m;
-    // (a prompt that a running prefill will soon hold waits for it, and those behind it too)
-    auto room = [&](const std::vector<int32_t>& tokens) {
-        m = longest_prefix(tokens);
+    // (a prompt that a running prefill will soon hold waits for it, and those behind it too; one
+    // whose tokens are still to be scored shares nothing: it needs every position's logits)
+    auto room = [&](const std::vector<int32_t>& tokens, bool may_share) {
+        m = may_share ? longest_prefix(tokens) : Match{};
         if (m.more_soon) return false;
         return running_.empty() || make_room(static_cast<int64_t>(tokens.size()) - m.tokens, m);
     };
-    while (!preempted_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch && room(preempted_.front()->tokens)) {
+    while (!preempted_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch &&
+           room(preempted_.front()->tokens, preempted_.front()->scoring_done())) {
         start(*preempted_.front(), m, false);
         running_.push_back(std::move(preempted_.front()));
         preempted_.pop_front();
@@ -310,11 +336,12 @@ void Scheduler::admit() {
     if (!preempted_.empty()) return;  // they go first
     std::lock_guard lock(mu_);
     while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch &&
-           room(waiting_.front()->request().prompt)) {
+           room(waiting_.front()->request().prompt, !waiting_.front()->request().scores_prompt())) {
         auto seq = std::make_unique<Seq>(std::move(waiting_.front()), next_seq_++, tok_, driver_.model().samples_rows());
         waiting_.pop_front();
         start(*seq, m, true);
         running_.push_back(std::move(seq));
+        if (running_.back()->scoring_done()) prompt_done(*running_.back());
     }
     running_count_ = static_cast<int64_t>(running_.size());
     m_.waiting.set(static_cast<double>(waiting_.size()));
@@ -341,14 +368,24 @@ bool Scheduler::submit_micro_batch() {
     }
     const int64_t max_logit_rows = driver_.max_logit_rows();
     int64_t logit_rows = 0;
+    int64_t scored_rows = 0;
 
     std::vector<Seq*> members;
+    std::vector<int64_t> scoring_from;  // per member: where its scored chunk starts (-1: none)
     std::vector<SequenceStep> step;
     int64_t budget = opt_.step_tokens;
     int64_t free_blocks = model.kv_free_tokens() / kKvBlockTokens;
     for (Seq* s : ready) {
         if (members.size() >= target || budget <= 0) break;
         int64_t n = std::min(s->todo(), budget);
+        // echo with logprobs: the prompt but its last token with every row's logits (the part
+        // already scored again without, after a preemption)
+        const bool scoring = s->scores_prompt && s->fed >= s->scored && s->fed < s->prompt_len - 1;
+        if (s->scores_prompt && s->fed < s->prompt_len - 1) {
+            n = std::min(n, (scoring ? s->prompt_len - 1 : s->scored) - s->fed);
+            if (scoring) n = std::min({n, kMaxScoredRows - scored_rows, max_logit_rows - logit_rows});
+            if (n <= 0) continue;
+        }
         // cached sequences give way before a prompt chunk shrinks
         while (blocks(s->fed + n) - blocks(s->fed) > free_blocks) {
             const int64_t before = model.kv_free_tokens();
@@ -360,14 +397,22 @@ bool Scheduler::submit_micro_batch() {
             n = std::min(n - 1, (free_blocks + blocks(s->fed)) * kKvBlockTokens - s->fed);
         }
         if (n <= 0) continue;
-        const bool output = s->fed + n == static_cast<int64_t>(s->tokens.size());
+        const bool output = !scoring && s->fed + n == static_cast<int64_t>(s->tokens.size());
         if (output && s->kind == StepOutputKind::logits && ++logit_rows > max_logit_rows) break;
         free_blocks -= blocks(s->fed + n) - blocks(s->fed);
         budget -= n;
         SequenceStep e{s->id, std::vector<int32_t>(s->tokens.begin() + s->fed, s->tokens.begin() + s->fed + n), s->fed, false};
-        ask_for(e, output ? s->kind : StepOutputKind::none, s->sampler);
+        if (scoring) {
+            e.all_logits = true;
+            e.output = StepOutputKind::logits;
+            scored_rows += n;
+            logit_rows += n;
+        } else {
+            ask_for(e, output ? s->kind : StepOutputKind::none, s->sampler);
+        }
         step.push_back(std::move(e));
         members.push_back(s);
+        scoring_from.push_back(scoring ? s->fed : -1);
     }
     if (step.empty()) {
         // the cache is full: preempt the newest sequence that is not in flight (not the oldest
@@ -393,6 +438,7 @@ bool Scheduler::submit_micro_batch() {
     for (size_t i = 0; i < members.size(); ++i) {
         members[i]->in_flight = true;
         members[i]->fed += fed[i];
+        members[i]->scoring_from = scoring_from[i];
     }
     in_flight_.emplace_back(id, std::move(members));
     return true;
@@ -406,15 +452,56 @@ void Scheduler::process(const StepOutput& out, const std::vector<Seq*>& members)
         s.in_flight = false;
         const auto& entry = out.entries[e];
         // prompt tokens are counted once prefilled (not again after a preemption)
-        if (s.fed >= s.prompt_len && !s.prompt_counted) {
-            s.prompt_counted = true;
-            s.job->prompt_tokens = s.prompt_len;
-            m_.prompt_tokens.inc(static_cast<double>(s.prompt_len));
-        }
+        if (s.fed >= std::min(s.prompt_len, s.feed_end())) count_prompt(s);
+        const int64_t scored_from = std::exchange(s.scoring_from, -1);
         if (entry.rows == 0) continue;  // a prompt chunk that was not the last
         if (s.job->cancelled()) continue;  // swept before the next step
-        emit(s, take_token(entry, s.kind, s.sampler));
+        if (scored_from >= 0) {
+            score(s, entry, scored_from, out.vocab);
+        } else {
+            emit(s, take_token(entry, s.kind, s.sampler));
+        }
     }
+}
+
+void Scheduler::count_prompt(Seq& s) {
+    if (s.prompt_counted) return;
+    s.prompt_counted = true;
+    s.job->prompt_tokens = s.prompt_len;
+    m_.prompt_tokens.inc(static_cast<double>(s.prompt_len));
+}
+
+// A scored chunk's rows: row r (position from + r) gives the log-probability of the prompt token
+// after it.
+void Scheduler::score(Seq& s, const StepOutput::Entry& entry, int64_t from, int64_t vocab) {
+    TPS_CHECK(static_cast<int64_t>(entry.logits.size()) == entry.rows * vocab && from == s.scored &&
+                  from + entry.rows <= s.prompt_len - 1,
+              "scheduler: sequence {} scored {} rows from position {} ({} scored of {})", s.id, entry.rows, from, s.scored,
+              s.prompt_len);
+    const int top = s.job->request().logprobs;
+    for (int64_t r = 0; r < entry.rows; ++r) {
+        const int32_t token = s.tokens[static_cast<size_t>(from + r + 1)];
+        const std::span<const float> row(entry.logits.data() + r * vocab, static_cast<size_t>(vocab));
+        Sampled sc = score_token(row, token, top, scratch_);
+        s.scores.push_back(TokenOut{token, sc.logprob, std::move(sc.top)});
+        ++s.scored;
+    }
+    if (s.scoring_done()) prompt_done(s);
+}
+
+// The prompt is ready to show (scored, if asked): echo sends its piece; with max_tokens 0 that
+// was all.
+void Scheduler::prompt_done(Seq& s) {
+    const GenerationRequest& req = s.job->request();
+    if (req.echo && !s.echoed) {
+        s.echoed = true;
+        Delta d;
+        d.text = tok_.decode(std::span<const int32_t>(s.tokens.data(), static_cast<size_t>(s.prompt_len)), req.skip_special_tokens);
+        if (s.scores_prompt) d.tokens = std::move(s.scores);
+        s.scores.clear();
+        s.job->push(std::move(d));
+    }
+    if (req.max_tokens == 0) finish(s, "length");
 }
 
 void Scheduler::drop_done() {
@@ -473,7 +560,7 @@ void Scheduler::finish(Seq& s, const std::string& reason) {
     s.held.clear();
     d.finish_reason = reason;
     s.job->completion_tokens = s.generated;
-    s.job->prompt_tokens = s.prompt_len;
+    count_prompt(s);
     // the books first: whoever the last piece wakes sees them done
     (reason == "stop" ? m_.finished_stop : m_.finished_length).inc();
     m_.request_latency.observe(seconds(Clock::now() - s.job->arrived()));

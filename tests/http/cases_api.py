@@ -8,7 +8,7 @@ import subprocess
 import time
 
 from harness import (CONTEXT, ENV, FIXTURE, SMALL, Server, cfg, check, check_error, check_plan, client, http_bytes,
-                     main_server, metric, metrics, oai, raw, read_response, short, stream, tokenize)
+                     main_server, metric, metrics, oai, raw, read_response, reference_scores, short, stream, tokenize)
 
 
 # ---------------------------------------------------------------- a. the openai client
@@ -126,6 +126,46 @@ def case_openai():
           and both.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
           and both.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone),
           "completions with two prompts: two choices, each the prompt's answer alone, usage summed", short(both))
+
+    # echo with logprobs (how lm-evaluation-harness scores): the prompt's tokens with the
+    # log-probability transformers' logits give each (tests/fixtures/.../reference.json), the first
+    # null; max_tokens 0 scores only; several token-id prompts with max_tokens 1, as lm-eval sends
+    for name in ("long", "unicode"):
+        ids, want, best = reference_scores(name)
+        with client() as hc:
+            text = hc.post(srv.url + "/detokenize", json={"tokens": ids}).json()["prompt"]
+        scored = c.completions.create(model=m, prompt=ids, max_tokens=0, echo=True, logprobs=3, temperature=0)
+        sc = scored.choices[0]
+        lp = sc.logprobs
+        worst = max(abs(a - b) for a, b in zip(lp.token_logprobs[1:], want[1:])) if lp and len(lp.token_logprobs) > 1 else 1
+        # (alternatives are keyed by their text, as OpenAI's: byte tokens that all read U+FFFD are one)
+        check(lp is not None and len(lp.tokens) == len(ids) and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+              and worst < 1e-4 and all(1 <= len(t) <= 3 and abs(max(t.values()) - b) < 1e-4
+                                       for t, b in zip(lp.top_logprobs[1:], best[1:])),
+              f"echo, logprobs 3, max_tokens 0 on the {len(ids)}-token '{name}' prompt: every token after the first "
+              f"scored as transformers' logits give it (largest difference {worst:.1e}), the first null, the best "
+              "alternative the most likely token's", short(lp))
+        check(sc.text == text and sc.finish_reason == "length" and scored.usage.completion_tokens == 0
+              and scored.usage.prompt_tokens == len(ids),
+              f"echo, max_tokens 0 on '{name}': the text is the prompt's, nothing generated, usage {len(ids)}+0",
+              short(scored))
+        if name != "long":
+            continue
+        short_ids = ids[:12]
+        plain = c.completions.create(model=m, prompt=ids, max_tokens=1, temperature=0, logprobs=1)
+        lm = c.completions.create(model=m, prompt=[ids, short_ids], max_tokens=1, echo=True, logprobs=1, temperature=0)
+        a, b = (x.logprobs for x in lm.choices)
+        check(len(a.token_logprobs) == len(ids) + 1 and len(b.token_logprobs) == len(short_ids) + 1
+              and all(abs(x - y) < 1e-4 for x, y in zip(a.token_logprobs[1:len(ids)], want[1:]))
+              and all(abs(x - y) < 1e-4 for x, y in zip(b.token_logprobs[1:len(short_ids)], want[1:len(short_ids)]))
+              and lm.choices[0].text == text + plain.choices[0].text
+              and abs(a.token_logprobs[-1] - plain.choices[0].logprobs.token_logprobs[0]) < 1e-5,
+              "echo, logprobs 1, max_tokens 1 with two token-id prompts (as lm-eval sends): each prompt scored, then "
+              "the token it gives without echo", short(lm))
+        s = stream(srv, "/v1/completions", {"model": m, "prompt": ids, "max_tokens": 4, "temperature": 0, "echo": True})
+        first = s.chunks()[0]["choices"][0]["text"] if s.chunks() else None
+        check(first == text and s.text().startswith(text) and s.done,
+              "echo streamed: the first chunk is the prompt's text, the generated text follows", short(s.events[:3]))
 
     # prompt as a one-string array and as token ids
     ids = tokenize(srv, prompt)["tokens"]

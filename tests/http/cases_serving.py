@@ -12,8 +12,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from harness import (FIXTURE, REAL, SMALL, Server, check, check_error, check_plan, client, completion_bytes,
-                     drop_shared, error_body, marked, metric, metrics, rank_pids, raw, read_response, short,
-                     slow_server, stream, tokenize)
+                     drop_shared, error_body, marked, metric, metrics, rank_pids, raw, read_response,
+                     reference_scores, short, slow_server, stream, tokenize)
 
 
 # ---------------------------------------------------------------- d. batching under mpirun, SIGTERM
@@ -104,10 +104,22 @@ def mpi_run(srv):
         singles = [c.post(srv.url + "/v1/completions", json={**ask, "seed": 11 + i}).json() for i in range(4)]
     texts = [x.get("text") for x in four.get("choices", [])]
     want = (n_fresh - 1) // 16 * 16
-    check(texts == [x["choices"][0]["text"] for x in singles if x.get("choices")],
+    check(len(texts) == 4 and texts == [x["choices"][0]["text"] for x in singles if x.get("choices")],
           "mpirun n=4: each choice is the n=1 answer with seed 11 + its index", short([four, singles]))
     check(after - before >= 3 * want, f"mpirun n=4: the other choices start on the first one's {want} prompt tokens "
           f"(prefix cache hits {before:g} -> {after:g})")
+
+    # echo with logprobs under mpirun: the logits of every prompt position come from the split
+    # model, and still give transformers' log-probabilities
+    ids, want, _ = reference_scores("long")
+    with client(120) as c:
+        r = c.post(srv.url + "/v1/completions", json={"model": srv.model, "prompt": ids, "max_tokens": 0, "echo": True,
+                                                      "logprobs": 1}).json()
+    got = ((r.get("choices") or [{}])[0].get("logprobs") or {}).get("token_logprobs") or []
+    worst = max(abs(a - b) for a, b in zip(got[1:], want[1:])) if len(got) == len(ids) else 1
+    check(len(got) == len(ids) and got[0] is None and worst < 1e-4,
+          f"mpirun: echo scores the {len(ids)}-token prompt as transformers does (largest difference {worst:.1e})",
+          short(r))
 
     # rank 1's figures reach /metrics (collected at most every 5 s)
     end = time.monotonic() + 12

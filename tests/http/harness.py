@@ -3,7 +3,10 @@ failure list, starting and stopping `tpserve serve` (alone or under mpirun), the
 (openai client, streams, raw sockets, error bodies) and /metrics parsing. The command line's
 TPSERVE/MPIEXEC/flags live in `cfg`, which http_test.main() sets before any case runs.
 """
+import array
+import base64
 import json
+import math
 import os
 import re
 import signal
@@ -429,3 +432,20 @@ def completion_bytes(model, prompt, max_tokens, stream_=False, n=1):
         body["stream"] = True
     return http_bytes("POST", "/v1/completions", json.dumps(body).encode())
 
+
+def reference_scores(name):
+    """A fixture prompt of reference.json (transformers' logits at every position): its token ids,
+    each token's log-probability given the ones before it (None for the first), and the most
+    likely token's there."""
+    ref = json.loads((FIXTURE / "reference.json").read_text())
+    p = next(x for x in ref["prompts"] if x["name"] == name)
+    ids, vocab = p["input_ids"], p["logits_shape"][1]
+    flat = array.array("f", base64.b64decode(p["logits_b64"]))
+    want, best = [None], [None]
+    for i in range(1, len(ids)):
+        row = flat[(i - 1) * vocab:i * vocab]
+        mx = max(row)
+        log_z = mx + math.log(sum(math.exp(x - mx) for x in row))
+        want.append(row[ids[i]] - log_z)
+        best.append(mx - log_z)
+    return ids, want, best

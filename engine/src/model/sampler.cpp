@@ -231,4 +231,18 @@ Sampled sample_row(std::span<const float> logits, const RowSampling& row, std::s
     return out;
 }
 
+Sampled score_token(std::span<const float> logits, int32_t token, int32_t top, RowScratch& scratch) {
+    TPS_CHECK_AS(UsageError, token >= 0 && token < static_cast<int64_t>(logits.size()), "sampler: token {} is outside a row of {}",
+                 token, logits.size());
+    RowSampling greedy;
+    greedy.temperature = 0.0f;
+    greedy.top_logprobs = top;
+    Sampled out = sample_row(logits, greedy, {}, scratch);
+    // the row's log-normaliser, from the most likely token's log-probability
+    const float log_z = logits[static_cast<size_t>(out.token)] - out.logprob;
+    out.token = token;
+    out.logprob = logits[static_cast<size_t>(token)] - log_z;
+    return out;
+}
+
 }  // namespace tps

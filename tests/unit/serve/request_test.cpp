@@ -108,7 +108,7 @@ TEST(Request, ChoicesAreNPerPromptEachWithItsOwnSeed) {
     }
     // several prompts: n each, in order; a default max_tokens is cut to each prompt's room
     const std::vector<int32_t> fifteen = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    const auto four = parse_completion_request(R"({"prompt":["a",[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]],"n":2,"best_of":1})", m);
+    const auto four = parse_completion_request(R"({"prompt":["a",[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]],"n":2,"seed":-1})", m);
     ASSERT_EQ(four.size(), 4u);
     const std::vector<int32_t> a = m.tokenizer->encode("a", true);
     for (size_t i = 0; i < 4; ++i) {
@@ -117,14 +117,24 @@ TEST(Request, ChoicesAreNPerPromptEachWithItsOwnSeed) {
         EXPECT_EQ(four[i].prompt, i < 2 ? a : fifteen);
         EXPECT_EQ(four[i].max_tokens, i < 2 ? 16 : 5);
         EXPECT_EQ(four[i].counts_prompt(), i % 2 == 0);
-        EXPECT_EQ(four[i].sampling.seed, four[i % 2].sampling.seed);
+        EXPECT_EQ(four[i].sampling.seed, static_cast<uint64_t>(-1) + i % 2);  // (wraps: -1 + 1 is 0)
     }
-    EXPECT_NE(four[0].sampling.seed, four[1].sampling.seed);
     // chat: n choices of the one conversation
     const auto two = parse_chat_request(R"({"messages":[{"role":"user","content":"x"}],"n":2,"max_tokens":2})", served());
     ASSERT_EQ(two.size(), 2u);
     EXPECT_EQ(two[0].prompt, two[1].prompt);
     EXPECT_EQ(two[1].index, 1);
+}
+
+TEST(Request, EchoScoresThePromptAndMayGenerateNothing) {
+    const ServedModel m = served();
+    const GenerationRequest e = completion(R"({"prompt":[5,6,7],"echo":true,"logprobs":2,"max_tokens":0})", m);
+    EXPECT_TRUE(e.echo);
+    EXPECT_TRUE(e.scores_prompt());
+    EXPECT_EQ(e.max_tokens, 0);
+    EXPECT_FALSE(completion(R"({"prompt":"a","echo":true})", m).scores_prompt());  // the text only
+    EXPECT_FALSE(completion(R"({"prompt":"a","logprobs":1})", m).scores_prompt());
+    EXPECT_EQ(refusal(R"({"prompt":"a","max_tokens":0})").param(), "max_tokens");  // 0 only with echo
 }
 
 TEST(Request, FieldsLeftOutTakeTheModelsSamplingDefaults) {
@@ -210,6 +220,7 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"({"prompt":"a","n":0})", 400, "'n' must be between 1 and 128"},
         {R"({"prompt":"a","n":129})", 400, "'n' must be between 1 and 128"},
         {R"({"prompt":"a","n":2,"best_of":3})", 400, "'best_of' above 'n' (2)"},
+        {R"({"prompt":"a","n":2,"best_of":1})", 400, "'best_of' (1) must be at least 'n' (2)"},
         {R"({"prompt":["a","b","c"],"n":50})", 400, "3 prompts with 'n' 50 make 150 choices"},
         {R"({"prompt":["a",[1,2],7]})", 400, "'prompt' must hold strings or token-id arrays, got a number"},
         {R"({"prompt":["a",[]]})", 400, "prompt 1: the prompt is empty"},
@@ -228,7 +239,9 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"({"prompt":[1,100000]})", 400, "outside the vocabulary"},
         {R"({"prompt":[-1]})", 400, "outside the vocabulary"},
         {R"({"prompt":"a","max_tokens":300})", 400, "maximum context length is 256"},
-        {R"({"prompt":"a","echo":true})", 400, "'echo'"},
+        {R"({"messages":[{"role":"user","content":"x"}],"echo":true})", 400, "'echo' is not supported for chat", Endpoint::chat},
+        {R"({"prompt":"a","echo":"yes"})", 400, "'echo' must be a boolean"},
+        {R"({"prompt":"a","echo":true,"max_tokens":-1})", 400, "'max_tokens' must be between 0"},
         {R"({"prompt":"a","logit_bias":[1]})", 400, "'logit_bias' must be an object"},
         {R"({"prompt":"a","stop_token_ids":3})", 400, "'stop_token_ids' must be an array"},
         {R"({"prompt":"a","stop_token_ids":[1,99999999]})", 400, "99999999 is not a token id"},

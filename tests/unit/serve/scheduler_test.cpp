@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <condition_variable>
 #include <functional>
 #include <random>
@@ -20,8 +21,10 @@ using namespace std::chrono_literals;
 struct Outcome {
     std::string text;
     std::vector<int32_t> tokens;
+    std::vector<float> logprobs;
     std::string finish_reason;
     int error_status = 0;
+    std::vector<std::string> pieces;  // each piece's text
 };
 
 // Waits for a job's pieces through its wake-up, as an HTTP session would.
@@ -42,7 +45,11 @@ public:
         for (;;) {
             for (const auto& d : job_->take()) {
                 o.text += d.text;
-                for (const auto& t : d.tokens) o.tokens.push_back(t.token);
+                o.pieces.push_back(d.text);
+                for (const auto& t : d.tokens) {
+                    o.tokens.push_back(t.token);
+                    o.logprobs.push_back(t.logprob);
+                }
                 if (d.error) o.error_status = d.error->status();
                 if (d.last()) {
                     o.finish_reason = d.finish_reason;
@@ -316,6 +323,70 @@ TEST(Scheduler, ChoicesShareTheirPromptsPrefill) {
     EXPECT_EQ(jobs[0]->cached_tokens.load(), 0);
     for (size_t i = 1; i < jobs.size(); ++i) EXPECT_EQ(jobs[i]->cached_tokens.load(), blocks) << "choice " << i;
     EXPECT_EQ(e.metrics.prefix_cache_hits.value(), 3 * blocks);
+}
+
+// echo: the prompt's text comes first; with logprobs every prompt token after the first gets the
+// log-probability the model's logits at the position before give it (the engine's own rows,
+// log-softmax here), and the generated part is what it is without echo. Scoring goes on where it
+// stopped after a preemption.
+TEST(Scheduler, EchoScoresThePromptWithTheModelsOwnLogits) {
+    std::vector<int32_t> prompt = with_system(5);
+    for (int k = 0; k < 20; ++k) prompt.push_back(static_cast<int32_t>(4 + (k * 23) % 590));
+    const auto n = static_cast<int64_t>(prompt.size());
+    std::vector<double> want(static_cast<size_t>(n), std::nan(""));
+    {
+        EngineUnderTest e(SchedulerOptions{}, 4096, 512);  // not started: the model is used directly
+        SequenceStep all{1, prompt, 0, true, StepOutputKind::logits};
+        const StepResult r = e.model.forward({all});
+        for (int64_t i = 1; i < n; ++i) {
+            const float* row = r.row(0, i - 1);
+            const double mx = *std::max_element(row, row + r.vocab);
+            double z = 0;
+            for (int64_t v = 0; v < r.vocab; ++v) z += std::exp(static_cast<double>(row[v]) - mx);
+            want[static_cast<size_t>(i)] = row[prompt[static_cast<size_t>(i)]] - mx - std::log(z);
+        }
+        e.model.release(1);
+    }
+    const std::string prompt_text = test::fixture().tokenizer->decode(prompt, true);
+    auto asking = [&](bool echo, int logprobs, int64_t max_tokens) {
+        auto j = job(prompt, max_tokens);
+        GenerationRequest r = j->request();
+        r.echo = echo;
+        r.logprobs = logprobs;
+        r.sampling.top_logprobs = std::max(0, logprobs);
+        return std::make_shared<Job>(std::move(r));
+    };
+    auto check_scores = [&](const Outcome& o, const char* what) {
+        ASSERT_GE(o.tokens.size(), static_cast<size_t>(n)) << what;
+        EXPECT_EQ(std::vector<int32_t>(o.tokens.begin(), o.tokens.begin() + n), prompt) << what;
+        EXPECT_TRUE(std::isnan(o.logprobs[0])) << what;
+        for (int64_t i = 1; i < n; ++i) EXPECT_NEAR(o.logprobs[static_cast<size_t>(i)], want[static_cast<size_t>(i)], 1e-4) << what << " " << i;
+        EXPECT_EQ(o.pieces.at(0), prompt_text) << what;
+    };
+    for (const int64_t kv : {int64_t{4096}, int64_t{96}}) {  // 96: six blocks, so sequences are preempted
+        SchedulerOptions so;
+        so.max_batch = 4;
+        so.prefix_cache = kv > 96;
+        EngineUnderTest e(so, kv, 16);  // 16-token steps: the prompt is scored in several chunks
+        e.start();
+        const auto plain = run_all(e, {asking(false, 0, 6)}).at(0);
+        const auto jobs = std::vector<std::shared_ptr<Job>>{asking(true, 2, 0), asking(true, 2, 6), asking(true, -1, 6),
+                                                            asking(true, 2, 0)};
+        const auto got = run_all(e, jobs);
+        check_scores(got[0], "max_tokens 0");
+        EXPECT_EQ(got[0].tokens.size(), static_cast<size_t>(n));
+        EXPECT_EQ(got[0].text, prompt_text);
+        EXPECT_EQ(got[0].finish_reason, "length");
+        EXPECT_EQ(jobs[0]->completion_tokens.load(), 0);
+        EXPECT_EQ(jobs[0]->prompt_tokens.load(), n);
+        check_scores(got[1], "max_tokens 6");
+        EXPECT_EQ(std::vector<int32_t>(got[1].tokens.begin() + n, got[1].tokens.end()), plain.tokens);
+        EXPECT_EQ(got[1].text, prompt_text + plain.text);
+        EXPECT_EQ(got[2].pieces.at(0), prompt_text);  // echo without logprobs: the text only
+        EXPECT_EQ(got[2].text, prompt_text + plain.text);
+        check_scores(got[3], "max_tokens 0, beside the others");
+        expect_cache_empty(e);
+    }
 }
 
 TEST(Scheduler, APrefixCacheChangesNoResultAndSkipsThePrefill) {

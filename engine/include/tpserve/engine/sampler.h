@@ -59,6 +59,11 @@ struct RowScratch {
 // reference a device's is held against). tps::Error on NaN logits or no finite maximum.
 Sampled sample_row(std::span<const float> logits, const RowSampling& row, std::span<const PenaltyEntry> penalties,
                    RowScratch& scratch);
+// What the model gives `token` in a row of logits, with no penalty or temperature: its
+// log-probability and the `top` most likely tokens' (log-softmax of the row), as sample_row
+// reports them. Prompt log-probabilities (echo). tps::Error as sample_row; UsageError for a token
+// outside the row.
+Sampled score_token(std::span<const float> logits, int32_t token, int32_t top, RowScratch& scratch);
 // A device's result for one row; tps::Error for the statuses sample_row throws on.
 Sampled from_device(const SampledRow& row);
 // What every Backend::sample_rows checks first: one RowSampling per row of logits, each row's

@@ -47,6 +47,10 @@ struct GenerationRequest {
     bool include_usage = false;
     // -1: no log-probabilities; otherwise the number of alternatives per token (0..20)
     int logprobs = -1;
+    // completions: the prompt's text comes first in the output, and with logprobs each prompt
+    // token's log-probability (the first's is null); max_tokens may then be 0 (scoring only)
+    bool echo = false;
+    bool scores_prompt() const noexcept { return echo && logprobs >= 0; }
     // Where this choice stands in its request: `n` choices per prompt, this one `index` in the
     // response's choices (prompt * n + sample). Each has its own seed: the request's + sample.
     int n = 1;

@@ -5,7 +5,9 @@
 // newest sequence is preempted (its blocks freed, its prompt and output prefilled again later,
 // its sampler state kept, so its output is unchanged). With pipeline stages the running batch is
 // split into one micro-batch per stage, all in flight at once, so every stage has work.
-// Cancelled (client gone) and timed-out sequences are freed at the next step.
+// Cancelled (client gone) and timed-out sequences are freed at the next step. A prompt to score
+// (echo with logprobs) is fed with the logits of every position but its last, at most 64 rows a
+// step, and each prompt token gets its log-probability from the row before it.
 //
 // Prefix cache: a finished sequence's KV stays in the cache until its blocks are needed, and a
 // new sequence whose prompt begins with the same whole 16-token blocks as a cached or running
@@ -95,6 +97,9 @@ private:
     void admit();
     bool submit_micro_batch();
     void process(const StepOutput& out, const std::vector<Seq*>& members);
+    void count_prompt(Seq& s);
+    void score(Seq& s, const StepOutput::Entry& entry, int64_t from, int64_t vocab);
+    void prompt_done(Seq& s);
     void emit(Seq& s, const Sampled& sampled);
     void push_piece(Seq& s, std::string text, bool last);
     void finish(Seq& s, const std::string& reason);
@@ -127,6 +132,7 @@ private:
     uint64_t turn_ = 0;  // rotates the decodes' order from step to step
     Clock::time_point last_report_{};
     std::atomic<int64_t> running_count_{0};     // running_.size(), for submit()
+    RowScratch scratch_;                        // scoring prompt rows
 };
 
 }  // namespace tps::serve

@@ -134,6 +134,30 @@ TEST(RowSampling, LogprobsAndAlternativesAsTheLogSoftmax) {
     }
 }
 
+// A prompt token's score: the log-softmax of the raw row at that token (whichever it is), and the
+// same alternatives sample_row reports.
+TEST(RowSampling, ScoreTokenIsTheLogSoftmaxAtTheGivenToken) {
+    const std::vector<float> l = {1.0f, 3.0f, 2.5f, -1.0f, 3.0f, 0.5f};
+    double z = 0;
+    for (float x : l) z += std::exp(static_cast<double>(x) - 3.0);
+    const double log_z = 3.0 + std::log(z);
+    RowScratch scratch;
+    for (int32_t t = 0; t < 6; ++t) {
+        const Sampled got = score_token(l, t, 3, scratch);
+        EXPECT_EQ(got.token, t);
+        EXPECT_NEAR(got.logprob, l[static_cast<size_t>(t)] - log_z, 1e-6) << t;
+        ASSERT_EQ(got.top.size(), 3u);
+        EXPECT_EQ(got.top[0].token, 1);
+        EXPECT_EQ(got.top[1].token, 4);
+        EXPECT_EQ(got.top[2].token, 2);
+    }
+    EXPECT_TRUE(score_token(l, 3, 0, scratch).top.empty());
+    EXPECT_THROW(score_token(l, 6, 1, scratch), UsageError);
+    EXPECT_THROW(score_token(l, -1, 1, scratch), UsageError);
+    const std::vector<float> broken = {1.0f, std::nanf("")};
+    EXPECT_THROW(score_token(broken, 0, 1, scratch), Error);
+}
+
 TEST(RowSampling, PenaltyEntriesRewriteTheirTokens) {
     const std::vector<float> l = {1.0f, 3.0f, -2.0f, 0.5f};
     RowSampling s;
