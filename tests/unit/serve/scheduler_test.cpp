@@ -27,14 +27,16 @@ struct Outcome {
     std::vector<std::string> pieces;  // each piece's text
 };
 
-// Waits for a job's pieces through its wake-up, as an HTTP session would.
+// Waits for a job's pieces through its wake-up, as an HTTP session would. The wake-up holds the
+// signal it sets, not the Collector: Job::push calls it after letting go of the job's lock, so the
+// engine thread may still be in it when the last piece has been taken and the Collector is gone.
 class Collector {
 public:
-    explicit Collector(std::shared_ptr<Job> job) : job_(std::move(job)) {
-        job_->set_notify([this] {
-            std::lock_guard lock(mu_);
-            ++wakes_;
-            cv_.notify_all();
+    explicit Collector(std::shared_ptr<Job> job) : job_(std::move(job)), sig_(std::make_shared<Signal>()) {
+        job_->set_notify([sig = sig_] {
+            std::lock_guard lock(sig->mu);
+            ++sig->wakes;
+            sig->cv.notify_all();
         });
     }
     ~Collector() { job_->set_notify(nullptr); }
@@ -56,26 +58,30 @@ public:
                     return o;
                 }
             }
-            std::unique_lock lock(mu_);
-            if (!cv_.wait_until(lock, until, [&] { return wakes_ > seen_; })) {
+            std::unique_lock lock(sig_->mu);
+            if (!sig_->cv.wait_until(lock, until, [&] { return sig_->wakes > seen_; })) {
                 ADD_FAILURE() << "the job did not finish in time";
                 return o;
             }
-            seen_ = wakes_;
+            seen_ = sig_->wakes;
         }
     }
     // Until the first piece.
     void first_piece() {
-        std::unique_lock lock(mu_);
-        cv_.wait_for(lock, 30s, [&] { return wakes_ > 0; });
+        std::unique_lock lock(sig_->mu);
+        sig_->cv.wait_for(lock, 30s, [&] { return sig_->wakes > 0; });
     }
     Job& job() { return *job_; }
 
 private:
+    struct Signal {
+        std::mutex mu;
+        std::condition_variable cv;
+        int wakes = 0;
+    };
     std::shared_ptr<Job> job_;
-    std::mutex mu_;
-    std::condition_variable cv_;
-    int wakes_ = 0, seen_ = 0;
+    std::shared_ptr<Signal> sig_;
+    int seen_ = 0;
 };
 
 struct EngineUnderTest {
