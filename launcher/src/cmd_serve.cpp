@@ -65,6 +65,7 @@ struct Settings {
     bool verbose = false;
     bool model_sampling = true;  // --generation-config auto: the model's sampling defaults
     bool prefix_cache = true;    // --prefix-cache on
+    std::string tool_parser = "auto";  // --tool-call-parser
 };
 
 Settings read_settings(const cxxopts::ParseResult& args) {
@@ -104,6 +105,8 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     const std::string gen = args["generation-config"].as<std::string>();
     TPS_CHECK_AS(UsageError, gen == "auto" || gen == "none", "--generation-config: '{}' is not auto or none", gen);
     s.model_sampling = gen == "auto";
+    s.tool_parser = args["tool-call-parser"].as<std::string>();
+    if (s.tool_parser != "auto") (void)tool_parser_named(s.tool_parser, {});  // a bad name fails now, not after loading
     return s;
 }
 
@@ -269,6 +272,11 @@ ServedModel served_model(const Settings& s, const ModelFiles& files, const Llama
     m.context = std::min(model.context_tokens(), plan.serving.max_context);
     m.vocab = model.desc().vocab;
     m.created = static_cast<int64_t>(std::time(nullptr));
+    m.tool_parser = tool_parser_named(s.tool_parser, files.chat_template_source);
+    if (m.tool_parser != ToolParser::none) {
+        std::fprintf(stderr, "tpserve serve: tool calls in chat output are read as %s (%s; --tool-call-parser none leaves them text)\n",
+                     tool_parser_name(m.tool_parser), s.tool_parser == "auto" ? "from the chat template" : "--tool-call-parser");
+    }
     if (s.model_sampling && !files.sampling_defaults.empty()) {
         m.sampling_defaults = files.sampling_defaults.over(m.sampling_defaults);
         std::fprintf(stderr, "tpserve serve: sampling defaults from %s: %s (a request's own fields win; "
@@ -410,6 +418,7 @@ int run_serve(int argc, char** argv) {
         ("http-threads", "threads for the HTTP connections", cxxopts::value<std::string>()->default_value("2"))
         ("generation-config", "auto: sampling fields a request leaves out take the model's generation_config.json values (as vLLM); none: OpenAI's defaults", cxxopts::value<std::string>()->default_value("auto"))
         ("prefix-cache", "on: finished requests' KV stays until its blocks are needed, and a prompt that begins with the same 16-token blocks reuses them instead of prefilling them; off: freed at once", cxxopts::value<std::string>()->default_value("on"))
+        ("tool-call-parser", "how chat output is read for tool calls when a request offers tools: hermes (Qwen2.5), llama3_json (Llama 3.1/3.2), none (text), or auto (from the chat template)", cxxopts::value<std::string>()->default_value("auto"))
         ("micro-batches", "steps in flight at once (0 = one per pipeline stage; 1 turns pipelining off, to measure it)", cxxopts::value<std::string>()->default_value("0"))
         ("v,verbose", "print each rank's memory beside the plan's prediction")
         ("h,help", "show this help");

@@ -163,7 +163,8 @@ Reply Api::generation(Endpoint endpoint, std::string_view body) {
         endpoint == Endpoint::chat ? parse_chat_request(body, model_) : parse_completion_request(body, model_);
     Reply r;
     for (auto& c : choices) r.jobs.push_back(std::make_shared<Job>(std::move(c)));
-    r.writer = std::make_shared<ResponseWriter>(r.jobs.front()->request(), model_.name, *model_.tokenizer, model_.created);
+    r.writer = std::make_shared<ResponseWriter>(r.jobs.front()->request(), model_.name, *model_.tokenizer, model_.created,
+                                                model_.tool_parser);
     return r;
 }
 

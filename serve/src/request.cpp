@@ -2,6 +2,8 @@
 // message names the field and what was wrong with it; nothing here trusts the body's shape.
 #include "tpserve/serve/request.h"
 
+#include "tpserve/serve/json_scan.h"
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -30,28 +32,8 @@ const char* type_name(const Json& v) {
     }
 }
 
-// Nesting depth of the JSON text, ignoring brackets inside strings; stops counting past the limit.
-bool too_deep(std::string_view body) {
-    int depth = 0;
-    bool in_string = false;
-    for (size_t i = 0; i < body.size(); ++i) {
-        const char c = body[i];
-        if (in_string) {
-            if (c == '\\') ++i;
-            else if (c == '"') in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > kMaxDepth) return true;
-        } else if (c == ']' || c == '}') {
-            --depth;
-        }
-    }
-    return false;
-}
-
 Json parse_body(std::string_view body) {
-    if (too_deep(body)) throw ApiError::invalid(fmt::format("the body nests more than {} levels deep", kMaxDepth));
+    if (nests_deeper_than(body, kMaxDepth)) throw ApiError::invalid(fmt::format("the body nests more than {} levels deep", kMaxDepth));
     Json j;
     try {
         j = Json::parse(body);
@@ -379,6 +361,22 @@ Json chat_messages(const Json& j) {
                                                 type_name(*content)),
                                     where + ".content");
         }
+        // an earlier turn's calls: their arguments come as JSON text; templates print an object
+        // (as vLLM hands them over)
+        if (const Json* calls = field(msg, "tool_calls"); calls && calls->is_array()) {
+            for (size_t k = 0; k < calls->size(); ++k) {
+                Json& call = copy["tool_calls"][k];
+                if (!call.is_object() || !call.contains("function") || !call["function"].is_object()) continue;
+                Json& fn = call["function"];
+                if (!fn.contains("arguments") || !fn["arguments"].is_string()) continue;
+                Json args = Json::parse(fn["arguments"].get<std::string>(), nullptr, false);
+                if (args.is_discarded()) {
+                    throw ApiError::invalid(fmt::format("'{}.tool_calls[{}].function.arguments' is not JSON", where, k),
+                                            where + ".tool_calls");
+                }
+                fn["arguments"] = std::move(args);
+            }
+        }
         out.push_back(std::move(copy));
     }
     return out;
@@ -388,7 +386,7 @@ std::vector<int32_t> render_chat(const Json& j, const ServedModel& model) {
     if (!model.chat_template) throw ApiError::invalid(fmt::format("the model '{}' has no chat template; use /v1/completions", model.name));
     Json context = {{"messages", chat_messages(j)}, {"add_generation_prompt", true}, {"bos_token", model.bos_token},
                     {"eos_token", model.eos_token}};
-    if (const Json* tools = field(j, "tools")) context["tools"] = *tools;
+    if (const Json* tools = field(j, "tools")) context["tools"] = *tools;  // (checked by parse_tools)
     std::string text;
     try {
         text = model.chat_template->render(context);
@@ -397,6 +395,44 @@ std::vector<int32_t> render_chat(const Json& j, const ServedModel& model) {
     }
     // as transformers' apply_chat_template(tokenize=True): the template writes the special tokens
     return model.tokenizer->encode(text, false);
+}
+
+// `tools` (functions the model may call) and `tool_choice`: with "auto" (the default when there are
+// tools) the output is read for calls; "none" leaves it text. Forcing a call ("required", or a
+// named function) needs constrained decoding, which is not implemented: refused, not ignored.
+void parse_tools(const Json& j, const ServedModel& model, GenerationRequest& r) {
+    const Json* tools = field(j, "tools");
+    if (tools) {
+        if (!tools->is_array()) throw ApiError::invalid(fmt::format("'tools' must be an array, got {}", type_name(*tools)), "tools");
+        for (size_t i = 0; i < tools->size(); ++i) {
+            const Json& t = (*tools)[i];
+            const Json* type = t.is_object() ? field(t, "type") : nullptr;
+            const Json* fn = t.is_object() ? field(t, "function") : nullptr;
+            const Json* name = fn && fn->is_object() ? field(*fn, "name") : nullptr;
+            if (!type || *type != "function" || !name || !name->is_string() || name->get<std::string>().empty()) {
+                throw ApiError::invalid(fmt::format("'tools[{}]' must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}", i),
+                                        "tools");
+            }
+        }
+    }
+    std::string choice = "auto";
+    if (const Json* tc = field(j, "tool_choice")) {
+        if (tc->is_object()) {
+            throw ApiError::invalid("'tool_choice' naming a function is not supported (it needs constrained decoding); "
+                                    "use \"auto\" and say which tool in the prompt",
+                                    "tool_choice");
+        }
+        if (!tc->is_string()) throw ApiError::invalid(fmt::format("'tool_choice' must be a string, got {}", type_name(*tc)), "tool_choice");
+        choice = tc->get<std::string>();
+        if (choice == "required") {
+            throw ApiError::invalid("'tool_choice' \"required\" is not supported (it needs constrained decoding); use \"auto\"",
+                                    "tool_choice");
+        }
+        if (choice != "auto" && choice != "none") {
+            throw ApiError::invalid(fmt::format("'tool_choice' must be \"auto\" or \"none\", got \"{}\"", choice), "tool_choice");
+        }
+    }
+    r.reads_tool_calls = tools && !tools->empty() && choice == "auto" && model.tool_parser != ToolParser::none;
 }
 
 void parse_logprobs(const Json& j, GenerationRequest& r) {
@@ -479,6 +515,7 @@ std::vector<GenerationRequest> parse_chat_request(std::string_view body, const S
     r.endpoint = Endpoint::chat;
     parse_common(j, model, r);
     parse_logprobs(j, r);
+    parse_tools(j, model, r);
     r.sampling.top_logprobs = std::max(0, r.logprobs);
     const char* limit = field(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
     return choices_of(j, limit, model.context, model, r, {render_chat(j, model)});

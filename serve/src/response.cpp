@@ -47,6 +47,18 @@ Json usage_json(const Usage& u) {
             {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
 }
 
+// OpenAI's tool_calls list (the same in a message and in a streamed delta, there with an index)
+Json tool_calls_json(const std::vector<ToolCall>& calls) {
+    Json out = Json::array();
+    for (size_t i = 0; i < calls.size(); ++i) {
+        out.push_back({{"index", i},
+                       {"id", calls[i].id},
+                       {"type", "function"},
+                       {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}});
+    }
+    return out;
+}
+
 // the log-probabilities object before any token: each endpoint's own shape
 Json empty_logprobs(Endpoint e) {
     return e == Endpoint::completions
@@ -57,8 +69,9 @@ Json empty_logprobs(Endpoint e) {
 }  // namespace
 
 ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string model_name, const Tokenizer& tokenizer,
-                               int64_t created)
+                               int64_t created, ToolParser tools)
     : endpoint_(request.endpoint),
+      tools_(request.reads_tool_calls && request.endpoint == Endpoint::chat ? tools : ToolParser::none),
       logprobs_(request.logprobs),
       include_usage_(request.include_usage),
       model_(std::move(model_name)),
@@ -115,7 +128,7 @@ std::string ResponseWriter::stream_start() const {
     if (endpoint_ != Endpoint::chat) return {};
     std::string out;
     for (size_t i = 0; i < choices_.size(); ++i) {
-        const Json chunk = {{"id", id_},
+        const Json j = {{"id", id_},
                             {"object", "chat.completion.chunk"},
                             {"created", created_},
                             {"model", model_},
@@ -123,44 +136,72 @@ std::string ResponseWriter::stream_start() const {
                                                       {"delta", {{"role", "assistant"}, {"content", ""}}},
                                                       {"logprobs", nullptr},
                                                       {"finish_reason", nullptr}}})}};
-        out += event(dump(chunk));
+        out += event(dump(j));
     }
     return out;
 }
 
+// One chunk of choice `index`: `body` (text or delta), its logprobs, its finish_reason.
+std::string ResponseWriter::chunk(int index, Json body, Json logprobs, const std::string& finish) const {
+    Json choice_json = {{"index", index}};
+    if (endpoint_ == Endpoint::completions) choice_json["text"] = std::move(body);
+    else choice_json["delta"] = std::move(body);
+    choice_json["logprobs"] = std::move(logprobs);
+    choice_json["finish_reason"] = finish.empty() ? Json(nullptr) : Json(finish);
+    const Json j = {{"id", id_},
+                    {"object", endpoint_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+                    {"created", created_},
+                    {"model", model_},
+                    {"choices", Json::array({std::move(choice_json)})}};
+    return event(dump(j));
+}
+
 std::string ResponseWriter::stream_piece(int index, const Delta& d) {
     Choice& c = choice(index);
-    Json choice_json = {{"index", index}};
     Json logprobs = nullptr;
     if (logprobs_ >= 0 && !d.tokens.empty()) {
         logprobs = empty_logprobs(endpoint_);
         add_logprobs(d.tokens, c, &logprobs);
     }
-    if (endpoint_ == Endpoint::completions) {
-        choice_json["text"] = d.text;
-    } else {
-        choice_json["delta"] = d.text.empty() && !d.finish_reason.empty() ? Json::object() : Json{{"content", d.text}};
+    if (endpoint_ == Endpoint::completions) return chunk(index, d.text, std::move(logprobs), d.finish_reason);
+    auto content = [](const std::string& text) { return Json{{"content", text}}; };
+    if (tools_ == ToolParser::none) {
+        return chunk(index, d.text.empty() && !d.finish_reason.empty() ? Json::object() : content(d.text), std::move(logprobs),
+                     d.finish_reason);
     }
-    choice_json["logprobs"] = logprobs;
-    choice_json["finish_reason"] = d.finish_reason.empty() ? Json(nullptr) : Json(d.finish_reason);
-    const Json chunk = {{"id", id_},
-                        {"object", endpoint_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
-                        {"created", created_},
-                        {"model", model_},
-                        {"choices", Json::array({choice_json})}};
-    return event(dump(chunk));
+    // tools: text that may be a call is held back until the end says what it is
+    const size_t shown = c.text.size();
+    c.said += d.text;
+    if (d.finish_reason.empty()) {
+        c.text = c.said.substr(0, std::max(shown, tool_content_prefix(tools_, c.said)));
+        if (c.text.size() == shown && logprobs.is_null()) return {};  // all of it held
+        return chunk(index, content(c.text.substr(shown)), std::move(logprobs), {});
+    }
+    const ToolOutput t = parse_tool_calls(tools_, c.said);
+    if (t.calls.empty()) {
+        c.text = c.said;
+        return chunk(index, content(c.text.substr(shown)), std::move(logprobs), d.finish_reason);
+    }
+    std::string out;
+    if (t.content.size() > shown) {
+        out += chunk(index, content(t.content.substr(shown)), std::move(logprobs), {});
+        logprobs = nullptr;
+    }
+    out += chunk(index, Json{{"tool_calls", tool_calls_json(t.calls)}}, std::move(logprobs), {});
+    out += chunk(index, Json::object(), nullptr, "tool_calls");
+    return out;
 }
 
 std::string ResponseWriter::stream_end(const Usage& usage) const {
     std::string out;
     if (include_usage_) {
-        const Json chunk = {{"id", id_},
-                            {"object", endpoint_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
-                            {"created", created_},
-                            {"model", model_},
-                            {"choices", Json::array()},
-                            {"usage", usage_json(usage)}};
-        out += event(dump(chunk));
+        const Json j = {{"id", id_},
+                        {"object", endpoint_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
+                        {"created", created_},
+                        {"model", model_},
+                        {"choices", Json::array()},
+                        {"usage", usage_json(usage)}};
+        out += event(dump(j));
     }
     out += "data: [DONE]\n\n";
     return out;
@@ -185,13 +226,19 @@ std::string ResponseWriter::whole(const Usage& usage) {
             add_logprobs(c.tokens, c, &logprobs);
         }
         Json choice_json = {{"index", i}};
+        std::string finish = c.finish_reason;
         if (endpoint_ == Endpoint::completions) {
             choice_json["text"] = c.text;
+        } else if (const ToolOutput t = parse_tool_calls(tools_, c.text); !t.calls.empty()) {
+            choice_json["message"] = {{"role", "assistant"},
+                                      {"content", t.content.empty() ? Json(nullptr) : Json(t.content)},
+                                      {"tool_calls", tool_calls_json(t.calls)}};
+            finish = "tool_calls";
         } else {
             choice_json["message"] = {{"role", "assistant"}, {"content", c.text}};
         }
         choice_json["logprobs"] = logprobs;
-        choice_json["finish_reason"] = c.finish_reason;
+        choice_json["finish_reason"] = finish;
         choices.push_back(std::move(choice_json));
     }
     const Json j = {{"id", id_},

@@ -125,6 +125,7 @@ ModelFiles ModelFiles::open(const fs::path& path) {
         if (const auto cfg = read_json(path / "tokenizer_config.json")) {
             if (auto t = hf_chat_template(*cfg, (path / "tokenizer_config.json").string())) {
                 f.chat_template.emplace(*t, (path / "tokenizer_config.json").string());
+                f.chat_template_source = *t;
             }
             f.bos_token = token_text(*cfg, "bos_token");
             f.eos_token = token_text(*cfg, "eos_token");
@@ -145,7 +146,10 @@ ModelFiles ModelFiles::open(const fs::path& path) {
         f.desc = model_from_gguf(meta);
         f.weights = WeightSource::open(path);
         f.tokenizer = std::make_unique<Tokenizer>(Tokenizer::from_gguf(meta));
-        if (const auto t = meta.string("tokenizer.chat_template")) f.chat_template.emplace(*t, path.string());
+        if (const auto t = meta.string("tokenizer.chat_template")) {
+            f.chat_template.emplace(*t, path.string());
+            f.chat_template_source = *t;
+        }
         if (const auto eos = meta.integer("tokenizer.ggml.eos_token_id")) f.stop_ids.push_back(static_cast<int32_t>(*eos));
         if (const auto eot = meta.integer("tokenizer.ggml.eot_token_id")) f.stop_ids.push_back(static_cast<int32_t>(*eot));
     }

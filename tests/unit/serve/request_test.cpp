@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <unistd.h>
 
 namespace tps::serve {
@@ -135,6 +136,55 @@ TEST(Request, EchoScoresThePromptAndMayGenerateNothing) {
     EXPECT_FALSE(completion(R"({"prompt":"a","echo":true})", m).scores_prompt());  // the text only
     EXPECT_FALSE(completion(R"({"prompt":"a","logprobs":1})", m).scores_prompt());
     EXPECT_EQ(refusal(R"({"prompt":"a","max_tokens":0})").param(), "max_tokens");  // 0 only with echo
+}
+
+TEST(Request, ToolsAreCheckedAndReadWhenTheModelsFormatIsKnown) {
+    ServedModel m = served();
+    const std::string tools = R"("tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}])";
+    const std::string msgs = R"("messages":[{"role":"user","content":"x"}])";
+    auto body = [&](const std::string& more) { return "{" + msgs + "," + tools + more + "}"; };
+    EXPECT_FALSE(chat(body(""), m).reads_tool_calls);  // the smollm2 fixture's template has no tool syntax
+    m.tool_parser = ToolParser::hermes;
+    EXPECT_TRUE(chat(body(""), m).reads_tool_calls);
+    EXPECT_TRUE(chat(body(R"(,"tool_choice":"auto","parallel_tool_calls":true)"), m).reads_tool_calls);
+    EXPECT_FALSE(chat(body(R"(,"tool_choice":"none")"), m).reads_tool_calls);
+    EXPECT_FALSE(chat("{" + msgs + "}", m).reads_tool_calls);
+    EXPECT_FALSE(chat("{" + msgs + R"(,"tools":[]})", m).reads_tool_calls);
+    auto refused = [&](const std::string& b, const char* says) {
+        try {
+            (void)parse_chat_request(b, m);
+            ADD_FAILURE() << "accepted: " << b;
+        } catch (const ApiError& e) {
+            EXPECT_EQ(e.status(), 400) << b;
+            EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+        }
+    };
+    refused(body(R"(,"tool_choice":"required")"), "\"required\" is not supported");
+    refused(body(R"(,"tool_choice":{"type":"function","function":{"name":"get_weather"}})"), "naming a function is not supported");
+    refused(body(R"(,"tool_choice":"sometimes")"), "must be \"auto\" or \"none\"");
+    refused("{" + msgs + R"(,"tools":{}})", "'tools' must be an array");
+    refused("{" + msgs + R"(,"tools":[{"type":"function","function":{}}]})", "'tools[0]' must be");
+    refused("{" + msgs + R"(,"tools":[{"type":"retrieval"}]})", "'tools[0]' must be");
+    // an earlier turn's call: its arguments (JSON text) must be JSON
+    refused(R"({"messages":[{"role":"user","content":"x"},{"role":"assistant","content":null,
+               "tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{oops"}}]}]})",
+            "arguments' is not JSON");
+    EXPECT_NO_THROW(chat(R"({"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"",
+                             "tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}},7]},
+                             {"role":"tool","tool_call_id":"c","content":"1"}]})",
+                         m));
+    // and the template prints them as an object (Qwen2.5's: {"name": ..., "arguments": {...}})
+    std::ifstream in(std::string(TPS_SOURCE_DIR) + "/tests/fixtures/chat_templates/qwen2.5-7b-instruct.jinja");
+    std::stringstream source;
+    source << in.rdbuf();
+    const ChatTemplate qwen(source.str(), "qwen2.5-7b-instruct.jinja");
+    m.chat_template = &qwen;
+    const GenerationRequest turn = chat(R"({"messages":[{"role":"user","content":"x"},{"role":"assistant","content":"",
+        "tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}}]},
+        {"role":"tool","tool_call_id":"c","content":"1"}]})",
+                                        m);
+    const std::string text = m.tokenizer->decode(turn.prompt, false);
+    EXPECT_NE(text.find(R"({"name": "f", "arguments": {"a": 1}})"), std::string::npos) << text;
 }
 
 TEST(Request, FieldsLeftOutTakeTheModelsSamplingDefaults) {

@@ -38,6 +38,7 @@ struct ModelFiles {
     std::shared_ptr<const WeightSource> weights;
     std::unique_ptr<Tokenizer> tokenizer;
     std::optional<ChatTemplate> chat_template;  // none when the model has no template
+    std::string chat_template_source;           // its text (empty when none)
     std::vector<int32_t> stop_ids;              // generation_config eos_token_id(s), else the tokenizer's EOS
     std::string bos_token;                      // as text, for the chat template
     std::string eos_token;

@@ -9,6 +9,7 @@
 #include "tpserve/engine/sampler.h"
 #include "tpserve/engine/tokenizer.h"
 #include "tpserve/serve/api_error.h"
+#include "tpserve/serve/tool_calls.h"
 
 #include <cstdint>
 #include <optional>
@@ -28,6 +29,7 @@ struct ServedModel {
     int64_t context = 0;                          // most tokens one sequence may hold
     int64_t vocab = 0;                            // the model's vocabulary (0: the tokenizer's)
     int64_t created = 0;                          // unix time the server started
+    ToolParser tool_parser = ToolParser::none;    // how calls are read from the output (--tool-call-parser)
     // what a request that leaves a sampling field out gets: OpenAI's defaults, or the model's
     // generation_config.json over them (--generation-config auto)
     SamplingParams sampling_defaults;
@@ -51,6 +53,9 @@ struct GenerationRequest {
     // token's log-probability (the first's is null); max_tokens may then be 0 (scoring only)
     bool echo = false;
     bool scores_prompt() const noexcept { return echo && logprobs >= 0; }
+    // chat with `tools` (tool_choice auto) on a model whose calls can be read: the output is read
+    // for them (tool_calls.h)
+    bool reads_tool_calls = false;
     // Where this choice stands in its request: `n` choices per prompt, this one `index` in the
     // response's choices (prompt * n + sample). Each has its own seed: the request's + sample.
     int n = 1;

@@ -7,6 +7,9 @@
 
 #include "tpserve/engine/tokenizer.h"
 #include "tpserve/serve/job.h"
+#include "tpserve/serve/tool_calls.h"
+
+#include <nlohmann/json.hpp>
 
 #include <string>
 #include <vector>
@@ -23,7 +26,11 @@ struct Usage {
 class ResponseWriter {
 public:
     // `request`: any of the request's choices (they share every field but the prompt and seed).
-    ResponseWriter(const GenerationRequest& request, std::string model_name, const Tokenizer& tokenizer, int64_t created);
+    // `tools`: how the model writes tool calls, read from a chat output when the request offers
+    // tools (request.reads_tool_calls): streamed text that may be a call is held back until the
+    // end, which gives either `tool_calls` (finish_reason "tool_calls") or the text after all.
+    ResponseWriter(const GenerationRequest& request, std::string model_name, const Tokenizer& tokenizer, int64_t created,
+                   ToolParser tools = ToolParser::none);
 
     // Streaming: the events to write for the start of the stream (chat: the assistant role of
     // each choice), for one piece of choice `index`, and after the last piece of every choice
@@ -40,17 +47,20 @@ public:
 
 private:
     struct Choice {
-        std::string text;  // collected (not streaming)
+        std::string text;  // collected (not streaming); streaming with tools, the content shown
+        std::string said;  // streaming with tools: all the output so far
         std::string finish_reason;
         std::vector<TokenOut> tokens;
         int64_t text_offset = 0;  // completions logprobs: code points before the next token
     };
     std::string event(const std::string& json) const;
+    std::string chunk(int index, nlohmann::ordered_json body, nlohmann::ordered_json logprobs, const std::string& finish) const;
     void add_logprobs(const std::vector<TokenOut>& tokens, Choice& c, void* into);
     std::string token_text(int32_t id) const;
     Choice& choice(int index);
 
     Endpoint endpoint_;
+    ToolParser tools_;
     int logprobs_;
     bool include_usage_;
     std::string model_;

@@ -1,0 +1,146 @@
+// The response objects built from engine pieces: tool calls read from chat output (whole and
+// streamed, with nothing of a call shown as content), several choices, and an echoed prompt's
+// first token without a log-probability.
+#include "serve_test_support.h"
+
+#include "tpserve/serve/response.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace tps::serve {
+namespace {
+
+using Json = nlohmann::json;
+
+GenerationRequest chat_request(bool tools, int choices = 1) {
+    GenerationRequest r;
+    r.endpoint = Endpoint::chat;
+    r.reads_tool_calls = tools;
+    r.n = choices;
+    r.choices = choices;
+    return r;
+}
+
+Delta piece(std::string text, std::string finish = {}) {
+    Delta d;
+    d.text = std::move(text);
+    d.finish_reason = std::move(finish);
+    return d;
+}
+
+// The JSON events of a stream (not [DONE]).
+std::vector<Json> events(const std::string& sse) {
+    std::vector<Json> out;
+    size_t pos = 0;
+    while ((pos = sse.find("data: ", pos)) != std::string::npos) {
+        const size_t end = sse.find("\n\n", pos);
+        const std::string payload = sse.substr(pos + 6, end - pos - 6);
+        if (payload != "[DONE]") out.push_back(Json::parse(payload));
+        pos = end;
+    }
+    return out;
+}
+
+const std::vector<std::string> kCallPieces = {"I'll look", " it up.\n<tool", "_call>\n{\"name\": \"get_weather\", ",
+                                              "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"};
+
+TEST(Response, ToolCallsInAWholeChatAnswer) {
+    ResponseWriter w(chat_request(true), "m", *test::fixture().tokenizer, 1, ToolParser::hermes);
+    for (size_t i = 0; i < kCallPieces.size(); ++i) w.add(0, piece(kCallPieces[i], i + 1 == kCallPieces.size() ? "stop" : ""));
+    const Json j = Json::parse(w.whole({5, 20, 0}));
+    const Json& c = j["choices"][0];
+    EXPECT_EQ(c["finish_reason"], "tool_calls");
+    EXPECT_EQ(c["message"]["role"], "assistant");
+    EXPECT_EQ(c["message"]["content"], "I'll look it up.\n");
+    ASSERT_EQ(c["message"]["tool_calls"].size(), 1u);
+    const Json& call = c["message"]["tool_calls"][0];
+    EXPECT_EQ(call["type"], "function");
+    EXPECT_TRUE(call["id"].get<std::string>().starts_with("call_"));
+    EXPECT_EQ(call["function"]["name"], "get_weather");
+    EXPECT_EQ(Json::parse(call["function"]["arguments"].get<std::string>()), (Json{{"city", "Paris"}}));
+
+    // a call and nothing else: content null
+    ResponseWriter bare(chat_request(true), "m", *test::fixture().tokenizer, 1, ToolParser::llama3_json);
+    bare.add(0, piece("{\"name\": \"f\", \"parameters\": {}}", "stop"));
+    const Json b = Json::parse(bare.whole({5, 9, 0}));
+    EXPECT_TRUE(b["choices"][0]["message"]["content"].is_null());
+    EXPECT_EQ(b["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{}");
+}
+
+TEST(Response, ToolCallsStreamedNeverShowTheCallAsText) {
+    ResponseWriter w(chat_request(true), "m", *test::fixture().tokenizer, 1, ToolParser::hermes);
+    std::string sse;
+    for (size_t i = 0; i < kCallPieces.size(); ++i) sse += w.stream_piece(0, piece(kCallPieces[i], i + 1 == kCallPieces.size() ? "stop" : ""));
+    std::string content;
+    std::vector<Json> calls;
+    std::vector<std::string> finishes;
+    for (const Json& e : events(sse)) {
+        const Json& c = e["choices"][0];
+        if (c["delta"].contains("content")) content += c["delta"]["content"].get<std::string>();
+        if (c["delta"].contains("tool_calls")) calls.push_back(c["delta"]["tool_calls"]);
+        if (!c["finish_reason"].is_null()) finishes.push_back(c["finish_reason"]);
+    }
+    EXPECT_EQ(content, "I'll look it up.\n");
+    ASSERT_EQ(calls.size(), 1u);
+    EXPECT_EQ(calls[0][0]["index"], 0);
+    EXPECT_EQ(calls[0][0]["function"]["name"], "get_weather");
+    EXPECT_EQ(finishes, std::vector<std::string>{"tool_calls"});
+    EXPECT_EQ(sse.find("tool_call>"), std::string::npos);
+
+    // no call after all: everything held back comes out as text, with the finish it had
+    ResponseWriter plain(chat_request(true), "m", *test::fixture().tokenizer, 1, ToolParser::hermes);
+    std::string text;
+    std::string finish;
+    for (const auto& [t, f] : std::vector<std::pair<std::string, std::string>>{{"a <", ""}, {"tool is fine", ""}, {" <", "length"}}) {
+        for (const Json& e : events(plain.stream_piece(0, piece(t, f)))) {
+            const Json& c = e["choices"][0];
+            if (c["delta"].contains("content")) text += c["delta"]["content"].get<std::string>();
+            if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+        }
+    }
+    EXPECT_EQ(text, "a <tool is fine <");
+    EXPECT_EQ(finish, "length");
+
+    // without tools in the request, a call's text is only text
+    ResponseWriter off(chat_request(false), "m", *test::fixture().tokenizer, 1, ToolParser::hermes);
+    for (const auto& p : kCallPieces) off.add(0, piece(p));
+    off.add(0, piece("", "stop"));
+    const Json o = Json::parse(off.whole({1, 1, 0}));
+    EXPECT_FALSE(o["choices"][0]["message"].contains("tool_calls"));
+    EXPECT_EQ(o["choices"][0]["finish_reason"], "stop");
+}
+
+TEST(Response, SeveralChoicesAndUsage) {
+    ResponseWriter w(chat_request(false, 2), "m", *test::fixture().tokenizer, 1);
+    EXPECT_EQ(events(w.stream_start()).size(), 2u);  // a role chunk per choice
+    w.add(1, piece("second", "length"));
+    w.add(0, piece("first", "stop"));
+    const Json j = Json::parse(w.whole({7, 3, 4}));
+    ASSERT_EQ(j["choices"].size(), 2u);
+    EXPECT_EQ(j["choices"][0]["index"], 0);
+    EXPECT_EQ(j["choices"][0]["message"]["content"], "first");
+    EXPECT_EQ(j["choices"][1]["message"]["content"], "second");
+    EXPECT_EQ(j["choices"][1]["finish_reason"], "length");
+    EXPECT_EQ(j["usage"]["total_tokens"], 10);
+    EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+}
+
+TEST(Response, AnEchoedPromptsFirstTokenHasNoLogprob) {
+    GenerationRequest r;
+    r.endpoint = Endpoint::completions;
+    r.logprobs = 1;
+    r.echo = true;
+    ResponseWriter w(r, "m", *test::fixture().tokenizer, 1);
+    Delta d = piece("ab", "length");
+    d.tokens = {TokenOut{81, std::nanf(""), {}}, TokenOut{82, -1.5f, {{82, -1.5f}}}};
+    w.add(0, d);
+    const Json lp = Json::parse(w.whole({2, 0, 0}))["choices"][0]["logprobs"];
+    EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+    EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+    EXPECT_FLOAT_EQ(lp["token_logprobs"][1].get<float>(), -1.5f);
+    EXPECT_EQ(lp["text_offset"], (Json{0, 1}));
+}
+
+}  // namespace
+}  // namespace tps::serve
