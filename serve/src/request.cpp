@@ -369,7 +369,8 @@ Json chat_messages(const Json& j) {
                 if (!call.is_object() || !call.contains("function") || !call["function"].is_object()) continue;
                 Json& fn = call["function"];
                 if (!fn.contains("arguments") || !fn["arguments"].is_string()) continue;
-                Json args = Json::parse(fn["arguments"].get<std::string>(), nullptr, false);
+                const std::string text = fn["arguments"].get<std::string>();
+                Json args = text.empty() ? Json::object() : Json::parse(text, nullptr, false);  // "": no arguments
                 if (args.is_discarded()) {
                     throw ApiError::invalid(fmt::format("'{}.tool_calls[{}].function.arguments' is not JSON", where, k),
                                             where + ".tool_calls");

@@ -47,14 +47,16 @@ Json usage_json(const Usage& u) {
             {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
 }
 
-// OpenAI's tool_calls list (the same in a message and in a streamed delta, there with an index)
-Json tool_calls_json(const std::vector<ToolCall>& calls) {
+// OpenAI's tool_calls list: a message's, or a streamed delta's (each call with its index)
+Json tool_calls_json(const std::vector<ToolCall>& calls, bool delta) {
     Json out = Json::array();
     for (size_t i = 0; i < calls.size(); ++i) {
-        out.push_back({{"index", i},
-                       {"id", calls[i].id},
-                       {"type", "function"},
-                       {"function", {{"name", calls[i].name}, {"arguments", calls[i].arguments}}}});
+        Json call = Json::object();
+        if (delta) call["index"] = i;
+        call["id"] = calls[i].id;
+        call["type"] = "function";
+        call["function"] = {{"name", calls[i].name}, {"arguments", calls[i].arguments}};
+        out.push_back(std::move(call));
     }
     return out;
 }
@@ -187,7 +189,7 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
         out += chunk(index, content(t.content.substr(shown)), std::move(logprobs), {});
         logprobs = nullptr;
     }
-    out += chunk(index, Json{{"tool_calls", tool_calls_json(t.calls)}}, std::move(logprobs), {});
+    out += chunk(index, Json{{"tool_calls", tool_calls_json(t.calls, true)}}, std::move(logprobs), {});
     out += chunk(index, Json::object(), nullptr, "tool_calls");
     return out;
 }
@@ -232,7 +234,7 @@ std::string ResponseWriter::whole(const Usage& usage) {
         } else if (const ToolOutput t = parse_tool_calls(tools_, c.text); !t.calls.empty()) {
             choice_json["message"] = {{"role", "assistant"},
                                       {"content", t.content.empty() ? Json(nullptr) : Json(t.content)},
-                                      {"tool_calls", tool_calls_json(t.calls)}};
+                                      {"tool_calls", tool_calls_json(t.calls, false)}};
             finish = "tool_calls";
         } else {
             choice_json["message"] = {{"role", "assistant"}, {"content", c.text}};

@@ -41,6 +41,7 @@ struct Scheduler::Seq {
           stops(job->request().stop),
           scores_prompt(job->request().scores_prompt()) {
         if (scores_prompt) scores.push_back(TokenOut{tokens.at(0), std::nanf(""), {}});  // the first has none
+        if (job->request().echo) decoder.follow(job->request().prompt);  // after the prompt's text: its spaces kept
     }
 
     std::shared_ptr<Job> job;
@@ -335,8 +336,15 @@ void Scheduler::admit() {
     }
     if (!preempted_.empty()) return;  // they go first
     std::lock_guard lock(mu_);
-    while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch &&
-           room(waiting_.front()->request().prompt, !waiting_.front()->request().scores_prompt())) {
+    while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch) {
+        if (waiting_.front()->request().max_tokens == 0 && !waiting_.front()->request().scores_prompt()) {
+            // echo of the prompt alone: nothing to feed, no KV, no place in the batch
+            Seq echo(std::move(waiting_.front()), next_seq_++, tok_, driver_.model().samples_rows());
+            waiting_.pop_front();
+            prompt_done(echo);
+            continue;
+        }
+        if (!room(waiting_.front()->request().prompt, !waiting_.front()->request().scores_prompt())) break;
         auto seq = std::make_unique<Seq>(std::move(waiting_.front()), next_seq_++, tok_, driver_.model().samples_rows());
         waiting_.pop_front();
         start(*seq, m, true);
@@ -425,6 +433,7 @@ bool Scheduler::submit_micro_batch() {
             driver_.release(victim.id);
             cached_stale_ = true;
             victim.fed = 0;
+            m_.preemptions.inc();
             auto owned = std::find_if(running_.begin(), running_.end(), [&](const auto& p) { return p.get() == &victim; });
             preempted_.push_front(std::move(*owned));
             running_.erase(owned);
@@ -521,6 +530,9 @@ void Scheduler::emit(Seq& s, const Sampled& sampled) {
     // (min_tokens: the sampler holds the stop tokens back until then)
     if (s.generated >= req.sampling.min_tokens &&
         std::find(req.stop_ids.begin(), req.stop_ids.end(), sampled.token) != req.stop_ids.end()) {
+        // the stop token is not text, but its log-probability is reported (as OpenAI's and vLLM's:
+        // lm-evaluation-harness reads the last entry as the generated token's)
+        if (req.logprobs >= 0) s.held.push_back(TokenOut{sampled.token, sampled.logprob, sampled.top});
         finish(s, "stop");
         return;
     }

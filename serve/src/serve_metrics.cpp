@@ -36,7 +36,8 @@ ServeMetrics::ServeMetrics(MetricsRegistry& r)
       kv_cached_tokens(r.gauge("tpserve_kv_cache_tokens", "KV-cache tokens", {{"state", "cached"}})),
       prefix_cache_queries(r.counter("tpserve_prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache")),
       prefix_cache_hits(r.counter("tpserve_prefix_cache_hits_total", "Prompt tokens found in the prefix cache (not prefilled)")),
-      steps(r.counter("tpserve_steps_total", "Engine steps run")) {}
+      steps(r.counter("tpserve_steps_total", "Engine steps run")),
+      preemptions(r.counter("tpserve_preemptions_total", "Running sequences whose KV was freed for others (fed again later)")) {}
 
 Counter& ServeMetrics::step_seconds(int rank, int stage) {
     return registry.counter("tpserve_step_seconds_total", "Seconds each rank spent computing its part of steps",

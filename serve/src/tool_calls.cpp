@@ -17,6 +17,7 @@ using Json = nlohmann::ordered_json;
 constexpr std::string_view kHermesOpen = "<tool_call>";
 constexpr std::string_view kHermesClose = "</tool_call>";
 constexpr std::string_view kPythonTag = "<|python_tag|>";
+constexpr std::string_view kMistralTag = "[TOOL_CALLS]";
 
 bool blank(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
 
@@ -26,13 +27,20 @@ std::string_view trim(std::string_view s) {
     return s;
 }
 
-std::string call_id() {
+// "call_" + 24 hex digits; Mistral's template refuses any id but 9 letters and digits
+std::string call_id(ToolParser p) {
     static thread_local std::mt19937_64 rng{std::random_device{}()};
+    if (p == ToolParser::mistral) {
+        static constexpr std::string_view kChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        std::string id(9, 'a');
+        for (char& c : id) c = kChars[rng() % kChars.size()];
+        return id;
+    }
     return fmt::format("call_{:016x}{:08x}", rng(), static_cast<uint32_t>(rng()));
 }
 
 // {"name": "...", <args_key>: {...} or "..."} as a call; false when it is not one.
-bool read_call(std::string_view body, std::initializer_list<const char*> args_keys, ToolCall& out) {
+bool read_call(ToolParser p, std::string_view body, std::initializer_list<const char*> args_keys, ToolCall& out) {
     if (nests_deeper_than(body, 64)) return false;  // deeper than any call's
     const Json j = Json::parse(body.begin(), body.end(), nullptr, false);
     if (j.is_discarded() || !j.is_object()) return false;
@@ -54,7 +62,7 @@ bool read_call(std::string_view body, std::initializer_list<const char*> args_ke
         return false;
     }
     out.name = name->get<std::string>();
-    out.id = call_id();
+    out.id = call_id(p);
     return true;
 }
 
@@ -68,12 +76,16 @@ ToolOutput parse_hermes(std::string_view text) {
         pos += kHermesOpen.size();
         const size_t end = text.find(kHermesClose, pos);  // the last may be cut off by the stop token
         ToolCall call;
-        if (!read_call(trim(text.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos)),
+        if (!read_call(ToolParser::hermes, trim(text.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos)),
                        {"arguments", "parameters"}, call)) {
             return {std::string(text), {}};
         }
         out.calls.push_back(std::move(call));
-        pos = end == std::string_view::npos ? end : text.find(kHermesOpen, end + kHermesClose.size());
+        if (end == std::string_view::npos) break;
+        // text between and after the calls is content too
+        const size_t after = end + kHermesClose.size();
+        pos = text.find(kHermesOpen, after);
+        out.content += text.substr(after, pos == std::string_view::npos ? std::string_view::npos : pos - after);
     }
     if (trim(out.content).empty()) out.content.clear();
     return out;
@@ -85,9 +97,9 @@ ToolOutput parse_llama3_json(std::string_view text) {
     ToolOutput out;
     while (!rest.empty()) {
         if (rest.front() != '{') return {std::string(text), {}};
-        const size_t end = object_end(rest);
+        const size_t end = value_end(rest);
         ToolCall call;
-        if (end == std::string_view::npos || !read_call(rest.substr(0, end), {"parameters", "arguments"}, call)) {
+        if (end == std::string_view::npos || !read_call(ToolParser::llama3_json, rest.substr(0, end), {"parameters", "arguments"}, call)) {
             return {std::string(text), {}};
         }
         out.calls.push_back(std::move(call));
@@ -98,15 +110,48 @@ ToolOutput parse_llama3_json(std::string_view text) {
     return out;
 }
 
+// The whole output is [{"name": ..., "arguments": {...}}, ...], after [TOOL_CALLS] if kept.
+ToolOutput parse_mistral(std::string_view text) {
+    std::string_view rest = trim(text);
+    if (rest.starts_with(kMistralTag)) rest = trim(rest.substr(kMistralTag.size()));
+    if (rest.empty() || rest.front() != '[' || nests_deeper_than(rest, 64)) return {std::string(text), {}};
+    const size_t end = value_end(rest);
+    if (end == std::string_view::npos || !trim(rest.substr(end)).empty()) return {std::string(text), {}};
+    const Json list = Json::parse(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(end), nullptr, false);
+    if (list.is_discarded() || !list.is_array() || list.empty()) return {std::string(text), {}};
+    ToolOutput out;
+    for (const Json& item : list) {
+        ToolCall call;
+        if (!item.is_object() || !read_call(ToolParser::mistral, item.dump(), {"arguments", "parameters"}, call)) {
+            return {std::string(text), {}};
+        }
+        out.calls.push_back(std::move(call));
+    }
+    return out;
+}
+
+// Formats whose call is the whole output: held while the output so far may still be one (it
+// begins with `open`, or with the format's tag).
+size_t whole_output_prefix(std::string_view text, char open, std::string_view tag) {
+    size_t i = 0;
+    while (i < text.size() && blank(text[i])) ++i;
+    if (i == text.size()) return 0;
+    const std::string_view from = text.substr(i);
+    if (from.front() == open || from.starts_with(tag) || tag.starts_with(from)) return 0;
+    return text.size();
+}
+
 }  // namespace
 
 ToolParser tool_parser_named(std::string_view name, std::string_view chat_template_source) {
     if (name == "none") return ToolParser::none;
     if (name == "hermes") return ToolParser::hermes;
     if (name == "llama3_json") return ToolParser::llama3_json;
-    TPS_CHECK_AS(UsageError, name == "auto", "--tool-call-parser: '{}' is not auto, none, hermes or llama3_json", name);
+    if (name == "mistral") return ToolParser::mistral;
+    TPS_CHECK_AS(UsageError, name == "auto", "--tool-call-parser: '{}' is not auto, none, hermes, llama3_json or mistral", name);
     // the template's own way of writing a call back into the conversation
     if (chat_template_source.find(kHermesOpen) != std::string_view::npos) return ToolParser::hermes;
+    if (chat_template_source.find(kMistralTag) != std::string_view::npos) return ToolParser::mistral;
     if (chat_template_source.find(kPythonTag) != std::string_view::npos ||
         chat_template_source.find("\"parameters\": ") != std::string_view::npos) {
         return ToolParser::llama3_json;
@@ -118,6 +163,7 @@ const char* tool_parser_name(ToolParser p) noexcept {
     switch (p) {
         case ToolParser::hermes: return "hermes";
         case ToolParser::llama3_json: return "llama3_json";
+        case ToolParser::mistral: return "mistral";
         case ToolParser::none: break;
     }
     return "none";
@@ -127,6 +173,7 @@ ToolOutput parse_tool_calls(ToolParser p, std::string_view text) {
     switch (p) {
         case ToolParser::hermes: return parse_hermes(text);
         case ToolParser::llama3_json: return parse_llama3_json(text);
+        case ToolParser::mistral: return parse_mistral(text);
         case ToolParser::none: break;
     }
     return {std::string(text), {}};
@@ -141,15 +188,8 @@ size_t tool_content_prefix(ToolParser p, std::string_view text) {
         }
         return text.size();
     }
-    if (p == ToolParser::llama3_json) {
-        // a call is the whole output: held until its first character says it is not one
-        size_t i = 0;
-        while (i < text.size() && blank(text[i])) ++i;
-        if (i == text.size()) return 0;
-        const std::string_view from = text.substr(i);
-        if (from.front() == '{' || from.starts_with(kPythonTag) || kPythonTag.starts_with(from)) return 0;
-        return text.size();
-    }
+    if (p == ToolParser::llama3_json) return whole_output_prefix(text, '{', kPythonTag);
+    if (p == ToolParser::mistral) return whole_output_prefix(text, '[', kMistralTag);
     return text.size();
 }
 

@@ -32,7 +32,9 @@ inline Outcome tpserve(const std::string& args) {
     const std::string tag = std::to_string(::getpid());
     const fs::path out = dir / ("tps-cli-" + tag + ".out");
     const fs::path err = dir / ("tps-cli-" + tag + ".err");
-    const std::string cmd = std::string(TPSERVE_BIN) + " " + args + " >" + out.string() + " 2>" + err.string();
+    // a command that should fail at once but does not (a server that starts) is stopped after
+    // 120 s and ends with timeout's 124, not a hung test
+    const std::string cmd = "timeout -k 5 120 " + std::string(TPSERVE_BIN) + " " + args + " >" + out.string() + " 2>" + err.string();
     const int status = std::system(cmd.c_str());
     Outcome r;
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;

@@ -157,7 +157,7 @@ TEST(Cli, ServeRefusesBadModelFlagsBeforeListening) {
     for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
              {"--generation-config vllm", "--generation-config: 'vllm'"},
              {"--prefix-cache maybe", "--prefix-cache: 'maybe' is not on or off"},
-             {"--tool-call-parser mistral", "--tool-call-parser: 'mistral' is not auto, none, hermes or llama3_json"},
+             {"--tool-call-parser pythonic", "--tool-call-parser: 'pythonic' is not auto, none, hermes, llama3_json or mistral"},
              {"--format int9", "--format: 'int9'"}}) {
         expect_usage("serve -m " + tiny + " --port 0 " + args, needle);
     }

@@ -238,10 +238,14 @@ Sampled score_token(std::span<const float> logits, int32_t token, int32_t top, R
     greedy.temperature = 0.0f;
     greedy.top_logprobs = top;
     Sampled out = sample_row(logits, greedy, {}, scratch);
-    // the row's log-normaliser, from the most likely token's log-probability
+    if (token == out.token) return out;
+    // a token among the alternatives has their figure exactly (a client compares them to find
+    // whether the token was the most likely); another, the row's log-normaliser from the most
+    // likely token's
+    const auto alt = std::find_if(out.top.begin(), out.top.end(), [&](const TokenLogprob& t) { return t.token == token; });
     const float log_z = logits[static_cast<size_t>(out.token)] - out.logprob;
+    out.logprob = alt != out.top.end() ? alt->logprob : logits[static_cast<size_t>(token)] - log_z;
     out.token = token;
-    out.logprob = logits[static_cast<size_t>(token)] - log_z;
     return out;
 }
 

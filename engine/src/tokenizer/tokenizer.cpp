@@ -113,6 +113,22 @@ std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
 
 StreamDecoder::StreamDecoder(const Tokenizer& tok, bool skip_special) : tok_(tok), skip_special_(skip_special) {}
 
+void StreamDecoder::follow(std::span<const int32_t> shown) {
+    ids_.clear();
+    prefix_.clear();
+    const Tokenizer::Impl& impl = *tok_.impl_;
+    for (size_t i = shown.size(); i-- > 0;) {
+        if (impl.kept_token(shown[i], skip_special_) == nullptr) continue;
+        const std::vector<int32_t> context = {shown[i]};
+        const std::string text = impl.decode(context, skip_special_);
+        if (!impl.ends_in_byte_run(context, skip_special_) && !std::string_view(text).ends_with(tok::kReplacementUtf8)) {
+            ids_ = context;
+            prefix_ = text;
+        }
+        return;
+    }
+}
+
 std::string StreamDecoder::push(int32_t id) {
     ids_.push_back(id);
     const Tokenizer::Impl& impl = *tok_.impl_;

@@ -56,6 +56,7 @@ TEST(Response, ToolCallsInAWholeChatAnswer) {
     ASSERT_EQ(c["message"]["tool_calls"].size(), 1u);
     const Json& call = c["message"]["tool_calls"][0];
     EXPECT_EQ(call["type"], "function");
+    EXPECT_FALSE(call.contains("index"));  // only a streamed delta's calls carry one
     EXPECT_TRUE(call["id"].get<std::string>().starts_with("call_"));
     EXPECT_EQ(call["function"]["name"], "get_weather");
     EXPECT_EQ(Json::parse(call["function"]["arguments"].get<std::string>()), (Json{{"city", "Paris"}}));

@@ -1,11 +1,14 @@
 // Reading tool calls from model output: the two formats as Qwen2.5 and Llama 3.1 write them,
 // ordinary text left alone, anything malformed kept as text, and what streaming may show.
 #include "tpserve/common/error.h"
+#include "tpserve/engine/chat_template.h"
 #include "tpserve/serve/tool_calls.h"
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -36,10 +39,15 @@ TEST(ToolCalls, HermesCallsAfterAnyText) {
                                             "Let me check both.\n<tool_call>\n{\"name\": \"a\", \"arguments\": {}}\n</tool_call>\n"
                                             "<tool_call>\n{\"name\": \"b\", \"arguments\": \"{\\\"x\\\": [1, 2]}\"}\n");
     ASSERT_EQ(two.calls.size(), 2u);
-    EXPECT_EQ(two.content, "Let me check both.\n");
+    EXPECT_EQ(two.content, "Let me check both.\n\n");  // the text between the calls is kept
     EXPECT_EQ(two.calls[1].name, "b");
     EXPECT_EQ(args(two.calls[1]), (nlohmann::json{{"x", {1, 2}}}));  // arguments given as JSON text stay as they are
     EXPECT_NE(two.calls[0].id, two.calls[1].id);
+    const ToolOutput around = parse_tool_calls(
+        ToolParser::hermes, "Before. <tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call> Between. "
+                            "<tool_call>{\"name\": \"b\", \"arguments\": {}}</tool_call> After.");
+    ASSERT_EQ(around.calls.size(), 2u);
+    EXPECT_EQ(around.content, "Before.  Between.  After.");
 }
 
 TEST(ToolCalls, Llama3JsonIsTheWholeOutput) {
@@ -57,6 +65,40 @@ TEST(ToolCalls, Llama3JsonIsTheWholeOutput) {
     EXPECT_EQ(two.calls[1].name, "b");
 }
 
+TEST(ToolCalls, MistralIsAListWithShortIds) {
+    for (const char* text : {R"([{"name": "get_weather", "arguments": {"city": "Rome"}}, {"name": "b", "arguments": {}}])",
+                             R"([TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Rome"}}, {"name": "b", "arguments": {}}])"}) {
+        const ToolOutput out = parse_tool_calls(ToolParser::mistral, text);
+        ASSERT_EQ(out.calls.size(), 2u) << text;
+        EXPECT_EQ(out.calls[0].name, "get_weather");
+        EXPECT_EQ(args(out.calls[0]), (nlohmann::json{{"city", "Rome"}}));
+        for (const auto& c : out.calls) {
+            EXPECT_EQ(c.id.size(), 9u);
+            EXPECT_TRUE(std::all_of(c.id.begin(), c.id.end(), [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)); }));
+        }
+        EXPECT_EQ(out.content, "");
+    }
+    for (const char* text : {"[1, 2, 3]", "[]", R"([{"name": "f", "arguments": {}}] and more)", R"([{"name": "f"}])", "Sure."}) {
+        EXPECT_TRUE(parse_tool_calls(ToolParser::mistral, text).calls.empty()) << text;
+    }
+    EXPECT_EQ(tool_content_prefix(ToolParser::mistral, " [{\"na"), 0u);
+    EXPECT_EQ(tool_content_prefix(ToolParser::mistral, "[TOOL_"), 0u);
+    EXPECT_EQ(tool_content_prefix(ToolParser::mistral, "Sure"), 4u);
+    // the call comes back in the next request: Mistral's template takes our id, not an OpenAI-style one
+    const ChatTemplate t(read("tests/fixtures/chat_templates/mistral-7b-instruct-v0.3.jinja"), "mistral-7b-instruct-v0.3.jinja");
+    auto turn = [&](const std::string& id) {
+        nlohmann::ordered_json call = {{"id", id}, {"type", "function"}, {"function", {{"name", "get_weather"}, {"arguments", {{"city", "Rome"}}}}}};
+        return nlohmann::ordered_json{
+            {"messages", {{{"role", "user"}, {"content", "Weather?"}},
+                          {{"role", "assistant"}, {"tool_calls", {call}}},
+                          {{"role", "tool"}, {"tool_call_id", id}, {"content", "sunny"}}}},
+            {"add_generation_prompt", true}, {"bos_token", "<s>"}, {"eos_token", "</s>"}};
+    };
+    const std::string id = parse_tool_calls(ToolParser::mistral, R"([{"name": "get_weather", "arguments": {}}])").calls.at(0).id;
+    EXPECT_NO_THROW(t.render(turn(id)));
+    EXPECT_THROW(t.render(turn("call_0123456789abcdef01234567")), InputError);
+}
+
 TEST(ToolCalls, AnythingElseIsText) {
     const char* texts[] = {
         "The weather in Paris is mild.",
@@ -70,7 +112,7 @@ TEST(ToolCalls, AnythingElseIsText) {
         "<tool_call>not json</tool_call>",
     };
     for (const char* t : texts) {
-        for (const ToolParser p : {ToolParser::hermes, ToolParser::llama3_json, ToolParser::none}) {
+        for (const ToolParser p : {ToolParser::hermes, ToolParser::llama3_json, ToolParser::mistral, ToolParser::none}) {
             const ToolOutput out = parse_tool_calls(p, t);
             EXPECT_TRUE(out.calls.empty()) << tool_parser_name(p) << ": " << t;
             EXPECT_EQ(out.content, t) << tool_parser_name(p) << ": " << t;
@@ -105,10 +147,13 @@ TEST(ToolCalls, AutoReadsTheChatTemplate) {
     EXPECT_EQ(tool_parser_named("auto", read(dir + "llama-3.1-8b-instruct.jinja")), ToolParser::llama3_json);
     EXPECT_EQ(tool_parser_named("auto", read(dir + "smollm2-135m-instruct.jinja")), ToolParser::none);
     EXPECT_EQ(tool_parser_named("auto", read(dir + "llama-2-7b-chat.jinja")), ToolParser::none);
+    EXPECT_EQ(tool_parser_named("auto", read(dir + "mistral-7b-instruct-v0.3.jinja")), ToolParser::mistral);
+    EXPECT_EQ(tool_parser_named("auto", read(dir + "mistral-7b-instruct-v0.1.jinja")), ToolParser::none);
+    EXPECT_EQ(tool_parser_named("mistral", ""), ToolParser::mistral);
     EXPECT_EQ(tool_parser_named("auto", ""), ToolParser::none);
     EXPECT_EQ(tool_parser_named("hermes", ""), ToolParser::hermes);
     EXPECT_EQ(tool_parser_named("none", read(dir + "qwen2.5-7b-instruct.jinja")), ToolParser::none);
-    EXPECT_THROW(tool_parser_named("mistral", ""), UsageError);
+    EXPECT_THROW(tool_parser_named("pythonic", ""), UsageError);
 }
 
 }  // namespace

@@ -82,6 +82,10 @@ private:
 class StreamDecoder {
 public:
     explicit StreamDecoder(const Tokenizer& tok, bool skip_special = true);
+    // The text to come follows these tokens, already shown (an echoed prompt): it keeps the
+    // leading space a decoder strips at the start of a text. Where the last of them is part of a
+    // byte run, the text starts afresh.
+    void follow(std::span<const int32_t> shown);
     std::string push(int32_t id);
     std::string finish();  // whatever is left (invalid bytes as U+FFFD, as decode() would); resets
 

@@ -34,8 +34,9 @@ inline bool nests_deeper_than(std::string_view text, int limit) {
     return scan_brackets(text, [&](int depth, char) { return depth > limit; }) != std::string_view::npos;
 }
 
-// The end (one past the closing brace) of the object that begins `text`; npos when it does not close.
-inline size_t object_end(std::string_view text) {
+// The end (one past the closing bracket) of the object or array that begins `text`; npos when it
+// does not close.
+inline size_t value_end(std::string_view text) {
     const size_t close = scan_brackets(text, [](int depth, char) { return depth == 0; });
     return close == std::string_view::npos ? close : close + 1;
 }

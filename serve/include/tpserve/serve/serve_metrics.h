@@ -34,6 +34,7 @@ struct ServeMetrics {
     Counter& prefix_cache_queries;
     Counter& prefix_cache_hits;
     Counter& steps;
+    Counter& preemptions;
 
     // Per rank (labels rank, stage): time computing its part of steps, time in collectives.
     Counter& step_seconds(int rank, int stage);

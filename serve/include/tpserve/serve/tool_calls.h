@@ -5,6 +5,9 @@
 //               or more, after any ordinary text
 //   llama3_json (Llama 3.1 / 3.2): the whole output is {"name": ..., "parameters": {...}} (or
 //               "arguments"), optionally after <|python_tag|>, several separated by ';'
+//   mistral     (Mistral v0.3 and later): the whole output is [{"name": ..., "arguments": {...}}, ...],
+//               after [TOOL_CALLS] when special tokens are kept; call ids are 9 letters and digits,
+//               as Mistral's template demands when the call comes back
 // Output that is not a well-formed call is ordinary content, unchanged. Pure functions: no I/O.
 #pragma once
 
@@ -15,15 +18,15 @@
 
 namespace tps::serve {
 
-enum class ToolParser { none, hermes, llama3_json };
+enum class ToolParser { none, hermes, llama3_json, mistral };
 
-// "none", "hermes", "llama3_json"; "auto" picks from the chat template's source (its own tool
+// "none", "hermes", "llama3_json", "mistral"; "auto" picks from the chat template's source (its own tool
 // syntax), none when it shows none. UsageError for another name.
 ToolParser tool_parser_named(std::string_view name, std::string_view chat_template_source);
 const char* tool_parser_name(ToolParser p) noexcept;
 
 struct ToolCall {
-    std::string id;         // "call_" + 24 hex digits
+    std::string id;         // "call_" + 24 hex digits (mistral: 9 letters and digits)
     std::string name;
     std::string arguments;  // a JSON object, as text
 };

@@ -151,6 +151,9 @@ TEST(RowSampling, ScoreTokenIsTheLogSoftmaxAtTheGivenToken) {
         EXPECT_EQ(got.top[1].token, 4);
         EXPECT_EQ(got.top[2].token, 2);
     }
+    // the most likely token's score is its top entry's, exactly (lm-eval's is_greedy compares them)
+    const Sampled best = score_token(l, 1, 1, scratch);
+    EXPECT_EQ(best.logprob, best.top.at(0).logprob);
     EXPECT_TRUE(score_token(l, 3, 0, scratch).top.empty());
     EXPECT_THROW(score_token(l, 6, 1, scratch), UsageError);
     EXPECT_THROW(score_token(l, -1, 1, scratch), UsageError);

@@ -185,6 +185,27 @@ TEST(StreamDecoder, LeadingSpaceAndSpecialTokens) {
     }
 }
 
+TEST(StreamDecoder, TextThatFollowsShownTokensKeepsItsLeadingSpace) {
+    const Tokenizer l2 = family("llama2");
+    const auto prompt = l2.encode("Hello world", true);
+    const auto more = l2.encode("world again", false);  // "▁world ▁again": the space the decoder strips alone
+    StreamDecoder fresh(l2);
+    StreamDecoder after(l2);
+    after.follow(prompt);
+    std::string alone, following;
+    for (const int32_t id : more) {
+        alone += fresh.push(id);
+        following += after.push(id);
+    }
+    alone += fresh.finish();
+    following += after.finish();
+    EXPECT_EQ(alone, "world again");
+    EXPECT_EQ(following, " world again");
+    std::vector<int32_t> all = prompt;
+    all.insert(all.end(), more.begin(), more.end());
+    EXPECT_EQ(l2.decode(prompt, true) + following, l2.decode(all, true));
+}
+
 TEST(StreamDecoder, ByteLevelNeverEmitsHalfACharacter) {
     const Tokenizer l3 = family("llama3");
     const auto ids = l3.encode("鱼☃😀 ok", false);  // characters the tiny vocabulary splits into bytes
