@@ -130,17 +130,20 @@ std::string ResponseWriter::stream_start() const {
     if (endpoint_ != Endpoint::chat) return {};
     std::string out;
     for (size_t i = 0; i < choices_.size(); ++i) {
-        const Json j = {{"id", id_},
-                            {"object", "chat.completion.chunk"},
-                            {"created", created_},
-                            {"model", model_},
-                            {"choices", Json::array({{{"index", i},
-                                                      {"delta", {{"role", "assistant"}, {"content", ""}}},
-                                                      {"logprobs", nullptr},
-                                                      {"finish_reason", nullptr}}})}};
-        out += event(dump(j));
+        out += chunk(static_cast<int>(i), Json{{"role", "assistant"}, {"content", ""}}, nullptr, {});
     }
     return out;
+}
+
+// The object around the choices: id, object, created, model, choices (and usage, if given).
+Json ResponseWriter::envelope(const char* object, Json choices, const Usage* usage) const {
+    Json j = {{"id", id_}, {"object", object}, {"created", created_}, {"model", model_}, {"choices", std::move(choices)}};
+    if (usage) j["usage"] = usage_json(*usage);
+    return j;
+}
+
+const char* ResponseWriter::stream_object() const {
+    return endpoint_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion";
 }
 
 // One chunk of choice `index`: `body` (text or delta), its logprobs, its finish_reason.
@@ -150,12 +153,7 @@ std::string ResponseWriter::chunk(int index, Json body, Json logprobs, const std
     else choice_json["delta"] = std::move(body);
     choice_json["logprobs"] = std::move(logprobs);
     choice_json["finish_reason"] = finish.empty() ? Json(nullptr) : Json(finish);
-    const Json j = {{"id", id_},
-                    {"object", endpoint_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
-                    {"created", created_},
-                    {"model", model_},
-                    {"choices", Json::array({std::move(choice_json)})}};
-    return event(dump(j));
+    return event(dump(envelope(stream_object(), Json::array({std::move(choice_json)}), nullptr)));
 }
 
 std::string ResponseWriter::stream_piece(int index, const Delta& d) {
@@ -197,13 +195,7 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
 std::string ResponseWriter::stream_end(const Usage& usage) const {
     std::string out;
     if (include_usage_) {
-        const Json j = {{"id", id_},
-                        {"object", endpoint_ == Endpoint::chat ? "chat.completion.chunk" : "text_completion"},
-                        {"created", created_},
-                        {"model", model_},
-                        {"choices", Json::array()},
-                        {"usage", usage_json(usage)}};
-        out += event(dump(j));
+        out += event(dump(envelope(stream_object(), Json::array(), &usage)));
     }
     out += "data: [DONE]\n\n";
     return out;
@@ -243,13 +235,7 @@ std::string ResponseWriter::whole(const Usage& usage) {
         choice_json["finish_reason"] = finish;
         choices.push_back(std::move(choice_json));
     }
-    const Json j = {{"id", id_},
-                    {"object", endpoint_ == Endpoint::chat ? "chat.completion" : "text_completion"},
-                    {"created", created_},
-                    {"model", model_},
-                    {"choices", std::move(choices)},
-                    {"usage", usage_json(usage)}};
-    return dump(j);
+    return dump(envelope(endpoint_ == Endpoint::chat ? "chat.completion" : "text_completion", std::move(choices), &usage));
 }
 
 }  // namespace tps::serve

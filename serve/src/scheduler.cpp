@@ -337,14 +337,15 @@ void Scheduler::admit() {
     if (!preempted_.empty()) return;  // they go first
     std::lock_guard lock(mu_);
     while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch) {
-        if (waiting_.front()->request().max_tokens == 0 && !waiting_.front()->request().scores_prompt()) {
+        const GenerationRequest& next = waiting_.front()->request();
+        if (next.max_tokens == 0 && !next.scores_prompt()) {
             // echo of the prompt alone: nothing to feed, no KV, no place in the batch
             Seq echo(std::move(waiting_.front()), next_seq_++, tok_, driver_.model().samples_rows());
             waiting_.pop_front();
             prompt_done(echo);
             continue;
         }
-        if (!room(waiting_.front()->request().prompt, !waiting_.front()->request().scores_prompt())) break;
+        if (!room(next.prompt, !next.scores_prompt())) break;
         auto seq = std::make_unique<Seq>(std::move(waiting_.front()), next_seq_++, tok_, driver_.model().samples_rows());
         waiting_.pop_front();
         start(*seq, m, true);

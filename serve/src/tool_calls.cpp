@@ -40,10 +40,8 @@ std::string call_id(ToolParser p) {
 }
 
 // {"name": "...", <args_key>: {...} or "..."} as a call; false when it is not one.
-bool read_call(ToolParser p, std::string_view body, std::initializer_list<const char*> args_keys, ToolCall& out) {
-    if (nests_deeper_than(body, 64)) return false;  // deeper than any call's
-    const Json j = Json::parse(body.begin(), body.end(), nullptr, false);
-    if (j.is_discarded() || !j.is_object()) return false;
+bool read_call(ToolParser p, const Json& j, std::initializer_list<const char*> args_keys, ToolCall& out) {
+    if (!j.is_object()) return false;
     const auto name = j.find("name");
     if (name == j.end() || !name->is_string() || name->get<std::string>().empty()) return false;
     const Json* args = nullptr;
@@ -66,6 +64,13 @@ bool read_call(ToolParser p, std::string_view body, std::initializer_list<const 
     return true;
 }
 
+// JSON text, unless it nests deeper than any call's (a model's output is not trusted to be
+// shallow) or does not parse: then a discarded value.
+Json parse_output(std::string_view text) {
+    if (nests_deeper_than(text, 64)) return Json(Json::value_t::discarded);
+    return Json::parse(text.begin(), text.end(), nullptr, false);
+}
+
 ToolOutput parse_hermes(std::string_view text) {
     const size_t first = text.find(kHermesOpen);
     if (first == std::string_view::npos) return {std::string(text), {}};
@@ -76,8 +81,8 @@ ToolOutput parse_hermes(std::string_view text) {
         pos += kHermesOpen.size();
         const size_t end = text.find(kHermesClose, pos);  // the last may be cut off by the stop token
         ToolCall call;
-        if (!read_call(ToolParser::hermes, trim(text.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos)),
-                       {"arguments", "parameters"}, call)) {
+        const std::string_view body = trim(text.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos));
+        if (!read_call(ToolParser::hermes, parse_output(body), {"arguments", "parameters"}, call)) {
             return {std::string(text), {}};
         }
         out.calls.push_back(std::move(call));
@@ -99,7 +104,8 @@ ToolOutput parse_llama3_json(std::string_view text) {
         if (rest.front() != '{') return {std::string(text), {}};
         const size_t end = value_end(rest);
         ToolCall call;
-        if (end == std::string_view::npos || !read_call(ToolParser::llama3_json, rest.substr(0, end), {"parameters", "arguments"}, call)) {
+        if (end == std::string_view::npos ||
+            !read_call(ToolParser::llama3_json, parse_output(rest.substr(0, end)), {"parameters", "arguments"}, call)) {
             return {std::string(text), {}};
         }
         out.calls.push_back(std::move(call));
@@ -114,15 +120,15 @@ ToolOutput parse_llama3_json(std::string_view text) {
 ToolOutput parse_mistral(std::string_view text) {
     std::string_view rest = trim(text);
     if (rest.starts_with(kMistralTag)) rest = trim(rest.substr(kMistralTag.size()));
-    if (rest.empty() || rest.front() != '[' || nests_deeper_than(rest, 64)) return {std::string(text), {}};
+    if (rest.empty() || rest.front() != '[') return {std::string(text), {}};
     const size_t end = value_end(rest);
     if (end == std::string_view::npos || !trim(rest.substr(end)).empty()) return {std::string(text), {}};
-    const Json list = Json::parse(rest.begin(), rest.begin() + static_cast<std::ptrdiff_t>(end), nullptr, false);
-    if (list.is_discarded() || !list.is_array() || list.empty()) return {std::string(text), {}};
+    const Json list = parse_output(rest.substr(0, end));
+    if (!list.is_array() || list.empty()) return {std::string(text), {}};
     ToolOutput out;
     for (const Json& item : list) {
         ToolCall call;
-        if (!item.is_object() || !read_call(ToolParser::mistral, item.dump(), {"arguments", "parameters"}, call)) {
+        if (!read_call(ToolParser::mistral, item, {"arguments", "parameters"}, call)) {
             return {std::string(text), {}};
         }
         out.calls.push_back(std::move(call));

@@ -55,6 +55,8 @@ private:
     };
     std::string event(const std::string& json) const;
     std::string chunk(int index, nlohmann::ordered_json body, nlohmann::ordered_json logprobs, const std::string& finish) const;
+    nlohmann::ordered_json envelope(const char* object, nlohmann::ordered_json choices, const Usage* usage) const;
+    const char* stream_object() const;
     void add_logprobs(const std::vector<TokenOut>& tokens, Choice& c, void* into);
     std::string token_text(int32_t id) const;
     Choice& choice(int index);
