@@ -12,9 +12,11 @@ SSE parsed here, so the client adds as little as it can to what it measures.
 usage:
   benchmarks/http_load.py --url http://127.0.0.1:8000 [--model NAME] [--concurrency 1,8,32,64]
                           [--requests N] [--max-tokens 64] [--prompt TEXT] [--n 1] [--timeout 600] [--json OUT]
+                          [--extra JSON]
 
   --model        default: the first id from GET /v1/models
   --requests     per level; default 2 x concurrency, at least 4
+  --extra        fields merged into every body (e.g. {"response_format": {"type": "json_object"}})
 Prints a markdown table on stdout (concurrency, requests, generated tok/s, each stream's own decode
 tok/s (mean), p50/p99 TTFT ms, p50/p99 ITL ms, errors) and a progress line on stderr; --json also writes every level's figures.
 
@@ -118,10 +120,11 @@ class Result:
         self.tokens = 0  # completion tokens (usage; the content chunks if no usage came)
 
 
-async def one_request(conn, model, prompt, max_tokens, n=1):
+async def one_request(conn, model, prompt, max_tokens, n=1, extra=None):
     r = Result()
     body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "n": n,
-                       "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}).encode()
+                       "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
+                       **(extra or {})}).encode()
     start = time.perf_counter()
     try:
         await conn.send("POST", "/v1/completions", body)
@@ -184,7 +187,7 @@ def percentile(values, q):
     return v[lo] + (v[hi] - v[lo]) * (pos - lo)
 
 
-async def run_level(host, port, model, concurrency, requests, max_tokens, prompt, timeout, n=1):
+async def run_level(host, port, model, concurrency, requests, max_tokens, prompt, timeout, n=1, extra=None):
     results = []
     taken = 0
     start = time.perf_counter()
@@ -204,7 +207,7 @@ async def run_level(host, port, model, concurrency, requests, max_tokens, prompt
             while taken < requests:
                 taken += 1
                 try:
-                    r = await asyncio.wait_for(one_request(conn, model, prompt, max_tokens, n), timeout)
+                    r = await asyncio.wait_for(one_request(conn, model, prompt, max_tokens, n, extra), timeout)
                 except asyncio.TimeoutError:
                     r = Result()
                     r.error = f"no complete response within {timeout} s"
@@ -282,7 +285,8 @@ async def main_async(args):
     out = []
     for c in levels:
         n = args.requests if args.requests else max(4, 2 * c)
-        out.append(await run_level(host, port, model, c, n, args.max_tokens, args.prompt, args.timeout, args.n))
+        out.append(await run_level(host, port, model, c, n, args.max_tokens, args.prompt, args.timeout, args.n,
+                                   args.extra))
         for e in out[-1]["error_samples"][:2]:
             sys.stderr.write(f"  error: {e}\n")
     print(f"model {model}, max_tokens {args.max_tokens}, n {args.n}, url {args.url}\n")
@@ -305,6 +309,8 @@ def main():
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
     p.add_argument("--n", type=int, default=1, help="choices per request (default 1)")
     p.add_argument("--timeout", type=float, default=600, help="seconds one request may take (default 600)")
+    p.add_argument("--extra", type=json.loads, default=None, metavar="JSON",
+                   help="fields merged into every request body, e.g. a response_format")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the figures to this JSON file")
     args = p.parse_args()
     return asyncio.run(main_async(args))

@@ -273,6 +273,7 @@ ServedModel served_model(const Settings& s, const ModelFiles& files, const Llama
     m.vocab = model.desc().vocab;
     m.created = static_cast<int64_t>(std::time(nullptr));
     m.tool_parser = tool_parser_named(s.tool_parser, files.chat_template_source);
+    m.token_bytes = std::make_shared<structured::TokenBytes>(*files.tokenizer);
     if (m.tool_parser != ToolParser::none) {
         std::fprintf(stderr, "tpserve serve: tool calls in chat output are read as %s (%s; --tool-call-parser none leaves them text)\n",
                      tool_parser_name(m.tool_parser), s.tool_parser == "auto" ? "from the chat template" : "--tool-call-parser");

@@ -2,6 +2,7 @@
 // message names the field and what was wrong with it; nothing here trusts the body's shape.
 #include "tpserve/serve/request.h"
 
+#include "request_fields.h"
 #include "tpserve/serve/json_scan.h"
 
 #include <fmt/format.h>
@@ -15,22 +16,7 @@
 namespace tps::serve {
 namespace {
 
-using Json = nlohmann::ordered_json;
-
 constexpr int kMaxDepth = 64;  // deeper bodies are refused before the parser sees them
-
-const char* type_name(const Json& v) {
-    switch (v.type()) {
-        case Json::value_t::null: return "null";
-        case Json::value_t::boolean: return "a boolean";
-        case Json::value_t::string: return "a string";
-        case Json::value_t::array: return "an array";
-        case Json::value_t::object: return "an object";
-        case Json::value_t::binary: return "binary";
-        case Json::value_t::discarded: return "nothing";
-        default: return "a number";
-    }
-}
 
 Json parse_body(std::string_view body) {
     if (nests_deeper_than(body, kMaxDepth)) throw ApiError::invalid(fmt::format("the body nests more than {} levels deep", kMaxDepth));
@@ -45,55 +31,6 @@ Json parse_body(std::string_view body) {
     }
     if (!j.is_object()) throw ApiError::invalid(fmt::format("the body must be a JSON object, got {}", type_name(j)));
     return j;
-}
-
-const Json* field(const Json& j, const char* name) {
-    const auto it = j.find(name);
-    return it == j.end() || it->is_null() ? nullptr : &*it;
-}
-
-int64_t get_int(const Json& j, const char* name, int64_t lo, int64_t hi, int64_t fallback) {
-    const Json* v = field(j, name);
-    if (!v) return fallback;
-    int64_t out = 0;
-    if (v->is_number_integer()) {
-        if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
-            throw ApiError::invalid(fmt::format("'{}' must be between {} and {}", name, lo, hi), name);
-        }
-        out = v->get<int64_t>();
-    } else if (v->is_number_float()) {
-        const double d = v->get<double>();
-        if (!std::isfinite(d) || d != std::floor(d) || std::abs(d) > 9e15) {
-            throw ApiError::invalid(fmt::format("'{}' must be an integer, got {}", name, v->dump()), name);
-        }
-        out = static_cast<int64_t>(d);
-    } else {
-        throw ApiError::invalid(fmt::format("'{}' must be an integer, got {}", name, type_name(*v)), name);
-    }
-    if (out < lo || out > hi) {
-        throw ApiError::invalid(fmt::format("'{}' must be between {} and {}, got {}", name, lo, hi, out), name);
-    }
-    return out;
-}
-
-float get_float(const Json& j, const char* name, double lo, double hi, float fallback, bool lo_open = false) {
-    const Json* v = field(j, name);
-    if (!v) return fallback;
-    if (!v->is_number()) throw ApiError::invalid(fmt::format("'{}' must be a number, got {}", name, type_name(*v)), name);
-    const double d = v->get<double>();
-    if (!std::isfinite(d) || d < lo || d > hi || (lo_open && d == lo)) {
-        throw ApiError::invalid(
-            fmt::format("'{}' must be {} {} and at most {}, got {}", name, lo_open ? "above" : "at least", lo, hi, v->dump()),
-            name);
-    }
-    return static_cast<float>(d);
-}
-
-bool get_bool(const Json& j, const char* name, bool fallback) {
-    const Json* v = field(j, name);
-    if (!v) return fallback;
-    if (!v->is_boolean()) throw ApiError::invalid(fmt::format("'{}' must be a boolean, got {}", name, type_name(*v)), name);
-    return v->get<bool>();
 }
 
 // Token ids a request may name: those both the tokenizer and the model's vocabulary have.
@@ -242,22 +179,7 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
             r.stop_ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
         }
     }
-    // constrained decoding is not implemented: asking for it is refused rather than ignored
-    if (const Json* rf = field(j, "response_format")) {
-        const Json* type = rf->is_object() ? field(*rf, "type") : nullptr;
-        if (!type || !type->is_string()) {
-            throw ApiError::invalid("'response_format' must be an object with a string 'type'", "response_format");
-        }
-        if (type->get<std::string>() != "text") {
-            throw ApiError::invalid(fmt::format("'response_format' of type '{}' is not supported (no constrained decoding); "
-                                                "ask for JSON in the prompt instead",
-                                                type->get<std::string>()),
-                                    "response_format");
-        }
-    }
-    for (const char* guided : {"guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs"}) {
-        if (field(j, guided)) throw ApiError::invalid(fmt::format("'{}' is not supported (no constrained decoding)", guided), guided);
-    }
+    parse_output_format(j, model, r);
     r.skip_special_tokens = get_bool(j, "skip_special_tokens", true);
     r.stream = get_bool(j, "stream", false);
     if (const Json* so = field(j, "stream_options")) {
@@ -399,10 +321,11 @@ std::vector<int32_t> render_chat(const Json& j, const ServedModel& model) {
 }
 
 // `tools` (functions the model may call) and `tool_choice`: with "auto" (the default when there are
-// tools) the output is read for calls; "none" leaves it text. Forcing a call ("required", or a
-// named function) needs constrained decoding, which is not implemented: refused, not ignored.
+// tools) the output is read for calls; "none" leaves it text; "required" or a named function
+// forces calls with a grammar (force_tool_calls).
 void parse_tools(const Json& j, const ServedModel& model, GenerationRequest& r) {
     const Json* tools = field(j, "tools");
+    std::vector<std::string> names;
     if (tools) {
         if (!tools->is_array()) throw ApiError::invalid(fmt::format("'tools' must be an array, got {}", type_name(*tools)), "tools");
         for (size_t i = 0; i < tools->size(); ++i) {
@@ -414,24 +337,41 @@ void parse_tools(const Json& j, const ServedModel& model, GenerationRequest& r) 
                 throw ApiError::invalid(fmt::format("'tools[{}]' must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}", i),
                                         "tools");
             }
+            names.push_back(name->get<std::string>());
         }
     }
     std::string choice = "auto";
+    std::string named;
     if (const Json* tc = field(j, "tool_choice")) {
         if (tc->is_object()) {
-            throw ApiError::invalid("'tool_choice' naming a function is not supported (it needs constrained decoding); "
-                                    "use \"auto\" and say which tool in the prompt",
-                                    "tool_choice");
+            const Json* fn = field(*tc, "function");
+            const Json* name = fn && fn->is_object() ? field(*fn, "name") : nullptr;
+            if (!name || !name->is_string()) {
+                throw ApiError::invalid("'tool_choice' must be \"auto\", \"none\", \"required\" or "
+                                        "{\"type\": \"function\", \"function\": {\"name\": ...}}",
+                                        "tool_choice");
+            }
+            named = name->get<std::string>();
+            if (std::find(names.begin(), names.end(), named) == names.end()) {
+                throw ApiError::invalid(fmt::format("'tool_choice' names the function '{}', which is not among 'tools'", named),
+                                        "tool_choice");
+            }
+            choice = "named";
+        } else {
+            if (!tc->is_string()) throw ApiError::invalid(fmt::format("'tool_choice' must be a string or an object, got {}", type_name(*tc)), "tool_choice");
+            choice = tc->get<std::string>();
+            if (choice != "auto" && choice != "none" && choice != "required") {
+                throw ApiError::invalid(fmt::format("'tool_choice' must be \"auto\", \"none\", \"required\" or a function, got \"{}\"", choice),
+                                        "tool_choice");
+            }
+            if (choice == "required" && names.empty()) {
+                throw ApiError::invalid("'tool_choice' \"required\" needs 'tools' to call", "tool_choice");
+            }
         }
-        if (!tc->is_string()) throw ApiError::invalid(fmt::format("'tool_choice' must be a string, got {}", type_name(*tc)), "tool_choice");
-        choice = tc->get<std::string>();
-        if (choice == "required") {
-            throw ApiError::invalid("'tool_choice' \"required\" is not supported (it needs constrained decoding); use \"auto\"",
-                                    "tool_choice");
-        }
-        if (choice != "auto" && choice != "none") {
-            throw ApiError::invalid(fmt::format("'tool_choice' must be \"auto\" or \"none\", got \"{}\"", choice), "tool_choice");
-        }
+    }
+    if (choice == "required" || choice == "named") {
+        force_tool_calls(*tools, named, model, r);
+        return;
     }
     r.reads_tool_calls = tools && !tools->empty() && choice == "auto" && model.tool_parser != ToolParser::none;
 }

@@ -73,7 +73,11 @@ Json empty_logprobs(Endpoint e) {
 ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string model_name, const Tokenizer& tokenizer,
                                int64_t created, ToolParser tools)
     : endpoint_(request.endpoint),
-      tools_(request.reads_tool_calls && request.endpoint == Endpoint::chat ? tools : ToolParser::none),
+      tools_(request.endpoint != Endpoint::chat ? ToolParser::none
+             // a forced list reads as Mistral's where the model is Mistral (its template wants its ids)
+             : request.forces_tool_calls ? (tools == ToolParser::mistral ? ToolParser::mistral : ToolParser::json_list)
+             : request.reads_tool_calls  ? tools
+                                         : ToolParser::none),
       logprobs_(request.logprobs),
       include_usage_(request.include_usage),
       model_(std::move(model_name)),

@@ -468,8 +468,13 @@ void Scheduler::process(const StepOutput& out, const std::vector<Seq*>& members)
         if (s.job->cancelled()) continue;  // swept before the next step
         if (scored_from >= 0) {
             score(s, entry, scored_from, out.vocab);
-        } else {
+            continue;
+        }
+        try {
             emit(s, take_token(entry, s.kind, s.sampler));
+        } catch (const ConstraintError& error) {
+            // this request's output format cannot go on; the others can
+            fail(s, ApiError(500, "server_error", error.what()), "failed");
         }
     }
 }
@@ -544,11 +549,12 @@ void Scheduler::emit(Seq& s, const Sampled& sampled) {
     // stop strings are looked for from the min_tokens-th token on
     std::string text = s.decoder.push(sampled.token);
     if (s.generated >= req.sampling.min_tokens) text = s.stops.push(std::move(text));
-    // a stop string ends it (the text before it is final, what follows is not shown), or the limit
-    const bool stop_string = s.stops.done();
-    const bool length = !stop_string && (s.generated >= req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= opt_.context);
-    push_piece(s, std::move(text), stop_string || length);
-    if (stop_string || length) finish(s, stop_string ? "stop" : "length");
+    // a stop string ends it (the text before it is final, what follows is not shown), the output
+    // format admitting nothing more does, or the limit
+    const bool stop = s.stops.done() || s.sampler.finished();
+    const bool length = !stop && (s.generated >= req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= opt_.context);
+    push_piece(s, std::move(text), stop || length);
+    if (stop || length) finish(s, stop ? "stop" : "length");
 }
 
 // Sends the text now final with the tokens it came from; tokens whose text is still held back

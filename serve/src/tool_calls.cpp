@@ -116,10 +116,11 @@ ToolOutput parse_llama3_json(std::string_view text) {
     return out;
 }
 
-// The whole output is [{"name": ..., "arguments": {...}}, ...], after [TOOL_CALLS] if kept.
-ToolOutput parse_mistral(std::string_view text) {
+// The whole output is [{"name": ..., "arguments": {...}}, ...], after [TOOL_CALLS] if kept (mistral;
+// json_list: the same list, "parameters" first, with "call_" ids).
+ToolOutput parse_list(ToolParser p, std::string_view text) {
     std::string_view rest = trim(text);
-    if (rest.starts_with(kMistralTag)) rest = trim(rest.substr(kMistralTag.size()));
+    if (p == ToolParser::mistral && rest.starts_with(kMistralTag)) rest = trim(rest.substr(kMistralTag.size()));
     if (rest.empty() || rest.front() != '[') return {std::string(text), {}};
     const size_t end = value_end(rest);
     if (end == std::string_view::npos || !trim(rest.substr(end)).empty()) return {std::string(text), {}};
@@ -128,7 +129,7 @@ ToolOutput parse_mistral(std::string_view text) {
     ToolOutput out;
     for (const Json& item : list) {
         ToolCall call;
-        if (!read_call(ToolParser::mistral, item, {"arguments", "parameters"}, call)) {
+        if (!read_call(p, item, {"arguments", "parameters"}, call)) {
             return {std::string(text), {}};
         }
         out.calls.push_back(std::move(call));
@@ -170,6 +171,7 @@ const char* tool_parser_name(ToolParser p) noexcept {
         case ToolParser::hermes: return "hermes";
         case ToolParser::llama3_json: return "llama3_json";
         case ToolParser::mistral: return "mistral";
+        case ToolParser::json_list: return "json_list";
         case ToolParser::none: break;
     }
     return "none";
@@ -179,7 +181,8 @@ ToolOutput parse_tool_calls(ToolParser p, std::string_view text) {
     switch (p) {
         case ToolParser::hermes: return parse_hermes(text);
         case ToolParser::llama3_json: return parse_llama3_json(text);
-        case ToolParser::mistral: return parse_mistral(text);
+        case ToolParser::mistral:
+        case ToolParser::json_list: return parse_list(p, text);
         case ToolParser::none: break;
     }
     return {std::string(text), {}};
@@ -196,6 +199,7 @@ size_t tool_content_prefix(ToolParser p, std::string_view text) {
     }
     if (p == ToolParser::llama3_json) return whole_output_prefix(text, '{', kPythonTag);
     if (p == ToolParser::mistral) return whole_output_prefix(text, '[', kMistralTag);
+    if (p == ToolParser::json_list) return 0;  // all of it is the forced list
     return text.size();
 }
 

@@ -121,6 +121,23 @@ def mpi_run(srv):
           f"mpirun: echo scores the {len(ids)}-token prompt as transformers does (largest difference {worst:.1e})",
           short(r))
 
+    # structured output under mpirun: the constraint masks the logits gathered on rank 0
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
+              "required": ["ok", "n"]}
+    with client(120) as c:
+        r = c.post(srv.url + "/v1/chat/completions", json={
+            "model": srv.model, "messages": [{"role": "user", "content": "x"}], "max_tokens": 60, "temperature": 1.0,
+            "seed": 4, "n": 3, "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}}).json()
+    outs = [ch["message"]["content"] for ch in r.get("choices", [])]
+    parsed = []
+    for o in outs:
+        try:
+            parsed.append(json.loads(o))
+        except ValueError:
+            parsed.append(None)
+    check(len(outs) == 3 and all(isinstance(p, dict) and set(p) == {"ok", "n"} for p in parsed),
+          "mpirun: json_schema output of each of 3 choices parses and has the schema's fields", short(r))
+
     # rank 1's figures reach /metrics (collected at most every 5 s)
     end = time.monotonic() + 12
     while True:

@@ -39,6 +39,7 @@ std::string StopMatcher::finish() {
 }
 
 StepOutputKind output_kind_for(const SamplingParams& p, bool backend_samples) noexcept {
+    if (p.constraint) return StepOutputKind::logits;  // the mask is applied on the host
     const bool plain_greedy = p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
                               p.frequency_penalty == 0.0f && p.top_logprobs == 0 && p.logit_bias.empty() &&
                               (p.min_tokens == 0 || p.hold.empty());

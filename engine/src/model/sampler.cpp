@@ -42,15 +42,22 @@ Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt) 
     validate(p_);
     for (int32_t t : prompt) ++prompt_seen_[t];
     for (const auto& [token, bias] : p_.logit_bias) bias_[token] = bias;
+    if (p_.constraint) constraint_ = p_.constraint->restart();
 }
 
 void Sampler::accept(int32_t token) {
+    if (constraint_) constraint_->accept(token);
     ++generated_[token];
     ++generated_total_;
     pending_u_.reset();
 }
 
 RowSampling Sampler::prepare(std::vector<PenaltyEntry>& penalties) {
+    TPS_CHECK(!constraint_, "sampler: a constrained sequence is sampled on the host (output_kind_for asks for its logits)");
+    return row_for(penalties);
+}
+
+RowSampling Sampler::row_for(std::vector<PenaltyEntry>& penalties) {
     RowSampling row;
     row.temperature = p_.temperature;
     row.top_k = p_.top_k;
@@ -99,7 +106,15 @@ RowSampling Sampler::prepare(std::vector<PenaltyEntry>& penalties) {
 
 Sampled Sampler::sample(std::span<const float> logits) {
     penalties_.clear();
-    const RowSampling row = prepare(penalties_);
+    const RowSampling row = row_for(penalties_);
+    if (constraint_) {
+        const std::vector<uint64_t>& allowed = constraint_->allowed();
+        masked_.assign(logits.begin(), logits.end());
+        for (size_t t = 0; t < masked_.size(); ++t) {
+            if (!mask_has(allowed, static_cast<int64_t>(t))) masked_[t] = -std::numeric_limits<float>::infinity();
+        }
+        logits = masked_;
+    }
     Sampled out = sample_row(logits, row, penalties_, scratch_);
     accept(out.token);
     return out;
@@ -226,7 +241,11 @@ Sampled sample_row(std::span<const float> logits, const RowSampling& row, std::s
         std::iota(idx.begin(), idx.end(), 0);
         const auto k = std::min<int64_t>(std::min(row.top_logprobs, kMaxTopLogprobs), n);
         std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), by_logit);
-        for (int64_t i = 0; i < k; ++i) out.top.push_back({idx[static_cast<size_t>(i)], logprob(idx[static_cast<size_t>(i)])});
+        for (int64_t i = 0; i < k; ++i) {
+            const int32_t t = idx[static_cast<size_t>(i)];
+            if (work[static_cast<size_t>(t)] == -std::numeric_limits<float>::infinity()) break;  // ruled out
+            out.top.push_back({t, logprob(t)});
+        }
     }
     return out;
 }

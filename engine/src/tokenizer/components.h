@@ -86,6 +86,10 @@ public:
     virtual ~Decoder() = default;
     // tokenizers' decode_chain: rewrites the list of token strings.
     virtual void decode_chain(std::vector<std::string>& tokens) const = 0;
+    // decode_chain for tokens in the middle of a text: the raw bytes (no UTF-8 repair) and nothing
+    // stripped from the start of the text (Strip is taken to act on the whole text, after Fuse, as
+    // in every tokenizer.json seen; Metaspace drops no first space).
+    virtual void decode_inside(std::vector<std::string>& tokens) const { decode_chain(tokens); }
     // True when a trailing <0xXX> token may still change what the text before it decodes to.
     virtual bool has_byte_fallback() const { return false; }
 };

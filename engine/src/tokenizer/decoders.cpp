@@ -13,7 +13,11 @@ namespace {
 
 class ByteLevel final : public Decoder {
 public:
-    void decode_chain(std::vector<std::string>& tokens) const override {
+    void decode_chain(std::vector<std::string>& tokens) const override { tokens.assign(1, utf8_repair(raw(tokens))); }
+    void decode_inside(std::vector<std::string>& tokens) const override { tokens.assign(1, raw(tokens)); }
+
+private:
+    static std::string raw(const std::vector<std::string>& tokens) {
         std::string bytes;
         for (const std::string& t : tokens) {
             const size_t mark = bytes.size();
@@ -33,7 +37,7 @@ public:
                 bytes += t;  // a token outside the byte alphabet stands for its own UTF-8
             }
         }
-        tokens.assign(1, utf8_repair(bytes));
+        return bytes;
     }
 };
 
@@ -67,13 +71,20 @@ std::optional<unsigned char> byte_token(const std::string& t) {
 
 class ByteFallback final : public Decoder {
 public:
-    void decode_chain(std::vector<std::string>& tokens) const override {
+    void decode_chain(std::vector<std::string>& tokens) const override { join_runs(tokens, true); }
+    void decode_inside(std::vector<std::string>& tokens) const override { join_runs(tokens, false); }
+    bool has_byte_fallback() const override { return true; }
+
+private:
+    // Each run of <0xXX> tokens becomes its bytes; with `repair`, a run that is not valid UTF-8
+    // becomes one U+FFFD per byte instead.
+    static void join_runs(std::vector<std::string>& tokens, bool repair) {
         std::vector<std::string> out;
         out.reserve(tokens.size());
         std::string run;
         const auto flush = [&] {
             if (run.empty()) return;
-            if (utf8_is_valid(run)) {
+            if (!repair || utf8_is_valid(run)) {
                 out.push_back(run);
             } else {
                 for (size_t i = 0; i < run.size(); ++i) out.emplace_back(kReplacementUtf8);
@@ -91,7 +102,6 @@ public:
         flush();
         tokens = std::move(out);
     }
-    bool has_byte_fallback() const override { return true; }
 };
 
 class Fuse final : public Decoder {
@@ -116,6 +126,7 @@ public:
             t = u32_to_utf8(std::u32string_view(chars).substr(begin, end - begin));
         }
     }
+    void decode_inside(std::vector<std::string>&) const override {}
 
 private:
     char32_t content_;
@@ -125,7 +136,11 @@ private:
 class Metaspace final : public Decoder {
 public:
     Metaspace(char32_t replacement, bool drop_first) : replacement_(replacement), drop_first_(drop_first) {}
-    void decode_chain(std::vector<std::string>& tokens) const override {
+    void decode_chain(std::vector<std::string>& tokens) const override { replace(tokens, drop_first_); }
+    void decode_inside(std::vector<std::string>& tokens) const override { replace(tokens, false); }
+
+private:
+    void replace(std::vector<std::string>& tokens, bool drop_first) const {
         for (size_t i = 0; i < tokens.size(); ++i) {
             std::string out;
             const std::string& t = tokens[i];
@@ -134,7 +149,7 @@ public:
                 const char32_t c = utf8_decode(t, k, &n);
                 if (c != replacement_) {
                     out.append(t, k, n);
-                } else if (i != 0 || !drop_first_) {
+                } else if (i != 0 || !drop_first) {
                     out += ' ';
                 }
                 k += n;
@@ -143,7 +158,6 @@ public:
         }
     }
 
-private:
     char32_t replacement_;
     bool drop_first_;
 };
@@ -153,6 +167,9 @@ public:
     explicit Sequence(std::vector<std::unique_ptr<Decoder>> parts) : parts_(std::move(parts)) {}
     void decode_chain(std::vector<std::string>& tokens) const override {
         for (const auto& p : parts_) p->decode_chain(tokens);
+    }
+    void decode_inside(std::vector<std::string>& tokens) const override {
+        for (const auto& p : parts_) p->decode_inside(tokens);
     }
     bool has_byte_fallback() const override {
         return std::any_of(parts_.begin(), parts_.end(), [](const auto& p) { return p->has_byte_fallback(); });

@@ -8,6 +8,7 @@
 #include "utf8.h"
 
 #include <algorithm>
+#include <array>
 
 namespace tps {
 
@@ -99,6 +100,26 @@ std::string_view Tokenizer::token_text(int32_t id) const {
 bool Tokenizer::is_special(int32_t id) const {
     const tok::AddedToken* t = impl_->added.by_id(id);
     return t != nullptr && t->special;
+}
+
+std::optional<std::string> Tokenizer::token_bytes(int32_t id) const {
+    if (is_special(id)) return std::nullopt;
+    const std::string* s = impl_->kept_token(id, true);
+    if (s == nullptr) return std::nullopt;
+    if (!impl_->decoder) return " " + *s;  // decode() joins tokens with spaces
+    std::vector<std::string> tokens{*s};
+    impl_->decoder->decode_inside(tokens);
+    std::string out;
+    for (const std::string& t : tokens) out += t;
+    return out;
+}
+
+bool Tokenizer::token_changes_at_start(int32_t id) const {
+    const auto bytes = token_bytes(id);
+    if (!bytes || bytes->empty() || bytes->front() != ' ') return false;
+    const std::array<int32_t, 1> one{id};
+    const std::string alone = impl_->decode(one, true);
+    return alone.empty() || alone.front() != ' ';
 }
 
 std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }

@@ -27,6 +27,10 @@ const std::vector<std::string> kSeeds = {
     R"({"prompt":[1,2,3,4],"top_k":5,"top_p":0.5,"seed":12345678901234,"ignore_eos":true})",
     R"({"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":[{"type":"text","text":"Hi"}]}],"logprobs":true,"top_logprobs":3,"max_completion_tokens":5})",
     R"({"messages":[{"role":"user","content":"héllo 世界 🙂"},{"role":"assistant","content":"ok"},{"role":"user","content":"again"}],"tools":[{"type":"function","function":{"name":"f"}}]})",
+    R"({"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object","properties":{"a":{"type":"array","items":{"$ref":"#/$defs/b"},"maxItems":3},"c":{"type":"integer","minimum":-5,"exclusiveMaximum":100},"d":{"type":"string","pattern":"^[a-z]{2,5}(\\d|_)?$","maxLength":9}},"required":["a"],"$defs":{"b":{"anyOf":[{"enum":["x",1,null]},{"type":"string","format":"date"}]}}}}}})",
+    R"({"prompt":"a","guided_regex":"(ab|c[^d-f]*){1,3}\\.[\\w\\s]+?é$","n":2})",
+    R"({"prompt":"a","guided_choice":["yes","no","日本"],"structured_outputs":null})",
+    R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}}],"tool_choice":{"type":"function","function":{"name":"f"}}})",
 };
 
 const std::vector<std::string> kHostile = {

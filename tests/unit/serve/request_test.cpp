@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -78,7 +79,7 @@ TEST(Request, CompletionFieldsAndDefaults) {
     EXPECT_EQ(st.stop_ids, want);
     EXPECT_EQ(completion(R"({"prompt":"a","ignore_eos":true,"stop_token_ids":[5]})", m).stop_ids,
               std::vector<int32_t>{5});
-    EXPECT_NO_THROW(completion(R"({"prompt":"a","response_format":{"type":"text"}})", m));
+    EXPECT_EQ(completion(R"({"prompt":"a","response_format":{"type":"text"}})", m).sampling.constraint, nullptr);
     // min_tokens holds back the stop tokens the request ends on
     const GenerationRequest mt = completion(R"({"prompt":"a","min_tokens":3,"stop_token_ids":[5]})", m);
     EXPECT_EQ(mt.sampling.min_tokens, 3);
@@ -91,6 +92,39 @@ TEST(Request, CompletionFieldsAndDefaults) {
     // no seed: each request its own
     EXPECT_NE(completion(R"({"prompt":"a"})", m).sampling.seed,
               completion(R"({"prompt":"a"})", m).sampling.seed);
+}
+
+// Each way of asking for an output format gives the sampler a constraint that follows it: the
+// first token may only start the format's text.
+TEST(Request, OutputFormatsBecomeConstraints) {
+    const ServedModel m = served();
+    auto first_allowed = [&](const std::string& body) {
+        const GenerationRequest r = completion(body, m);
+        EXPECT_NE(r.sampling.constraint, nullptr) << body;
+        if (!r.sampling.constraint) return std::string();
+        auto c = r.sampling.constraint->restart();
+        const std::vector<uint64_t>& mask = c->allowed();
+        std::string firsts;  // the distinct first bytes of the allowed tokens
+        for (int32_t t = 0; t < m.tokenizer->vocab_size(); ++t) {
+            if (!mask_has(mask, t)) continue;
+            const std::string b = m.tokenizer->token_bytes(t).value_or("?");
+            if (firsts.find(b[0]) == std::string::npos) firsts += b[0];
+        }
+        std::sort(firsts.begin(), firsts.end());
+        return firsts;
+    };
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","response_format":{"type":"json_object"}})"), "{");
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","response_format":{"type":"json_schema","json_schema":{"name":"n",
+        "schema":{"type":"array"}}}})"), "[");
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","guided_json":"{\"type\":\"string\"}"})"), "\"");
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","guided_regex":"[0-9]+"})"), "0123456789");
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","guided_choice":["yes","no"]})"), "ny");
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","structured_outputs":{"choice":["b","c"]}})"), "bc");
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","structured_outputs":{"json_object":true}})"), "{");
+    EXPECT_EQ(completion(R"({"prompt":"a","structured_outputs":{"json_object":false}})", m).sampling.constraint, nullptr);
+    // the choices of one request share the compiled format
+    const auto four = parse_completion_request(R"({"prompt":"a","n":4,"guided_choice":["x"]})", m);
+    EXPECT_EQ(four[0].sampling.constraint, four[3].sampling.constraint);
 }
 
 TEST(Request, ChoicesAreNPerPromptEachWithItsOwnSeed) {
@@ -159,9 +193,30 @@ TEST(Request, ToolsAreCheckedAndReadWhenTheModelsFormatIsKnown) {
             EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
         }
     };
-    refused(body(R"(,"tool_choice":"required")"), "\"required\" is not supported");
-    refused(body(R"(,"tool_choice":{"type":"function","function":{"name":"get_weather"}})"), "naming a function is not supported");
-    refused(body(R"(,"tool_choice":"sometimes")"), "must be \"auto\" or \"none\"");
+    refused(body(R"(,"tool_choice":"sometimes")"), "must be \"auto\", \"none\", \"required\" or a function");
+    refused(body(R"(,"tool_choice":{"type":"function","function":{"name":"get_time"}})"), "'get_time', which is not among");
+    refused(body(R"(,"tool_choice":{"type":"function"})"), "'tool_choice' must be");
+    refused("{" + msgs + R"(,"tool_choice":"required"})", "needs 'tools'");
+    refused(body(R"(,"tool_choice":"required","response_format":{"type":"json_object"})"), "cannot go together");
+    refused("{" + msgs + R"(,"tool_choice":"required","tools":[{"type":"function","function":{"name":"f",
+            "parameters":{"type":"object","properties":{"n":{"type":"integer","multipleOf":3}}}}}]})",
+            "'tools': a function's parameters cannot be enforced: JSON schema: 'multipleOf'");
+    // forcing calls: a grammar for a list of calls, read as such whatever the model's format
+    const GenerationRequest required = chat(body(R"(,"tool_choice":"required")"), m);
+    EXPECT_TRUE(required.forces_tool_calls);
+    EXPECT_FALSE(required.reads_tool_calls);
+    ASSERT_NE(required.sampling.constraint, nullptr);
+    const GenerationRequest named = chat(body(R"(,"tool_choice":{"type":"function","function":{"name":"get_weather"}})"), m);
+    EXPECT_TRUE(named.forces_tool_calls);
+    ASSERT_NE(named.sampling.constraint, nullptr);
+    // the named function's call, spelled token by token through the grammar, is accepted
+    auto c = named.sampling.constraint->restart();
+    for (const int32_t t : m.tokenizer->encode(R"([{"name": "get_weather", "parameters": {"city": "Oslo"}}])", false)) {
+        ASSERT_TRUE(mask_has(c->allowed(), t)) << t;
+        c->accept(t);
+    }
+    EXPECT_TRUE(c->finished());  // one call, and nothing may follow
+    EXPECT_FALSE(chat(body(R"(,"tool_choice":"none")"), m).forces_tool_calls);
     refused("{" + msgs + R"(,"tools":{}})", "'tools' must be an array");
     refused("{" + msgs + R"(,"tools":[{"type":"function","function":{}}]})", "'tools[0]' must be");
     refused("{" + msgs + R"(,"tools":[{"type":"retrieval"}]})", "'tools[0]' must be");
@@ -296,9 +351,26 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"({"prompt":"a","stop_token_ids":3})", 400, "'stop_token_ids' must be an array"},
         {R"({"prompt":"a","stop_token_ids":[1,99999999]})", 400, "99999999 is not a token id"},
         {R"({"prompt":"a","stop_token_ids":["1"]})", 400, "\"1\" is not a token id"},
-        {R"({"prompt":"a","response_format":{"type":"json_object"}})", 400, "'json_object' is not supported"},
+        {R"({"prompt":"a","response_format":{"type":"structural_tag"}})", 400, "'structural_tag' is not supported"},
         {R"({"prompt":"a","response_format":"json"})", 400, "must be an object with a string 'type'"},
-        {R"({"prompt":"a","guided_json":{}})", 400, "'guided_json' is not supported"},
+        {R"({"prompt":"a","response_format":{"type":"json_schema"}})", 400, "needs a 'json_schema' object"},
+        {R"({"prompt":"a","response_format":{"type":"json_schema","json_schema":{"name":"x"}}})", 400, "needs its 'schema'"},
+        {R"({"prompt":"a","response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"integer","multipleOf":2}}}})",
+         400, "'response_format': JSON schema: 'multipleOf' at # is not supported"},
+        {R"({"prompt":"a","guided_json":"{nope"})", 400, "'guided_json': JSON schema: not JSON"},
+        {R"({"prompt":"a","guided_json":3})", 400, "'guided_json' must be a JSON schema"},
+        {R"({"prompt":"a","guided_regex":"a(b"})", 400, "'guided_regex':"},
+        {R"x({"prompt":"a","guided_regex":"(?=a)"})x", 400, "'guided_regex':"},
+        {R"({"prompt":"a","guided_choice":[]})", 400, "'guided_choice' must be a non-empty array"},
+        {R"({"prompt":"a","guided_choice":["a",1]})", 400, "'guided_choice' must hold strings"},
+        {R"({"prompt":"a","guided_grammar":"root ::= \"a\""})", 400, "'guided_grammar' is not supported"},
+        {R"({"prompt":"a","guided_whitespace_pattern":" *"})", 400, "'guided_whitespace_pattern' is not supported"},
+        {R"({"prompt":"a","guided_choice":["a"],"guided_regex":"b"})", 400, "both ask for an output format"},
+        {R"({"prompt":"a","response_format":{"type":"json_object"},"structured_outputs":{"regex":"b"}})", 400,
+         "'response_format' and 'structured_outputs.regex' both"},
+        {R"({"prompt":"a","structured_outputs":{"grammar":"x"}})", 400, "'structured_outputs.grammar' is not supported"},
+        {R"({"prompt":"a","structured_outputs":{"jsn":{}}})", 400, "'structured_outputs.jsn' is not a field"},
+        {R"({"prompt":"a","structured_outputs":[1]})", 400, "'structured_outputs' must be an object"},
         {R"({"prompt":"a","logit_bias":{"x":1}})", 400, "'x' is not a token id"},
         {R"({"prompt":"a","logit_bias":{"-3":1}})", 400, "'-3' is not a token id"},
         {R"({"prompt":"a","logit_bias":{"99999999":1}})", 400, "'99999999' is not a token id of this model"},

@@ -112,6 +112,45 @@ TEST(Response, ToolCallsStreamedNeverShowTheCallAsText) {
     EXPECT_EQ(o["choices"][0]["finish_reason"], "stop");
 }
 
+// Forced calls (tool_choice "required" or named): the output is the grammar's list, answered as
+// tool_calls whatever the model's own format; a Mistral model's calls keep its 9-character ids.
+TEST(Response, ForcedCallsAreTheWholeList) {
+    GenerationRequest r = chat_request(false);
+    r.forces_tool_calls = true;
+    const std::string list = R"([{"name": "get_weather", "parameters": {"city": "Oslo"}}, {"name": "f", "parameters": {}}])";
+    for (const ToolParser model : {ToolParser::none, ToolParser::hermes, ToolParser::mistral}) {
+        ResponseWriter w(r, "m", *test::fixture().tokenizer, 1, model);
+        w.add(0, piece(list.substr(0, 20)));
+        w.add(0, piece(list.substr(20), "stop"));
+        const Json j = Json::parse(w.whole({5, 20, 0}));
+        const Json& c = j["choices"][0];
+        EXPECT_EQ(c["finish_reason"], "tool_calls");
+        EXPECT_TRUE(c["message"]["content"].is_null());
+        ASSERT_EQ(c["message"]["tool_calls"].size(), 2u);
+        EXPECT_EQ(c["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+        EXPECT_EQ(Json::parse(c["message"]["tool_calls"][0]["function"]["arguments"].get<std::string>()), (Json{{"city", "Oslo"}}));
+        EXPECT_EQ(c["message"]["tool_calls"][1]["function"]["arguments"], "{}");
+        const std::string id = c["message"]["tool_calls"][0]["id"];
+        EXPECT_EQ(model == ToolParser::mistral ? id.size() == 9 : id.starts_with("call_"), true) << id;
+
+        // streamed: nothing shown as content, the calls at the end
+        ResponseWriter s(r, "m", *test::fixture().tokenizer, 1, model);
+        std::string sse = s.stream_piece(0, piece(list.substr(0, 30)));
+        EXPECT_TRUE(sse.empty());
+        sse += s.stream_piece(0, piece(list.substr(30), "stop"));
+        std::vector<std::string> finishes;
+        int calls = 0;
+        for (const Json& e : events(sse)) {
+            const Json& ch = e["choices"][0];
+            EXPECT_FALSE(ch["delta"].contains("content") && !ch["delta"]["content"].get<std::string>().empty());
+            if (ch["delta"].contains("tool_calls")) calls += static_cast<int>(ch["delta"]["tool_calls"].size());
+            if (!ch["finish_reason"].is_null()) finishes.push_back(ch["finish_reason"]);
+        }
+        EXPECT_EQ(calls, 2);
+        EXPECT_EQ(finishes, std::vector<std::string>{"tool_calls"});
+    }
+}
+
 TEST(Response, SeveralChoicesAndUsage) {
     ResponseWriter w(chat_request(false, 2), "m", *test::fixture().tokenizer, 1);
     EXPECT_EQ(events(w.stream_start()).size(), 2u);  // a role chunk per choice

@@ -3,6 +3,7 @@
 // out requests free their KV blocks; stop() finishes what runs and refuses the rest.
 #include "serve_test_support.h"
 
+#include "tpserve/engine/structured/formats.h"
 #include "tpserve/serve/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -555,6 +556,66 @@ TEST(Scheduler, MinTokensHoldsTheStopsBack) {
     const Outcome late = with(2, true);
     EXPECT_EQ(late.tokens.at(0), free_run.tokens[0]);
     EXPECT_GE(late.tokens.size(), 2u);
+}
+
+// A constraint whose tokens run out after `allow` steps: it allows only token `only`, then
+// nothing (the vocabulary "cannot spell" what comes next).
+class RunsOut final : public TokenConstraint {
+public:
+    RunsOut(int32_t only, int allow) : only_(only), allow_(allow) {}
+    std::unique_ptr<TokenConstraint> restart() const override { return std::make_unique<RunsOut>(only_, allow_); }
+    const std::vector<uint64_t>& allowed() override {
+        if (taken_ >= allow_) throw ConstraintError("nothing can follow");
+        mask_.assign(16, 0);
+        mask_[static_cast<size_t>(only_) / 64] |= uint64_t{1} << (only_ % 64);
+        return mask_;
+    }
+    void accept(int32_t token) override {
+        if (token != only_) throw ConstraintError("not allowed");
+        ++taken_;
+    }
+    bool finished() const override { return false; }
+
+private:
+    int32_t only_;
+    int allow_, taken_ = 0;
+    std::vector<uint64_t> mask_;
+};
+
+// A request with an output format ends where the format is complete ("stop", no stop token), and
+// one whose format cannot go on fails alone: the request beside it finishes as if alone.
+TEST(Scheduler, OutputFormatsEndOrFailTheirOwnRequestOnly) {
+    SchedulerOptions so;
+    EngineUnderTest e(so);
+    e.start();
+    const ModelFiles& f = test::fixture();
+    const auto vocab = std::make_shared<const structured::TokenBytes>(*f.tokenizer);
+    auto choice = job(prompt_of(3), 50, 0.9f, 5);
+    GenerationRequest r = choice->request();
+    auto tokens = std::make_shared<structured::GrammarTokens>(structured::choice_grammar(std::vector<std::string>{"ab", "ba"}),
+                                                              vocab, r.stop_ids);
+    r.sampling.constraint = structured::make_grammar_constraint(tokens);
+    const Outcome chosen = run_all(e, {std::make_shared<Job>(std::move(r))}).at(0);
+    EXPECT_TRUE(chosen.text == "ab" || chosen.text == "ba") << chosen.text;
+    EXPECT_EQ(chosen.finish_reason, "stop");
+
+    const Outcome alone = run_all(e, {job(prompt_of(4), 10)}).at(0);
+    auto doomed = job(prompt_of(5), 10);
+    GenerationRequest d = doomed->request();
+    int32_t a = -1;
+    for (const auto& entry : vocab->sorted()) {
+        if (vocab->text(entry) == "a") a = entry.token;
+    }
+    ASSERT_GE(a, 0);
+    d.sampling.constraint = std::make_shared<RunsOut>(a, 3);
+    const auto both = run_all(e, {std::make_shared<Job>(std::move(d)), job(prompt_of(4), 10)});
+    EXPECT_EQ(both[0].error_status, 500);
+    EXPECT_LE(both[0].tokens.size(), 3u);
+    for (const int32_t t : both[0].tokens) EXPECT_EQ(t, a);
+    EXPECT_EQ(both[1].text, alone.text);
+    EXPECT_EQ(both[1].finish_reason, alone.finish_reason);
+    EXPECT_EQ(e.metrics.failed.value(), 1);
+    expect_cache_empty(e);
 }
 
 TEST(Scheduler, StopFinishesTheRunningAndRefusesTheRest) {

@@ -24,6 +24,8 @@ inline ServedModel served(int64_t context = 256) {
     m.stop_ids = f.stop_ids;
     m.context = context;
     m.created = 1700000000;
+    static const auto bytes = std::make_shared<const structured::TokenBytes>(*f.tokenizer);
+    m.token_bytes = bytes;
     return m;
 }
 

@@ -6,8 +6,10 @@
 #pragma once
 
 #include "tpserve/engine/row_sampling.h"
+#include "tpserve/engine/token_constraint.h"
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <random>
 #include <span>
@@ -33,6 +35,10 @@ struct SamplingParams {
     // tokens) cannot be drawn (kHeldLogit is subtracted from their logits)
     int32_t min_tokens = 0;
     std::vector<int32_t> hold;
+    // structured output: which tokens may come next (each Sampler follows its own restart() of
+    // it); every other token gets -inf before the penalties, so log-probabilities are over the
+    // allowed tokens. Such a sequence is sampled on the host, from its logits row.
+    std::shared_ptr<const TokenConstraint> constraint;
 };
 
 inline constexpr float kHeldLogit = 1e4f;
@@ -86,10 +92,14 @@ public:
     // `penalties`. Until accept() it gives the same draw again (a step built twice, e.g. retried
     // after the KV cache filled, draws once). The caller accepts the token the backend picks.
     RowSampling prepare(std::vector<PenaltyEntry>& penalties);
-    // Records a token chosen elsewhere (e.g. forced, or sampled on a device), so penalties see it.
+    // Records a token chosen elsewhere (e.g. forced, or sampled on a device), so penalties see it
+    // (and the constraint, which throws ConstraintError for a token it does not allow).
     void accept(int32_t token);
+    // The constraint admits nothing more: the sequence ends here.
+    bool finished() const { return constraint_ && constraint_->finished(); }
 
 private:
+    RowSampling row_for(std::vector<PenaltyEntry>& penalties);  // prepare() without its check
     SamplingParams p_;
     std::mt19937_64 rng_;
     std::unordered_map<int32_t, int32_t> prompt_seen_;   // for the repetition penalty
@@ -100,6 +110,8 @@ private:
     std::optional<double> pending_u_;  // the draw prepare() handed out, until accept()
     std::vector<PenaltyEntry> penalties_;
     RowScratch scratch_;
+    std::unique_ptr<TokenConstraint> constraint_;
+    std::vector<float> masked_;  // the logits row with the constraint applied
 };
 
 }  // namespace tps

@@ -64,6 +64,13 @@ public:
     // form). Errors: InputError for an id outside the vocabulary.
     std::string_view token_text(int32_t id) const;
     bool is_special(int32_t id) const;
+    // The bytes a token adds in the middle of a text, as structured output follows it: raw (a
+    // token may end inside a UTF-8 character) and with no leading space stripped. Null for a
+    // special token or an id with no string.
+    std::optional<std::string> token_bytes(int32_t id) const;
+    // Whether a text that starts with this token decodes to other bytes than token_bytes() (the
+    // leading space a Strip or Metaspace decoder drops at the start of a text).
+    bool token_changes_at_start(int32_t id) const;
     std::optional<int32_t> bos_id() const;
     std::optional<int32_t> eos_id() const;
 

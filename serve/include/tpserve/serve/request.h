@@ -7,11 +7,13 @@
 
 #include "tpserve/engine/chat_template.h"
 #include "tpserve/engine/sampler.h"
+#include "tpserve/engine/structured/grammar_constraint.h"
 #include "tpserve/engine/tokenizer.h"
 #include "tpserve/serve/api_error.h"
 #include "tpserve/serve/tool_calls.h"
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,6 +35,8 @@ struct ServedModel {
     // what a request that leaves a sampling field out gets: OpenAI's defaults, or the model's
     // generation_config.json over them (--generation-config auto)
     SamplingParams sampling_defaults;
+    // the vocabulary as bytes, for structured output (null: requests for it are refused)
+    std::shared_ptr<const structured::TokenBytes> token_bytes;
 };
 
 enum class Endpoint : uint8_t { completions, chat };
@@ -56,6 +60,10 @@ struct GenerationRequest {
     // chat with `tools` (tool_choice auto) on a model whose calls can be read: the output is read
     // for them (tool_calls.h)
     bool reads_tool_calls = false;
+    // chat with tool_choice "required" or a named function: a grammar forces the output to be a
+    // JSON list of calls to the offered functions (one call to the named one), each's parameters
+    // valid under its schema; the answer is read as ToolParser::json_list
+    bool forces_tool_calls = false;
     // Where this choice stands in its request: `n` choices per prompt, this one `index` in the
     // response's choices (prompt * n + sample). Each has its own seed: the request's + sample.
     int n = 1;

@@ -8,6 +8,8 @@
 //   mistral     (Mistral v0.3 and later): the whole output is [{"name": ..., "arguments": {...}}, ...],
 //               after [TOOL_CALLS] when special tokens are kept; call ids are 9 letters and digits,
 //               as Mistral's template demands when the call comes back
+//   json_list   (tool_choice "required" or a named function, any model): a grammar forces the
+//               output to be [{"name": ..., "parameters": {...}}, ...] (request.h, as vLLM does)
 // Output that is not a well-formed call is ordinary content, unchanged. Pure functions: no I/O.
 #pragma once
 
@@ -18,7 +20,7 @@
 
 namespace tps::serve {
 
-enum class ToolParser { none, hermes, llama3_json, mistral };
+enum class ToolParser { none, hermes, llama3_json, mistral, json_list };
 
 // "none", "hermes", "llama3_json", "mistral"; "auto" picks from the chat template's source (its own tool
 // syntax), none when it shows none. UsageError for another name.

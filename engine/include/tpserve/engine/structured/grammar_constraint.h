@@ -1,0 +1,92 @@
+// A grammar as a TokenConstraint: which tokens of a model's vocabulary may come next.
+//
+// Each step walks the grammar through every token's bytes at once: the vocabulary is sorted, so a
+// token shares its first bytes' states with the one before it, and a prefix the grammar refuses
+// rules out every token that starts with it. The mask of a grammar state is cached: inside a JSON
+// string, say, the state after each character is the same, and so is the mask.
+#pragma once
+
+#include "tpserve/engine/structured/grammar.h"
+#include "tpserve/engine/token_constraint.h"
+#include "tpserve/engine/tokenizer.h"
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace tps::structured {
+
+// A tokenizer's vocabulary as the bytes each token adds to a text (Tokenizer::token_bytes),
+// sorted. Special tokens and tokens that add nothing are left out: no grammar admits them. Built
+// once per model; immutable.
+class TokenBytes {
+public:
+    explicit TokenBytes(const Tokenizer& tok);
+
+    struct Entry {
+        int32_t token = 0;
+        uint32_t offset = 0;  // into bytes()
+        uint32_t length = 0;
+        uint32_t shared = 0;  // bytes in common with the entry before
+    };
+    const std::vector<Entry>& sorted() const { return sorted_; }
+    std::string_view text(const Entry& e) const { return std::string_view(bytes_).substr(e.offset, e.length); }
+    // The bytes of one token; empty for a token left out.
+    std::string_view of(int32_t token) const;
+    // A token that reads differently at the start of the output (a leading space dropped).
+    bool changes_at_start(int32_t token) const;
+    int32_t vocab_size() const { return vocab_size_; }
+
+private:
+    std::vector<Entry> sorted_;
+    std::string bytes_;
+    std::vector<int64_t> entry_of_;       // per token: its index in sorted_, or -1
+    std::vector<uint64_t> at_start_;      // bit per token
+    int32_t vocab_size_ = 0;
+};
+
+// A grammar with a vocabulary and the stop tokens: the allowed tokens of each grammar state. One
+// per request, shared by its choices; thread-safe.
+//
+// The walk is made cheap by remembering what it learns: each grammar state met gets a number, and
+// each (state, byte) step its result, so the grammar's stacks are worked out once per step and
+// not once per token (inside a JSON string every character leads back to the same state, and
+// every token through it costs a table look-up per byte). Past kMaxStates states the memory
+// starts over, so a grammar with endless distinct states costs time, not memory.
+class GrammarTokens {
+public:
+    GrammarTokens(std::shared_ptr<const CompiledGrammar> grammar, std::shared_ptr<const TokenBytes> vocab,
+                  std::vector<int32_t> stop_ids);
+
+    // The tokens that may follow `state`: those whose bytes it takes, and the stop tokens when the
+    // text is complete. `at_start`: nothing generated yet (tokens that read differently there are
+    // refused). The mask has a bit per token of the vocabulary.
+    std::shared_ptr<const std::vector<uint64_t>> allowed(const GrammarState& state, bool at_start);
+    const std::shared_ptr<const CompiledGrammar>& grammar() const { return grammar_; }
+    const TokenBytes& vocab() const { return *vocab_; }
+    bool is_stop(int32_t token) const;
+
+    static constexpr size_t kCachedMasks = 64;
+    static constexpr size_t kMaxStates = 20000;
+
+private:
+    int32_t intern(GrammarState state);               // the state's number
+    int32_t step(int32_t state, unsigned char byte);  // the next state's number, or -1 (refused)
+    std::shared_ptr<const std::vector<uint64_t>> compute(int32_t state, bool at_start);
+
+    std::shared_ptr<const CompiledGrammar> grammar_;
+    std::shared_ptr<const TokenBytes> vocab_;
+    std::vector<int32_t> stop_ids_;
+    std::mutex mutex_;
+    std::vector<GrammarState> states_;
+    std::unordered_map<std::string, int32_t> state_of_;  // a state's key() -> its number
+    std::unordered_map<uint64_t, int32_t> steps_;        // state << 8 | byte -> next state or -1
+    std::unordered_map<int64_t, std::shared_ptr<const std::vector<uint64_t>>> masks_;  // state * 2 + at_start
+};
+
+// The TokenConstraint of a grammar: a GrammarState following one sequence's tokens.
+std::unique_ptr<TokenConstraint> make_grammar_constraint(std::shared_ptr<GrammarTokens> tokens);
+
+}  // namespace tps::structured

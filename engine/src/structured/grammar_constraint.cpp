@@ -1,0 +1,181 @@
+#include "tpserve/engine/structured/grammar_constraint.h"
+
+#include "tpserve/common/check.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace tps::structured {
+
+TokenBytes::TokenBytes(const Tokenizer& tok) : vocab_size_(tok.vocab_size()) {
+    const auto n = static_cast<size_t>(vocab_size_);
+    entry_of_.assign(n, -1);
+    at_start_.assign((n + 63) / 64, 0);
+    std::vector<Entry> entries;
+    for (int32_t t = 0; t < vocab_size_; ++t) {
+        const std::optional<std::string> b = tok.token_bytes(t);
+        if (!b || b->empty()) continue;
+        entries.push_back({t, static_cast<uint32_t>(bytes_.size()), static_cast<uint32_t>(b->size()), 0});
+        bytes_ += *b;
+        if (tok.token_changes_at_start(t)) at_start_[static_cast<size_t>(t) / 64] |= uint64_t{1} << (t % 64);
+    }
+    std::sort(entries.begin(), entries.end(), [&](const Entry& a, const Entry& b) {
+        const int c = text(a).compare(text(b));
+        return c < 0 || (c == 0 && a.token < b.token);
+    });
+    for (size_t i = 0; i < entries.size(); ++i) {
+        if (i > 0) {
+            const std::string_view a = text(entries[i - 1]), b = text(entries[i]);
+            const auto mismatch = std::mismatch(a.begin(), a.end(), b.begin(), b.end());
+            entries[i].shared = static_cast<uint32_t>(mismatch.first - a.begin());
+        }
+        entry_of_[static_cast<size_t>(entries[i].token)] = static_cast<int64_t>(i);
+    }
+    sorted_ = std::move(entries);
+}
+
+std::string_view TokenBytes::of(int32_t token) const {
+    if (token < 0 || token >= vocab_size_ || entry_of_[static_cast<size_t>(token)] < 0) return {};
+    return text(sorted_[static_cast<size_t>(entry_of_[static_cast<size_t>(token)])]);
+}
+
+bool TokenBytes::changes_at_start(int32_t token) const {
+    return token >= 0 && token < vocab_size_ && ((at_start_[static_cast<size_t>(token) / 64] >> (token % 64)) & 1);
+}
+
+GrammarTokens::GrammarTokens(std::shared_ptr<const CompiledGrammar> grammar, std::shared_ptr<const TokenBytes> vocab,
+                             std::vector<int32_t> stop_ids)
+    : grammar_(std::move(grammar)), vocab_(std::move(vocab)), stop_ids_(std::move(stop_ids)) {
+    TPS_CHECK(grammar_ && vocab_, "a grammar constraint needs a grammar and a vocabulary");
+}
+
+bool GrammarTokens::is_stop(int32_t token) const {
+    return std::find(stop_ids_.begin(), stop_ids_.end(), token) != stop_ids_.end();
+}
+
+std::shared_ptr<const std::vector<uint64_t>> GrammarTokens::allowed(const GrammarState& state, bool at_start) {
+    const std::lock_guard lock(mutex_);
+    if (states_.size() > kMaxStates) {
+        states_.clear();
+        state_of_.clear();
+        steps_.clear();
+        masks_.clear();
+    }
+    const int32_t id = intern(state);
+    const int64_t key = int64_t{id} * 2 + (at_start ? 1 : 0);
+    if (const auto it = masks_.find(key); it != masks_.end()) return it->second;
+    auto mask = compute(id, at_start);
+    if (masks_.size() >= kCachedMasks) masks_.clear();  // a new phase of the text: start over
+    masks_.emplace(key, mask);
+    return mask;
+}
+
+int32_t GrammarTokens::intern(GrammarState state) {
+    const std::vector<uint32_t>& key = state.key();
+    std::string k(reinterpret_cast<const char*>(key.data()), key.size() * sizeof(uint32_t));
+    const auto [it, added] = state_of_.emplace(std::move(k), static_cast<int32_t>(states_.size()));
+    if (added) states_.push_back(std::move(state));
+    return it->second;
+}
+
+int32_t GrammarTokens::step(int32_t state, unsigned char byte) {
+    const uint64_t key = static_cast<uint64_t>(state) << 8 | byte;
+    if (const auto it = steps_.find(key); it != steps_.end()) return it->second;
+    GrammarState next = states_[static_cast<size_t>(state)].advanced(byte);
+    const int32_t id = next.dead() ? -1 : intern(std::move(next));
+    steps_.emplace(key, id);
+    return id;
+}
+
+std::shared_ptr<const std::vector<uint64_t>> GrammarTokens::compute(int32_t state, bool at_start) {
+    auto mask = std::make_shared<std::vector<uint64_t>>((static_cast<size_t>(vocab_->vocab_size()) + 63) / 64, 0);
+    auto set = [&](int32_t t) { (*mask)[static_cast<size_t>(t) / 64] |= uint64_t{1} << (t % 64); };
+    const GrammarState& start = states_[static_cast<size_t>(state)];
+    if (start.complete()) {
+        for (const int32_t t : stop_ids_) {
+            if (t >= 0 && t < vocab_->vocab_size()) set(t);
+        }
+    }
+    if (!start.can_continue()) return mask;
+    // path[k]: the state after the first k bytes of the current entry, for k < path.size()
+    std::vector<int32_t> path{state};
+    size_t dead_at = SIZE_MAX;  // a prefix of this many bytes (shared with the entry before) is refused
+    for (const TokenBytes::Entry& e : vocab_->sorted()) {
+        if (e.shared >= dead_at) continue;
+        dead_at = SIZE_MAX;
+        path.resize(std::min<size_t>(path.size(), e.shared + 1));
+        const std::string_view text = vocab_->text(e);
+        bool alive = true;
+        for (size_t k = path.size() - 1; k < text.size(); ++k) {
+            const int32_t next = step(path[k], static_cast<unsigned char>(text[k]));
+            if (next < 0) {
+                dead_at = k + 1;
+                alive = false;
+                break;
+            }
+            path.push_back(next);
+        }
+        if (alive && !(at_start && vocab_->changes_at_start(e.token))) set(e.token);
+    }
+    return mask;
+}
+
+namespace {
+
+class GrammarConstraint final : public TokenConstraint {
+public:
+    explicit GrammarConstraint(std::shared_ptr<GrammarTokens> tokens) : tokens_(std::move(tokens)), state_(tokens_->grammar()) {}
+
+    std::unique_ptr<TokenConstraint> restart() const override { return std::make_unique<GrammarConstraint>(tokens_); }
+
+    const std::vector<uint64_t>& allowed() override {
+        mask_ = tokens_->allowed(state_, at_start_);
+        const bool any = std::any_of(mask_->begin(), mask_->end(), [](uint64_t w) { return w != 0; });
+        TPS_CHECK_AS(ConstraintError, any, "structured output: no token of the vocabulary can continue the text here (the grammar needs one of "
+                       "the bytes {} next)",
+                  describe(state_.next_bytes()));
+        return *mask_;
+    }
+
+    void accept(int32_t token) override {
+        TPS_CHECK_AS(ConstraintError, !ended_, "structured output: token {} after the end of the text", token);
+        if (tokens_->is_stop(token)) {
+            TPS_CHECK_AS(ConstraintError, state_.complete(), "structured output: the stop token {} came before the text was complete", token);
+            ended_ = true;
+            return;
+        }
+        const std::string_view bytes = tokens_->vocab().of(token);
+        TPS_CHECK_AS(ConstraintError, !bytes.empty() && !(at_start_ && tokens_->vocab().changes_at_start(token)),
+                  "structured output: token {} cannot be part of the text", token);
+        GrammarState next = state_;
+        TPS_CHECK_AS(ConstraintError, next.advance(bytes), "structured output: token {} does not fit the grammar here", token);
+        state_ = std::move(next);
+        at_start_ = false;
+    }
+
+    bool finished() const override { return ended_ || !state_.can_continue(); }
+
+private:
+    static std::string describe(const ByteSet& set) {
+        std::string out;
+        for (unsigned c = 0; c < 256 && out.size() < 40; ++c) {
+            if (!set.has(static_cast<unsigned char>(c))) continue;
+            out += c >= 0x20 && c < 0x7F ? std::string(1, static_cast<char>(c)) : fmt::format("\\x{:02X}", c);
+        }
+        return out.empty() ? "(none)" : out;
+    }
+
+    std::shared_ptr<GrammarTokens> tokens_;
+    GrammarState state_;
+    bool at_start_ = true;
+    bool ended_ = false;
+    std::shared_ptr<const std::vector<uint64_t>> mask_;
+};
+
+}  // namespace
+
+std::unique_ptr<TokenConstraint> make_grammar_constraint(std::shared_ptr<GrammarTokens> tokens) {
+    return std::make_unique<GrammarConstraint>(std::move(tokens));
+}
+
+}  // namespace tps::structured

@@ -1,0 +1,183 @@
+// What a request asks its output to look like, as a grammar the sampler follows token by token:
+// OpenAI's response_format (json_object, json_schema), vLLM's guided_json, guided_regex and
+// guided_choice, and vLLM's newer structured_outputs object with the same choices. A format that
+// cannot be enforced is refused, never ignored.
+#include "request_fields.h"
+
+#include "tpserve/engine/structured/formats.h"
+#include "tpserve/engine/structured/grammar_constraint.h"
+
+#include <fmt/format.h>
+
+#include <functional>
+
+namespace tps::serve {
+namespace {
+
+using structured::CompiledGrammar;
+using Compile = std::function<std::shared_ptr<const CompiledGrammar>()>;
+
+// A schema given as an object, or as its JSON text (vLLM takes both)
+std::string schema_text(const Json& v, const std::string& param) {
+    if (v.is_object() || v.is_boolean()) return v.dump();
+    if (v.is_string()) return v.get<std::string>();
+    throw ApiError::invalid(fmt::format("'{}' must be a JSON schema (an object), got {}", param, type_name(v)), param);
+}
+
+std::vector<std::string> choice_list(const Json& v, const std::string& param) {
+    if (!v.is_array() || v.empty()) throw ApiError::invalid(fmt::format("'{}' must be a non-empty array of strings", param), param);
+    std::vector<std::string> out;
+    for (const Json& c : v) {
+        if (!c.is_string()) throw ApiError::invalid(fmt::format("'{}' must hold strings, got {}", param, type_name(c)), param);
+        out.push_back(c.get<std::string>());
+    }
+    return out;
+}
+
+std::string regex_text(const Json& v, const std::string& param) {
+    if (!v.is_string()) throw ApiError::invalid(fmt::format("'{}' must be a string, got {}", param, type_name(v)), param);
+    return v.get<std::string>();
+}
+
+[[noreturn]] void no_grammars(const std::string& param) {
+    throw ApiError::invalid(fmt::format("'{}' is not supported: grammars are not; JSON schemas, regular expressions and "
+                                        "choices are",
+                                        param),
+                            param);
+}
+
+// OpenAI's response_format: text, json_object, or json_schema {name, schema, strict}
+std::optional<Compile> response_format(const Json& rf) {
+    const Json* type = rf.is_object() ? field(rf, "type") : nullptr;
+    if (!type || !type->is_string()) throw ApiError::invalid("'response_format' must be an object with a string 'type'", "response_format");
+    const std::string t = type->get<std::string>();
+    if (t == "text") return std::nullopt;
+    if (t == "json_object") return Compile(structured::json_object_grammar);
+    if (t == "json_schema") {
+        const Json* js = field(rf, "json_schema");
+        if (!js || !js->is_object()) {
+            throw ApiError::invalid("'response_format' of type 'json_schema' needs a 'json_schema' object", "response_format");
+        }
+        const Json* schema = field(*js, "schema");
+        if (!schema) throw ApiError::invalid("'response_format.json_schema' needs its 'schema'", "response_format");
+        std::string text = schema_text(*schema, "response_format.json_schema.schema");
+        return Compile([text] { return structured::json_schema_grammar(text); });
+    }
+    throw ApiError::invalid(
+        fmt::format("'response_format' type '{}' is not supported (text, json_object and json_schema are)", t), "response_format");
+}
+
+// vLLM's structured_outputs: {"json": ...} or {"regex": ...} or {"choice": [...]} or {"json_object": true}
+std::vector<std::pair<std::string, Compile>> structured_outputs(const Json& so) {
+    if (!so.is_object()) throw ApiError::invalid(fmt::format("'structured_outputs' must be an object, got {}", type_name(so)), "structured_outputs");
+    std::vector<std::pair<std::string, Compile>> out;
+    for (const auto& [key, v] : so.items()) {
+        if (v.is_null()) continue;
+        const std::string param = "structured_outputs." + key;
+        if (key == "json") {
+            std::string text = schema_text(v, param);
+            out.emplace_back(param, [text] { return structured::json_schema_grammar(text); });
+        } else if (key == "regex") {
+            std::string text = regex_text(v, param);
+            out.emplace_back(param, [text] { return structured::regex_grammar(text); });
+        } else if (key == "choice") {
+            std::vector<std::string> list = choice_list(v, param);
+            out.emplace_back(param, [list] { return structured::choice_grammar(list); });
+        } else if (key == "json_object") {
+            if (!v.is_boolean()) throw ApiError::invalid(fmt::format("'{}' must be a boolean", param), param);
+            if (v.get<bool>()) out.emplace_back(param, Compile(structured::json_object_grammar));
+        } else if (key == "grammar" || key == "structural_tag") {
+            no_grammars(param);
+        } else if (key != "disable_any_whitespace" && key != "disable_fallback" && key != "disable_additional_properties" &&
+                   key != "whitespace_pattern" && key != "backend") {
+            throw ApiError::invalid(fmt::format("'{}' is not a field of 'structured_outputs'", param), param);
+        } else if (key == "whitespace_pattern") {
+            throw ApiError::invalid(fmt::format("'{}' is not supported (whitespace is fixed: see docs/api.md)", param), param);
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+namespace {
+
+void constrain(std::shared_ptr<const CompiledGrammar> grammar, const std::string& param, const ServedModel& model,
+               GenerationRequest& r) {
+    if (!model.token_bytes) throw ApiError::invalid("structured output is not available on this server", param);
+    auto tokens = std::make_shared<structured::GrammarTokens>(std::move(grammar), model.token_bytes, r.stop_ids);
+    r.sampling.constraint = structured::make_grammar_constraint(std::move(tokens));
+}
+
+}  // namespace
+
+void force_tool_calls(const Json& tools, const std::string& only, const ServedModel& model, GenerationRequest& r) {
+    if (r.sampling.constraint) {
+        throw ApiError::invalid("'tool_choice' that forces a call and an output format cannot go together", "tool_choice");
+    }
+    // vLLM's schema for forced calls: a list of {"name": <one of the functions>, "parameters": <its schema>}
+    Json alternatives = Json::array();
+    for (const Json& t : tools) {
+        const Json& fn = t["function"];
+        const std::string name = fn["name"].get<std::string>();
+        if (!only.empty() && name != only) continue;
+        const auto params = fn.find("parameters");
+        Json call = {{"type", "object"},
+                     {"properties", {{"name", {{"const", name}}},
+                                     {"parameters", params == fn.end() || params->is_null() ? Json{{"type", "object"}} : *params}}},
+                     {"required", Json::array({"name", "parameters"})}};
+        alternatives.push_back(std::move(call));
+    }
+    Json list = {{"type", "array"}, {"items", {{"anyOf", std::move(alternatives)}}}, {"minItems", 1}};
+    if (!only.empty()) list["maxItems"] = 1;
+    std::shared_ptr<const CompiledGrammar> grammar;
+    try {
+        grammar = structured::json_schema_grammar(list.dump());
+    } catch (const UsageError& e) {
+        throw ApiError::invalid(fmt::format("'tools': a function's parameters cannot be enforced: {}", e.what()), "tools");
+    }
+    constrain(std::move(grammar), "tool_choice", model, r);
+    r.forces_tool_calls = true;
+}
+
+void parse_output_format(const Json& j, const ServedModel& model, GenerationRequest& r) {
+    std::vector<std::pair<std::string, Compile>> asked;
+    if (const Json* rf = field(j, "response_format")) {
+        if (auto c = response_format(*rf)) asked.emplace_back("response_format", std::move(*c));
+    }
+    if (const Json* v = field(j, "guided_json")) {
+        std::string text = schema_text(*v, "guided_json");
+        asked.emplace_back("guided_json", [text] { return structured::json_schema_grammar(text); });
+    }
+    if (const Json* v = field(j, "guided_regex")) {
+        std::string text = regex_text(*v, "guided_regex");
+        asked.emplace_back("guided_regex", [text] { return structured::regex_grammar(text); });
+    }
+    if (const Json* v = field(j, "guided_choice")) {
+        std::vector<std::string> list = choice_list(*v, "guided_choice");
+        asked.emplace_back("guided_choice", [list] { return structured::choice_grammar(list); });
+    }
+    if (field(j, "guided_grammar")) no_grammars("guided_grammar");
+    if (field(j, "guided_whitespace_pattern")) {
+        throw ApiError::invalid("'guided_whitespace_pattern' is not supported (whitespace is fixed: see docs/api.md)",
+                                "guided_whitespace_pattern");
+    }
+    if (const Json* so = field(j, "structured_outputs")) {
+        for (auto& a : structured_outputs(*so)) asked.push_back(std::move(a));
+    }
+    if (asked.empty()) return;
+    if (asked.size() > 1) {
+        throw ApiError::invalid(fmt::format("'{}' and '{}' both ask for an output format; give one", asked[0].first, asked[1].first),
+                                asked[1].first);
+    }
+    const auto& [param, compile] = asked[0];
+    std::shared_ptr<const CompiledGrammar> grammar;
+    try {
+        grammar = compile();
+    } catch (const UsageError& e) {
+        throw ApiError::invalid(fmt::format("'{}': {}", param, e.what()), param);
+    }
+    constrain(std::move(grammar), param, model, r);
+}
+
+}  // namespace tps::serve

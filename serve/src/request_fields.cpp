@@ -1,0 +1,73 @@
+#include "request_fields.h"
+
+#include "tpserve/serve/api_error.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+namespace tps::serve {
+
+const char* type_name(const Json& v) {
+    switch (v.type()) {
+        case Json::value_t::null: return "null";
+        case Json::value_t::boolean: return "a boolean";
+        case Json::value_t::string: return "a string";
+        case Json::value_t::array: return "an array";
+        case Json::value_t::object: return "an object";
+        case Json::value_t::binary: return "binary";
+        case Json::value_t::discarded: return "nothing";
+        default: return "a number";
+    }
+}
+
+const Json* field(const Json& j, const char* name) {
+    const auto it = j.find(name);
+    return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+int64_t get_int(const Json& j, const char* name, int64_t lo, int64_t hi, int64_t fallback) {
+    const Json* v = field(j, name);
+    if (!v) return fallback;
+    int64_t out = 0;
+    if (v->is_number_integer()) {
+        if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+            throw ApiError::invalid(fmt::format("'{}' must be between {} and {}", name, lo, hi), name);
+        }
+        out = v->get<int64_t>();
+    } else if (v->is_number_float()) {
+        const double d = v->get<double>();
+        if (!std::isfinite(d) || d != std::floor(d) || std::abs(d) > 9e15) {
+            throw ApiError::invalid(fmt::format("'{}' must be an integer, got {}", name, v->dump()), name);
+        }
+        out = static_cast<int64_t>(d);
+    } else {
+        throw ApiError::invalid(fmt::format("'{}' must be an integer, got {}", name, type_name(*v)), name);
+    }
+    if (out < lo || out > hi) {
+        throw ApiError::invalid(fmt::format("'{}' must be between {} and {}, got {}", name, lo, hi, out), name);
+    }
+    return out;
+}
+
+float get_float(const Json& j, const char* name, double lo, double hi, float fallback, bool lo_open) {
+    const Json* v = field(j, name);
+    if (!v) return fallback;
+    if (!v->is_number()) throw ApiError::invalid(fmt::format("'{}' must be a number, got {}", name, type_name(*v)), name);
+    const double d = v->get<double>();
+    if (!std::isfinite(d) || d < lo || d > hi || (lo_open && d == lo)) {
+        throw ApiError::invalid(
+            fmt::format("'{}' must be {} {} and at most {}, got {}", name, lo_open ? "above" : "at least", lo, hi, v->dump()),
+            name);
+    }
+    return static_cast<float>(d);
+}
+
+bool get_bool(const Json& j, const char* name, bool fallback) {
+    const Json* v = field(j, name);
+    if (!v) return fallback;
+    if (!v->is_boolean()) throw ApiError::invalid(fmt::format("'{}' must be a boolean, got {}", name, type_name(*v)), name);
+    return v->get<bool>();
+}
+
+}  // namespace tps::serve

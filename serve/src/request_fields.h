@@ -1,0 +1,30 @@
+// The pieces of request parsing that several files share (request.cpp, output_format.cpp): reading
+// one field of a body with its type and range checked, each failure an ApiError naming the field.
+#pragma once
+
+#include "tpserve/serve/request.h"
+
+#include <nlohmann/json.hpp>
+
+namespace tps::serve {
+
+using Json = nlohmann::ordered_json;
+
+// "a string", "an object", ... for messages
+const char* type_name(const Json& v);
+// The field, or null when it is missing or null
+const Json* field(const Json& j, const char* name);
+int64_t get_int(const Json& j, const char* name, int64_t lo, int64_t hi, int64_t fallback);
+// lo_open: the value must be above lo, not equal to it
+float get_float(const Json& j, const char* name, double lo, double hi, float fallback, bool lo_open = false);
+bool get_bool(const Json& j, const char* name, bool fallback);
+
+// response_format, vLLM's guided_json / guided_regex / guided_choice and structured_outputs: the
+// request's output format as r.sampling.constraint (at most one of them; "text" is none).
+void parse_output_format(const Json& j, const ServedModel& model, GenerationRequest& r);
+// tool_choice "required" (`only` empty) or a named function (`only`): the output is forced to be
+// [{"name": ..., "parameters": {...}}, ...] over `tools` (checked: each a function with a name),
+// each call's parameters valid under its function's schema; a named function gets one call.
+void force_tool_calls(const Json& tools, const std::string& only, const ServedModel& model, GenerationRequest& r);
+
+}  // namespace tps::serve

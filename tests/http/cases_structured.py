@@ -1,0 +1,140 @@
+"""Structured output through the HTTP API (http_test.py): what the official openai client and its
+pydantic parsing, Python's json and re, and the jsonschema library make of tpserve's output when a
+request asks for a format. The fixture model is random, so without the constraint none of these
+outputs would parse: each one that does is the grammar's doing.
+"""
+import json
+import math
+import re
+from typing import Literal
+
+import jsonschema
+import openai
+from pydantic import BaseModel, Field
+
+from harness import check, main_server, oai, short, stream
+
+
+class Pet(BaseModel):
+    kind: Literal["cat", "dog", "hamster"]
+    indoor: bool
+    legs: int = Field(ge=0, le=8)
+    tags: list[Literal["small", "loud", "old"]] = Field(max_length=3)
+
+
+TREE = {
+    "$defs": {"node": {"type": "object",
+                       "properties": {"v": {"enum": [1, 2, 3]},
+                                      "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}, "maxItems": 1}},
+                       "required": ["v", "kids"]}},
+    "$ref": "#/$defs/node",
+}
+
+
+def case_structured():
+    srv = main_server()
+    if not srv:
+        return
+    c = oai(srv)
+    m = srv.model
+    ask = [{"role": "user", "content": "Describe a pet."}]
+
+    # the openai client's own parsing of a pydantic model (response_format json_schema, strict)
+    parsed = []
+    for seed in range(4):
+        r = c.chat.completions.parse(model=m, messages=ask, response_format=Pet, max_tokens=180, temperature=1.0,
+                                     seed=seed)
+        parsed.append((r.choices[0].finish_reason, r.choices[0].message.parsed))
+    check(all(f == "stop" and isinstance(p, Pet) for f, p in parsed),
+          "json_schema: the openai client parses every output into the pydantic model", short(parsed))
+    check(len({p.model_dump_json() for _, p in parsed}) > 1, "json_schema: different seeds give different objects",
+          short(parsed))
+
+    # several choices, each valid (jsonschema is the judge), streamed equal to not streamed
+    body = {"model": m, "messages": ask, "max_tokens": 180, "temperature": 1.0, "seed": 7, "n": 3,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "tree", "schema": TREE}}}
+    r = c.chat.completions.create(**body)
+    texts = [ch.message.content for ch in r.choices]
+    valid = []
+    for t in texts:
+        try:
+            jsonschema.validate(json.loads(t), TREE)
+            valid.append(True)
+        except (ValueError, jsonschema.ValidationError):
+            valid.append(False)
+    check(all(valid) and all(ch.finish_reason == "stop" for ch in r.choices),
+          "json_schema with $ref recursion: n=3 choices, each valid under jsonschema", short(texts))
+    s = stream(srv, "/v1/chat/completions", body)
+    streamed = [""] * 3
+    for e in s.chunks():
+        for ch in e.get("choices") or []:
+            streamed[ch["index"]] += (ch.get("delta") or {}).get("content") or ""
+    check(streamed == texts, "json_schema streamed: the same texts, piece by piece", short((streamed, texts)))
+
+    # any JSON object
+    r = c.chat.completions.create(model=m, messages=ask, max_tokens=180, temperature=0.7, seed=3,
+                                  response_format={"type": "json_object"})
+    out = r.choices[0].message.content
+    try:
+        obj = json.loads(out)
+    except ValueError:
+        obj = None
+    check(r.choices[0].finish_reason != "stop" or isinstance(obj, dict),
+          "json_object: a JSON object whenever the output ended by itself", short(out))
+    check(out.startswith("{"), "json_object: the output starts an object", short(out))
+
+    # vLLM's guided_choice and guided_regex on completions; log-probabilities stay finite
+    r = c.completions.create(model=m, prompt="The answer is", max_tokens=10, temperature=1.0, seed=1, n=6, logprobs=5,
+                             extra_body={"guided_choice": ["yes", "no", "maybe later"]})
+    got = [ch.text for ch in r.choices]
+    finite = all(math.isfinite(v) for ch in r.choices for top in ch.logprobs.top_logprobs for v in top.values())
+    check(all(t in ("yes", "no", "maybe later") for t in got) and all(ch.finish_reason == "stop" for ch in r.choices),
+          f"guided_choice: every choice is one of the strings ({got})", short(r))
+    check(finite, "guided_choice: every top log-probability is a finite number", short(r.choices[0].logprobs))
+    pattern = r"[A-Z]{2}-\d{3}(x|yz)?"
+    r = c.completions.create(model=m, prompt="Code:", max_tokens=12, temperature=1.0, seed=2, n=4,
+                             extra_body={"guided_regex": pattern})
+    got = [ch.text for ch in r.choices]
+    check(all(re.fullmatch(pattern, t) for t in got), f"guided_regex: Python's re.fullmatch takes every output ({got})",
+          short(r))
+    r = c.completions.create(model=m, prompt="Code:", max_tokens=12, temperature=0, extra_body={
+        "structured_outputs": {"choice": ["alpha", "beta"]}})
+    check(r.choices[0].text in ("alpha", "beta"), "structured_outputs choice: one of the strings", short(r))
+
+    # forced tool calls: tool_choice "required" and a named function, read back by the openai client
+    weather = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}, "days": {"type": "integer"}},
+               "required": ["city", "days"]}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": weather}},
+             {"type": "function", "function": {"name": "get_time", "parameters": {
+                 "type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"]}}}]
+    shapes = []
+    for seed, choice in [(1, "required"), (2, "required"), (3, {"type": "function", "function": {"name": "get_time"}})]:
+        r = c.chat.completions.create(model=m, messages=ask, tools=tools, tool_choice=choice, max_tokens=150,
+                                      temperature=1.0, seed=seed)
+        msg = r.choices[0].message
+        calls = msg.tool_calls or []
+        ok = r.choices[0].finish_reason == "tool_calls" and msg.content is None and bool(calls)
+        for call in calls:
+            fn = next((t["function"] for t in tools if t["function"]["name"] == call.function.name), None)
+            try:
+                jsonschema.validate(json.loads(call.function.arguments), fn["parameters"])
+            except (TypeError, ValueError, jsonschema.ValidationError):
+                ok = False
+        if isinstance(choice, dict):
+            ok = ok and len(calls) == 1 and calls[0].function.name == "get_time"
+        shapes.append((ok, [(k.function.name, k.function.arguments) for k in calls]))
+    check(all(ok for ok, _ in shapes),
+          "tool_choice required / named: tool_calls whose arguments jsonschema accepts under the function's parameters",
+          short(shapes))
+
+    # what cannot be enforced is a 400 naming it
+    for what, extra, words in [
+            ("a schema keyword", {"response_format": {"type": "json_schema", "json_schema": {
+                "name": "n", "schema": {"type": "integer", "multipleOf": 3}}}}, "'multipleOf' at # is not supported"),
+            ("a broken regex", {"guided_regex": "(ab"}, "guided_regex"),
+            ("two formats", {"guided_choice": ["a"], "response_format": {"type": "json_object"}}, "both ask")]:
+        try:
+            c.chat.completions.create(model=m, messages=ask, max_tokens=5, extra_body=extra)
+            check(False, f"refused: {what}")
+        except openai.BadRequestError as e:
+            check(words in str(e), f"refused with a 400: {what}", str(e))

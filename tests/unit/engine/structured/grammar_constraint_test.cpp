@@ -1,0 +1,153 @@
+// Grammars over real vocabularies: token bytes against the tokenizer's own decoding (which equals
+// Hugging Face tokenizers'), the allowed-token mask against a token-by-token check, and random
+// walks through the mask that must end in text the grammar admits.
+#include "tpserve/common/error.h"
+#include "tpserve/engine/structured/formats.h"
+#include "tpserve/engine/structured/grammar_constraint.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <random>
+
+namespace tps::structured {
+namespace {
+
+const std::filesystem::path kModels = std::filesystem::path(TPS_SOURCE_DIR) / "tests/fixtures/models";
+
+class Vocabularies : public ::testing::TestWithParam<const char*> {
+protected:
+    const Tokenizer& tok() {
+        static std::map<std::string, Tokenizer> loaded;
+        auto it = loaded.find(GetParam());
+        if (it == loaded.end()) it = loaded.emplace(GetParam(), Tokenizer::from_hf_dir(kModels / GetParam())).first;
+        return it->second;
+    }
+    std::shared_ptr<const TokenBytes> bytes() { return std::make_shared<TokenBytes>(tok()); }
+    std::vector<int32_t> stops() { return {tok().eos_id().value_or(0)}; }
+};
+
+// Decoding any run of ordinary tokens gives their bytes joined (valid UTF-8 runs; the first
+// token's as at the start).
+TEST_P(Vocabularies, TokenBytesJoinToTheDecodedText) {
+    const Tokenizer& t = tok();
+    const auto vocab = bytes();
+    std::mt19937 rng(11);
+    std::vector<int32_t> ordinary;
+    for (const auto& e : vocab->sorted()) ordinary.push_back(e.token);
+    ASSERT_GT(ordinary.size(), 100u);
+    int compared = 0;
+    for (int trial = 0; trial < 400; ++trial) {
+        std::vector<int32_t> ids;
+        std::string joined;
+        const int n = 1 + static_cast<int>(rng() % 6);
+        for (int i = 0; i < n; ++i) {
+            const int32_t id = ordinary[rng() % ordinary.size()];
+            if (ids.empty() && vocab->changes_at_start(id)) continue;
+            ids.push_back(id);
+            joined += vocab->of(id);
+        }
+        if (ids.empty()) continue;
+        const std::string decoded = t.decode(ids, true);
+        if (decoded.find("\xEF\xBF\xBD") != std::string::npos) continue;  // a cut character: repaired
+        EXPECT_EQ(decoded, joined) << "trial " << trial;
+        ++compared;
+    }
+    EXPECT_GT(compared, 100);
+}
+
+// The mask equals advancing a copy of the state through each token on its own.
+TEST_P(Vocabularies, MaskEqualsTokenByTokenCheck) {
+    const auto vocab = bytes();
+    const auto grammar = json_schema_grammar(R"({"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
+        "n": {"type": "integer"}, "tags": {"type": "array", "items": {"enum": ["a b", "ü"]}}}, "required": ["name", "n"]})");
+    GrammarTokens tokens(grammar, vocab, stops());
+    for (const std::string prefix : {"", "{", "{\"na", "{\"name\": \"x", "{\"name\":\"abcdefgh", "{\"name\":\"\",\"n\":12",
+                                     "{\"name\":\"\",\"n\":1,\"tags\":[\"a", "{\"name\":\"\",\"n\":1}"}) {
+        GrammarState state(grammar);
+        ASSERT_TRUE(state.advance(prefix)) << prefix;
+        const bool at_start = prefix.empty();
+        const auto mask = tokens.allowed(state, at_start);
+        int allowed = 0;
+        for (int32_t t = 0; t < vocab->vocab_size(); ++t) {
+            const std::string_view b = vocab->of(t);
+            GrammarState s = state;
+            bool expect = !b.empty() && s.advance(b) && !(at_start && vocab->changes_at_start(t));
+            if (tokens.is_stop(t)) expect = state.complete();
+            ASSERT_EQ(mask_has(*mask, t), expect) << "prefix '" << prefix << "' token " << t << " '" << b << "'";
+            allowed += expect;
+        }
+        EXPECT_GT(allowed, 0) << prefix;
+    }
+}
+
+// Random walks: each token drawn from the mask; the text must be admitted when the walk ends.
+TEST_P(Vocabularies, RandomWalksStayInsideTheGrammar) {
+    const Tokenizer& t = tok();
+    const auto vocab = bytes();
+    const std::string schema = R"({"type": "object", "properties": {"ok": {"type": "boolean"},
+        "kind": {"enum": ["cat", "dog", "ünï"]}, "size": {"type": "integer"},
+        "name": {"type": "string", "maxLength": 5}}, "required": ["ok", "kind", "size", "name"]})";
+    const auto grammar = json_schema_grammar(schema);
+    auto shared = std::make_shared<GrammarTokens>(grammar, vocab, stops());
+    const auto prototype = make_grammar_constraint(shared);
+    std::mt19937 rng(5);
+    int finished = 0;
+    for (int walk = 0; walk < 20; ++walk) {
+        auto c = prototype->restart();
+        std::vector<int32_t> ids;
+        bool stopped = false;
+        for (int step = 0; step < 200 && !c->finished(); ++step) {
+            const std::vector<uint64_t>& mask = c->allowed();
+            std::vector<int32_t> candidates;
+            for (int32_t id = 0; id < vocab->vocab_size(); ++id) {
+                if (mask_has(mask, id)) candidates.push_back(id);
+            }
+            ASSERT_FALSE(candidates.empty());
+            // favour ending: a stop token when allowed, half the time
+            int32_t pick = candidates[rng() % candidates.size()];
+            if (std::find(candidates.begin(), candidates.end(), stops()[0]) != candidates.end() && rng() % 2 == 0) {
+                pick = stops()[0];
+            }
+            c->accept(pick);
+            if (pick == stops()[0]) {
+                stopped = true;
+                break;
+            }
+            ids.push_back(pick);
+        }
+        if (!stopped && !c->finished()) continue;  // ran out of steps inside a string
+        ++finished;
+        GrammarState check(grammar);
+        const std::string text = t.decode(ids, true);
+        EXPECT_TRUE(check.advance(text) && check.complete()) << text;
+    }
+    EXPECT_GT(finished, 5);
+}
+
+TEST_P(Vocabularies, RefusesTokensOutsideTheMask) {
+    const auto vocab = bytes();
+    auto shared = std::make_shared<GrammarTokens>(choice_grammar(std::vector<std::string>{"yes", "no"}), vocab, stops());
+    auto c = make_grammar_constraint(shared);
+    auto id_of = [&](std::string_view text) {
+        for (const auto& e : vocab->sorted()) {
+            if (vocab->text(e) == text) return e.token;
+        }
+        ADD_FAILURE() << "no token reads '" << text << "'";
+        return int32_t{0};
+    };
+    EXPECT_FALSE(mask_has(c->allowed(), id_of("0")));
+    EXPECT_THROW(c->accept(id_of("0")), Error);
+    EXPECT_THROW(c->accept(stops()[0]), Error);  // the text is not complete yet
+    EXPECT_TRUE(mask_has(c->allowed(), id_of("n")));
+    c->accept(id_of("n"));
+    EXPECT_FALSE(c->finished());
+    c->accept(id_of("o"));
+    EXPECT_TRUE(c->finished());
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, Vocabularies, ::testing::Values("smollm2", "llama2", "llama3", "mistral", "qwen2"));
+
+}  // namespace
+}  // namespace tps::structured

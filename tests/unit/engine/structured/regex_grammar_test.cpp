@@ -1,0 +1,396 @@
+// add_regex against std::regex (ECMAScript, which nobody here wrote): for each pattern, random
+// strings, strings walked through the compiled grammar, hand-made matches and their mutations must
+// be accepted exactly when std::regex_match accepts them. std::regex works on bytes, so that table
+// is ASCII; non-ASCII, the Python-only choices and the errors are checked by hand below.
+#include "tpserve/engine/structured/regex_grammar.h"
+
+#include "tpserve/common/error.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace tps::structured {
+namespace {
+
+using namespace std::string_literals;
+
+std::shared_ptr<const CompiledGrammar> compile_regex(std::string_view pattern) {
+    GrammarBuilder g;
+    const RuleId root = add_regex(g, pattern);
+    return g.compile(root);
+}
+
+bool matches(const std::shared_ptr<const CompiledGrammar>& grammar, std::string_view text) {
+    GrammarState s(grammar);
+    return s.advance(text) && s.complete();
+}
+
+bool matches(std::string_view pattern, std::string_view text) { return matches(compile_regex(pattern), text); }
+
+// The text with control characters spelled out, for failure messages.
+std::string printable(std::string_view text) {
+    std::string out;
+    for (const char c : text) {
+        const auto b = static_cast<unsigned char>(c);
+        if (b >= 0x20 && b < 0x7F) {
+            out += c;
+        } else {
+            static constexpr char kHex[] = "0123456789abcdef";
+            out += "\\x";
+            out += kHex[b >> 4];
+            out += kHex[b & 15];
+        }
+    }
+    return out;
+}
+
+struct RegexCase {
+    std::string pattern;
+    std::string alphabet;                // what random strings and mutations are made of
+    std::vector<std::string> positives;  // strings std::regex matches (checked too)
+    std::string reference = {};          // the std::regex spelling where it differs (named groups)
+};
+
+// A string the grammar's state admits byte by byte, from the alphabet where it can (any other
+// ASCII byte otherwise); it may stop short of a match.
+std::string walk(const std::shared_ptr<const CompiledGrammar>& grammar, const std::string& alphabet, std::mt19937& rng) {
+    GrammarState s(grammar);
+    std::string out;
+    for (int step = 0; step < 24; ++step) {
+        if (s.complete() && (!s.can_continue() || rng() % 4 == 0)) break;
+        const ByteSet next = s.next_bytes();
+        std::vector<char> options;
+        for (const char c : alphabet) {
+            if (next.has(static_cast<unsigned char>(c))) options.push_back(c);
+        }
+        for (int b = 0; b < 0x7F && options.empty(); ++b) {
+            if (next.has(static_cast<unsigned char>(b)) && b != '\r') options.push_back(static_cast<char>(b));
+        }
+        if (options.empty()) break;
+        const char c = options[rng() % options.size()];
+        out += c;
+        s = s.advanced(static_cast<unsigned char>(c));
+    }
+    return out;
+}
+
+// One random edit of `text`: a byte deleted, inserted or replaced.
+std::string mutate(std::string text, const std::string& alphabet, std::mt19937& rng) {
+    const char c = alphabet[rng() % alphabet.size()];
+    const size_t at = text.empty() ? 0 : rng() % text.size();
+    switch (text.empty() ? 1 : rng() % 3) {
+        case 0: text.erase(at, 1); break;
+        case 1: text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), c); break;
+        default: text[at] = c; break;
+    }
+    return text;
+}
+
+void PrintTo(const RegexCase& rc, std::ostream* os) { *os << "pattern '" << rc.pattern << "'"; }
+
+class RegexVsStdRegex : public testing::TestWithParam<RegexCase> {};
+
+TEST_P(RegexVsStdRegex, SameStringsMatch) {
+    const RegexCase& rc = GetParam();
+    const std::regex reference(rc.reference.empty() ? rc.pattern : rc.reference, std::regex::ECMAScript);
+    const auto grammar = compile_regex(rc.pattern);
+    std::mt19937 rng(1234);
+
+    std::vector<std::string> texts = rc.positives;
+    texts.push_back("");
+    for (const std::string& p : rc.positives) {
+        EXPECT_TRUE(std::regex_match(p, reference)) << "the test's own example '" << printable(p) << "'";
+    }
+    for (int i = 0; i < 300; ++i) {
+        std::string text(rng() % 11, ' ');
+        for (char& c : text) c = rc.alphabet[rng() % rc.alphabet.size()];
+        texts.push_back(std::move(text));
+    }
+    for (int i = 0; i < 150; ++i) texts.push_back(walk(grammar, rc.alphabet, rng));
+    const size_t made = texts.size();
+    for (size_t i = 0; i < made; ++i) {
+        if (i < rc.positives.size() || i >= made - 150) texts.push_back(mutate(texts[i], rc.alphabet, rng));
+    }
+
+    int positives = 0, negatives = 0, mismatches = 0;
+    for (const std::string& text : texts) {
+        const bool expected = std::regex_match(text, reference);
+        (expected ? positives : negatives) += 1;
+        if (matches(grammar, text) != expected && ++mismatches <= 10) {
+            ADD_FAILURE() << "pattern '" << rc.pattern << "' on '" << printable(text) << "': std::regex says "
+                          << expected;
+        }
+    }
+    EXPECT_EQ(mismatches, 0);
+    EXPECT_GE(positives, 10) << "too few matching strings to test with";
+    EXPECT_GE(negatives, 10) << "too few strings that do not match";
+}
+
+const std::vector<RegexCase> kCases = {
+    {"abc", "abcd", {"abc"}},
+    {"a|b|cd", "abcd", {"a", "b", "cd"}},
+    {"a*", "ab", {"", "aaaa"}},
+    {"a+b+", "ab", {"ab", "aabbb"}},
+    {"ab?c", "abc", {"ac", "abc"}},
+    {"a{3}", "ab", {"aaa"}},
+    {"a{2,}", "ab", {"aa", "aaaaa"}},
+    {"a{1,3}b", "ab", {"ab", "aaab"}},
+    {"a{0}b", "ab", {"b"}},
+    {"(ab)*c", "abc", {"c", "ababc"}},
+    {"(?:ab|cd)+", "abcd", {"ab", "cdab"}},
+    {"(a|)b", "ab", {"b", "ab"}},
+    {"(|a)+b", "ab", {"b", "aab"}},
+    {"(a*)*b", "ab", {"b", "aaab"}},
+    {"((a?)*)*b", "ab", {"b", "aab"}},
+    {"(a?b?)*c", "abc", {"c", "abbac"}},
+    {"(a?b?c?){1,2}d", "abcd", {"d", "abcbd"}},
+    {"(a?){2,4}b", "ab", {"b", "aaaab"}},
+    {"(a|b?)+c", "abc", {"c", "abbac"}},
+    {"(a*|b*){2}c", "abc", {"c", "aabc"}},
+    {"((a|b)c){1,2}d", "abcd", {"acd", "acbcd"}},
+    {"(a{0,2}b){2}", "ab", {"bb", "aabab"}},
+    {"a*?b", "ab", {"b", "aab"}},
+    {"(ab)+?c", "abc", {"abc", "ababc"}},
+    {"a{2,3}?b??", "ab", {"aa", "aaab"}},
+    {"a.c", "ac\n b", {"abc", "a c"}},
+    {".*x", "ax\n", {"x", "aax"}},
+    {"\\d+", "019a ", {"0", "1209"}},
+    {"\\D\\w\\W", "a0_ -", {"a_-", " 0 "}},
+    {"\\s*\\S", " \t\n\r\f\va", {"a", " \t\n\r\f\va"}},
+    {"[abc]+", "abcd", {"cab"}},
+    {"[a-cx-z]*", "abdxyz", {"", "azcx"}},
+    {"[^abc]", "abcd\n", {"d", "\n"}},
+    {"[^a-c]+", "abcdz", {"dz"}},
+    {"[\\d_]+", "0_9a", {"_0"}},
+    {"[\\w-]+", "a_-.9", {"a-_9"}},
+    {"[-a]b", "-ab", {"-b", "ab"}},
+    {"[a\\-z]", "a-zb", {"-", "z"}},
+    {"[\\]a]+", "]ab", {"]a"}},
+    {"[\\s\\d]x", " 1xa\t", {" x", "1x"}},
+    {"[^\\w\\s]+", "a .-\t", {".-"}},
+    {"[\\b]\\t\\n\\r\\f\\v\\0", "\b\t\n\r\f\v\0a"s, {"\b\t\n\r\f\v\0"s}},
+    {"\\x41\\u0042c", "ABc", {"ABc"}},
+    {"\\.\\*\\+\\?\\(\\)\\[\\]\\{\\}\\|\\\\\\/\\^\\$-", ".*+?()[]{}|\\/^$-", {".*+?()[]{}|\\/^$-"}},
+    {"^ab$", "ab", {"ab"}},
+    {"^(a|b)*$", "abc", {"", "abba"}},
+    {"(?<year>\\d{4})-(?P<m>\\d{2})", "01-", {"2024-05"}, "(\\d{4})-(\\d{2})"},
+    {"-?(0|[1-9]\\d*)(\\.\\d+)?([eE][+-]?\\d+)?", "-0123.eE+", {"0", "-12.5e+3", "10E7"}},
+    {"[a-z]+@[a-z]+\\.(com|org)", "ab@.comrg", {"a@b.com", "ab@ba.org"}},
+    {"", "a", {""}},
+    {"()", "a", {""}},
+};
+
+// The test names are p0, p1, ... (appended rather than "p" + ..., which trips GCC 12's -Wrestrict).
+std::string case_name(const testing::TestParamInfo<RegexCase>& param) {
+    std::string name = "p";
+    name += std::to_string(param.index);
+    return name;
+}
+INSTANTIATE_TEST_SUITE_P(Patterns, RegexVsStdRegex, testing::ValuesIn(kCases), case_name);
+
+TEST(RegexGrammar, NonAsciiLiteralsAndRanges) {
+    const auto g = compile_regex("é+[α-ω]");
+    EXPECT_TRUE(matches(g, "ééβ"));
+    EXPECT_TRUE(matches(g, "éα"));
+    EXPECT_TRUE(matches(g, "éω"));
+    EXPECT_FALSE(matches(g, "eβ"));
+    EXPECT_FALSE(matches(g, "é"));
+    EXPECT_FALSE(matches(g, "éa"));
+    EXPECT_TRUE(matches("[é-ê]", "ê"));
+    EXPECT_FALSE(matches("[é-ê]", "e"));
+    EXPECT_TRUE(matches("\\é", "é"));  // an escaped non-ASCII character is itself
+}
+
+TEST(RegexGrammar, DotIsOneWholeCharacter) {
+    const auto g = compile_regex(".");
+    EXPECT_TRUE(matches(g, "a"));
+    EXPECT_TRUE(matches(g, "é"));
+    EXPECT_TRUE(matches(g, "€"));   // 3 bytes
+    EXPECT_TRUE(matches(g, "😀"));  // 4 bytes
+    EXPECT_FALSE(matches(g, "\n"));
+    EXPECT_FALSE(matches(g, "ab"));
+    EXPECT_FALSE(matches(g, "\x80"));      // a lone continuation byte
+    EXPECT_FALSE(matches(g, "\xE2\x82"));  // a truncated character
+    EXPECT_FALSE(matches(g, "\xC0\xAF"));  // an overlong '/'
+    EXPECT_FALSE(matches(g, "\xED\xA0\x80"));  // a surrogate
+    GrammarState s(g);
+    EXPECT_TRUE(s.advance("\xE2\x82"));  // a prefix of "€": alive, not yet a match
+    EXPECT_FALSE(s.complete());
+}
+
+TEST(RegexGrammar, NegationsTakeNonAscii) {
+    EXPECT_TRUE(matches("[^a]", "é"));
+    EXPECT_TRUE(matches("[^a]", "\n"));
+    EXPECT_FALSE(matches("[^a]", "a"));
+    EXPECT_TRUE(matches("\\D\\W\\S", "é😀€"));
+    EXPECT_FALSE(matches("\\w", "é"));
+    EXPECT_TRUE(matches("[^\\x00-\\x7F]+", "éß"));
+    EXPECT_FALSE(matches("[^\\x00-\\x7F]+", "a"));
+    EXPECT_TRUE(matches("[^\\d]", "٣"));  // \d is ASCII only
+}
+
+TEST(RegexGrammar, UnicodeEscapes) {
+    EXPECT_TRUE(matches("\\u00e9", "é"));
+    EXPECT_TRUE(matches("\\u{1F600}", "😀"));
+    EXPECT_TRUE(matches("\\uD83D\\uDE00", "😀"));  // a surrogate pair is one character
+    EXPECT_TRUE(matches("[\\u{1F600}-\\u{1F64F}]+", "😀🙏"));
+    EXPECT_TRUE(matches("\\u{41}\\x42", "AB"));
+}
+
+TEST(RegexGrammar, PythonChoicesWhereEcmaScriptDiffers) {
+    EXPECT_TRUE(matches("a{", "a{"));            // a brace that starts no quantifier is a literal
+    EXPECT_TRUE(matches("{}", "{}"));
+    EXPECT_TRUE(matches("x{1,a}", "x{1,a}"));
+    EXPECT_TRUE(matches("a{,2}", ""));           // {,m} is {0,m}
+    EXPECT_TRUE(matches("a{,2}", "aa"));
+    EXPECT_FALSE(matches("a{,2}", "aaa"));
+    EXPECT_TRUE(matches("a{,}", "aaaa"));        // {,} is *
+    EXPECT_TRUE(matches("]", "]"));
+    EXPECT_TRUE(matches("}", "}"));
+    EXPECT_TRUE(matches("[]a]+", "]a"));         // a ']' first in a class is a literal
+    EXPECT_TRUE(matches("[^]a]", "b"));
+    EXPECT_FALSE(matches("[^]a]", "]"));
+    EXPECT_TRUE(matches("[a-]", "-"));
+    EXPECT_TRUE(matches(".", "\r"));             // only "\n" is refused by '.'
+}
+
+TEST(RegexGrammar, PrefixStates) {
+    const auto g = compile_regex("abc");
+    GrammarState s(g);
+    ASSERT_TRUE(s.advance("ab"));
+    EXPECT_FALSE(s.dead());
+    EXPECT_FALSE(s.complete());
+    EXPECT_TRUE(s.can_continue());
+    GrammarState wrong = s;
+    EXPECT_FALSE(wrong.advance("d"));
+    EXPECT_TRUE(wrong.dead());
+    ASSERT_TRUE(s.advance("c"));
+    EXPECT_TRUE(s.complete());
+    EXPECT_FALSE(s.can_continue());
+}
+
+TEST(RegexGrammar, GrammarStaysSmall) {
+    GrammarBuilder g;
+    add_regex(g, "abcdef");
+    EXPECT_EQ(g.rule_count(), 1u);  // one sequence of bytes, no rule per character
+    GrammarBuilder h;
+    add_regex(h, "[a-z]+x");
+    EXPECT_LE(h.rule_count(), 4u);
+    GrammarBuilder dots;
+    add_regex(dots, "......");
+    EXPECT_LE(dots.rule_count(), 2u);  // the rule for '.' is made once
+}
+
+TEST(RegexGrammar, LongNullableStarIsLinear) {
+    // (a?b?...)*: the star needs its body less "", which spelled out naively is quadratic
+    std::string body;
+    for (int i = 0; i < 300; ++i) body += i % 2 ? "b?" : "a?";
+    GrammarBuilder g;
+    const RuleId root = add_regex(g, "(" + body + ")*c");
+    EXPECT_LT(g.rule_count(), 2000u);
+    const auto compiled = g.compile(root);
+    EXPECT_TRUE(matches(compiled, "c"));
+    EXPECT_TRUE(matches(compiled, "abbaababc"));
+    EXPECT_FALSE(matches(compiled, "abd"));
+}
+
+// The message of the UsageError that compiling `pattern` throws ("" when none).
+std::string error_of(std::string_view pattern) {
+    try {
+        compile_regex(pattern);
+    } catch (const UsageError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+TEST(RegexGrammar, RefusedConstructsNameThemselves) {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"a\\1", "backreference"},
+        {"(a)\\k<x>", "backreference \\k<name>"},
+        {"(?P<n>a)(?P=n)", "backreference (?P=name)"},
+        {"a(?=b)", "lookahead"},
+        {"a(?!b)", "lookahead"},
+        {"(?<=a)b", "lookbehind"},
+        {"(?<!a)b", "lookbehind"},
+        {"\\bfoo", "word boundary \\b"},
+        {"a\\B", "word boundary \\B"},
+        {"\\Aa", "anchor \\A"},
+        {"a\\Z", "anchor \\Z"},
+        {"a\\z", "anchor \\z"},
+        {"(?i)a", "inline flag"},
+        {"(?i:a)", "inline flag"},
+        {"(?>a)", "group extension"},
+        {"(a", "unbalanced '('"},
+        {"a)", "unbalanced ')'"},
+        {"*a", "nothing to repeat"},
+        {"a|+b", "nothing to repeat"},
+        {"(?:?a)", "nothing to repeat"},
+        {"{2}a", "nothing to repeat"},
+        {"^*a", "nothing to repeat"},
+        {"a**", "multiple repeat"},
+        {"a{2}{3}", "multiple repeat"},
+        {"a???", "multiple repeat"},
+        {"a*+", "possessive"},
+        {"a{2}+", "possessive"},
+        {"a{3,2}", "maximum is below its minimum"},
+        {"[abc", "unterminated class"},
+        {"[]", "empty class"},
+        {"[^]", "empty class"},
+        {"[z-a]", "wrong way round"},
+        {"[\\d-z]", "class such as \\d"},
+        {"[a-\\w]", "class such as \\d"},
+        {"a{10001}", "above the 10000"},
+        {"a{1,20000}", "above the 10000"},
+        {"a{99999999999999999999999}", "above the 10000"},
+        {"a^", "'^'"},
+        {"(^a)", "'^'"},
+        {"a$b", "'$'"},
+        {"(a$)", "'$'"},
+        {"a\\", "backslash at the end"},
+        {"\\p{L}", "Unicode property"},
+        {"\\q", "unknown escape \\q"},
+        {"\\x4", "hex digits"},
+        {"\\u12", "hex digits"},
+        {"\\u{}", "\\u{...}"},
+        {"\\u{110000}", "past U+10FFFF"},
+        {"\\uD800", "lone surrogate"},
+        {"\\uD800\\u0041", "lone surrogate"},
+        {"\\u{DC00}", "surrogate"},
+        {"\\01", "octal"},
+        {"[^\\s\\S]", "admits no character"},
+        {"(?<1a>x)", "invalid group name"},
+        {"(?<a>x)(?<a>y)", "used twice"},
+        {"(?<a", "unterminated group name"},
+        {"a\x80", "invalid UTF-8"},
+        {"\xC3", "invalid UTF-8"},
+        {"\xC0\xAF", "invalid UTF-8"},
+        {"\xED\xA0\x80", "invalid UTF-8"},
+        {"\xF4\x90\x80\x80", "invalid UTF-8"},
+        {std::string(201, '(') + "a" + std::string(201, ')'), "deeper than 200"},
+    };
+    for (const auto& [pattern, needle] : cases) {
+        const std::string message = error_of(pattern);
+        EXPECT_NE(message.find(needle), std::string::npos)
+            << "pattern '" << printable(pattern) << "' gave '" << message << "', expected it to name '" << needle << "'";
+        EXPECT_NE(message.find("offset"), std::string::npos) << message;
+    }
+}
+
+TEST(RegexGrammar, ErrorsGiveTheOffset) {
+    EXPECT_NE(error_of("ab\\1").find("offset 2 "), std::string::npos) << error_of("ab\\1");
+    EXPECT_NE(error_of("abc(?=x)").find("offset 3 "), std::string::npos) << error_of("abc(?=x)");
+    EXPECT_NE(error_of("ab[z-a]").find("offset 3 "), std::string::npos) << error_of("ab[z-a]");
+}
+
+TEST(RegexGrammar, DeepButAllowedNesting) {
+    const std::string pattern = std::string(200, '(') + "a" + std::string(200, ')');
+    EXPECT_TRUE(matches(pattern, "a"));
+}
+
+}  // namespace
+}  // namespace tps::structured
