@@ -106,7 +106,11 @@ void constrain(std::shared_ptr<const CompiledGrammar> grammar, const std::string
                GenerationRequest& r) {
     if (!model.token_bytes) throw ApiError::invalid("structured output is not available on this server", param);
     auto tokens = std::make_shared<structured::GrammarTokens>(std::move(grammar), model.token_bytes, r.stop_ids);
-    r.sampling.constraint = structured::make_grammar_constraint(std::move(tokens));
+    try {
+        r.sampling.constraint = structured::make_grammar_constraint(std::move(tokens));  // (the start state)
+    } catch (const UsageError& e) {
+        throw ApiError::invalid(fmt::format("'{}': {}", param, e.what()), param);
+    }
 }
 
 }  // namespace

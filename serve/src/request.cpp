@@ -3,7 +3,7 @@
 #include "tpserve/serve/request.h"
 
 #include "request_fields.h"
-#include "tpserve/serve/json_scan.h"
+#include "tpserve/common/json_scan.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>

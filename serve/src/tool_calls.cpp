@@ -2,7 +2,7 @@
 #include "tpserve/serve/tool_calls.h"
 
 #include "tpserve/common/check.h"
-#include "tpserve/serve/json_scan.h"
+#include "tpserve/common/json_scan.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>

@@ -110,9 +110,16 @@ Sampled Sampler::sample(std::span<const float> logits) {
     if (constraint_) {
         const std::vector<uint64_t>& allowed = constraint_->allowed();
         masked_.assign(logits.begin(), logits.end());
+        bool any = false;
         for (size_t t = 0; t < masked_.size(); ++t) {
-            if (!mask_has(allowed, static_cast<int64_t>(t))) masked_[t] = -std::numeric_limits<float>::infinity();
+            if (!mask_has(allowed, static_cast<int64_t>(t))) {
+                masked_[t] = -std::numeric_limits<float>::infinity();
+            } else {
+                any = any || masked_[t] > -std::numeric_limits<float>::infinity();
+            }
         }
+        // (tokens the tokenizer has past the model's rows, or all at -inf: nothing to draw)
+        if (!any) throw ConstraintError("structured output: none of the tokens that may come next has a logit");
         logits = masked_;
     }
     Sampled out = sample_row(logits, row, penalties_, scratch_);

@@ -4,18 +4,27 @@
 
 #include <algorithm>
 #include <map>
+#include <unordered_set>
 
 namespace tps::structured {
 
 // --- building ---------------------------------------------------------------------------------
 
+void GrammarBuilder::grow(size_t elements) {
+    size_ += elements;
+    TPS_CHECK_AS(UsageError, size_ <= kMaxElements, "the grammar is larger than the {} rules and elements supported",
+                 kMaxElements);
+}
+
 RuleId GrammarBuilder::add_rule(std::string name) {
+    grow(1);
     rules_.push_back(Rule{std::move(name), {}});
     return static_cast<RuleId>(rules_.size() - 1);
 }
 
 void GrammarBuilder::add_alternative(RuleId rule, std::vector<Element> sequence) {
     TPS_CHECK(rule < rules_.size(), "grammar: no rule {}", rule);
+    grow(sequence.size() + 1);
     rules_[rule].alternatives.push_back(std::move(sequence));
 }
 
@@ -207,8 +216,6 @@ std::shared_ptr<const CompiledGrammar> GrammarBuilder::compile(RuleId root) cons
             }
         }
     }
-    TPS_CHECK_AS(UsageError, total <= kMaxElements, "the grammar has {} elements, more than the {} supported", total,
-                 kMaxElements);
 
     // which rules can match "" (to a fixed point)
     std::vector<char> nullable(n, 0);
@@ -260,6 +267,25 @@ std::shared_ptr<const CompiledGrammar> GrammarBuilder::compile(RuleId root) cons
         }
     }
 
+    // which rules derive some finite text (to a fixed point); alternatives that need a rule that
+    // does not are dropped: the matcher could enter them and never reach an end
+    std::vector<char> finite(n, 0);
+    auto ends = [&](const std::vector<Element>& alt) {
+        return std::all_of(alt.begin(), alt.end(), [&](const Element& e) { return e.kind == Element::Kind::bytes || finite[e.rule]; });
+    };
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (size_t r = 0; r < n; ++r) {
+            if (finite[r]) continue;
+            if (std::any_of(rules_[r].alternatives.begin(), rules_[r].alternatives.end(), ends)) {
+                finite[r] = 1;
+                changed = true;
+            }
+        }
+    }
+    TPS_CHECK_AS(UsageError, finite[root], "grammar: '{}' admits no finite text (it always needs more of itself)",
+                 rules_[root].name);
+
     auto g = std::make_shared<CompiledGrammar>();
     g->root_ = root;
     g->elems_.reserve(total);
@@ -267,6 +293,7 @@ std::shared_ptr<const CompiledGrammar> GrammarBuilder::compile(RuleId root) cons
     std::map<std::array<uint64_t, 4>, uint32_t> set_index;
     for (const Rule& r : rules_) {
         for (const auto& alt : r.alternatives) {
+            if (!ends(alt)) continue;
             g->alt_starts_.push_back(static_cast<uint32_t>(g->elems_.size()));
             for (const Element& e : alt) {
                 if (e.kind == Element::Kind::rule) {
@@ -289,22 +316,37 @@ std::shared_ptr<const CompiledGrammar> GrammarBuilder::compile(RuleId root) cons
 
 namespace {
 
+struct StackHash {
+    size_t operator()(const std::vector<uint32_t>& v) const noexcept {
+        uint64_t h = 1469598103934665603ull;
+        for (const uint32_t x : v) h = (h ^ x) * 1099511628211ull;
+        return static_cast<size_t>(h);
+    }
+};
+// The stacks one step has expanded already: the result of expanding a stack depends on the stack
+// alone, so one met again (many ways to skip optional parts lead to it) is not expanded twice.
+using Seen = std::unordered_set<std::vector<uint32_t>, StackHash>;
+
 // Expands `stack` until its top is a byte set (or it is empty) and appends each result to `out`.
-void expand(const CompiledGrammar& g, std::vector<uint32_t>& stack, std::vector<std::vector<uint32_t>>& out) {
+// Past 4 x kMaxStacks results the grammar is refused as too ambiguous.
+void expand(const CompiledGrammar& g, std::vector<uint32_t>& stack, std::vector<std::vector<uint32_t>>& out, Seen& seen) {
     if (stack.empty() || g.element(stack.back()).kind == Element::Kind::bytes) {
-        out.push_back(stack);
+        TPS_CHECK_AS(UsageError, out.size() < 4 * GrammarState::kMaxStacks,
+                     "the grammar is too ambiguous: more than {} ways to read the text so far", 4 * GrammarState::kMaxStacks);
+        out.push_back(stack);  // (equal results merge in set_stacks)
         return;
     }
+    if (!seen.insert(stack).second) return;
     const uint32_t pos = stack.back();
     const RuleId rule = g.element(pos).value;
     stack.pop_back();
     if (!g.element(pos + 1).end()) stack.push_back(pos + 1);
     for (const uint32_t start : g.alternatives(rule)) {
         if (g.element(start).end()) {
-            expand(g, stack, out);
+            expand(g, stack, out, seen);
         } else {
             stack.push_back(start);
-            expand(g, stack, out);
+            expand(g, stack, out, seen);
             stack.pop_back();
         }
     }
@@ -317,10 +359,11 @@ void expand(const CompiledGrammar& g, std::vector<uint32_t>& stack, std::vector<
 GrammarState::GrammarState(std::shared_ptr<const CompiledGrammar> grammar) : grammar_(std::move(grammar)) {
     TPS_CHECK(grammar_ != nullptr, "a grammar state needs a grammar");
     std::vector<std::vector<uint32_t>> out;
+    Seen seen;
     for (const uint32_t start : grammar_->alternatives(grammar_->root())) {
         std::vector<uint32_t> stack;
         if (!grammar_->element(start).end()) stack.push_back(start);
-        expand(*grammar_, stack, out);
+        expand(*grammar_, stack, out, seen);
     }
     set_stacks(std::move(out));
 }
@@ -343,6 +386,7 @@ GrammarState GrammarState::advanced(unsigned char byte) const {
     GrammarState next;
     next.grammar_ = grammar_;
     std::vector<std::vector<uint32_t>> out;
+    Seen seen;
     const CompiledGrammar& g = *grammar_;
     for (const auto& stack : stacks_) {
         if (stack.empty()) continue;
@@ -350,7 +394,7 @@ GrammarState GrammarState::advanced(unsigned char byte) const {
         if (!g.set(g.element(top).value).has(byte)) continue;
         std::vector<uint32_t> s(stack.begin(), stack.end() - 1);
         if (!g.element(top + 1).end()) s.push_back(top + 1);
-        expand(g, s, out);
+        expand(g, s, out, seen);
     }
     next.set_stacks(std::move(out));
     return next;

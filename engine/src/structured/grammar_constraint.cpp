@@ -8,16 +8,18 @@
 namespace tps::structured {
 
 TokenBytes::TokenBytes(const Tokenizer& tok) : vocab_size_(tok.vocab_size()) {
-    const auto n = static_cast<size_t>(vocab_size_);
-    entry_of_.assign(n, -1);
-    at_start_.assign((n + 63) / 64, 0);
+    entry_of_.assign(static_cast<size_t>(vocab_size_), -1);
     std::vector<Entry> entries;
     for (int32_t t = 0; t < vocab_size_; ++t) {
         const std::optional<std::string> b = tok.token_bytes(t);
         if (!b || b->empty()) continue;
         entries.push_back({t, static_cast<uint32_t>(bytes_.size()), static_cast<uint32_t>(b->size()), 0});
         bytes_ += *b;
-        if (tok.token_changes_at_start(t)) at_start_[static_cast<size_t>(t) / 64] |= uint64_t{1} << (t % 64);
+        if (tok.token_changes_at_start(t)) {
+            const int32_t one[] = {t};
+            start_tokens_.push_back(t);
+            start_text_.emplace(t, tok.decode(one, true));
+        }
     }
     std::sort(entries.begin(), entries.end(), [&](const Entry& a, const Entry& b) {
         const int c = text(a).compare(text(b));
@@ -39,8 +41,11 @@ std::string_view TokenBytes::of(int32_t token) const {
     return text(sorted_[static_cast<size_t>(entry_of_[static_cast<size_t>(token)])]);
 }
 
-bool TokenBytes::changes_at_start(int32_t token) const {
-    return token >= 0 && token < vocab_size_ && ((at_start_[static_cast<size_t>(token) / 64] >> (token % 64)) & 1);
+bool TokenBytes::changes_at_start(int32_t token) const { return start_text_.contains(token); }
+
+std::string_view TokenBytes::at_start(int32_t token) const {
+    const auto it = start_text_.find(token);
+    return it == start_text_.end() ? std::string_view() : std::string_view(it->second);
 }
 
 GrammarTokens::GrammarTokens(std::shared_ptr<const CompiledGrammar> grammar, std::shared_ptr<const TokenBytes> vocab,
@@ -81,6 +86,8 @@ int32_t GrammarTokens::intern(GrammarState state) {
 int32_t GrammarTokens::step(int32_t state, unsigned char byte) {
     const uint64_t key = static_cast<uint64_t>(state) << 8 | byte;
     if (const auto it = steps_.find(key); it != steps_.end()) return it->second;
+    TPS_CHECK_AS(UsageError, states_.size() < 4 * kMaxStates,
+                 "structured output: the grammar has more than {} states within one step's reach", 4 * kMaxStates);
     GrammarState next = states_[static_cast<size_t>(state)].advanced(byte);
     const int32_t id = next.dead() ? -1 : intern(std::move(next));
     steps_.emplace(key, id);
@@ -104,6 +111,7 @@ std::shared_ptr<const std::vector<uint64_t>> GrammarTokens::compute(int32_t stat
         if (e.shared >= dead_at) continue;
         dead_at = SIZE_MAX;
         path.resize(std::min<size_t>(path.size(), e.shared + 1));
+        if (is_stop(e.token)) continue;  // (a stop token ends the text; it is never part of it)
         const std::string_view text = vocab_->text(e);
         bool alive = true;
         for (size_t k = path.size() - 1; k < text.size(); ++k) {
@@ -117,6 +125,15 @@ std::shared_ptr<const std::vector<uint64_t>> GrammarTokens::compute(int32_t stat
         }
         if (alive && !(at_start && vocab_->changes_at_start(e.token))) set(e.token);
     }
+    if (at_start) {
+        // the tokens that read differently at the start, as they read there
+        for (const int32_t t : vocab_->start_tokens()) {
+            const std::string_view text = vocab_->at_start(t);
+            int32_t at = state;
+            for (size_t k = 0; k < text.size() && at >= 0; ++k) at = step(at, static_cast<unsigned char>(text[k]));
+            if (!text.empty() && at >= 0 && !is_stop(t)) set(t);
+        }
+    }
     return mask;
 }
 
@@ -129,7 +146,13 @@ public:
     std::unique_ptr<TokenConstraint> restart() const override { return std::make_unique<GrammarConstraint>(tokens_); }
 
     const std::vector<uint64_t>& allowed() override {
-        mask_ = tokens_->allowed(state_, at_start_);
+        try {
+            mask_ = tokens_->allowed(state_, at_start_);
+        } catch (const UsageError& e) {
+            throw ConstraintError(e.what());  // this request's grammar is too costly: it fails alone
+        } catch (const std::bad_alloc&) {
+            throw ConstraintError("structured output: out of memory following the grammar");
+        }
         const bool any = std::any_of(mask_->begin(), mask_->end(), [](uint64_t w) { return w != 0; });
         TPS_CHECK_AS(ConstraintError, any, "structured output: no token of the vocabulary can continue the text here (the grammar needs one of "
                        "the bytes {} next)",
@@ -144,11 +167,16 @@ public:
             ended_ = true;
             return;
         }
-        const std::string_view bytes = tokens_->vocab().of(token);
-        TPS_CHECK_AS(ConstraintError, !bytes.empty() && !(at_start_ && tokens_->vocab().changes_at_start(token)),
-                  "structured output: token {} cannot be part of the text", token);
+        const std::string_view bytes = tokens_->text_of(token, at_start_);
+        TPS_CHECK_AS(ConstraintError, !bytes.empty(), "structured output: token {} cannot be part of the text", token);
         GrammarState next = state_;
-        TPS_CHECK_AS(ConstraintError, next.advance(bytes), "structured output: token {} does not fit the grammar here", token);
+        bool fits = false;
+        try {
+            fits = next.advance(bytes);
+        } catch (const UsageError& e) {
+            throw ConstraintError(e.what());
+        }
+        TPS_CHECK_AS(ConstraintError, fits, "structured output: token {} does not fit the grammar here", token);
         state_ = std::move(next);
         at_start_ = false;
     }

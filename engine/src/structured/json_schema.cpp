@@ -1,6 +1,7 @@
 #include "tpserve/engine/structured/json_schema.h"
 
 #include "tpserve/common/check.h"
+#include "tpserve/common/json_scan.h"
 #include "tpserve/engine/structured/formats.h"
 #include "tpserve/engine/structured/int_range.h"
 #include "tpserve/engine/structured/regex_grammar.h"
@@ -17,6 +18,11 @@ namespace {
 
 using Json = nlohmann::ordered_json;  // properties are written in the schema's order
 using G = GrammarBuilder;
+
+ByteSet without(ByteSet s, unsigned char c) {
+    s.bits[c >> 6] &= ~(uint64_t{1} << (c & 63));
+    return s;
+}
 
 // The pieces of JSON text every schema is made of, built once per grammar.
 struct JsonPieces {
@@ -37,10 +43,28 @@ struct JsonPieces {
         ByteSet hex = ByteSet::range('0', '9');
         hex.add_range('a', 'f');
         hex.add_range('A', 'F');
+        // \uXXXX is one character, and so is a surrogate pair \uD8xx\uDCxx (as JSON Schema counts
+        // lengths); a lone surrogate is not a character and is not written
+        auto u = [&](Element first, Element second) {
+            return std::vector<Element>{G::byte('\\'), G::byte('u'), first, second, G::bytes(hex), G::bytes(hex)};
+        };
+        ByteSet not_d = hex;
+        for (const char c : std::string_view("dD")) not_d = without(not_d, static_cast<unsigned char>(c));
+        ByteSet d = ByteSet::of('d');
+        d.add('D');
+        ByteSet low_half = ByteSet::range('0', '7'), high = ByteSet::range('8', '9'), low = ByteSet::range('c', 'f');
+        high.add_range('a', 'b');
+        high.add_range('A', 'B');
+        low.add_range('C', 'F');
         chr = g.add_rule("char");
         g.add_alternative(chr, {G::ref(plain)});
         g.add_alternative(chr, {G::byte('\\'), G::bytes(escaped)});
-        g.add_alternative(chr, {G::byte('\\'), G::byte('u'), G::bytes(hex), G::bytes(hex), G::bytes(hex), G::bytes(hex)});
+        g.add_alternative(chr, u(G::bytes(not_d), G::bytes(hex)));
+        g.add_alternative(chr, u(G::bytes(d), G::bytes(low_half)));
+        std::vector<Element> pair = u(G::bytes(d), G::bytes(high));
+        const std::vector<Element> second = u(G::bytes(d), G::bytes(low));
+        pair.insert(pair.end(), second.begin(), second.end());
+        g.add_alternative(chr, std::move(pair));
         string = g.sequence({G::byte('"'), G::ref(g.star(chr)), G::byte('"')}, "string");
 
         const RuleId digit = g.sequence({G::bytes(ByteSet::range('0', '9'))}, "digit");
@@ -98,17 +122,20 @@ const std::set<std::string, std::less<>> kHandled = {
 constexpr const char* kBounds[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
 
 // What the formats are, as regular expressions (RFC 3339 dates and times; RFC 4122 UUIDs)
+constexpr std::string_view kDate = R"(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))";
+constexpr std::string_view kTime = R"(([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d))";
 const std::map<std::string, std::string, std::less<>> kFormats = {
-    {"date", R"(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))"},
-    {"time", R"(([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d))"},
-    {"date-time",
-     R"(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d))"},
+    {"date", std::string(kDate)},
+    {"time", std::string(kTime)},
+    {"date-time", std::string(kDate) + "T" + std::string(kTime)},
     {"uuid", R"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"},
 };
 
 class SchemaCompiler {
 public:
     SchemaCompiler(GrammarBuilder& g, Json root) : g_(g), root_(std::move(root)), p_(g) {}
+    RuleId compile_root() { return compile(root_, "#"); }
+    static constexpr int kMaxDepth = 64;
 
     RuleId compile(const Json& s, const std::string& path, int depth = 0) {
         TPS_CHECK_AS(UsageError, depth <= kMaxDepth, "JSON schema: nested more than {} deep at {}", kMaxDepth, path);
@@ -127,13 +154,25 @@ public:
             only(s, path, "$ref");
             return ref(*it, path, depth);
         }
-        if (const auto it = s.find("enum"); it != s.end()) {
-            TPS_CHECK_AS(UsageError, it->is_array() && !it->empty(), "JSON schema: 'enum' at {} must be a non-empty array", path);
+        for (const char* key : {"enum", "const"}) {
+            const auto it = s.find(key);
+            if (it == s.end()) continue;
+            const bool is_enum = key == std::string_view("enum");
+            TPS_CHECK_AS(UsageError, !is_enum || (it->is_array() && !it->empty()),
+                         "JSON schema: 'enum' at {} must be a non-empty array", path);
+            // beside the values only a type may stand (they are kept to those of the type)
+            const Json* type = s.contains("type") ? &s["type"] : nullptr;
+            for (const auto& [k, _] : s.items()) {
+                TPS_CHECK_AS(UsageError, k == key || k == "type" || kIgnored.contains(k) || k.starts_with("x-"),
+                             "JSON schema: '{}' beside '{}' at {} is not supported", k, key, path);
+            }
             std::vector<RuleId> values;
-            for (const Json& v : *it) values.push_back(g_.literal(v.dump(), "enum"));
-            return g_.choice(values, "enum");
+            for (const Json& v : is_enum ? *it : Json::array({*it})) {
+                if (!type || of_types(v, *type)) values.push_back(g_.literal(v.dump(), key));
+            }
+            TPS_CHECK_AS(UsageError, !values.empty(), "JSON schema: no value of '{}' at {} has the schema's type", key, path);
+            return values.size() == 1 ? values[0] : g_.choice(values, key);
         }
-        if (const auto it = s.find("const"); it != s.end()) return g_.literal(it->dump(), "const");
         for (const char* any : {"anyOf", "oneOf"}) {
             if (const auto it = s.find(any); it != s.end()) {
                 only(s, path, any);
@@ -185,7 +224,6 @@ public:
     }
 
 private:
-    static constexpr int kMaxDepth = 64;
 
     static bool has_any(const Json& s, std::initializer_list<const char*> keys) {
         for (const char* k : keys) {
@@ -205,9 +243,28 @@ private:
     static int64_t count(const Json& s, const char* key, int64_t fallback, const std::string& path) {
         const auto it = s.find(key);
         if (it == s.end()) return fallback;
-        TPS_CHECK_AS(UsageError, it->is_number_unsigned() || (it->is_number_integer() && it->get<int64_t>() >= 0),
+        TPS_CHECK_AS(UsageError, it->is_number_integer() && (it->is_number_unsigned() || it->get<int64_t>() >= 0),
                      "JSON schema: '{}' at {} must be a non-negative integer, got {}", key, path, it->dump());
+        TPS_CHECK_AS(UsageError, it->get<uint64_t>() <= static_cast<uint64_t>(GrammarBuilder::kMaxRepeat),
+                     "JSON schema: '{}' {} at {} is more than the {} supported", key, it->dump(), path, GrammarBuilder::kMaxRepeat);
         return it->get<int64_t>();
+    }
+
+    // Whether a value has one of the types `type` names (a string or a list of them).
+    static bool of_types(const Json& v, const Json& type) {
+        if (type.is_array()) {
+            return std::any_of(type.begin(), type.end(), [&](const Json& t) { return of_types(v, t); });
+        }
+        if (!type.is_string()) return false;
+        const std::string t = type.get<std::string>();
+        if (t == "integer") return v.is_number_integer() || (v.is_number_float() && std::trunc(v.get<double>()) == v.get<double>());
+        if (t == "number") return v.is_number();
+        if (t == "string") return v.is_string();
+        if (t == "boolean") return v.is_boolean();
+        if (t == "null") return v.is_null();
+        if (t == "object") return v.is_object();
+        if (t == "array") return v.is_array();
+        return false;
     }
 
     RuleId ref(const Json& target, const std::string& path, int depth) {
@@ -229,7 +286,7 @@ private:
             }
             const Json* next = nullptr;
             if (at->is_object() && at->contains(part)) next = &(*at)[part];
-            if (at->is_array() && !part.empty() && part.find_first_not_of("0123456789") == std::string::npos &&
+            if (at->is_array() && !part.empty() && part.size() <= 9 && part.find_first_not_of("0123456789") == std::string::npos &&
                 std::stoull(part) < at->size()) {
                 next = &(*at)[std::stoull(part)];
             }
@@ -307,7 +364,15 @@ private:
         // other properties: none beside listed ones unless said; any in an object that lists none
         std::optional<RuleId> extra;
         if (const auto it = s.find("additionalProperties"); it != s.end()) {
-            if (!(it->is_boolean() && !it->get<bool>())) extra = compile(*it, path + "/additionalProperties", depth + 1);
+            if (!(it->is_boolean() && !it->get<bool>())) {
+                // an extra key could repeat a listed one (an optional one skipped, then written
+                // with another value), which no grammar of keys here rules out
+                TPS_CHECK_AS(UsageError, props.empty(),
+                             "JSON schema: 'additionalProperties' other than false beside 'properties' at {} is not "
+                             "supported",
+                             path);
+                extra = compile(*it, path + "/additionalProperties", depth + 1);
+            }
         } else if (!s.contains("properties")) {
             extra = p_.value;
         }
@@ -434,14 +499,17 @@ RuleId add_json_value(GrammarBuilder& g) { return JsonPieces(g).value; }
 RuleId add_json_object(GrammarBuilder& g) { return JsonPieces(g).object; }
 
 RuleId add_json_schema(GrammarBuilder& g, std::string_view schema) {
+    // (a schema comes as text too: its depth is checked before a parser and the copies recurse)
+    TPS_CHECK_AS(UsageError, !nests_deeper_than(schema, 2 * SchemaCompiler::kMaxDepth), "JSON schema: nested more than {} deep",
+                 2 * SchemaCompiler::kMaxDepth);
     Json root;
     try {
         root = Json::parse(schema);
     } catch (const Json::exception& e) {
         throw UsageError(fmt::format("JSON schema: not JSON ({})", e.what()));
     }
-    SchemaCompiler c(g, root);
-    return c.compile(root, "#");
+    SchemaCompiler c(g, std::move(root));
+    return c.compile_root();
 }
 
 }  // namespace tps::structured

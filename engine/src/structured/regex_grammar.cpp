@@ -1,11 +1,14 @@
 // Regular expressions to grammar rules (regex_grammar.h). The pattern is parsed into a small tree
 // first, and the tree then becomes rules. The tree is there because a repetition of something that
 // can match "" must be rewritten, x* with x nullable as (x minus "")*: as written it would make a
-// left-recursive grammar, which compile() refuses, and a very ambiguous one. Nodes are made
-// children first, so the rules are made in one loop over the nodes, without recursing down long
-// concatenations.
+// left-recursive grammar, which compile() refuses, and a very ambiguous one. For the same reason
+// every node matches "" in at most one way (an alternation keeps one "" branch, Tree::merge_branches):
+// the matcher follows each way separately, so (|)(|)...(|) would otherwise read "" 2^n times.
+// Nodes are made children first, so the rules are made in one loop over the nodes, without
+// recursing down long concatenations.
 #include "tpserve/engine/structured/regex_grammar.h"
 
+#include "../tokenizer/utf8.h"
 #include "tpserve/common/check.h"
 
 #include <fmt/format.h>
@@ -44,8 +47,9 @@ public:
     }
     // A sequence or a choice of `items`; one item is itself and none is "" (or kNone for a choice).
     NodeId list(Node::Kind kind, std::vector<NodeId> items) {
-        if (items.size() <= 1) return items.empty() ? (kind == Node::Kind::alt ? kNone : empty()) : items[0];
         const auto nullable = [&](NodeId c) { return nodes_[c].nullable; };
+        if (kind == Node::Kind::alt) items = merge_branches(std::move(items));
+        if (items.size() <= 1) return items.empty() ? (kind == Node::Kind::alt ? kNone : empty()) : items[0];
         const bool n = kind == Node::Kind::alt ? std::any_of(items.begin(), items.end(), nullable)
                                                : std::all_of(items.begin(), items.end(), nullable);
         return add(Node{kind, n, {}, std::move(items), 0, 0});
@@ -53,7 +57,12 @@ public:
     NodeId repeat(NodeId child, int64_t min, int64_t max) {
         if (max == 0) return empty();
         if (nodes_[child].nullable) {
-            // x{n,m} with x nullable is (x minus ""){0,m}: "" pads out any count below n
+            // x{n,m} with x nullable is (x minus ""){0,m}: "" pads out any count below n. And
+            // (x1 x2 ...)* with every xi nullable is (x1|x2|...)*, whose readings of a text are
+            // far fewer (after a byte in xi, the rest of the sequence need not be walked).
+            if (max < 0 && nodes_[child].kind == Node::Kind::concat) {
+                child = list(Node::Kind::alt, nodes_[child].children);
+            }
             child = strip(child);
             min = 0;
             if (child == kNone) return empty();
@@ -68,9 +77,39 @@ private:
         return static_cast<NodeId>(nodes_.size() - 1);
     }
 
-    // A node for what `n` matches less "" (kNone when that is nothing).
+    // An alternation's branches with at most one that matches "": when several do, each becomes
+    // its non-empty form and one "" branch is added (x?|y* is (x|y+)?, (|) is ""). Single
+    // characters and classes merge into one class, so that (a|b) is read once, not per branch.
+    std::vector<NodeId> merge_branches(std::vector<NodeId> items) {
+        const auto nullable = [&](NodeId c) { return nodes_[c].nullable; };
+        if (std::count_if(items.begin(), items.end(), nullable) > 1) {
+            std::vector<NodeId> merged;
+            for (const NodeId c : items) {
+                if (const NodeId s = strip(c); s != kNone) merged.push_back(s);
+            }
+            merged.push_back(empty());
+            items = std::move(merged);
+        }
+        const auto is_chars = [&](NodeId c) { return nodes_[c].kind == Node::Kind::chars; };
+        if (std::count_if(items.begin(), items.end(), is_chars) <= 1) return items;
+        std::vector<CodePointRange> ranges;
+        for (const NodeId c : items) {
+            if (is_chars(c)) ranges.insert(ranges.end(), nodes_[c].ranges.begin(), nodes_[c].ranges.end());
+        }
+        std::erase_if(items, is_chars);
+        items.insert(items.begin(), chars(complement(complement(ranges))));  // sorted and merged
+        return items;
+    }
+
+    // A node for what `n` matches less "" (kNone when that is nothing); made once per node.
     NodeId strip(NodeId n) {
         if (!nodes_[n].nullable) return n;
+        if (const auto it = stripped_.find(n); it != stripped_.end()) return it->second;
+        const NodeId s = strip_anew(n);
+        stripped_.emplace(n, s);
+        return s;
+    }
+    NodeId strip_anew(NodeId n) {
         const std::vector<NodeId> children = nodes_[n].children;  // copied: add() moves nodes_
         switch (nodes_[n].kind) {
             case Node::Kind::empty:
@@ -104,6 +143,7 @@ private:
     }
 
     std::vector<Node> nodes_;
+    std::map<NodeId, NodeId> stripped_;  // strip()'s answers
 };
 
 struct Quantifier {
@@ -160,23 +200,25 @@ private:
 
     // One UTF-8 character at `at`, which moves past it.
     char32_t decode(size_t& at) const {
-        const auto b0 = static_cast<unsigned char>(p_[at]);
-        if (b0 < 0x80) return p_[at++];
-        const size_t n = (b0 & 0xE0) == 0xC0 ? 2 : (b0 & 0xF0) == 0xE0 ? 3 : (b0 & 0xF8) == 0xF0 ? 4 : 0;
-        if (n == 0) fail(at, "invalid UTF-8 (a byte that starts no character)");
-        if (at + n > p_.size()) fail(at, "invalid UTF-8 (a truncated character)");
-        char32_t c = b0 & (0x7F >> n);
-        for (size_t i = 1; i < n; ++i) {
-            const auto b = static_cast<unsigned char>(p_[at + i]);
-            if ((b & 0xC0) != 0x80) fail(at, "invalid UTF-8 (a truncated character)");
-            c = (c << 6) | (b & 0x3F);
-        }
-        static constexpr char32_t kLeast[5] = {0, 0, 0x80, 0x800, 0x10000};  // below: overlong
-        if (c < kLeast[n] || c > kMaxCodePoint || is_surrogate(c)) {
-            fail(at, "invalid UTF-8 (an overlong form or a surrogate)");
-        }
+        if (static_cast<unsigned char>(p_[at]) < 0x80) return p_[at++];
+        if (tok::utf8_valid_length(p_, at) == 0) fail(at, fmt::format("invalid UTF-8 ({})", utf8_fault(at)));
+        size_t n = 0;
+        const char32_t c = tok::utf8_decode(p_, at, &n);
         at += n;
         return c;
+    }
+
+    // What is wrong with the bytes at `at`, which are no UTF-8 character.
+    std::string_view utf8_fault(size_t at) const {
+        const auto b0 = static_cast<unsigned char>(p_[at]);
+        if (b0 < 0xC0 || b0 >= 0xF8) return "a byte that starts no character";
+        const size_t n = tok::utf8_char_length(b0);
+        for (size_t i = 1; i < n; ++i) {
+            if (at + i >= p_.size() || (static_cast<unsigned char>(p_[at + i]) & 0xC0) != 0x80) {
+                return "a truncated character";
+            }
+        }
+        return "an overlong form or a surrogate";  // or past U+10FFFF
     }
 
     NodeId alternation() {
@@ -430,16 +472,6 @@ private:
 
 // --- the tree to rules ---
 
-void append_utf8(char32_t c, std::vector<Element>& out) {
-    const auto u = static_cast<uint32_t>(c);
-    const int n = u < 0x80 ? 1 : u < 0x800 ? 2 : u < 0x10000 ? 3 : 4;
-    static constexpr uint32_t kLead[5] = {0, 0, 0xC0, 0xE0, 0xF0};
-    out.push_back(GrammarBuilder::byte(static_cast<unsigned char>(n == 1 ? u : kLead[n] | (u >> (6 * (n - 1))))));
-    for (int i = n - 2; i >= 0; --i) {
-        out.push_back(GrammarBuilder::byte(static_cast<unsigned char>(0x80 | ((u >> (6 * i)) & 0x3F))));
-    }
-}
-
 class Emitter {
 public:
     Emitter(GrammarBuilder& g, const std::vector<Node>& nodes) : g_(g), nodes_(nodes), rules_(nodes.size()) {}
@@ -489,7 +521,9 @@ private:
             }
             out.push_back(GrammarBuilder::bytes(set));
         } else {
-            append_utf8(n.ranges[0].first, out);
+            std::string text;
+            tok::utf8_append(text, n.ranges[0].first);
+            for (const char b : text) out.push_back(GrammarBuilder::byte(static_cast<unsigned char>(b)));
         }
     }
 
@@ -510,6 +544,9 @@ private:
             case Node::Kind::concat: return g_.sequence(items(id), "regex");
             case Node::Kind::chars: return inline_element(id) ? g_.sequence(items(id), "regex") : class_rule(n.ranges);
             case Node::Kind::alt: {
+                const auto nullable = [&](NodeId c) { return nodes_[c].nullable; };
+                TPS_CHECK(std::count_if(n.children.begin(), n.children.end(), nullable) <= 1,
+                          "regex: node {} has several branches that match \"\"", id);
                 const RuleId rule = g_.add_rule("regex|");
                 for (const NodeId c : n.children) g_.add_alternative(rule, items(c));
                 return rule;

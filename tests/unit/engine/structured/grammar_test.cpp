@@ -187,11 +187,11 @@ TEST(JsonSchemaGrammar, PropertiesInOrderWithRequiredAndOptional) {
 }
 
 TEST(JsonSchemaGrammar, AdditionalProperties) {
-    const auto extra = json_schema_grammar(
-        R"({"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"], "additionalProperties": {"type": "string"}})");
-    EXPECT_TRUE(matches(extra, R"({"id":1})"));
-    EXPECT_TRUE(matches(extra, R"({"id":1,"x":"y","z":""})"));
+    const auto extra = json_schema_grammar(R"({"type": "object", "additionalProperties": {"type": "string"}})");
+    EXPECT_TRUE(matches(extra, "{}"));
+    EXPECT_TRUE(matches(extra, R"({"x":"y","z":""})"));
     EXPECT_FALSE(matches(extra, R"({"id":1,"x":2})"));
+    EXPECT_NO_THROW((void)json_schema_grammar(R"({"properties": {"id": {}}, "additionalProperties": false})"));
     const auto any = json_schema_grammar(R"({"type": "object"})");
     EXPECT_TRUE(matches(any, R"({"q":[1,{"r":null}]})"));
     const auto none = json_schema_grammar(R"({"type": "object", "additionalProperties": false})");
@@ -213,6 +213,23 @@ TEST(JsonSchemaGrammar, EnumConstAnyOfAndTypeLists) {
     EXPECT_FALSE(matches(g, R"({"color":"red","kind":"other","maybe":null,"either":"s"})"));
     EXPECT_FALSE(matches(g, R"({"color":"red","kind":"fixed","maybe":"1","either":"s"})"));
     EXPECT_FALSE(matches(g, R"({"color":"red","kind":"fixed","maybe":null,"either":1})"));
+    const auto typed = json_schema_grammar(R"({"type": "string", "enum": ["a", 1, "b"]})");
+    EXPECT_TRUE(matches(typed, R"("b")"));
+    EXPECT_FALSE(matches(typed, "1"));
+}
+
+// A surrogate pair written as escapes is one character, as JSON Schema counts (a lone surrogate is
+// no character at all).
+TEST(JsonSchemaGrammar, EscapedSurrogatePairsAreOneCharacter) {
+    const auto one = json_schema_grammar(R"({"type": "string", "minLength": 1, "maxLength": 1})");
+    EXPECT_TRUE(matches(one, R"("\uD83D\uDE00")"));
+    EXPECT_TRUE(matches(one, R"("\u00e9")"));
+    EXPECT_TRUE(matches(one, R"("\uFFFD")"));
+    EXPECT_FALSE(matches(one, R"("\uD83D")"));
+    EXPECT_FALSE(matches(one, R"("\uDE00")"));
+    const auto two = json_schema_grammar(R"({"type": "string", "minLength": 2})");
+    EXPECT_FALSE(matches(two, R"("\uD83D\uDE00")"));
+    EXPECT_TRUE(matches(two, R"("\uD7FFa")"));
 }
 
 TEST(JsonSchemaGrammar, ArraysAndStrings) {
@@ -262,6 +279,21 @@ TEST(JsonSchemaGrammar, RefusesWhatItCannotEnforce) {
     EXPECT_NE(refused("{not json").find("not JSON"), std::string::npos);
     EXPECT_NE(refused("false").find("admits nothing"), std::string::npos);
     EXPECT_NE(refused(R"({"$ref": "#"})").find("left-recursive"), std::string::npos);
+    // an extra key could repeat a listed one: not offered beside properties
+    EXPECT_NE(refused(R"({"properties": {"a": {}}, "additionalProperties": true})").find("'additionalProperties' other than false"),
+              std::string::npos);
+    // a value beside enum or const is a constraint too: refused, except the type, which filters
+    EXPECT_NE(refused(R"({"const": 5, "pattern": "x"})").find("'pattern' beside 'const'"), std::string::npos);
+    EXPECT_NE(refused(R"({"type": "string", "enum": [1, 2]})").find("no value of 'enum'"), std::string::npos);
+    // no finite text: a property that must hold itself
+    EXPECT_NE(refused(R"({"properties": {"a": {"$ref": "#"}}, "required": ["a"]})").find("admits no finite text"),
+              std::string::npos);
+    // counts past what a grammar holds, and a schema nested past the limit (even as text)
+    EXPECT_NE(refused(R"({"type": "array", "maxItems": 18446744073709551615})").find("more than the 10000"), std::string::npos);
+    EXPECT_NE(refused(R"({"$ref": "#/$defs/a/99999999999999999999999", "$defs": {"a": []}})").find("points at nothing"),
+              std::string::npos);
+    const std::string deep(100000, '[');
+    EXPECT_NE(refused(deep.c_str()).find("nested more than"), std::string::npos);
     // annotations are not constraints
     EXPECT_NO_THROW((void)json_schema_grammar(
         R"({"title": "T", "description": "d", "type": "object", "properties": {"a": {"type": "string", "default": "x",

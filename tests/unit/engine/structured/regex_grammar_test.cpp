@@ -130,6 +130,14 @@ TEST_P(RegexVsStdRegex, SameStringsMatch) {
     EXPECT_GE(negatives, 10) << "too few strings that do not match";
 }
 
+// prefix, `times` x text, suffix (appended: "x" + std::string trips GCC 12's -Wrestrict, see below)
+std::string repeated(std::string_view text, int times, std::string_view suffix = "", std::string_view prefix = "") {
+    std::string out(prefix);
+    for (int i = 0; i < times; ++i) out += text;
+    out += suffix;
+    return out;
+}
+
 const std::vector<RegexCase> kCases = {
     {"abc", "abcd", {"abc"}},
     {"a|b|cd", "abcd", {"a", "b", "cd"}},
@@ -145,7 +153,7 @@ const std::vector<RegexCase> kCases = {
     {"(a|)b", "ab", {"b", "ab"}},
     {"(|a)+b", "ab", {"b", "aab"}},
     {"(a*)*b", "ab", {"b", "aaab"}},
-    {"((a?)*)*b", "ab", {"b", "aab"}},
+    {"((a?)*)*b", "ab", {"b", "aab"}, "a*b"},  // (std::regex backtracks exponentially on the nested stars)
     {"(a?b?)*c", "abc", {"c", "abbac"}},
     {"(a?b?c?){1,2}d", "abcd", {"d", "abcbd"}},
     {"(a?){2,4}b", "ab", {"b", "aaaab"}},
@@ -182,6 +190,27 @@ const std::vector<RegexCase> kCases = {
     {"[a-z]+@[a-z]+\\.(com|org)", "ab@.comrg", {"a@b.com", "ab@ba.org"}},
     {"", "a", {""}},
     {"()", "a", {""}},
+    // branches that match "" several ways, alone and in sequences
+    {"(|)(|)(|)x", "xa", {"x"}},
+    {"(||a|)b", "ab", {"b", "ab"}},
+    {"(a?|b?)(a?|b?)c", "abc", {"c", "ac", "bac", "bbc"}},
+    {"(a*|b*)(a*|b*)(a*|b*)c", "abc", {"c", "aabbac", "bbbc"}},
+    {"(a?|b*|)+c", "abc", {"c", "abbac"}, "[ab]*c"},  // (std::regex is slow on these two)
+    {"(|a?|(b|))*c", "abc", {"c", "abbac"}, "[ab]*c"},
+    {"(a?|b?){0,3}c", "abc", {"c", "abc", "bbbc"}},
+    {"(a?b?a?b?){0,2}c", "abc", {"c", "abbac", "ababbabc"}},
+    {"(a?b?|c)*d", "abcd", {"d", "abcbad"}},
+    {"(a|b|[bc]|d?)+e", "abcde", {"e", "dcbae"}},
+    {"(a?b?)?(c?|a)c", "abc", {"c", "abcc", "aac"}},
+    // the same, large: std::regex backtracks exponentially on them, so it gets a plain spelling
+    {repeated("(|)", 40, "x"), "xa", {"x"}, "x"},
+    // (sizes kept small for sanitizer builds: a sequence of n groups that match "" costs the
+    // matcher about n^2 steps a byte; ManyNullableBranchesStayFew has larger ones)
+    {repeated("(a?|b?){0,3}", 10, "c"), "abc", {"c", "abc", "babbac"}, "[ab]{0,30}c"},
+    // (at most 15 runs of a's or b's)
+    {repeated("(a*|b*)", 15, "c"), "abc", {"c", "aabbac", "abababababababac"},
+     "((a+b+){0,7}a+|(a+b+){1,7}|(b+a+){0,7}b+|(b+a+){1,7})?c"},
+    {repeated("(a?|b?)", 20, "c"), "abc", {"c", "abbac"}, "[ab]{0,20}c"},
 };
 
 // The test names are p0, p1, ... (appended rather than "p" + ..., which trips GCC 12's -Wrestrict).
@@ -285,17 +314,73 @@ TEST(RegexGrammar, GrammarStaysSmall) {
     EXPECT_LE(dots.rule_count(), 2u);  // the rule for '.' is made once
 }
 
-TEST(RegexGrammar, LongNullableStarIsLinear) {
-    // (a?b?...)*: the star needs its body less "", which spelled out naively is quadratic
-    std::string body;
-    for (int i = 0; i < 300; ++i) body += i % 2 ? "b?" : "a?";
+TEST(RegexGrammar, LongNullableRepetitionIsLinear) {
+    // (a?b?...){0,2}: the repetition needs its body less "", which spelled out naively is quadratic
     GrammarBuilder g;
-    const RuleId root = add_regex(g, "(" + body + ")*c");
-    EXPECT_LT(g.rule_count(), 2000u);
+    const RuleId root = add_regex(g, repeated("a?b?", 150, "){0,2}c", "("));
+    EXPECT_LT(g.rule_count(), 3000u);
     const auto compiled = g.compile(root);
     EXPECT_TRUE(matches(compiled, "c"));
-    EXPECT_TRUE(matches(compiled, "abbaababc"));
-    EXPECT_FALSE(matches(compiled, "abd"));
+    EXPECT_FALSE(matches(compiled, "d"));
+    const auto shorter = compile_regex(repeated("a?b?", 20, "){0,2}c", "("));
+    EXPECT_TRUE(matches(shorter, "abbaababc"));
+    EXPECT_TRUE(matches(shorter, repeated("ab", 40, "c")));
+    EXPECT_FALSE(matches(shorter, repeated("ab", 40, "bc")));
+    EXPECT_FALSE(matches(shorter, "abd"));
+    // (a?b?...)* is (a|b|...)*: a small grammar that reads long texts quickly
+    GrammarBuilder h;
+    const RuleId star = add_regex(h, repeated("a?b?", 150, ")*c", "("));
+    EXPECT_LT(h.rule_count(), 10u);
+    const auto star_compiled = h.compile(star);
+    EXPECT_TRUE(matches(star_compiled, "c"));
+    EXPECT_TRUE(matches(star_compiled, "abbaababc"));
+    EXPECT_TRUE(matches(star_compiled, repeated("ba", 1000, "c")));
+    EXPECT_FALSE(matches(star_compiled, "abd"));
+}
+
+// Branches that match "" in several ways were once followed one by one by the matcher: (|) twice
+// per group, so 2^40 readings of "" for 40 groups (hours, or "too ambiguous" from the matcher's
+// cap). Now an alternation has one "" branch, and all of this takes milliseconds.
+TEST(RegexGrammar, ManyNullableBranchesStayFew) {
+    const auto empties = compile_regex(repeated("(|)", 40, "x"));
+    EXPECT_TRUE(matches(empties, "x"));
+    EXPECT_FALSE(matches(empties, ""));
+    EXPECT_FALSE(matches(empties, "xx"));
+    EXPECT_FALSE(matches(empties, "a"));
+    EXPECT_TRUE(matches(repeated("(|)", 2000, "x"), "x"));
+    EXPECT_TRUE(matches(repeated("(||a?|b*|)", 40, "x"), "aabbbax"));
+
+    const std::string segments = repeated("(a?|b?){0,3}c", 30);
+    const auto g = compile_regex(segments);
+    const std::regex reference(repeated("[ab]{0,3}c", 30));
+    const std::vector<std::string> texts = {
+        repeated("c", 30), repeated("c", 29), repeated("c", 31), repeated("c", 29, "", "abbc"),
+        repeated("c", 29, "", "aaaac"), repeated("bac", 30), repeated("abac", 30), repeated("abac", 29, "abaac"),
+        repeated("ac", 29, "d"),
+    };
+    for (const std::string& text : texts) EXPECT_EQ(matches(g, text), std::regex_match(text, reference)) << text;
+    EXPECT_TRUE(matches(g, repeated("abac", 30)));
+    EXPECT_FALSE(matches(g, repeated("c", 29, "", "aaaac")));
+
+    const auto runs = compile_regex(repeated("(a*|b*)", 40, "c"));
+    EXPECT_TRUE(matches(runs, "c"));
+    EXPECT_TRUE(matches(runs, repeated("ab", 20, "c")));          // 40 runs
+    EXPECT_FALSE(matches(runs, repeated("ab", 20, "ac")));        // 41
+    EXPECT_TRUE(matches(runs, repeated("a", 100, "bc")));
+    EXPECT_FALSE(matches(runs, "abd"));
+
+    const auto optionals = compile_regex(repeated("(a?|b?)", 40, "x"));
+    EXPECT_TRUE(matches(optionals, repeated("ab", 20, "x")));
+    EXPECT_FALSE(matches(optionals, repeated("ab", 20, "ax")));
+    EXPECT_TRUE(matches(optionals, "x"));
+}
+
+TEST(RegexGrammar, NonAsciiBranchesMerge) {
+    const auto g = compile_regex("(é|a|[α-β]|€?)+x");
+    EXPECT_TRUE(matches(g, "éaβ€x"));
+    EXPECT_TRUE(matches(g, "x"));
+    EXPECT_FALSE(matches(g, "γx"));
+    EXPECT_FALSE(matches(g, "\xC3x"));
 }
 
 // The message of the UsageError that compiling `pattern` throws ("" when none).

@@ -98,19 +98,25 @@ public:
     size_t rule_count() const { return rules_.size(); }
     // Every byte the rules first..last-1 may match directly (not through rules outside them).
     ByteSet bytes_used(RuleId first, RuleId last) const;
-    // The grammar whose text is what `root` matches. UsageError naming the rule for a rule
-    // without alternatives, a reference to no rule, left recursion, or a grammar past kMaxElements.
+    // The grammar whose text is what `root` matches. Alternatives that can never end (they need a
+    // rule that derives no finite text, such as a property that must hold itself) are dropped, so
+    // every text the matcher allows can still be completed. UsageError naming the rule for a rule
+    // without alternatives, a reference to no rule, left recursion, or a root with no finite text.
     std::shared_ptr<const CompiledGrammar> compile(RuleId root) const;
 
     static constexpr int64_t kMaxRepeat = 10000;
+    // Rules and elements together; UsageError as soon as a grammar being built passes it (a
+    // request's schema or pattern cannot make the server build a huge grammar first).
     static constexpr size_t kMaxElements = 1'000'000;
 
 private:
+    void grow(size_t elements);  // counts toward kMaxElements
     struct Rule {
         std::string name;
         std::vector<std::vector<Element>> alternatives;
     };
     std::vector<Rule> rules_;
+    size_t size_ = 0;  // rules + elements so far
 };
 
 // The complement of `ranges` within 0..kMaxCodePoint, surrogates left out (sorted, merged).
@@ -169,7 +175,8 @@ public:
     const std::vector<uint32_t>& key() const { return flat_; }
     const std::shared_ptr<const CompiledGrammar>& grammar() const { return grammar_; }
 
-    // A cap on live stacks: an ambiguous grammar past it is an error (UsageError), not a stall.
+    // A cap on live stacks, and on the stacks one step may expand to before duplicates merge
+    // (4 x): an ambiguous grammar past it is an error (UsageError), not a stall.
     static constexpr size_t kMaxStacks = 4096;
 
 private:

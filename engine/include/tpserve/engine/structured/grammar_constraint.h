@@ -35,15 +35,20 @@ public:
     std::string_view text(const Entry& e) const { return std::string_view(bytes_).substr(e.offset, e.length); }
     // The bytes of one token; empty for a token left out.
     std::string_view of(int32_t token) const;
-    // A token that reads differently at the start of the output (a leading space dropped).
+    // A token that reads differently at the start of the output (a leading space dropped), and
+    // what it reads there (Tokenizer::decode of it alone; empty: nothing).
     bool changes_at_start(int32_t token) const;
+    std::string_view at_start(int32_t token) const;
+    // The tokens that read differently at the start.
+    const std::vector<int32_t>& start_tokens() const { return start_tokens_; }
     int32_t vocab_size() const { return vocab_size_; }
 
 private:
     std::vector<Entry> sorted_;
     std::string bytes_;
-    std::vector<int64_t> entry_of_;       // per token: its index in sorted_, or -1
-    std::vector<uint64_t> at_start_;      // bit per token
+    std::vector<int64_t> entry_of_;  // per token: its index in sorted_, or -1
+    std::vector<int32_t> start_tokens_;
+    std::unordered_map<int32_t, std::string> start_text_;
     int32_t vocab_size_ = 0;
 };
 
@@ -54,19 +59,24 @@ private:
 // each (state, byte) step its result, so the grammar's stacks are worked out once per step and
 // not once per token (inside a JSON string every character leads back to the same state, and
 // every token through it costs a table look-up per byte). Past kMaxStates states the memory
-// starts over, so a grammar with endless distinct states costs time, not memory.
+// starts over at the next mask; one mask that meets more than 4 x kMaxStates is an error.
 class GrammarTokens {
 public:
     GrammarTokens(std::shared_ptr<const CompiledGrammar> grammar, std::shared_ptr<const TokenBytes> vocab,
                   std::vector<int32_t> stop_ids);
 
-    // The tokens that may follow `state`: those whose bytes it takes, and the stop tokens when the
-    // text is complete. `at_start`: nothing generated yet (tokens that read differently there are
-    // refused). The mask has a bit per token of the vocabulary.
+    // The tokens that may follow `state`: those whose bytes it takes, and the stop tokens (only)
+    // when the text is complete. `at_start`: nothing generated yet (a token that reads
+    // differently there is taken as it reads there). The mask has a bit per token of the
+    // vocabulary. UsageError past kMaxStacks or 4 x kMaxStates (a grammar too costly to follow).
     std::shared_ptr<const std::vector<uint64_t>> allowed(const GrammarState& state, bool at_start);
     const std::shared_ptr<const CompiledGrammar>& grammar() const { return grammar_; }
     const TokenBytes& vocab() const { return *vocab_; }
     bool is_stop(int32_t token) const;
+    // What `token` adds to the text: its bytes, or its text at the start of the output.
+    std::string_view text_of(int32_t token, bool at_start) const {
+        return at_start && vocab_->changes_at_start(token) ? vocab_->at_start(token) : vocab_->of(token);
+    }
 
     static constexpr size_t kCachedMasks = 64;
     static constexpr size_t kMaxStates = 20000;

@@ -13,7 +13,9 @@ namespace tps::structured {
 
 // Adds to `g` a rule that matches exactly the strings the whole pattern matches (a full match, as
 // Python's re.fullmatch: a leading ^ and a trailing $ are accepted and mean nothing more), and
-// returns it. The pattern is UTF-8 and so is the text the rule admits.
+// returns it. The pattern is UTF-8 and so is the text the rule admits. Each rule it makes matches ""
+// in at most one way, so ambiguity such as (|)(|)... or (a?|b?)(a?|b?)... costs the matcher a few
+// readings per group, not a number that doubles with each.
 //
 // Supported:
 //   literals (a non-ASCII character matches its UTF-8 bytes), `.` (any character but "\n"),

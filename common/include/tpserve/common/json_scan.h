@@ -1,12 +1,12 @@
 // Reading the shape of JSON text before (or instead of) parsing it: brackets outside strings.
-// Request bodies and model output are not trusted to be shallow, and a model's tool call must be
-// cut from the text after it.
+// Request bodies, schemas sent as text and model output are not trusted to be shallow, and a
+// model's tool call must be cut from the text after it.
 #pragma once
 
 #include <cstddef>
 #include <string_view>
 
-namespace tps::serve {
+namespace tps {
 
 // Walks `text` bracket by bracket outside strings (escapes respected). `step(depth_after, c)` is
 // called for each bracket; it returns true to stop there. Returns where it stopped, or npos.
@@ -41,4 +41,4 @@ inline size_t value_end(std::string_view text) {
     return close == std::string_view::npos ? close : close + 1;
 }
 
-}  // namespace tps::serve
+}  // namespace tps
