@@ -14,6 +14,8 @@
 #include "tpserve/engine/driver.h"
 #include "tpserve/engine/generate.h"
 #include "tpserve/engine/model_files.h"
+#include "tpserve/engine/structured/formats.h"
+#include "tpserve/engine/structured/grammar_constraint.h"
 #include "tpserve/partition/band.h"
 #include "tpserve/partition/device.h"
 #include "tpserve/partition/link.h"
@@ -58,7 +60,50 @@ struct Settings {
     bool ignore_eos = false;
     bool kv_dtype_given = false, chunk_given = false, context_given = false;
     BackendChoice backend;
+    std::shared_ptr<const structured::CompiledGrammar> grammar;  // --json-schema, --regex: the output's format
 };
+
+// --json-schema TEXT, --json-schema-file PATH, --json-object, --regex PATTERN (one at most): the
+// grammar the output follows (docs/api.md, "Structured output").
+std::shared_ptr<const structured::CompiledGrammar> output_format(const cxxopts::ParseResult& args) {
+    std::vector<std::string> given;
+    for (const char* flag : {"json-schema", "json-schema-file", "json-object", "regex"}) {
+        if (args.count(flag)) given.push_back(flag);
+    }
+    if (given.empty()) return nullptr;
+    TPS_CHECK_AS(UsageError, given.size() == 1, "--{} and --{} both give the output's format: give one", given[0], given[1]);
+    const std::string& flag = given[0];
+    try {
+        if (flag == "json-object") return structured::json_object_grammar();
+        if (flag == "regex") return structured::regex_grammar(args["regex"].as<std::string>());
+        std::string schema;
+        if (flag == "json-schema") {
+            schema = args["json-schema"].as<std::string>();
+        } else {
+            const std::string path = args["json-schema-file"].as<std::string>();
+            std::ifstream in(path);
+            TPS_CHECK_AS(UsageError, in.good(), "cannot read the file '{}'", path);
+            std::stringstream text;
+            text << in.rdbuf();
+            schema = text.str();
+        }
+        return structured::json_schema_grammar(schema);
+    } catch (const UsageError& e) {
+        throw UsageError(fmt::format("--{}: {}", flag, e.what()));
+    }
+}
+
+// The sampler's constraint for --json-schema / --regex, over this tokenizer and these stop tokens.
+void constrain(const Settings& s, const Tokenizer& tok, GenerateOptions& gen) {
+    if (!s.grammar) return;
+    auto tokens = std::make_shared<structured::GrammarTokens>(s.grammar, std::make_shared<const structured::TokenBytes>(tok),
+                                                              gen.stop_ids);
+    try {
+        gen.sampling.constraint = structured::make_grammar_constraint(std::move(tokens));
+    } catch (const UsageError& e) {
+        throw UsageError(fmt::format("the output's format: {}", e.what()));
+    }
+}
 
 Settings read_settings(const cxxopts::ParseResult& args) {
     Settings s;
@@ -104,6 +149,7 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     s.deadline = seconds_flag(args, "deadline");
     s.verbose = args.count("verbose") > 0;
     s.ignore_eos = args.count("ignore-eos") > 0;
+    s.grammar = output_format(args);
     return s;
 }
 
@@ -143,6 +189,7 @@ int run_single(const Settings& s) {
     const int64_t context = resolve_context(s.max_context, files.desc);
     GenerateOptions gen = s.gen;
     if (!s.ignore_eos) gen.stop_ids = files.stop_ids;
+    constrain(s, *files.tokenizer, gen);
     const std::vector<int32_t> prompt = files.encode_prompt(s.prompt, s.chat, s.system);
 
     auto backend = s.backend.cuda ? make_cuda_backend(s.backend.device) : make_cpu_backend(s.threads);
@@ -206,6 +253,7 @@ int run_sharded(const Settings& s) {
                      "the prompt has {} tokens; the context holds {}", prompt.size(), model->context_tokens());
     }, startup);
     if (s.ignore_eos) gen.stop_ids.clear();
+    if (rank == 0) constrain(s, *files.tokenizer, gen);  // (rank 0 samples)
     shard->reset_comm_stats();  // from here on: time in collectives of the steps alone
 
     if (rank == 0) {
@@ -260,6 +308,10 @@ int run_generate(int argc, char** argv) {
         ("seed", "random seed (same seed, same tokens)", cxxopts::value<std::string>()->default_value("0"))
         ("stop", "stop string (repeatable)", cxxopts::value<std::vector<std::string>>())
         ("ignore-eos", "go on past the model's end-of-sequence tokens (for benchmarks)")
+        ("json-schema", "the output is JSON valid under this schema (JSON text; docs/api.md says what is supported)", cxxopts::value<std::string>())
+        ("json-schema-file", "the same, the schema read from a file", cxxopts::value<std::string>())
+        ("json-object", "the output is a JSON object")
+        ("regex", "the output is a full match of this regular expression", cxxopts::value<std::string>())
         ("max-context", "KV cache tokens (default: the model's context, at most 4096)", cxxopts::value<std::string>()->default_value("0"))
         ("prefill-chunk", "prompt tokens per step", cxxopts::value<std::string>()->default_value("256"))
         ("v,verbose", "print each rank's memory beside the plan's prediction, and time in collectives")

@@ -4,6 +4,9 @@
 #include "cli_run.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cctype>
 
 #include <filesystem>
 
@@ -50,6 +53,33 @@ TEST(Generate, StopStringsSamplingAndMemoryReport) {
         ASSERT_NE(at, std::string::npos) << verbose.err;
         EXPECT_NE(verbose.err.substr(at, verbose.err.find('\n', at) - at).find("exact"), std::string::npos) << verbose.err;
     }
+}
+
+// --json-schema / --regex: the random fixture model writes what the format admits, and ends there;
+// a format that cannot be enforced is a usage error naming the flag.
+TEST(Generate, OutputFormats) {
+    const std::string tiny = std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/smollm2";
+    const auto json = tpserve("generate -m " + tiny + R"( -p Hi -n 60 --temperature 1 --seed 3 --json-schema '{"type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["ok", "n"]}')");
+    ASSERT_EQ(json.code, 0) << json.err;
+    const auto parsed = nlohmann::json::parse(json.out, nullptr, false);
+    ASSERT_TRUE(parsed.is_object()) << json.out;
+    EXPECT_TRUE(parsed["ok"].is_boolean()) << json.out;
+    EXPECT_TRUE(parsed["n"].is_number_integer() && parsed["n"] >= 1 && parsed["n"] <= 9) << json.out;
+    EXPECT_TRUE(has(json.err, "stop: stop")) << json.err;
+    const auto code = tpserve("generate -m " + tiny + " -p Hi -n 20 --temperature 1 --seed 4 --regex '[A-Z]{3}-[0-9]{2}'");
+    ASSERT_EQ(code.code, 0) << code.err;
+    ASSERT_EQ(code.out.size(), 7u) << code.out;  // (and the newline print_speed ends stdout with)
+    EXPECT_TRUE(std::isupper(static_cast<unsigned char>(code.out[0])) && code.out[3] == '-') << code.out;
+    auto usage = [](const std::string& args, const std::string& needle) {
+        const auto r = tpserve(args);
+        EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+        EXPECT_TRUE(has(r.err, needle)) << args << "\n" << r.err;
+    };
+    usage("generate -m " + tiny + R"( -p hi --json-schema '{"type": "integer", "multipleOf": 2}')", "--json-schema: JSON schema: 'multipleOf'");
+    usage("generate -m " + tiny + " -p hi --regex 'a(?=b)'", "--regex: regular expression");
+    usage("generate -m " + tiny + " -p hi --regex a --json-object", "give one");
+    usage("generate -m " + tiny + " -p hi --json-schema-file /nonexistent.json", "cannot read the file '/nonexistent.json'");
 }
 
 TEST(Generate, TinyFixturesRunFromHfDirectories) {

@@ -121,7 +121,7 @@ GenerateResult generate(Driver& driver, const Tokenizer& tok, std::span<const in
         r.tokens.push_back(token);
         ++r.generated_tokens;
         if (const std::string text = stops.push(decoder.push(token)); !text.empty()) on_text(text);
-        if (stops.done()) {
+        if (stops.done() || sampler.finished()) {  // a stop string, or the output's format is complete
             r.finish_reason = "stop";
             break;
         }
