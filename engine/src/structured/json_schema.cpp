@@ -6,6 +6,8 @@
 #include "tpserve/engine/structured/int_range.h"
 #include "tpserve/engine/structured/regex_grammar.h"
 
+#include "../tokenizer/utf8.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -37,7 +39,7 @@ struct JsonPieces {
 
         // a string's character: any but the quote, the backslash and controls; or an escape
         const CodePointRange plain_excluded[] = {{0, 0x1F}, {'"', '"'}, {'\\', '\\'}};
-        const RuleId plain = g.code_points_except(plain_excluded, "char");
+        plain = g.code_points_except(plain_excluded, "char");
         ByteSet escaped;
         for (const char c : std::string_view("\"\\/bfnrt")) escaped.add(static_cast<unsigned char>(c));
         ByteSet hex = ByteSet::range('0', '9');
@@ -109,7 +111,8 @@ struct JsonPieces {
         return g.sequence(std::move(seq), std::move(name));
     }
 
-    RuleId ws = 0, chr = 0, string = 0, integer = 0, number = 0, boolean = 0, null = 0, value = 0, object = 0, array = 0;
+    RuleId ws = 0, plain = 0, chr = 0, string = 0, integer = 0, number = 0, boolean = 0, null = 0, value = 0, object = 0,
+           array = 0;
 };
 
 const std::set<std::string, std::less<>> kIgnored = {
@@ -364,15 +367,7 @@ private:
         // other properties: none beside listed ones unless said; any in an object that lists none
         std::optional<RuleId> extra;
         if (const auto it = s.find("additionalProperties"); it != s.end()) {
-            if (!(it->is_boolean() && !it->get<bool>())) {
-                // an extra key could repeat a listed one (an optional one skipped, then written
-                // with another value), which no grammar of keys here rules out
-                TPS_CHECK_AS(UsageError, props.empty(),
-                             "JSON schema: 'additionalProperties' other than false beside 'properties' at {} is not "
-                             "supported",
-                             path);
-                extra = compile(*it, path + "/additionalProperties", depth + 1);
-            }
+            if (!(it->is_boolean() && !it->get<bool>())) extra = compile(*it, path + "/additionalProperties", depth + 1);
         } else if (!s.contains("properties")) {
             extra = p_.value;
         }
@@ -384,7 +379,11 @@ private:
         RuleId rest = g_.sequence({}, "end");
         RuleId first = rest;
         if (extra) {
-            const RuleId kv = member(p_.string, *extra);
+            // beside listed properties an extra key is none of them (else an optional one could be
+            // skipped and then written as an extra with a value of any schema)
+            std::vector<std::string> names;
+            for (const Property& p : props) names.push_back(p.name);
+            const RuleId kv = member(names.empty() ? p_.string : key_except(names), *extra);
             const RuleId more = g_.star(g_.sequence({G::byte(','), G::ref(p_.ws), G::ref(kv)}, "more"));
             rest = more;
             first = g_.optional(g_.sequence({G::ref(kv), G::ref(more)}, "extra"));
@@ -401,6 +400,46 @@ private:
             first = f;
         }
         return g_.sequence({G::byte('{'), G::ref(p_.ws), G::ref(first), G::byte('}')}, "object");
+    }
+
+    // A key that is none of `names`: a JSON string without escapes (so that no name can be spelled
+    // another way) whose text is not one of them, followed character by character down a trie.
+    RuleId key_except(const std::vector<std::string>& names) {
+        struct Node {
+            std::map<char32_t, size_t> next;
+            bool name = false;
+        };
+        std::vector<Node> trie(1);
+        for (const std::string& n : names) {
+            if (Json(n).dump() != "\"" + n + "\"") continue;  // it needs an escape: no such key can be it
+            size_t at = 0;
+            for (const char32_t c : tok::utf8_to_u32(n)) {
+                if (!trie[at].next.contains(c)) {
+                    trie[at].next.emplace(c, trie.size());
+                    trie.emplace_back();
+                }
+                at = trie[at].next.at(c);
+            }
+            trie[at].name = true;
+        }
+        const RuleId rest = g_.star(p_.plain);
+        std::vector<RuleId> rule;
+        for (size_t v = 0; v < trie.size(); ++v) rule.push_back(g_.add_rule("key-except"));
+        for (size_t v = 0; v < trie.size(); ++v) {
+            if (!trie[v].name) g_.add_alternative(rule[v], {});
+            std::vector<CodePointRange> other = {{0, 0x1F}, {'"', '"'}, {'\\', '\\'}};
+            for (const auto& [c, child] : trie[v].next) other.push_back({c, c});
+            g_.add_alternative(rule[v], {G::ref(g_.code_points_except(other, "key-char")), G::ref(rest)});
+            for (const auto& [c, child] : trie[v].next) {
+                std::string bytes;
+                tok::utf8_append(bytes, c);
+                std::vector<Element> seq;
+                for (const char b : bytes) seq.push_back(G::byte(static_cast<unsigned char>(b)));
+                seq.push_back(G::ref(rule[child]));
+                g_.add_alternative(rule[v], std::move(seq));
+            }
+        }
+        return g_.sequence({G::byte('"'), G::ref(rule[0]), G::byte('"')}, "extra-key");
     }
 
     RuleId array(const Json& s, const std::string& path, int depth) {

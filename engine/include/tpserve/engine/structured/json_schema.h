@@ -6,17 +6,18 @@
 // cannot fill its output with blanks; numbers have at most 16 integer digits, 16 fraction digits
 // and 3 exponent digits, so every number ends.
 //
-// Schemas: type (one or a list), enum, const, anyOf, oneOf (as anyOf), allOf of one schema, $ref
-// to "#", "#/$defs/..." or "#/definitions/..." (recursion allowed); objects: properties (written in
-// the schema's order), required, additionalProperties (false, true or a schema); arrays: items,
-// prefixItems, minItems, maxItems; strings: minLength, maxLength, pattern (regex_grammar.h, a
-// full match), format date, time, date-time and uuid; integers: minimum, maximum,
-// exclusiveMinimum, exclusiveMaximum (int_range.h; on numbers they are refused). An object schema with properties admits no
-// other property unless additionalProperties says so (OpenAI's strict mode and xgrammar's); one
-// without properties admits any. Annotations (title, description, default, examples, $comment,
-// ...) and "x-" keywords are ignored. Any other keyword (multipleOf, uniqueItems, not, if,
-// patternProperties, ...) is refused with a UsageError naming it and where it is: a constraint
-// that cannot be enforced is not silently dropped.
+// Schemas: type (one or a list), enum and const (only a type beside them), anyOf, oneOf (as
+// anyOf), allOf of one schema, $ref to "#", "#/$defs/..." or "#/definitions/..." (recursion
+// allowed); objects: properties (written in the schema's order), required, additionalProperties
+// (false, true or a schema); arrays: items, prefixItems, minItems, maxItems; strings: minLength,
+// maxLength, pattern (regex_grammar.h, a full match), format date, time, date-time and uuid;
+// integers: minimum, maximum, exclusiveMinimum, exclusiveMaximum (int_range.h; on numbers they
+// are refused). An object schema with properties admits no other property unless
+// additionalProperties says so (OpenAI's strict mode and xgrammar's); one without properties
+// admits any; extra keys beside listed ones are none of their names. Annotations (title,
+// description, default, examples, $comment, ...) and "x-" keywords are ignored. Any other keyword
+// (multipleOf, uniqueItems, not, if, patternProperties, ...) is refused with a UsageError naming
+// it and where it is: a constraint that cannot be enforced is not silently dropped.
 #pragma once
 
 #include "tpserve/engine/structured/grammar.h"
