@@ -15,6 +15,7 @@
 #include "tpserve/engine/generate.h"
 #include "tpserve/engine/model_files.h"
 #include "tpserve/engine/structured/formats.h"
+#include "tpserve/engine/structured/gbnf_grammar.h"
 #include "tpserve/engine/structured/grammar_constraint.h"
 #include "tpserve/partition/band.h"
 #include "tpserve/partition/device.h"
@@ -60,14 +61,22 @@ struct Settings {
     bool ignore_eos = false;
     bool kv_dtype_given = false, chunk_given = false, context_given = false;
     BackendChoice backend;
-    std::shared_ptr<const structured::CompiledGrammar> grammar;  // --json-schema, --regex: the output's format
+    std::shared_ptr<const structured::CompiledGrammar> grammar;  // --json-schema, --regex, --grammar: the output's format
 };
 
-// --json-schema TEXT, --json-schema-file PATH, --json-object, --regex PATTERN (one at most): the
-// grammar the output follows (docs/api.md, "Structured output").
+std::string read_text_file(const std::string& path) {
+    std::ifstream in(path);
+    TPS_CHECK_AS(UsageError, in.good(), "cannot read the file '{}'", path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// --json-schema TEXT, --json-schema-file PATH, --json-object, --regex PATTERN, --grammar GBNF,
+// --grammar-file PATH (one at most): the grammar the output follows (docs/api.md, "Structured output").
 std::shared_ptr<const structured::CompiledGrammar> output_format(const cxxopts::ParseResult& args) {
     std::vector<std::string> given;
-    for (const char* flag : {"json-schema", "json-schema-file", "json-object", "regex"}) {
+    for (const char* flag : {"json-schema", "json-schema-file", "json-object", "regex", "grammar", "grammar-file"}) {
         if (args.count(flag)) given.push_back(flag);
     }
     if (given.empty()) return nullptr;
@@ -76,24 +85,16 @@ std::shared_ptr<const structured::CompiledGrammar> output_format(const cxxopts::
     try {
         if (flag == "json-object") return structured::json_object_grammar();
         if (flag == "regex") return structured::regex_grammar(args["regex"].as<std::string>());
-        std::string schema;
-        if (flag == "json-schema") {
-            schema = args["json-schema"].as<std::string>();
-        } else {
-            const std::string path = args["json-schema-file"].as<std::string>();
-            std::ifstream in(path);
-            TPS_CHECK_AS(UsageError, in.good(), "cannot read the file '{}'", path);
-            std::stringstream text;
-            text << in.rdbuf();
-            schema = text.str();
-        }
-        return structured::json_schema_grammar(schema);
+        if (flag == "grammar") return structured::gbnf_grammar(args["grammar"].as<std::string>());
+        if (flag == "grammar-file") return structured::gbnf_grammar(read_text_file(args["grammar-file"].as<std::string>()));
+        if (flag == "json-schema") return structured::json_schema_grammar(args["json-schema"].as<std::string>());
+        return structured::json_schema_grammar(read_text_file(args["json-schema-file"].as<std::string>()));
     } catch (const UsageError& e) {
         throw UsageError(fmt::format("--{}: {}", flag, e.what()));
     }
 }
 
-// The sampler's constraint for --json-schema / --regex, over this tokenizer and these stop tokens.
+// The sampler's constraint for the output's format, over this tokenizer and these stop tokens.
 void constrain(const Settings& s, const Tokenizer& tok, GenerateOptions& gen) {
     if (!s.grammar) return;
     auto tokens = std::make_shared<structured::GrammarTokens>(s.grammar, std::make_shared<const structured::TokenBytes>(tok),
@@ -312,6 +313,8 @@ int run_generate(int argc, char** argv) {
         ("json-schema-file", "the same, the schema read from a file", cxxopts::value<std::string>())
         ("json-object", "the output is a JSON object")
         ("regex", "the output is a full match of this regular expression", cxxopts::value<std::string>())
+        ("grammar", "the output follows this GBNF grammar (llama.cpp's format, from its rule root)", cxxopts::value<std::string>())
+        ("grammar-file", "the same, the grammar read from a file (llama.cpp's grammars/*.gbnf work)", cxxopts::value<std::string>())
         ("max-context", "KV cache tokens (default: the model's context, at most 4096)", cxxopts::value<std::string>()->default_value("0"))
         ("prefill-chunk", "prompt tokens per step", cxxopts::value<std::string>()->default_value("256"))
         ("v,verbose", "print each rank's memory beside the plan's prediction, and time in collectives")

@@ -1,10 +1,11 @@
 // What a request asks its output to look like, as a grammar the sampler follows token by token:
-// OpenAI's response_format (json_object, json_schema), vLLM's guided_json, guided_regex and
-// guided_choice, and vLLM's newer structured_outputs object with the same choices. A format that
-// cannot be enforced is refused, never ignored.
+// OpenAI's response_format (json_object, json_schema), vLLM's guided_json, guided_regex,
+// guided_choice and guided_grammar (GBNF, as llama.cpp's), and vLLM's newer structured_outputs
+// object with the same choices. A format that cannot be enforced is refused, never ignored.
 #include "request_fields.h"
 
 #include "tpserve/engine/structured/formats.h"
+#include "tpserve/engine/structured/gbnf_grammar.h"
 #include "tpserve/engine/structured/grammar_constraint.h"
 
 #include <fmt/format.h>
@@ -34,16 +35,10 @@ std::vector<std::string> choice_list(const Json& v, const std::string& param) {
     return out;
 }
 
-std::string regex_text(const Json& v, const std::string& param) {
+// A regular expression's or a GBNF grammar's text
+std::string text_of(const Json& v, const std::string& param) {
     if (!v.is_string()) throw ApiError::invalid(fmt::format("'{}' must be a string, got {}", param, type_name(v)), param);
     return v.get<std::string>();
-}
-
-[[noreturn]] void no_grammars(const std::string& param) {
-    throw ApiError::invalid(fmt::format("'{}' is not supported: grammars are not; JSON schemas, regular expressions and "
-                                        "choices are",
-                                        param),
-                            param);
 }
 
 // OpenAI's response_format: text, json_object, or json_schema {name, schema, strict}
@@ -67,7 +62,8 @@ std::optional<Compile> response_format(const Json& rf) {
         fmt::format("'response_format' type '{}' is not supported (text, json_object and json_schema are)", t), "response_format");
 }
 
-// vLLM's structured_outputs: {"json": ...} or {"regex": ...} or {"choice": [...]} or {"json_object": true}
+// vLLM's structured_outputs: {"json": ...} or {"regex": ...} or {"choice": [...]} or {"grammar": "..."}
+// or {"json_object": true}
 std::vector<std::pair<std::string, Compile>> structured_outputs(const Json& so) {
     if (!so.is_object()) throw ApiError::invalid(fmt::format("'structured_outputs' must be an object, got {}", type_name(so)), "structured_outputs");
     std::vector<std::pair<std::string, Compile>> out;
@@ -78,16 +74,22 @@ std::vector<std::pair<std::string, Compile>> structured_outputs(const Json& so) 
             std::string text = schema_text(v, param);
             out.emplace_back(param, [text] { return structured::json_schema_grammar(text); });
         } else if (key == "regex") {
-            std::string text = regex_text(v, param);
+            std::string text = text_of(v, param);
             out.emplace_back(param, [text] { return structured::regex_grammar(text); });
+        } else if (key == "grammar") {
+            std::string text = text_of(v, param);
+            out.emplace_back(param, [text] { return structured::gbnf_grammar(text); });
         } else if (key == "choice") {
             std::vector<std::string> list = choice_list(v, param);
             out.emplace_back(param, [list] { return structured::choice_grammar(list); });
         } else if (key == "json_object") {
             if (!v.is_boolean()) throw ApiError::invalid(fmt::format("'{}' must be a boolean", param), param);
             if (v.get<bool>()) out.emplace_back(param, Compile(structured::json_object_grammar));
-        } else if (key == "grammar" || key == "structural_tag") {
-            no_grammars(param);
+        } else if (key == "structural_tag") {
+            throw ApiError::invalid(fmt::format("'{}' is not supported (JSON schemas, regular expressions, choices and "
+                                                "GBNF grammars are)",
+                                                param),
+                                    param);
         } else if (key != "disable_any_whitespace" && key != "disable_fallback" && key != "disable_additional_properties" &&
                    key != "whitespace_pattern" && key != "backend") {
             throw ApiError::invalid(fmt::format("'{}' is not a field of 'structured_outputs'", param), param);
@@ -154,14 +156,17 @@ void parse_output_format(const Json& j, const ServedModel& model, GenerationRequ
         asked.emplace_back("guided_json", [text] { return structured::json_schema_grammar(text); });
     }
     if (const Json* v = field(j, "guided_regex")) {
-        std::string text = regex_text(*v, "guided_regex");
+        std::string text = text_of(*v, "guided_regex");
         asked.emplace_back("guided_regex", [text] { return structured::regex_grammar(text); });
     }
     if (const Json* v = field(j, "guided_choice")) {
         std::vector<std::string> list = choice_list(*v, "guided_choice");
         asked.emplace_back("guided_choice", [list] { return structured::choice_grammar(list); });
     }
-    if (field(j, "guided_grammar")) no_grammars("guided_grammar");
+    if (const Json* v = field(j, "guided_grammar")) {
+        std::string text = text_of(*v, "guided_grammar");
+        asked.emplace_back("guided_grammar", [text] { return structured::gbnf_grammar(text); });
+    }
     if (field(j, "guided_whitespace_pattern")) {
         throw ApiError::invalid("'guided_whitespace_pattern' is not supported (whitespace is fixed: see docs/api.md)",
                                 "guided_whitespace_pattern");

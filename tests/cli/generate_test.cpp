@@ -55,7 +55,7 @@ TEST(Generate, StopStringsSamplingAndMemoryReport) {
     }
 }
 
-// --json-schema / --regex: the random fixture model writes what the format admits, and ends there;
+// --json-schema / --regex / --grammar: the random fixture model writes what the format admits, and ends there;
 // a format that cannot be enforced is a usage error naming the flag.
 TEST(Generate, OutputFormats) {
     const std::string tiny = std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/smollm2";
@@ -71,6 +71,10 @@ TEST(Generate, OutputFormats) {
     ASSERT_EQ(code.code, 0) << code.err;
     ASSERT_EQ(code.out.size(), 7u) << code.out;  // (and the newline print_speed ends stdout with)
     EXPECT_TRUE(std::isupper(static_cast<unsigned char>(code.out[0])) && code.out[3] == '-') << code.out;
+    const auto gbnf = tpserve("generate -m " + tiny + R"( -p Hi -n 20 --temperature 1 --seed 5 --grammar 'root ::= "<" [x-z]{2} ">"')");
+    ASSERT_EQ(gbnf.code, 0) << gbnf.err;
+    ASSERT_EQ(gbnf.out.size(), 5u) << gbnf.out;
+    EXPECT_TRUE(gbnf.out[0] == '<' && gbnf.out[1] >= 'x' && gbnf.out[1] <= 'z' && gbnf.out[3] == '>') << gbnf.out;
     auto usage = [](const std::string& args, const std::string& needle) {
         const auto r = tpserve(args);
         EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
@@ -79,6 +83,8 @@ TEST(Generate, OutputFormats) {
     usage("generate -m " + tiny + R"( -p hi --json-schema '{"type": "integer", "multipleOf": 2}')", "--json-schema: JSON schema: 'multipleOf'");
     usage("generate -m " + tiny + " -p hi --regex 'a(?=b)'", "--regex: regular expression");
     usage("generate -m " + tiny + " -p hi --regex a --json-object", "give one");
+    usage("generate -m " + tiny + " -p hi --grammar 'root ::= x'", "--grammar: GBNF: line 1, column 10: the rule 'x' is used");
+    usage("generate -m " + tiny + " -p hi --grammar-file /nonexistent.gbnf", "cannot read the file '/nonexistent.gbnf'");
     usage("generate -m " + tiny + " -p hi --json-schema-file /nonexistent.json", "cannot read the file '/nonexistent.json'");
 }
 

@@ -100,6 +100,14 @@ def case_structured():
     r = c.completions.create(model=m, prompt="Code:", max_tokens=12, temperature=0, extra_body={
         "structured_outputs": {"choice": ["alpha", "beta"]}})
     check(r.choices[0].text in ("alpha", "beta"), "structured_outputs choice: one of the strings", short(r))
+    # a GBNF grammar (llama.cpp's format) whose language Python's re can check too
+    gbnf = 'root ::= item ("," item){0,3}\nitem ::= [a-c]{1,3} # letters\n  | "\\"" [0-9]{1,2} "\\""'
+    same = r'(?:[a-c]{1,3}|"[0-9]{1,2}")(?:,(?:[a-c]{1,3}|"[0-9]{1,2}")){0,3}'
+    r = c.completions.create(model=m, prompt="List:", max_tokens=24, temperature=1.0, seed=3, n=4,
+                             extra_body={"guided_grammar": gbnf})
+    got = [ch.text for ch in r.choices]
+    check(all(re.fullmatch(same, t) for t in got), f"guided_grammar: Python's re.fullmatch takes every output ({got})",
+          short(r))
 
     # forced tool calls: tool_choice "required" and a named function, read back by the openai client
     weather = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}, "days": {"type": "integer"}},
@@ -132,6 +140,7 @@ def case_structured():
             ("a schema keyword", {"response_format": {"type": "json_schema", "json_schema": {
                 "name": "n", "schema": {"type": "integer", "multipleOf": 3}}}}, "'multipleOf' at # is not supported"),
             ("a broken regex", {"guided_regex": "(ab"}, "guided_regex"),
+            ("a broken grammar", {"guided_grammar": 'root ::= "a" ("b"'}, "'guided_grammar': GBNF: line 1, column 14"),
             ("two formats", {"guided_choice": ["a"], "response_format": {"type": "json_object"}}, "both ask")]:
         try:
             c.chat.completions.create(model=m, messages=ask, max_tokens=5, extra_body=extra)

@@ -121,6 +121,8 @@ TEST(Request, OutputFormatsBecomeConstraints) {
     EXPECT_EQ(first_allowed(R"({"prompt":"a","guided_choice":["yes","no"]})"), "ny");
     EXPECT_EQ(first_allowed(R"({"prompt":"a","structured_outputs":{"choice":["b","c"]}})"), "bc");
     EXPECT_EQ(first_allowed(R"({"prompt":"a","structured_outputs":{"json_object":true}})"), "{");
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","guided_grammar":"root ::= (\"x\" | digit) digit*\ndigit ::= [3-5]"})"), "345x");
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","structured_outputs":{"grammar":"root ::= [qz] \"!\""}})"), "qz");
     EXPECT_EQ(completion(R"({"prompt":"a","structured_outputs":{"json_object":false}})", m).sampling.constraint, nullptr);
     // the choices of one request share the compiled format
     const auto four = parse_completion_request(R"({"prompt":"a","n":4,"guided_choice":["x"]})", m);
@@ -363,12 +365,17 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"x({"prompt":"a","guided_regex":"(?=a)"})x", 400, "'guided_regex':"},
         {R"({"prompt":"a","guided_choice":[]})", 400, "'guided_choice' must be a non-empty array"},
         {R"({"prompt":"a","guided_choice":["a",1]})", 400, "'guided_choice' must hold strings"},
-        {R"({"prompt":"a","guided_grammar":"root ::= \"a\""})", 400, "'guided_grammar' is not supported"},
+        {R"({"prompt":"a","guided_grammar":"root ::= x"})", 400, "'guided_grammar': GBNF: line 1, column 10: the rule 'x' is used but never defined"},
+        {R"({"prompt":"a","guided_grammar":"start ::= \"a\""})", 400, "'guided_grammar': GBNF: the grammar defines no rule 'root'"},
+        {R"({"prompt":"a","guided_grammar":"root ::= e\ne ::= e \"+\" | \"1\""})", 400, "'guided_grammar': GBNF: the rule 'e' is left-recursive"},
+        {R"({"prompt":"a","guided_grammar":{"root":"a"}})", 400, "'guided_grammar' must be a string, got an object"},
         {R"({"prompt":"a","guided_whitespace_pattern":" *"})", 400, "'guided_whitespace_pattern' is not supported"},
         {R"({"prompt":"a","guided_choice":["a"],"guided_regex":"b"})", 400, "both ask for an output format"},
         {R"({"prompt":"a","response_format":{"type":"json_object"},"structured_outputs":{"regex":"b"}})", 400,
          "'response_format' and 'structured_outputs.regex' both"},
-        {R"({"prompt":"a","structured_outputs":{"grammar":"x"}})", 400, "'structured_outputs.grammar' is not supported"},
+        {R"({"prompt":"a","structured_outputs":{"grammar":"root ::= [b-a]"}})", 400,
+         "'structured_outputs.grammar': GBNF: line 1, column 11: the range 'b-a' is the wrong way round"},
+        {R"({"prompt":"a","structured_outputs":{"structural_tag":"{}"}})", 400, "'structured_outputs.structural_tag' is not supported"},
         {R"({"prompt":"a","structured_outputs":{"jsn":{}}})", 400, "'structured_outputs.jsn' is not a field"},
         {R"({"prompt":"a","structured_outputs":[1]})", 400, "'structured_outputs' must be an object"},
         {R"({"prompt":"a","logit_bias":{"x":1}})", 400, "'x' is not a token id"},

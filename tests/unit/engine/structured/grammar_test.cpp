@@ -4,6 +4,7 @@
 #include "tpserve/engine/structured/grammar.h"
 #include "tpserve/engine/structured/int_range.h"
 #include "engine/src/tokenizer/utf8.h"  // the tokenizer's UTF-8 encoder
+#include "grammar_test_support.h"
 
 #include <fmt/format.h>
 
@@ -20,10 +21,7 @@ namespace {
 
 using G = GrammarBuilder;
 
-bool matches(const std::shared_ptr<const CompiledGrammar>& g, std::string_view text) {
-    GrammarState s(g);
-    return s.advance(text) && s.complete();
-}
+using testing_support::matches;
 
 // Whether `text` could still become a sentence (a prefix of one).
 bool prefix(const std::shared_ptr<const CompiledGrammar>& g, std::string_view text) {

@@ -6,6 +6,8 @@
 
 #include "tpserve/common/error.h"
 
+#include "grammar_test_support.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
@@ -17,6 +19,8 @@ namespace tps::structured {
 namespace {
 
 using namespace std::string_literals;
+using namespace testing_support;
+using testing_support::matches;  // beside the overload below
 
 std::shared_ptr<const CompiledGrammar> compile_regex(std::string_view pattern) {
     GrammarBuilder g;
@@ -24,29 +28,7 @@ std::shared_ptr<const CompiledGrammar> compile_regex(std::string_view pattern) {
     return g.compile(root);
 }
 
-bool matches(const std::shared_ptr<const CompiledGrammar>& grammar, std::string_view text) {
-    GrammarState s(grammar);
-    return s.advance(text) && s.complete();
-}
-
 bool matches(std::string_view pattern, std::string_view text) { return matches(compile_regex(pattern), text); }
-
-// The text with control characters spelled out, for failure messages.
-std::string printable(std::string_view text) {
-    std::string out;
-    for (const char c : text) {
-        const auto b = static_cast<unsigned char>(c);
-        if (b >= 0x20 && b < 0x7F) {
-            out += c;
-        } else {
-            static constexpr char kHex[] = "0123456789abcdef";
-            out += "\\x";
-            out += kHex[b >> 4];
-            out += kHex[b & 15];
-        }
-    }
-    return out;
-}
 
 struct RegexCase {
     std::string pattern;
@@ -54,41 +36,6 @@ struct RegexCase {
     std::vector<std::string> positives;  // strings std::regex matches (checked too)
     std::string reference = {};          // the std::regex spelling where it differs (named groups)
 };
-
-// A string the grammar's state admits byte by byte, from the alphabet where it can (any other
-// ASCII byte otherwise); it may stop short of a match.
-std::string walk(const std::shared_ptr<const CompiledGrammar>& grammar, const std::string& alphabet, std::mt19937& rng) {
-    GrammarState s(grammar);
-    std::string out;
-    for (int step = 0; step < 24; ++step) {
-        if (s.complete() && (!s.can_continue() || rng() % 4 == 0)) break;
-        const ByteSet next = s.next_bytes();
-        std::vector<char> options;
-        for (const char c : alphabet) {
-            if (next.has(static_cast<unsigned char>(c))) options.push_back(c);
-        }
-        for (int b = 0; b < 0x7F && options.empty(); ++b) {
-            if (next.has(static_cast<unsigned char>(b)) && b != '\r') options.push_back(static_cast<char>(b));
-        }
-        if (options.empty()) break;
-        const char c = options[rng() % options.size()];
-        out += c;
-        s = s.advanced(static_cast<unsigned char>(c));
-    }
-    return out;
-}
-
-// One random edit of `text`: a byte deleted, inserted or replaced.
-std::string mutate(std::string text, const std::string& alphabet, std::mt19937& rng) {
-    const char c = alphabet[rng() % alphabet.size()];
-    const size_t at = text.empty() ? 0 : rng() % text.size();
-    switch (text.empty() ? 1 : rng() % 3) {
-        case 0: text.erase(at, 1); break;
-        case 1: text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), c); break;
-        default: text[at] = c; break;
-    }
-    return text;
-}
 
 void PrintTo(const RegexCase& rc, std::ostream* os) { *os << "pattern '" << rc.pattern << "'"; }
 
@@ -110,7 +57,7 @@ TEST_P(RegexVsStdRegex, SameStringsMatch) {
         for (char& c : text) c = rc.alphabet[rng() % rc.alphabet.size()];
         texts.push_back(std::move(text));
     }
-    for (int i = 0; i < 150; ++i) texts.push_back(walk(grammar, rc.alphabet, rng));
+    for (int i = 0; i < 150; ++i) texts.push_back(walk(grammar, rc.alphabet, rng, "\r"));
     const size_t made = texts.size();
     for (size_t i = 0; i < made; ++i) {
         if (i < rc.positives.size() || i >= made - 150) texts.push_back(mutate(texts[i], rc.alphabet, rng));
