@@ -19,6 +19,7 @@
 #include "tpserve/partition/planner.h"
 #include "tpserve/serve/api.h"
 #include "tpserve/serve/http_server.h"
+#include "tpserve/serve/reasoning.h"
 #include "tpserve/serve/scheduler.h"
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -66,6 +67,7 @@ struct Settings {
     bool model_sampling = true;  // --generation-config auto: the model's sampling defaults
     bool prefix_cache = true;    // --prefix-cache on
     std::string tool_parser = "auto";  // --tool-call-parser
+    std::string reasoning_parser = "auto";  // --reasoning-parser
 };
 
 Settings read_settings(const cxxopts::ParseResult& args) {
@@ -107,6 +109,8 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     s.model_sampling = gen == "auto";
     s.tool_parser = args["tool-call-parser"].as<std::string>();
     if (s.tool_parser != "auto") (void)tool_parser_named(s.tool_parser, {});  // a bad name fails now, not after loading
+    s.reasoning_parser = args["reasoning-parser"].as<std::string>();
+    (void)reasoning_parser_named(s.reasoning_parser, {});
     return s;
 }
 
@@ -278,6 +282,12 @@ ServedModel served_model(const Settings& s, const ModelFiles& files, const Llama
         std::fprintf(stderr, "tpserve serve: tool calls in chat output are read as %s (%s; --tool-call-parser none leaves them text)\n",
                      tool_parser_name(m.tool_parser), s.tool_parser == "auto" ? "from the chat template" : "--tool-call-parser");
     }
+    m.reasons = reasoning_parser_named(s.reasoning_parser, files.chat_template_source);
+    if (m.reasons) {
+        std::fprintf(stderr, "tpserve serve: chat output is read as <think> reasoning, then the answer: reasoning_content and content "
+                     "(%s; --reasoning-parser none leaves it all content)\n",
+                     s.reasoning_parser == "auto" ? "the chat template writes </think>" : "--reasoning-parser");
+    }
     if (s.model_sampling && !files.sampling_defaults.empty()) {
         m.sampling_defaults = files.sampling_defaults.over(m.sampling_defaults);
         std::fprintf(stderr, "tpserve serve: sampling defaults from %s: %s (a request's own fields win; "
@@ -419,6 +429,7 @@ int run_serve(int argc, char** argv) {
         ("http-threads", "threads for the HTTP connections", cxxopts::value<std::string>()->default_value("2"))
         ("generation-config", "auto: sampling fields a request leaves out take the model's generation_config.json values (as vLLM); none: OpenAI's defaults", cxxopts::value<std::string>()->default_value("auto"))
         ("prefix-cache", "on: finished requests' KV stays until its blocks are needed, and a prompt that begins with the same 16-token blocks reuses them instead of prefilling them; off: freed at once", cxxopts::value<std::string>()->default_value("on"))
+        ("reasoning-parser", "how a reasoning model's chat output is read: deepseek_r1 or qwen3 (its <think> ... </think> as reasoning_content, the rest as content), none (all content), or auto (deepseek_r1 when the chat template writes </think>)", cxxopts::value<std::string>()->default_value("auto"))
         ("tool-call-parser", "how chat output is read for tool calls when a request offers tools: hermes (Qwen2.5), llama3_json (Llama 3.1/3.2), mistral (Mistral v0.3+), none (text), or auto (from the chat template)", cxxopts::value<std::string>()->default_value("auto"))
         ("micro-batches", "steps in flight at once (0 = one per pipeline stage; 1 turns pipelining off, to measure it)", cxxopts::value<std::string>()->default_value("0"))
         ("v,verbose", "print each rank's memory beside the plan's prediction")

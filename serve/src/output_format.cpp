@@ -7,6 +7,7 @@
 #include "tpserve/engine/structured/formats.h"
 #include "tpserve/engine/structured/gbnf_grammar.h"
 #include "tpserve/engine/structured/grammar_constraint.h"
+#include "tpserve/serve/reasoning.h"
 
 #include <fmt/format.h>
 
@@ -109,7 +110,9 @@ void constrain(std::shared_ptr<const CompiledGrammar> grammar, const std::string
     if (!model.token_bytes) throw ApiError::invalid("structured output is not available on this server", param);
     auto tokens = std::make_shared<structured::GrammarTokens>(std::move(grammar), model.token_bytes, r.stop_ids);
     try {
-        r.sampling.constraint = structured::make_grammar_constraint(std::move(tokens));  // (the start state)
+        // (the start state; a reasoning model's thoughts come first, free)
+        r.sampling.constraint = r.thinks ? structured::make_grammar_after(std::string(kThinkEnd), std::move(tokens))
+                                         : structured::make_grammar_constraint(std::move(tokens));
     } catch (const UsageError& e) {
         throw ApiError::invalid(fmt::format("'{}': {}", param, e.what()), param);
     }

@@ -1,6 +1,7 @@
 // Parsing and checking the OpenAI request bodies (request.h). Every rejection is an ApiError whose
 // message names the field and what was wrong with it; nothing here trusts the body's shape.
 #include "tpserve/serve/request.h"
+#include "tpserve/serve/reasoning.h"
 
 #include "request_fields.h"
 #include "tpserve/common/json_scan.h"
@@ -305,25 +306,94 @@ Json chat_messages(const Json& j) {
     return out;
 }
 
-std::vector<int32_t> render_chat(const Json& j, const ServedModel& model) {
+// What continue_final_message appends to the last message's text to find where it ends in the
+// rendered chat (transformers' render_jinja_template does the same, with the same tag).
+constexpr std::string_view kContinueTag = "CONTINUE_FINAL_MESSAGE_TAG ";
+
+// The rendered chat cut where the last message's text ends (its tag), as transformers does: at
+// the tag when the template kept it whole, else at the tag with the blanks before it trimmed.
+std::string cut_at_final_message(std::string text, std::string_view final_text) {
+    constexpr std::string_view kBlanks = " \t\n\r\f\v";
+    const size_t first = final_text.find_first_not_of(kBlanks);
+    final_text = first == std::string_view::npos ? std::string_view() : final_text.substr(first, final_text.find_last_not_of(kBlanks) + 1 - first);
+    const std::string_view tag = kContinueTag.substr(0, kContinueTag.size() - 1);  // (without its space)
+    const size_t at = text.rfind(tag);
+    if (at == std::string::npos || text.find(final_text) == std::string::npos) {
+        throw ApiError::invalid("'continue_final_message': the last message does not appear in the chat the template "
+                                "renders (the template drops or rewrites part of it)",
+                                "continue_final_message");
+    }
+    const bool whole = std::string_view(text).substr(at).starts_with(kContinueTag);
+    text.resize(at);
+    if (!whole) text.erase(text.find_last_not_of(kBlanks) + 1);
+    return text;
+}
+
+// The template's context: the messages, tools and documents (null when not given, as transformers
+// passes them), the special tokens, add_generation_prompt, and chat_template_kwargs over the
+// special tokens (vLLM's and transformers' order). continue_final_message renders the chat with
+// the last message left open for the model to go on with.
+std::string render_chat(const Json& j, const ServedModel& model) {
     if (!model.chat_template) throw ApiError::invalid(fmt::format("the model '{}' has no chat template; use /v1/completions", model.name));
-    Json context = {{"messages", chat_messages(j)}, {"add_generation_prompt", true}, {"bos_token", model.bos_token},
-                    {"eos_token", model.eos_token}};
+    const bool continues = get_bool(j, "continue_final_message", false);
+    const bool prompts = get_bool(j, "add_generation_prompt", !continues);
+    if (continues && prompts) {
+        throw ApiError::invalid("'continue_final_message' and 'add_generation_prompt' cannot both be true: the first goes on "
+                                "with the last message, the second starts a new one",
+                                "continue_final_message");
+    }
+    Json messages = chat_messages(j);
+    std::string final_text;  // continue_final_message: the last message's text
+    if (continues) {
+        Json& content = messages.back()["content"];
+        if (!content.is_string()) {
+            throw ApiError::invalid("'continue_final_message' needs the last message to have text content to go on with",
+                                    "continue_final_message");
+        }
+        final_text = content.get<std::string>();
+        content = final_text + std::string(kContinueTag);
+    }
+    Json context = {{"messages", std::move(messages)}, {"tools", nullptr}, {"documents", nullptr},
+                    {"add_generation_prompt", prompts}, {"bos_token", model.bos_token}, {"eos_token", model.eos_token}};
     if (const Json* tools = field(j, "tools")) context["tools"] = *tools;  // (checked by parse_tools)
+    if (const Json* docs = field(j, "documents")) {
+        if (!docs->is_array() || std::any_of(docs->begin(), docs->end(), [](const Json& d) { return !d.is_object(); })) {
+            throw ApiError::invalid("'documents' must be an array of objects (such as {\"title\": ..., \"text\": ...})", "documents");
+        }
+        context["documents"] = *docs;
+    }
+    if (const Json* kwargs = field(j, "chat_template_kwargs")) {
+        if (!kwargs->is_object()) {
+            throw ApiError::invalid(fmt::format("'chat_template_kwargs' must be an object, got {}", type_name(*kwargs)),
+                                    "chat_template_kwargs");
+        }
+        for (const auto& [key, value] : kwargs->items()) {
+            if (key == "messages" || key == "tools" || key == "documents" || key == "add_generation_prompt" ||
+                key == "continue_final_message") {
+                throw ApiError::invalid(fmt::format("'chat_template_kwargs.{}': give '{}' as a field of the request itself", key, key),
+                                        "chat_template_kwargs");
+            }
+            context[key] = value;
+        }
+    }
     std::string text;
     try {
         text = model.chat_template->render(context);
     } catch (const InputError& e) {
         throw ApiError::invalid(fmt::format("the chat template refused the messages: {}", e.what()), "messages");
     }
-    // as transformers' apply_chat_template(tokenize=True): the template writes the special tokens
-    return model.tokenizer->encode(text, false);
+    if (continues) text = cut_at_final_message(std::move(text), final_text);
+    return text;
 }
+
+// as transformers' apply_chat_template(tokenize=True): the template writes the special tokens
+std::vector<int32_t> chat_tokens(const std::string& text, const ServedModel& model) { return model.tokenizer->encode(text, false); }
 
 // `tools` (functions the model may call) and `tool_choice`: with "auto" (the default when there are
 // tools) the output is read for calls; "none" leaves it text; "required" or a named function
 // forces calls with a grammar (force_tool_calls).
-void parse_tools(const Json& j, const ServedModel& model, GenerationRequest& r) {
+// The names of the functions in `tools`, each checked for its shape.
+std::vector<std::string> tool_names(const Json& j) {
     const Json* tools = field(j, "tools");
     std::vector<std::string> names;
     if (tools) {
@@ -340,6 +410,12 @@ void parse_tools(const Json& j, const ServedModel& model, GenerationRequest& r) 
             names.push_back(name->get<std::string>());
         }
     }
+    return names;
+}
+
+void parse_tools(const Json& j, const ServedModel& model, GenerationRequest& r) {
+    const Json* tools = field(j, "tools");
+    const std::vector<std::string> names = tool_names(j);
     std::string choice = "auto";
     std::string named;
     if (const Json* tc = field(j, "tool_choice")) {
@@ -454,17 +530,22 @@ std::vector<GenerationRequest> parse_chat_request(std::string_view body, const S
     const Json j = parse_body(body);
     GenerationRequest r;
     r.endpoint = Endpoint::chat;
+    (void)tool_names(j);  // (the template reads them: bad ones are refused first, naming the field)
+    const std::string prompt = render_chat(j, model);
+    r.splits_reasoning = model.reasons;
+    r.thinks = model.reasons && prompt_leaves_thinking(prompt);  // (before the output format: it applies after the thoughts)
+    r.include_reasoning = get_bool(j, "include_reasoning", true);
     parse_common(j, model, r);
     parse_logprobs(j, r);
     parse_tools(j, model, r);
     r.sampling.top_logprobs = std::max(0, r.logprobs);
     const char* limit = field(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-    return choices_of(j, limit, model.context, model, r, {render_chat(j, model)});
+    return choices_of(j, limit, model.context, model, r, {chat_tokens(prompt, model)});
 }
 
 std::vector<int32_t> parse_tokenize_request(std::string_view body, const ServedModel& model) {
     const Json j = parse_body(body);
-    if (field(j, "messages")) return render_chat(j, model);
+    if (field(j, "messages")) return chat_tokens(render_chat(j, model), model);
     const Json* p = field(j, "prompt");
     if (!p || !p->is_string()) throw ApiError::invalid("'prompt' (a string) or 'messages' is required", "prompt");
     return model.tokenizer->encode(p->get<std::string>(), get_bool(j, "add_special_tokens", true));

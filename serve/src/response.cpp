@@ -11,6 +11,7 @@
 #include <cmath>
 #include <chrono>
 #include <random>
+#include <utility>
 
 namespace tps::serve {
 namespace {
@@ -78,6 +79,9 @@ ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string mod
              : request.forces_tool_calls ? (tools == ToolParser::mistral ? ToolParser::mistral : ToolParser::json_list)
              : request.reads_tool_calls  ? tools
                                          : ToolParser::none),
+      splits_reasoning_(request.endpoint == Endpoint::chat && request.splits_reasoning),
+      thinks_(request.thinks),
+      include_reasoning_(request.include_reasoning),
       logprobs_(request.logprobs),
       include_usage_(request.include_usage),
       model_(std::move(model_name)),
@@ -168,17 +172,31 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
         add_logprobs(d.tokens, c, &logprobs);
     }
     if (endpoint_ == Endpoint::completions) return chunk(index, d.text, std::move(logprobs), d.finish_reason);
-    auto content = [](const std::string& text) { return Json{{"content", text}}; };
+    // a reasoning model's thoughts go first, as reasoning_content; the rest is the content
+    std::string text = d.text, thought;
+    if (splits_reasoning_) {
+        if (!c.thoughts) c.thoughts.emplace(thinks_);
+        ReasoningStream::Piece p = c.thoughts->push(d.text, !d.finish_reason.empty());
+        text = std::move(p.content);
+        if (include_reasoning_) thought = std::move(p.reasoning);
+    }
+    auto content = [&thought](const std::string& piece) {
+        Json delta = Json::object();
+        if (!thought.empty()) delta["reasoning_content"] = std::exchange(thought, {});
+        if (!piece.empty() || delta.empty()) delta["content"] = piece;
+        return delta;
+    };
     if (tools_ == ToolParser::none) {
-        return chunk(index, d.text.empty() && !d.finish_reason.empty() ? Json::object() : content(d.text), std::move(logprobs),
-                     d.finish_reason);
+        if (splits_reasoning_ && text.empty() && thought.empty() && logprobs.is_null() && d.finish_reason.empty()) return {};
+        return chunk(index, text.empty() && thought.empty() && !d.finish_reason.empty() ? Json::object() : content(text),
+                     std::move(logprobs), d.finish_reason);
     }
     // tools: text that may be a call is held back until the end says what it is
     const size_t shown = c.text.size();
-    c.said += d.text;
+    c.said += text;
     if (d.finish_reason.empty()) {
         c.text = c.said.substr(0, std::max(shown, tool_content_prefix(tools_, c.said)));
-        if (c.text.size() == shown && logprobs.is_null()) return {};  // all of it held
+        if (c.text.size() == shown && logprobs.is_null() && thought.empty()) return {};  // all of it held
         return chunk(index, content(c.text.substr(shown)), std::move(logprobs), {});
     }
     const ToolOutput t = parse_tool_calls(tools_, c.said);
@@ -187,8 +205,8 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
         return chunk(index, content(c.text.substr(shown)), std::move(logprobs), d.finish_reason);
     }
     std::string out;
-    if (t.content.size() > shown) {
-        out += chunk(index, content(t.content.substr(shown)), std::move(logprobs), {});
+    if (t.content.size() > shown || !thought.empty()) {
+        out += chunk(index, content(t.content.substr(std::min(shown, t.content.size()))), std::move(logprobs), {});
         logprobs = nullptr;
     }
     out += chunk(index, Json{{"tool_calls", tool_calls_json(t.calls, true)}}, std::move(logprobs), {});
@@ -227,13 +245,18 @@ std::string ResponseWriter::whole(const Usage& usage) {
         std::string finish = c.finish_reason;
         if (endpoint_ == Endpoint::completions) {
             choice_json["text"] = c.text;
-        } else if (const ToolOutput t = parse_tool_calls(tools_, c.text); !t.calls.empty()) {
-            choice_json["message"] = {{"role", "assistant"},
-                                      {"content", t.content.empty() ? Json(nullptr) : Json(t.content)},
-                                      {"tool_calls", tool_calls_json(t.calls, false)}};
-            finish = "tool_calls";
         } else {
-            choice_json["message"] = {{"role", "assistant"}, {"content", c.text}};
+            // a reasoning model's thoughts, then the answer (null if the thoughts never ended)
+            const ReasoningSplit r = splits_reasoning_ ? split_reasoning(c.text, thinks_) : ReasoningSplit{{}, c.text};
+            const std::string answer(r.content);
+            Json message = {{"role", "assistant"}, {"content", r.reasons && !r.ended ? Json(nullptr) : Json(answer)}};
+            if (splits_reasoning_ && include_reasoning_) message["reasoning_content"] = r.reasons ? Json(std::string(r.reasoning)) : Json(nullptr);
+            if (const ToolOutput t = parse_tool_calls(tools_, answer); !t.calls.empty()) {
+                message["content"] = t.content.empty() ? Json(nullptr) : Json(t.content);
+                message["tool_calls"] = tool_calls_json(t.calls, false);
+                finish = "tool_calls";
+            }
+            choice_json["message"] = std::move(message);
         }
         choice_json["logprobs"] = logprobs;
         choice_json["finish_reason"] = finish;

@@ -18,6 +18,11 @@ def counts(usage):
     return usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
 
 
+def detokenize(srv, ids):
+    with client() as hc:
+        return hc.post(srv.url + "/detokenize", json={"tokens": ids}).json()["prompt"]
+
+
 def case_openai():
     srv = main_server()
     if not srv:
@@ -220,6 +225,19 @@ def case_openai():
           and su.prompt_tokens_details.cached_tokens == (cu.prompt_tokens - 1) // 16 * 16,
           "chat stream: include_usage adds a last chunk with empty choices and the same usage, the repeated "
           "prompt's whole blocks cached", short(chunks[-2:]))
+    # continue_final_message: the answer goes on with a prefilled assistant reply, the same tokens as
+    # completions on the prompt /tokenize renders for it
+    prefilled = msgs + [{"role": "assistant", "content": "The sea is"}]
+    with client() as hc:
+        cont = hc.post(srv.url + "/tokenize", json={"messages": prefilled, "continue_final_message": True}).json()
+    on = c.chat.completions.create(model=m, messages=prefilled, max_tokens=8, temperature=0,
+                                   extra_body={"continue_final_message": True, "ignore_eos": True})
+    plain = c.completions.create(model=m, prompt=cont["tokens"], max_tokens=8, temperature=0,
+                                 extra_body={"ignore_eos": True})
+    check(cont["count"] == on.usage.prompt_tokens and on.choices[0].message.content == plain.choices[0].text
+          and detokenize(srv, cont["tokens"]).endswith("assistant\nThe sea is"),
+          "chat continue_final_message: the prompt ends inside the prefilled reply; the answer is completions' on it",
+          short([cont, on, plain]))
     # chat n=2: two messages; streamed, a role chunk and the content under each index
     two = c.chat.completions.create(model=m, messages=msgs, max_tokens=8, temperature=0.9, seed=3, n=2,
                                     extra_body={"ignore_eos": True})

@@ -1,6 +1,6 @@
 """Structured output through the HTTP API (http_test.py): what the official openai client and its
 pydantic parsing, Python's json and re, and the jsonschema library make of tpserve's output when a
-request asks for a format. The fixture model is random, so without the constraint none of these
+request asks for a format; and a reasoning model's output split into reasoning_content and content. The fixture model is random, so without the constraint none of these
 outputs would parse: each one that does is the grammar's doing.
 """
 import json
@@ -12,7 +12,7 @@ import jsonschema
 import openai
 from pydantic import BaseModel, Field
 
-from harness import check, main_server, oai, short, stream
+from harness import FIXTURE, SMALL, Server, check, main_server, oai, short, stream
 
 
 class Pet(BaseModel):
@@ -147,3 +147,46 @@ def case_structured():
             check(False, f"refused: {what}")
         except openai.BadRequestError as e:
             check(words in str(e), f"refused with a 400: {what}", str(e))
+
+
+def case_reasoning():
+    """--reasoning-parser deepseek_r1 on the fixture: its random text never writes </think>, so every
+    answer is thoughts (content null) and an output format waits for them; a prompt that closes the
+    thoughts itself gets the format at once."""
+    srv = Server(["--model", str(FIXTURE), *SMALL, "--reasoning-parser", "deepseek_r1"])
+    if not srv.start():
+        return
+    try:
+        check(any("read as <think> reasoning" in line for line in srv.out),
+              "the server says chat output is read as reasoning, then the answer", srv.log())
+        c = oai(srv)
+        m = srv.model
+        ask = [{"role": "user", "content": "What is 2+2?"}]
+        r = c.chat.completions.create(model=m, messages=ask, max_tokens=12, temperature=0, extra_body={"ignore_eos": True})
+        msg = r.choices[0].message
+        thoughts = (msg.model_extra or {}).get("reasoning_content")
+        check(msg.content is None and isinstance(thoughts, str) and thoughts and r.choices[0].finish_reason == "length",
+              "thoughts that never end: reasoning_content holds them, content is null", short(r))
+        chunks = list(c.chat.completions.create(model=m, messages=ask, max_tokens=12, temperature=0, stream=True,
+                                                extra_body={"ignore_eos": True}))
+        streamed = "".join((k.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for k in chunks if k.choices)
+        content = "".join(k.choices[0].delta.content or "" for k in chunks if k.choices)
+        check(streamed == thoughts and content == "", "streamed: the same thoughts as reasoning_content deltas, no content",
+              short(chunks[:3]))
+        free = c.chat.completions.create(model=m, messages=ask, max_tokens=10, temperature=1.0, seed=5,
+                                         extra_body={"guided_choice": ["yes", "no"]})
+        ft = (free.choices[0].message.model_extra or {}).get("reasoning_content") or ""
+        check(free.choices[0].message.content is None and ft not in ("yes", "no") and len(ft) > 3,
+              "guided_choice waits for the thoughts: they are free text", short(free))
+        closed = ask + [{"role": "assistant", "content": "<think>\n\n</think>\n\n"}]
+        now = c.chat.completions.create(model=m, messages=closed, max_tokens=10, temperature=1.0, seed=5,
+                                        extra_body={"guided_choice": ["yes", "no"], "continue_final_message": True})
+        nm = now.choices[0].message
+        check(nm.content in ("yes", "no") and (nm.model_extra or {}).get("reasoning_content", "x") is None,
+              "a prompt that closes the thoughts gets the format at once, and no reasoning_content", short(now))
+        quiet = c.chat.completions.create(model=m, messages=ask, max_tokens=4, temperature=0,
+                                          extra_body={"include_reasoning": False})
+        check("reasoning_content" not in (quiet.choices[0].message.model_extra or {}),
+              "include_reasoning false leaves the thoughts out", short(quiet))
+    finally:
+        srv.kill()

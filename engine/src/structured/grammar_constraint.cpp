@@ -141,9 +141,12 @@ namespace {
 
 class GrammarConstraint final : public TokenConstraint {
 public:
-    explicit GrammarConstraint(std::shared_ptr<GrammarTokens> tokens) : tokens_(std::move(tokens)), state_(tokens_->grammar()) {}
+    GrammarConstraint(std::shared_ptr<GrammarTokens> tokens, bool at_start)
+        : tokens_(std::move(tokens)), state_(tokens_->grammar()), starts_at_start_(at_start), at_start_(at_start) {}
 
-    std::unique_ptr<TokenConstraint> restart() const override { return std::make_unique<GrammarConstraint>(tokens_); }
+    std::unique_ptr<TokenConstraint> restart() const override {
+        return std::make_unique<GrammarConstraint>(tokens_, starts_at_start_);
+    }
 
     const std::vector<uint64_t>& allowed() override {
         try {
@@ -195,15 +198,89 @@ private:
 
     std::shared_ptr<GrammarTokens> tokens_;
     GrammarState state_;
+    bool starts_at_start_ = true;
     bool at_start_ = true;
     bool ended_ = false;
     std::shared_ptr<const std::vector<uint64_t>> mask_;
 };
 
+// What make_grammar_after's sequences share: per k, the tokens that may come when the output
+// ends with the first k bytes of `end` (all but those that would complete it and go on).
+struct AfterMasks {
+    std::string end;
+    std::vector<std::vector<uint64_t>> free;
+};
+
+std::shared_ptr<const AfterMasks> after_masks(std::string end, const TokenBytes& vocab) {
+    auto m = std::make_shared<AfterMasks>();
+    const auto n = static_cast<size_t>(vocab.vocab_size());
+    std::vector<uint64_t> all((n + 63) / 64, ~uint64_t{0});
+    if (n % 64) all.back() = (uint64_t{1} << (n % 64)) - 1;
+    m->free.assign(end.size(), all);
+    for (const TokenBytes::Entry& e : vocab.sorted()) {
+        const std::string_view bytes = vocab.text(e);
+        if (bytes.find(end.back()) == std::string_view::npos) continue;  // cannot complete it
+        for (size_t k = 0; k < end.size(); ++k) {
+            std::string text = end.substr(0, k);
+            text += bytes;
+            const size_t at = text.find(end);
+            if (at != std::string::npos && at + end.size() < text.size()) {
+                m->free[k][static_cast<size_t>(e.token) / 64] &= ~(uint64_t{1} << (e.token % 64));
+            }
+        }
+    }
+    m->end = std::move(end);
+    return m;
+}
+
+class GrammarAfter final : public TokenConstraint {
+public:
+    GrammarAfter(std::shared_ptr<const AfterMasks> masks, std::shared_ptr<GrammarTokens> tokens)
+        : masks_(std::move(masks)), tokens_(std::move(tokens)) {}
+
+    std::unique_ptr<TokenConstraint> restart() const override { return std::make_unique<GrammarAfter>(masks_, tokens_); }
+
+    const std::vector<uint64_t>& allowed() override { return grammar_ ? grammar_->allowed() : masks_->free[held_]; }
+
+    void accept(int32_t token) override {
+        if (grammar_) return grammar_->accept(token);
+        TPS_CHECK_AS(ConstraintError, mask_has(masks_->free[held_], token),
+                     "structured output: token {} would carry on past '{}' within itself", token, masks_->end);
+        const std::string& end = masks_->end;
+        const std::string_view bytes = tokens_->vocab().of(token);
+        std::string text;
+        if (!bytes.empty()) {  // (a special token breaks `end` off)
+            text = end.substr(0, held_);
+            text += bytes;
+        }
+        if (text.find(end) != std::string::npos) {  // (at its very end: the mask saw to that)
+            grammar_ = make_grammar_constraint(tokens_, false);
+            return;
+        }
+        // the longest tail of the text that may begin `end`
+        held_ = std::min(text.size(), end.size() - 1);
+        while (held_ > 0 && !std::string_view(text).ends_with(end.substr(0, held_))) --held_;
+    }
+
+    bool finished() const override { return grammar_ && grammar_->finished(); }
+
+private:
+    std::shared_ptr<const AfterMasks> masks_;
+    std::shared_ptr<GrammarTokens> tokens_;
+    size_t held_ = 0;                           // the output ends with the first held_ bytes of `end`
+    std::unique_ptr<TokenConstraint> grammar_;  // once `end` has come
+};
+
 }  // namespace
 
-std::unique_ptr<TokenConstraint> make_grammar_constraint(std::shared_ptr<GrammarTokens> tokens) {
-    return std::make_unique<GrammarConstraint>(std::move(tokens));
+std::unique_ptr<TokenConstraint> make_grammar_constraint(std::shared_ptr<GrammarTokens> tokens, bool at_start) {
+    return std::make_unique<GrammarConstraint>(std::move(tokens), at_start);
+}
+
+std::unique_ptr<TokenConstraint> make_grammar_after(std::string end, std::shared_ptr<GrammarTokens> tokens) {
+    TPS_CHECK_AS(UsageError, !end.empty(), "structured output: an empty text to follow the grammar after");
+    auto masks = after_masks(std::move(end), tokens->vocab());
+    return std::make_unique<GrammarAfter>(std::move(masks), std::move(tokens));
 }
 
 }  // namespace tps::structured

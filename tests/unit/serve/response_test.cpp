@@ -1,6 +1,7 @@
 // The response objects built from engine pieces: tool calls read from chat output (whole and
 // streamed, with nothing of a call shown as content), several choices, and an echoed prompt's
 // first token without a log-probability.
+#include "response_test_support.h"
 #include "serve_test_support.h"
 
 #include "tpserve/serve/response.h"
@@ -22,25 +23,8 @@ GenerationRequest chat_request(bool tools, int choices = 1) {
     return r;
 }
 
-Delta piece(std::string text, std::string finish = {}) {
-    Delta d;
-    d.text = std::move(text);
-    d.finish_reason = std::move(finish);
-    return d;
-}
-
-// The JSON events of a stream (not [DONE]).
-std::vector<Json> events(const std::string& sse) {
-    std::vector<Json> out;
-    size_t pos = 0;
-    while ((pos = sse.find("data: ", pos)) != std::string::npos) {
-        const size_t end = sse.find("\n\n", pos);
-        const std::string payload = sse.substr(pos + 6, end - pos - 6);
-        if (payload != "[DONE]") out.push_back(Json::parse(payload));
-        pos = end;
-    }
-    return out;
-}
+using test::events;
+using test::piece;
 
 const std::vector<std::string> kCallPieces = {"I'll look", " it up.\n<tool", "_call>\n{\"name\": \"get_weather\", ",
                                               "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"};

@@ -32,6 +32,7 @@ struct ServedModel {
     int64_t vocab = 0;                            // the model's vocabulary (0: the tokenizer's)
     int64_t created = 0;                          // unix time the server started
     ToolParser tool_parser = ToolParser::none;    // how calls are read from the output (--tool-call-parser)
+    bool reasons = false;                         // chat output is thoughts, then the answer (--reasoning-parser; reasoning.h)
     // what a request that leaves a sampling field out gets: OpenAI's defaults, or the model's
     // generation_config.json over them (--generation-config auto)
     SamplingParams sampling_defaults;
@@ -64,6 +65,13 @@ struct GenerationRequest {
     // JSON list of calls to the offered functions (one call to the named one), each's parameters
     // valid under its schema; the answer is read as ToolParser::json_list
     bool forces_tool_calls = false;
+    // chat on a reasoning model (ServedModel::reasons): the output is split into reasoning_content
+    // and content (reasoning.h). `thinks`: the prompt leaves the model thinking first, so an output
+    // format (and forced calls) apply only after </think>. include_reasoning (vLLM's field, default
+    // true): false leaves the thoughts out of the response.
+    bool splits_reasoning = false;
+    bool thinks = false;
+    bool include_reasoning = true;
     // Where this choice stands in its request: `n` choices per prompt, this one `index` in the
     // response's choices (prompt * n + sample). Each has its own seed: the request's + sample.
     int n = 1;
@@ -84,7 +92,7 @@ std::vector<GenerationRequest> parse_completion_request(std::string_view body, c
 std::vector<GenerationRequest> parse_chat_request(std::string_view body, const ServedModel& model);
 
 // /tokenize: {"prompt": "...", "add_special_tokens": true} or {"messages": [...]} (the chat
-// template, with the generation prompt); /detokenize: {"tokens": [...]}.
+// template and its fields, as chat renders it); /detokenize: {"tokens": [...]}.
 std::vector<int32_t> parse_tokenize_request(std::string_view body, const ServedModel& model);
 std::vector<int32_t> parse_detokenize_request(std::string_view body, const ServedModel& model);
 

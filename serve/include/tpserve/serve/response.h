@@ -7,10 +7,12 @@
 
 #include "tpserve/engine/tokenizer.h"
 #include "tpserve/serve/job.h"
+#include "tpserve/serve/reasoning.h"
 #include "tpserve/serve/tool_calls.h"
 
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,8 @@ public:
     // `tools`: how the model writes tool calls, read from a chat output when the request offers
     // tools (request.reads_tool_calls): streamed text that may be a call is held back until the
     // end, which gives either `tool_calls` (finish_reason "tool_calls") or the text after all.
+    // A reasoning model's chat output (request.splits_reasoning) gives its thoughts as
+    // `reasoning_content` and the rest, read for calls as above, as `content`.
     ResponseWriter(const GenerationRequest& request, std::string model_name, const Tokenizer& tokenizer, int64_t created,
                    ToolParser tools = ToolParser::none);
 
@@ -52,6 +56,7 @@ private:
         std::string finish_reason;
         std::vector<TokenOut> tokens;
         int64_t text_offset = 0;  // completions logprobs: code points before the next token
+        std::optional<ReasoningStream> thoughts;  // streaming a reasoning model's chat output
     };
     std::string event(const std::string& json) const;
     std::string chunk(int index, nlohmann::ordered_json body, nlohmann::ordered_json logprobs, const std::string& finish) const;
@@ -63,6 +68,7 @@ private:
 
     Endpoint endpoint_;
     ToolParser tools_;
+    bool splits_reasoning_, thinks_, include_reasoning_;
     int logprobs_;
     bool include_usage_;
     std::string model_;

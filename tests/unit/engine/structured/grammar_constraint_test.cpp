@@ -172,6 +172,59 @@ TEST_P(Vocabularies, RefusesTokensOutsideTheMask) {
     EXPECT_TRUE(c->finished());
 }
 
+// After "</think>": free thoughts first, then exactly the grammar's mask (as inside a text), and
+// a token that would complete "</think>" and carry on is never allowed.
+TEST_P(Vocabularies, GrammarAfterThoughts) {
+    const std::vector<std::string> choices = {"yes", "no"};
+    auto tokens = std::make_shared<GrammarTokens>(choice_grammar(choices), bytes(), stops());
+    const auto proto = make_grammar_after("</think>", tokens);
+    auto c = proto->restart();
+    const auto count = [](const std::vector<uint64_t>& mask) {
+        size_t n = 0;
+        for (const uint64_t w : mask) n += static_cast<size_t>(__builtin_popcountll(w));
+        return n;
+    };
+    const size_t vocab = static_cast<size_t>(tok().vocab_size());
+    for (const int32_t id : tok().encode("Let me think: 2+2 is 4, so yes</think>", false)) {
+        const auto& mask = c->allowed();
+        EXPECT_GT(count(mask), vocab * 9 / 10);  // the thoughts are free
+        ASSERT_TRUE(mask_has(mask, id)) << id;
+        EXPECT_FALSE(c->finished());
+        c->accept(id);
+    }
+    EXPECT_EQ(c->allowed(), make_grammar_constraint(tokens, false)->allowed());
+    while (!c->finished()) {
+        const auto& mask = c->allowed();
+        int32_t next = -1;
+        for (int32_t t = 0; t < static_cast<int32_t>(vocab) && next < 0; ++t) {
+            if (mask_has(mask, t) && !tokens->is_stop(t)) next = t;
+        }
+        ASSERT_GE(next, 0);
+        c->accept(next);
+    }
+
+    // "</think" held: a token that completes it may come only if it ends there (">" may, ">\n" not)
+    auto held = proto->restart();
+    for (const int32_t id : tok().encode("so</think", false)) held->accept(id);
+    const auto& mask = held->allowed();
+    int banned = 0;
+    int32_t one_banned = -1;
+    for (const auto& e : tokens->vocab().sorted()) {
+        std::string text = "</think";
+        text += tokens->vocab().text(e);
+        const size_t at = text.find("</think>");
+        const bool carries_on = at != std::string::npos && at + 8 < text.size();
+        EXPECT_EQ(mask_has(mask, e.token), !carries_on) << text;
+        if (carries_on) {
+            EXPECT_TRUE(mask_has(proto->restart()->allowed(), e.token)) << text;  // (free elsewhere)
+            ++banned;
+            one_banned = e.token;
+        }
+    }
+    if (banned == 0) return;  // (a small fixture vocabulary has no such token)
+    EXPECT_THROW(held->accept(one_banned), ConstraintError);
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, Vocabularies, ::testing::Values("smollm2", "llama2", "llama3", "mistral", "qwen2"));
 
 }  // namespace

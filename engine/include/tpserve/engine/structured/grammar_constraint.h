@@ -96,7 +96,15 @@ private:
     std::unordered_map<int64_t, std::shared_ptr<const std::vector<uint64_t>>> masks_;  // state * 2 + at_start
 };
 
-// The TokenConstraint of a grammar: a GrammarState following one sequence's tokens.
-std::unique_ptr<TokenConstraint> make_grammar_constraint(std::shared_ptr<GrammarTokens> tokens);
+// The TokenConstraint of a grammar: a GrammarState following one sequence's tokens. `at_start`:
+// the grammar's text is the start of the output (false when something comes before it, such as
+// a reasoning model's thoughts: a token then reads as it does inside a text).
+std::unique_ptr<TokenConstraint> make_grammar_constraint(std::shared_ptr<GrammarTokens> tokens, bool at_start = true);
+
+// The grammar of `tokens` only after the text `end` (a reasoning model's "</think>"): every token
+// may come until the output holds `end`, then the grammar follows from the next token. The token
+// that completes `end` must end with it (one such as "</think>{" is not allowed), so the grammar's
+// text is exactly what comes after `end`. A stop token before `end` ends the output, as always.
+std::unique_ptr<TokenConstraint> make_grammar_after(std::string end, std::shared_ptr<GrammarTokens> tokens);
 
 }  // namespace tps::structured
