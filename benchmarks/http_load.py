@@ -27,6 +27,7 @@ example (a server on the test fixture):
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import urllib.parse
@@ -36,6 +37,8 @@ DEFAULT_PROMPT = "Write a long story about a lighthouse keeper who finds a messa
 
 class Connection:
     """One keep-alive HTTP/1.1 connection, reopened when the server closes it."""
+
+    auth = ""  # "Authorization: Bearer KEY\r\n" when --api-key (or TPSERVE_API_KEY) is given
 
     def __init__(self, host, port):
         self.host, self.port = host, port
@@ -53,7 +56,7 @@ class Connection:
     async def send(self, method, path, body=b""):
         await self.open()
         head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nConnection: keep-alive\r\n"
-                f"Accept: */*\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+                f"Accept: */*\r\nContent-Type: application/json\r\n{self.auth}Content-Length: {len(body)}\r\n\r\n")
         self.writer.write(head.encode() + body)
         await self.writer.drain()
 
@@ -312,7 +315,11 @@ def main():
     p.add_argument("--extra", type=json.loads, default=None, metavar="JSON",
                    help="fields merged into every request body, e.g. a response_format")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the figures to this JSON file")
+    p.add_argument("--api-key", default=os.environ.get("TPSERVE_API_KEY"),
+                   help="for a server started with --api-key (default: $TPSERVE_API_KEY)")
     args = p.parse_args()
+    if args.api_key:
+        Connection.auth = f"Authorization: Bearer {args.api_key}\r\n"
     return asyncio.run(main_async(args))
 
 

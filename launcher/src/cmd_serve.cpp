@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -68,6 +69,7 @@ struct Settings {
     bool prefix_cache = true;    // --prefix-cache on
     std::string tool_parser = "auto";  // --tool-call-parser
     std::string reasoning_parser = "auto";  // --reasoning-parser
+    std::string api_key;                    // --api-key, or TPSERVE_API_KEY
 };
 
 Settings read_settings(const cxxopts::ParseResult& args) {
@@ -111,6 +113,12 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     if (s.tool_parser != "auto") (void)tool_parser_named(s.tool_parser, {});  // a bad name fails now, not after loading
     s.reasoning_parser = args["reasoning-parser"].as<std::string>();
     (void)reasoning_parser_named(s.reasoning_parser, {});
+    if (args.count("api-key")) {
+        s.api_key = args["api-key"].as<std::string>();
+        TPS_CHECK_AS(UsageError, !s.api_key.empty(), "--api-key: the key is empty");
+    } else if (const char* env = std::getenv("TPSERVE_API_KEY"); env && *env) {
+        s.api_key = env;  // (kept out of the command line, where every user's `ps` sees it)
+    }
     return s;
 }
 
@@ -178,7 +186,7 @@ private:
 class Frontend {
 public:
     explicit Frontend(const Settings& s)
-        : metrics_(registry_), api_(metrics_), http_(io_, api_, HttpLimits{s.max_body, int64_t{16} << 10, 120}),
+        : metrics_(registry_), api_(metrics_, s.api_key), http_(io_, api_, HttpLimits{s.max_body, int64_t{16} << 10, 120}),
           signals_(io_, SIGINT, SIGTERM) {
         port_ = http_.listen(s.host, static_cast<uint16_t>(s.port));
         http_.start();
@@ -198,6 +206,10 @@ public:
         }
         std::fprintf(stderr, "tpserve serve: listening on http://%s:%u (loading the model)\n", s.host.c_str(),
                      static_cast<unsigned>(port_));
+        if (!s.api_key.empty()) {
+            std::fprintf(stderr, "tpserve serve: an API key is required (Authorization: Bearer); the chat page, /health and "
+                         "/metrics are open\n");
+        }
     }
     ~Frontend() { shutdown(); }
     // Stops the HTTP threads (before what the Api points to goes away). Idempotent.
@@ -429,6 +441,7 @@ int run_serve(int argc, char** argv) {
         ("http-threads", "threads for the HTTP connections", cxxopts::value<std::string>()->default_value("2"))
         ("generation-config", "auto: sampling fields a request leaves out take the model's generation_config.json values (as vLLM); none: OpenAI's defaults", cxxopts::value<std::string>()->default_value("auto"))
         ("prefix-cache", "on: finished requests' KV stays until its blocks are needed, and a prompt that begins with the same 16-token blocks reuses them instead of prefilling them; off: freed at once", cxxopts::value<std::string>()->default_value("on"))
+        ("api-key", "clients must send 'Authorization: Bearer KEY' (all but the chat page, /health and /metrics); default: $TPSERVE_API_KEY, else none", cxxopts::value<std::string>())
         ("reasoning-parser", "how a reasoning model's chat output is read: deepseek_r1 or qwen3 (its <think> ... </think> as reasoning_content, the rest as content), none (all content), or auto (deepseek_r1 when the chat template writes </think>)", cxxopts::value<std::string>()->default_value("auto"))
         ("tool-call-parser", "how chat output is read for tool calls when a request offers tools: hermes (Qwen2.5), llama3_json (Llama 3.1/3.2), mistral (Mistral v0.3+), none (text), or auto (from the chat template)", cxxopts::value<std::string>()->default_value("auto"))
         ("micro-batches", "steps in flight at once (0 = one per pipeline stage; 1 turns pipelining off, to measure it)", cxxopts::value<std::string>()->default_value("0"))

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <cctype>
+
 namespace tps::serve {
 namespace {
 
@@ -23,12 +25,13 @@ struct RouteEntry {
     std::string_view path;
     std::string_view method;
     Route route;
+    bool open = false;  // served without the API key (a page and probes that reveal no model)
 };
 
 constexpr RouteEntry kRoutes[] = {
-    {"/", "GET", Route::page},
-    {"/health", "GET", Route::health},
-    {"/metrics", "GET", Route::metrics},
+    {"/", "GET", Route::page, true},
+    {"/health", "GET", Route::health, true},
+    {"/metrics", "GET", Route::metrics, true},
     {"/v1/models", "GET", Route::models},
     {"/v1/plan", "GET", Route::plan},
     {"/v1/completions", "POST", Route::completions},
@@ -47,7 +50,24 @@ Reply Reply::error(const ApiError& e) {
     return r;
 }
 
-Api::Api(ServeMetrics& metrics) : m_(metrics) {}
+bool bearer_matches(std::string_view authorization, std::string_view key) {
+    constexpr std::string_view kScheme = "bearer ";
+    if (authorization.size() < kScheme.size()) return false;
+    for (size_t i = 0; i < kScheme.size(); ++i) {
+        if (std::tolower(static_cast<unsigned char>(authorization[i])) != kScheme[i]) return false;
+    }
+    std::string_view given = authorization.substr(kScheme.size());
+    while (!given.empty() && (given.front() == ' ' || given.front() == '\t')) given.remove_prefix(1);
+    while (!given.empty() && (given.back() == ' ' || given.back() == '\t')) given.remove_suffix(1);
+    // every byte of the key is compared, whatever the first difference (no timing hint)
+    unsigned char diff = given.size() == key.size() ? 0 : 1;
+    for (size_t i = 0; i < key.size(); ++i) {
+        diff |= static_cast<unsigned char>(key[i] ^ (i < given.size() ? given[i] : 0));
+    }
+    return diff == 0;
+}
+
+Api::Api(ServeMetrics& metrics, std::string api_key) : m_(metrics), api_key_(std::move(api_key)) {}
 
 void Api::ready(ServedModel model, Scheduler& scheduler, std::function<std::string()> plan_json) {
     model_ = std::move(model);
@@ -70,7 +90,7 @@ void Api::detach() {
     scheduler_ = nullptr;
 }
 
-Reply Api::handle(std::string_view method, std::string_view target, std::string_view body) {
+Reply Api::handle(std::string_view method, std::string_view target, std::string_view body, std::string_view authorization) {
     const std::string_view path = target.substr(0, target.find('?'));
     const RouteEntry* found = nullptr;
     for (const auto& r : kRoutes) {
@@ -84,6 +104,15 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
         Reply r = Reply::error(ApiError(405, "invalid_request_error",
                                         fmt::format("{} takes {}, not {}", path, found->method, method)));
         r.headers.emplace_back("Allow", std::string(found->method));
+        return r;
+    }
+    if (!api_key_.empty() && !found->open && !bearer_matches(authorization, api_key_)) {
+        m_.rejected_unauthorized.inc();
+        Reply r = Reply::error(ApiError(401, "invalid_request_error",
+                                        authorization.empty() ? "this server needs an API key: send 'Authorization: Bearer <key>'"
+                                                              : "the API key sent is not this server's",
+                                        "", "invalid_api_key"));
+        r.headers.emplace_back("WWW-Authenticate", "Bearer");
         return r;
     }
     const State state = state_.load(std::memory_order_acquire);

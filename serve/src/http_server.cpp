@@ -92,8 +92,10 @@ private:
         const auto& req = parser_->get();
         keep_alive_ = req.keep_alive();
         version_ = req.version();
+        const auto auth = req[http::field::authorization];
         Reply r = api_.handle(std::string_view(req.method_string().data(), req.method_string().size()),
-                              std::string_view(req.target().data(), req.target().size()), req.body());
+                              std::string_view(req.target().data(), req.target().size()), req.body(),
+                              std::string_view(auth.data(), auth.size()));
         if (!r.jobs.empty()) return start(std::move(r));
         send(std::move(r));
     }

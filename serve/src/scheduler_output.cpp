@@ -86,9 +86,12 @@ void Scheduler::emit(Seq& s, const Sampled& sampled) {
     // (min_tokens: the sampler holds the stop tokens back until then)
     if (s.generated >= req.sampling.min_tokens &&
         std::find(req.stop_ids.begin(), req.stop_ids.end(), sampled.token) != req.stop_ids.end()) {
-        // the stop token is not text, but its log-probability is reported (as OpenAI's and vLLM's:
-        // lm-evaluation-harness reads the last entry as the generated token's)
+        // the stop token is not text, but it was generated: its log-probability is reported (as
+        // OpenAI's and vLLM's: lm-evaluation-harness reads the last entry as the generated
+        // token's) and usage counts it (as vLLM's completion_tokens)
         if (req.logprobs >= 0) s.held.push_back(TokenOut{sampled.token, sampled.logprob, sampled.top});
+        ++s.generated;
+        m_.generation_tokens.inc();
         finish(s, "stop");
         return;
     }

@@ -23,6 +23,8 @@ ServeMetrics::ServeMetrics(MetricsRegistry& r)
                                  {{"reason", "invalid"}})),
       rejected_unavailable(r.counter("tpserve_requests_rejected_total", "Requests refused before they ran, by reason",
                                      {{"reason", "unavailable"}})),
+      rejected_unauthorized(r.counter("tpserve_requests_rejected_total", "Requests refused before they ran, by reason",
+                                      {{"reason", "unauthorized"}})),
       time_to_first_token(r.histogram("tpserve_time_to_first_token_seconds", "From arrival to the first token",
                                       latency_buckets())),
       inter_token_latency(r.histogram("tpserve_inter_token_latency_seconds", "Between consecutive tokens of a request",

@@ -158,6 +158,8 @@ TEST(Cli, ServeRefusesBadModelFlagsBeforeListening) {
              {"--generation-config vllm", "--generation-config: 'vllm'"},
              {"--prefix-cache maybe", "--prefix-cache: 'maybe' is not on or off"},
              {"--tool-call-parser pythonic", "--tool-call-parser: 'pythonic' is not auto, none, hermes, llama3_json or mistral"},
+             {"--reasoning-parser r1", "--reasoning-parser: 'r1' is not deepseek_r1, qwen3, none or auto"},
+             {"--api-key ''", "--api-key: the key is empty"},
              {"--format int9", "--format: 'int9'"}}) {
         expect_usage("serve -m " + tiny + " --port 0 " + args, needle);
     }

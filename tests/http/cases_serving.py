@@ -11,6 +11,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import openai
+
 from harness import (FIXTURE, REAL, SMALL, Server, check, check_error, check_plan, client, completion_bytes,
                      drop_shared, error_body, marked, metric, metrics, rank_pids, raw, read_response,
                      reference_scores, short, slow_server, stream, tokenize)
@@ -379,3 +381,35 @@ def case_timeout():
           "--request-timeout 1: tpserve_requests_total{outcome=\"timeout\"} counts both")
     srv.kill()
 
+
+
+def case_api_key():
+    """An API key from TPSERVE_API_KEY: the openai client with another key gets AuthenticationError
+    (401), with it the answer; the chat page, /health and /metrics stay open."""
+    srv = Server(["--model", str(FIXTURE), *SMALL], env={"TPSERVE_API_KEY": "sk-tps-test"})
+    if not srv.start():
+        return
+    try:
+        check(any("an API key is required" in line for line in srv.out), "the server says an API key is required",
+              srv.log())
+        wrong = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-wrong", max_retries=0)
+        try:
+            wrong.chat.completions.create(model=srv.model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+            check(False, "a wrong API key is refused")
+        except openai.AuthenticationError as e:
+            check(e.status_code == 401 and e.code == "invalid_api_key", "a wrong API key: the openai client's "
+                  "AuthenticationError (401, invalid_api_key)", str(e))
+        right = openai.OpenAI(base_url=srv.url + "/v1", api_key="sk-tps-test", max_retries=0)
+        r = right.chat.completions.create(model=srv.model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        check(r.choices[0].message.content is not None, "the right API key: an answer", short(r))
+        with client() as hc:
+            bare = hc.post(srv.url + "/tokenize", json={"prompt": "hi"})
+            check(bare.status_code == 401 and bare.headers.get("www-authenticate") == "Bearer",
+                  "/tokenize without a key: 401 with WWW-Authenticate: Bearer", f"{bare.status_code} {bare.text}")
+            opened = [hc.get(srv.url + p).status_code for p in ("/", "/health", "/metrics")]
+            check(opened == [200, 200, 200], "the chat page, /health and /metrics need no key", str(opened))
+            metrics = hc.get(srv.url + "/metrics").text
+            check('tpserve_requests_rejected_total{reason="unauthorized"} 2' in metrics,
+                  "/metrics counts the refusals", metrics[-600:])
+    finally:
+        srv.kill()

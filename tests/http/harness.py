@@ -84,9 +84,10 @@ def rank_pids(mark):
 class Server:
     """One `tpserve serve` (under mpirun when np > 1) on a free port; keeps all its output."""
 
-    def __init__(self, args, np=1):
+    def __init__(self, args, np=1, env=None):
         self.mark = uuid.uuid4().hex
         self.np = np
+        self.key = (env or {}).get("TPSERVE_API_KEY")  # what /v1/models needs once it is set
         cmd = [cfg.tpserve, "serve", "--host", "127.0.0.1", "--port", "0", *args]
         if np > 1:
             cmd = [cfg.mpiexec, *cfg.mpi_flags, "-x", "TPS_HTTP_TEST", "-np", str(np), *cmd]
@@ -98,7 +99,7 @@ class Server:
         self.loading_bodies = []
         self.listening = threading.Event()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=dict(ENV, TPS_HTTP_TEST=self.mark),
+                                     stderr=subprocess.PIPE, env=dict(ENV, TPS_HTTP_TEST=self.mark, **(env or {})),
                                      start_new_session=True)
         servers.append(self)
         for stream in (self.proc.stderr, self.proc.stdout):
@@ -136,7 +137,8 @@ class Server:
                 try:
                     r = c.get(self.url + "/health")
                     if r.status_code == 200:
-                        self.model = c.get(self.url + "/v1/models").json()["data"][0]["id"]
+                        auth = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+                        self.model = c.get(self.url + "/v1/models", headers=auth).json()["data"][0]["id"]
                         return True
                     self.loading_bodies.append((r.status_code, r.text))
                 except httpx.TransportError:

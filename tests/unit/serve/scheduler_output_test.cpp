@@ -90,6 +90,7 @@ TEST(Scheduler, MinTokensHoldsTheStopsBack) {
     e.start();
     const Outcome free_run = run_all(e, {job(prompt_of(6), 8)}).at(0);
     ASSERT_GE(free_run.tokens.size(), 4u);
+    int64_t counted = 0;  // the last run's usage.completion_tokens
     auto with = [&](int32_t min_tokens, bool by_string) {
         auto j = job(prompt_of(6), 8);
         GenerationRequest r = j->request();
@@ -100,15 +101,22 @@ TEST(Scheduler, MinTokensHoldsTheStopsBack) {
         }
         r.sampling.min_tokens = min_tokens;
         if (min_tokens > 0) r.sampling.hold = r.stop_ids;
-        return run_all(e, {std::make_shared<Job>(std::move(r))}).at(0);
+        auto stopped = std::make_shared<Job>(std::move(r));
+        Outcome o = run_all(e, {stopped}).at(0);
+        counted = stopped->completion_tokens.load();
+        return o;
     };
     const Outcome at_once = with(0, false);
     EXPECT_EQ(at_once.finish_reason, "stop");
     EXPECT_EQ(at_once.text, "");
     EXPECT_EQ(at_once.tokens, std::vector<int32_t>{free_run.tokens[0]});  // the stop token's logprob, not its text
+    EXPECT_EQ(counted, 1);  // the stop token was generated: usage counts it, as vLLM's
     const Outcome held = with(3, false);
     ASSERT_GE(held.tokens.size(), 3u);
     for (size_t i = 0; i < 3; ++i) EXPECT_NE(held.tokens[i], free_run.tokens[0]) << i;
+    if (held.finish_reason == "stop") {
+        EXPECT_EQ(counted, static_cast<int64_t>(held.tokens.size()));
+    }
     // a stop string is not looked for in the first min_tokens - 1 tokens' text
     EXPECT_EQ(with(0, true).text, "");
     const Outcome late = with(2, true);

@@ -36,7 +36,9 @@ struct Reply {
 
 class Api {
 public:
-    explicit Api(ServeMetrics& metrics);
+    // `api_key`: when not empty, every endpoint but the chat page, /health and /metrics needs the
+    // header `Authorization: Bearer <api_key>` (a 401 otherwise), as vLLM's and llama.cpp's --api-key.
+    explicit Api(ServeMetrics& metrics, std::string api_key = {});
 
     // The model is loaded: generation endpoints open (unless a stop was asked while loading).
     // `plan_json`: what GET /v1/plan returns, rendered on each request.
@@ -46,7 +48,8 @@ public:
     // The scheduler is going away: nothing reaches it any more.
     void detach();
 
-    Reply handle(std::string_view method, std::string_view target, std::string_view body);
+    // `authorization`: the request's Authorization header (empty if none).
+    Reply handle(std::string_view method, std::string_view target, std::string_view body, std::string_view authorization = {});
     // Hands a generation Reply's jobs to the scheduler, all or none; a 400 / 429 / 503 Reply when
     // they are not taken.
     std::optional<Reply> submit(const std::vector<std::shared_ptr<Job>>& jobs);
@@ -59,6 +62,7 @@ private:
     Reply models() const;
 
     ServeMetrics& m_;
+    const std::string api_key_;
     std::atomic<State> state_{State::loading};
     ServedModel model_;                  // set once by ready()
     std::function<std::string()> plan_json_;  // set once by ready()
@@ -66,6 +70,10 @@ private:
     Scheduler* scheduler_ = nullptr;     // set by ready(), cleared by detach()
     std::atomic<bool> stop_asked_{false};
 };
+
+// Whether an Authorization header holds `Bearer <key>` (the scheme in any case; compared in a
+// time that does not depend on where the key differs).
+bool bearer_matches(std::string_view authorization, std::string_view key);
 
 // The chat page (serve/web/index.html, embedded at build time).
 std::string_view chat_page();

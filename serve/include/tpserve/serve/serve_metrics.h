@@ -22,6 +22,7 @@ struct ServeMetrics {
     Counter& rejected_queue_full;
     Counter& rejected_invalid;
     Counter& rejected_unavailable;
+    Counter& rejected_unauthorized;
     Histogram& time_to_first_token;
     Histogram& inter_token_latency;
     Histogram& request_latency;
