@@ -34,12 +34,6 @@ Json parse_body(std::string_view body) {
     return j;
 }
 
-// Token ids a request may name: those both the tokenizer and the model's vocabulary have.
-int64_t token_limit(const ServedModel& model) {
-    const int64_t tok = model.tokenizer->vocab_size();
-    return model.vocab > 0 ? std::min<int64_t>(tok, model.vocab) : tok;
-}
-
 // A prompt the tokenizer made may hold added tokens the model has no row for.
 void check_prompt_ids(const std::vector<int32_t>& prompt, const ServedModel& model) {
     const int64_t vocab = token_limit(model);
@@ -387,7 +381,10 @@ std::string render_chat(const Json& j, const ServedModel& model) {
 }
 
 // as transformers' apply_chat_template(tokenize=True): the template writes the special tokens
-std::vector<int32_t> chat_tokens(const std::string& text, const ServedModel& model) { return model.tokenizer->encode(text, false); }
+// (add_special_tokens, vLLM's, adds the tokenizer's own BOS on top: off by default for chat)
+std::vector<int32_t> chat_tokens(const std::string& text, const ServedModel& model, bool add_special = false) {
+    return model.tokenizer->encode(text, add_special);
+}
 
 // `tools` (functions the model may call) and `tool_choice`: with "auto" (the default when there are
 // tools) the output is read for calls; "none" leaves it text; "required" or a named function
@@ -493,6 +490,9 @@ std::vector<GenerationRequest> choices_of(const Json& j, const char* limit, int6
     for (size_t i = 0; i < prompts.size(); ++i) {
         GenerationRequest r = base;
         r.prompt = prompts[i];
+        if (base.truncate_prompt > 0 && static_cast<int64_t>(r.prompt.size()) > base.truncate_prompt) {
+            r.prompt.erase(r.prompt.begin(), r.prompt.end() - base.truncate_prompt);  // (vLLM's: the last tokens stay)
+        }
         try {
             check_prompt_ids(r.prompt, model);
             fit_max_tokens(j, limit, model, r, fallback);
@@ -521,6 +521,7 @@ std::vector<GenerationRequest> parse_completion_request(std::string_view body, c
     r.endpoint = Endpoint::completions;
     parse_common(j, model, r);
     parse_logprobs(j, r);
+    parse_vllm_fields(j, model, r);
     if (field(j, "suffix")) throw ApiError::invalid("'suffix' is not supported", "suffix");
     r.sampling.top_logprobs = std::max(0, r.logprobs);
     return choices_of(j, "max_tokens", 16, model, r, completion_prompts(j, model));
@@ -538,14 +539,15 @@ std::vector<GenerationRequest> parse_chat_request(std::string_view body, const S
     parse_common(j, model, r);
     parse_logprobs(j, r);
     parse_tools(j, model, r);
+    parse_vllm_fields(j, model, r);
     r.sampling.top_logprobs = std::max(0, r.logprobs);
     const char* limit = field(j, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-    return choices_of(j, limit, model.context, model, r, {chat_tokens(prompt, model)});
+    return choices_of(j, limit, model.context, model, r, {chat_tokens(prompt, model, get_bool(j, "add_special_tokens", false))});
 }
 
 std::vector<int32_t> parse_tokenize_request(std::string_view body, const ServedModel& model) {
     const Json j = parse_body(body);
-    if (field(j, "messages")) return chat_tokens(render_chat(j, model), model);
+    if (field(j, "messages")) return chat_tokens(render_chat(j, model), model, get_bool(j, "add_special_tokens", false));
     const Json* p = field(j, "prompt");
     if (!p || !p->is_string()) throw ApiError::invalid("'prompt' (a string) or 'messages' is required", "prompt");
     return model.tokenizer->encode(p->get<std::string>(), get_bool(j, "add_special_tokens", true));

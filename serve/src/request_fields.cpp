@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace tps::serve {
@@ -68,6 +69,11 @@ bool get_bool(const Json& j, const char* name, bool fallback) {
     if (!v) return fallback;
     if (!v->is_boolean()) throw ApiError::invalid(fmt::format("'{}' must be a boolean, got {}", name, type_name(*v)), name);
     return v->get<bool>();
+}
+
+int64_t token_limit(const ServedModel& model) {
+    const int64_t tok = model.tokenizer->vocab_size();
+    return model.vocab > 0 ? std::min<int64_t>(tok, model.vocab) : tok;
 }
 
 }  // namespace tps::serve

@@ -18,6 +18,8 @@ int64_t get_int(const Json& j, const char* name, int64_t lo, int64_t hi, int64_t
 // lo_open: the value must be above lo, not equal to it
 float get_float(const Json& j, const char* name, double lo, double hi, float fallback, bool lo_open = false);
 bool get_bool(const Json& j, const char* name, bool fallback);
+// Token ids a request may name: those both the tokenizer and the model's vocabulary have.
+int64_t token_limit(const ServedModel& model);
 
 // response_format, vLLM's guided_json / guided_regex / guided_choice and structured_outputs: the
 // request's output format as r.sampling.constraint (at most one of them; "text" is none).
@@ -26,5 +28,12 @@ void parse_output_format(const Json& j, const ServedModel& model, GenerationRequ
 // [{"name": ..., "parameters": {...}}, ...] over `tools` (checked: each a function with a name),
 // each call's parameters valid under its function's schema; a named function gets one call.
 void force_tool_calls(const Json& tools, const std::string& only, const ServedModel& model, GenerationRequest& r);
+
+// vLLM's fields beyond the OpenAI API (vllm_fields.cpp): include_stop_str_in_output,
+// return_tokens_as_token_ids, truncate_prompt_tokens, allowed_token_ids and bad_words (as a
+// filter beside any output format, so it comes after the tools); the rest of vLLM's that would
+// change the answer (use_beam_search, prompt_logprobs, chat_template, priority,
+// continuous_usage_stats) a 400.
+void parse_vllm_fields(const Json& j, const ServedModel& model, GenerationRequest& r);
 
 }  // namespace tps::serve

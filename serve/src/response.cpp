@@ -82,6 +82,7 @@ ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string mod
       splits_reasoning_(request.endpoint == Endpoint::chat && request.splits_reasoning),
       thinks_(request.thinks),
       include_reasoning_(request.include_reasoning),
+      token_ids_as_text_(request.token_ids_as_text),
       logprobs_(request.logprobs),
       include_usage_(request.include_usage),
       model_(std::move(model_name)),
@@ -91,6 +92,7 @@ ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string mod
       choices_(static_cast<size_t>(std::max(1, request.choices))) {}
 
 std::string ResponseWriter::token_text(int32_t id) const {
+    if (token_ids_as_text_) return fmt::format("token_id:{}", id);  // (vLLM's return_tokens_as_token_ids)
     const int32_t one[] = {id};
     return tok_.decode(one, false);
 }

@@ -28,7 +28,7 @@ struct Scheduler::Seq {
           kind(output_kind_for(job->request().sampling, backend_samples)),
           sampler(job->request().sampling, job->request().prompt),
           decoder(tok, job->request().skip_special_tokens),
-          stops(job->request().stop),
+          stops(job->request().stop, job->request().include_stop_str),
           scores_prompt(job->request().scores_prompt()) {
         if (scores_prompt) scores.push_back(TokenOut{tokens.at(0), std::nanf(""), {}});  // the first has none
         if (job->request().echo) decoder.follow(job->request().prompt);  // after the prompt's text: its spaces kept

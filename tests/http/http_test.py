@@ -4,11 +4,11 @@
 mpirun that changes no result, backpressure (429), client disconnects, Prometheus metrics
 (promtool), error statuses and bodies, the small endpoints, SIGTERM and --request-timeout,
 structured output (judged by the openai client's pydantic parsing, jsonschema and Python's re),
-reasoning_content, the API key.
+reasoning_content, the API key, vLLM's extra fields.
 
 usage: http_test.py [--only CASE[,CASE...]] TPSERVE MPIEXEC [MPIEXEC_FLAGS...]
-       (CASE: a letter a-n or a name: openai, generate, curl, mpi, backpressure, disconnect,
-       metrics, errors, endpoints, shutdown, timeout, structured, reasoning, apikey)
+       (CASE: a letter a-o or a name: openai, generate, curl, mpi, backpressure, disconnect,
+       metrics, errors, endpoints, shutdown, timeout, structured, reasoning, apikey, vllm)
 Run it with the project's virtual environment (tests/tools/run_venv_python), which has `openai` and
 its HTTP client; curl and promtool (Debian's prometheus) come from scripts/setup. Servers use the
 tiny random fixture model (its text is noise, but deterministic). Backpressure, disconnect, shutdown
@@ -25,12 +25,14 @@ import traceback
 from cases_api import case_curl, case_endpoints, case_errors, case_generate, case_metrics, case_openai
 from cases_serving import case_api_key, case_backpressure, case_disconnect, case_mpi, case_shutdown, case_timeout
 from cases_structured import case_reasoning, case_structured
+from cases_vllm import case_vllm_fields
 from harness import cfg, check, failures, servers
 
 
 CASES = [("a", "openai", case_openai), ("b", "generate", case_generate), ("c", "curl", case_curl),
          ("i", "endpoints", case_endpoints), ("h", "errors", case_errors), ("g", "metrics", case_metrics),
          ("l", "structured", case_structured), ("m", "reasoning", case_reasoning), ("n", "apikey", case_api_key),
+         ("o", "vllm", case_vllm_fields),
          ("e", "backpressure", case_backpressure), ("f", "disconnect", case_disconnect),
          ("j", "shutdown", case_shutdown), ("k", "timeout", case_timeout), ("d", "mpi", case_mpi)]
 

@@ -7,7 +7,7 @@
 
 namespace tps {
 
-StopMatcher::StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {
+StopMatcher::StopMatcher(std::vector<std::string> stops, bool include) : stops_(std::move(stops)), include_(include) {
     stops_.erase(std::remove(stops_.begin(), stops_.end(), std::string()), stops_.end());
     for (const auto& s : stops_) hold_ = std::max(hold_, s.size() - 1);
 }
@@ -15,11 +15,14 @@ StopMatcher::StopMatcher(std::vector<std::string> stops) : stops_(std::move(stop
 std::string StopMatcher::push(std::string_view text) {
     if (done_) return {};
     pending_ += text;
-    size_t cut = std::string::npos;
-    for (const auto& s : stops_) cut = std::min(cut, pending_.find(s));
+    size_t cut = std::string::npos, met = 0;  // where the first stop string starts, and its length
+    for (const auto& s : stops_) {
+        const size_t at = pending_.find(s);
+        if (at < cut || (at == cut && at != std::string::npos && s.size() > met)) cut = at, met = s.size();
+    }
     if (cut != std::string::npos) {
         done_ = true;
-        std::string out = pending_.substr(0, cut);
+        std::string out = pending_.substr(0, include_ ? cut + met : cut);
         pending_.clear();
         return out;
     }

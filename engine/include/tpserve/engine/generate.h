@@ -22,7 +22,9 @@ namespace tps {
 // before it has been returned.
 class StopMatcher {
 public:
-    explicit StopMatcher(std::vector<std::string> stops);
+    // `include`: the stop string met is returned too, at the end of the text (vLLM's
+    // include_stop_str_in_output)
+    explicit StopMatcher(std::vector<std::string> stops, bool include = false);
     std::string push(std::string_view text);
     std::string finish();  // what is held back, when generation ends without a stop string
     bool done() const noexcept { return done_; }
@@ -31,6 +33,7 @@ private:
     std::vector<std::string> stops_;
     size_t hold_ = 0;  // longest stop string - 1: how much text may still turn into a stop
     std::string pending_;
+    bool include_ = false;
     bool done_ = false;
 };
 

@@ -69,6 +69,11 @@ struct GenerationRequest {
     // and content (reasoning.h). `thinks`: the prompt leaves the model thinking first, so an output
     // format (and forced calls) apply only after </think>. include_reasoning (vLLM's field, default
     // true): false leaves the thoughts out of the response.
+    // vLLM's: the stop string that ended the output is kept at its end; log-probabilities name
+    // tokens "token_id:N"; only the prompt's last truncate_prompt tokens are fed (0: all)
+    bool include_stop_str = false;
+    bool token_ids_as_text = false;
+    int64_t truncate_prompt = 0;
     bool splits_reasoning = false;
     bool thinks = false;
     bool include_reasoning = true;

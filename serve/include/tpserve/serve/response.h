@@ -68,7 +68,7 @@ private:
 
     Endpoint endpoint_;
     ToolParser tools_;
-    bool splits_reasoning_, thinks_, include_reasoning_;
+    bool splits_reasoning_, thinks_, include_reasoning_, token_ids_as_text_;
     int logprobs_;
     bool include_usage_;
     std::string model_;

@@ -28,6 +28,19 @@ TEST(StopMatcher, FindsStopsAcrossPiecesAndHoldsBackOnlyWhatCouldMatch) {
     EXPECT_TRUE(s.empty() || s == "é");
 }
 
+// vLLM's include_stop_str_in_output: the stop string met ends the text; the first one in the
+// text wins, and of two starting there the longer.
+TEST(StopMatcher, IncludedStopEndsTheText) {
+    StopMatcher m({"END", "ENDING", "x"}, true);
+    std::string out;
+    for (const char* piece : {"the EN", "DING and x"}) out += m.push(piece);
+    EXPECT_TRUE(m.done());
+    EXPECT_EQ(out, "the ENDING");
+    EXPECT_EQ(m.finish(), "");
+    StopMatcher first({"b", "abc"}, true);
+    EXPECT_EQ(first.push("xabcb"), "xabc");
+}
+
 struct Tiny {
     ModelFiles files = ModelFiles::open(std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/smollm2");
     std::unique_ptr<Backend> be = make_cpu_backend(1);

@@ -1,0 +1,77 @@
+"""vLLM's request fields beyond the OpenAI API (http_test.py), through the official openai client's
+extra_body: each judged against a plain request it must equal in part (the same text with the
+stop string after it, the same answer as the truncated prompt's), or against /tokenize."""
+from harness import check, client, main_server, oai, short, tokenize
+
+
+def case_vllm_fields():
+    srv = main_server()
+    if not srv:
+        return
+    c = oai(srv)
+    m = srv.model
+    prompt = "The harbour at dawn was quiet, and the boats"
+    plain = c.completions.create(model=m, prompt=prompt, max_tokens=24, temperature=0, extra_body={"ignore_eos": True})
+    text = plain.choices[0].text
+    stop = text[5:8] if len(text) >= 8 else None
+    if stop:
+        cut = c.completions.create(model=m, prompt=prompt, max_tokens=24, temperature=0, stop=[stop],
+                                   extra_body={"ignore_eos": True})
+        kept = c.completions.create(model=m, prompt=prompt, max_tokens=24, temperature=0, stop=[stop],
+                                    extra_body={"ignore_eos": True, "include_stop_str_in_output": True})
+        check(kept.choices[0].text == cut.choices[0].text + stop and kept.choices[0].text.endswith(stop)
+              and kept.choices[0].finish_reason == "stop",
+              f"include_stop_str_in_output: the text before the stop {stop!r}, then the stop", short([cut, kept]))
+
+    # truncate_prompt_tokens: the answer of the prompt's last k tokens, sent as token ids
+    ids = tokenize(srv, prompt)["tokens"]
+    last = c.completions.create(model=m, prompt=ids[-5:], max_tokens=8, temperature=0, extra_body={"ignore_eos": True})
+    trunc = c.completions.create(model=m, prompt=prompt, max_tokens=8, temperature=0,
+                                 extra_body={"ignore_eos": True, "truncate_prompt_tokens": 5})
+    check(trunc.usage.prompt_tokens == 5 and trunc.choices[0].text == last.choices[0].text,
+          "truncate_prompt_tokens 5: five prompt tokens, and the answer of the last five", short([trunc, last]))
+
+    # return_tokens_as_token_ids: log-probabilities name tokens by id, the ids of the text
+    named = c.completions.create(model=m, prompt=prompt, max_tokens=6, temperature=0, logprobs=2,
+                                 extra_body={"ignore_eos": True, "return_tokens_as_token_ids": True, "skip_special_tokens": False})
+    toks = named.choices[0].logprobs.tokens
+    ok = all(t.startswith("token_id:") for t in toks) and all(
+        k.startswith("token_id:") for top in named.choices[0].logprobs.top_logprobs for k in top)
+    with client() as hc:
+        said = hc.post(srv.url + "/detokenize", json={"tokens": [int(t.split(":")[1]) for t in toks]}).json()["prompt"]
+    check(ok and said == named.choices[0].text,
+          "return_tokens_as_token_ids: 'token_id:N' for every token, the ids /detokenize makes the text of",
+          short(named.choices[0]))
+
+    # allowed_token_ids and bad_words: what comes is only what is allowed, never the bad word
+    allow = ids[:4]
+    only = c.completions.create(model=m, prompt=prompt, max_tokens=12, temperature=1.0, seed=3,
+                                extra_body={"ignore_eos": True, "allowed_token_ids": allow, "return_tokens_as_token_ids": True},
+                                logprobs=0)
+    got = [int(t.split(":")[1]) for t in only.choices[0].logprobs.tokens]
+    check(got and all(t in allow for t in got), f"allowed_token_ids: every token among {allow}", short(got))
+    # bad_words, as vLLM reads them: the word's tokens, and " word"'s when that is another first token
+    # in as many tokens. A token of the greedy answer that is a whole word, so spelled, is banned: the
+    # answer changes and never holds it.
+    greedy = c.completions.create(model=m, prompt=prompt, max_tokens=24, temperature=0, logprobs=0,
+                                  extra_body={"ignore_eos": True, "return_tokens_as_token_ids": True, "skip_special_tokens": False})
+    before = [int(t.split(":")[1]) for t in greedy.choices[0].logprobs.tokens]
+    word, spellings = None, []
+    with client() as hc:
+        for t in before:
+            w = hc.post(srv.url + "/detokenize", json={"tokens": [t]}).json()["prompt"]
+            if not w.strip().isalpha():
+                continue
+            plain = tokenize(srv, w.strip(), add_special_tokens=False)["tokens"]
+            spaced = tokenize(srv, " " + w.strip(), add_special_tokens=False)["tokens"]
+            spellings = [plain] + ([spaced] if spaced[0] != plain[0] and len(spaced) == len(plain) else [])
+            if [t] in spellings:
+                word = w.strip()
+                break
+    if word is None:
+        return check(False, "bad_words: the fixture's greedy answer has a whole-word token to ban", short(before))
+    banned = c.completions.create(model=m, prompt=prompt, max_tokens=24, temperature=0, logprobs=0,
+                                  extra_body={"ignore_eos": True, "return_tokens_as_token_ids": True, "bad_words": [word]})
+    got = [int(t.split(":")[1]) for t in banned.choices[0].logprobs.tokens]
+    check(got != before and not any(sp[0] in got for sp in spellings if len(sp) == 1),
+          f"bad_words [{word!r}]: the greedy answer held it, the answer now never does", short([spellings, before, got]))
