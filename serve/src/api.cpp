@@ -6,11 +6,32 @@
 #include <nlohmann/json.hpp>
 
 #include <cctype>
+#include <optional>
+#include <string>
 
 namespace tps::serve {
 namespace {
 
 using Json = nlohmann::ordered_json;
+
+// A path segment with its %XX escapes decoded (a model id such as "org/name" arrives as
+// "org%2Fname"); nullopt when an escape is malformed.
+std::optional<std::string> percent_decoded(std::string_view s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out += s[i];
+            continue;
+        }
+        if (i + 2 >= s.size() || !std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+            !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+            return std::nullopt;
+        }
+        out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+        i += 2;
+    }
+    return out;
+}
 
 Reply json_reply(int status, const Json& j) {
     Reply r;
@@ -19,7 +40,7 @@ Reply json_reply(int status, const Json& j) {
     return r;
 }
 
-enum class Route { page, health, metrics, models, plan, completions, chat, tokenize, detokenize };
+enum class Route { page, health, metrics, models, model, plan, completions, chat, tokenize, detokenize };
 
 struct RouteEntry {
     std::string_view path;
@@ -33,6 +54,7 @@ constexpr RouteEntry kRoutes[] = {
     {"/health", "GET", Route::health, true},
     {"/metrics", "GET", Route::metrics, true},
     {"/v1/models", "GET", Route::models},
+    {"/v1/models/", "GET", Route::model},  // (a prefix: /v1/models/{id}, OpenAI's retrieve)
     {"/v1/plan", "GET", Route::plan},
     {"/v1/completions", "POST", Route::completions},
     {"/v1/chat/completions", "POST", Route::chat},
@@ -94,7 +116,7 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
     const std::string_view path = target.substr(0, target.find('?'));
     const RouteEntry* found = nullptr;
     for (const auto& r : kRoutes) {
-        if (r.path == path) found = &r;
+        if (r.path == path || (r.route == Route::model && path.starts_with(r.path) && path.size() > r.path.size())) found = &r;
     }
     if (!found) {
         m_.rejected_invalid.inc();
@@ -143,6 +165,15 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
         switch (found->route) {
             case Route::models:
                 return models();
+            case Route::model: {
+                const std::string_view raw = path.substr(std::string_view("/v1/models/").size());
+                const std::optional<std::string> id = percent_decoded(raw);
+                if (id != model_.name) {
+                    throw ApiError::not_found(fmt::format("the model '{}' does not exist; this server serves '{}'", raw, model_.name),
+                                              "model_not_found");
+                }
+                return json_reply(200, model_json());
+            }
             case Route::plan: {
                 Reply r;
                 r.body = plan_json_();
@@ -177,11 +208,12 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
     }
 }
 
-Reply Api::models() const {
-    const Json model = {{"id", model_.name}, {"object", "model"}, {"created", model_.created}, {"owned_by", "tpserve"},
-                        {"max_model_len", model_.context}};
-    return json_reply(200, {{"object", "list"}, {"data", Json::array({model})}});
+Json Api::model_json() const {
+    return {{"id", model_.name}, {"object", "model"}, {"created", model_.created}, {"owned_by", "tpserve"},
+            {"max_model_len", model_.context}};
 }
+
+Reply Api::models() const { return json_reply(200, {{"object", "list"}, {"data", Json::array({model_json()})}}); }
 
 Reply Api::generation(Endpoint endpoint, std::string_view body) {
     if (state_.load(std::memory_order_acquire) != State::ready) {

@@ -87,7 +87,7 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
                                 "best_of");
     }
     r.echo = get_bool(j, "echo", false);
-    if (r.echo && r.endpoint == Endpoint::chat) throw ApiError::invalid("'echo' is not supported for chat completions", "echo");
+    if (r.endpoint == Endpoint::chat) r.echo = false;  // (chat's echo is the last assistant message: parse_chat_request)
 
     SamplingParams& p = r.sampling;
     const SamplingParams& d = model.sampling_defaults;
@@ -536,6 +536,13 @@ std::vector<GenerationRequest> parse_chat_request(std::string_view body, const S
     r.splits_reasoning = model.reasons;
     r.thinks = model.reasons && prompt_leaves_thinking(prompt);  // (before the output format: it applies after the thoughts)
     r.include_reasoning = get_bool(j, "include_reasoning", true);
+    if (get_bool(j, "echo", false)) {
+        // vLLM's chat echo: the answer starts with the last message when it is the assistant's (a
+        // reply the client began, with continue_final_message)
+        const Json last = chat_messages(j).back();  // (content parts joined)
+        const Json* content = field(last, "content");
+        if (last["role"] == "assistant" && content && content->is_string()) r.chat_echo = content->get<std::string>();
+    }
     parse_common(j, model, r);
     parse_logprobs(j, r);
     parse_tools(j, model, r);

@@ -83,6 +83,7 @@ ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string mod
       thinks_(request.thinks),
       include_reasoning_(request.include_reasoning),
       token_ids_as_text_(request.token_ids_as_text),
+      chat_echo_(request.endpoint == Endpoint::chat ? request.chat_echo : std::string()),
       logprobs_(request.logprobs),
       include_usage_(request.include_usage),
       model_(std::move(model_name)),
@@ -174,11 +175,15 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
         add_logprobs(d.tokens, c, &logprobs);
     }
     if (endpoint_ == Endpoint::completions) return chunk(index, d.text, std::move(logprobs), d.finish_reason);
-    // a reasoning model's thoughts go first, as reasoning_content; the rest is the content
+    // chat's echo first; a reasoning model's thoughts go first, as reasoning_content; the rest is the content
     std::string text = d.text, thought;
+    if (!c.started) {
+        c.started = true;
+        text = chat_echo_ + d.text;
+    }
     if (splits_reasoning_) {
         if (!c.thoughts) c.thoughts.emplace(thinks_);
-        ReasoningStream::Piece p = c.thoughts->push(d.text, !d.finish_reason.empty());
+        ReasoningStream::Piece p = c.thoughts->push(text, !d.finish_reason.empty());
         text = std::move(p.content);
         if (include_reasoning_) thought = std::move(p.reasoning);
     }
@@ -249,6 +254,7 @@ std::string ResponseWriter::whole(const Usage& usage) {
             choice_json["text"] = c.text;
         } else {
             // a reasoning model's thoughts, then the answer (null if the thoughts never ended)
+            c.text.insert(0, chat_echo_);  // (chat's echo: the answer starts with it)
             const ReasoningSplit r = splits_reasoning_ ? split_reasoning(c.text, thinks_) : ReasoningSplit{{}, c.text};
             const std::string answer(r.content);
             Json message = {{"role", "assistant"}, {"content", r.reasons && !r.ended ? Json(nullptr) : Json(answer)}};

@@ -238,6 +238,17 @@ def case_openai():
           and detokenize(srv, cont["tokens"]).endswith("assistant\nThe sea is"),
           "chat continue_final_message: the prompt ends inside the prefilled reply; the answer is completions' on it",
           short([cont, on, plain]))
+    # vLLM's chat echo: the answer starts with the reply the client began, whole and streamed
+    echoed = c.chat.completions.create(model=m, messages=prefilled, max_tokens=8, temperature=0,
+                                       extra_body={"continue_final_message": True, "ignore_eos": True, "echo": True})
+    pieces = list(c.chat.completions.create(model=m, messages=prefilled, max_tokens=8, temperature=0, stream=True,
+                                            extra_body={"continue_final_message": True, "ignore_eos": True,
+                                                        "echo": True}))
+    joined = "".join(k.choices[0].delta.content or "" for k in pieces if k.choices)
+    check(echoed.choices[0].message.content == "The sea is" + on.choices[0].message.content and joined ==
+          echoed.choices[0].message.content and echoed.usage.completion_tokens == on.usage.completion_tokens,
+          "chat echo: the content is the prefilled reply, then the answer (streamed too); usage counts the answer",
+          short([echoed, joined]))
     # chat n=2: two messages; streamed, a role chunk and the content under each index
     two = c.chat.completions.create(model=m, messages=msgs, max_tokens=8, temperature=0.9, seed=3, n=2,
                                     extra_body={"ignore_eos": True})
@@ -507,8 +518,8 @@ def case_errors():
              json.dumps({"model": m, "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}).encode()),
             ("tools not a list", "/v1/chat/completions",
              json.dumps({"model": m, "messages": [{"role": "user", "content": "x"}], "tools": {"f": 1}}).encode()),
-            ("echo on chat", "/v1/chat/completions",
-             json.dumps({"model": m, "messages": [{"role": "user", "content": "x"}], "echo": True}).encode()),
+            ("chat echo not a boolean", "/v1/chat/completions",
+             json.dumps({"model": m, "messages": [{"role": "user", "content": "x"}], "echo": "yes"}).encode()),
             ("n 0", "/v1/completions", body(n=0)),
             ("n 129", "/v1/completions", body(n=129)),
             ("best_of 3 with n 2", "/v1/completions", body(n=2, best_of=3)),
@@ -592,6 +603,18 @@ def case_endpoints():
         r = c.get(srv.url + "/v1/models").json()
         check(r.get("object") == "list" and len(r.get("data", [])) == 1 and r["data"][0].get("id") == "smollm2"
               and r["data"][0].get("object") == "model", "/v1/models: one model, id = the folder name", short(r))
+        one = oai(srv).models.retrieve("smollm2")
+        check(one.id == "smollm2" and one.object == "model" and one.created == r["data"][0]["created"]
+              and one.owned_by == "tpserve" and one.model_extra.get("max_model_len") == 256,
+              "/v1/models/smollm2: the openai client's models.retrieve gets the listed object", short(one))
+        other = c.get(srv.url + "/v1/models/gpt-4")
+        check(other.status_code == 404 and other.json()["error"]["code"] == "model_not_found",
+              "/v1/models/gpt-4: 404 model_not_found", other.text)
+        escaped = c.get(srv.url + "/v1/models/smollm%32")
+        bad = c.get(srv.url + "/v1/models/smollm%2")
+        check(escaped.status_code == 200 and escaped.json()["id"] == "smollm2" and bad.status_code == 404,
+              "/v1/models/{id}: the id's %XX escapes are decoded (an 'org/name' id); a malformed one is 404",
+              short([escaped.text, bad.text]))
         t = c.post(srv.url + "/tokenize", json={"prompt": "Hello world"}).json()
         toks = t.get("tokens")
         check(isinstance(toks, list) and toks and all(isinstance(x, int) for x in toks) and t.get("count") == len(toks)

@@ -346,7 +346,7 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"({"prompt":[1,100000]})", 400, "outside the vocabulary"},
         {R"({"prompt":[-1]})", 400, "outside the vocabulary"},
         {R"({"prompt":"a","max_tokens":300})", 400, "maximum context length is 256"},
-        {R"({"messages":[{"role":"user","content":"x"}],"echo":true})", 400, "'echo' is not supported for chat", Endpoint::chat},
+        {R"({"messages":[{"role":"user","content":"x"}],"echo":"yes"})", 400, "'echo' must be a boolean", Endpoint::chat},
         {R"({"prompt":"a","echo":"yes"})", 400, "'echo' must be a boolean"},
         {R"({"prompt":"a","echo":true,"max_tokens":-1})", 400, "'max_tokens' must be between 0"},
         {R"({"prompt":"a","logit_bias":[1]})", 400, "'logit_bias' must be an object"},

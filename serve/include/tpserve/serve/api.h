@@ -9,6 +9,8 @@
 #include "tpserve/serve/scheduler.h"
 #include "tpserve/serve/serve_metrics.h"
 
+#include <nlohmann/json.hpp>
+
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -60,6 +62,7 @@ private:
     enum class State { loading, ready, stopping };
     Reply generation(Endpoint endpoint, std::string_view body);
     Reply models() const;
+    nlohmann::ordered_json model_json() const;  // the served model, as /v1/models lists it
 
     ServeMetrics& m_;
     const std::string api_key_;

@@ -58,6 +58,9 @@ struct GenerationRequest {
     // token's log-probability (the first's is null); max_tokens may then be 0 (scoring only)
     bool echo = false;
     bool scores_prompt() const noexcept { return echo && logprobs >= 0; }
+    // chat's echo (vLLM's): the last message's text, when it is the assistant's, comes first in
+    // the answer's content (a reply the client began, continued with continue_final_message)
+    std::string chat_echo;
     // chat with `tools` (tool_choice auto) on a model whose calls can be read: the output is read
     // for them (tool_calls.h)
     bool reads_tool_calls = false;

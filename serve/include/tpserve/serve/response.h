@@ -57,6 +57,7 @@ private:
         std::vector<TokenOut> tokens;
         int64_t text_offset = 0;  // completions logprobs: code points before the next token
         std::optional<ReasoningStream> thoughts;  // streaming a reasoning model's chat output
+        bool started = false;                     // streaming: a piece has been written
     };
     std::string event(const std::string& json) const;
     std::string chunk(int index, nlohmann::ordered_json body, nlohmann::ordered_json logprobs, const std::string& finish) const;
@@ -69,6 +70,7 @@ private:
     Endpoint endpoint_;
     ToolParser tools_;
     bool splits_reasoning_, thinks_, include_reasoning_, token_ids_as_text_;
+    std::string chat_echo_;  // chat: what each answer starts with (request.chat_echo)
     int logprobs_;
     bool include_usage_;
     std::string model_;
