@@ -181,6 +181,8 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
         if (!so->is_object()) throw ApiError::invalid(fmt::format("'stream_options' must be an object, got {}", type_name(*so)), "stream_options");
         if (!r.stream) throw ApiError::invalid("'stream_options' is only allowed with 'stream': true", "stream_options");
         r.include_usage = get_bool(*so, "include_usage", false);
+        // (vLLM's: usage in every chunk too, with include_usage only)
+        r.continuous_usage = get_bool(*so, "continuous_usage_stats", false) && r.include_usage;
     }
     if (const Json* user = field(j, "user"); user && !user->is_string()) {
         throw ApiError::invalid(fmt::format("'user' must be a string, got {}", type_name(*user)), "user");

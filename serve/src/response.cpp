@@ -48,6 +48,11 @@ Json usage_json(const Usage& u) {
             {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
 }
 
+// vLLM's usage in each chunk (continuous_usage_stats): the choice's prompt and its output so far
+Json chunk_usage_json(int64_t prompt, int64_t completion) {
+    return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+}
+
 // OpenAI's tool_calls list: a message's, or a streamed delta's (each call with its index)
 Json tool_calls_json(const std::vector<ToolCall>& calls, bool delta) {
     Json out = Json::array();
@@ -86,6 +91,8 @@ ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string mod
       chat_echo_(request.endpoint == Endpoint::chat ? request.chat_echo : std::string()),
       logprobs_(request.logprobs),
       include_usage_(request.include_usage),
+      continuous_usage_(request.continuous_usage),
+      chat_prompt_tokens_(static_cast<int64_t>(request.prompt.size())),
       model_(std::move(model_name)),
       tok_(tokenizer),
       created_(created),
@@ -137,9 +144,10 @@ void ResponseWriter::add_logprobs(const std::vector<TokenOut>& tokens, Choice& c
     }
 }
 
-std::string ResponseWriter::stream_start() const {
+std::string ResponseWriter::stream_start() {
     if (endpoint_ != Endpoint::chat) return {};
     std::string out;
+    if (continuous_usage_) chunk_usage_ = chunk_usage_json(chat_prompt_tokens_, 0);
     for (size_t i = 0; i < choices_.size(); ++i) {
         out += chunk(static_cast<int>(i), Json{{"role", "assistant"}, {"content", ""}}, nullptr, {});
     }
@@ -164,11 +172,14 @@ std::string ResponseWriter::chunk(int index, Json body, Json logprobs, const std
     else choice_json["delta"] = std::move(body);
     choice_json["logprobs"] = std::move(logprobs);
     choice_json["finish_reason"] = finish.empty() ? Json(nullptr) : Json(finish);
-    return event(dump(envelope(stream_object(), Json::array({std::move(choice_json)}), nullptr)));
+    Json j = envelope(stream_object(), Json::array({std::move(choice_json)}), nullptr);
+    if (!chunk_usage_.is_null()) j["usage"] = chunk_usage_;
+    return event(dump(j));
 }
 
 std::string ResponseWriter::stream_piece(int index, const Delta& d) {
     Choice& c = choice(index);
+    if (continuous_usage_) chunk_usage_ = chunk_usage_json(d.prompt_tokens, d.completion_tokens);
     Json logprobs = nullptr;
     if (logprobs_ >= 0 && !d.tokens.empty()) {
         logprobs = empty_logprobs(endpoint_);

@@ -72,6 +72,7 @@ void Scheduler::prompt_done(Seq& s) {
         d.text = tok_.decode(std::span<const int32_t>(s.tokens.data(), static_cast<size_t>(s.prompt_len)), req.skip_special_tokens);
         if (s.scores_prompt) d.tokens = std::move(s.scores);
         s.scores.clear();
+        d.prompt_tokens = s.prompt_len;
         s.job->push(std::move(d));
     }
     if (req.max_tokens == 0) finish(s, "length");
@@ -118,6 +119,8 @@ void Scheduler::push_piece(Seq& s, std::string text, bool last) {
     d.text = std::move(text);
     d.tokens = std::move(s.held);
     s.held.clear();
+    d.prompt_tokens = s.prompt_len;
+    d.completion_tokens = s.generated;
     s.job->push(std::move(d));
 }
 
@@ -131,6 +134,8 @@ void Scheduler::finish(Seq& s, const std::string& reason) {
     d.tokens = std::move(s.held);
     s.held.clear();
     d.finish_reason = reason;
+    d.prompt_tokens = s.prompt_len;
+    d.completion_tokens = s.generated;
     s.job->completion_tokens = s.generated;
     count_prompt(s);
     // the books first: whoever the last piece wakes sees them done

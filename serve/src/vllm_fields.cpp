@@ -87,11 +87,6 @@ void parse_vllm_fields(const Json& j, const ServedModel& model, GenerationReques
     if (get_int(j, "priority", INT32_MIN, INT32_MAX, 0) != 0) {
         throw ApiError::invalid("'priority' is not supported: requests are served first come, first served", "priority");
     }
-    if (const Json* so = field(j, "stream_options"); so && so->is_object() && get_bool(*so, "continuous_usage_stats", false)) {
-        throw ApiError::invalid("'stream_options.continuous_usage_stats' is not supported (include_usage gives the usage once, "
-                                "at the end)",
-                                "stream_options");
-    }
 }
 
 }  // namespace tps::serve

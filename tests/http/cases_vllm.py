@@ -43,6 +43,22 @@ def case_vllm_fields():
           "return_tokens_as_token_ids: 'token_id:N' for every token, the ids /detokenize makes the text of",
           short(named.choices[0]))
 
+    # stream_options.continuous_usage_stats: every chunk carries its choice's usage so far; the last
+    # chunk still the whole request's
+    chunks = list(c.chat.completions.create(
+        model=m, messages=[{"role": "user", "content": prompt}], max_tokens=6, temperature=0.8, seed=1, n=2, stream=True,
+        stream_options={"include_usage": True, "continuous_usage_stats": True}, extra_body={"ignore_eos": True}))
+    seen = {0: [], 1: []}
+    for k in chunks[:-1]:
+        seen[k.choices[0].index].append((k.usage.prompt_tokens, k.usage.completion_tokens) if k.usage else None)
+    end = chunks[-1].usage
+    per_choice_ok = all(
+        v and None not in v and v[0][1] == 0 and v[-1][1] == 6 and all(a[1] <= b[1] for a, b in zip(v, v[1:]))
+        and {p for p, _ in v} == {end.prompt_tokens} for v in seen.values())
+    check(per_choice_ok and not chunks[-1].choices and end.completion_tokens == 12,
+          "continuous_usage_stats: each choice's chunks count 0 (role), then up to its 6 tokens; the last chunk "
+          "counts the request", short([seen, end]))
+
     # allowed_token_ids and bad_words: what comes is only what is allowed, never the bad word
     allow = ids[:4]
     only = c.completions.create(model=m, prompt=prompt, max_tokens=12, temperature=1.0, seed=3,

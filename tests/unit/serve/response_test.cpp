@@ -150,6 +150,42 @@ TEST(Response, SeveralChoicesAndUsage) {
     EXPECT_EQ(j["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
 }
 
+TEST(Response, ContinuousUsageStatsPutUsageInEveryChunk) {
+    GenerationRequest r = chat_request(false, 2);
+    r.prompt = {1, 2, 3, 4, 5, 6, 7};
+    r.stream = true;
+    r.include_usage = true;
+    r.continuous_usage = true;
+    ResponseWriter w(r, "m", *test::fixture().tokenizer, 1);
+    for (const Json& e : events(w.stream_start())) {
+        EXPECT_EQ(e["usage"], (Json{{"prompt_tokens", 7}, {"completion_tokens", 0}, {"total_tokens", 7}})) << e;
+    }
+    Delta d = piece("ab", "");
+    d.prompt_tokens = 7;
+    d.completion_tokens = 2;
+    const auto first = events(w.stream_piece(1, d));
+    ASSERT_EQ(first.size(), 1u);
+    EXPECT_EQ(first[0]["choices"][0]["index"], 1);
+    EXPECT_EQ(first[0]["usage"], (Json{{"prompt_tokens", 7}, {"completion_tokens", 2}, {"total_tokens", 9}}));
+    d = piece("c", "stop");
+    d.prompt_tokens = 7;
+    d.completion_tokens = 4;
+    const auto last = events(w.stream_piece(1, d));
+    ASSERT_EQ(last.size(), 1u);
+    EXPECT_EQ(last[0]["usage"]["completion_tokens"], 4);
+    // the last chunk still gives the whole request's usage, with nothing else
+    const auto end = events(w.stream_end({7, 9, 0}));
+    ASSERT_EQ(end.size(), 1u);
+    EXPECT_EQ(end[0]["usage"]["completion_tokens"], 9);
+    EXPECT_TRUE(end[0]["choices"].empty());
+
+    r.continuous_usage = false;  // include_usage alone: no usage before the end
+    ResponseWriter once(r, "m", *test::fixture().tokenizer, 1);
+    for (const Json& e : events(once.stream_start() + once.stream_piece(0, piece("x", "stop")))) {
+        EXPECT_FALSE(e.contains("usage")) << e;
+    }
+}
+
 TEST(Response, AnEchoedPromptsFirstTokenHasNoLogprob) {
     GenerationRequest r;
     r.endpoint = Endpoint::completions;

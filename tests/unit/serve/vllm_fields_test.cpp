@@ -91,6 +91,15 @@ TEST(VllmFields, TruncationAndFlags) {
     EXPECT_EQ(one(R"({"prompt":"one two"})", m).sampling.constraint, nullptr);
 }
 
+TEST(VllmFields, ContinuousUsageStatsComeWithIncludeUsage) {
+    const ServedModel m = test::served();
+    EXPECT_TRUE(one(R"({"prompt":"a","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true}})", m)
+                    .continuous_usage);
+    // (as vLLM's: without include_usage there is no usage at all)
+    EXPECT_FALSE(one(R"({"prompt":"a","stream":true,"stream_options":{"continuous_usage_stats":true}})", m).continuous_usage);
+    EXPECT_FALSE(one(R"({"prompt":"a","stream":true,"stream_options":{"include_usage":true}})", m).continuous_usage);
+}
+
 TEST(VllmFields, WhatIsNotOfferedIsRefused) {
     const ServedModel m = test::served();
     const std::pair<const char*, const char*> cases[] = {
@@ -98,7 +107,8 @@ TEST(VllmFields, WhatIsNotOfferedIsRefused) {
         {R"({"prompt":"a","prompt_logprobs":1})", "'prompt_logprobs' is not supported"},
         {R"({"prompt":"a","chat_template":"{{ messages }}"})", "'chat_template' is not accepted in a request"},
         {R"({"prompt":"a","priority":1})", "'priority' is not supported"},
-        {R"({"prompt":"a","stream":true,"stream_options":{"continuous_usage_stats":true}})", "'stream_options.continuous_usage_stats'"},
+        {R"({"prompt":"a","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":1}})",
+         "'continuous_usage_stats' must be a boolean"},
         {R"({"prompt":"a","truncate_prompt_tokens":0})", "'truncate_prompt_tokens' must be at least 1"},
         {R"({"prompt":"a","truncate_prompt_tokens":-2})", "'truncate_prompt_tokens'"},
         {R"({"prompt":"a","allowed_token_ids":[]})", "'allowed_token_ids' must be a non-empty array"},

@@ -31,6 +31,9 @@ struct Delta {
     std::string text;
     std::vector<TokenOut> tokens;
     std::string finish_reason;        // "stop" / "length" on the last piece, else empty
+    // the choice's prompt tokens and its output tokens so far, this piece's included (usage in
+    // every chunk: stream_options.continuous_usage_stats)
+    int64_t prompt_tokens = 0, completion_tokens = 0;
     std::optional<ApiError> error;    // the request failed (timeout, engine failure, shutdown)
     bool last() const noexcept { return !finish_reason.empty() || error.has_value(); }
     static Delta failure(ApiError e) {

@@ -52,6 +52,7 @@ struct GenerationRequest {
     bool skip_special_tokens = true; // vLLM's extension: false writes special tokens' text too
     bool stream = false;
     bool include_usage = false;
+    bool continuous_usage = false;   // vLLM's stream_options.continuous_usage_stats: usage in every chunk
     // -1: no log-probabilities; otherwise the number of alternatives per token (0..20)
     int logprobs = -1;
     // completions: the prompt's text comes first in the output, and with logprobs each prompt

@@ -39,7 +39,7 @@ public:
     // Streaming: the events to write for the start of the stream (chat: the assistant role of
     // each choice), for one piece of choice `index`, and after the last piece of every choice
     // (the usage chunk if asked, then [DONE]).
-    std::string stream_start() const;
+    std::string stream_start();
     std::string stream_piece(int index, const Delta& d);
     std::string stream_end(const Usage& usage) const;
     // An error after the stream began: one event, then [DONE].
@@ -60,6 +60,7 @@ private:
         bool started = false;                     // streaming: a piece has been written
     };
     std::string event(const std::string& json) const;
+    // (with chunk_usage_ as its usage)
     std::string chunk(int index, nlohmann::ordered_json body, nlohmann::ordered_json logprobs, const std::string& finish) const;
     nlohmann::ordered_json envelope(const char* object, nlohmann::ordered_json choices, const Usage* usage) const;
     const char* stream_object() const;
@@ -73,6 +74,9 @@ private:
     std::string chat_echo_;  // chat: what each answer starts with (request.chat_echo)
     int logprobs_;
     bool include_usage_;
+    bool continuous_usage_;         // usage in every chunk (stream_options.continuous_usage_stats)
+    int64_t chat_prompt_tokens_;    // chat: the prompt every choice shares (for the role chunks' usage)
+    nlohmann::ordered_json chunk_usage_;  // what the chunks being written carry as usage (null: none)
     std::string model_;
     const Tokenizer& tok_;
     int64_t created_;
