@@ -247,7 +247,33 @@ void ResponseWriter::add(int index, const Delta& d) {
     Choice& c = choice(index);
     c.text += d.text;
     c.tokens.insert(c.tokens.end(), d.tokens.begin(), d.tokens.end());
+    if (!d.prompt_logprobs.empty()) c.prompt_logprobs = prompt_logprobs_json(d.prompt_logprobs);
     if (!d.finish_reason.empty()) c.finish_reason = d.finish_reason;
+}
+
+// vLLM's prompt_logprobs: null for the first token, then for each position an object keyed by
+// token id: the prompt's token first, then the alternatives, each {logprob, rank, decoded_token}
+// (the alternatives' ranks are their places; a logprob of -inf is -9999, as vLLM clamps it).
+Json ResponseWriter::prompt_logprobs_json(const std::vector<TokenOut>& scores) const {
+    auto entry = [&](int32_t token, float logprob, int64_t rank) {
+        const int32_t one[] = {token};
+        return Json{{"logprob", std::isfinite(logprob) ? logprob : -9999.0f}, {"rank", rank}, {"decoded_token", tok_.decode(one, false)}};
+    };
+    Json out = Json::array();
+    for (const TokenOut& t : scores) {
+        if (std::isnan(t.logprob)) {
+            out.push_back(nullptr);
+            continue;
+        }
+        Json at = Json::object();
+        at[std::to_string(t.token)] = entry(t.token, t.logprob, t.rank);
+        for (size_t k = 0; k < t.top.size(); ++k) {
+            const std::string key = std::to_string(t.top[k].token);
+            if (!at.contains(key)) at[key] = entry(t.top[k].token, t.top[k].logprob, static_cast<int64_t>(k) + 1);
+        }
+        out.push_back(std::move(at));
+    }
+    return out;
 }
 
 std::string ResponseWriter::whole(const Usage& usage) {
@@ -279,9 +305,13 @@ std::string ResponseWriter::whole(const Usage& usage) {
         }
         choice_json["logprobs"] = logprobs;
         choice_json["finish_reason"] = finish;
+        if (endpoint_ == Endpoint::completions && !c.prompt_logprobs.is_null()) choice_json["prompt_logprobs"] = c.prompt_logprobs;
         choices.push_back(std::move(choice_json));
     }
-    return dump(envelope(endpoint_ == Endpoint::chat ? "chat.completion" : "text_completion", std::move(choices), &usage));
+    Json j = envelope(endpoint_ == Endpoint::chat ? "chat.completion" : "text_completion", std::move(choices), &usage);
+    // (chat: the response's, as vLLM's; every choice has the one prompt)
+    if (endpoint_ == Endpoint::chat && !choices_.front().prompt_logprobs.is_null()) j["prompt_logprobs"] = choices_.front().prompt_logprobs;
+    return dump(j);
 }
 
 }  // namespace tps::serve

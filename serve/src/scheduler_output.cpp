@@ -51,12 +51,12 @@ void Scheduler::score(Seq& s, const StepOutput::Entry& entry, int64_t from, int6
                   from + entry.rows <= s.prompt_len - 1,
               "scheduler: sequence {} scored {} rows from position {} ({} scored of {})", s.id, entry.rows, from, s.scored,
               s.prompt_len);
-    const int top = s.job->request().logprobs;
+    const int top = s.job->request().score_top();
     for (int64_t r = 0; r < entry.rows; ++r) {
         const int32_t token = s.tokens[static_cast<size_t>(from + r + 1)];
         const std::span<const float> row(entry.logits.data() + r * vocab, static_cast<size_t>(vocab));
         Sampled sc = score_token(row, token, top, scratch_);
-        s.scores.push_back(TokenOut{token, sc.logprob, std::move(sc.top)});
+        s.scores.push_back(TokenOut{token, sc.logprob, std::move(sc.top), sc.rank});
         ++s.scored;
     }
     if (s.scoring_done()) prompt_done(s);
@@ -66,11 +66,19 @@ void Scheduler::score(Seq& s, const StepOutput::Entry& entry, int64_t from, int6
 // was all.
 void Scheduler::prompt_done(Seq& s) {
     const GenerationRequest& req = s.job->request();
-    if (req.echo && !s.echoed) {
+    if ((req.echo || req.prompt_logprobs >= 0) && !s.echoed) {
         s.echoed = true;
         Delta d;
-        d.text = tok_.decode(std::span<const int32_t>(s.tokens.data(), static_cast<size_t>(s.prompt_len)), req.skip_special_tokens);
-        if (s.scores_prompt) d.tokens = std::move(s.scores);
+        if (req.echo) {
+            d.text = tok_.decode(std::span<const int32_t>(s.tokens.data(), static_cast<size_t>(s.prompt_len)), req.skip_special_tokens);
+        }
+        // each asker's alternatives: the scores have the more of the two
+        auto cut = [](std::vector<TokenOut> scores, int top) {
+            for (auto& t : scores) t.top.resize(std::min(t.top.size(), static_cast<size_t>(top)));
+            return scores;
+        };
+        if (req.echo && req.logprobs >= 0) d.tokens = cut(s.scores, req.logprobs);
+        if (req.prompt_logprobs >= 0) d.prompt_logprobs = cut(s.scores, req.prompt_logprobs);
         s.scores.clear();
         d.prompt_tokens = s.prompt_len;
         s.job->push(std::move(d));

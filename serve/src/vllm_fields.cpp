@@ -63,6 +63,16 @@ void parse_vllm_fields(const Json& j, const ServedModel& model, GenerationReques
         if (k == 0) throw ApiError::invalid("'truncate_prompt_tokens' must be at least 1 (or -1: the context)", "truncate_prompt_tokens");
         r.truncate_prompt = k < 0 ? model.context : k;
     }
+    if (const Json* v = field(j, "prompt_logprobs")) {
+        // (vLLM's -1, the whole vocabulary, needs its --max-logprobs -1; 20 is its default limit)
+        if (v->is_number_integer() && v->get<int64_t>() == -1) {
+            throw ApiError::invalid(fmt::format("'prompt_logprobs' -1 (the whole vocabulary) is not offered: at most {} alternatives",
+                                                kMaxTopLogprobs),
+                                    "prompt_logprobs");
+        }
+        r.prompt_logprobs = static_cast<int>(get_int(j, "prompt_logprobs", 0, kMaxTopLogprobs, -1));
+        if (r.stream) throw ApiError::invalid("'prompt_logprobs' is not available with 'stream': true (as vLLM's)", "prompt_logprobs");
+    }
     const std::vector<int32_t> allowed = allowed_ids(j, model);
     std::vector<std::vector<int32_t>> bad = bad_word_ids(j, model);
     if (!allowed.empty() || !bad.empty()) {
@@ -73,11 +83,6 @@ void parse_vllm_fields(const Json& j, const ServedModel& model, GenerationReques
     // what is not offered: a 400, never a quiet answer of another kind
     if (get_bool(j, "use_beam_search", false)) {
         throw ApiError::invalid("'use_beam_search' is not supported (sample several choices with 'n')", "use_beam_search");
-    }
-    if (field(j, "prompt_logprobs")) {
-        throw ApiError::invalid("'prompt_logprobs' is not supported: the prompt's log-probabilities come with completions' 'echo' "
-                                "and 'logprobs'",
-                                "prompt_logprobs");
     }
     if (field(j, "chat_template")) {
         throw ApiError::invalid("'chat_template' is not accepted in a request (as vLLM without --trust-request-chat-template): "

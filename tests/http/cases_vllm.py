@@ -1,7 +1,7 @@
 """vLLM's request fields beyond the OpenAI API (http_test.py), through the official openai client's
 extra_body: each judged against a plain request it must equal in part (the same text with the
 stop string after it, the same answer as the truncated prompt's), or against /tokenize."""
-from harness import check, client, main_server, oai, short, tokenize
+from harness import check, client, main_server, oai, reference_ranks, reference_scores, short, tokenize
 
 
 def case_vllm_fields():
@@ -42,6 +42,47 @@ def case_vllm_fields():
     check(ok and said == named.choices[0].text,
           "return_tokens_as_token_ids: 'token_id:N' for every token, the ids /detokenize makes the text of",
           short(named.choices[0]))
+
+    # prompt_logprobs: every prompt token after the first with the log-probability and rank that
+    # transformers' logits give it, the prompt's token first, then the 3 most likely; the same
+    # figures as echo's; chat's at the top of the response
+    ids, want, best = reference_scores("long")
+    ranks = reference_ranks("long")
+    with client() as hc:
+        r = hc.post(srv.url + "/v1/completions", json={"model": m, "prompt": ids, "max_tokens": 2, "temperature": 0,
+                                                       "prompt_logprobs": 3, "ignore_eos": True}).json()
+        alone = hc.post(srv.url + "/v1/completions", json={"model": m, "prompt": ids, "max_tokens": 2, "temperature": 0,
+                                                           "ignore_eos": True}).json()
+        names = {t: hc.post(srv.url + "/detokenize", json={"tokens": [t]}).json()["prompt"] for t in ids[1:6]}
+    pl = ((r.get("choices") or [{}])[0]).get("prompt_logprobs") or []
+    ok = len(pl) == len(ids) and pl[0] is None
+    worst, ranked = 0.0, 0
+    for i in range(1, len(pl) if ok else 0):
+        at = pl[i]
+        own = at.get(str(ids[i])) or {}
+        keys = list(at)
+        alt_ranks = sorted(at[k]["rank"] for k in keys[1:])  # (the prompt's token is not repeated)
+        ok = ok and keys[0] == str(ids[i]) and 3 <= len(at) <= 4 and abs(max(v["logprob"] for v in at.values()) - best[i]) < 1e-4
+        ok = ok and own.get("rank", 0) >= 1 and (ranks[i] is None or own["rank"] == ranks[i])
+        ok = ok and len(set(alt_ranks)) == len(alt_ranks) == len(at) - 1 and set(alt_ranks) <= {1, 2, 3}
+        ok = ok and (ids[i] not in names or own.get("decoded_token") == names[ids[i]])
+        worst = max(worst, abs(own.get("logprob", 1e9) - want[i]))
+        ranked += ranks[i] is not None
+    check(ok and worst < 1e-4 and ranked > len(ids) // 2
+          and r["choices"][0]["text"] == alone["choices"][0]["text"],
+          f"prompt_logprobs 3 on the {len(ids)}-token 'long' prompt: each token's logprob as transformers' logits give "
+          f"it (largest difference {worst:.1e}), its rank as theirs ({ranked} compared), then the 3 most likely; the "
+          "output unchanged", short(pl[:3]))
+    msgs = [{"role": "user", "content": prompt}]
+    chat = c.chat.completions.create(model=m, messages=msgs, max_tokens=1, temperature=0, extra_body={"prompt_logprobs": 0})
+    ctoks = tokenize(srv, None, messages=msgs)["tokens"]
+    cpl = chat.model_extra.get("prompt_logprobs") or []
+    echo = c.completions.create(model=m, prompt=ctoks, max_tokens=0, echo=True, logprobs=0)
+    check(len(cpl) == len(ctoks) and cpl[0] is None and all(list(e) == [str(t)] for e, t in zip(cpl[1:], ctoks[1:]))
+          and all(abs(e[str(t)]["logprob"] - x) < 1e-5 for e, t, x in zip(cpl[1:], ctoks[1:],
+                                                                          echo.choices[0].logprobs.token_logprobs[1:])),
+          "chat prompt_logprobs 0: the response's list, one entry per token /tokenize renders (the token alone), the "
+          "logprobs completions' echo gives them", short(cpl[:3]))
 
     # stream_options.continuous_usage_stats: every chunk carries its choice's usage so far; the last
     # chunk still the whole request's

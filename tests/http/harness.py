@@ -451,3 +451,20 @@ def reference_scores(name):
         want.append(row[ids[i]] - log_z)
         best.append(mx - log_z)
     return ids, want, best
+
+
+def reference_ranks(name):
+    """vLLM's rank of each token of a reference.json prompt (how many tokens transformers' logits
+    there give at least as much; None for the first), or None where another token's logit is within
+    1e-3 of it (a rank our float order may fairly swap)."""
+    ref = json.loads((FIXTURE / "reference.json").read_text())
+    p = next(x for x in ref["prompts"] if x["name"] == name)
+    ids, vocab = p["input_ids"], p["logits_shape"][1]
+    flat = array.array("f", base64.b64decode(p["logits_b64"]))
+    ranks = [None]
+    for i in range(1, len(ids)):
+        row = flat[(i - 1) * vocab:i * vocab]
+        own = row[ids[i]]
+        near = sum(1 for x in row if abs(x - own) < 1e-3)
+        ranks.append(sum(1 for x in row if x >= own) if near == 1 else None)
+    return ranks

@@ -264,6 +264,8 @@ Sampled score_token(std::span<const float> logits, int32_t token, int32_t top, R
     greedy.temperature = 0.0f;
     greedy.top_logprobs = top;
     Sampled out = sample_row(logits, greedy, {}, scratch);
+    const float own = logits[static_cast<size_t>(token)];
+    out.rank = std::count_if(logits.begin(), logits.end(), [own](float x) { return x >= own; });
     if (token == out.token) return out;
     // a token among the alternatives has their figure exactly (a client compares them to find
     // whether the token was the most likely); another, the row's log-normaliser from the most

@@ -9,6 +9,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+#include <limits>
+
 namespace tps::serve {
 namespace {
 
@@ -184,6 +187,61 @@ TEST(Response, ContinuousUsageStatsPutUsageInEveryChunk) {
     for (const Json& e : events(once.stream_start() + once.stream_piece(0, piece("x", "stop")))) {
         EXPECT_FALSE(e.contains("usage")) << e;
     }
+}
+
+// vLLM's prompt_logprobs: [null, {id: {logprob, rank, decoded_token}, ...}, ...], the prompt's token
+// first (its own rank), then the alternatives by place; in each completions choice, chat's at the top.
+TEST(Response, PromptLogprobsInVllmsShape) {
+    const Tokenizer& tok = *test::fixture().tokenizer;
+    auto text = [&](int32_t t) {
+        const int32_t one[] = {t};
+        return tok.decode(one, false);
+    };
+    Delta d;
+    d.prompt_logprobs = {TokenOut{81, std::nanf(""), {}},
+                         TokenOut{82, -2.5f, {{90, -0.5f}, {82, -2.5f}}, 2},
+                         TokenOut{83, -0.25f, {{83, -0.25f}, {91, -3.0f}}, 1},
+                         TokenOut{84, -std::numeric_limits<float>::infinity(), {{92, -0.1f}, {93, -4.0f}}, 500}};
+    const Json want = Json::array(
+        {nullptr,
+         {{"82", {{"logprob", -2.5}, {"rank", 2}, {"decoded_token", text(82)}}},
+          {"90", {{"logprob", -0.5}, {"rank", 1}, {"decoded_token", text(90)}}}},
+         {{"83", {{"logprob", -0.25}, {"rank", 1}, {"decoded_token", text(83)}}},
+          {"91", {{"logprob", -3.0}, {"rank", 2}, {"decoded_token", text(91)}}}},
+         {{"84", {{"logprob", -9999.0}, {"rank", 500}, {"decoded_token", text(84)}}},
+          {"92", {{"logprob", -0.1f}, {"rank", 1}, {"decoded_token", text(92)}}},
+          {"93", {{"logprob", -4.0}, {"rank", 2}, {"decoded_token", text(93)}}}}});
+    GenerationRequest r;
+    r.endpoint = Endpoint::completions;
+    r.prompt_logprobs = 2;
+    r.n = r.choices = 2;
+    ResponseWriter w(r, "m", tok, 1);
+    w.add(0, d);
+    w.add(1, d);
+    w.add(0, piece("x", "length"));
+    w.add(1, piece("y", "length"));
+    const Json j = Json::parse(w.whole({4, 2, 0}));
+    for (const Json& c : j["choices"]) {
+        EXPECT_EQ(c["prompt_logprobs"], want) << c;
+        EXPECT_TRUE(c["logprobs"].is_null());
+    }
+    EXPECT_EQ(j["choices"][0]["text"], "x");
+    // (the dump keeps the keys in the order made: the prompt's token first)
+    EXPECT_LT(w.whole({4, 2, 0}).find("\"84\""), w.whole({4, 2, 0}).find("\"92\""));
+
+    r.endpoint = Endpoint::chat;
+    r.n = r.choices = 1;
+    ResponseWriter chat(r, "m", tok, 1);
+    chat.add(0, d);
+    chat.add(0, piece("x", "stop"));
+    const Json cj = Json::parse(chat.whole({4, 1, 0}));
+    EXPECT_EQ(cj["prompt_logprobs"], want);
+    EXPECT_FALSE(cj["choices"][0].contains("prompt_logprobs"));
+
+    GenerationRequest plain;
+    ResponseWriter none(plain, "m", tok, 1);
+    none.add(0, piece("x", "stop"));
+    EXPECT_FALSE(Json::parse(none.whole({1, 1, 0}))["choices"][0].contains("prompt_logprobs"));
 }
 
 TEST(Response, AnEchoedPromptsFirstTokenHasNoLogprob) {

@@ -17,12 +17,15 @@ using namespace test;
 // echo: the prompt's text comes first; with logprobs every prompt token after the first gets the
 // log-probability the model's logits at the position before give it (the engine's own rows,
 // log-softmax here), and the generated part is what it is without echo. Scoring goes on where it
-// stopped after a preemption.
+// stopped after a preemption. vLLM's prompt_logprobs are the same scores, with each token's rank,
+// with or without echo.
 TEST(Scheduler, EchoScoresThePromptWithTheModelsOwnLogits) {
     std::vector<int32_t> prompt = with_system(5);
     for (int k = 0; k < 20; ++k) prompt.push_back(static_cast<int32_t>(4 + (k * 23) % 590));
     const auto n = static_cast<int64_t>(prompt.size());
     std::vector<double> want(static_cast<size_t>(n), std::nan(""));
+    std::vector<int64_t> rank(static_cast<size_t>(n), 0);  // tokens with a logit at least the prompt token's
+    std::vector<int32_t> best(static_cast<size_t>(n), -1);
     {
         EngineUnderTest e(SchedulerOptions{}, 4096, 512);  // not started: the model is used directly
         SequenceStep all{1, prompt, 0, true, StepOutputKind::logits};
@@ -33,15 +36,18 @@ TEST(Scheduler, EchoScoresThePromptWithTheModelsOwnLogits) {
             double z = 0;
             for (int64_t v = 0; v < r.vocab; ++v) z += std::exp(static_cast<double>(row[v]) - mx);
             want[static_cast<size_t>(i)] = row[prompt[static_cast<size_t>(i)]] - mx - std::log(z);
+            rank[static_cast<size_t>(i)] = std::count_if(row, row + r.vocab, [&](float x) { return x >= row[prompt[static_cast<size_t>(i)]]; });
+            best[static_cast<size_t>(i)] = static_cast<int32_t>(std::max_element(row, row + r.vocab) - row);
         }
         e.model.release(1);
     }
     const std::string prompt_text = test::fixture().tokenizer->decode(prompt, true);
-    auto asking = [&](bool echo, int logprobs, int64_t max_tokens) {
+    auto asking = [&](bool echo, int logprobs, int64_t max_tokens, int prompt_logprobs = -1) {
         auto j = job(prompt, max_tokens);
         GenerationRequest r = j->request();
         r.echo = echo;
         r.logprobs = logprobs;
+        r.prompt_logprobs = prompt_logprobs;
         r.sampling.top_logprobs = std::max(0, logprobs);
         return std::make_shared<Job>(std::move(r));
     };
@@ -61,7 +67,7 @@ TEST(Scheduler, EchoScoresThePromptWithTheModelsOwnLogits) {
         e.start();
         const auto plain = run_all(e, {asking(false, 0, 6)}).at(0);
         const auto jobs = std::vector<std::shared_ptr<Job>>{asking(true, 2, 0), asking(true, 2, 6), asking(true, -1, 6),
-                                                            asking(true, 2, 0)};
+                                                            asking(true, 2, 0), asking(false, -1, 6, 3), asking(true, 1, 6, 4)};
         const auto got = run_all(e, jobs);
         if (kv == 96) {
             EXPECT_GT(e.metrics.preemptions.value(), 0);
@@ -78,6 +84,27 @@ TEST(Scheduler, EchoScoresThePromptWithTheModelsOwnLogits) {
         EXPECT_EQ(got[2].pieces.at(0), prompt_text);  // echo without logprobs: the text only
         EXPECT_EQ(got[2].text, prompt_text + plain.text);
         check_scores(got[3], "max_tokens 0, beside the others");
+        // prompt_logprobs: the same scores, with ranks and their own number of alternatives
+        auto check_prompt_logprobs = [&](const Outcome& o, size_t top, const char* what) {
+            ASSERT_EQ(o.prompt_scores.size(), static_cast<size_t>(n)) << what;
+            EXPECT_TRUE(std::isnan(o.prompt_scores[0].logprob)) << what;
+            for (int64_t i = 1; i < n; ++i) {
+                const TokenOut& t = o.prompt_scores[static_cast<size_t>(i)];
+                EXPECT_EQ(t.token, prompt[static_cast<size_t>(i)]) << what << " " << i;
+                EXPECT_NEAR(t.logprob, want[static_cast<size_t>(i)], 1e-4) << what << " " << i;
+                EXPECT_EQ(t.rank, rank[static_cast<size_t>(i)]) << what << " " << i;
+                ASSERT_EQ(t.top.size(), top) << what << " " << i;
+                EXPECT_EQ(t.top[0].token, best[static_cast<size_t>(i)]) << what << " " << i;
+            }
+        };
+        check_prompt_logprobs(got[4], 3, "prompt_logprobs 3");
+        EXPECT_EQ(got[4].pieces.at(0), "");  // no echo: no prompt text
+        EXPECT_EQ(got[4].text, plain.text);
+        EXPECT_TRUE(got[4].tokens.empty());  // (no logprobs for the output)
+        check_prompt_logprobs(got[5], 4, "prompt_logprobs 4 with echo and logprobs 1");
+        check_scores(got[5], "echo beside prompt_logprobs");
+        EXPECT_EQ(got[5].text, prompt_text + plain.text);
+        for (int64_t i = 1; i < n; ++i) EXPECT_EQ(got[5].tops.at(static_cast<size_t>(i)), 1u) << i;  // echo's own one
         expect_cache_empty(e);
     }
 }

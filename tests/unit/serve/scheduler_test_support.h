@@ -22,9 +22,11 @@ struct Outcome {
     std::string text;
     std::vector<int32_t> tokens;
     std::vector<float> logprobs;
+    std::vector<size_t> tops;  // each token's alternatives
     std::string finish_reason;
     int error_status = 0;
     std::vector<std::string> pieces;  // each piece's text
+    std::vector<TokenOut> prompt_scores;  // prompt_logprobs
 };
 
 // Waits for a job's pieces through its wake-up, as an HTTP session would. The wake-up holds the
@@ -51,7 +53,9 @@ public:
                 for (const auto& t : d.tokens) {
                     o.tokens.push_back(t.token);
                     o.logprobs.push_back(t.logprob);
+                    o.tops.push_back(t.top.size());
                 }
+                o.prompt_scores.insert(o.prompt_scores.end(), d.prompt_logprobs.begin(), d.prompt_logprobs.end());
                 if (d.error) o.error_status = d.error->status();
                 if (d.last()) {
                     o.finish_reason = d.finish_reason;

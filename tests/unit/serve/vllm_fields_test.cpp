@@ -100,11 +100,28 @@ TEST(VllmFields, ContinuousUsageStatsComeWithIncludeUsage) {
     EXPECT_FALSE(one(R"({"prompt":"a","stream":true,"stream_options":{"include_usage":true}})", m).continuous_usage);
 }
 
+TEST(VllmFields, PromptLogprobsScoreThePrompt) {
+    const ServedModel m = test::served();
+    const GenerationRequest r = one(R"({"prompt":"one two","prompt_logprobs":3})", m);
+    EXPECT_EQ(r.prompt_logprobs, 3);
+    EXPECT_TRUE(r.scores_prompt());
+    EXPECT_EQ(r.score_top(), 3);
+    EXPECT_EQ(r.logprobs, -1);  // (the output's are another field)
+    EXPECT_EQ(one(R"({"prompt":"one two","prompt_logprobs":0,"echo":true,"logprobs":5})", m).score_top(), 5);
+    EXPECT_EQ(one(R"({"prompt":"one two","prompt_logprobs":7,"logprobs":5})", m).score_top(), 7);
+    EXPECT_EQ(one(R"({"prompt":"one two","prompt_logprobs":null})", m).prompt_logprobs, -1);
+    const auto chat = parse_chat_request(R"({"messages":[{"role":"user","content":"hi"}],"prompt_logprobs":2})", m);
+    EXPECT_EQ(chat.at(0).prompt_logprobs, 2);
+}
+
 TEST(VllmFields, WhatIsNotOfferedIsRefused) {
     const ServedModel m = test::served();
     const std::pair<const char*, const char*> cases[] = {
         {R"({"prompt":"a","use_beam_search":true})", "'use_beam_search' is not supported"},
-        {R"({"prompt":"a","prompt_logprobs":1})", "'prompt_logprobs' is not supported"},
+        {R"({"prompt":"a","prompt_logprobs":-1})", "'prompt_logprobs' -1 (the whole vocabulary) is not offered"},
+        {R"({"prompt":"a","prompt_logprobs":21})", "'prompt_logprobs' must be between 0 and 20"},
+        {R"({"prompt":"a","prompt_logprobs":"2"})", "'prompt_logprobs' must be an integer"},
+        {R"({"prompt":"a","prompt_logprobs":2,"stream":true})", "'prompt_logprobs' is not available with 'stream': true"},
         {R"({"prompt":"a","chat_template":"{{ messages }}"})", "'chat_template' is not accepted in a request"},
         {R"({"prompt":"a","priority":1})", "'priority' is not supported"},
         {R"({"prompt":"a","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":1}})",

@@ -52,6 +52,7 @@ struct Sampled {
     int32_t token = 0;
     float logprob = 0;                     // of the chosen token (log-softmax after penalties)
     std::vector<TokenLogprob> top;         // the top_logprobs most likely, best first
+    int64_t rank = 0;                      // score_token: how many tokens the row gives at least as much (1: the most likely)
 };
 
 // Reused buffers of sample_row.
@@ -66,8 +67,8 @@ struct RowScratch {
 Sampled sample_row(std::span<const float> logits, const RowSampling& row, std::span<const PenaltyEntry> penalties,
                    RowScratch& scratch);
 // What the model gives `token` in a row of logits, with no penalty or temperature: its
-// log-probability and the `top` most likely tokens' (log-softmax of the row), as sample_row
-// reports them. Prompt log-probabilities (echo). tps::Error as sample_row; UsageError for a token
+// log-probability, its rank (vLLM's: the tokens whose logit is at least its own, itself
+// included) and the `top` most likely tokens' (log-softmax of the row), as sample_row reports them. Prompt log-probabilities (echo). tps::Error as sample_row; UsageError for a token
 // outside the row.
 Sampled score_token(std::span<const float> logits, int32_t token, int32_t top, RowScratch& scratch);
 // A device's result for one row; tps::Error for the statuses sample_row throws on.

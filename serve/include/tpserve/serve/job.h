@@ -24,12 +24,15 @@ struct TokenOut {
     int32_t token = 0;
     float logprob = 0;
     std::vector<TokenLogprob> top;  // when asked for
+    int64_t rank = 0;               // a scored prompt token's (1: the most likely; 0: not known)
 };
 
 // A piece of output: text that is final, the tokens it came from, and at the end the reason.
 struct Delta {
     std::string text;
     std::vector<TokenOut> tokens;
+    // prompt_logprobs: every prompt token's score (the first's NaN), in the piece before any output
+    std::vector<TokenOut> prompt_logprobs;
     std::string finish_reason;        // "stop" / "length" on the last piece, else empty
     // the choice's prompt tokens and its output tokens so far, this piece's included (usage in
     // every chunk: stream_options.continuous_usage_stats)

@@ -12,6 +12,7 @@
 #include "tpserve/serve/api_error.h"
 #include "tpserve/serve/tool_calls.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -58,7 +59,12 @@ struct GenerationRequest {
     // completions: the prompt's text comes first in the output, and with logprobs each prompt
     // token's log-probability (the first's is null); max_tokens may then be 0 (scoring only)
     bool echo = false;
-    bool scores_prompt() const noexcept { return echo && logprobs >= 0; }
+    // vLLM's prompt_logprobs: -1 none; else every prompt token's log-probability, rank and this
+    // many alternatives, in the response (not streamed)
+    int prompt_logprobs = -1;
+    bool scores_prompt() const noexcept { return (echo && logprobs >= 0) || prompt_logprobs >= 0; }
+    // the alternatives a scored prompt position needs: what each of the two asks for, the most
+    int score_top() const noexcept { return std::max(echo ? logprobs : -1, prompt_logprobs); }
     // chat's echo (vLLM's): the last message's text, when it is the assistant's, comes first in
     // the answer's content (a reply the client began, continued with continue_final_message)
     std::string chat_echo;

@@ -58,6 +58,7 @@ private:
         int64_t text_offset = 0;  // completions logprobs: code points before the next token
         std::optional<ReasoningStream> thoughts;  // streaming a reasoning model's chat output
         bool started = false;                     // streaming: a piece has been written
+        nlohmann::ordered_json prompt_logprobs;   // vLLM's prompt_logprobs (null: not asked)
     };
     std::string event(const std::string& json) const;
     // (with chunk_usage_ as its usage)
@@ -66,6 +67,7 @@ private:
     const char* stream_object() const;
     void add_logprobs(const std::vector<TokenOut>& tokens, Choice& c, void* into);
     std::string token_text(int32_t id) const;
+    nlohmann::ordered_json prompt_logprobs_json(const std::vector<TokenOut>& scores) const;
     Choice& choice(int index);
 
     Endpoint endpoint_;
