@@ -40,7 +40,7 @@ Reply json_reply(int status, const Json& j) {
     return r;
 }
 
-enum class Route { page, health, metrics, models, model, plan, completions, chat, tokenize, detokenize };
+enum class Route { page, health, metrics, models, model, plan, completions, chat, responses, tokenize, detokenize };
 
 struct RouteEntry {
     std::string_view path;
@@ -58,6 +58,7 @@ constexpr RouteEntry kRoutes[] = {
     {"/v1/plan", "GET", Route::plan},
     {"/v1/completions", "POST", Route::completions},
     {"/v1/chat/completions", "POST", Route::chat},
+    {"/v1/responses", "POST", Route::responses},
     {"/tokenize", "POST", Route::tokenize},
     {"/detokenize", "POST", Route::detokenize},
 };
@@ -183,6 +184,8 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
                 return generation(Endpoint::completions, body);
             case Route::chat:
                 return generation(Endpoint::chat, body);
+            case Route::responses:
+                return generation(Endpoint::chat, body, true);
             case Route::tokenize: {
                 const std::vector<int32_t> tokens = parse_tokenize_request(body, model_);
                 return json_reply(200, {{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", model_.context}});
@@ -215,17 +218,19 @@ Json Api::model_json() const {
 
 Reply Api::models() const { return json_reply(200, {{"object", "list"}, {"data", Json::array({model_json()})}}); }
 
-Reply Api::generation(Endpoint endpoint, std::string_view body) {
+Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_api) {
     if (state_.load(std::memory_order_acquire) != State::ready) {
         m_.rejected_unavailable.inc();
         return Reply::error(ApiError::unavailable("the server is shutting down"));
     }
-    std::vector<GenerationRequest> choices =
-        endpoint == Endpoint::chat ? parse_chat_request(body, model_) : parse_completion_request(body, model_);
+    ResponsesRequest parsed;
+    if (responses_api) parsed = parse_responses_request(body, model_);
+    else parsed.choices = endpoint == Endpoint::chat ? parse_chat_request(body, model_) : parse_completion_request(body, model_);
     Reply r;
-    for (auto& c : choices) r.jobs.push_back(std::make_shared<Job>(std::move(c)));
+    for (auto& c : parsed.choices) r.jobs.push_back(std::make_shared<Job>(std::move(c)));
     r.writer = std::make_shared<ResponseWriter>(r.jobs.front()->request(), model_.name, *model_.tokenizer, model_.created,
                                                 model_.tool_parser);
+    if (responses_api) r.writer->as_responses(std::move(parsed.shown));
     return r;
 }
 

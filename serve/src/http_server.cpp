@@ -201,7 +201,7 @@ private:
                         finish_job();
                         return send(Reply::error(error));
                     }
-                    out_ += ResponseWriter::stream_error(*d.error);
+                    out_ += writer_->stream_error(*d.error);
                     done_ = true;
                     break;
                 }

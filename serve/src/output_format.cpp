@@ -138,7 +138,7 @@ void force_tool_calls(const Json& tools, const std::string& only, const ServedMo
         alternatives.push_back(std::move(call));
     }
     Json list = {{"type", "array"}, {"items", {{"anyOf", std::move(alternatives)}}}, {"minItems", 1}};
-    if (!only.empty()) list["maxItems"] = 1;
+    if (!only.empty() || r.one_tool_call) list["maxItems"] = 1;
     std::shared_ptr<const CompiledGrammar> grammar;
     try {
         grammar = structured::json_schema_grammar(list.dump());

@@ -17,23 +17,6 @@
 namespace tps::serve {
 namespace {
 
-constexpr int kMaxDepth = 64;  // deeper bodies are refused before the parser sees them
-
-Json parse_body(std::string_view body) {
-    if (nests_deeper_than(body, kMaxDepth)) throw ApiError::invalid(fmt::format("the body nests more than {} levels deep", kMaxDepth));
-    Json j;
-    try {
-        j = Json::parse(body);
-    } catch (const Json::exception& e) {
-        // "[json.exception.parse_error.101] parse error at line 1, column 5: ..." without the prefix
-        std::string what = e.what();
-        if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
-        throw ApiError::invalid("the body is not valid JSON: " + what);
-    }
-    if (!j.is_object()) throw ApiError::invalid(fmt::format("the body must be a JSON object, got {}", type_name(j)));
-    return j;
-}
-
 // A prompt the tokenizer made may hold added tokens the model has no row for.
 void check_prompt_ids(const std::vector<int32_t>& prompt, const ServedModel& model) {
     const int64_t vocab = token_limit(model);
@@ -444,6 +427,7 @@ void parse_tools(const Json& j, const ServedModel& model, GenerationRequest& r) 
             }
         }
     }
+    r.one_tool_call = !get_bool(j, "parallel_tool_calls", true);
     if (choice == "required" || choice == "named") {
         force_tool_calls(*tools, named, model, r);
         return;

@@ -1,5 +1,6 @@
 #include "request_fields.h"
 
+#include "tpserve/common/json_scan.h"
 #include "tpserve/serve/api_error.h"
 
 #include <fmt/format.h>
@@ -8,6 +9,26 @@
 #include <cmath>
 
 namespace tps::serve {
+namespace {
+
+constexpr int kMaxDepth = 64;  // deeper bodies are refused before the parser sees them
+
+}  // namespace
+
+Json parse_body(std::string_view body) {
+    if (nests_deeper_than(body, kMaxDepth)) throw ApiError::invalid(fmt::format("the body nests more than {} levels deep", kMaxDepth));
+    Json j;
+    try {
+        j = Json::parse(body);
+    } catch (const Json::exception& e) {
+        // "[json.exception.parse_error.101] parse error at line 1, column 5: ..." without the prefix
+        std::string what = e.what();
+        if (const auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);
+        throw ApiError::invalid("the body is not valid JSON: " + what);
+    }
+    if (!j.is_object()) throw ApiError::invalid(fmt::format("the body must be a JSON object, got {}", type_name(j)));
+    return j;
+}
 
 const char* type_name(const Json& v) {
     switch (v.type()) {

@@ -10,6 +10,8 @@ namespace tps::serve {
 
 using Json = nlohmann::ordered_json;
 
+// A request body: a JSON object (a 400 saying why not; nesting past 64 levels refused unparsed).
+Json parse_body(std::string_view body);
 // "a string", "an object", ... for messages
 const char* type_name(const Json& v);
 // The field, or null when it is missing or null
@@ -26,7 +28,8 @@ int64_t token_limit(const ServedModel& model);
 void parse_output_format(const Json& j, const ServedModel& model, GenerationRequest& r);
 // tool_choice "required" (`only` empty) or a named function (`only`): the output is forced to be
 // [{"name": ..., "parameters": {...}}, ...] over `tools` (checked: each a function with a name),
-// each call's parameters valid under its function's schema; a named function gets one call.
+// each call's parameters valid under its function's schema; a named function gets one call, as
+// does r.one_tool_call (parallel_tool_calls false).
 void force_tool_calls(const Json& tools, const std::string& only, const ServedModel& model, GenerationRequest& r);
 
 // vLLM's fields beyond the OpenAI API (vllm_fields.cpp): include_stop_str_in_output,

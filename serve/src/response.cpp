@@ -20,15 +20,6 @@ using Json = nlohmann::ordered_json;
 
 std::string dump(const Json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
 
-// "cmpl-" + 24 hex digits: unique within the process, unguessable across restarts
-std::string make_id(Endpoint e) {
-    static std::atomic<uint64_t> counter{0};
-    static const uint64_t salt = std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32);
-    const uint64_t n = counter.fetch_add(1);
-    return fmt::format("{}-{:016x}{:08x}", e == Endpoint::chat ? "chatcmpl" : "cmpl", salt ^ (n * 0x9E3779B97F4A7C15ull),
-                       static_cast<uint32_t>(n));
-}
-
 int64_t code_points(const std::string& s) {
     int64_t n = 0;
     for (const char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
@@ -76,6 +67,13 @@ Json empty_logprobs(Endpoint e) {
 
 }  // namespace
 
+std::string object_id(std::string_view prefix) {
+    static std::atomic<uint64_t> counter{0};
+    static const uint64_t salt = std::random_device{}() ^ (static_cast<uint64_t>(std::random_device{}()) << 32);
+    const uint64_t n = counter.fetch_add(1);
+    return fmt::format("{}{:016x}{:08x}", prefix, salt ^ (n * 0x9E3779B97F4A7C15ull), static_cast<uint32_t>(n));
+}
+
 ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string model_name, const Tokenizer& tokenizer,
                                int64_t created, ToolParser tools)
     : endpoint_(request.endpoint),
@@ -88,6 +86,7 @@ ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string mod
       thinks_(request.thinks),
       include_reasoning_(request.include_reasoning),
       token_ids_as_text_(request.token_ids_as_text),
+      one_tool_call_(request.one_tool_call),
       chat_echo_(request.endpoint == Endpoint::chat ? request.chat_echo : std::string()),
       logprobs_(request.logprobs),
       include_usage_(request.include_usage),
@@ -96,8 +95,15 @@ ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string mod
       model_(std::move(model_name)),
       tok_(tokenizer),
       created_(created),
-      id_(make_id(request.endpoint)),
+      id_(object_id(request.endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-")),
       choices_(static_cast<size_t>(std::max(1, request.choices))) {}
+
+// The calls in an answer (parallel_tool_calls false: the first only).
+ToolOutput ResponseWriter::read_tool_calls(const std::string& text) const {
+    ToolOutput t = parse_tool_calls(tools_, text);
+    if (one_tool_call_ && t.calls.size() > 1) t.calls.resize(1);
+    return t;
+}
 
 std::string ResponseWriter::token_text(int32_t id) const {
     if (token_ids_as_text_) return fmt::format("token_id:{}", id);  // (vLLM's return_tokens_as_token_ids)
@@ -144,7 +150,13 @@ void ResponseWriter::add_logprobs(const std::vector<TokenOut>& tokens, Choice& c
     }
 }
 
+void ResponseWriter::as_responses(Json shown) {
+    TPS_CHECK(endpoint_ == Endpoint::chat && choices_.size() == 1, "response: a Responses answer is one chat choice");
+    responses_ = std::make_unique<ResponsesOutput>(std::move(shown), model_, tok_);
+}
+
 std::string ResponseWriter::stream_start() {
+    if (responses_) return responses_->start();
     if (endpoint_ != Endpoint::chat) return {};
     std::string out;
     if (continuous_usage_) chunk_usage_ = chunk_usage_json(chat_prompt_tokens_, 0);
@@ -167,6 +179,7 @@ const char* ResponseWriter::stream_object() const {
 
 // One chunk of choice `index`: `body` (text or delta), its logprobs, its finish_reason.
 std::string ResponseWriter::chunk(int index, Json body, Json logprobs, const std::string& finish) const {
+    if (responses_) return responses_->delta(body, finish);
     Json choice_json = {{"index", index}};
     if (endpoint_ == Endpoint::completions) choice_json["text"] = std::move(body);
     else choice_json["delta"] = std::move(body);
@@ -217,7 +230,7 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
         if (c.text.size() == shown && logprobs.is_null() && thought.empty()) return {};  // all of it held
         return chunk(index, content(c.text.substr(shown)), std::move(logprobs), {});
     }
-    const ToolOutput t = parse_tool_calls(tools_, c.said);
+    const ToolOutput t = read_tool_calls(c.said);
     if (t.calls.empty()) {
         c.text = c.said;
         return chunk(index, content(c.text.substr(shown)), std::move(logprobs), d.finish_reason);
@@ -233,6 +246,7 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
 }
 
 std::string ResponseWriter::stream_end(const Usage& usage) const {
+    if (responses_) return responses_->end(usage);
     std::string out;
     if (include_usage_) {
         out += event(dump(envelope(stream_object(), Json::array(), &usage)));
@@ -241,7 +255,10 @@ std::string ResponseWriter::stream_end(const Usage& usage) const {
     return out;
 }
 
-std::string ResponseWriter::stream_error(const ApiError& e) { return "data: " + e.body() + "\n\ndata: [DONE]\n\n"; }
+std::string ResponseWriter::stream_error(const ApiError& e) {
+    if (responses_) return responses_->error(e);
+    return "data: " + e.body() + "\n\ndata: [DONE]\n\n";
+}
 
 void ResponseWriter::add(int index, const Delta& d) {
     Choice& c = choice(index);
@@ -296,11 +313,12 @@ std::string ResponseWriter::whole(const Usage& usage) {
             const std::string answer(r.content);
             Json message = {{"role", "assistant"}, {"content", r.reasons && !r.ended ? Json(nullptr) : Json(answer)}};
             if (splits_reasoning_ && include_reasoning_) message["reasoning_content"] = r.reasons ? Json(std::string(r.reasoning)) : Json(nullptr);
-            if (const ToolOutput t = parse_tool_calls(tools_, answer); !t.calls.empty()) {
+            if (const ToolOutput t = read_tool_calls(answer); !t.calls.empty()) {
                 message["content"] = t.content.empty() ? Json(nullptr) : Json(t.content);
                 message["tool_calls"] = tool_calls_json(t.calls, false);
                 finish = "tool_calls";
             }
+            if (responses_) return dump(responses_->whole(message, finish, usage));
             choice_json["message"] = std::move(message);
         }
         choice_json["logprobs"] = logprobs;

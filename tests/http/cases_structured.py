@@ -134,6 +134,11 @@ def case_structured():
     check(all(ok for ok, _ in shapes),
           "tool_choice required / named: tool_calls whose arguments jsonschema accepts under the function's parameters",
           short(shapes))
+    ones = [c.chat.completions.create(model=m, messages=ask, tools=tools, tool_choice="required", max_tokens=150,
+                                      temperature=1.0, seed=seed, parallel_tool_calls=False).choices[0].message.tool_calls
+            for seed in (1, 2, 3)]
+    check(all(k is not None and len(k) == 1 for k in ones),
+          "tool_choice required, parallel_tool_calls false: exactly one call each time", short(ones))
 
     # what cannot be enforced is a 400 naming it
     for what, extra, words in [
@@ -184,6 +189,23 @@ def case_reasoning():
         nm = now.choices[0].message
         check(nm.content in ("yes", "no") and (nm.model_extra or {}).get("reasoning_content", "x") is None,
               "a prompt that closes the thoughts gets the format at once, and no reasoning_content", short(now))
+        # the Responses API: the thoughts as a reasoning item's text, whole and streamed
+        rr = c.responses.create(model=m, input=ask, max_output_tokens=12, temperature=0, extra_body={"ignore_eos": True})
+        item = rr.output[0] if len(rr.output) == 1 else None
+        check(item is not None and item.type == "reasoning" and item.content[0].text == thoughts and item.status == "incomplete"
+              and rr.status == "incomplete" and 0 < rr.usage.output_tokens_details.reasoning_tokens <= 12
+              and rr.output_text == "",
+              "responses: thoughts that never end are one reasoning item (incomplete), reasoning_tokens counted",
+              short(rr))
+        with c.responses.stream(model=m, input=ask, max_output_tokens=12, temperature=0,
+                                extra_body={"ignore_eos": True}) as s:
+            evs = list(s)
+        said = "".join(e.delta for e in evs if e.type == "response.reasoning_text.delta")
+        last = evs[-1].response.output if evs else []
+        check(said == thoughts and evs[-1].type == "response.incomplete" and len(last) == 1 and last[0].type == "reasoning"
+              and last[0].content[0].text == thoughts,
+              "responses streamed: reasoning_text deltas spell the thoughts; the last event's item holds them",
+              short([e.type for e in evs]))
         quiet = c.chat.completions.create(model=m, messages=ask, max_tokens=4, temperature=0,
                                           extra_body={"include_reasoning": False})
         check("reasoning_content" not in (quiet.choices[0].message.model_extra or {}),

@@ -60,7 +60,8 @@ public:
 
 private:
     enum class State { loading, ready, stopping };
-    Reply generation(Endpoint endpoint, std::string_view body);
+    // `responses_api`: POST /v1/responses, a chat request in the Responses API's terms
+    Reply generation(Endpoint endpoint, std::string_view body, bool responses_api = false);
     Reply models() const;
     nlohmann::ordered_json model_json() const;  // the served model, as /v1/models lists it
 

@@ -75,6 +75,8 @@ struct GenerationRequest {
     // JSON list of calls to the offered functions (one call to the named one), each's parameters
     // valid under its schema; the answer is read as ToolParser::json_list
     bool forces_tool_calls = false;
+    // parallel_tool_calls false: at most one call (a forced list holds one; a read answer keeps its first)
+    bool one_tool_call = false;
     // chat on a reasoning model (ServedModel::reasons): the output is split into reasoning_content
     // and content (reasoning.h). `thinks`: the prompt leaves the model thinking first, so an output
     // format (and forced calls) apply only after </think>. include_reasoning (vLLM's field, default

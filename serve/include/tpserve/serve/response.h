@@ -8,10 +8,12 @@
 #include "tpserve/engine/tokenizer.h"
 #include "tpserve/serve/job.h"
 #include "tpserve/serve/reasoning.h"
+#include "tpserve/serve/responses_api.h"
 #include "tpserve/serve/tool_calls.h"
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +26,10 @@ struct Usage {
     int64_t completion = 0;
     int64_t cached = 0;  // of the prompt tokens, those the prefix cache held
 };
+
+// `prefix` + 24 hex digits ("chatcmpl-", "resp_", ...): unique within the process, unguessable
+// across restarts.
+std::string object_id(std::string_view prefix);
 
 class ResponseWriter {
 public:
@@ -42,8 +48,12 @@ public:
     std::string stream_start();
     std::string stream_piece(int index, const Delta& d);
     std::string stream_end(const Usage& usage) const;
-    // An error after the stream began: one event, then [DONE].
-    static std::string stream_error(const ApiError& e);
+    // An error after the stream began: one event, then [DONE] (Responses: error, response.failed).
+    std::string stream_error(const ApiError& e);
+
+    // The answer goes out as a Responses API object (POST /v1/responses) instead of chat's, with
+    // `shown` the request fields it repeats (ResponsesRequest::shown).
+    void as_responses(nlohmann::ordered_json shown);
 
     // Not streaming: collect every piece of every choice, then the whole object.
     void add(int index, const Delta& d);
@@ -67,18 +77,20 @@ private:
     const char* stream_object() const;
     void add_logprobs(const std::vector<TokenOut>& tokens, Choice& c, void* into);
     std::string token_text(int32_t id) const;
+    ToolOutput read_tool_calls(const std::string& text) const;
     nlohmann::ordered_json prompt_logprobs_json(const std::vector<TokenOut>& scores) const;
     Choice& choice(int index);
 
     Endpoint endpoint_;
     ToolParser tools_;
-    bool splits_reasoning_, thinks_, include_reasoning_, token_ids_as_text_;
+    bool splits_reasoning_, thinks_, include_reasoning_, token_ids_as_text_, one_tool_call_;
     std::string chat_echo_;  // chat: what each answer starts with (request.chat_echo)
     int logprobs_;
     bool include_usage_;
     bool continuous_usage_;         // usage in every chunk (stream_options.continuous_usage_stats)
     int64_t chat_prompt_tokens_;    // chat: the prompt every choice shares (for the role chunks' usage)
     nlohmann::ordered_json chunk_usage_;  // what the chunks being written carry as usage (null: none)
+    std::unique_ptr<ResponsesOutput> responses_;  // set by as_responses: chat's parts become its items
     std::string model_;
     const Tokenizer& tok_;
     int64_t created_;

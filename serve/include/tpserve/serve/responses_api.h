@@ -1,0 +1,75 @@
+// OpenAI's Responses API (POST /v1/responses) served by the chat pipeline. A Responses request is
+// read into the chat request it asks for (instructions and input items as messages, function
+// tools, text.format as response_format, max_output_tokens), so every check and every feature of
+// chat applies; what cannot be served (stored conversations, hosted tools, images, summaries) is
+// a 400 naming the Responses field. The answer, whole or streamed, is built from the chat
+// answer's parts: a reasoning model's thoughts become a reasoning item, the text a message item,
+// each tool call a function_call item. docs/api.md describes the wire forms.
+#pragma once
+
+#include "tpserve/engine/tokenizer.h"
+#include "tpserve/serve/api_error.h"
+#include "tpserve/serve/request.h"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tps::serve {
+
+struct Usage;
+
+struct ResponsesRequest {
+    std::vector<GenerationRequest> choices;  // one: the Responses API has no `n`
+    // what the response object repeats of the request (instructions, tools, text, ...)
+    nlohmann::ordered_json shown;
+};
+
+// The body read and checked; ApiError (400) naming the Responses field for anything wrong or not
+// offered.
+ResponsesRequest parse_responses_request(std::string_view body, const ServedModel& model);
+
+// The response object of one request, and the events of its stream (each `event: <type>` with
+// `data: {...}` carrying a sequence number). It is fed the chat answer's parts: deltas as chat's
+// stream has them ({reasoning_content, content, tool_calls}) or the whole chat message.
+class ResponsesOutput {
+public:
+    ResponsesOutput(nlohmann::ordered_json shown, std::string model, const Tokenizer& tokenizer);
+
+    // response.created, response.in_progress
+    std::string start();
+    // The events of one chat delta; `finish` (the chat finish reason) closes the open item.
+    std::string delta(const nlohmann::ordered_json& delta, const std::string& finish);
+    // response.completed (or response.incomplete when max_output_tokens cut it), with usage.
+    std::string end(const Usage& usage);
+    // A failure after the stream began: an error event, then response.failed.
+    std::string error(const ApiError& e);
+    // The whole response object from the chat message and its finish reason.
+    nlohmann::ordered_json whole(const nlohmann::ordered_json& message, const std::string& finish, const Usage& usage);
+
+private:
+    enum class Open { none, reasoning, message };
+    std::string event(nlohmann::ordered_json body);
+    std::string open(Open kind);
+    std::string close(const std::string& status);
+    std::string add_calls(const nlohmann::ordered_json& calls);
+    nlohmann::ordered_json response(const std::string& status, const Usage* usage) const;
+    static std::string status_of(const std::string& finish);
+
+    nlohmann::ordered_json shown_;
+    std::string model_;
+    const Tokenizer& tok_;
+    std::string id_;
+    int64_t created_;
+    int64_t sequence_ = 0;
+    nlohmann::ordered_json output_ = nlohmann::ordered_json::array();  // the items done
+    Open open_ = Open::none;  // the item being streamed
+    std::string open_id_;
+    std::string open_text_;
+    std::string finish_;
+    std::string thoughts_;  // every reasoning text, for usage's reasoning_tokens
+};
+
+}  // namespace tps::serve

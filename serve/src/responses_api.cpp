@@ -1,0 +1,472 @@
+// OpenAI's Responses API on the chat pipeline (responses_api.h).
+#include "tpserve/serve/responses_api.h"
+
+#include "request_fields.h"
+#include "tpserve/serve/response.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <map>
+#include <set>
+
+namespace tps::serve {
+namespace {
+
+std::string dump(const Json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
+std::string string_field(const Json& j, const char* name, const std::string& where) {
+    const Json* v = field(j, name);
+    if (!v || !v->is_string()) {
+        throw ApiError::invalid(fmt::format("'{}.{}' must be a string{}", where, name, v ? fmt::format(", got {}", type_name(*v)) : ""),
+                                "input");
+    }
+    return v->get<std::string>();
+}
+
+// A message item's (or a call output's) text: a string, or text parts (input_text, output_text).
+std::string item_text(const Json& content, const std::string& where) {
+    if (content.is_string()) return content.get<std::string>();
+    if (!content.is_array()) {
+        throw ApiError::invalid(fmt::format("'{}' must be a string or an array of parts, got {}", where, type_name(content)), "input");
+    }
+    std::string text;
+    for (size_t k = 0; k < content.size(); ++k) {
+        const Json& part = content[k];
+        const std::string at = fmt::format("{}[{}]", where, k);
+        const Json* type = part.is_object() ? field(part, "type") : nullptr;
+        if (!type || !type->is_string()) throw ApiError::invalid(fmt::format("'{}' must be an object with a 'type'", at), "input");
+        const std::string kind = type->get<std::string>();
+        if (kind != "input_text" && kind != "output_text" && kind != "text") {
+            throw ApiError::invalid(fmt::format("'{}' is of type '{}': this server reads text parts only (input_text, output_text)", at, kind),
+                                    "input");
+        }
+        text += string_field(part, "text", at);
+    }
+    return text;
+}
+
+// instructions and input as chat messages: a message item as a message (developer as system), a
+// function_call as a call of the assistant's turn, a function_call_output as a tool message (with
+// the function's name, which some templates print). Earlier reasoning items are left out, as
+// templates leave earlier thoughts out.
+Json chat_messages_of(const Json& j) {
+    Json messages = Json::array();
+    if (const Json* ins = field(j, "instructions")) {
+        if (!ins->is_string()) throw ApiError::invalid(fmt::format("'instructions' must be a string, got {}", type_name(*ins)), "instructions");
+        messages.push_back({{"role", "system"}, {"content", *ins}});
+    }
+    const Json* input = field(j, "input");
+    if (!input) throw ApiError::invalid("'input' is required", "input");
+    if (input->is_string()) {
+        messages.push_back({{"role", "user"}, {"content", *input}});
+        return messages;
+    }
+    if (!input->is_array() || input->empty()) {
+        throw ApiError::invalid(fmt::format("'input' must be a string or a non-empty array of items, got {}",
+                                            input->is_array() ? "an empty array" : type_name(*input)),
+                                "input");
+    }
+    std::map<std::string, std::string> call_names;  // call_id -> function name
+    bool assistant_turn = false;  // the last message is the assistant's, open to calls
+    for (size_t i = 0; i < input->size(); ++i) {
+        const Json& item = (*input)[i];
+        const std::string where = fmt::format("input[{}]", i);
+        if (!item.is_object()) throw ApiError::invalid(fmt::format("'{}' must be an object, got {}", where, type_name(item)), "input");
+        const Json* type = field(item, "type");
+        if (type && !type->is_string()) throw ApiError::invalid(fmt::format("'{}.type' must be a string", where), "input");
+        const std::string kind = type ? type->get<std::string>() : "message";
+        if (kind == "message") {
+            std::string role = string_field(item, "role", where);
+            if (role == "developer") role = "system";
+            if (role != "user" && role != "assistant" && role != "system") {
+                throw ApiError::invalid(fmt::format("'{}.role' must be user, assistant, system or developer, got '{}'", where, role), "input");
+            }
+            const Json* content = field(item, "content");
+            if (!content) throw ApiError::invalid(fmt::format("'{}.content' is required", where), "input");
+            messages.push_back({{"role", role}, {"content", item_text(*content, where + ".content")}});
+            assistant_turn = role == "assistant";
+        } else if (kind == "function_call") {
+            const std::string call_id = string_field(item, "call_id", where);
+            const std::string name = string_field(item, "name", where);
+            Json call = {{"id", call_id},
+                         {"type", "function"},
+                         {"function", {{"name", name}, {"arguments", string_field(item, "arguments", where)}}}};
+            call_names[call_id] = name;
+            if (!assistant_turn) {
+                messages.push_back({{"role", "assistant"}, {"content", ""}, {"tool_calls", Json::array()}});
+                assistant_turn = true;
+            }
+            messages.back()["tool_calls"].push_back(std::move(call));
+        } else if (kind == "function_call_output") {
+            const std::string call_id = string_field(item, "call_id", where);
+            const Json* output = field(item, "output");
+            if (!output) throw ApiError::invalid(fmt::format("'{}.output' is required", where), "input");
+            Json message = {{"role", "tool"}, {"tool_call_id", call_id}, {"content", item_text(*output, where + ".output")}};
+            if (const auto it = call_names.find(call_id); it != call_names.end()) message["name"] = it->second;
+            messages.push_back(std::move(message));
+            assistant_turn = false;
+        } else if (kind != "reasoning") {
+            throw ApiError::invalid(fmt::format("'{}.type' '{}' is not supported (message, function_call, function_call_output and "
+                                                "reasoning items are; nothing is stored to refer to)",
+                                                where, kind),
+                                    "input");
+        }
+    }
+    return messages;
+}
+
+// Function tools in chat's form; other kinds (web_search, file_search, mcp, ...) run on OpenAI's
+// side and are not offered.
+Json chat_tools_of(const Json& tools) {
+    if (!tools.is_array()) throw ApiError::invalid(fmt::format("'tools' must be an array, got {}", type_name(tools)), "tools");
+    Json out = Json::array();
+    for (size_t i = 0; i < tools.size(); ++i) {
+        const Json& t = tools[i];
+        const std::string where = fmt::format("tools[{}]", i);
+        const Json* type = t.is_object() ? field(t, "type") : nullptr;
+        if (!type || !type->is_string()) throw ApiError::invalid(fmt::format("'{}' must be an object with a 'type'", where), "tools");
+        if (type->get<std::string>() != "function") {
+            throw ApiError::invalid(fmt::format("'{}' is of type '{}': this server offers function tools only (the client runs them)", where,
+                                                type->get<std::string>()),
+                                    "tools");
+        }
+        const Json* name = field(t, "name");
+        if (!name || !name->is_string()) throw ApiError::invalid(fmt::format("'{}.name' must be a string", where), "tools");
+        Json fn = {{"name", *name}};
+        for (const char* k : {"description", "parameters", "strict"}) {
+            if (const Json* v = field(t, k)) fn[k] = *v;
+        }
+        out.push_back({{"type", "function"}, {"function", std::move(fn)}});
+    }
+    return out;
+}
+
+Json chat_tool_choice_of(const Json& v) {
+    if (v.is_string()) return v;  // auto, none, required (chat checks them)
+    const Json* type = v.is_object() ? field(v, "type") : nullptr;
+    if (type && type->is_string() && type->get<std::string>() == "function") {
+        const Json* name = field(v, "name");
+        if (!name || !name->is_string()) throw ApiError::invalid("'tool_choice.name' must be a string", "tool_choice");
+        return {{"type", "function"}, {"function", {{"name", *name}}}};
+    }
+    throw ApiError::invalid("'tool_choice' must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\": ...}",
+                            "tool_choice");
+}
+
+// text.format as chat's response_format (null: plain text)
+Json response_format_of(const Json& text) {
+    if (!text.is_object()) throw ApiError::invalid(fmt::format("'text' must be an object, got {}", type_name(text)), "text");
+    if (const Json* v = field(text, "verbosity"); v && *v != "medium") {
+        throw ApiError::invalid("'text.verbosity' other than \"medium\" is not offered: the model writes as it writes", "text.verbosity");
+    }
+    const Json* format = field(text, "format");
+    if (!format) return nullptr;
+    const Json* type = format->is_object() ? field(*format, "type") : nullptr;
+    if (!type || !type->is_string()) throw ApiError::invalid("'text.format' must be an object with a 'type'", "text.format");
+    const std::string kind = type->get<std::string>();
+    if (kind == "text") return nullptr;
+    if (kind == "json_object") return {{"type", "json_object"}};
+    if (kind == "json_schema") {
+        Json schema = Json::object();
+        for (const char* k : {"name", "schema", "strict", "description"}) {
+            if (const Json* v = field(*format, k)) schema[k] = *v;
+        }
+        return {{"type", "json_schema"}, {"json_schema", std::move(schema)}};
+    }
+    throw ApiError::invalid(fmt::format("'text.format.type' must be text, json_object or json_schema, got '{}'", kind), "text.format");
+}
+
+// What chat says of its own fields, said of the Responses ones they came from.
+ApiError in_responses_terms(const ApiError& e) {
+    static const std::pair<std::string_view, std::string_view> kNames[] = {
+        {"max_completion_tokens", "max_output_tokens"}, {"response_format", "text.format"}, {"messages", "input"}};
+    std::string message = e.what();
+    std::string param = e.param();
+    for (const auto& [chat, ours] : kNames) {
+        for (size_t at = 0; (at = message.find(chat, at)) != std::string::npos; at += ours.size()) message.replace(at, chat.size(), ours);
+        if (param.starts_with(chat)) param = std::string(ours);
+    }
+    return ApiError(e.status(), e.type(), message, param, e.code());
+}
+
+}  // namespace
+
+ResponsesRequest parse_responses_request(std::string_view body, const ServedModel& model) {
+    const Json j = parse_body(body);
+    // what needs state this server does not keep, or work it does not do: refused, never ignored
+    for (const char* name : {"previous_response_id", "conversation", "prompt", "max_tool_calls"}) {
+        if (field(j, name)) {
+            throw ApiError::invalid(fmt::format("'{}' is not offered: nothing is stored between requests; send the whole "
+                                                "conversation in 'input'",
+                                                name),
+                                    name);
+        }
+    }
+    if (get_bool(j, "background", false)) throw ApiError::invalid("'background' is not offered: a request is answered while it runs", "background");
+    if (const Json* inc = field(j, "include"); inc && (!inc->is_array() || !inc->empty())) {
+        throw ApiError::invalid("'include' is not offered (no log-probabilities, encrypted reasoning or tool sources here)", "include");
+    }
+    if (get_int(j, "top_logprobs", 0, 20, 0) > 0) throw ApiError::invalid("'top_logprobs' is not offered on /v1/responses", "top_logprobs");
+    if (const Json* t = field(j, "truncation"); t && *t != "disabled") {
+        throw ApiError::invalid("'truncation' must be \"disabled\": input that does not fit is an error, never cut", "truncation");
+    }
+    if (const Json* md = field(j, "metadata")) {
+        bool ok = md->is_object() && md->size() <= 16;
+        if (ok) {
+            for (const auto& [k, v] : md->items()) ok = ok && v.is_string() && k.size() <= 64 && v.get<std::string>().size() <= 512;
+        }
+        if (!ok) throw ApiError::invalid("'metadata' must be an object of at most 16 strings (keys up to 64 characters, values up to 512)", "metadata");
+    }
+
+    Json chat = {{"messages", chat_messages_of(j)}};
+    // what chat reads under the same name (vLLM's sampling fields among them)
+    static const char* const kSame[] = {"model", "temperature", "top_p", "stream", "user", "seed", "top_k", "min_p",
+                                        "repetition_penalty", "presence_penalty", "frequency_penalty", "stop", "stop_token_ids",
+                                        "ignore_eos", "min_tokens", "logit_bias", "skip_special_tokens", "bad_words",
+                                        "allowed_token_ids", "include_stop_str_in_output", "priority", "parallel_tool_calls",
+                                        "structured_outputs", "guided_json", "guided_regex", "guided_choice", "guided_grammar"};
+    for (const char* name : kSame) {
+        if (const auto it = j.find(name); it != j.end()) chat[name] = *it;
+    }
+    if (const Json* v = field(j, "max_output_tokens")) chat["max_completion_tokens"] = *v;
+    if (const Json* v = field(j, "tools")) chat["tools"] = chat_tools_of(*v);
+    if (const Json* v = field(j, "tool_choice")) chat["tool_choice"] = chat_tool_choice_of(*v);
+    if (const Json* v = field(j, "text")) {
+        if (Json format = response_format_of(*v); !format.is_null()) chat["response_format"] = std::move(format);
+    }
+    Json kwargs = Json::object();
+    if (const Json* v = field(j, "chat_template_kwargs")) {
+        if (!v->is_object()) throw ApiError::invalid("'chat_template_kwargs' must be an object", "chat_template_kwargs");
+        kwargs = *v;
+    }
+    if (const Json* r = field(j, "reasoning")) {
+        if (!r->is_object()) throw ApiError::invalid(fmt::format("'reasoning' must be an object, got {}", type_name(*r)), "reasoning");
+        for (const char* name : {"summary", "generate_summary"}) {
+            if (field(*r, name)) {
+                throw ApiError::invalid(fmt::format("'reasoning.{}' is not offered: a reasoning model's thoughts come whole, as a "
+                                                    "reasoning item's text",
+                                                    name),
+                                        "reasoning");
+            }
+        }
+        // (as vLLM: the template gets it; gpt-oss's reads it, others leave it)
+        if (const Json* effort = field(*r, "effort")) kwargs["reasoning_effort"] = *effort;
+    }
+    if (!kwargs.empty()) chat["chat_template_kwargs"] = std::move(kwargs);
+
+    ResponsesRequest out;
+    try {
+        out.choices = parse_chat_request(dump(chat), model);
+    } catch (const ApiError& e) {
+        throw in_responses_terms(e);
+    }
+
+    Json& s = out.shown;
+    auto given = [&](const char* name, Json fallback) {
+        const Json* v = field(j, name);
+        s[name] = v ? *v : std::move(fallback);
+    };
+    s["instructions"] = field(j, "instructions") ? j["instructions"] : Json(nullptr);
+    s["max_output_tokens"] = field(j, "max_output_tokens") ? j["max_output_tokens"] : Json(nullptr);
+    s["max_tool_calls"] = nullptr;
+    given("metadata", Json::object());
+    given("parallel_tool_calls", true);
+    s["previous_response_id"] = nullptr;
+    Json reasoning = {{"effort", nullptr}, {"summary", nullptr}};
+    if (const Json* r = field(j, "reasoning"); r && field(*r, "effort")) reasoning["effort"] = (*r)["effort"];
+    s["reasoning"] = std::move(reasoning);
+    s["store"] = false;  // (nothing is kept: a response cannot be retrieved later)
+    given("temperature", nullptr);
+    given("text", Json{{"format", {{"type", "text"}}}});
+    given("tool_choice", "auto");
+    given("tools", Json::array());
+    given("top_p", nullptr);
+    s["truncation"] = "disabled";
+    given("user", nullptr);
+    return out;
+}
+
+ResponsesOutput::ResponsesOutput(Json shown, std::string model, const Tokenizer& tokenizer)
+    : shown_(std::move(shown)),
+      model_(std::move(model)),
+      tok_(tokenizer),
+      id_(object_id("resp_")),
+      created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count()) {}
+
+std::string ResponsesOutput::status_of(const std::string& finish) { return finish == "length" ? "incomplete" : "completed"; }
+
+Json ResponsesOutput::response(const std::string& status, const Usage* usage) const {
+    Json r = {{"id", id_}, {"object", "response"}, {"created_at", created_}, {"status", status}, {"background", false}, {"error", nullptr}};
+    r["incomplete_details"] = status == "incomplete" ? Json{{"reason", "max_output_tokens"}} : Json(nullptr);
+    for (const auto& [k, v] : shown_.items()) r[k] = v;
+    r["model"] = model_;
+    r["output"] = output_;
+    if (usage) {
+        const auto reasoning = static_cast<int64_t>(thoughts_.empty() ? 0 : tok_.encode(thoughts_, false).size());
+        r["usage"] = {{"input_tokens", usage->prompt},
+                      {"input_tokens_details", {{"cached_tokens", usage->cached}}},
+                      {"output_tokens", usage->completion},
+                      {"output_tokens_details", {{"reasoning_tokens", std::min(reasoning, usage->completion)}}},
+                      {"total_tokens", usage->prompt + usage->completion}};
+    } else {
+        r["usage"] = nullptr;
+    }
+    return r;
+}
+
+std::string ResponsesOutput::event(Json body) {
+    body["sequence_number"] = sequence_++;
+    return fmt::format("event: {}\ndata: {}\n\n", body["type"].get<std::string>(), dump(body));
+}
+
+std::string ResponsesOutput::start() {
+    std::string out = event({{"type", "response.created"}, {"response", response("in_progress", nullptr)}});
+    return out + event({{"type", "response.in_progress"}, {"response", response("in_progress", nullptr)}});
+}
+
+std::string ResponsesOutput::open(Open kind) {
+    std::string out = close("completed");
+    open_ = kind;
+    open_text_.clear();
+    const auto index = static_cast<int64_t>(output_.size());
+    if (kind == Open::reasoning) {
+        open_id_ = object_id("rs_");
+        out += event({{"type", "response.output_item.added"},
+                      {"output_index", index},
+                      {"item", {{"id", open_id_}, {"type", "reasoning"}, {"summary", Json::array()}, {"status", "in_progress"}}}});
+        out += event({{"type", "response.content_part.added"},
+                      {"item_id", open_id_},
+                      {"output_index", index},
+                      {"content_index", 0},
+                      {"part", {{"type", "reasoning_text"}, {"text", ""}}}});
+    } else {
+        open_id_ = object_id("msg_");
+        out += event({{"type", "response.output_item.added"},
+                      {"output_index", index},
+                      {"item",
+                       {{"id", open_id_}, {"type", "message"}, {"status", "in_progress"}, {"content", Json::array()}, {"role", "assistant"}}}});
+        out += event({{"type", "response.content_part.added"},
+                      {"item_id", open_id_},
+                      {"output_index", index},
+                      {"content_index", 0},
+                      {"part", {{"type", "output_text"}, {"annotations", Json::array()}, {"logprobs", Json::array()}, {"text", ""}}}});
+    }
+    return out;
+}
+
+std::string ResponsesOutput::close(const std::string& status) {
+    if (open_ == Open::none) return {};
+    const auto index = static_cast<int64_t>(output_.size());
+    const bool thinking = open_ == Open::reasoning;
+    open_ = Open::none;
+    Json part = thinking ? Json{{"type", "reasoning_text"}, {"text", open_text_}}
+                         : Json{{"type", "output_text"}, {"annotations", Json::array()}, {"logprobs", Json::array()}, {"text", open_text_}};
+    Json done = {{"type", thinking ? "response.reasoning_text.done" : "response.output_text.done"},
+                 {"item_id", open_id_},
+                 {"output_index", index},
+                 {"content_index", 0},
+                 {"text", open_text_}};
+    if (!thinking) done["logprobs"] = Json::array();
+    std::string out = event(std::move(done));
+    out += event({{"type", "response.content_part.done"}, {"item_id", open_id_}, {"output_index", index}, {"content_index", 0}, {"part", part}});
+    Json item = thinking ? Json{{"id", open_id_}, {"type", "reasoning"}, {"summary", Json::array()}, {"content", Json::array({part})},
+                                {"status", status}}
+                         : Json{{"id", open_id_}, {"type", "message"}, {"status", status}, {"content", Json::array({part})},
+                                {"role", "assistant"}};
+    out += event({{"type", "response.output_item.done"}, {"output_index", index}, {"item", item}});
+    output_.push_back(std::move(item));
+    return out;
+}
+
+std::string ResponsesOutput::add_calls(const Json& calls) {
+    std::string out = close("completed");
+    for (const Json& call : calls) {
+        const auto index = static_cast<int64_t>(output_.size());
+        const std::string id = object_id("fc_");
+        const Json& fn = call["function"];
+        Json item = {{"id", id}, {"type", "function_call"}, {"status", "in_progress"}, {"arguments", ""}, {"call_id", call["id"]},
+                     {"name", fn["name"]}};
+        out += event({{"type", "response.output_item.added"}, {"output_index", index}, {"item", item}});
+        out += event({{"type", "response.function_call_arguments.delta"}, {"item_id", id}, {"output_index", index}, {"delta", fn["arguments"]}});
+        out += event({{"type", "response.function_call_arguments.done"}, {"item_id", id}, {"output_index", index}, {"arguments", fn["arguments"]}});
+        item["status"] = "completed";
+        item["arguments"] = fn["arguments"];
+        out += event({{"type", "response.output_item.done"}, {"output_index", index}, {"item", item}});
+        output_.push_back(std::move(item));
+    }
+    return out;
+}
+
+std::string ResponsesOutput::delta(const Json& delta, const std::string& finish) {
+    std::string out;
+    auto text = [&](const char* name, Open kind, const char* type) {
+        const auto it = delta.find(name);
+        if (it == delta.end() || !it->is_string() || it->get<std::string>().empty()) return;
+        if (open_ != kind) out += open(kind);
+        const std::string piece = it->get<std::string>();
+        open_text_ += piece;
+        if (kind == Open::reasoning) thoughts_ += piece;
+        Json e = {{"type", type}, {"item_id", open_id_}, {"output_index", static_cast<int64_t>(output_.size())}, {"content_index", 0}, {"delta", piece}};
+        if (kind == Open::message) e["logprobs"] = Json::array();
+        out += event(std::move(e));
+    };
+    text("reasoning_content", Open::reasoning, "response.reasoning_text.delta");
+    text("content", Open::message, "response.output_text.delta");
+    if (const auto it = delta.find("tool_calls"); it != delta.end() && it->is_array()) out += add_calls(*it);
+    if (!finish.empty()) {
+        finish_ = finish;
+        out += close(status_of(finish));
+    }
+    return out;
+}
+
+std::string ResponsesOutput::end(const Usage& usage) {
+    const std::string status = status_of(finish_);
+    return event({{"type", "response." + status}, {"response", response(status, &usage)}});
+}
+
+std::string ResponsesOutput::error(const ApiError& e) {
+    std::string out = event({{"type", "error"},
+                             {"code", e.code().empty() ? e.type() : e.code()},
+                             {"message", e.what()},
+                             {"param", e.param().empty() ? Json(nullptr) : Json(e.param())}});
+    Json failed = response("failed", nullptr);
+    failed["error"] = {{"code", e.code().empty() ? e.type() : e.code()}, {"message", e.what()}};
+    return out + event({{"type", "response.failed"}, {"response", std::move(failed)}});
+}
+
+Json ResponsesOutput::whole(const Json& message, const std::string& finish, const Usage& usage) {
+    const std::string status = status_of(finish);
+    if (const auto it = message.find("reasoning_content"); it != message.end() && it->is_string() && !it->get<std::string>().empty()) {
+        thoughts_ = it->get<std::string>();
+        // (cut by max_output_tokens before the answer: the thoughts are what is incomplete)
+        const bool cut = status == "incomplete" && (!message.contains("content") || message["content"].is_null());
+        output_.push_back({{"id", object_id("rs_")},
+                           {"type", "reasoning"},
+                           {"summary", Json::array()},
+                           {"content", Json::array({{{"type", "reasoning_text"}, {"text", thoughts_}}})},
+                           {"status", cut ? "incomplete" : "completed"}});
+    }
+    if (const auto it = message.find("content"); it != message.end() && it->is_string() && !it->get<std::string>().empty()) {
+        output_.push_back({{"id", object_id("msg_")},
+                           {"type", "message"},
+                           {"status", status},
+                           {"content", Json::array({{{"type", "output_text"}, {"annotations", Json::array()}, {"logprobs", Json::array()},
+                                                     {"text", *it}}})},
+                           {"role", "assistant"}});
+    }
+    if (const auto it = message.find("tool_calls"); it != message.end() && it->is_array()) {
+        for (const Json& call : *it) {
+            output_.push_back({{"id", object_id("fc_")},
+                               {"type", "function_call"},
+                               {"status", "completed"},
+                               {"arguments", call["function"]["arguments"]},
+                               {"call_id", call["id"]},
+                               {"name", call["function"]["name"]}});
+        }
+    }
+    return response(status, &usage);
+}
+
+}  // namespace tps::serve

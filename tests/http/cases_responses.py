@@ -1,0 +1,162 @@
+"""OpenAI's Responses API (POST /v1/responses) through the official openai client (http_test.py):
+each answer held to the chat completion of the same conversation (same text, same usage), the
+stream through the client's own accumulator (responses.stream, which checks the events' order and
+identities), function calls and their outputs sent back, text.format, and what is refused."""
+import json
+
+import jsonschema
+import openai
+
+from harness import check, client, main_server, oai, short, tokenize
+
+
+def event_order_ok(types):
+    """created, in_progress, then items (each added ... done), then one terminal event."""
+    if types[:2] != ["response.created", "response.in_progress"] or types[-1] not in ("response.completed",
+                                                                                       "response.incomplete"):
+        return False
+    open_items = 0
+    for t in types[2:-1]:
+        if t == "response.output_item.added":
+            open_items += 1
+        elif t == "response.output_item.done":
+            open_items -= 1
+        elif open_items != 1:
+            return False
+    return open_items == 0
+
+
+def case_responses():
+    srv = main_server()
+    if not srv:
+        return
+    c = oai(srv)
+    m = srv.model
+    story = "Tell me about the sea."
+    ask = {"model": m, "max_output_tokens": 10, "temperature": 0, "extra_body": {"ignore_eos": True}}
+
+    # plain input: the chat answer to the same message, as one message item; cut by max_output_tokens
+    r = c.responses.create(input=story, **ask)
+    chat = c.chat.completions.create(model=m, messages=[{"role": "user", "content": story}], max_tokens=10, temperature=0,
+                                     extra_body={"ignore_eos": True})
+    item = r.output[0] if r.output else None
+    check(r.object == "response" and r.id.startswith("resp_") and len(r.output) == 1 and item.type == "message"
+          and item.role == "assistant" and item.content[0].type == "output_text"
+          and r.output_text == chat.choices[0].message.content,
+          "responses.create: one message item whose output_text is chat's answer to the same message", short(r))
+    check(r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens" and item.status == "incomplete"
+          and r.usage.input_tokens == chat.usage.prompt_tokens and r.usage.output_tokens == 10
+          and r.usage.total_tokens == chat.usage.total_tokens and r.usage.output_tokens_details.reasoning_tokens == 0
+          and r.max_output_tokens == 10 and r.model == m and r.store is False,
+          "cut by max_output_tokens: status incomplete (reason max_output_tokens); usage in input/output tokens, as "
+          "chat's", short([r.status, r.usage, chat.usage]))
+
+    # instructions and message items (developer as system, content parts) render as chat's messages
+    items = [{"role": "developer", "content": "Answer briefly."},
+             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Name a "},
+                                                             {"type": "input_text", "text": "colour."}]},
+             {"role": "assistant", "content": [{"type": "output_text", "text": "Blue."}]},
+             {"role": "user", "content": "Another?"}]
+    r2 = c.responses.create(input=items, instructions="You are terse.", **ask)
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."},
+            {"role": "user", "content": "Another?"}]
+    chat2 = c.chat.completions.create(model=m, messages=msgs, max_tokens=10, temperature=0, extra_body={"ignore_eos": True})
+    check(r2.output_text == chat2.choices[0].message.content and r2.usage.input_tokens == chat2.usage.prompt_tokens
+          and r2.usage.input_tokens == tokenize(srv, None, messages=msgs)["count"] and r2.instructions == "You are terse.",
+          "instructions and input items: the chat answer of the same messages (developer as system, parts joined)",
+          short([r2, chat2]))
+
+    # streamed: the client's accumulator takes every event; the final response is the whole one's
+    # (cut by max_output_tokens the stream ends with response.incomplete, as OpenAI's, which the
+    # client's get_final_response does not take: its event carries the response)
+    with c.responses.stream(input=story, **ask) as s:
+        events = list(s)
+    final = events[-1].response
+    types = [e.type for e in events]
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    check(event_order_ok(types) and [e.sequence_number for e in events] == list(range(len(events)))
+          and final.output_text == r.output_text == deltas and final.status == "incomplete" and final.id == events[0].response.id
+          and final.usage.output_tokens == 10,
+          "responses.stream: created, in_progress, the item's events, incomplete; sequence numbers 0.., the text deltas "
+          "and the final response equal the whole answer", short(types))
+
+    # function tools: forced calls as function_call items, then the outputs sent back as items
+    weather = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}, "days": {"type": "integer"}},
+               "required": ["city", "days"]}
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather by city", "parameters": weather}]
+    q = [{"role": "user", "content": "Weather in Oslo?"}]
+    called = c.responses.create(model=m, input=q, tools=tools, tool_choice="required", max_output_tokens=150,
+                                parallel_tool_calls=False, temperature=1.0, extra_body={"seed": 1})
+    calls = [o for o in called.output if o.type == "function_call"]
+    ok = bool(calls) and called.status == "completed"
+    for call in calls:
+        try:
+            jsonschema.validate(json.loads(call.arguments), weather)
+        except (TypeError, ValueError, jsonschema.ValidationError):
+            ok = False
+    chat_tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather by city",
+                                                    "parameters": weather}}]
+    chat_called = c.chat.completions.create(model=m, messages=q, tools=chat_tools, tool_choice="required", max_tokens=150,
+                                            parallel_tool_calls=False, temperature=1.0, seed=1)
+    same = [(k.function.name, k.function.arguments) for k in chat_called.choices[0].message.tool_calls or []]
+    check(ok and len(calls) == 1 and [(k.name, k.arguments) for k in calls] == same
+          and all(k.call_id and k.id.startswith("fc_") for k in calls),
+          "tool_choice required, parallel_tool_calls false: one function_call item (name, call_id, arguments jsonschema accepts), chat's calls",
+          short(called.output))
+    with c.responses.stream(model=m, input=q, tools=tools, tool_choice="required", max_output_tokens=150,
+                            parallel_tool_calls=False, temperature=1.0, extra_body={"seed": 1}) as s:
+        streamed_events = list(s)
+        streamed = s.get_final_response()
+    check([(k.name, k.arguments) for k in streamed.output if k.type == "function_call"] == same
+          and "response.function_call_arguments.done" in [e.type for e in streamed_events],
+          "streamed calls: the accumulator's function_call items are the same calls", short(streamed.output))
+    if calls:
+        turn = q + [{"type": "function_call", "call_id": k.call_id, "name": k.name, "arguments": k.arguments} for k in calls]
+        turn += [{"type": "function_call_output", "call_id": k.call_id, "output": '{"temp": 4}'} for k in calls]
+        back = c.responses.create(model=m, input=turn, tools=tools, **{k: v for k, v in ask.items() if k != "model"})
+        chat_turn = q + [{"role": "assistant", "content": "", "tool_calls": [
+            {"id": k.call_id, "type": "function", "function": {"name": k.name, "arguments": k.arguments}} for k in calls]}]
+        chat_turn += [{"role": "tool", "tool_call_id": k.call_id, "name": k.name, "content": '{"temp": 4}'} for k in calls]
+        chat_back = c.chat.completions.create(model=m, messages=chat_turn, tools=chat_tools, max_tokens=10, temperature=0,
+                                              extra_body={"ignore_eos": True})
+        check(back.usage.input_tokens == chat_back.usage.prompt_tokens
+              and back.output_text == (chat_back.choices[0].message.content or ""),
+              "function_call and function_call_output items: the chat answer of the assistant's calls and the tool "
+              "messages", short([back, chat_back]))
+
+    # text.format json_schema: the output is JSON jsonschema accepts
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}}, "required": ["ok", "n"]}
+    fmt = c.responses.create(model=m, input="JSON please", max_output_tokens=60, temperature=1.0,
+                             text={"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}})
+    try:
+        jsonschema.validate(json.loads(fmt.output_text), schema)
+        valid = True
+    except (TypeError, ValueError, jsonschema.ValidationError):
+        valid = False
+    check(valid and fmt.status == "completed" and fmt.text.format.type == "json_schema",
+          "text.format json_schema: output_text is JSON jsonschema accepts", short(fmt))
+
+    # what cannot be served is a 400 naming the Responses field
+    for what, body, param, words in [
+            ("previous_response_id", {"input": "x", "previous_response_id": "resp_1"}, "previous_response_id",
+             "nothing is stored"),
+            ("a hosted tool", {"input": "x", "tools": [{"type": "web_search"}]}, "tools", "function tools only"),
+            ("an image", {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]},
+             "input", "'input[0].content[0]' is of type 'input_image'"),
+            ("max_output_tokens 0", {"input": "x", "max_output_tokens": 0}, "max_output_tokens",
+             "'max_output_tokens' must be between 1"),
+            ("no input", {"instructions": "x"}, "input", "'input' is required"),
+            ("reasoning summaries", {"input": "x", "reasoning": {"summary": "auto"}}, "reasoning", "not offered"),
+            ("include", {"input": "x", "include": ["reasoning.encrypted_content"]}, "include", "not offered"),
+            ("an unknown item", {"input": [{"type": "item_reference", "id": "msg_1"}]}, "input", "'item_reference'")]:
+        try:
+            c.responses.create(model=m, **body)
+            check(False, f"refused: {what}")
+        except openai.BadRequestError as e:
+            err = (e.body or {}) if isinstance(e.body, dict) else {}
+            check(words in str(e) and err.get("param") == param, f"refused with a 400 naming '{param}': {what}", str(e))
+    with client() as hc:
+        raw = hc.post(srv.url + "/v1/responses", content=b'{"input": "x", "max_output_tokens": "ten"}')
+    check(raw.status_code == 400 and "'max_output_tokens' must be an integer" in raw.text,
+          "a wrong type is named by its Responses field", raw.text)

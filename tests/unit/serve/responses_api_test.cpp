@@ -1,0 +1,256 @@
+// The Responses API (responses_api.h): a request read as the chat it asks for (rendered through a
+// template that prints every message field), what is refused and under which field, and the
+// response object and its stream built from chat's parts.
+#include "response_test_support.h"
+#include "serve_test_support.h"
+
+#include "tpserve/serve/response.h"
+#include "tpserve/serve/responses_api.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <set>
+
+namespace tps::serve {
+namespace {
+
+using Json = nlohmann::json;
+
+// Prints each message's role, name, tool_call_id, content and calls.
+constexpr const char* kShowAll =
+    "{%- for m in messages -%}[{{ m.role }}{% if m.name %}:{{ m.name }}{% endif %}"
+    "{% if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %}]{{ m.content }}"
+    "{%- for c in m.tool_calls or [] %}<{{ c.id }} {{ c.function.name }} {{ c.function.arguments | tojson }}>{% endfor -%}"
+    "{%- endfor -%}{% if add_generation_prompt %}[assistant]{% endif %}";
+
+std::string rendered(const std::string& body) {
+    static const ChatTemplate tmpl(kShowAll, "show-all");
+    ServedModel m = test::served(4096);
+    m.chat_template = &tmpl;
+    const ResponsesRequest r = parse_responses_request(body, m);
+    EXPECT_EQ(r.choices.size(), 1u);
+    return m.tokenizer->decode(r.choices.at(0).prompt, false);
+}
+
+TEST(ResponsesApi, InputItemsAreTheChatTheyStandFor) {
+    EXPECT_EQ(rendered(R"({"input":"Hi"})"), "[user]Hi[assistant]");
+    EXPECT_EQ(rendered(R"({"instructions":"Be kind.","input":[{"role":"developer","content":"Short."},
+        {"type":"message","role":"user","content":[{"type":"input_text","text":"a"},{"type":"input_text","text":"b"}]}]})"),
+              "[system]Be kind.[system]Short.[user]ab[assistant]");
+    // calls after the assistant's message belong to its turn; their outputs are tool messages with
+    // the function's name; earlier reasoning is left out
+    EXPECT_EQ(rendered(R"({"input":[{"role":"user","content":"Weather?"},
+        {"type":"reasoning","id":"rs_1","summary":[]},
+        {"role":"assistant","content":[{"type":"output_text","text":"Checking."}]},
+        {"type":"function_call","call_id":"c1","name":"w","arguments":"{\"city\":\"Oslo\"}"},
+        {"type":"function_call","call_id":"c2","name":"t","arguments":""},
+        {"type":"function_call_output","call_id":"c1","output":"4C"},
+        {"type":"function_call_output","call_id":"c2","output":[{"type":"input_text","text":"noon"}]},
+        {"type":"function_call","call_id":"c3","name":"w","arguments":"{}"},
+        {"type":"function_call_output","call_id":"c9","output":"?"}]})"),
+              "[user]Weather?[assistant]Checking.<c1 w {\"city\": \"Oslo\"}><c2 t {}>[tool:w#c1]4C[tool:t#c2]noon"
+              "[assistant]<c3 w {}>[tool#c9]?[assistant]");
+}
+
+TEST(ResponsesApi, FieldsReachChat) {
+    const ServedModel m = test::served(4096);
+    const ResponsesRequest r = parse_responses_request(
+        R"({"input":"x","max_output_tokens":7,"temperature":0.5,"top_p":0.9,"stream":true,"parallel_tool_calls":false,
+            "tools":[{"type":"function","name":"f","parameters":{"type":"object"}}],"tool_choice":{"type":"function","name":"f"},
+            "metadata":{"k":"v"},"seed":3})",
+        m);
+    const GenerationRequest& g = r.choices.at(0);
+    EXPECT_EQ(g.max_tokens, 7);
+    EXPECT_FLOAT_EQ(g.sampling.temperature, 0.5f);
+    EXPECT_FLOAT_EQ(g.sampling.top_p, 0.9f);
+    EXPECT_TRUE(g.stream);
+    EXPECT_TRUE(g.forces_tool_calls);  // (the named function)
+    EXPECT_TRUE(g.one_tool_call);
+    EXPECT_NE(g.sampling.constraint, nullptr);
+    EXPECT_EQ(r.shown["metadata"], (Json{{"k", "v"}}));
+    EXPECT_EQ(r.shown["tools"][0]["name"], "f");  // (in the Responses form)
+    EXPECT_EQ(r.shown["max_output_tokens"], 7);
+    EXPECT_EQ(r.shown["store"], false);
+    const ResponsesRequest f = parse_responses_request(
+        R"({"input":"x","text":{"format":{"type":"json_schema","name":"a","schema":{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}}}})",
+        m);
+    EXPECT_NE(f.choices.at(0).sampling.constraint, nullptr);
+    EXPECT_EQ(parse_responses_request(R"({"input":"x","text":{"format":{"type":"text"}}})", m).choices.at(0).sampling.constraint, nullptr);
+}
+
+TEST(ResponsesApi, WhatCannotBeServedIsRefusedByItsName) {
+    const ServedModel m = test::served(4096);
+    const std::tuple<const char*, const char*, const char*> cases[] = {
+        {R"({"instructions":"x"})", "input", "'input' is required"},
+        {R"({"input":[]})", "input", "a non-empty array"},
+        {R"({"input":5})", "input", "got a number"},
+        {R"({"input":[{"role":"robot","content":"x"}]})", "input", "'input[0].role' must be user, assistant, system or developer"},
+        {R"({"input":[{"role":"user"}]})", "input", "'input[0].content' is required"},
+        {R"({"input":[{"role":"user","content":[{"type":"input_file","file_id":"f"}]}]})", "input", "'input_file'"},
+        {R"({"input":[{"type":"function_call","name":"f","arguments":"{}"}]})", "input", "'input[0].call_id' must be a string"},
+        {R"({"input":[{"type":"function_call_output","call_id":"c"}]})", "input", "'input[0].output' is required"},
+        {R"({"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{x"}]})", "input", "is not JSON"},
+        {R"({"input":[{"type":"web_search_call","id":"w"}]})", "input", "'web_search_call' is not supported"},
+        {R"({"input":"x","instructions":["a"]})", "instructions", "'instructions' must be a string"},
+        {R"({"input":"x","previous_response_id":"resp_1"})", "previous_response_id", "nothing is stored"},
+        {R"({"input":"x","conversation":"conv_1"})", "conversation", "nothing is stored"},
+        {R"({"input":"x","background":true})", "background", "not offered"},
+        {R"({"input":"x","include":["message.output_text.logprobs"]})", "include", "not offered"},
+        {R"({"input":"x","top_logprobs":2})", "top_logprobs", "not offered"},
+        {R"({"input":"x","truncation":"auto"})", "truncation", "never cut"},
+        {R"({"input":"x","metadata":{"k":1}})", "metadata", "at most 16 strings"},
+        {R"({"input":"x","tools":[{"type":"file_search"}]})", "tools", "'tools[0]' is of type 'file_search'"},
+        {R"({"input":"x","tools":[{"type":"function"}]})", "tools", "'tools[0].name' must be a string"},
+        {R"({"input":"x","tool_choice":{"type":"web_search"}})", "tool_choice", "'tool_choice' must be"},
+        {R"({"input":"x","tools":[{"type":"function","name":"f"}],"tool_choice":{"type":"function","name":"g"}})", "tool_choice",
+         "names the function 'g'"},
+        {R"({"input":"x","text":{"format":{"type":"yaml"}}})", "text.format", "must be text, json_object or json_schema"},
+        {R"({"input":"x","text":{"verbosity":"low"}})", "text.verbosity", "not offered"},
+        {R"({"input":"x","text":{"format":{"type":"json_schema","name":"a","schema":{"type":"integer","multipleOf":3}}}})",
+         "text.format", "'multipleOf'"},
+        {R"({"input":"x","reasoning":{"summary":"auto"}})", "reasoning", "not offered"},
+        {R"({"input":"x","max_output_tokens":0})", "max_output_tokens", "'max_output_tokens' must be between 1"},
+        {R"({"input":"x","max_output_tokens":5000})", "max_output_tokens", "max_output_tokens"},
+        {R"({"input":"x","model":"gpt-4o"})", "", "'gpt-4o' does not exist"},
+        {R"([1])", "", "must be a JSON object"},
+    };
+    for (const auto& [body, param, words] : cases) {
+        try {
+            parse_responses_request(body, m);
+            ADD_FAILURE() << "accepted: " << body;
+        } catch (const ApiError& e) {
+            EXPECT_GE(e.status(), 400) << body;
+            EXPECT_EQ(e.param(), param) << body << ": " << e.what();
+            EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << body << ": " << e.what();
+        }
+    }
+}
+
+// The events of a Responses stream: their JSON, each checked against its `event:` line.
+std::vector<Json> response_events(const std::string& sse) {
+    std::vector<Json> out;
+    for (size_t pos = 0; (pos = sse.find("event: ", pos)) != std::string::npos;) {
+        const size_t line = sse.find('\n', pos);
+        const std::string type = sse.substr(pos + 7, line - pos - 7);
+        const size_t end = sse.find("\n\n", line);
+        EXPECT_EQ(sse.compare(line + 1, 6, "data: "), 0);
+        out.push_back(Json::parse(sse.substr(line + 7, end - line - 7)));
+        EXPECT_EQ(out.back()["type"], type);
+        pos = end;
+    }
+    return out;
+}
+
+GenerationRequest thinking_chat() {
+    GenerationRequest r;
+    r.endpoint = Endpoint::chat;
+    r.splits_reasoning = true;
+    r.thinks = true;
+    r.reads_tool_calls = true;
+    return r;
+}
+
+TEST(ResponsesApi, StreamedItemsOpenAndCloseInOrder) {
+    const Tokenizer& tok = *test::fixture().tokenizer;
+    ResponseWriter w(thinking_chat(), "m", tok, 1, ToolParser::hermes);
+    w.as_responses(Json::object());
+    std::string sse = w.stream_start();
+    for (const char* p : {"I should ", "check.</think>", "Let me look.", "\n<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\": 1}}\n</tool_call>"}) {
+        sse += w.stream_piece(0, test::piece(p));
+    }
+    sse += w.stream_piece(0, test::piece("", "stop"));
+    sse += w.stream_end({5, 20, 2});
+    EXPECT_EQ(sse.find("[DONE]"), std::string::npos);
+    const std::vector<Json> ev = response_events(sse);
+    std::vector<std::string> types;
+    for (size_t i = 0; i < ev.size(); ++i) {
+        types.push_back(ev[i]["type"]);
+        EXPECT_EQ(ev[i]["sequence_number"], i);
+    }
+    const std::vector<std::string> want = {
+        "response.created", "response.in_progress",
+        "response.output_item.added", "response.content_part.added", "response.reasoning_text.delta", "response.reasoning_text.delta",
+        "response.reasoning_text.done", "response.content_part.done", "response.output_item.done",
+        // (the text before a possible call, then what the end shows was not one)
+        "response.output_item.added", "response.content_part.added", "response.output_text.delta", "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done", "response.output_item.done",
+        "response.output_item.added", "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        "response.output_item.done", "response.completed"};
+    ASSERT_EQ(types, want);
+    const Json& done = ev.back()["response"];
+    EXPECT_EQ(done["id"], ev.front()["response"]["id"]);
+    EXPECT_EQ(done["status"], "completed");
+    ASSERT_EQ(done["output"].size(), 3u);
+    EXPECT_EQ(done["output"][0]["content"][0]["text"], "I should check.");
+    EXPECT_EQ(done["output"][1]["content"][0]["text"], "Let me look.\n");
+    EXPECT_EQ(done["output"][2]["name"], "w");
+    EXPECT_EQ(Json::parse(done["output"][2]["arguments"].get<std::string>()), (Json{{"c", 1}}));
+    EXPECT_EQ(done["usage"]["input_tokens"], 5);
+    EXPECT_EQ(done["usage"]["output_tokens"], 20);
+    EXPECT_EQ(done["usage"]["input_tokens_details"]["cached_tokens"], 2);
+    EXPECT_EQ(done["usage"]["output_tokens_details"]["reasoning_tokens"], tok.encode("I should check.", false).size());
+    std::set<std::string> ids;
+    for (size_t i = 0; i < 3; ++i) {
+        ids.insert(done["output"][i]["id"].get<std::string>());
+        EXPECT_EQ(done["output"][i]["status"], "completed");
+    }
+    EXPECT_EQ(ids.size(), 3u);
+    // each event names its item and place
+    EXPECT_EQ(ev[4]["item_id"], done["output"][0]["id"]);
+    EXPECT_EQ(ev[12]["output_index"], 1);
+    EXPECT_EQ(ev[12]["item_id"], done["output"][1]["id"]);
+
+    // the whole answer: the same items
+    ResponseWriter whole(thinking_chat(), "m", tok, 1, ToolParser::hermes);
+    whole.as_responses(Json::object());
+    whole.add(0, test::piece("I should check.</think>Let me look.\n<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\": 1}}\n</tool_call>", "stop"));
+    const Json j = Json::parse(whole.whole({5, 20, 2}));
+    EXPECT_EQ(j["object"], "response");
+    ASSERT_EQ(j["output"].size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+        Json a = j["output"][i], b = done["output"][i];
+        for (const char* fresh : {"id", "call_id"}) {  // (made anew for each answer)
+            a.erase(fresh);
+            b.erase(fresh);
+        }
+        EXPECT_EQ(a, b) << i;
+    }
+    EXPECT_EQ(j["usage"], done["usage"]);
+}
+
+TEST(ResponsesApi, CutAndFailedStreams) {
+    const Tokenizer& tok = *test::fixture().tokenizer;
+    GenerationRequest chat;
+    chat.endpoint = Endpoint::chat;
+    ResponseWriter w(chat, "m", tok, 1);
+    w.as_responses(Json{{"max_output_tokens", 2}});
+    std::string sse = w.stream_start();  // (one call a statement: they must run in this order)
+    sse += w.stream_piece(0, test::piece("ab"));
+    sse += w.stream_piece(0, test::piece("c", "length"));
+    sse += w.stream_end({3, 2, 0});
+    const std::vector<Json> ev = response_events(sse);
+    ASSERT_FALSE(ev.empty());
+    EXPECT_EQ(ev.back()["type"], "response.incomplete");
+    EXPECT_EQ(ev.back()["response"]["incomplete_details"]["reason"], "max_output_tokens");
+    EXPECT_EQ(ev.back()["response"]["output"][0]["status"], "incomplete");
+    EXPECT_EQ(ev.back()["response"]["output"][0]["content"][0]["text"], "abc");
+    EXPECT_EQ(ev.back()["response"]["max_output_tokens"], 2);
+
+    ResponseWriter f(chat, "m", tok, 1);
+    f.as_responses(Json::object());
+    std::string failing = f.stream_start();
+    failing += f.stream_error(ApiError(408, "timeout_error", "too slow"));
+    const std::vector<Json> failed = response_events(failing);
+    ASSERT_EQ(failed.size(), 4u);
+    EXPECT_EQ(failed[2]["type"], "error");
+    EXPECT_EQ(failed[2]["code"], "timeout_error");
+    EXPECT_EQ(failed[2]["message"], "too slow");
+    EXPECT_EQ(failed[3]["type"], "response.failed");
+    EXPECT_EQ(failed[3]["response"]["status"], "failed");
+    EXPECT_EQ(failed[3]["response"]["error"]["message"], "too slow");
+}
+
+}  // namespace
+}  // namespace tps::serve
