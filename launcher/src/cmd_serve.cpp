@@ -67,6 +67,7 @@ struct Settings {
     bool verbose = false;
     bool model_sampling = true;  // --generation-config auto: the model's sampling defaults
     bool prefix_cache = true;    // --prefix-cache on
+    bool priority = false;       // --scheduling-policy priority
     std::string tool_parser = "auto";  // --tool-call-parser
     std::string reasoning_parser = "auto";  // --reasoning-parser
     std::string api_key;                    // --api-key, or TPSERVE_API_KEY
@@ -106,6 +107,9 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     const std::string pc = args["prefix-cache"].as<std::string>();
     TPS_CHECK_AS(UsageError, pc == "on" || pc == "off", "--prefix-cache: '{}' is not on or off", pc);
     s.prefix_cache = pc == "on";
+    const std::string policy = args["scheduling-policy"].as<std::string>();
+    TPS_CHECK_AS(UsageError, policy == "fcfs" || policy == "priority", "--scheduling-policy: '{}' is not fcfs or priority", policy);
+    s.priority = policy == "priority";
     const std::string gen = args["generation-config"].as<std::string>();
     TPS_CHECK_AS(UsageError, gen == "auto" || gen == "none", "--generation-config: '{}' is not auto or none", gen);
     s.model_sampling = gen == "auto";
@@ -288,6 +292,7 @@ ServedModel served_model(const Settings& s, const ModelFiles& files, const Llama
     m.context = std::min(model.context_tokens(), plan.serving.max_context);
     m.vocab = model.desc().vocab;
     m.created = static_cast<int64_t>(std::time(nullptr));
+    m.priority_scheduling = s.priority;
     m.tool_parser = tool_parser_named(s.tool_parser, files.chat_template_source);
     m.token_bytes = std::make_shared<structured::TokenBytes>(*files.tokenizer);
     if (m.tool_parser != ToolParser::none) {
@@ -318,6 +323,7 @@ SchedulerOptions scheduler_options(const Settings& s, const Plan& plan, int64_t 
     o.request_timeout = s.request_timeout;
     o.micro_batches = s.micro_batches > 0 ? s.micro_batches : static_cast<int>(plan.stages.size());
     o.prefix_cache = s.prefix_cache;
+    o.priority = s.priority;
     return o;
 }
 
@@ -441,6 +447,7 @@ int run_serve(int argc, char** argv) {
         ("http-threads", "threads for the HTTP connections", cxxopts::value<std::string>()->default_value("2"))
         ("generation-config", "auto: sampling fields a request leaves out take the model's generation_config.json values (as vLLM); none: OpenAI's defaults", cxxopts::value<std::string>()->default_value("auto"))
         ("prefix-cache", "on: finished requests' KV stays until its blocks are needed, and a prompt that begins with the same 16-token blocks reuses them instead of prefilling them; off: freed at once", cxxopts::value<std::string>()->default_value("on"))
+        ("scheduling-policy", "fcfs: requests are served in arrival order; priority: by each request's 'priority' (lower first, then arrival), and a full cache preempts the least urgent running sequence (as vLLM's)", cxxopts::value<std::string>()->default_value("fcfs"))
         ("api-key", "clients must send 'Authorization: Bearer KEY' (all but the chat page, /health and /metrics); default: $TPSERVE_API_KEY, else none", cxxopts::value<std::string>())
         ("reasoning-parser", "how a reasoning model's chat output is read: deepseek_r1 or qwen3 (its <think> ... </think> as reasoning_content, the rest as content), none (all content), or auto (deepseek_r1 when the chat template writes </think>)", cxxopts::value<std::string>()->default_value("auto"))
         ("tool-call-parser", "how chat output is read for tool calls when a request offers tools: hermes (Qwen2.5), llama3_json (Llama 3.1/3.2), mistral (Mistral v0.3+), none (text), or auto (from the chat template)", cxxopts::value<std::string>()->default_value("auto"))

@@ -35,7 +35,8 @@ void force_tool_calls(const Json& tools, const std::string& only, const ServedMo
 // vLLM's fields beyond the OpenAI API (vllm_fields.cpp): include_stop_str_in_output,
 // return_tokens_as_token_ids, truncate_prompt_tokens, prompt_logprobs, allowed_token_ids and
 // bad_words (as a filter beside any output format, so it comes after the tools); the rest of
-// vLLM's that would change the answer (use_beam_search, chat_template, priority) a 400.
+// vLLM's that would change the answer (use_beam_search, chat_template) a 400; priority is one
+// unless the queue is ordered by it (ServedModel::priority_scheduling).
 void parse_vllm_fields(const Json& j, const ServedModel& model, GenerationRequest& r);
 
 }  // namespace tps::serve

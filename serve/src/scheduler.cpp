@@ -275,32 +275,79 @@ void Scheduler::admit() {
         if (m.more_soon) return false;
         return running_.empty() || make_room(static_cast<int64_t>(tokens.size()) - m.tokens, m);
     };
-    while (!preempted_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch &&
-           room(preempted_.front()->tokens, preempted_.front()->scoring_done())) {
-        start(*preempted_.front(), m, false);
-        running_.push_back(std::move(preempted_.front()));
-        preempted_.pop_front();
+    auto priority = [](const Seq& s) { return s.job->request().priority; };
+    // (first come first: the first preempted; by priority: the first of the most urgent)
+    auto next_preempted = [&] {
+        auto best = preempted_.begin();
+        if (opt_.priority) {
+            for (auto it = preempted_.begin(); it != preempted_.end(); ++it) {
+                if (priority(**it) < priority(**best)) best = it;
+            }
+        }
+        return best;
+    };
+    while (!preempted_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch) {
+        const auto it = next_preempted();
+        if (!room((*it)->tokens, (*it)->scoring_done())) break;
+        start(**it, m, false);
+        running_.push_back(std::move(*it));
+        preempted_.erase(it);
     }
-    if (!preempted_.empty()) return;  // they go first
     std::lock_guard lock(mu_);
     while (!waiting_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch) {
-        const GenerationRequest& next = waiting_.front()->request();
+        const auto it = next_waiting();
+        const GenerationRequest& next = (*it)->request();
+        // preempted requests go first (by priority: those at least as urgent)
+        if (!preempted_.empty() && (!opt_.priority || priority(**next_preempted()) <= next.priority)) break;
         if (next.max_tokens == 0 && !next.scores_prompt()) {
             // echo of the prompt alone: nothing to feed, no KV, no place in the batch
-            Seq echo(std::move(waiting_.front()), next_seq_++, tok_, driver_.model().samples_rows());
-            waiting_.pop_front();
+            Seq echo(std::move(*it), next_seq_++, tok_, driver_.model().samples_rows());
+            waiting_.erase(it);
             prompt_done(echo);
             continue;
         }
         if (!room(next.prompt, !next.scores_prompt())) break;
-        auto seq = std::make_unique<Seq>(std::move(waiting_.front()), next_seq_++, tok_, driver_.model().samples_rows());
-        waiting_.pop_front();
+        auto seq = std::make_unique<Seq>(std::move(*it), next_seq_++, tok_, driver_.model().samples_rows());
+        waiting_.erase(it);
         start(*seq, m, true);
         running_.push_back(std::move(seq));
         if (running_.back()->scoring_done()) prompt_done(*running_.back());
     }
     running_count_ = static_cast<int64_t>(running_.size());
     m_.waiting.set(static_cast<double>(waiting_.size()));
+}
+
+// The waiting request to take next: the first; by priority, the first of the most urgent (the
+// choices of one request share it and stay in order). Called with mu_ held and waiting_ not empty.
+std::deque<std::shared_ptr<Job>>::iterator Scheduler::next_waiting() {
+    auto best = waiting_.begin();
+    if (opt_.priority) {
+        for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+            if ((*it)->request().priority < (*best)->request().priority) best = it;
+        }
+    }
+    return best;
+}
+
+// The running sequence to preempt when the cache is full: one not in flight that holds KV, never
+// the one that must make progress (first come first: the oldest, and the newest goes; by
+// priority: the most urgent, and the least urgent, newest first, goes). Null when none can.
+Scheduler::Seq* Scheduler::preemption_victim() {
+    auto eligible = [](const Seq& s) { return !s.in_flight && !s.done && s.fed > 0; };
+    if (!opt_.priority) {
+        for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
+            if (it->get() != running_.front().get() && eligible(**it)) return it->get();
+        }
+        return nullptr;
+    }
+    // (priority, admission): the most urgent is the smallest, the victim the largest
+    auto key = [](const Seq& s) { return std::pair(s.job->request().priority, s.id); };
+    const Seq* keep = std::min_element(running_.begin(), running_.end(), [&](const auto& a, const auto& b) { return key(*a) < key(*b); })->get();
+    Seq* victim = nullptr;
+    for (const auto& s : running_) {
+        if (s.get() != keep && eligible(*s) && (!victim || key(*victim) < key(*s))) victim = s.get();
+    }
+    return victim;
 }
 
 bool Scheduler::submit_micro_batch() {
@@ -371,13 +418,12 @@ bool Scheduler::submit_micro_batch() {
         scoring_from.push_back(scoring ? s->fed : -1);
     }
     if (step.empty()) {
-        // the cache is full: preempt the newest sequence that is not in flight (not the oldest
-        // one: someone must make progress), unless steps in flight will free or settle blocks
+        // the cache is full: preempt a sequence that is not in flight (preemption_victim: never
+        // the one that must make progress), unless steps in flight will free or settle blocks
         if (!in_flight_.empty()) return false;
         if (evict_one(-1)) return true;  // try again with the blocks it held
-        for (auto it = running_.rbegin(); it != running_.rend(); ++it) {
-            Seq& victim = **it;
-            if (&victim == running_.front().get() || victim.in_flight || victim.done || victim.fed == 0) continue;
+        if (Seq* chosen = preemption_victim()) {
+            Seq& victim = *chosen;
             driver_.release(victim.id);
             cached_stale_ = true;
             victim.fed = 0;

@@ -89,8 +89,11 @@ void parse_vllm_fields(const Json& j, const ServedModel& model, GenerationReques
                                 "the model's own template is used",
                                 "chat_template");
     }
-    if (get_int(j, "priority", INT32_MIN, INT32_MAX, 0) != 0) {
-        throw ApiError::invalid("'priority' is not supported: requests are served first come, first served", "priority");
+    r.priority = get_int(j, "priority", INT32_MIN, INT32_MAX, 0);
+    if (r.priority != 0 && !model.priority_scheduling) {
+        throw ApiError::invalid("'priority' needs the server started with --scheduling-policy priority: requests are served "
+                                "first come, first served",
+                                "priority");
     }
 }
 

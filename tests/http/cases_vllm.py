@@ -1,7 +1,12 @@
 """vLLM's request fields beyond the OpenAI API (http_test.py), through the official openai client's
 extra_body: each judged against a plain request it must equal in part (the same text with the
 stop string after it, the same answer as the truncated prompt's), or against /tokenize."""
-from harness import check, client, main_server, oai, reference_ranks, reference_scores, short, tokenize
+import subprocess
+
+import openai
+
+from harness import (FIXTURE, SMALL, Server, cfg, check, client, main_server, oai, reference_ranks, reference_scores, short,
+                     tokenize)
 
 
 def case_vllm_fields():
@@ -83,6 +88,29 @@ def case_vllm_fields():
                                                                           echo.choices[0].logprobs.token_logprobs[1:])),
           "chat prompt_logprobs 0: the response's list, one entry per token /tokenize renders (the token alone), the "
           "logprobs completions' echo gives them", short(cpl[:3]))
+
+    # priority: a 400 under first come, first served; with --scheduling-policy priority it orders the
+    # queue (scheduler_test holds the order) and changes no answer
+    try:
+        c.completions.create(model=m, prompt=prompt, max_tokens=2, extra_body={"priority": 1})
+        check(False, "priority 1 under fcfs is refused")
+    except openai.BadRequestError as e:
+        check("--scheduling-policy priority" in str(e), "priority 1 under fcfs: a 400 naming --scheduling-policy", str(e))
+    bad = subprocess.run([cfg.tpserve, "serve", "--model", str(FIXTURE), "--scheduling-policy", "lifo"], capture_output=True,
+                         text=True, timeout=60)
+    check(bad.returncode != 0 and "--scheduling-policy: 'lifo' is not fcfs or priority" in bad.stderr,
+          "--scheduling-policy lifo: the server refuses to start, naming the flag", bad.stderr[-300:])
+    ps = Server(["--model", str(FIXTURE), *SMALL, "--scheduling-policy", "priority"])
+    if ps.start():
+        try:
+            pc = oai(ps)
+            urgent = [pc.completions.create(model=ps.model, prompt=prompt, max_tokens=8, temperature=0,
+                                            extra_body={"ignore_eos": True, "priority": p}) for p in (-5, 7)]
+            eight = c.completions.create(model=m, prompt=prompt, max_tokens=8, temperature=0, extra_body={"ignore_eos": True})
+            check(all(u.choices[0].text == eight.choices[0].text and u.usage.completion_tokens == 8 for u in urgent),
+                  "--scheduling-policy priority: requests with priority -5 and 7 get the greedy answer", short(urgent))
+        finally:
+            ps.kill()
 
     # stream_options.continuous_usage_stats: every chunk carries its choice's usage so far; the last
     # chunk still the whole request's

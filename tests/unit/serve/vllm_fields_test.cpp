@@ -114,6 +114,15 @@ TEST(VllmFields, PromptLogprobsScoreThePrompt) {
     EXPECT_EQ(chat.at(0).prompt_logprobs, 2);
 }
 
+TEST(VllmFields, PriorityOrdersTheQueueWhenTheServerSaysSo) {
+    ServedModel m = test::served();
+    EXPECT_EQ(one(R"({"prompt":"a","priority":0})", m).priority, 0);  // (0 is every request's under fcfs)
+    m.priority_scheduling = true;
+    EXPECT_EQ(one(R"({"prompt":"a","priority":-3})", m).priority, -3);
+    EXPECT_EQ(one(R"({"prompt":"a"})", m).priority, 0);
+    EXPECT_THROW(one(R"({"prompt":"a","priority":1.5})", m), ApiError);
+}
+
 TEST(VllmFields, WhatIsNotOfferedIsRefused) {
     const ServedModel m = test::served();
     const std::pair<const char*, const char*> cases[] = {
@@ -123,7 +132,7 @@ TEST(VllmFields, WhatIsNotOfferedIsRefused) {
         {R"({"prompt":"a","prompt_logprobs":"2"})", "'prompt_logprobs' must be an integer"},
         {R"({"prompt":"a","prompt_logprobs":2,"stream":true})", "'prompt_logprobs' is not available with 'stream': true"},
         {R"({"prompt":"a","chat_template":"{{ messages }}"})", "'chat_template' is not accepted in a request"},
-        {R"({"prompt":"a","priority":1})", "'priority' is not supported"},
+        {R"({"prompt":"a","priority":1})", "'priority' needs the server started with --scheduling-policy priority"},
         {R"({"prompt":"a","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":1}})",
          "'continuous_usage_stats' must be a boolean"},
         {R"({"prompt":"a","truncate_prompt_tokens":0})", "'truncate_prompt_tokens' must be at least 1"},

@@ -33,6 +33,7 @@ struct ServedModel {
     int64_t vocab = 0;                            // the model's vocabulary (0: the tokenizer's)
     int64_t created = 0;                          // unix time the server started
     ToolParser tool_parser = ToolParser::none;    // how calls are read from the output (--tool-call-parser)
+    bool priority_scheduling = false;             // requests' `priority` orders the queue (--scheduling-policy priority)
     bool reasons = false;                         // chat output is thoughts, then the answer (--reasoning-parser; reasoning.h)
     // what a request that leaves a sampling field out gets: OpenAI's defaults, or the model's
     // generation_config.json over them (--generation-config auto)
@@ -62,6 +63,8 @@ struct GenerationRequest {
     // vLLM's prompt_logprobs: -1 none; else every prompt token's log-probability, rank and this
     // many alternatives, in the response (not streamed)
     int prompt_logprobs = -1;
+    // vLLM's priority (--scheduling-policy priority): lower is served first; equal, by arrival
+    int64_t priority = 0;
     bool scores_prompt() const noexcept { return (echo && logprobs >= 0) || prompt_logprobs >= 0; }
     // the alternatives a scored prompt position needs: what each of the two asks for, the most
     int score_top() const noexcept { return std::max(echo ? logprobs : -1, prompt_logprobs); }

@@ -5,6 +5,8 @@
 // newest sequence is preempted (its blocks freed, its prompt and output prefilled again later,
 // its sampler state kept, so its output is unchanged). With pipeline stages the running batch is
 // split into one micro-batch per stage, all in flight at once, so every stage has work.
+// With the priority policy, waiting and preempted requests are taken by (priority, arrival), and
+// the cache running out preempts the least urgent running sequence (never the most urgent one).
 // Cancelled (client gone) and timed-out sequences are freed at the next step. A prompt to score
 // (echo with logprobs) is fed with the logits of every position but its last, at most 64 rows a
 // step, and each prompt token gets its log-probability from the row before it.
@@ -45,6 +47,9 @@ struct SchedulerOptions {
     int micro_batches = 1;         // steps in flight at once: the pipeline's stages
     double report_interval = 5;    // seconds between calls of the report hook
     bool prefix_cache = true;      // keep finished sequences' KV for later prompts that share a prefix
+    // order by each request's priority (lower first, then arrival), preempting the least urgent
+    // (vLLM's --scheduling-policy priority); else first come, first served
+    bool priority = false;
 };
 
 class Scheduler {
@@ -95,6 +100,8 @@ private:
     void take_new(std::unique_lock<std::mutex>& lock);
     void sweep();
     void admit();
+    std::deque<std::shared_ptr<Job>>::iterator next_waiting();
+    Seq* preemption_victim();
     bool submit_micro_batch();
     void process(const StepOutput& out, const std::vector<Seq*>& members);
     void count_prompt(Seq& s);
