@@ -68,6 +68,7 @@ struct Settings {
     bool model_sampling = true;  // --generation-config auto: the model's sampling defaults
     bool prefix_cache = true;    // --prefix-cache on
     bool priority = false;       // --scheduling-policy priority
+    int64_t responses_store_mib = 64;  // --responses-store-mib
     std::string tool_parser = "auto";  // --tool-call-parser
     std::string reasoning_parser = "auto";  // --reasoning-parser
     std::string api_key;                    // --api-key, or TPSERVE_API_KEY
@@ -110,6 +111,7 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     const std::string policy = args["scheduling-policy"].as<std::string>();
     TPS_CHECK_AS(UsageError, policy == "fcfs" || policy == "priority", "--scheduling-policy: '{}' is not fcfs or priority", policy);
     s.priority = policy == "priority";
+    s.responses_store_mib = int_flag(args, "responses-store-mib", 0, int64_t{1} << 20);
     const std::string gen = args["generation-config"].as<std::string>();
     TPS_CHECK_AS(UsageError, gen == "auto" || gen == "none", "--generation-config: '{}' is not auto or none", gen);
     s.model_sampling = gen == "auto";
@@ -190,7 +192,7 @@ private:
 class Frontend {
 public:
     explicit Frontend(const Settings& s)
-        : metrics_(registry_), api_(metrics_, s.api_key), http_(io_, api_, HttpLimits{s.max_body, int64_t{16} << 10, 120}),
+        : metrics_(registry_), api_(metrics_, s.api_key, static_cast<size_t>(s.responses_store_mib) << 20), http_(io_, api_, HttpLimits{s.max_body, int64_t{16} << 10, 120}),
           signals_(io_, SIGINT, SIGTERM) {
         port_ = http_.listen(s.host, static_cast<uint16_t>(s.port));
         http_.start();
@@ -448,6 +450,7 @@ int run_serve(int argc, char** argv) {
         ("generation-config", "auto: sampling fields a request leaves out take the model's generation_config.json values (as vLLM); none: OpenAI's defaults", cxxopts::value<std::string>()->default_value("auto"))
         ("prefix-cache", "on: finished requests' KV stays until its blocks are needed, and a prompt that begins with the same 16-token blocks reuses them instead of prefilling them; off: freed at once", cxxopts::value<std::string>()->default_value("on"))
         ("scheduling-policy", "fcfs: requests are served in arrival order; priority: by each request's 'priority' (lower first, then arrival), and a full cache preempts the least urgent running sequence (as vLLM's)", cxxopts::value<std::string>()->default_value("fcfs"))
+        ("responses-store-mib", "memory on rank 0 for the Responses API's stored responses (GET /v1/responses/{id}, previous_response_id); the least recently used go first; 0: none are stored", cxxopts::value<std::string>()->default_value("64"))
         ("api-key", "clients must send 'Authorization: Bearer KEY' (all but the chat page, /health and /metrics); default: $TPSERVE_API_KEY, else none", cxxopts::value<std::string>())
         ("reasoning-parser", "how a reasoning model's chat output is read: deepseek_r1 or qwen3 (its <think> ... </think> as reasoning_content, the rest as content), none (all content), or auto (deepseek_r1 when the chat template writes </think>)", cxxopts::value<std::string>()->default_value("auto"))
         ("tool-call-parser", "how chat output is read for tool calls when a request offers tools: hermes (Qwen2.5), llama3_json (Llama 3.1/3.2), mistral (Mistral v0.3+), none (text), or auto (from the chat template)", cxxopts::value<std::string>()->default_value("auto"))

@@ -40,13 +40,25 @@ Reply json_reply(int status, const Json& j) {
     return r;
 }
 
-enum class Route { page, health, metrics, models, model, plan, completions, chat, responses, tokenize, detokenize };
+enum class Route { page, health, metrics, models, model, plan, completions, chat, responses, stored_response, tokenize, detokenize };
 
 struct RouteEntry {
-    std::string_view path;
-    std::string_view method;
+    std::string_view path;  // ending in '/': a prefix, with the rest of the path an id
+    std::string_view methods;  // "GET", or "GET, DELETE"
     Route route;
     bool open = false;  // served without the API key (a page and probes that reveal no model)
+
+    bool matches(std::string_view p) const {
+        return path.ends_with('/') && path.size() > 1 ? p.starts_with(path) && p.size() > path.size() : p == path;
+    }
+    bool allows(std::string_view method) const {
+        for (std::string_view rest = methods; !rest.empty();) {
+            const size_t comma = rest.find(", ");
+            if (rest.substr(0, comma) == method) return true;
+            rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 2);
+        }
+        return false;
+    }
 };
 
 constexpr RouteEntry kRoutes[] = {
@@ -59,6 +71,7 @@ constexpr RouteEntry kRoutes[] = {
     {"/v1/completions", "POST", Route::completions},
     {"/v1/chat/completions", "POST", Route::chat},
     {"/v1/responses", "POST", Route::responses},
+    {"/v1/responses/", "GET, DELETE", Route::stored_response},  // (/v1/responses/{id}: the store)
     {"/tokenize", "POST", Route::tokenize},
     {"/detokenize", "POST", Route::detokenize},
 };
@@ -90,7 +103,8 @@ bool bearer_matches(std::string_view authorization, std::string_view key) {
     return diff == 0;
 }
 
-Api::Api(ServeMetrics& metrics, std::string api_key) : m_(metrics), api_key_(std::move(api_key)) {}
+Api::Api(ServeMetrics& metrics, std::string api_key, size_t responses_store_bytes)
+    : m_(metrics), api_key_(std::move(api_key)), store_(std::make_shared<ResponseStore>(responses_store_bytes)) {}
 
 void Api::ready(ServedModel model, Scheduler& scheduler, std::function<std::string()> plan_json) {
     model_ = std::move(model);
@@ -117,16 +131,16 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
     const std::string_view path = target.substr(0, target.find('?'));
     const RouteEntry* found = nullptr;
     for (const auto& r : kRoutes) {
-        if (r.path == path || (r.route == Route::model && path.starts_with(r.path) && path.size() > r.path.size())) found = &r;
+        if (r.matches(path)) found = &r;
     }
     if (!found) {
         m_.rejected_invalid.inc();
         return Reply::error(ApiError::not_found(fmt::format("no endpoint at '{}' (see docs/api.md)", path)));
     }
-    if (method != found->method) {
+    if (!found->allows(method)) {
         Reply r = Reply::error(ApiError(405, "invalid_request_error",
-                                        fmt::format("{} takes {}, not {}", path, found->method, method)));
-        r.headers.emplace_back("Allow", std::string(found->method));
+                                        fmt::format("{} takes {}, not {}", path, found->methods, method)));
+        r.headers.emplace_back("Allow", std::string(found->methods));
         return r;
     }
     if (!api_key_.empty() && !found->open && !bearer_matches(authorization, api_key_)) {
@@ -186,6 +200,8 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
                 return generation(Endpoint::chat, body);
             case Route::responses:
                 return generation(Endpoint::chat, body, true);
+            case Route::stored_response:
+                return stored_response(method, path.substr(std::string_view("/v1/responses/").size()));
             case Route::tokenize: {
                 const std::vector<int32_t> tokens = parse_tokenize_request(body, model_);
                 return json_reply(200, {{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", model_.context}});
@@ -224,14 +240,41 @@ Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_a
         return Reply::error(ApiError::unavailable("the server is shutting down"));
     }
     ResponsesRequest parsed;
-    if (responses_api) parsed = parse_responses_request(body, model_);
+    if (responses_api) parsed = parse_responses_request(body, model_, store_.get());
     else parsed.choices = endpoint == Endpoint::chat ? parse_chat_request(body, model_) : parse_completion_request(body, model_);
     Reply r;
     for (auto& c : parsed.choices) r.jobs.push_back(std::make_shared<Job>(std::move(c)));
     r.writer = std::make_shared<ResponseWriter>(r.jobs.front()->request(), model_.name, *model_.tokenizer, model_.created,
                                                 model_.tool_parser);
-    if (responses_api) r.writer->as_responses(std::move(parsed.shown));
+    if (responses_api) {
+        std::function<void(const Json&)> keep;
+        if (parsed.store) {
+            // the conversation so far, and what this response adds to it
+            keep = [store = store_, history = std::move(parsed.history)](const Json& response) {
+                Json all = history;
+                for (const Json& item : response["output"]) all.push_back(item);
+                store->put(response["id"].get<std::string>(), {response, std::move(all)});
+            };
+        }
+        r.writer->as_responses(std::move(parsed.shown), std::move(keep));
+    }
     return r;
+}
+
+Reply Api::stored_response(std::string_view method, std::string_view raw) {
+    const std::string id = percent_decoded(raw).value_or(std::string(raw));
+    if (method == "DELETE") {
+        if (!store_->erase(id)) throw ApiError::not_found(fmt::format("no stored response '{}'", id), "not_found");
+        return json_reply(200, {{"id", id}, {"object", "response"}, {"deleted", true}});
+    }
+    const std::optional<ResponseStore::Entry> kept = store_->get(id);
+    if (!kept) {
+        throw ApiError::not_found(fmt::format("no stored response '{}' (made with store false, deleted, or evicted: the store "
+                                              "keeps the last {} MiB)",
+                                              id, store_->max_bytes() >> 20),
+                                  "not_found");
+    }
+    return json_reply(200, kept->response);
 }
 
 std::optional<Reply> Api::submit(const std::vector<std::shared_ptr<Job>>& jobs) {

@@ -150,9 +150,10 @@ void ResponseWriter::add_logprobs(const std::vector<TokenOut>& tokens, Choice& c
     }
 }
 
-void ResponseWriter::as_responses(Json shown) {
+void ResponseWriter::as_responses(Json shown, std::function<void(const Json&)> on_done) {
     TPS_CHECK(endpoint_ == Endpoint::chat && choices_.size() == 1, "response: a Responses answer is one chat choice");
     responses_ = std::make_unique<ResponsesOutput>(std::move(shown), model_, tok_);
+    responses_->on_done = std::move(on_done);
 }
 
 std::string ResponseWriter::stream_start() {

@@ -50,28 +50,18 @@ std::string item_text(const Json& content, const std::string& where) {
 // function_call as a call of the assistant's turn, a function_call_output as a tool message (with
 // the function's name, which some templates print). Earlier reasoning items are left out, as
 // templates leave earlier thoughts out.
-Json chat_messages_of(const Json& j) {
+// `stored`: how many of the items came from a stored response (input[0] is the next one).
+Json chat_messages_of(const Json& j, const Json* input, size_t stored) {
     Json messages = Json::array();
     if (const Json* ins = field(j, "instructions")) {
         if (!ins->is_string()) throw ApiError::invalid(fmt::format("'instructions' must be a string, got {}", type_name(*ins)), "instructions");
         messages.push_back({{"role", "system"}, {"content", *ins}});
     }
-    const Json* input = field(j, "input");
-    if (!input) throw ApiError::invalid("'input' is required", "input");
-    if (input->is_string()) {
-        messages.push_back({{"role", "user"}, {"content", *input}});
-        return messages;
-    }
-    if (!input->is_array() || input->empty()) {
-        throw ApiError::invalid(fmt::format("'input' must be a string or a non-empty array of items, got {}",
-                                            input->is_array() ? "an empty array" : type_name(*input)),
-                                "input");
-    }
     std::map<std::string, std::string> call_names;  // call_id -> function name
     bool assistant_turn = false;  // the last message is the assistant's, open to calls
     for (size_t i = 0; i < input->size(); ++i) {
         const Json& item = (*input)[i];
-        const std::string where = fmt::format("input[{}]", i);
+        const std::string where = i < stored ? fmt::format("the stored conversation's item {}", i) : fmt::format("input[{}]", i - stored);
         if (!item.is_object()) throw ApiError::invalid(fmt::format("'{}' must be an object, got {}", where, type_name(item)), "input");
         const Json* type = field(item, "type");
         if (type && !type->is_string()) throw ApiError::invalid(fmt::format("'{}.type' must be a string", where), "input");
@@ -192,10 +182,46 @@ ApiError in_responses_terms(const ApiError& e) {
 
 }  // namespace
 
-ResponsesRequest parse_responses_request(std::string_view body, const ServedModel& model) {
+// The conversation's items: the stored response's (previous_response_id), then `input` (a string
+// is one user message).
+Json history_of(const Json& j, ResponseStore* store, size_t& stored) {
+    Json items = Json::array();
+    if (const Json* prev = field(j, "previous_response_id")) {
+        if (!store || !store->enabled()) {
+            throw ApiError::invalid("'previous_response_id' is not offered: this server keeps no responses (--responses-store-mib 0); "
+                                    "send the whole conversation in 'input'",
+                                    "previous_response_id");
+        }
+        if (!prev->is_string()) throw ApiError::invalid("'previous_response_id' must be a string", "previous_response_id");
+        const std::optional<ResponseStore::Entry> kept = store->get(prev->get<std::string>());
+        if (!kept) {
+            throw ApiError(404, "invalid_request_error",
+                           fmt::format("no stored response '{}' (made with store false, deleted, or evicted: the store keeps the "
+                                       "last {} MiB)",
+                                       prev->get<std::string>(), store->max_bytes() >> 20),
+                           "previous_response_id", "not_found");
+        }
+        items = kept->history;
+    }
+    stored = items.size();
+    const Json* input = field(j, "input");
+    if (!input) throw ApiError::invalid("'input' is required", "input");
+    if (input->is_string()) {
+        items.push_back({{"role", "user"}, {"content", *input}});
+    } else if (input->is_array() && !input->empty()) {
+        for (const Json& item : *input) items.push_back(item);
+    } else {
+        throw ApiError::invalid(fmt::format("'input' must be a string or a non-empty array of items, got {}",
+                                            input->is_array() ? "an empty array" : type_name(*input)),
+                                "input");
+    }
+    return items;
+}
+
+ResponsesRequest parse_responses_request(std::string_view body, const ServedModel& model, ResponseStore* store) {
     const Json j = parse_body(body);
     // what needs state this server does not keep, or work it does not do: refused, never ignored
-    for (const char* name : {"previous_response_id", "conversation", "prompt", "max_tool_calls"}) {
+    for (const char* name : {"conversation", "prompt", "max_tool_calls"}) {
         if (field(j, name)) {
             throw ApiError::invalid(fmt::format("'{}' is not offered: nothing is stored between requests; send the whole "
                                                 "conversation in 'input'",
@@ -219,7 +245,9 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
         if (!ok) throw ApiError::invalid("'metadata' must be an object of at most 16 strings (keys up to 64 characters, values up to 512)", "metadata");
     }
 
-    Json chat = {{"messages", chat_messages_of(j)}};
+    size_t stored = 0;
+    Json history = history_of(j, store, stored);
+    Json chat = {{"messages", chat_messages_of(j, &history, stored)}};
     // what chat reads under the same name (vLLM's sampling fields among them)
     static const char* const kSame[] = {"model", "temperature", "top_p", "stream", "user", "seed", "top_k", "min_p",
                                         "repetition_penalty", "presence_penalty", "frequency_penalty", "stop", "stop_token_ids",
@@ -272,11 +300,13 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
     s["max_tool_calls"] = nullptr;
     given("metadata", Json::object());
     given("parallel_tool_calls", true);
-    s["previous_response_id"] = nullptr;
+    s["previous_response_id"] = field(j, "previous_response_id") ? j["previous_response_id"] : Json(nullptr);
     Json reasoning = {{"effort", nullptr}, {"summary", nullptr}};
     if (const Json* r = field(j, "reasoning"); r && field(*r, "effort")) reasoning["effort"] = (*r)["effort"];
     s["reasoning"] = std::move(reasoning);
-    s["store"] = false;  // (nothing is kept: a response cannot be retrieved later)
+    out.store = store && store->enabled() && get_bool(j, "store", true);
+    s["store"] = out.store;  // (false: nothing is kept, the response cannot be retrieved later)
+    out.history = std::move(history);
     given("temperature", nullptr);
     given("text", Json{{"format", {{"type", "text"}}}});
     given("tool_choice", "auto");
@@ -423,7 +453,9 @@ std::string ResponsesOutput::delta(const Json& delta, const std::string& finish)
 
 std::string ResponsesOutput::end(const Usage& usage) {
     const std::string status = status_of(finish_);
-    return event({{"type", "response." + status}, {"response", response(status, &usage)}});
+    Json done = response(status, &usage);
+    if (on_done) on_done(done);
+    return event({{"type", "response." + status}, {"response", std::move(done)}});
 }
 
 std::string ResponsesOutput::error(const ApiError& e) {
@@ -466,7 +498,9 @@ Json ResponsesOutput::whole(const Json& message, const std::string& finish, cons
                                {"name", call["function"]["name"]}});
         }
     }
-    return response(status, &usage);
+    Json done = response(status, &usage);
+    if (on_done) on_done(done);
+    return done;
 }
 
 }  // namespace tps::serve

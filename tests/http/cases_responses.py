@@ -47,7 +47,7 @@ def case_responses():
     check(r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens" and item.status == "incomplete"
           and r.usage.input_tokens == chat.usage.prompt_tokens and r.usage.output_tokens == 10
           and r.usage.total_tokens == chat.usage.total_tokens and r.usage.output_tokens_details.reasoning_tokens == 0
-          and r.max_output_tokens == 10 and r.model == m and r.store is False,
+          and r.max_output_tokens == 10 and r.model == m and r.store is True,
           "cut by max_output_tokens: status incomplete (reason max_output_tokens); usage in input/output tokens, as "
           "chat's", short([r.status, r.usage, chat.usage]))
 
@@ -80,6 +80,43 @@ def case_responses():
           and final.usage.output_tokens == 10,
           "responses.stream: created, in_progress, the item's events, incomplete; sequence numbers 0.., the text deltas "
           "and the final response equal the whole answer", short(types))
+
+    # the store (on by default, as OpenAI's): retrieve what was answered, whole or streamed; go on
+    # from it with previous_response_id (the chat of the whole conversation); delete it
+    kept = c.responses.retrieve(r.id)
+    check(r.store is True and kept.model_dump() == r.model_dump(), "responses.retrieve: the stored response, as answered",
+          short(kept))
+    streamed_kept = c.responses.retrieve(final.id)
+    check(streamed_kept.model_dump() == final.model_dump(), "a streamed response is stored as its last event had it",
+          short(streamed_kept))
+    more = c.responses.create(previous_response_id=r.id, input="And the sky?", **ask)
+    chat_more = c.chat.completions.create(model=m, messages=[{"role": "user", "content": story},
+                                                             {"role": "assistant", "content": r.output_text},
+                                                             {"role": "user", "content": "And the sky?"}],
+                                          max_tokens=10, temperature=0, extra_body={"ignore_eos": True})
+    check(more.previous_response_id == r.id and more.output_text == chat_more.choices[0].message.content
+          and more.usage.input_tokens == chat_more.usage.prompt_tokens,
+          "previous_response_id: the answer to the stored conversation and the new input, as chat's", short([more, chat_more]))
+    c.responses.delete(r.id)
+    gone = []
+    for call in (lambda: c.responses.retrieve(r.id),
+                 lambda: c.responses.create(previous_response_id=r.id, input="x", **ask)):
+        try:
+            call()
+            gone.append(False)
+        except openai.NotFoundError as e:
+            gone.append("no stored response" in str(e))
+    unkept = c.responses.create(input=story, store=False, **ask)
+    try:
+        c.responses.retrieve(unkept.id)
+        gone.append(False)
+    except openai.NotFoundError:
+        gone.append(unkept.store is False)
+    with client() as hc:
+        put = hc.put(srv.url + "/v1/responses/" + more.id)
+    check(gone == [True, True, True] and put.status_code == 405 and put.headers.get("allow") == "GET, DELETE",
+          "deleted: retrieve and previous_response_id are 404; store false keeps nothing; PUT is 405 (Allow: GET, DELETE)",
+          short([gone, put.status_code, put.headers.get("allow")]))
 
     # function tools: forced calls as function_call items, then the outputs sent back as items
     weather = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}, "days": {"type": "integer"}},
@@ -139,8 +176,7 @@ def case_responses():
 
     # what cannot be served is a 400 naming the Responses field
     for what, body, param, words in [
-            ("previous_response_id", {"input": "x", "previous_response_id": "resp_1"}, "previous_response_id",
-             "nothing is stored"),
+            ("conversation", {"input": "x", "conversation": "conv_1"}, "conversation", "nothing is stored"),
             ("a hosted tool", {"input": "x", "tools": [{"type": "web_search"}]}, "tools", "function tools only"),
             ("an image", {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]},
              "input", "'input[0].content[0]' is of type 'input_image'"),

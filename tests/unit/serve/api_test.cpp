@@ -31,7 +31,7 @@ TEST(ApiKey, EveryEndpointButThePageAndTheProbesNeedsIt) {
     // (the model is still loading: an endpoint that lets the key through answers 503)
     for (const auto& [method, path] : std::vector<std::pair<const char*, const char*>>{
              {"GET", "/v1/models"}, {"GET", "/v1/plan"}, {"POST", "/v1/completions"}, {"POST", "/v1/chat/completions"},
-             {"POST", "/v1/responses"}, {"POST", "/tokenize"}, {"POST", "/detokenize"}}) {
+             {"POST", "/v1/responses"}, {"GET", "/v1/responses/resp_1"}, {"DELETE", "/v1/responses/resp_1"}, {"POST", "/tokenize"}, {"POST", "/detokenize"}}) {
         for (const char* auth : {"", "Bearer sk-wrong"}) {
             const Reply r = api.handle(method, path, "{}", auth);
             EXPECT_EQ(r.status, 401) << path << " " << auth;
@@ -46,7 +46,7 @@ TEST(ApiKey, EveryEndpointButThePageAndTheProbesNeedsIt) {
     EXPECT_EQ(api.handle("GET", "/", "", "").status, 200);
     EXPECT_EQ(api.handle("GET", "/health", "", "").status, 503);  // (loading, not 401)
     EXPECT_EQ(api.handle("GET", "/metrics", "", "").status, 200);
-    EXPECT_NE(registry.render().find("tpserve_requests_rejected_total{reason=\"unauthorized\"} 14"), std::string::npos)
+    EXPECT_NE(registry.render().find("tpserve_requests_rejected_total{reason=\"unauthorized\"} 18"), std::string::npos)
         << registry.render();
     EXPECT_EQ(api.handle("GET", "/nowhere", "", "").status, 404);  // (an unknown path is no secret)
 

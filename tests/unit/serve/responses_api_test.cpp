@@ -24,11 +24,11 @@ constexpr const char* kShowAll =
     "{%- for c in m.tool_calls or [] %}<{{ c.id }} {{ c.function.name }} {{ c.function.arguments | tojson }}>{% endfor -%}"
     "{%- endfor -%}{% if add_generation_prompt %}[assistant]{% endif %}";
 
-std::string rendered(const std::string& body) {
+std::string rendered(const std::string& body, ResponseStore* store = nullptr) {
     static const ChatTemplate tmpl(kShowAll, "show-all");
     ServedModel m = test::served(4096);
     m.chat_template = &tmpl;
-    const ResponsesRequest r = parse_responses_request(body, m);
+    const ResponsesRequest r = parse_responses_request(body, m, store);
     EXPECT_EQ(r.choices.size(), 1u);
     return m.tokenizer->decode(r.choices.at(0).prompt, false);
 }
@@ -93,7 +93,7 @@ TEST(ResponsesApi, WhatCannotBeServedIsRefusedByItsName) {
         {R"({"input":[{"type":"function_call","call_id":"c","name":"f","arguments":"{x"}]})", "input", "is not JSON"},
         {R"({"input":[{"type":"web_search_call","id":"w"}]})", "input", "'web_search_call' is not supported"},
         {R"({"input":"x","instructions":["a"]})", "instructions", "'instructions' must be a string"},
-        {R"({"input":"x","previous_response_id":"resp_1"})", "previous_response_id", "nothing is stored"},
+        {R"({"input":"x","previous_response_id":"resp_1"})", "previous_response_id", "this server keeps no responses"},
         {R"({"input":"x","conversation":"conv_1"})", "conversation", "nothing is stored"},
         {R"({"input":"x","background":true})", "background", "not offered"},
         {R"({"input":"x","include":["message.output_text.logprobs"]})", "include", "not offered"},
@@ -125,6 +125,60 @@ TEST(ResponsesApi, WhatCannotBeServedIsRefusedByItsName) {
             EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << body << ": " << e.what();
         }
     }
+}
+
+TEST(ResponsesApi, TheStoreKeepsTheMostRecentlyUsedWithinItsBytes) {
+    auto entry = [](int n) { return ResponseStore::Entry{Json{{"n", n}}, Json::array({std::string(100, 'x')})}; };
+    ResponseStore store(400);  // three entries of ~120 bytes
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(store.put("r" + std::to_string(i), entry(i)));
+    EXPECT_EQ(store.size(), 3u);
+    EXPECT_TRUE(store.get("r0"));  // now the most recent: r1 goes first
+    EXPECT_TRUE(store.put("r3", entry(3)));
+    EXPECT_FALSE(store.get("r1"));
+    EXPECT_EQ(store.get("r0")->response["n"], 0);
+    EXPECT_TRUE(store.get("r2") && store.get("r3"));
+    EXPECT_LE(store.bytes(), 400u);
+    EXPECT_TRUE(store.erase("r2"));
+    EXPECT_FALSE(store.erase("r2"));
+    EXPECT_FALSE(store.get("r2"));
+    EXPECT_TRUE(store.put("r3", entry(33)));  // (put again: replaced, counted once)
+    EXPECT_EQ(store.get("r3")->response["n"], 33);
+    EXPECT_EQ(store.size(), 2u);
+    EXPECT_FALSE(store.put("big", ResponseStore::Entry{Json::object(), Json::array({std::string(500, 'x')})}));
+    EXPECT_FALSE(store.get("big"));
+    EXPECT_EQ(store.size(), 2u);
+}
+
+TEST(ResponsesApi, PreviousResponseIdContinuesTheStoredConversation) {
+    ResponseStore store(1 << 20);
+    // what the server keeps: the input items, then the output items
+    store.put("resp_a", {Json{{"id", "resp_a"}},
+                         Json::parse(R"([{"role":"user","content":"Hi"},{"type":"reasoning","id":"rs_1","summary":[]},
+            {"id":"msg_1","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hello","annotations":[]}]},
+            {"id":"fc_1","type":"function_call","status":"completed","call_id":"c1","name":"f","arguments":"{}"}])")});
+    EXPECT_EQ(rendered(R"({"previous_response_id":"resp_a","instructions":"New.",
+        "input":[{"type":"function_call_output","call_id":"c1","output":"done"}]})", &store),
+              "[system]New.[user]Hi[assistant]Hello<c1 f {}>[tool:f#c1]done[assistant]");
+    EXPECT_EQ(rendered(R"({"previous_response_id":"resp_a","input":"More"})", &store),
+              "[user]Hi[assistant]Hello<c1 f {}>[user]More[assistant]");
+    const ServedModel m = test::served(4096);
+    const ResponsesRequest kept = parse_responses_request(R"({"previous_response_id":"resp_a","input":"More"})", m, &store);
+    EXPECT_TRUE(kept.store);
+    EXPECT_EQ(kept.shown["store"], true);
+    EXPECT_EQ(kept.shown["previous_response_id"], "resp_a");
+    EXPECT_EQ(kept.history.size(), 5u);  // (the stored four, then the new one)
+    EXPECT_FALSE(parse_responses_request(R"({"input":"x","store":false})", m, &store).store);
+    try {
+        parse_responses_request(R"({"previous_response_id":"resp_zz","input":"More"})", m, &store);
+        ADD_FAILURE() << "an unknown id was taken";
+    } catch (const ApiError& e) {
+        EXPECT_EQ(e.status(), 404);
+        EXPECT_EQ(e.param(), "previous_response_id");
+        EXPECT_NE(std::string(e.what()).find("no stored response 'resp_zz'"), std::string::npos) << e.what();
+    }
+    ResponseStore none(0);
+    EXPECT_THROW(parse_responses_request(R"({"previous_response_id":"resp_a","input":"x"})", m, &none), ApiError);
+    EXPECT_FALSE(parse_responses_request(R"({"input":"x"})", m, &none).store);
 }
 
 // The events of a Responses stream: their JSON, each checked against its `event:` line.

@@ -6,6 +6,7 @@
 
 #include "tpserve/serve/request.h"
 #include "tpserve/serve/response.h"
+#include "tpserve/serve/response_store.h"
 #include "tpserve/serve/scheduler.h"
 #include "tpserve/serve/serve_metrics.h"
 
@@ -40,7 +41,8 @@ class Api {
 public:
     // `api_key`: when not empty, every endpoint but the chat page, /health and /metrics needs the
     // header `Authorization: Bearer <api_key>` (a 401 otherwise), as vLLM's and llama.cpp's --api-key.
-    explicit Api(ServeMetrics& metrics, std::string api_key = {});
+    // `responses_store_bytes`: what the Responses API's store keeps at most (0: nothing is stored).
+    explicit Api(ServeMetrics& metrics, std::string api_key = {}, size_t responses_store_bytes = 0);
 
     // The model is loaded: generation endpoints open (unless a stop was asked while loading).
     // `plan_json`: what GET /v1/plan returns, rendered on each request.
@@ -63,6 +65,7 @@ private:
     // `responses_api`: POST /v1/responses, a chat request in the Responses API's terms
     Reply generation(Endpoint endpoint, std::string_view body, bool responses_api = false);
     Reply models() const;
+    Reply stored_response(std::string_view method, std::string_view id);  // GET / DELETE /v1/responses/{id}
     nlohmann::ordered_json model_json() const;  // the served model, as /v1/models lists it
 
     ServeMetrics& m_;
@@ -70,6 +73,7 @@ private:
     std::atomic<State> state_{State::loading};
     ServedModel model_;                  // set once by ready()
     std::function<std::string()> plan_json_;  // set once by ready()
+    std::shared_ptr<ResponseStore> store_;    // (shared with the answers that will put into it)
     std::mutex scheduler_mu_;
     Scheduler* scheduler_ = nullptr;     // set by ready(), cleared by detach()
     std::atomic<bool> stop_asked_{false};

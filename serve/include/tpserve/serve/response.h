@@ -53,7 +53,8 @@ public:
 
     // The answer goes out as a Responses API object (POST /v1/responses) instead of chat's, with
     // `shown` the request fields it repeats (ResponsesRequest::shown).
-    void as_responses(nlohmann::ordered_json shown);
+    // `on_done` gets the finished response object (ResponsesOutput::on_done).
+    void as_responses(nlohmann::ordered_json shown, std::function<void(const nlohmann::ordered_json&)> on_done = {});
 
     // Not streaming: collect every piece of every choice, then the whole object.
     void add(int index, const Delta& d);

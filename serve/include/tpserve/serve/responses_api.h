@@ -1,8 +1,9 @@
 // OpenAI's Responses API (POST /v1/responses) served by the chat pipeline. A Responses request is
 // read into the chat request it asks for (instructions and input items as messages, function
 // tools, text.format as response_format, max_output_tokens), so every check and every feature of
-// chat applies; what cannot be served (stored conversations, hosted tools, images, summaries) is
-// a 400 naming the Responses field. The answer, whole or streamed, is built from the chat
+// chat applies; what cannot be served (conversation objects, hosted tools, images, summaries) is
+// a 400 naming the Responses field. Finished responses may be kept (response_store.h), and
+// previous_response_id continues a kept one's conversation. The answer, whole or streamed, is built from the chat
 // answer's parts: a reasoning model's thoughts become a reasoning item, the text a message item,
 // each tool call a function_call item. docs/api.md describes the wire forms.
 #pragma once
@@ -10,9 +11,11 @@
 #include "tpserve/engine/tokenizer.h"
 #include "tpserve/serve/api_error.h"
 #include "tpserve/serve/request.h"
+#include "tpserve/serve/response_store.h"
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,11 +28,15 @@ struct ResponsesRequest {
     std::vector<GenerationRequest> choices;  // one: the Responses API has no `n`
     // what the response object repeats of the request (instructions, tools, text, ...)
     nlohmann::ordered_json shown;
+    // the conversation's input items: the stored one's (previous_response_id), then `input`
+    nlohmann::ordered_json history;
+    bool store = false;  // keep the response (`store`, the default, where the server keeps any)
 };
 
 // The body read and checked; ApiError (400) naming the Responses field for anything wrong or not
-// offered.
-ResponsesRequest parse_responses_request(std::string_view body, const ServedModel& model);
+// offered. `store`: where responses are kept (null or disabled: none, and previous_response_id is
+// refused).
+ResponsesRequest parse_responses_request(std::string_view body, const ServedModel& model, ResponseStore* store = nullptr);
 
 // The response object of one request, and the events of its stream (each `event: <type>` with
 // `data: {...}` carrying a sequence number). It is fed the chat answer's parts: deltas as chat's
@@ -48,6 +55,10 @@ public:
     std::string error(const ApiError& e);
     // The whole response object from the chat message and its finish reason.
     nlohmann::ordered_json whole(const nlohmann::ordered_json& message, const std::string& finish, const Usage& usage);
+    const std::string& id() const noexcept { return id_; }
+
+    // Called with the finished response object (completed or incomplete, not failed): the store.
+    std::function<void(const nlohmann::ordered_json&)> on_done;
 
 private:
     enum class Open { none, reasoning, message };
