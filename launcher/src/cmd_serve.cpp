@@ -213,7 +213,7 @@ public:
         std::fprintf(stderr, "tpserve serve: listening on http://%s:%u (loading the model)\n", s.host.c_str(),
                      static_cast<unsigned>(port_));
         if (!s.api_key.empty()) {
-            std::fprintf(stderr, "tpserve serve: an API key is required (Authorization: Bearer); the chat page, /health and "
+            std::fprintf(stderr, "tpserve serve: an API key is required (Authorization: Bearer, or x-api-key); the chat page, /health and "
                          "/metrics are open\n");
         }
     }

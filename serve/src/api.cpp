@@ -1,6 +1,9 @@
 // The endpoints (api.h). Routing is a table of paths and the methods each allows: an unknown path
 // is 404, a known one with the wrong method 405 with Allow.
 #include "tpserve/serve/api.h"
+#include "request_fields.h"
+#include "tpserve/serve/messages_api.h"
+#include "tpserve/serve/responses_api.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -11,8 +14,6 @@
 
 namespace tps::serve {
 namespace {
-
-using Json = nlohmann::ordered_json;
 
 // A path segment with its %XX escapes decoded (a model id such as "org/name" arrives as
 // "org%2Fname"); nullopt when an escape is malformed.
@@ -40,7 +41,8 @@ Reply json_reply(int status, const Json& j) {
     return r;
 }
 
-enum class Route { page, health, metrics, models, model, plan, completions, chat, responses, stored_response, tokenize, detokenize };
+enum class Route { page, health, metrics, models, model, plan, completions, chat, responses, stored_response, messages, count_tokens,
+                   tokenize, detokenize };
 
 struct RouteEntry {
     std::string_view path;  // ending in '/': a prefix, with the rest of the path an id
@@ -72,17 +74,20 @@ constexpr RouteEntry kRoutes[] = {
     {"/v1/chat/completions", "POST", Route::chat},
     {"/v1/responses", "POST", Route::responses},
     {"/v1/responses/", "GET, DELETE", Route::stored_response},  // (/v1/responses/{id}: the store)
+    {"/v1/messages", "POST", Route::messages},  // (Anthropic's)
+    {"/v1/messages/count_tokens", "POST", Route::count_tokens},
     {"/tokenize", "POST", Route::tokenize},
     {"/detokenize", "POST", Route::detokenize},
 };
 
 }  // namespace
 
-Reply Reply::error(const ApiError& e) {
+Reply Reply::error_of(const ApiError& e) {
     Reply r;
     r.status = e.status();
     r.body = e.body();
     if (e.status() == 429) r.headers.emplace_back("Retry-After", "1");
+    r.error = e;
     return r;
 }
 
@@ -128,6 +133,14 @@ void Api::detach() {
 }
 
 Reply Api::handle(std::string_view method, std::string_view target, std::string_view body, std::string_view authorization) {
+    Reply r = route(method, target, body, authorization);
+    // Anthropic's endpoints answer errors in Anthropic's shape
+    const std::string_view path = target.substr(0, target.find('?'));
+    if (r.error && (path == "/v1/messages" || path == "/v1/messages/count_tokens")) r.body = anthropic_error_body(*r.error);
+    return r;
+}
+
+Reply Api::route(std::string_view method, std::string_view target, std::string_view body, std::string_view authorization) {
     const std::string_view path = target.substr(0, target.find('?'));
     const RouteEntry* found = nullptr;
     for (const auto& r : kRoutes) {
@@ -135,17 +148,17 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
     }
     if (!found) {
         m_.rejected_invalid.inc();
-        return Reply::error(ApiError::not_found(fmt::format("no endpoint at '{}' (see docs/api.md)", path)));
+        return Reply::error_of(ApiError::not_found(fmt::format("no endpoint at '{}' (see docs/api.md)", path)));
     }
     if (!found->allows(method)) {
-        Reply r = Reply::error(ApiError(405, "invalid_request_error",
+        Reply r = Reply::error_of(ApiError(405, "invalid_request_error",
                                         fmt::format("{} takes {}, not {}", path, found->methods, method)));
         r.headers.emplace_back("Allow", std::string(found->methods));
         return r;
     }
     if (!api_key_.empty() && !found->open && !bearer_matches(authorization, api_key_)) {
         m_.rejected_unauthorized.inc();
-        Reply r = Reply::error(ApiError(401, "invalid_request_error",
+        Reply r = Reply::error_of(ApiError(401, "invalid_request_error",
                                         authorization.empty() ? "this server needs an API key: send 'Authorization: Bearer <key>'"
                                                               : "the API key sent is not this server's",
                                         "", "invalid_api_key"));
@@ -175,7 +188,7 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
         }
         if (state == State::loading) {
             m_.rejected_unavailable.inc();
-            return Reply::error(ApiError::unavailable("the model is still loading; GET /health says when it is ready"));
+            return Reply::error_of(ApiError::unavailable("the model is still loading; GET /health says when it is ready"));
         }
         switch (found->route) {
             case Route::models:
@@ -200,6 +213,15 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
                 return generation(Endpoint::chat, body);
             case Route::responses:
                 return generation(Endpoint::chat, body, true);
+            case Route::messages:
+                return generation(Endpoint::chat, body, false, true);
+            case Route::count_tokens: {
+                // (the request as /v1/messages takes it, max_tokens not needed to count)
+                Json j = parse_body(body);
+                if (!j.contains("max_tokens")) j["max_tokens"] = 1;
+                const auto counted = parse_messages_request(j.dump(), model_);
+                return json_reply(200, {{"input_tokens", counted.at(0).prompt.size()}});
+            }
             case Route::stored_response:
                 return stored_response(method, path.substr(std::string_view("/v1/responses/").size()));
             case Route::tokenize: {
@@ -213,17 +235,17 @@ Reply Api::handle(std::string_view method, std::string_view target, std::string_
             default:
                 break;
         }
-        return Reply::error(ApiError(500, "internal_error", "unrouted endpoint"));
+        return Reply::error_of(ApiError(500, "internal_error", "unrouted endpoint"));
     } catch (const ApiError& e) {
         m_.rejected_invalid.inc();
-        return Reply::error(e);
+        return Reply::error_of(e);
     } catch (const Error& e) {
         // a tokenizer or template error on this request's input: the request is at fault
         m_.rejected_invalid.inc();
-        return Reply::error(ApiError::invalid(e.what()));
+        return Reply::error_of(ApiError::invalid(e.what()));
     } catch (const std::exception& e) {
         // out of memory, or a bug: this request fails, the server goes on
-        return Reply::error(ApiError(500, "internal_error", fmt::format("the server failed on this request: {}", e.what())));
+        return Reply::error_of(ApiError(500, "internal_error", fmt::format("the server failed on this request: {}", e.what())));
     }
 }
 
@@ -234,18 +256,22 @@ Json Api::model_json() const {
 
 Reply Api::models() const { return json_reply(200, {{"object", "list"}, {"data", Json::array({model_json()})}}); }
 
-Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_api) {
+Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_api, bool messages_api) {
     if (state_.load(std::memory_order_acquire) != State::ready) {
         m_.rejected_unavailable.inc();
-        return Reply::error(ApiError::unavailable("the server is shutting down"));
+        return Reply::error_of(ApiError::unavailable("the server is shutting down"));
     }
     ResponsesRequest parsed;
     if (responses_api) parsed = parse_responses_request(body, model_, store_.get());
+    else if (messages_api) parsed.choices = parse_messages_request(body, model_);
     else parsed.choices = endpoint == Endpoint::chat ? parse_chat_request(body, model_) : parse_completion_request(body, model_);
     Reply r;
     for (auto& c : parsed.choices) r.jobs.push_back(std::make_shared<Job>(std::move(c)));
     r.writer = std::make_shared<ResponseWriter>(r.jobs.front()->request(), model_.name, *model_.tokenizer, model_.created,
                                                 model_.tool_parser);
+    if (messages_api) {
+        r.writer->speak(std::make_unique<MessagesOutput>(model_.name, static_cast<int64_t>(r.jobs.front()->request().prompt.size())));
+    }
     if (responses_api) {
         std::function<void(const Json&)> keep;
         if (parsed.store) {
@@ -256,7 +282,9 @@ Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_a
                 store->put(response["id"].get<std::string>(), {response, std::move(all)});
             };
         }
-        r.writer->as_responses(std::move(parsed.shown), std::move(keep));
+        auto wire = std::make_unique<ResponsesOutput>(std::move(parsed.shown), model_.name, *model_.tokenizer);
+        wire->on_done = std::move(keep);
+        r.writer->speak(std::move(wire));
     }
     return r;
 }
@@ -282,7 +310,7 @@ std::optional<Reply> Api::submit(const std::vector<std::shared_ptr<Job>>& jobs) 
     if (!scheduler_) {
         lock.unlock();
         m_.rejected_unavailable.inc();
-        return Reply::error(ApiError::unavailable("the server is shutting down"));
+        return Reply::error_of(ApiError::unavailable("the server is shutting down"));
     }
     const Scheduler::Admission admission = scheduler_->submit(jobs);
     const int64_t most = scheduler_->most_at_once();
@@ -292,10 +320,10 @@ std::optional<Reply> Api::submit(const std::vector<std::shared_ptr<Job>>& jobs) 
             return std::nullopt;
         case Scheduler::Admission::queue_full:
             m_.rejected_queue_full.inc();
-            return Reply::error(ApiError(429, "rate_limit_error", "the server's queue is full; retry after a moment"));
+            return Reply::error_of(ApiError(429, "rate_limit_error", "the server's queue is full; retry after a moment"));
         case Scheduler::Admission::too_many:
             m_.rejected_invalid.inc();
-            return Reply::error(ApiError::invalid(fmt::format("the request's {} choices are more than the server takes at once "
+            return Reply::error_of(ApiError::invalid(fmt::format("the request's {} choices are more than the server takes at once "
                                                               "({}: --max-batch plus --max-queue)",
                                                               jobs.size(), most),
                                                   jobs.front()->request().n > 1 ? "n" : "prompt"));
@@ -303,7 +331,7 @@ std::optional<Reply> Api::submit(const std::vector<std::shared_ptr<Job>>& jobs) 
             break;
     }
     m_.rejected_unavailable.inc();
-    return Reply::error(ApiError::unavailable("the server is shutting down"));
+    return Reply::error_of(ApiError::unavailable("the server is shutting down"));
 }
 
 void Api::cancelled(const std::vector<std::shared_ptr<Job>>& jobs) {

@@ -71,12 +71,12 @@ private:
     void on_read(beast::error_code ec, size_t) {
         if (ec == http::error::body_limit) {
             keep_alive_ = false;
-            return send(Reply::error(ApiError(413, "invalid_request_error",
+            return send(Reply::error_of(ApiError(413, "invalid_request_error",
                                               fmt::format("the body is over the limit of {} bytes", limits_.max_body_bytes))));
         }
         if (ec == http::error::header_limit) {
             keep_alive_ = false;
-            return send(Reply::error(ApiError(431, "invalid_request_error",
+            return send(Reply::error_of(ApiError(431, "invalid_request_error",
                                               fmt::format("the request headers are over the limit of {} bytes",
                                                           limits_.max_header_bytes))));
         }
@@ -87,15 +87,17 @@ private:
             // a malformed request gets an answer; a connection that broke does not
             if (ec.category() != http::make_error_code(http::error::bad_target).category()) return close();
             keep_alive_ = false;
-            return send(Reply::error(ApiError::invalid(fmt::format("malformed HTTP request: {}", ec.message()))));
+            return send(Reply::error_of(ApiError::invalid(fmt::format("malformed HTTP request: {}", ec.message()))));
         }
         const auto& req = parser_->get();
         keep_alive_ = req.keep_alive();
         version_ = req.version();
-        const auto auth = req[http::field::authorization];
+        // (Anthropic's clients send the key as x-api-key)
+        const auto bearer = req[http::field::authorization];
+        const auto x_api_key = req["x-api-key"];
+        const std::string auth = !bearer.empty() || x_api_key.empty() ? std::string(bearer) : "Bearer " + std::string(x_api_key);
         Reply r = api_.handle(std::string_view(req.method_string().data(), req.method_string().size()),
-                              std::string_view(req.target().data(), req.target().size()), req.body(),
-                              std::string_view(auth.data(), auth.size()));
+                              std::string_view(req.target().data(), req.target().size()), req.body(), auth);
         if (!r.jobs.empty()) return start(std::move(r));
         send(std::move(r));
     }
@@ -136,6 +138,7 @@ private:
         }
         if (auto refused = api_.submit(jobs_)) {
             for (const auto& job : jobs_) job->set_notify(nullptr);
+            if (refused->error) refused->body = writer_->error_body(*refused->error);
             jobs_.clear();
             writer_.reset();
             return send(std::move(*refused));
@@ -198,8 +201,10 @@ private:
                     api_.cancelled(jobs_);
                     if (!streaming) {
                         const ApiError error = *d.error;
+                        Reply r = Reply::error_of(error);
+                        r.body = writer_->error_body(error);
                         finish_job();
-                        return send(Reply::error(error));
+                        return send(std::move(r));
                     }
                     out_ += writer_->stream_error(*d.error);
                     done_ = true;

@@ -30,6 +30,30 @@ Json parse_body(std::string_view body) {
     return j;
 }
 
+Json chat_function_tools(const Json& tools, std::string_view client_type, bool type_optional, const char* schema_key,
+                         std::string_view offered) {
+    if (!tools.is_array()) throw ApiError::invalid(fmt::format("'tools' must be an array, got {}", type_name(tools)), "tools");
+    Json out = Json::array();
+    for (size_t i = 0; i < tools.size(); ++i) {
+        const Json& t = tools[i];
+        const std::string where = fmt::format("tools[{}]", i);
+        if (!t.is_object()) throw ApiError::invalid(fmt::format("'{}' must be an object", where), "tools");
+        const Json* type = field(t, "type");
+        if (type ? !type->is_string() || type->get<std::string>() != client_type : !type_optional) {
+            throw ApiError::invalid(fmt::format("'{}' is of type {}: this server offers {}", where, type ? type->dump() : "none", offered),
+                                    "tools");
+        }
+        const Json* name = field(t, "name");
+        if (!name || !name->is_string()) throw ApiError::invalid(fmt::format("'{}.name' must be a string", where), "tools");
+        Json fn = {{"name", *name}};
+        if (const Json* v = field(t, "description")) fn["description"] = *v;
+        if (const Json* v = field(t, schema_key)) fn["parameters"] = *v;
+        if (const Json* v = field(t, "strict")) fn["strict"] = *v;
+        out.push_back({{"type", "function"}, {"function", std::move(fn)}});
+    }
+    return out;
+}
+
 const char* type_name(const Json& v) {
     switch (v.type()) {
         case Json::value_t::null: return "null";

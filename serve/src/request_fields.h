@@ -23,6 +23,12 @@ bool get_bool(const Json& j, const char* name, bool fallback);
 // Token ids a request may name: those both the tokenizer and the model's vocabulary have.
 int64_t token_limit(const ServedModel& model);
 
+// Another API's flat tool list ([{type, name, description, <schema_key>, strict}]: the Responses
+// API's, Anthropic's) in chat's function form. A tool is the client's to run when its type is
+// `client_type`, or absent where `type_optional`; any other is refused, saying `offered`.
+Json chat_function_tools(const Json& tools, std::string_view client_type, bool type_optional, const char* schema_key,
+                         std::string_view offered);
+
 // response_format, vLLM's guided_json / guided_regex / guided_choice and structured_outputs: the
 // request's output format as r.sampling.constraint (at most one of them; "text" is none).
 void parse_output_format(const Json& j, const ServedModel& model, GenerationRequest& r);

@@ -150,14 +150,15 @@ void ResponseWriter::add_logprobs(const std::vector<TokenOut>& tokens, Choice& c
     }
 }
 
-void ResponseWriter::as_responses(Json shown, std::function<void(const Json&)> on_done) {
-    TPS_CHECK(endpoint_ == Endpoint::chat && choices_.size() == 1, "response: a Responses answer is one chat choice");
-    responses_ = std::make_unique<ResponsesOutput>(std::move(shown), model_, tok_);
-    responses_->on_done = std::move(on_done);
+void ResponseWriter::speak(std::unique_ptr<WireOutput> wire) {
+    TPS_CHECK(endpoint_ == Endpoint::chat && choices_.size() == 1, "response: another API's answer is one chat choice");
+    wire_ = std::move(wire);
 }
 
+std::string ResponseWriter::error_body(const ApiError& e) const { return wire_ ? wire_->error_body(e) : e.body(); }
+
 std::string ResponseWriter::stream_start() {
-    if (responses_) return responses_->start();
+    if (wire_) return wire_->start();
     if (endpoint_ != Endpoint::chat) return {};
     std::string out;
     if (continuous_usage_) chunk_usage_ = chunk_usage_json(chat_prompt_tokens_, 0);
@@ -180,7 +181,7 @@ const char* ResponseWriter::stream_object() const {
 
 // One chunk of choice `index`: `body` (text or delta), its logprobs, its finish_reason.
 std::string ResponseWriter::chunk(int index, Json body, Json logprobs, const std::string& finish) const {
-    if (responses_) return responses_->delta(body, finish);
+    if (wire_) return wire_->delta(body, finish, finish.empty() ? std::string() : stop_string_);
     Json choice_json = {{"index", index}};
     if (endpoint_ == Endpoint::completions) choice_json["text"] = std::move(body);
     else choice_json["delta"] = std::move(body);
@@ -193,6 +194,7 @@ std::string ResponseWriter::chunk(int index, Json body, Json logprobs, const std
 
 std::string ResponseWriter::stream_piece(int index, const Delta& d) {
     Choice& c = choice(index);
+    stop_string_ = d.stop_string;
     if (continuous_usage_) chunk_usage_ = chunk_usage_json(d.prompt_tokens, d.completion_tokens);
     Json logprobs = nullptr;
     if (logprobs_ >= 0 && !d.tokens.empty()) {
@@ -247,7 +249,7 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
 }
 
 std::string ResponseWriter::stream_end(const Usage& usage) const {
-    if (responses_) return responses_->end(usage);
+    if (wire_) return wire_->end(usage);
     std::string out;
     if (include_usage_) {
         out += event(dump(envelope(stream_object(), Json::array(), &usage)));
@@ -257,7 +259,7 @@ std::string ResponseWriter::stream_end(const Usage& usage) const {
 }
 
 std::string ResponseWriter::stream_error(const ApiError& e) {
-    if (responses_) return responses_->error(e);
+    if (wire_) return wire_->error(e);
     return "data: " + e.body() + "\n\ndata: [DONE]\n\n";
 }
 
@@ -267,6 +269,7 @@ void ResponseWriter::add(int index, const Delta& d) {
     c.tokens.insert(c.tokens.end(), d.tokens.begin(), d.tokens.end());
     if (!d.prompt_logprobs.empty()) c.prompt_logprobs = prompt_logprobs_json(d.prompt_logprobs);
     if (!d.finish_reason.empty()) c.finish_reason = d.finish_reason;
+    if (!d.stop_string.empty()) c.stop_string = d.stop_string;
 }
 
 // vLLM's prompt_logprobs: null for the first token, then for each position an object keyed by
@@ -319,7 +322,7 @@ std::string ResponseWriter::whole(const Usage& usage) {
                 message["tool_calls"] = tool_calls_json(t.calls, false);
                 finish = "tool_calls";
             }
-            if (responses_) return dump(responses_->whole(message, finish, usage));
+            if (wire_) return dump(wire_->whole(message, finish, c.stop_string, usage));
             choice_json["message"] = std::move(message);
         }
         choice_json["logprobs"] = logprobs;

@@ -106,32 +106,6 @@ Json chat_messages_of(const Json& j, const Json* input, size_t stored) {
     return messages;
 }
 
-// Function tools in chat's form; other kinds (web_search, file_search, mcp, ...) run on OpenAI's
-// side and are not offered.
-Json chat_tools_of(const Json& tools) {
-    if (!tools.is_array()) throw ApiError::invalid(fmt::format("'tools' must be an array, got {}", type_name(tools)), "tools");
-    Json out = Json::array();
-    for (size_t i = 0; i < tools.size(); ++i) {
-        const Json& t = tools[i];
-        const std::string where = fmt::format("tools[{}]", i);
-        const Json* type = t.is_object() ? field(t, "type") : nullptr;
-        if (!type || !type->is_string()) throw ApiError::invalid(fmt::format("'{}' must be an object with a 'type'", where), "tools");
-        if (type->get<std::string>() != "function") {
-            throw ApiError::invalid(fmt::format("'{}' is of type '{}': this server offers function tools only (the client runs them)", where,
-                                                type->get<std::string>()),
-                                    "tools");
-        }
-        const Json* name = field(t, "name");
-        if (!name || !name->is_string()) throw ApiError::invalid(fmt::format("'{}.name' must be a string", where), "tools");
-        Json fn = {{"name", *name}};
-        for (const char* k : {"description", "parameters", "strict"}) {
-            if (const Json* v = field(t, k)) fn[k] = *v;
-        }
-        out.push_back({{"type", "function"}, {"function", std::move(fn)}});
-    }
-    return out;
-}
-
 Json chat_tool_choice_of(const Json& v) {
     if (v.is_string()) return v;  // auto, none, required (chat checks them)
     const Json* type = v.is_object() ? field(v, "type") : nullptr;
@@ -258,7 +232,10 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
         if (const auto it = j.find(name); it != j.end()) chat[name] = *it;
     }
     if (const Json* v = field(j, "max_output_tokens")) chat["max_completion_tokens"] = *v;
-    if (const Json* v = field(j, "tools")) chat["tools"] = chat_tools_of(*v);
+    if (const Json* v = field(j, "tools")) {
+        // (web_search, file_search, mcp, ... run on OpenAI's side)
+        chat["tools"] = chat_function_tools(*v, "function", false, "parameters", "function tools only (the client runs them)");
+    }
     if (const Json* v = field(j, "tool_choice")) chat["tool_choice"] = chat_tool_choice_of(*v);
     if (const Json* v = field(j, "text")) {
         if (Json format = response_format_of(*v); !format.is_null()) chat["response_format"] = std::move(format);
@@ -428,7 +405,7 @@ std::string ResponsesOutput::add_calls(const Json& calls) {
     return out;
 }
 
-std::string ResponsesOutput::delta(const Json& delta, const std::string& finish) {
+std::string ResponsesOutput::delta(const Json& delta, const std::string& finish, const std::string& /*stop_string*/) {
     std::string out;
     auto text = [&](const char* name, Open kind, const char* type) {
         const auto it = delta.find(name);
@@ -468,7 +445,7 @@ std::string ResponsesOutput::error(const ApiError& e) {
     return out + event({{"type", "response.failed"}, {"response", std::move(failed)}});
 }
 
-Json ResponsesOutput::whole(const Json& message, const std::string& finish, const Usage& usage) {
+Json ResponsesOutput::whole(const Json& message, const std::string& finish, const std::string& /*stop_string*/, const Usage& usage) {
     const std::string status = status_of(finish);
     if (const auto it = message.find("reasoning_content"); it != message.end() && it->is_string() && !it->get<std::string>().empty()) {
         thoughts_ = it->get<std::string>();

@@ -142,6 +142,7 @@ void Scheduler::finish(Seq& s, const std::string& reason) {
     d.tokens = std::move(s.held);
     s.held.clear();
     d.finish_reason = reason;
+    if (s.stops.done()) d.stop_string = s.stops.met();
     d.prompt_tokens = s.prompt_len;
     d.completion_tokens = s.generated;
     s.job->completion_tokens = s.generated;

@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import anthropic
 import openai
 
 from harness import (FIXTURE, REAL, SMALL, Server, check, check_error, check_plan, client, completion_bytes,
@@ -411,5 +412,14 @@ def case_api_key():
             metrics = hc.get(srv.url + "/metrics").text
             check('tpserve_requests_rejected_total{reason="unauthorized"} 2' in metrics,
                   "/metrics counts the refusals", metrics[-600:])
+        # the anthropic client sends the key as x-api-key; a wrong one is its AuthenticationError
+        ask = {"model": srv.model, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+        got = anthropic.Anthropic(base_url=srv.url, api_key="sk-tps-test", max_retries=0).messages.create(**ask)
+        try:
+            anthropic.Anthropic(base_url=srv.url, api_key="sk-wrong", max_retries=0).messages.create(**ask)
+            check(False, "a wrong x-api-key is refused")
+        except anthropic.AuthenticationError as e:
+            check(got.type == "message" and e.status_code == 401 and e.body["error"]["type"] == "authentication_error",
+                  "x-api-key: the right key an answer, a wrong one the anthropic client's AuthenticationError", str(e))
     finally:
         srv.kill()

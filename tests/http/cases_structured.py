@@ -8,6 +8,7 @@ import math
 import re
 from typing import Literal
 
+import anthropic
 import jsonschema
 import openai
 from pydantic import BaseModel, Field
@@ -206,6 +207,14 @@ def case_reasoning():
               and last[0].content[0].text == thoughts,
               "responses streamed: reasoning_text deltas spell the thoughts; the last event's item holds them",
               short([e.type for e in evs]))
+        # Anthropic's Messages API: the thoughts as a thinking block, whole and streamed
+        a = anthropic.Anthropic(base_url=srv.url, api_key="unused", max_retries=0)
+        am = a.messages.create(model=m, max_tokens=12, messages=ask, extra_body={"temperature": 0, "ignore_eos": True})
+        with a.messages.stream(model=m, max_tokens=12, messages=ask, extra_body={"temperature": 0, "ignore_eos": True}) as s:
+            streamed_msg = s.get_final_message()
+        check([(b.type, b.thinking) for b in am.content] == [("thinking", thoughts)] and am.stop_reason == "max_tokens"
+              and [(b.type, b.thinking) for b in streamed_msg.content] == [("thinking", thoughts)],
+              "messages: thoughts that never end are one thinking block, whole and streamed", short([am, streamed_msg]))
         quiet = c.chat.completions.create(model=m, messages=ask, max_tokens=4, temperature=0,
                                           extra_body={"include_reasoning": False})
         check("reasoning_content" not in (quiet.choices[0].message.model_extra or {}),

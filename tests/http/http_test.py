@@ -23,6 +23,7 @@ import time
 import traceback
 
 from cases_api import case_curl, case_endpoints, case_errors, case_generate, case_metrics, case_openai
+from cases_messages import case_messages
 from cases_responses import case_responses
 from cases_serving import case_api_key, case_backpressure, case_disconnect, case_mpi, case_shutdown, case_timeout
 from cases_structured import case_reasoning, case_structured
@@ -34,6 +35,7 @@ CASES = [("a", "openai", case_openai), ("b", "generate", case_generate), ("c", "
          ("i", "endpoints", case_endpoints), ("h", "errors", case_errors), ("g", "metrics", case_metrics),
          ("l", "structured", case_structured), ("m", "reasoning", case_reasoning), ("n", "apikey", case_api_key),
          ("o", "vllm", case_vllm_fields), ("p", "responses", case_responses),
+         ("q", "messages", case_messages),
          ("e", "backpressure", case_backpressure), ("f", "disconnect", case_disconnect),
          ("j", "shutdown", case_shutdown), ("k", "timeout", case_timeout), ("d", "mpi", case_mpi)]
 

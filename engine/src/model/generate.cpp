@@ -16,12 +16,14 @@ std::string StopMatcher::push(std::string_view text) {
     if (done_) return {};
     pending_ += text;
     size_t cut = std::string::npos, met = 0;  // where the first stop string starts, and its length
+    const std::string* first = nullptr;
     for (const auto& s : stops_) {
         const size_t at = pending_.find(s);
-        if (at < cut || (at == cut && at != std::string::npos && s.size() > met)) cut = at, met = s.size();
+        if (at < cut || (at == cut && at != std::string::npos && s.size() > met)) cut = at, met = s.size(), first = &s;
     }
     if (cut != std::string::npos) {
         done_ = true;
+        met_ = *first;
         std::string out = pending_.substr(0, include_ ? cut + met : cut);
         pending_.clear();
         return out;

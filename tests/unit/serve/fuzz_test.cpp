@@ -1,11 +1,12 @@
 // Fuzzing the request path (run under ASan + UBSan by the sanitizer build): mutated, truncated and
-// hostile bodies through the parsers, and hostile bytes through a live HTTP server. The only
+// hostile bodies through the parsers (the Responses API's too), and hostile bytes through a live HTTP server. The only
 // acceptable outcomes are a parsed request or an ApiError; the server must answer or close, and
 // still answer a good request afterwards.
 #include "serve_test_support.h"
 
 #include "tpserve/serve/api.h"
 #include "tpserve/serve/http_server.h"
+#include "tpserve/serve/responses_api.h"
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -31,6 +32,10 @@ const std::vector<std::string> kSeeds = {
     R"({"prompt":"a","guided_regex":"(ab|c[^d-f]*){1,3}\\.[\\w\\s]+?é$","n":2})",
     R"({"prompt":"a","guided_choice":["yes","no","日本"],"structured_outputs":null})",
     R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"q":{"type":"string"}}}}}],"tool_choice":{"type":"function","function":{"name":"f"}}})",
+    // the Responses API's
+    R"({"model":"smollm2","input":"Hello","instructions":"Be brief.","max_output_tokens":9,"stream":true,"metadata":{"k":"v"},"store":false})",
+    R"({"input":[{"role":"developer","content":"x"},{"type":"message","role":"user","content":[{"type":"input_text","text":"a"}]},{"type":"function_call","call_id":"c1","name":"f","arguments":"{\"q\":1}"},{"type":"function_call_output","call_id":"c1","output":"ok"},{"type":"reasoning","id":"rs","summary":[]}],"tools":[{"type":"function","name":"f","parameters":{"type":"object"}}],"tool_choice":"auto","parallel_tool_calls":false})",
+    R"({"previous_response_id":"resp_a","input":"more","text":{"format":{"type":"json_schema","name":"a","schema":{"type":"object","properties":{"n":{"enum":[1,2]}}}}},"reasoning":{"effort":"low"}})",
 };
 
 const std::vector<std::string> kHostile = {
@@ -79,15 +84,19 @@ std::string mutate(std::string s, std::mt19937_64& rng) {
 
 TEST(Fuzz, RequestParsersOnlyAcceptOrRefuse) {
     const ServedModel m = test::served();
+    ResponseStore store(1 << 20);
+    store.put("resp_a", {nlohmann::ordered_json::object(),
+                         nlohmann::ordered_json::parse(R"([{"role":"user","content":"Hi"},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Yo"}]}])")});
     std::mt19937_64 rng(20261127);
     int accepted = 0, refused = 0;
     for (int i = 0; i < 4000; ++i) {
         const std::string body = mutate(kSeeds[static_cast<size_t>(i) % kSeeds.size()], rng);
-        for (int endpoint = 0; endpoint < 3; ++endpoint) {
+        for (int endpoint = 0; endpoint < 4; ++endpoint) {
             try {
                 if (endpoint == 0) parse_completion_request(body, m);
                 else if (endpoint == 1) parse_chat_request(body, m);
-                else parse_tokenize_request(body, m);
+                else if (endpoint == 2) parse_tokenize_request(body, m);
+                else parse_responses_request(body, m, &store);
                 ++accepted;
             } catch (const ApiError& e) {
                 ++refused;

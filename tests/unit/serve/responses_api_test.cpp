@@ -3,6 +3,7 @@
 // response object and its stream built from chat's parts.
 #include "response_test_support.h"
 #include "serve_test_support.h"
+#include "wire_test_support.h"
 
 #include "tpserve/serve/response.h"
 #include "tpserve/serve/responses_api.h"
@@ -17,20 +18,11 @@ namespace {
 
 using Json = nlohmann::json;
 
-// Prints each message's role, name, tool_call_id, content and calls.
-constexpr const char* kShowAll =
-    "{%- for m in messages -%}[{{ m.role }}{% if m.name %}:{{ m.name }}{% endif %}"
-    "{% if m.tool_call_id %}#{{ m.tool_call_id }}{% endif %}]{{ m.content }}"
-    "{%- for c in m.tool_calls or [] %}<{{ c.id }} {{ c.function.name }} {{ c.function.arguments | tojson }}>{% endfor -%}"
-    "{%- endfor -%}{% if add_generation_prompt %}[assistant]{% endif %}";
-
 std::string rendered(const std::string& body, ResponseStore* store = nullptr) {
-    static const ChatTemplate tmpl(kShowAll, "show-all");
-    ServedModel m = test::served(4096);
-    m.chat_template = &tmpl;
+    const ServedModel m = test::show_all_model();
     const ResponsesRequest r = parse_responses_request(body, m, store);
     EXPECT_EQ(r.choices.size(), 1u);
-    return m.tokenizer->decode(r.choices.at(0).prompt, false);
+    return test::rendered_prompt(m, r.choices.at(0).prompt);
 }
 
 TEST(ResponsesApi, InputItemsAreTheChatTheyStandFor) {
@@ -100,7 +92,7 @@ TEST(ResponsesApi, WhatCannotBeServedIsRefusedByItsName) {
         {R"({"input":"x","top_logprobs":2})", "top_logprobs", "not offered"},
         {R"({"input":"x","truncation":"auto"})", "truncation", "never cut"},
         {R"({"input":"x","metadata":{"k":1}})", "metadata", "at most 16 strings"},
-        {R"({"input":"x","tools":[{"type":"file_search"}]})", "tools", "'tools[0]' is of type 'file_search'"},
+        {R"({"input":"x","tools":[{"type":"file_search"}]})", "tools", "'tools[0]' is of type \"file_search\""},
         {R"({"input":"x","tools":[{"type":"function"}]})", "tools", "'tools[0].name' must be a string"},
         {R"({"input":"x","tool_choice":{"type":"web_search"}})", "tool_choice", "'tool_choice' must be"},
         {R"({"input":"x","tools":[{"type":"function","name":"f"}],"tool_choice":{"type":"function","name":"g"}})", "tool_choice",
@@ -208,7 +200,7 @@ GenerationRequest thinking_chat() {
 TEST(ResponsesApi, StreamedItemsOpenAndCloseInOrder) {
     const Tokenizer& tok = *test::fixture().tokenizer;
     ResponseWriter w(thinking_chat(), "m", tok, 1, ToolParser::hermes);
-    w.as_responses(Json::object());
+    w.speak(std::make_unique<ResponsesOutput>(Json::object(), "m", tok));
     std::string sse = w.stream_start();
     for (const char* p : {"I should ", "check.</think>", "Let me look.", "\n<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\": 1}}\n</tool_call>"}) {
         sse += w.stream_piece(0, test::piece(p));
@@ -258,7 +250,7 @@ TEST(ResponsesApi, StreamedItemsOpenAndCloseInOrder) {
 
     // the whole answer: the same items
     ResponseWriter whole(thinking_chat(), "m", tok, 1, ToolParser::hermes);
-    whole.as_responses(Json::object());
+    whole.speak(std::make_unique<ResponsesOutput>(Json::object(), "m", tok));
     whole.add(0, test::piece("I should check.</think>Let me look.\n<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\": 1}}\n</tool_call>", "stop"));
     const Json j = Json::parse(whole.whole({5, 20, 2}));
     EXPECT_EQ(j["object"], "response");
@@ -279,7 +271,7 @@ TEST(ResponsesApi, CutAndFailedStreams) {
     GenerationRequest chat;
     chat.endpoint = Endpoint::chat;
     ResponseWriter w(chat, "m", tok, 1);
-    w.as_responses(Json{{"max_output_tokens", 2}});
+    w.speak(std::make_unique<ResponsesOutput>(Json{{"max_output_tokens", 2}}, "m", tok));
     std::string sse = w.stream_start();  // (one call a statement: they must run in this order)
     sse += w.stream_piece(0, test::piece("ab"));
     sse += w.stream_piece(0, test::piece("c", "length"));
@@ -293,7 +285,7 @@ TEST(ResponsesApi, CutAndFailedStreams) {
     EXPECT_EQ(ev.back()["response"]["max_output_tokens"], 2);
 
     ResponseWriter f(chat, "m", tok, 1);
-    f.as_responses(Json::object());
+    f.speak(std::make_unique<ResponsesOutput>(Json::object(), "m", tok));
     std::string failing = f.stream_start();
     failing += f.stream_error(ApiError(408, "timeout_error", "too slow"));
     const std::vector<Json> failed = response_events(failing);

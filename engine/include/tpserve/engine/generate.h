@@ -28,9 +28,11 @@ public:
     std::string push(std::string_view text);
     std::string finish();  // what is held back, when generation ends without a stop string
     bool done() const noexcept { return done_; }
+    const std::string& met() const noexcept { return met_; }  // the stop string that ended it (when done)
 
 private:
     std::vector<std::string> stops_;
+    std::string met_;
     size_t hold_ = 0;  // longest stop string - 1: how much text may still turn into a stop
     std::string pending_;
     bool include_ = false;

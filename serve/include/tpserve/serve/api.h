@@ -33,8 +33,9 @@ struct Reply {
     // one job per choice, in the order of the response's choices
     std::vector<std::shared_ptr<Job>> jobs;
     std::shared_ptr<ResponseWriter> writer;
+    std::optional<ApiError> error;  // what an error reply answers (for another API's error shape)
 
-    static Reply error(const ApiError& e);
+    static Reply error_of(const ApiError& e);
 };
 
 class Api {
@@ -62,8 +63,10 @@ public:
 
 private:
     enum class State { loading, ready, stopping };
-    // `responses_api`: POST /v1/responses, a chat request in the Responses API's terms
-    Reply generation(Endpoint endpoint, std::string_view body, bool responses_api = false);
+    Reply route(std::string_view method, std::string_view target, std::string_view body, std::string_view authorization);
+    // `responses_api`: POST /v1/responses, `messages_api`: Anthropic's POST /v1/messages, each a
+    // chat request in that API's terms
+    Reply generation(Endpoint endpoint, std::string_view body, bool responses_api = false, bool messages_api = false);
     Reply models() const;
     Reply stored_response(std::string_view method, std::string_view id);  // GET / DELETE /v1/responses/{id}
     nlohmann::ordered_json model_json() const;  // the served model, as /v1/models lists it

@@ -8,7 +8,7 @@
 #include "tpserve/engine/tokenizer.h"
 #include "tpserve/serve/job.h"
 #include "tpserve/serve/reasoning.h"
-#include "tpserve/serve/responses_api.h"
+#include "tpserve/serve/wire_output.h"
 #include "tpserve/serve/tool_calls.h"
 
 #include <nlohmann/json.hpp>
@@ -19,13 +19,6 @@
 #include <vector>
 
 namespace tps::serve {
-
-// A request's usage: each prompt counted once, whatever its number of choices.
-struct Usage {
-    int64_t prompt = 0;
-    int64_t completion = 0;
-    int64_t cached = 0;  // of the prompt tokens, those the prefix cache held
-};
 
 // `prefix` + 24 hex digits ("chatcmpl-", "resp_", ...): unique within the process, unguessable
 // across restarts.
@@ -48,13 +41,14 @@ public:
     std::string stream_start();
     std::string stream_piece(int index, const Delta& d);
     std::string stream_end(const Usage& usage) const;
-    // An error after the stream began: one event, then [DONE] (Responses: error, response.failed).
+    // An error after the stream began: one event, then [DONE] (or the wire's own events).
     std::string stream_error(const ApiError& e);
+    // An error before anything was written: the OpenAI error object (or the wire's own shape).
+    std::string error_body(const ApiError& e) const;
 
-    // The answer goes out as a Responses API object (POST /v1/responses) instead of chat's, with
-    // `shown` the request fields it repeats (ResponsesRequest::shown).
-    // `on_done` gets the finished response object (ResponsesOutput::on_done).
-    void as_responses(nlohmann::ordered_json shown, std::function<void(const nlohmann::ordered_json&)> on_done = {});
+    // The answer goes out in another API's shape (a chat request with one choice): the Responses
+    // API's (responses_api.h) or Anthropic's (messages_api.h).
+    void speak(std::unique_ptr<WireOutput> wire);
 
     // Not streaming: collect every piece of every choice, then the whole object.
     void add(int index, const Delta& d);
@@ -70,6 +64,7 @@ private:
         std::optional<ReasoningStream> thoughts;  // streaming a reasoning model's chat output
         bool started = false;                     // streaming: a piece has been written
         nlohmann::ordered_json prompt_logprobs;   // vLLM's prompt_logprobs (null: not asked)
+        std::string stop_string;                  // the stop string that ended it, if one did
     };
     std::string event(const std::string& json) const;
     // (with chunk_usage_ as its usage)
@@ -91,7 +86,8 @@ private:
     bool continuous_usage_;         // usage in every chunk (stream_options.continuous_usage_stats)
     int64_t chat_prompt_tokens_;    // chat: the prompt every choice shares (for the role chunks' usage)
     nlohmann::ordered_json chunk_usage_;  // what the chunks being written carry as usage (null: none)
-    std::unique_ptr<ResponsesOutput> responses_;  // set by as_responses: chat's parts become its items
+    std::unique_ptr<WireOutput> wire_;  // set by speak: chat's parts become another API's answer
+    std::string stop_string_;           // streaming: the piece being written ended on this stop string
     std::string model_;
     const Tokenizer& tok_;
     int64_t created_;

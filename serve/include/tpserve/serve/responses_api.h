@@ -12,6 +12,7 @@
 #include "tpserve/serve/api_error.h"
 #include "tpserve/serve/request.h"
 #include "tpserve/serve/response_store.h"
+#include "tpserve/serve/wire_output.h"
 
 #include <nlohmann/json.hpp>
 
@@ -21,8 +22,6 @@
 #include <vector>
 
 namespace tps::serve {
-
-struct Usage;
 
 struct ResponsesRequest {
     std::vector<GenerationRequest> choices;  // one: the Responses API has no `n`
@@ -41,20 +40,21 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
 // The response object of one request, and the events of its stream (each `event: <type>` with
 // `data: {...}` carrying a sequence number). It is fed the chat answer's parts: deltas as chat's
 // stream has them ({reasoning_content, content, tool_calls}) or the whole chat message.
-class ResponsesOutput {
+class ResponsesOutput : public WireOutput {
 public:
     ResponsesOutput(nlohmann::ordered_json shown, std::string model, const Tokenizer& tokenizer);
 
     // response.created, response.in_progress
-    std::string start();
+    std::string start() override;
     // The events of one chat delta; `finish` (the chat finish reason) closes the open item.
-    std::string delta(const nlohmann::ordered_json& delta, const std::string& finish);
+    std::string delta(const nlohmann::ordered_json& delta, const std::string& finish, const std::string& stop_string) override;
     // response.completed (or response.incomplete when max_output_tokens cut it), with usage.
-    std::string end(const Usage& usage);
+    std::string end(const Usage& usage) override;
     // A failure after the stream began: an error event, then response.failed.
-    std::string error(const ApiError& e);
+    std::string error(const ApiError& e) override;
     // The whole response object from the chat message and its finish reason.
-    nlohmann::ordered_json whole(const nlohmann::ordered_json& message, const std::string& finish, const Usage& usage);
+    nlohmann::ordered_json whole(const nlohmann::ordered_json& message, const std::string& finish, const std::string& stop_string,
+                                 const Usage& usage) override;
     const std::string& id() const noexcept { return id_; }
 
     // Called with the finished response object (completed or incomplete, not failed): the store.
