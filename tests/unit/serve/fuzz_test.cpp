@@ -1,11 +1,12 @@
 // Fuzzing the request path (run under ASan + UBSan by the sanitizer build): mutated, truncated and
-// hostile bodies through the parsers (the Responses API's too), and hostile bytes through a live HTTP server. The only
+// hostile bodies through the parsers (the Responses and Messages APIs' too), and hostile bytes through a live HTTP server. The only
 // acceptable outcomes are a parsed request or an ApiError; the server must answer or close, and
 // still answer a good request afterwards.
 #include "serve_test_support.h"
 
 #include "tpserve/serve/api.h"
 #include "tpserve/serve/http_server.h"
+#include "tpserve/serve/messages_api.h"
 #include "tpserve/serve/responses_api.h"
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -35,6 +36,8 @@ const std::vector<std::string> kSeeds = {
     // the Responses API's
     R"({"model":"smollm2","input":"Hello","instructions":"Be brief.","max_output_tokens":9,"stream":true,"metadata":{"k":"v"},"store":false})",
     R"({"input":[{"role":"developer","content":"x"},{"type":"message","role":"user","content":[{"type":"input_text","text":"a"}]},{"type":"function_call","call_id":"c1","name":"f","arguments":"{\"q\":1}"},{"type":"function_call_output","call_id":"c1","output":"ok"},{"type":"reasoning","id":"rs","summary":[]}],"tools":[{"type":"function","name":"f","parameters":{"type":"object"}}],"tool_choice":"auto","parallel_tool_calls":false})",
+    // Anthropic's
+    R"({"model":"smollm2","max_tokens":9,"system":[{"type":"text","text":"Be brief."}],"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"thinking","thinking":"h","signature":""},{"type":"tool_use","id":"t1","name":"f","input":{"q":1}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":[{"type":"text","text":"ok"}]},{"type":"text","text":"go"}]}],"tools":[{"name":"f","input_schema":{"type":"object"}}],"tool_choice":{"type":"auto"},"stop_sequences":["x"],"thinking":{"type":"enabled","budget_tokens":100}})",
     R"({"previous_response_id":"resp_a","input":"more","text":{"format":{"type":"json_schema","name":"a","schema":{"type":"object","properties":{"n":{"enum":[1,2]}}}}},"reasoning":{"effort":"low"}})",
 };
 
@@ -91,12 +94,13 @@ TEST(Fuzz, RequestParsersOnlyAcceptOrRefuse) {
     int accepted = 0, refused = 0;
     for (int i = 0; i < 4000; ++i) {
         const std::string body = mutate(kSeeds[static_cast<size_t>(i) % kSeeds.size()], rng);
-        for (int endpoint = 0; endpoint < 4; ++endpoint) {
+        for (int endpoint = 0; endpoint < 5; ++endpoint) {
             try {
                 if (endpoint == 0) parse_completion_request(body, m);
                 else if (endpoint == 1) parse_chat_request(body, m);
                 else if (endpoint == 2) parse_tokenize_request(body, m);
-                else parse_responses_request(body, m, &store);
+                else if (endpoint == 3) parse_responses_request(body, m, &store);
+                else parse_messages_request(body, m);
                 ++accepted;
             } catch (const ApiError& e) {
                 ++refused;
