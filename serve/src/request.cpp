@@ -141,6 +141,7 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
         }
     }
     r.stop_ids = get_bool(j, "ignore_eos", false) ? std::vector<int32_t>{} : model.stop_ids;
+    r.eos_ids = r.stop_ids.size();
     if (const Json* ids = field(j, "stop_token_ids")) {
         // vLLM's extension: more tokens that end the output (ignore_eos leaves these)
         const int64_t vocab = token_limit(model);

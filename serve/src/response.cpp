@@ -39,6 +39,13 @@ Json usage_json(const Usage& u) {
             {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
 }
 
+// vLLM's stop_reason: the stop string or stop_token_ids token that ended a choice; null for the
+// model's own end, the length or a format's end
+Json stop_reason_json(const std::string& stop_string, int32_t stop_token) {
+    if (!stop_string.empty()) return stop_string;
+    return stop_token >= 0 ? Json(stop_token) : Json(nullptr);
+}
+
 // vLLM's usage in each chunk (continuous_usage_stats): the choice's prompt and its output so far
 Json chunk_usage_json(int64_t prompt, int64_t completion) {
     return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
@@ -187,6 +194,7 @@ std::string ResponseWriter::chunk(int index, Json body, Json logprobs, const std
     else choice_json["delta"] = std::move(body);
     choice_json["logprobs"] = std::move(logprobs);
     choice_json["finish_reason"] = finish.empty() ? Json(nullptr) : Json(finish);
+    if (!finish.empty()) choice_json["stop_reason"] = stop_reason_json(finish == "stop" ? stop_string_ : std::string(), finish == "stop" ? stop_token_ : -1);
     Json j = envelope(stream_object(), Json::array({std::move(choice_json)}), nullptr);
     if (!chunk_usage_.is_null()) j["usage"] = chunk_usage_;
     return event(dump(j));
@@ -195,6 +203,7 @@ std::string ResponseWriter::chunk(int index, Json body, Json logprobs, const std
 std::string ResponseWriter::stream_piece(int index, const Delta& d) {
     Choice& c = choice(index);
     stop_string_ = d.stop_string;
+    stop_token_ = d.stop_token;
     if (continuous_usage_) chunk_usage_ = chunk_usage_json(d.prompt_tokens, d.completion_tokens);
     Json logprobs = nullptr;
     if (logprobs_ >= 0 && !d.tokens.empty()) {
@@ -270,6 +279,7 @@ void ResponseWriter::add(int index, const Delta& d) {
     if (!d.prompt_logprobs.empty()) c.prompt_logprobs = prompt_logprobs_json(d.prompt_logprobs);
     if (!d.finish_reason.empty()) c.finish_reason = d.finish_reason;
     if (!d.stop_string.empty()) c.stop_string = d.stop_string;
+    if (d.stop_token >= 0) c.stop_token = d.stop_token;
 }
 
 // vLLM's prompt_logprobs: null for the first token, then for each position an object keyed by
@@ -327,6 +337,7 @@ std::string ResponseWriter::whole(const Usage& usage) {
         }
         choice_json["logprobs"] = logprobs;
         choice_json["finish_reason"] = finish;
+        choice_json["stop_reason"] = stop_reason_json(finish == "stop" ? c.stop_string : std::string(), finish == "stop" ? c.stop_token : -1);
         if (endpoint_ == Endpoint::completions && !c.prompt_logprobs.is_null()) choice_json["prompt_logprobs"] = c.prompt_logprobs;
         choices.push_back(std::move(choice_json));
     }

@@ -93,8 +93,9 @@ void Scheduler::emit(Seq& s, const Sampled& sampled) {
     s.last_token = now;
     const auto& req = s.job->request();
     // (min_tokens: the sampler holds the stop tokens back until then)
-    if (s.generated >= req.sampling.min_tokens &&
-        std::find(req.stop_ids.begin(), req.stop_ids.end(), sampled.token) != req.stop_ids.end()) {
+    if (const auto stop = std::find(req.stop_ids.begin(), req.stop_ids.end(), sampled.token);
+        s.generated >= req.sampling.min_tokens && stop != req.stop_ids.end()) {
+        if (static_cast<size_t>(stop - req.stop_ids.begin()) >= req.eos_ids) s.stop_token = sampled.token;
         // the stop token is not text, but it was generated: its log-probability is reported (as
         // OpenAI's and vLLM's: lm-evaluation-harness reads the last entry as the generated
         // token's) and usage counts it (as vLLM's completion_tokens)
@@ -143,6 +144,7 @@ void Scheduler::finish(Seq& s, const std::string& reason) {
     s.held.clear();
     d.finish_reason = reason;
     if (s.stops.done()) d.stop_string = s.stops.met();
+    d.stop_token = s.stop_token;
     d.prompt_tokens = s.prompt_len;
     d.completion_tokens = s.generated;
     s.job->completion_tokens = s.generated;

@@ -56,6 +56,7 @@ struct Scheduler::Seq {
     int64_t scored = 0;
     std::vector<TokenOut> scores;
     int64_t scoring_from = -1;    // the in-flight entry is a scored chunk from this position
+    int32_t stop_token = -1;      // a stop_token_ids token ended it (vLLM's stop_reason)
     bool echoed = false;          // the prompt's piece is out
 
     bool scoring_done() const noexcept { return !scores_prompt || scored == prompt_len - 1; }

@@ -27,6 +27,21 @@ def case_vllm_fields():
         check(kept.choices[0].text == cut.choices[0].text + stop and kept.choices[0].text.endswith(stop)
               and kept.choices[0].finish_reason == "stop",
               f"include_stop_str_in_output: the text before the stop {stop!r}, then the stop", short([cut, kept]))
+        check(cut.choices[0].model_extra.get("stop_reason") == stop and plain.choices[0].model_extra.get("stop_reason", 0) is None,
+              f"stop_reason (vLLM's): the stop string {stop!r} that ended it; null for the length",
+              short([cut.choices[0], plain.choices[0]]))
+
+    # stop_token_ids: stop_reason names the token, whole and streamed (in the finish chunk)
+    ids_out = c.completions.create(model=m, prompt=prompt, max_tokens=6, temperature=0, logprobs=0,
+                                   extra_body={"ignore_eos": True, "return_tokens_as_token_ids": True})
+    third = int(ids_out.choices[0].logprobs.tokens[2].split(":")[1])
+    by_token = c.completions.create(model=m, prompt=prompt, max_tokens=6, temperature=0, extra_body={"stop_token_ids": [third]})
+    last = [k for k in c.completions.create(model=m, prompt=prompt, max_tokens=6, temperature=0, stream=True,
+                                            extra_body={"stop_token_ids": [third]}) if k.choices][-1]
+    check(by_token.choices[0].finish_reason == "stop" and by_token.choices[0].model_extra.get("stop_reason") == third
+          and last.choices[0].finish_reason == "stop" and last.choices[0].model_extra.get("stop_reason") == third,
+          f"stop_token_ids [{third}]: finish_reason stop, stop_reason {third}, whole and in the stream's finish chunk",
+          short([by_token.choices[0], last.choices[0]]))
 
     # truncate_prompt_tokens: the answer of the prompt's last k tokens, sent as token ids
     ids = tokenize(srv, prompt)["tokens"]

@@ -135,6 +135,8 @@ TEST(Scheduler, MinTokensHoldsTheStopsBack) {
     };
     const Outcome at_once = with(0, false);
     EXPECT_EQ(at_once.finish_reason, "stop");
+    EXPECT_EQ(at_once.stop_token, free_run.tokens[0]);  // (a stop_token_ids token: vLLM's stop_reason names it)
+    EXPECT_EQ(at_once.stop_string, "");
     EXPECT_EQ(at_once.text, "");
     EXPECT_EQ(at_once.tokens, std::vector<int32_t>{free_run.tokens[0]});  // the stop token's logprob, not its text
     EXPECT_EQ(counted, 1);  // the stop token was generated: usage counts it, as vLLM's
@@ -145,7 +147,20 @@ TEST(Scheduler, MinTokensHoldsTheStopsBack) {
         EXPECT_EQ(counted, static_cast<int64_t>(held.tokens.size()));
     }
     // a stop string is not looked for in the first min_tokens - 1 tokens' text
-    EXPECT_EQ(with(0, true).text, "");
+    const Outcome by_string = with(0, true);
+    EXPECT_EQ(by_string.text, "");
+    EXPECT_EQ(by_string.stop_string, free_run.text.substr(0, 1));
+    EXPECT_EQ(by_string.stop_token, -1);
+    {
+        // the model's own end is no stop_reason
+        auto j = job(prompt_of(6), 8);
+        GenerationRequest r = j->request();
+        r.stop_ids = {free_run.tokens[0]};
+        r.eos_ids = 1;
+        const Outcome eos = run_all(e, {std::make_shared<Job>(std::move(r))}).at(0);
+        EXPECT_EQ(eos.finish_reason, "stop");
+        EXPECT_EQ(eos.stop_token, -1);
+    }
     const Outcome late = with(2, true);
     EXPECT_EQ(late.tokens.at(0), free_run.tokens[0]);
     EXPECT_GE(late.tokens.size(), 2u);

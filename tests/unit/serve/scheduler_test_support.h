@@ -27,6 +27,8 @@ struct Outcome {
     int error_status = 0;
     std::vector<std::string> pieces;  // each piece's text
     std::vector<TokenOut> prompt_scores;  // prompt_logprobs
+    std::string stop_string;              // what ended it: a stop string,
+    int32_t stop_token = -1;              // or a stop_token_ids token
 };
 
 // Waits for a job's pieces through its wake-up, as an HTTP session would. The wake-up holds the
@@ -59,6 +61,8 @@ public:
                 if (d.error) o.error_status = d.error->status();
                 if (d.last()) {
                     o.finish_reason = d.finish_reason;
+                    o.stop_string = d.stop_string;
+                    o.stop_token = d.stop_token;
                     return o;
                 }
             }

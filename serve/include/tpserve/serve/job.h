@@ -35,6 +35,7 @@ struct Delta {
     std::vector<TokenOut> prompt_logprobs;
     std::string finish_reason;        // "stop" / "length" on the last piece, else empty
     std::string stop_string;          // with "stop": the stop string that ended it (empty: a stop token, a format's end)
+    int32_t stop_token = -1;          // with "stop": a stop_token_ids token (not the model's end) that ended it
     // the choice's prompt tokens and its output tokens so far, this piece's included (usage in
     // every chunk: stream_options.continuous_usage_stats)
     int64_t prompt_tokens = 0, completion_tokens = 0;

@@ -51,6 +51,7 @@ struct GenerationRequest {
     SamplingParams sampling;
     std::vector<std::string> stop;   // stop strings
     std::vector<int32_t> stop_ids;   // stop tokens (empty with ignore_eos)
+    size_t eos_ids = 0;              // the first eos_ids of stop_ids are the model's end; the rest stop_token_ids
     bool skip_special_tokens = true; // vLLM's extension: false writes special tokens' text too
     bool stream = false;
     bool include_usage = false;

@@ -65,6 +65,7 @@ private:
         bool started = false;                     // streaming: a piece has been written
         nlohmann::ordered_json prompt_logprobs;   // vLLM's prompt_logprobs (null: not asked)
         std::string stop_string;                  // the stop string that ended it, if one did
+        int32_t stop_token = -1;                  // the stop_token_ids token that ended it, if one did
     };
     std::string event(const std::string& json) const;
     // (with chunk_usage_ as its usage)
@@ -88,6 +89,7 @@ private:
     nlohmann::ordered_json chunk_usage_;  // what the chunks being written carry as usage (null: none)
     std::unique_ptr<WireOutput> wire_;  // set by speak: chat's parts become another API's answer
     std::string stop_string_;           // streaming: the piece being written ended on this stop string
+    int32_t stop_token_ = -1;           // ... or this stop token
     std::string model_;
     const Tokenizer& tok_;
     int64_t created_;
