@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <optional>
 #include <string>
@@ -32,6 +33,37 @@ std::optional<std::string> percent_decoded(std::string_view s) {
         i += 2;
     }
     return out;
+}
+
+// A query string's fields (?a=1&b=x), %XX decoded; a field without '=' is an empty string.
+Json query_fields(std::string_view query) {
+    Json out = Json::object();
+    while (!query.empty()) {
+        const size_t amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
+        const size_t eq = pair.find('=');
+        const std::string key = percent_decoded(pair.substr(0, eq)).value_or(std::string(pair.substr(0, eq)));
+        const std::string_view value = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+        if (!key.empty()) out[key] = percent_decoded(value).value_or(std::string(value));
+        query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    }
+    return out;
+}
+
+// An input item as the store keeps it (and input_items lists it): an id, a type, and a message's
+// content as parts, as OpenAI lists them.
+Json input_item(Json item) {
+    if (!item.is_object()) return item;
+    const std::string type = item.value("type", "message");
+    item["type"] = type;
+    if (!item.contains("id")) {
+        item["id"] = object_id(type == "message" ? "msg_" : type == "function_call" ? "fc_" : type == "function_call_output" ? "fco_" : "item_");
+    }
+    if (type == "message" && item.contains("content") && item["content"].is_string()) {
+        const bool said = item.value("role", "") == "assistant";
+        item["content"] = Json::array({{{"type", said ? "output_text" : "input_text"}, {"text", item["content"]}}});
+    }
+    return item;
 }
 
 Reply json_reply(int status, const Json& j) {
@@ -223,7 +255,8 @@ Reply Api::route(std::string_view method, std::string_view target, std::string_v
                 return json_reply(200, {{"input_tokens", counted.at(0).prompt.size()}});
             }
             case Route::stored_response:
-                return stored_response(method, path.substr(std::string_view("/v1/responses/").size()));
+                return stored_response(method, path.substr(std::string_view("/v1/responses/").size()),
+                                       target.size() > path.size() ? target.substr(path.size() + 1) : std::string_view());
             case Route::tokenize: {
                 const std::vector<int32_t> tokens = parse_tokenize_request(body, model_);
                 return json_reply(200, {{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", model_.context}});
@@ -276,10 +309,11 @@ Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_a
         std::function<void(const Json&)> keep;
         if (parsed.store) {
             // the conversation so far, and what this response adds to it
-            keep = [store = store_, history = std::move(parsed.history)](const Json& response) {
+            keep = [store = store_, history = std::move(parsed.history), own = parsed.inherited](const Json& response) {
                 Json all = history;
+                for (size_t i = own; i < all.size(); ++i) all[i] = input_item(all[i]);
                 for (const Json& item : response["output"]) all.push_back(item);
-                store->put(response["id"].get<std::string>(), {response, std::move(all)});
+                store->put(response["id"].get<std::string>(), {response, std::move(all), own});
             };
         }
         auto wire = std::make_unique<ResponsesOutput>(std::move(parsed.shown), model_.name, *model_.tokenizer);
@@ -289,8 +323,14 @@ Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_a
     return r;
 }
 
-Reply Api::stored_response(std::string_view method, std::string_view raw) {
+Reply Api::stored_response(std::string_view method, std::string_view rest, std::string_view query) {
+    const size_t slash = rest.find('/');
+    const std::string_view raw = rest.substr(0, slash);
+    const std::string_view sub = slash == std::string_view::npos ? std::string_view() : rest.substr(slash + 1);
     const std::string id = percent_decoded(raw).value_or(std::string(raw));
+    if (!sub.empty() && (sub != "input_items" || method != "GET")) {
+        throw ApiError::not_found(fmt::format("no endpoint at '/v1/responses/{}' (see docs/api.md)", rest));
+    }
     if (method == "DELETE") {
         if (!store_->erase(id)) throw ApiError::not_found(fmt::format("no stored response '{}'", id), "not_found");
         return json_reply(200, {{"id", id}, {"object", "response"}, {"deleted", true}});
@@ -302,7 +342,38 @@ Reply Api::stored_response(std::string_view method, std::string_view raw) {
                                               id, store_->max_bytes() >> 20),
                                   "not_found");
     }
-    return json_reply(200, kept->response);
+    if (sub.empty()) return json_reply(200, kept->response);
+    // GET /v1/responses/{id}/input_items: this response's own input items, as OpenAI lists them
+    // (order desc by default; limit 1-100, default 20; after an item id)
+    const Json q = query_fields(query);
+    const std::string order = q.value("order", "desc");
+    if (order != "asc" && order != "desc") throw ApiError::invalid("'order' must be asc or desc", "order");
+    int64_t limit = 20;
+    if (q.contains("limit")) {
+        const std::string v = q["limit"].get<std::string>();
+        limit = v.empty() || v.size() > 3 || v.find_first_not_of("0123456789") != std::string::npos ? 0 : std::stoll(v);
+        if (limit < 1 || limit > 100) throw ApiError::invalid("'limit' must be between 1 and 100", "limit");
+    }
+    const size_t outputs = kept->response["output"].size();
+    const Json& h = kept->history;
+    std::vector<const Json*> items;
+    for (size_t i = kept->own_input; i + outputs < h.size(); ++i) items.push_back(&h[i]);
+    if (order == "desc") std::reverse(items.begin(), items.end());
+    size_t from = 0;
+    if (q.contains("after")) {
+        const std::string after = q["after"].get<std::string>();
+        const auto it = std::find_if(items.begin(), items.end(), [&](const Json* item) { return item->value("id", "") == after; });
+        if (it == items.end()) throw ApiError::invalid(fmt::format("'after': no input item '{}' in this response", after), "after");
+        from = static_cast<size_t>(it - items.begin()) + 1;
+    }
+    Json data = Json::array();
+    for (size_t i = from; i < items.size() && static_cast<int64_t>(data.size()) < limit; ++i) data.push_back(*items[i]);
+    const bool more = from + data.size() < items.size();
+    return json_reply(200, {{"object", "list"},
+                            {"data", data},
+                            {"first_id", data.empty() ? Json(nullptr) : data.front()["id"]},
+                            {"last_id", data.empty() ? Json(nullptr) : data.back()["id"]},
+                            {"has_more", more}});
 }
 
 std::optional<Reply> Api::submit(const std::vector<std::shared_ptr<Job>>& jobs) {

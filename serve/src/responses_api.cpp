@@ -284,6 +284,7 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
     out.store = store && store->enabled() && get_bool(j, "store", true);
     s["store"] = out.store;  // (false: nothing is kept, the response cannot be retrieved later)
     out.history = std::move(history);
+    out.inherited = stored;
     given("temperature", nullptr);
     given("text", Json{{"format", {{"type", "text"}}}});
     given("tool_choice", "auto");

@@ -97,6 +97,23 @@ def case_responses():
     check(more.previous_response_id == r.id and more.output_text == chat_more.choices[0].message.content
           and more.usage.input_tokens == chat_more.usage.prompt_tokens,
           "previous_response_id: the answer to the stored conversation and the new input, as chat's", short([more, chat_more]))
+    # input_items: a response's own input (not what previous_response_id brought), newest first by
+    # default, paged by limit and after
+    own = list(c.responses.input_items.list(more.id))
+    four = list(c.responses.input_items.list(r2.id, order="asc"))
+    with client() as hc:
+        page = hc.get(f"{srv.url}/v1/responses/{r2.id}/input_items", params={"order": "asc", "limit": 2}).json()
+        rest = hc.get(f"{srv.url}/v1/responses/{r2.id}/input_items",
+                      params={"order": "asc", "after": page["last_id"]}).json()
+        bad = hc.get(f"{srv.url}/v1/responses/{r2.id}/input_items", params={"limit": 0})
+    texts = [[p.text for p in it.content] for it in four]
+    check(len(own) == 1 and own[0].role == "user" and own[0].content[0].text == "And the sky?"
+          and texts == [["Answer briefly."], ["Name a ", "colour."], ["Blue."], ["Another?"]]
+          and [it.role for it in four] == ["developer", "user", "assistant", "user"] and all(it.id for it in four)
+          and [x["id"] for x in page["data"] + rest["data"]] == [it.id for it in four] and page["has_more"] is True
+          and rest["has_more"] is False and bad.status_code == 400,
+          "responses.input_items.list: the response's own input items with ids (order, limit, after); limit 0 is a 400",
+          short([own, four, page, rest, bad.text]))
     c.responses.delete(r.id)
     gone = []
     for call in (lambda: c.responses.retrieve(r.id),

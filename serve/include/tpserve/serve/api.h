@@ -68,7 +68,8 @@ private:
     // chat request in that API's terms
     Reply generation(Endpoint endpoint, std::string_view body, bool responses_api = false, bool messages_api = false);
     Reply models() const;
-    Reply stored_response(std::string_view method, std::string_view id);  // GET / DELETE /v1/responses/{id}
+    // GET / DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items (`query`: after '?')
+    Reply stored_response(std::string_view method, std::string_view rest, std::string_view query);
     nlohmann::ordered_json model_json() const;  // the served model, as /v1/models lists it
 
     ServeMetrics& m_;

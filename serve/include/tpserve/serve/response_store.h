@@ -20,6 +20,7 @@ public:
     struct Entry {
         nlohmann::ordered_json response;  // the response object, as it was answered
         nlohmann::ordered_json history;   // the conversation: every input item, then the output items
+        size_t own_input = 0;             // where this response's own input items start in history
     };
 
     explicit ResponseStore(size_t max_bytes) : max_bytes_(max_bytes) {}

@@ -29,6 +29,7 @@ struct ResponsesRequest {
     nlohmann::ordered_json shown;
     // the conversation's input items: the stored one's (previous_response_id), then `input`
     nlohmann::ordered_json history;
+    size_t inherited = 0;  // of history, the items the stored response gave
     bool store = false;  // keep the response (`store`, the default, where the server keeps any)
 };
 
