@@ -168,7 +168,7 @@ std::vector<GenerationRequest> parse_messages_request(std::string_view body, con
     if (!max_tokens) throw ApiError::invalid("'max_tokens' is required", "max_tokens");
     Json chat = {{"messages", chat_messages_of(j)}, {"max_completion_tokens", *max_tokens}};
     for (const char* name : {"model", "temperature", "top_p", "top_k", "stream", "seed", "min_p", "repetition_penalty",
-                             "ignore_eos", "min_tokens", "chat_template_kwargs"}) {
+                             "ignore_eos", "min_tokens", "chat_template_kwargs", "priority"}) {
         if (const auto it = j.find(name); it != j.end()) chat[name] = *it;
     }
     if (const Json* t = field(j, "temperature"); t && t->is_number() && t->get<double>() > 1.0) {

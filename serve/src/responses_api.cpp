@@ -98,7 +98,7 @@ Json chat_messages_of(const Json& j, const Json* input, size_t stored) {
             assistant_turn = false;
         } else if (kind != "reasoning") {
             throw ApiError::invalid(fmt::format("'{}.type' '{}' is not supported (message, function_call, function_call_output and "
-                                                "reasoning items are; nothing is stored to refer to)",
+                                                "reasoning items are; an item_reference is not looked up: use previous_response_id)",
                                                 where, kind),
                                     "input");
         }
@@ -195,14 +195,18 @@ Json history_of(const Json& j, ResponseStore* store, size_t& stored) {
 ResponsesRequest parse_responses_request(std::string_view body, const ServedModel& model, ResponseStore* store) {
     const Json j = parse_body(body);
     // what needs state this server does not keep, or work it does not do: refused, never ignored
-    for (const char* name : {"conversation", "prompt", "max_tool_calls"}) {
+    for (const char* name : {"conversation", "prompt"}) {
         if (field(j, name)) {
-            throw ApiError::invalid(fmt::format("'{}' is not offered: nothing is stored between requests; send the whole "
-                                                "conversation in 'input'",
+            throw ApiError::invalid(fmt::format("'{}' is not offered: conversation objects and prompt templates are not kept; "
+                                                "use previous_response_id, or send the whole conversation in 'input'",
                                                 name),
                                     name);
         }
     }
+    if (field(j, "max_tool_calls")) {
+        throw ApiError::invalid("'max_tool_calls' is not offered: it bounds built-in tools, and this server runs none", "max_tool_calls");
+    }
+    const bool wants_store = get_bool(j, "store", true);
     if (get_bool(j, "background", false)) throw ApiError::invalid("'background' is not offered: a request is answered while it runs", "background");
     if (const Json* inc = field(j, "include"); inc && (!inc->is_array() || !inc->empty())) {
         throw ApiError::invalid("'include' is not offered (no log-probabilities, encrypted reasoning or tool sources here)", "include");
@@ -281,7 +285,7 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
     Json reasoning = {{"effort", nullptr}, {"summary", nullptr}};
     if (const Json* r = field(j, "reasoning"); r && field(*r, "effort")) reasoning["effort"] = (*r)["effort"];
     s["reasoning"] = std::move(reasoning);
-    out.store = store && store->enabled() && get_bool(j, "store", true);
+    out.store = store && store->enabled() && wants_store;
     s["store"] = out.store;  // (false: nothing is kept, the response cannot be retrieved later)
     out.history = std::move(history);
     out.inherited = stored;

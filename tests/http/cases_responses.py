@@ -193,7 +193,7 @@ def case_responses():
 
     # what cannot be served is a 400 naming the Responses field
     for what, body, param, words in [
-            ("conversation", {"input": "x", "conversation": "conv_1"}, "conversation", "nothing is stored"),
+            ("conversation", {"input": "x", "conversation": "conv_1"}, "conversation", "use previous_response_id"),
             ("a hosted tool", {"input": "x", "tools": [{"type": "web_search"}]}, "tools", "function tools only"),
             ("an image", {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x"}]}]},
              "input", "'input[0].content[0]' is of type 'input_image'"),

@@ -88,6 +88,7 @@ TEST(MessagesApi, WhatCannotBeServedIsRefusedByItsName) {
         {R"({"max_tokens":5,"messages":[{"role":"user","content":"x"}],"mcp_servers":[]})", "mcp_servers", "not offered"},
         {R"({"max_tokens":5,"messages":[{"role":"user","content":"x"}],"thinking":{"type":"maybe"}})", "thinking", "\"enabled\" or"},
         {R"({"max_tokens":5,"messages":[{"role":"user","content":"x"}],"model":"claude-x"})", "", "'claude-x' does not exist"},
+        {R"({"max_tokens":5,"messages":[{"role":"user","content":"x"}],"priority":2})", "priority", "--scheduling-policy priority"},
     };
     for (const auto& [body, param, words] : cases) {
         try {
