@@ -309,11 +309,12 @@ Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_a
         std::function<void(const Json&)> keep;
         if (parsed.store) {
             // the conversation so far, and what this response adds to it
-            keep = [store = store_, history = std::move(parsed.history), own = parsed.inherited](const Json& response) {
+            keep = [this, history = std::move(parsed.history), own = parsed.inherited](const Json& response) {
                 Json all = history;
                 for (size_t i = own; i < all.size(); ++i) all[i] = input_item(all[i]);
                 for (const Json& item : response["output"]) all.push_back(item);
-                store->put(response["id"].get<std::string>(), {response, std::move(all), own});
+                store_->put(response["id"].get<std::string>(), {response, std::move(all), own});
+                store_gauges();
             };
         }
         auto wire = std::make_unique<ResponsesOutput>(std::move(parsed.shown), model_.name, *model_.tokenizer);
@@ -321,6 +322,11 @@ Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_a
         r.writer->speak(std::move(wire));
     }
     return r;
+}
+
+void Api::store_gauges() {
+    m_.stored_responses.set(static_cast<double>(store_->size()));
+    m_.stored_response_bytes.set(static_cast<double>(store_->bytes()));
 }
 
 Reply Api::stored_response(std::string_view method, std::string_view rest, std::string_view query) {
@@ -333,6 +339,7 @@ Reply Api::stored_response(std::string_view method, std::string_view rest, std::
     }
     if (method == "DELETE") {
         if (!store_->erase(id)) throw ApiError::not_found(fmt::format("no stored response '{}'", id), "not_found");
+        store_gauges();
         return json_reply(200, {{"id", id}, {"object", "response"}, {"deleted", true}});
     }
     const std::optional<ResponseStore::Entry> kept = store_->get(id);

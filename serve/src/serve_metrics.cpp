@@ -39,7 +39,9 @@ ServeMetrics::ServeMetrics(MetricsRegistry& r)
       prefix_cache_queries(r.counter("tpserve_prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache")),
       prefix_cache_hits(r.counter("tpserve_prefix_cache_hits_total", "Prompt tokens found in the prefix cache (not prefilled)")),
       steps(r.counter("tpserve_steps_total", "Engine steps run")),
-      preemptions(r.counter("tpserve_preemptions_total", "Running sequences whose KV was freed for others (fed again later)")) {}
+      preemptions(r.counter("tpserve_preemptions_total", "Running sequences whose KV was freed for others (fed again later)")),
+      stored_responses(r.gauge("tpserve_responses_stored", "Responses the Responses API's store keeps")),
+      stored_response_bytes(r.gauge("tpserve_responses_stored_bytes", "Bytes the Responses API's store holds (rank 0's memory)")) {}
 
 Counter& ServeMetrics::step_seconds(int rank, int stage) {
     return registry.counter("tpserve_step_seconds_total", "Seconds each rank spent computing its part of steps",

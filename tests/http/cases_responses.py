@@ -7,7 +7,7 @@ import json
 import jsonschema
 import openai
 
-from harness import check, client, main_server, oai, short, tokenize
+from harness import check, client, main_server, metric, metrics, oai, short, tokenize
 
 
 def event_order_ok(types):
@@ -114,7 +114,12 @@ def case_responses():
           and rest["has_more"] is False and bad.status_code == 400,
           "responses.input_items.list: the response's own input items with ids (order, limit, after); limit 0 is a 400",
           short([own, four, page, rest, bad.text]))
+    stored_before = metric(metrics(srv)[1], "tpserve_responses_stored") or 0
     c.responses.delete(r.id)
+    stored_after = metric(metrics(srv)[1], "tpserve_responses_stored") or 0
+    check(stored_before >= 3 and stored_after == stored_before - 1
+          and (metric(metrics(srv)[1], "tpserve_responses_stored_bytes") or 0) > 0,
+          f"/metrics: tpserve_responses_stored ({stored_before:g} -> {stored_after:g} after a delete) and its bytes")
     gone = []
     for call in (lambda: c.responses.retrieve(r.id),
                  lambda: c.responses.create(previous_response_id=r.id, input="x", **ask)):

@@ -70,6 +70,7 @@ private:
     Reply models() const;
     // GET / DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items (`query`: after '?')
     Reply stored_response(std::string_view method, std::string_view rest, std::string_view query);
+    void store_gauges();  // the store's size and bytes into /metrics
     nlohmann::ordered_json model_json() const;  // the served model, as /v1/models lists it
 
     ServeMetrics& m_;
@@ -77,7 +78,7 @@ private:
     std::atomic<State> state_{State::loading};
     ServedModel model_;                  // set once by ready()
     std::function<std::string()> plan_json_;  // set once by ready()
-    std::shared_ptr<ResponseStore> store_;    // (shared with the answers that will put into it)
+    std::shared_ptr<ResponseStore> store_;    // the Responses API's (answers put into it when they end)
     std::mutex scheduler_mu_;
     Scheduler* scheduler_ = nullptr;     // set by ready(), cleared by detach()
     std::atomic<bool> stop_asked_{false};

@@ -36,6 +36,8 @@ struct ServeMetrics {
     Counter& prefix_cache_hits;
     Counter& steps;
     Counter& preemptions;
+    Gauge& stored_responses;        // the Responses API's store (response_store.h): responses kept
+    Gauge& stored_response_bytes;   // and the bytes they hold (at most --responses-store-mib)
 
     // Per rank (labels rank, stage): time computing its part of steps, time in collectives.
     Counter& step_seconds(int rank, int stage);
