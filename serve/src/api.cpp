@@ -240,13 +240,13 @@ Reply Api::route(std::string_view method, std::string_view target, std::string_v
                 return r;
             }
             case Route::completions:
-                return generation(Endpoint::completions, body);
+                return generation(Wire::completions, body);
             case Route::chat:
-                return generation(Endpoint::chat, body);
+                return generation(Wire::chat, body);
             case Route::responses:
-                return generation(Endpoint::chat, body, true);
+                return generation(Wire::responses, body);
             case Route::messages:
-                return generation(Endpoint::chat, body, false, true);
+                return generation(Wire::messages, body);
             case Route::count_tokens: {
                 // (the request as /v1/messages takes it, max_tokens not needed to count)
                 Json j = parse_body(body);
@@ -289,23 +289,26 @@ Json Api::model_json() const {
 
 Reply Api::models() const { return json_reply(200, {{"object", "list"}, {"data", Json::array({model_json()})}}); }
 
-Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_api, bool messages_api) {
+Reply Api::generation(Wire wire, std::string_view body) {
     if (state_.load(std::memory_order_acquire) != State::ready) {
         m_.rejected_unavailable.inc();
         return Reply::error_of(ApiError::unavailable("the server is shutting down"));
     }
     ResponsesRequest parsed;
-    if (responses_api) parsed = parse_responses_request(body, model_, store_.get());
-    else if (messages_api) parsed.choices = parse_messages_request(body, model_);
-    else parsed.choices = endpoint == Endpoint::chat ? parse_chat_request(body, model_) : parse_completion_request(body, model_);
+    switch (wire) {
+        case Wire::completions: parsed.choices = parse_completion_request(body, model_); break;
+        case Wire::chat: parsed.choices = parse_chat_request(body, model_); break;
+        case Wire::responses: parsed = parse_responses_request(body, model_, store_.get()); break;
+        case Wire::messages: parsed.choices = parse_messages_request(body, model_); break;
+    }
     Reply r;
     for (auto& c : parsed.choices) r.jobs.push_back(std::make_shared<Job>(std::move(c)));
     r.writer = std::make_shared<ResponseWriter>(r.jobs.front()->request(), model_.name, *model_.tokenizer, model_.created,
                                                 model_.tool_parser);
-    if (messages_api) {
+    if (wire == Wire::messages) {
         r.writer->speak(std::make_unique<MessagesOutput>(model_.name, static_cast<int64_t>(r.jobs.front()->request().prompt.size())));
     }
-    if (responses_api) {
+    if (wire == Wire::responses) {
         std::function<void(const Json&)> keep;
         if (parsed.store) {
             // the conversation so far, and what this response adds to it
@@ -317,9 +320,9 @@ Reply Api::generation(Endpoint endpoint, std::string_view body, bool responses_a
                 store_gauges();
             };
         }
-        auto wire = std::make_unique<ResponsesOutput>(std::move(parsed.shown), model_.name, *model_.tokenizer);
-        wire->on_done = std::move(keep);
-        r.writer->speak(std::move(wire));
+        auto output = std::make_unique<ResponsesOutput>(std::move(parsed.shown), model_.name, *model_.tokenizer);
+        output->on_done = std::move(keep);
+        r.writer->speak(std::move(output));
     }
     return r;
 }

@@ -40,8 +40,9 @@ Json usage_json(const Usage& u) {
 }
 
 // vLLM's stop_reason: the stop string or stop_token_ids token that ended a choice; null for the
-// model's own end, the length or a format's end
-Json stop_reason_json(const std::string& stop_string, int32_t stop_token) {
+// model's own end, the length or a format's end (any finish but "stop")
+Json stop_reason_json(const std::string& finish, const std::string& stop_string, int32_t stop_token) {
+    if (finish != "stop") return nullptr;
     if (!stop_string.empty()) return stop_string;
     return stop_token >= 0 ? Json(stop_token) : Json(nullptr);
 }
@@ -194,7 +195,7 @@ std::string ResponseWriter::chunk(int index, Json body, Json logprobs, const std
     else choice_json["delta"] = std::move(body);
     choice_json["logprobs"] = std::move(logprobs);
     choice_json["finish_reason"] = finish.empty() ? Json(nullptr) : Json(finish);
-    if (!finish.empty()) choice_json["stop_reason"] = stop_reason_json(finish == "stop" ? stop_string_ : std::string(), finish == "stop" ? stop_token_ : -1);
+    if (!finish.empty()) choice_json["stop_reason"] = stop_reason_json(finish, stop_string_, stop_token_);
     Json j = envelope(stream_object(), Json::array({std::move(choice_json)}), nullptr);
     if (!chunk_usage_.is_null()) j["usage"] = chunk_usage_;
     return event(dump(j));
@@ -337,7 +338,7 @@ std::string ResponseWriter::whole(const Usage& usage) {
         }
         choice_json["logprobs"] = logprobs;
         choice_json["finish_reason"] = finish;
-        choice_json["stop_reason"] = stop_reason_json(finish == "stop" ? c.stop_string : std::string(), finish == "stop" ? c.stop_token : -1);
+        choice_json["stop_reason"] = stop_reason_json(finish, c.stop_string, c.stop_token);
         if (endpoint_ == Endpoint::completions && !c.prompt_logprobs.is_null()) choice_json["prompt_logprobs"] = c.prompt_logprobs;
         choices.push_back(std::move(choice_json));
     }

@@ -22,6 +22,19 @@ int64_t blocks(int64_t tokens) { return (tokens + kKvBlockTokens - 1) / kKvBlock
 // Finished sequences the prefix cache keeps at most (each match looks through them all).
 constexpr size_t kMaxCached = 1024;
 
+// What to take next from a queue: its first (first come, first served), or by priority the first of
+// the most urgent (lowest `priority_of`). The queue is not empty.
+template <class Queue, class PriorityOf>
+auto next_of(Queue& queue, bool by_priority, PriorityOf priority_of) {
+    auto best = queue.begin();
+    if (by_priority) {
+        for (auto it = queue.begin(); it != queue.end(); ++it) {
+            if (priority_of(*it) < priority_of(*best)) best = it;
+        }
+    }
+    return best;
+}
+
 
 }  // namespace
 
@@ -275,17 +288,8 @@ void Scheduler::admit() {
         if (m.more_soon) return false;
         return running_.empty() || make_room(static_cast<int64_t>(tokens.size()) - m.tokens, m);
     };
-    auto priority = [](const Seq& s) { return s.job->request().priority; };
-    // (first come first: the first preempted; by priority: the first of the most urgent)
-    auto next_preempted = [&] {
-        auto best = preempted_.begin();
-        if (opt_.priority) {
-            for (auto it = preempted_.begin(); it != preempted_.end(); ++it) {
-                if (priority(**it) < priority(**best)) best = it;
-            }
-        }
-        return best;
-    };
+    auto priority = [](const std::unique_ptr<Seq>& s) { return s->job->request().priority; };
+    auto next_preempted = [&] { return next_of(preempted_, opt_.priority, priority); };
     while (!preempted_.empty() && static_cast<int64_t>(running_.size()) < opt_.max_batch) {
         const auto it = next_preempted();
         if (!room((*it)->tokens, (*it)->scoring_done())) break;
@@ -298,7 +302,7 @@ void Scheduler::admit() {
         const auto it = next_waiting();
         const GenerationRequest& next = (*it)->request();
         // preempted requests go first (by priority: those at least as urgent)
-        if (!preempted_.empty() && (!opt_.priority || priority(**next_preempted()) <= next.priority)) break;
+        if (!preempted_.empty() && (!opt_.priority || priority(*next_preempted()) <= next.priority)) break;
         if (next.max_tokens == 0 && !next.scores_prompt()) {
             // echo of the prompt alone: nothing to feed, no KV, no place in the batch
             Seq echo(std::move(*it), next_seq_++, tok_, driver_.model().samples_rows());
@@ -320,13 +324,7 @@ void Scheduler::admit() {
 // The waiting request to take next: the first; by priority, the first of the most urgent (the
 // choices of one request share it and stay in order). Called with mu_ held and waiting_ not empty.
 std::deque<std::shared_ptr<Job>>::iterator Scheduler::next_waiting() {
-    auto best = waiting_.begin();
-    if (opt_.priority) {
-        for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
-            if ((*it)->request().priority < (*best)->request().priority) best = it;
-        }
-    }
-    return best;
+    return next_of(waiting_, opt_.priority, [](const std::shared_ptr<Job>& j) { return j->request().priority; });
 }
 
 // The running sequence to preempt when the cache is full: one not in flight that holds KV, never

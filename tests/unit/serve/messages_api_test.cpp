@@ -105,20 +105,6 @@ TEST(MessagesApi, WhatCannotBeServedIsRefusedByItsName) {
     EXPECT_EQ(Json::parse(anthropic_error_body(ApiError::unavailable("later")))["error"]["type"], "overloaded_error");
 }
 
-// The events of a stream, each checked against its `event:` line.
-std::vector<Json> stream_events(const std::string& sse) {
-    std::vector<Json> out;
-    for (size_t pos = 0; (pos = sse.find("event: ", pos)) != std::string::npos;) {
-        const size_t line = sse.find('\n', pos);
-        const std::string type = sse.substr(pos + 7, line - pos - 7);
-        const size_t end = sse.find("\n\n", line);
-        out.push_back(Json::parse(sse.substr(line + 7, end - line - 7)));
-        EXPECT_EQ(out.back()["type"], type == "error" ? "error" : type);
-        pos = end;
-    }
-    return out;
-}
-
 TEST(MessagesApi, StreamedBlocksOpenAndCloseInOrder) {
     const Tokenizer& tok = *test::fixture().tokenizer;
     GenerationRequest r;
@@ -134,7 +120,7 @@ TEST(MessagesApi, StreamedBlocksOpenAndCloseInOrder) {
     }
     sse += w.stream_piece(0, test::piece("", "stop"));
     sse += w.stream_end({5, 20, 2});
-    const std::vector<Json> ev = stream_events(sse);
+    const std::vector<Json> ev = test::typed_events(sse);
     std::vector<std::string> types;
     for (const Json& e : ev) types.push_back(e["type"].get<std::string>() + (e.contains("delta") && e["delta"].contains("type") ? ":" + e["delta"]["type"].get<std::string>() : ""));
     const std::vector<std::string> want = {
@@ -192,7 +178,7 @@ TEST(MessagesApi, StopReasonsAndFailures) {
     d.stop_string = "END";
     sse += s.stream_piece(0, d);
     sse += s.stream_end({3, 1, 0});
-    const std::vector<Json> ev = stream_events(sse);
+    const std::vector<Json> ev = test::typed_events(sse);
     ASSERT_GE(ev.size(), 2u);
     EXPECT_EQ(ev[ev.size() - 2]["delta"]["stop_reason"], "stop_sequence");
     EXPECT_EQ(ev[ev.size() - 2]["delta"]["stop_sequence"], "END");
@@ -201,7 +187,7 @@ TEST(MessagesApi, StopReasonsAndFailures) {
     f.speak(std::make_unique<MessagesOutput>("m", 3));
     std::string failing = f.stream_start();
     failing += f.stream_error(ApiError(408, "timeout_error", "too slow"));
-    const std::vector<Json> failed = stream_events(failing);
+    const std::vector<Json> failed = test::typed_events(failing);
     ASSERT_EQ(failed.size(), 2u);
     EXPECT_EQ(failed[1], (Json{{"type", "error"}, {"error", {{"type", "timeout_error"}, {"message", "too slow"}}}}));
     EXPECT_EQ(Json::parse(f.error_body(ApiError(503, "x", "later")))["error"]["type"], "overloaded_error");

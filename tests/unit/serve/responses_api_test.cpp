@@ -175,21 +175,6 @@ TEST(ResponsesApi, PreviousResponseIdContinuesTheStoredConversation) {
     EXPECT_FALSE(parse_responses_request(R"({"input":"x"})", m, &none).store);
 }
 
-// The events of a Responses stream: their JSON, each checked against its `event:` line.
-std::vector<Json> response_events(const std::string& sse) {
-    std::vector<Json> out;
-    for (size_t pos = 0; (pos = sse.find("event: ", pos)) != std::string::npos;) {
-        const size_t line = sse.find('\n', pos);
-        const std::string type = sse.substr(pos + 7, line - pos - 7);
-        const size_t end = sse.find("\n\n", line);
-        EXPECT_EQ(sse.compare(line + 1, 6, "data: "), 0);
-        out.push_back(Json::parse(sse.substr(line + 7, end - line - 7)));
-        EXPECT_EQ(out.back()["type"], type);
-        pos = end;
-    }
-    return out;
-}
-
 GenerationRequest thinking_chat() {
     GenerationRequest r;
     r.endpoint = Endpoint::chat;
@@ -210,7 +195,7 @@ TEST(ResponsesApi, StreamedItemsOpenAndCloseInOrder) {
     sse += w.stream_piece(0, test::piece("", "stop"));
     sse += w.stream_end({5, 20, 2});
     EXPECT_EQ(sse.find("[DONE]"), std::string::npos);
-    const std::vector<Json> ev = response_events(sse);
+    const std::vector<Json> ev = test::typed_events(sse);
     std::vector<std::string> types;
     for (size_t i = 0; i < ev.size(); ++i) {
         types.push_back(ev[i]["type"]);
@@ -278,7 +263,7 @@ TEST(ResponsesApi, CutAndFailedStreams) {
     sse += w.stream_piece(0, test::piece("ab"));
     sse += w.stream_piece(0, test::piece("c", "length"));
     sse += w.stream_end({3, 2, 0});
-    const std::vector<Json> ev = response_events(sse);
+    const std::vector<Json> ev = test::typed_events(sse);
     ASSERT_FALSE(ev.empty());
     EXPECT_EQ(ev.back()["type"], "response.incomplete");
     EXPECT_EQ(ev.back()["response"]["incomplete_details"]["reason"], "max_output_tokens");
@@ -290,7 +275,7 @@ TEST(ResponsesApi, CutAndFailedStreams) {
     f.speak(std::make_unique<ResponsesOutput>(Json::object(), "m", tok));
     std::string failing = f.stream_start();
     failing += f.stream_error(ApiError(408, "timeout_error", "too slow"));
-    const std::vector<Json> failed = response_events(failing);
+    const std::vector<Json> failed = test::typed_events(failing);
     ASSERT_EQ(failed.size(), 4u);
     EXPECT_EQ(failed[2]["type"], "error");
     EXPECT_EQ(failed[2]["code"], "timeout_error");

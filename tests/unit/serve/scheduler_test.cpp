@@ -41,18 +41,22 @@ TEST(Scheduler, MicroBatchesChangeNoResult) {
     expect_same(run_all(e, workload()), alone);
 }
 
-// Short prompts with long outputs in a cache of three blocks: admission lets two or three in, and
-// as they grow the newest are preempted (freed, fed again later).
+// Short prompts with long outputs for a cache of three blocks (`by_priority`: each with a priority).
+std::vector<std::shared_ptr<Job>> growing_jobs(bool by_priority) {
+    std::vector<std::shared_ptr<Job>> out;
+    for (int i = 0; i < 8; ++i) {
+        std::vector<int32_t> p = prompt_of(i);
+        p.resize(std::min<size_t>(p.size(), 3 + static_cast<size_t>(i % 6)));
+        GenerationRequest r = job(p, 20 + i % 9, i % 3 == 0 ? 0.8f : 0.0f, 900 + static_cast<uint64_t>(i))->request();
+        if (by_priority) r.priority = (i * 5) % 3 - 1;  // -1, 1, 0, -1, ...
+        out.push_back(std::make_shared<Job>(std::move(r)));
+    }
+    return out;
+}
+
+// Admission lets two or three in, and as they grow the newest are preempted (freed, fed again later).
 TEST(Scheduler, PreemptionWhenTheCacheIsFullChangesNoResult) {
-    auto jobs = [] {
-        std::vector<std::shared_ptr<Job>> out;
-        for (int i = 0; i < 8; ++i) {
-            std::vector<int32_t> p = prompt_of(i);
-            p.resize(std::min<size_t>(p.size(), 3 + static_cast<size_t>(i % 6)));
-            out.push_back(job(p, 20 + i % 9, i % 3 == 0 ? 0.8f : 0.0f, 900 + static_cast<uint64_t>(i)));
-        }
-        return out;
-    };
+    auto jobs = [] { return growing_jobs(false); };
     const auto alone = alone_without_cache(jobs());
     SchedulerOptions so;
     so.max_batch = 8;
@@ -65,18 +69,7 @@ TEST(Scheduler, PreemptionWhenTheCacheIsFullChangesNoResult) {
 
 // The same under the priority policy: the victim is the least urgent, never the most urgent.
 TEST(Scheduler, PreemptionByPriorityChangesNoResult) {
-    auto jobs = [] {
-        std::vector<std::shared_ptr<Job>> out;
-        for (int i = 0; i < 8; ++i) {
-            std::vector<int32_t> p = prompt_of(i);
-            p.resize(std::min<size_t>(p.size(), 3 + static_cast<size_t>(i % 6)));
-            auto j = job(p, 20 + i % 9, i % 3 == 0 ? 0.8f : 0.0f, 900 + static_cast<uint64_t>(i));
-            GenerationRequest r = j->request();
-            r.priority = (i * 5) % 3 - 1;  // -1, 1, 0, -1, ...
-            out.push_back(std::make_shared<Job>(std::move(r)));
-        }
-        return out;
-    };
+    auto jobs = [] { return growing_jobs(true); };
     const auto alone = alone_without_cache(jobs());
     SchedulerOptions so;
     so.max_batch = 8;

@@ -64,9 +64,10 @@ public:
 private:
     enum class State { loading, ready, stopping };
     Reply route(std::string_view method, std::string_view target, std::string_view body, std::string_view authorization);
-    // `responses_api`: POST /v1/responses, `messages_api`: Anthropic's POST /v1/messages, each a
-    // chat request in that API's terms
-    Reply generation(Endpoint endpoint, std::string_view body, bool responses_api = false, bool messages_api = false);
+    // the API a generation request speaks: the Responses and Messages APIs are chat requests in
+    // their own terms
+    enum class Wire { completions, chat, responses, messages };
+    Reply generation(Wire wire, std::string_view body);
     Reply models() const;
     // GET / DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items (`query`: after '?')
     Reply stored_response(std::string_view method, std::string_view rest, std::string_view query);
