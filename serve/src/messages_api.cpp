@@ -2,6 +2,7 @@
 #include "tpserve/serve/messages_api.h"
 
 #include "request_fields.h"
+#include "tpserve/common/json_scan.h"
 #include "tpserve/serve/response.h"
 
 #include <fmt/format.h>
@@ -255,8 +256,10 @@ void MessagesOutput::stop_reason(const std::string& finish, const std::string& s
 }
 
 Json MessagesOutput::tool_use(const Json& call) {
-    // (the call's arguments are JSON text the parser checked; an object is what Anthropic sends)
-    Json input = Json::parse(call["function"]["arguments"].get<std::string>(), nullptr, false);
+    // (the call's arguments as the model wrote them; an object is what Anthropic sends, so text
+    // that is not one, such as a call cut by max_tokens, gives an empty input)
+    const std::string args = call["function"]["arguments"].get<std::string>();
+    Json input = nests_deeper_than(args, 64) ? Json() : Json::parse(args, nullptr, false);
     if (!input.is_object()) input = Json::object();
     return {{"type", "tool_use"}, {"id", call["id"]}, {"name", call["function"]["name"]}, {"input", std::move(input)}};
 }
@@ -293,16 +296,19 @@ std::string MessagesOutput::delta(const Json& delta, const std::string& finish, 
     };
     text("reasoning_content", Open::thinking, "thinking_delta", "thinking");
     text("content", Open::text, "text_delta", "text");
+    // a call's first piece opens its tool_use block; the arguments stream as input_json_delta
     if (const auto it = delta.find("tool_calls"); it != delta.end() && it->is_array()) {
-        out += close();
-        for (const Json& call : *it) {
-            Json block = tool_use(call);
-            const std::string input = dump(block["input"]);
-            block["input"] = Json::object();
-            ++index_;
-            out += event({{"type", "content_block_start"}, {"index", index_}, {"content_block", std::move(block)}});
-            out += event({{"type", "content_block_delta"}, {"index", index_}, {"delta", {{"type", "input_json_delta"}, {"partial_json", input}}}});
-            out += event({{"type", "content_block_stop"}, {"index", index_}});
+        for (const Json& piece : *it) {
+            if (piece.contains("id")) {
+                out += close();
+                open_ = Open::tool_use;
+                ++index_;
+                const Json block = {{"type", "tool_use"}, {"id", piece["id"]}, {"name", piece["function"]["name"]}, {"input", Json::object()}};
+                out += event({{"type", "content_block_start"}, {"index", index_}, {"content_block", block}});
+            }
+            const std::string args = piece["function"]["arguments"].get<std::string>();
+            if (open_ != Open::tool_use || args.empty()) continue;
+            out += event({{"type", "content_block_delta"}, {"index", index_}, {"delta", {{"type", "input_json_delta"}, {"partial_json", args}}}});
         }
     }
     if (!finish.empty()) {

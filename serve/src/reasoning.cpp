@@ -2,6 +2,7 @@
 #include "tpserve/serve/reasoning.h"
 
 #include "tpserve/common/check.h"
+#include "partial_tag.h"
 
 #include <algorithm>
 
@@ -9,14 +10,6 @@ namespace tps::serve {
 namespace {
 
 constexpr std::string_view kBlanks = " \t\n\r";
-
-// The length of the longest tail of `text` that is a proper start of `tag`.
-size_t partial_tag(std::string_view text, std::string_view tag) {
-    for (size_t n = std::min(text.size(), tag.size() - 1); n > 0; --n) {
-        if (text.ends_with(tag.substr(0, n))) return n;
-    }
-    return 0;
-}
 
 }  // namespace
 

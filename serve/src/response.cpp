@@ -52,15 +52,28 @@ Json chunk_usage_json(int64_t prompt, int64_t completion) {
     return {{"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
 }
 
-// OpenAI's tool_calls list: a message's, or a streamed delta's (each call with its index)
-Json tool_calls_json(const std::vector<ToolCall>& calls, bool delta) {
+// OpenAI's tool_calls list of a message
+Json tool_calls_json(const std::vector<ToolCall>& calls) {
     Json out = Json::array();
-    for (size_t i = 0; i < calls.size(); ++i) {
-        Json call = Json::object();
-        if (delta) call["index"] = i;
-        call["id"] = calls[i].id;
-        call["type"] = "function";
-        call["function"] = {{"name", calls[i].name}, {"arguments", calls[i].arguments}};
+    for (const ToolCall& c : calls) {
+        out.push_back({{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+    }
+    return out;
+}
+
+// ... and of a streamed delta: a call's first piece with its id, type and name, later pieces with
+// more of its arguments (each piece with the call's index)
+Json tool_call_pieces_json(const std::vector<ToolCallPiece>& pieces) {
+    Json out = Json::array();
+    for (const ToolCallPiece& p : pieces) {
+        Json call = {{"index", p.index}};
+        if (!p.id.empty()) {
+            call["id"] = p.id;
+            call["type"] = "function";
+            call["function"] = {{"name", p.name}, {"arguments", p.arguments}};
+        } else {
+            call["function"] = {{"arguments", p.arguments}};
+        }
         out.push_back(std::move(call));
     }
     return out;
@@ -105,13 +118,6 @@ ResponseWriter::ResponseWriter(const GenerationRequest& request, std::string mod
       created_(created),
       id_(object_id(request.endpoint == Endpoint::chat ? "chatcmpl-" : "cmpl-")),
       choices_(static_cast<size_t>(std::max(1, request.choices))) {}
-
-// The calls in an answer (parallel_tool_calls false: the first only).
-ToolOutput ResponseWriter::read_tool_calls(const std::string& text) const {
-    ToolOutput t = parse_tool_calls(tools_, text);
-    if (one_tool_call_ && t.calls.size() > 1) t.calls.resize(1);
-    return t;
-}
 
 std::string ResponseWriter::token_text(int32_t id) const {
     if (token_ids_as_text_) return fmt::format("token_id:{}", id);  // (vLLM's return_tokens_as_token_ids)
@@ -235,26 +241,22 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
         return chunk(index, text.empty() && thought.empty() && !d.finish_reason.empty() ? Json::object() : content(text),
                      std::move(logprobs), d.finish_reason);
     }
-    // tools: text that may be a call is held back until the end says what it is
-    const size_t shown = c.text.size();
-    c.said += text;
-    if (d.finish_reason.empty()) {
-        c.text = c.said.substr(0, std::max(shown, tool_content_prefix(tools_, c.said)));
-        if (c.text.size() == shown && logprobs.is_null() && thought.empty()) return {};  // all of it held
-        return chunk(index, content(c.text.substr(shown)), std::move(logprobs), {});
-    }
-    const ToolOutput t = read_tool_calls(c.said);
-    if (t.calls.empty()) {
-        c.text = c.said;
-        return chunk(index, content(c.text.substr(shown)), std::move(logprobs), d.finish_reason);
+    // tools: content, then the pieces of calls this text adds (parallel_tool_calls false: the first only)
+    const bool last = !d.finish_reason.empty();
+    if (!c.calls) c.calls.emplace(tools_, one_tool_call_);
+    ToolStep step = c.calls->push(text, last);
+    const std::string finish = !last ? std::string() : c.calls->calls() > 0 && !c.calls->cut() ? "tool_calls" : d.finish_reason;
+    std::vector<Json> deltas;
+    if (!step.content.empty() || !thought.empty()) deltas.push_back(content(step.content));
+    if (!step.calls.empty()) deltas.push_back({{"tool_calls", tool_call_pieces_json(step.calls)}});
+    if (deltas.empty()) {
+        if (!last && logprobs.is_null()) return {};  // all of it held
+        deltas.push_back(last ? Json::object() : content({}));
     }
     std::string out;
-    if (t.content.size() > shown || !thought.empty()) {
-        out += chunk(index, content(t.content.substr(std::min(shown, t.content.size()))), std::move(logprobs), {});
-        logprobs = nullptr;
+    for (size_t k = 0; k < deltas.size(); ++k) {
+        out += chunk(index, std::move(deltas[k]), std::exchange(logprobs, nullptr), k + 1 == deltas.size() ? finish : std::string());
     }
-    out += chunk(index, Json{{"tool_calls", tool_calls_json(t.calls, true)}}, std::move(logprobs), {});
-    out += chunk(index, Json::object(), nullptr, "tool_calls");
     return out;
 }
 
@@ -328,10 +330,10 @@ std::string ResponseWriter::whole(const Usage& usage) {
             const std::string answer(r.content);
             Json message = {{"role", "assistant"}, {"content", r.reasons && !r.ended ? Json(nullptr) : Json(answer)}};
             if (splits_reasoning_ && include_reasoning_) message["reasoning_content"] = r.reasons ? Json(std::string(r.reasoning)) : Json(nullptr);
-            if (const ToolOutput t = read_tool_calls(answer); !t.calls.empty()) {
+            if (const ToolOutput t = parse_tool_calls(tools_, answer, one_tool_call_); !t.calls.empty()) {
                 message["content"] = t.content.empty() ? Json(nullptr) : Json(t.content);
-                message["tool_calls"] = tool_calls_json(t.calls, false);
-                finish = "tool_calls";
+                message["tool_calls"] = tool_calls_json(t.calls);
+                if (t.complete) finish = "tool_calls";
             }
             if (wire_) return dump(wire_->whole(message, finish, c.stop_string, usage));
             choice_json["message"] = std::move(message);

@@ -370,6 +370,16 @@ std::string ResponsesOutput::open(Open kind) {
 std::string ResponsesOutput::close(const std::string& status) {
     if (open_ == Open::none) return {};
     const auto index = static_cast<int64_t>(output_.size());
+    if (open_ == Open::call) {
+        open_ = Open::none;
+        std::string out = event({{"type", "response.function_call_arguments.done"}, {"item_id", open_id_}, {"output_index", index},
+                                 {"arguments", open_text_}});
+        open_call_["status"] = status;
+        open_call_["arguments"] = open_text_;
+        out += event({{"type", "response.output_item.done"}, {"output_index", index}, {"item", open_call_}});
+        output_.push_back(std::move(open_call_));
+        return out;
+    }
     const bool thinking = open_ == Open::reasoning;
     open_ = Open::none;
     Json part = thinking ? Json{{"type", "reasoning_text"}, {"text", open_text_}}
@@ -391,21 +401,25 @@ std::string ResponsesOutput::close(const std::string& status) {
     return out;
 }
 
-std::string ResponsesOutput::add_calls(const Json& calls) {
-    std::string out = close("completed");
-    for (const Json& call : calls) {
+// Chat's streamed call pieces: a piece with an id opens a function_call item; the arguments of
+// every piece go out as they come (closed by the next item or the end).
+std::string ResponsesOutput::add_call_pieces(const Json& pieces) {
+    std::string out;
+    for (const Json& piece : pieces) {
         const auto index = static_cast<int64_t>(output_.size());
-        const std::string id = object_id("fc_");
-        const Json& fn = call["function"];
-        Json item = {{"id", id}, {"type", "function_call"}, {"status", "in_progress"}, {"arguments", ""}, {"call_id", call["id"]},
-                     {"name", fn["name"]}};
-        out += event({{"type", "response.output_item.added"}, {"output_index", index}, {"item", item}});
-        out += event({{"type", "response.function_call_arguments.delta"}, {"item_id", id}, {"output_index", index}, {"delta", fn["arguments"]}});
-        out += event({{"type", "response.function_call_arguments.done"}, {"item_id", id}, {"output_index", index}, {"arguments", fn["arguments"]}});
-        item["status"] = "completed";
-        item["arguments"] = fn["arguments"];
-        out += event({{"type", "response.output_item.done"}, {"output_index", index}, {"item", item}});
-        output_.push_back(std::move(item));
+        if (piece.contains("id")) {
+            out += close("completed");
+            open_ = Open::call;
+            open_id_ = object_id("fc_");
+            open_text_.clear();
+            open_call_ = {{"id", open_id_}, {"type", "function_call"}, {"status", "in_progress"}, {"arguments", ""},
+                          {"call_id", piece["id"]}, {"name", piece["function"]["name"]}};
+            out += event({{"type", "response.output_item.added"}, {"output_index", index}, {"item", open_call_}});
+        }
+        const std::string args = piece["function"]["arguments"].get<std::string>();
+        if (open_ != Open::call || args.empty()) continue;
+        open_text_ += args;
+        out += event({{"type", "response.function_call_arguments.delta"}, {"item_id", open_id_}, {"output_index", index}, {"delta", args}});
     }
     return out;
 }
@@ -425,7 +439,7 @@ std::string ResponsesOutput::delta(const Json& delta, const std::string& finish,
     };
     text("reasoning_content", Open::reasoning, "response.reasoning_text.delta");
     text("content", Open::message, "response.output_text.delta");
-    if (const auto it = delta.find("tool_calls"); it != delta.end() && it->is_array()) out += add_calls(*it);
+    if (const auto it = delta.find("tool_calls"); it != delta.end() && it->is_array()) out += add_call_pieces(*it);
     if (!finish.empty()) {
         finish_ = finish;
         out += close(status_of(finish));
@@ -472,9 +486,11 @@ Json ResponsesOutput::whole(const Json& message, const std::string& finish, cons
     }
     if (const auto it = message.find("tool_calls"); it != message.end() && it->is_array()) {
         for (const Json& call : *it) {
+            // (the last call is incomplete when the output ended inside its arguments)
+            const bool last = &call == &it->back();
             output_.push_back({{"id", object_id("fc_")},
                                {"type", "function_call"},
-                               {"status", "completed"},
+                               {"status", last ? status : "completed"},
                                {"arguments", call["function"]["arguments"]},
                                {"call_id", call["id"]},
                                {"name", call["function"]["name"]}});

@@ -89,9 +89,11 @@ def case_messages():
           "tool_choice any: one tool_use block (input jsonschema accepts), chat's call; stop_reason tool_use",
           short(used))
     with a.messages.stream(**ask) as s:
+        json_pieces = sum(1 for e in s if e.type == "content_block_delta" and e.delta.type == "input_json_delta")
         streamed_use = [b for b in s.get_final_message().content if b.type == "tool_use"]
-    check([(b.name, b.input) for b in streamed_use] == [(b.name, b.input) for b in uses],
-          "streamed: the accumulator's tool_use block (from input_json_delta) is the same call", short(streamed_use))
+    check([(b.name, b.input) for b in streamed_use] == [(b.name, b.input) for b in uses] and json_pieces > 1,
+          "streamed: the input comes in input_json_delta pieces, and the accumulator's tool_use block is the same call",
+          short([json_pieces, streamed_use]))
     if uses:
         turn = q + [{"role": "assistant", "content": [{"type": "text", "text": "Checking."},
                                                       {"type": "tool_use", "id": uses[0].id, "name": uses[0].name,

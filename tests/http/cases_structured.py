@@ -140,6 +140,26 @@ def case_structured():
             for seed in (1, 2, 3)]
     check(all(k is not None and len(k) == 1 for k in ones),
           "tool_choice required, parallel_tool_calls false: exactly one call each time", short(ones))
+    # streamed, a call comes as OpenAI's does: id, type and name first, then its arguments piece by piece
+    whole = c.chat.completions.create(model=m, messages=ask, tools=tools, tool_choice="required", max_tokens=150,
+                                      temperature=1.0, seed=1).choices[0].message.tool_calls
+    chunks = list(c.chat.completions.create(model=m, messages=ask, tools=tools, tool_choice="required", max_tokens=150,
+                                            temperature=1.0, seed=1, stream=True))
+    got, pieces, heads_ok = {}, 0, True
+    for ch in chunks:
+        for d in (ch.choices[0].delta.tool_calls or []) if ch.choices else []:
+            if d.index not in got:
+                heads_ok = heads_ok and bool(d.id) and d.type == "function" and bool(d.function.name)
+                got[d.index] = [d.function.name, ""]
+            else:
+                heads_ok = heads_ok and d.id is None and d.function.name is None
+            got[d.index][1] += d.function.arguments or ""
+            pieces += 1
+    finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    check(heads_ok and [tuple(got[i]) for i in sorted(got)] == [(k.function.name, k.function.arguments) for k in whole or []]
+          and pieces > len(got) and finishes == ["tool_calls"],
+          "streamed forced calls: each call's first delta has id, type and name, its arguments follow in pieces, and "
+          "they add up to the whole answer's calls", short([got, pieces, finishes]))
 
     # what cannot be enforced is a 400 naming it
     for what, extra, words in [

@@ -30,7 +30,7 @@ using test::events;
 using test::piece;
 
 const std::vector<std::string> kCallPieces = {"I'll look", " it up.\n<tool", "_call>\n{\"name\": \"get_weather\", ",
-                                              "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"};
+                                              "\"arguments\": {\"city\": \"Pa", "ris\"}}\n</tool_call>"};
 
 TEST(Response, ToolCallsInAWholeChatAnswer) {
     ResponseWriter w(chat_request(true), "m", *test::fixture().tokenizer, 1, ToolParser::hermes);
@@ -39,7 +39,7 @@ TEST(Response, ToolCallsInAWholeChatAnswer) {
     const Json& c = j["choices"][0];
     EXPECT_EQ(c["finish_reason"], "tool_calls");
     EXPECT_EQ(c["message"]["role"], "assistant");
-    EXPECT_EQ(c["message"]["content"], "I'll look it up.\n");
+    EXPECT_EQ(c["message"]["content"], "I'll look it up.");  // (blanks before a call are not content)
     ASSERT_EQ(c["message"]["tool_calls"].size(), 1u);
     const Json& call = c["message"]["tool_calls"][0];
     EXPECT_EQ(call["type"], "function");
@@ -69,10 +69,12 @@ TEST(Response, ToolCallsStreamedNeverShowTheCallAsText) {
         if (c["delta"].contains("tool_calls")) calls.push_back(c["delta"]["tool_calls"]);
         if (!c["finish_reason"].is_null()) finishes.push_back(c["finish_reason"]);
     }
-    EXPECT_EQ(content, "I'll look it up.\n");
-    ASSERT_EQ(calls.size(), 1u);
-    EXPECT_EQ(calls[0][0]["index"], 0);
-    EXPECT_EQ(calls[0][0]["function"]["name"], "get_weather");
+    EXPECT_EQ(content, "I'll look it up.");
+    // the call as it was written: id, type and name with the arguments begun, then the rest of them
+    ASSERT_EQ(calls.size(), 2u);
+    EXPECT_EQ(calls[0], (Json::array({{{"index", 0}, {"id", calls[0][0]["id"]}, {"type", "function"},
+                                        {"function", {{"name", "get_weather"}, {"arguments", "{\"city\": \"Pa"}}}}})));
+    EXPECT_EQ(calls[1], (Json::array({{{"index", 0}, {"function", {{"arguments", "ris\"}"}}}}})));
     EXPECT_EQ(finishes, std::vector<std::string>{"tool_calls"});
     EXPECT_EQ(sse.find("tool_call>"), std::string::npos);
 
@@ -101,6 +103,29 @@ TEST(Response, ToolCallsStreamedNeverShowTheCallAsText) {
 
 // Forced calls (tool_choice "required" or named): the output is the grammar's list, answered as
 // tool_calls whatever the model's own format; a Mistral model's calls keep its 9-character ids.
+// A call cut by max_tokens: OpenAI's answer, a call whose arguments end where the output did and
+// finish_reason "length", streamed or whole.
+TEST(Response, ACallCutShortKeepsItsFinish) {
+    const std::vector<std::string> cut = {"<tool_call>{\"name\": \"f\", ", "\"arguments\": {\"q\": \"wea"};
+    ResponseWriter streamed(chat_request(true), "m", *test::fixture().tokenizer, 1, ToolParser::hermes);
+    std::string args, finish;
+    for (size_t i = 0; i < cut.size(); ++i) {
+        for (const Json& e : events(streamed.stream_piece(0, piece(cut[i], i + 1 == cut.size() ? "length" : "")))) {
+            const Json& c = e["choices"][0];
+            if (c["delta"].contains("tool_calls")) args += c["delta"]["tool_calls"][0]["function"]["arguments"].get<std::string>();
+            if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+        }
+    }
+    EXPECT_EQ(args, "{\"q\": \"wea");
+    EXPECT_EQ(finish, "length");
+    ResponseWriter whole(chat_request(true), "m", *test::fixture().tokenizer, 1, ToolParser::hermes);
+    whole.add(0, piece(cut[0] + cut[1], "length"));
+    const Json j = Json::parse(whole.whole({1, 2, 0}));
+    const Json& c = j["choices"][0];
+    EXPECT_EQ(c["finish_reason"], "length");
+    EXPECT_EQ(c["message"]["tool_calls"][0]["function"]["arguments"], args);
+}
+
 TEST(Response, ForcedCallsAreTheWholeList) {
     GenerationRequest r = chat_request(false);
     r.forces_tool_calls = true;

@@ -189,7 +189,7 @@ TEST(ResponsesApi, StreamedItemsOpenAndCloseInOrder) {
     ResponseWriter w(thinking_chat(), "m", tok, 1, ToolParser::hermes);
     w.speak(std::make_unique<ResponsesOutput>(Json::object(), "m", tok));
     std::string sse = w.stream_start();
-    for (const char* p : {"I should ", "check.</think>", "Let me look.", "\n<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\": 1}}\n</tool_call>"}) {
+    for (const char* p : {"I should ", "check.</think>", "Let me look.", "\n<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\"", ": 1}}\n</tool_call>"}) {
         sse += w.stream_piece(0, test::piece(p));
     }
     sse += w.stream_piece(0, test::piece("", "stop"));
@@ -205,11 +205,11 @@ TEST(ResponsesApi, StreamedItemsOpenAndCloseInOrder) {
         "response.created", "response.in_progress",
         "response.output_item.added", "response.content_part.added", "response.reasoning_text.delta", "response.reasoning_text.delta",
         "response.reasoning_text.done", "response.content_part.done", "response.output_item.done",
-        // (the text before a possible call, then what the end shows was not one)
-        "response.output_item.added", "response.content_part.added", "response.output_text.delta", "response.output_text.delta",
-        "response.output_text.done",
+        "response.output_item.added", "response.content_part.added", "response.output_text.delta", "response.output_text.done",
         "response.content_part.done", "response.output_item.done",
-        "response.output_item.added", "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        // (the call's arguments as they were written)
+        "response.output_item.added", "response.function_call_arguments.delta", "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
         "response.output_item.done", "response.completed"};
     ASSERT_EQ(types, want);
     const Json& done = ev.back()["response"];
@@ -217,7 +217,9 @@ TEST(ResponsesApi, StreamedItemsOpenAndCloseInOrder) {
     EXPECT_EQ(done["status"], "completed");
     ASSERT_EQ(done["output"].size(), 3u);
     EXPECT_EQ(done["output"][0]["content"][0]["text"], "I should check.");
-    EXPECT_EQ(done["output"][1]["content"][0]["text"], "Let me look.\n");
+    EXPECT_EQ(done["output"][1]["content"][0]["text"], "Let me look.");
+    EXPECT_EQ(ev[16]["delta"], "{\"c\"");
+    EXPECT_EQ(ev[17]["delta"], ": 1}");
     EXPECT_EQ(done["output"][2]["name"], "w");
     EXPECT_EQ(Json::parse(done["output"][2]["arguments"].get<std::string>()), (Json{{"c", 1}}));
     EXPECT_EQ(done["usage"]["input_tokens"], 5);

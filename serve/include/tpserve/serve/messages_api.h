@@ -42,7 +42,7 @@ public:
     std::string error_body(const ApiError& e) const override { return anthropic_error_body(e); }
 
 private:
-    enum class Open { none, thinking, text };
+    enum class Open { none, thinking, text, tool_use };
     std::string event(const nlohmann::ordered_json& body) const;
     std::string open(Open kind);
     std::string close();

@@ -28,8 +28,9 @@ class ResponseWriter {
 public:
     // `request`: any of the request's choices (they share every field but the prompt and seed).
     // `tools`: how the model writes tool calls, read from a chat output when the request offers
-    // tools (request.reads_tool_calls): streamed text that may be a call is held back until the
-    // end, which gives either `tool_calls` (finish_reason "tool_calls") or the text after all.
+    // tools (request.reads_tool_calls): `tool_calls` (finish_reason "tool_calls" unless the output
+    // ended inside one), streamed piece by piece as OpenAI's: a call's id and name first, then its
+    // arguments as they are written (tool_calls.h). Text that may yet be a call is held back.
     // A reasoning model's chat output (request.splits_reasoning) gives its thoughts as
     // `reasoning_content` and the rest, read for calls as above, as `content`.
     ResponseWriter(const GenerationRequest& request, std::string model_name, const Tokenizer& tokenizer, int64_t created,
@@ -56,8 +57,8 @@ public:
 
 private:
     struct Choice {
-        std::string text;  // collected (not streaming); streaming with tools, the content shown
-        std::string said;  // streaming with tools: all the output so far
+        std::string text;  // collected (not streaming)
+        std::optional<ToolCallReader> calls;  // streaming with tools: the output read for calls
         std::string finish_reason;
         std::vector<TokenOut> tokens;
         int64_t text_offset = 0;  // completions logprobs: code points before the next token
@@ -74,7 +75,6 @@ private:
     const char* stream_object() const;
     void add_logprobs(const std::vector<TokenOut>& tokens, Choice& c, void* into);
     std::string token_text(int32_t id) const;
-    ToolOutput read_tool_calls(const std::string& text) const;
     nlohmann::ordered_json prompt_logprobs_json(const std::vector<TokenOut>& scores) const;
     Choice& choice(int index);
 

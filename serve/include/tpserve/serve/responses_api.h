@@ -62,11 +62,11 @@ public:
     std::function<void(const nlohmann::ordered_json&)> on_done;
 
 private:
-    enum class Open { none, reasoning, message };
+    enum class Open { none, reasoning, message, call };
     std::string event(nlohmann::ordered_json body);
     std::string open(Open kind);
     std::string close(const std::string& status);
-    std::string add_calls(const nlohmann::ordered_json& calls);
+    std::string add_call_pieces(const nlohmann::ordered_json& pieces);
     nlohmann::ordered_json response(const std::string& status, const Usage* usage) const;
     static std::string status_of(const std::string& finish);
 
@@ -79,7 +79,8 @@ private:
     nlohmann::ordered_json output_ = nlohmann::ordered_json::array();  // the items done
     Open open_ = Open::none;  // the item being streamed
     std::string open_id_;
-    std::string open_text_;
+    std::string open_text_;  // (a function call's: its arguments so far)
+    nlohmann::ordered_json open_call_;  // the function_call item being streamed
     std::string finish_;
     std::string thoughts_;  // every reasoning text, for usage's reasoning_tokens
 };
