@@ -201,8 +201,9 @@ std::vector<GenerationRequest> parse_messages_request(std::string_view body, con
         }
     }
     if (const Json* thinking = field(j, "thinking")) {
-        // a reasoning model thinks or not as its template is told (Qwen3's enable_thinking); the
-        // budget is not kept apart: max_tokens bounds thoughts and answer together
+        // a reasoning model thinks or not as its template is told (Qwen3's enable_thinking), its
+        // thoughts cut at budget_tokens (vLLM's thinking_token_budget); a model that does not
+        // reason has no thoughts to bound
         const Json* type = thinking->is_object() ? field(*thinking, "type") : nullptr;
         if (!type || (*type != "enabled" && *type != "disabled")) {
             throw ApiError::invalid("'thinking.type' must be \"enabled\" or \"disabled\"", "thinking");
@@ -210,6 +211,10 @@ std::vector<GenerationRequest> parse_messages_request(std::string_view body, con
         if (!chat.contains("chat_template_kwargs")) chat["chat_template_kwargs"] = Json::object();
         if (!chat["chat_template_kwargs"].is_object()) throw ApiError::invalid("'chat_template_kwargs' must be an object", "chat_template_kwargs");
         chat["chat_template_kwargs"]["enable_thinking"] = *type == "enabled";
+        if (*type == "enabled" && field(*thinking, "budget_tokens")) {
+            const int64_t budget = get_int(*thinking, "budget_tokens", 0, INT32_MAX, 0);
+            if (model.reasons) chat["thinking_token_budget"] = budget;
+        }
     }
     try {
         return parse_chat_request(dump(chat), model);

@@ -3,6 +3,7 @@
 // wrong answer). docs/api.md lists them.
 #include "request_fields.h"
 #include "token_filter.h"
+#include "tpserve/serve/reasoning.h"
 
 #include <fmt/format.h>
 
@@ -72,6 +73,19 @@ void parse_vllm_fields(const Json& j, const ServedModel& model, GenerationReques
         }
         r.prompt_logprobs = static_cast<int>(get_int(j, "prompt_logprobs", 0, kMaxTopLogprobs, -1));
         if (r.stream) throw ApiError::invalid("'prompt_logprobs' is not available with 'stream': true (as vLLM's)", "prompt_logprobs");
+    }
+    if (field(j, "thinking_token_budget")) {
+        // (-1: no budget; a reasoning model's thoughts end, forced, after this many output tokens)
+        const auto budget = static_cast<int32_t>(get_int(j, "thinking_token_budget", -1, INT32_MAX, -1));
+        if (r.endpoint != Endpoint::chat || !model.reasons) {
+            throw ApiError::invalid("'thinking_token_budget' bounds a reasoning model's thoughts in chat: this server reads no "
+                                    "thoughts here (--reasoning-parser)",
+                                    "thinking_token_budget");
+        }
+        if (r.thinks && budget >= 0) {  // (a prompt that closed the thoughts leaves none to bound)
+            r.sampling.thinking_budget = budget;
+            r.sampling.think_end = model.tokenizer->encode(std::string(kThinkEnd), false);
+        }
     }
     const std::vector<int32_t> allowed = allowed_ids(j, model);
     std::vector<std::vector<int32_t>> bad = bad_word_ids(j, model);

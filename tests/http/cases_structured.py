@@ -210,6 +210,27 @@ def case_reasoning():
         nm = now.choices[0].message
         check(nm.content in ("yes", "no") and (nm.model_extra or {}).get("reasoning_content", "x") is None,
               "a prompt that closes the thoughts gets the format at once, and no reasoning_content", short(now))
+        # a thinking budget (vLLM's thinking_token_budget): the thoughts end, forced, after that many
+        # tokens (the same first tokens as without one), and the answer follows, a format's too
+        first = c.chat.completions.create(model=m, messages=ask, max_tokens=4, temperature=0, extra_body={"ignore_eos": True})
+        t4 = (first.choices[0].message.model_extra or {}).get("reasoning_content")
+        cut = c.chat.completions.create(model=m, messages=ask, max_tokens=12, temperature=0,
+                                        extra_body={"ignore_eos": True, "thinking_token_budget": 4})
+        cm = cut.choices[0].message
+        check((cm.model_extra or {}).get("reasoning_content") == t4 and cm.content is not None
+              and cut.usage.completion_tokens == 12,
+              "thinking_token_budget 4: the first 4 tokens are the thoughts, then they end and the answer follows",
+              short([first, cut]))
+        fmt_cut = c.chat.completions.create(model=m, messages=ask, max_tokens=40, temperature=1.0, seed=5,
+                                            extra_body={"guided_choice": ["yes", "no"], "thinking_token_budget": 3})
+        check(fmt_cut.choices[0].message.content in ("yes", "no"),
+              "thinking_token_budget with guided_choice: the format follows the forced end of the thoughts", short(fmt_cut))
+        budget_refused = c.with_options(max_retries=0)
+        try:
+            budget_refused.completions.create(model=m, prompt="a", max_tokens=2, extra_body={"thinking_token_budget": 4})
+            check(False, "thinking_token_budget on completions: refused", "accepted")
+        except openai.BadRequestError as e:
+            check("thinking_token_budget" in str(e), "thinking_token_budget on completions: a 400 naming it", str(e))
         # the Responses API: the thoughts as a reasoning item's text, whole and streamed
         rr = c.responses.create(model=m, input=ask, max_output_tokens=12, temperature=0, extra_body={"ignore_eos": True})
         item = rr.output[0] if len(rr.output) == 1 else None
@@ -235,6 +256,10 @@ def case_reasoning():
         check([(b.type, b.thinking) for b in am.content] == [("thinking", thoughts)] and am.stop_reason == "max_tokens"
               and [(b.type, b.thinking) for b in streamed_msg.content] == [("thinking", thoughts)],
               "messages: thoughts that never end are one thinking block, whole and streamed", short([am, streamed_msg]))
+        budgeted = a.messages.create(model=m, max_tokens=12, messages=ask, thinking={"type": "enabled", "budget_tokens": 4},
+                                     extra_body={"temperature": 0, "ignore_eos": True})
+        check([b.type for b in budgeted.content][:1] == ["thinking"] and budgeted.content[0].thinking == t4,
+              "messages: thinking.budget_tokens 4 ends the thinking block after 4 tokens", short(budgeted))
         quiet = c.chat.completions.create(model=m, messages=ask, max_tokens=4, temperature=0,
                                           extra_body={"include_reasoning": False})
         check("reasoning_content" not in (quiet.choices[0].message.model_extra or {}),

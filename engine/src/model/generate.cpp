@@ -47,7 +47,7 @@ StepOutputKind output_kind_for(const SamplingParams& p, bool backend_samples) no
     if (p.constraint) return StepOutputKind::logits;  // the mask is applied on the host
     const bool plain_greedy = p.temperature == 0.0f && p.repetition_penalty == 1.0f && p.presence_penalty == 0.0f &&
                               p.frequency_penalty == 0.0f && p.top_logprobs == 0 && p.logit_bias.empty() &&
-                              (p.min_tokens == 0 || p.hold.empty());
+                              (p.min_tokens == 0 || p.hold.empty()) && p.thinking_budget < 0;
     if (plain_greedy) return StepOutputKind::greedy;
     return backend_samples ? StepOutputKind::sample : StepOutputKind::logits;
 }

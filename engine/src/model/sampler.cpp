@@ -35,6 +35,9 @@ void Sampler::validate(const SamplingParams& p) {
         TPS_CHECK_AS(UsageError, ++seen[token] == 1, "logit_bias: token {} is given twice", token);
     }
     TPS_CHECK_AS(UsageError, p.min_tokens >= 0, "min_tokens {} must be >= 0", p.min_tokens);
+    TPS_CHECK_AS(UsageError, p.thinking_budget >= -1, "thinking_token_budget {} must be >= 0", p.thinking_budget);
+    TPS_CHECK_AS(UsageError, p.thinking_budget < 0 || !p.think_end.empty(), "thinking_token_budget: no tokens end the thoughts");
+    for (int32_t t : p.think_end) TPS_CHECK_AS(UsageError, t >= 0, "thinking_token_budget: {} is not a token id", t);
     for (int32_t t : p.hold) TPS_CHECK_AS(UsageError, t >= 0, "min_tokens: {} is not a token id", t);
 }
 
@@ -43,10 +46,16 @@ Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt) 
     for (int32_t t : prompt) ++prompt_seen_[t];
     for (const auto& [token, bias] : p_.logit_bias) bias_[token] = bias;
     if (p_.constraint) constraint_ = p_.constraint->restart();
+    thinking_ = p_.thinking_budget >= 0;
 }
 
 void Sampler::accept(int32_t token) {
     if (constraint_) constraint_->accept(token);
+    if (thinking_) {
+        recent_.push_back(token);
+        if (recent_.size() > p_.think_end.size()) recent_.erase(recent_.begin());
+        thinking_ = recent_ != p_.think_end;
+    }
     ++generated_[token];
     ++generated_total_;
     pending_u_.reset();
@@ -55,6 +64,19 @@ void Sampler::accept(int32_t token) {
 RowSampling Sampler::prepare(std::vector<PenaltyEntry>& penalties) {
     TPS_CHECK(!constraint_, "sampler: a constrained sequence is sampled on the host (output_kind_for asks for its logits)");
     return row_for(penalties);
+}
+
+// Past the budget, the next token of think_end: after as much of it as the output already ends
+// with (the model may have begun it itself).
+int32_t Sampler::forced() const {
+    if (!thinking_ || generated_total_ < p_.thinking_budget) return -1;
+    const size_t n = p_.think_end.size();
+    for (size_t k = std::min(n - 1, recent_.size()); k > 0; --k) {
+        if (std::equal(p_.think_end.begin(), p_.think_end.begin() + static_cast<ptrdiff_t>(k), recent_.end() - static_cast<ptrdiff_t>(k))) {
+            return p_.think_end[k];
+        }
+    }
+    return p_.think_end[0];
 }
 
 RowSampling Sampler::row_for(std::vector<PenaltyEntry>& penalties) {
@@ -73,10 +95,14 @@ RowSampling Sampler::row_for(std::vector<PenaltyEntry>& penalties) {
     // tokens: one entry per token
     const bool repetition = p_.repetition_penalty != 1.0f;
     const bool holding = generated_total_ < p_.min_tokens && !p_.hold.empty();
+    const int32_t force = forced();
     const std::unordered_map<int32_t, float>* biases = &bias_;
-    if (holding) {
+    if (holding || force >= 0) {
         step_bias_ = bias_;
-        for (int32_t t : p_.hold) step_bias_[t] = -kHeldLogit;  // over any bias (at least -100)
+        if (holding) {
+            for (int32_t t : p_.hold) step_bias_[t] = -kHeldLogit;  // over any bias (at least -100)
+        }
+        if (force >= 0) step_bias_[force] = kHeldLogit;
         biases = &step_bias_;
     }
     auto bias = [&](int32_t t) {

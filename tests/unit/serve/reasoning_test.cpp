@@ -4,6 +4,7 @@
 #include "response_test_support.h"
 #include "serve_test_support.h"
 
+#include "tpserve/serve/messages_api.h"
 #include "tpserve/serve/reasoning.h"
 #include "tpserve/serve/response.h"
 
@@ -216,6 +217,44 @@ TEST(Reasoning, OutputFormatsWaitForTheThoughts) {
     } catch (const ApiError& e) {
         EXPECT_NE(std::string(e.what()).find("'include_reasoning' must be a boolean"), std::string::npos) << e.what();
     }
+}
+
+// vLLM's thinking_token_budget (and Anthropic's thinking.budget_tokens): the sampler forces the
+// tokens of "</think>" after that many; refused where there are no thoughts to bound.
+TEST(Reasoning, AThinkingBudgetReachesTheSampler) {
+    ServedModel m = test::served();
+    m.reasons = true;
+    const std::vector<int32_t> end = m.tokenizer->encode("</think>", false);
+    const GenerationRequest r =
+        parse_chat_request(R"({"messages":[{"role":"user","content":"2+2?"}],"thinking_token_budget":64})", m).at(0);
+    EXPECT_EQ(r.sampling.thinking_budget, 64);
+    EXPECT_EQ(r.sampling.think_end, end);
+    const GenerationRequest anthropic = parse_messages_request(
+        R"({"model":"smollm2","max_tokens":100,"messages":[{"role":"user","content":"2+2?"}],"thinking":{"type":"enabled","budget_tokens":32}})", m).at(0);
+    EXPECT_EQ(anthropic.sampling.thinking_budget, 32);
+    // none: -1, a prompt that closed the thoughts, a model that does not reason (Messages: ignored)
+    EXPECT_EQ(parse_chat_request(R"({"messages":[{"role":"user","content":"a"}],"thinking_token_budget":-1})", m).at(0).sampling.thinking_budget, -1);
+    const GenerationRequest closed = parse_chat_request(
+        R"({"messages":[{"role":"user","content":"2+2?"},{"role":"assistant","content":"<think>\n\n</think>\n\n"}],
+            "continue_final_message":true,"thinking_token_budget":8})", m).at(0);
+    EXPECT_EQ(closed.sampling.thinking_budget, -1);
+    auto refused = [&](const std::string& body, bool chat, const char* words) {
+        try {
+            if (chat) parse_chat_request(body, m);
+            else parse_completion_request(body, m);
+            ADD_FAILURE() << "accepted: " << body;
+        } catch (const ApiError& e) {
+            EXPECT_EQ(e.param(), "thinking_token_budget") << e.what();
+            EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+        }
+    };
+    refused(R"({"messages":[{"role":"user","content":"a"}],"thinking_token_budget":-2})", true, "between -1 and");
+    refused(R"({"messages":[{"role":"user","content":"a"}],"thinking_token_budget":"8"})", true, "integer");
+    refused(R"({"prompt":"a","thinking_token_budget":8})", false, "reasoning model's thoughts in chat");
+    m.reasons = false;
+    refused(R"({"messages":[{"role":"user","content":"a"}],"thinking_token_budget":8})", true, "reasoning model's thoughts in chat");
+    EXPECT_EQ(parse_messages_request(R"({"model":"smollm2","max_tokens":9,"messages":[{"role":"user","content":"a"}],
+                                         "thinking":{"type":"enabled","budget_tokens":32}})", m).at(0).sampling.thinking_budget, -1);
 }
 
 }  // namespace

@@ -35,6 +35,11 @@ struct SamplingParams {
     // tokens) cannot be drawn (kHeldLogit is subtracted from their logits)
     int32_t min_tokens = 0;
     std::vector<int32_t> hold;
+    // vLLM's thinking_token_budget (a reasoning model's): once this many tokens are out and the
+    // output has not yet held `think_end` (the tokens of "</think>"), those tokens are forced, one
+    // a step, kHeldLogit added to each (so it does not take the host's path). -1: no budget.
+    int32_t thinking_budget = -1;
+    std::vector<int32_t> think_end;
     // structured output: which tokens may come next (each Sampler follows its own restart() of
     // it); every other token gets -inf before the penalties, so log-probabilities are over the
     // allowed tokens. Such a sequence is sampled on the host, from its logits row.
@@ -106,8 +111,11 @@ private:
     std::unordered_map<int32_t, int32_t> prompt_seen_;   // for the repetition penalty
     std::unordered_map<int32_t, int32_t> generated_;     // counts, for presence/frequency
     std::unordered_map<int32_t, float> bias_;            // logit_bias
-    std::unordered_map<int32_t, float> step_bias_;       // this step's: bias_, and the held tokens
+    std::unordered_map<int32_t, float> step_bias_;       // this step's: bias_, the held tokens, the forced one
     int64_t generated_total_ = 0;
+    int32_t forced() const;            // the token the thinking budget forces this step, or -1
+    bool thinking_ = false;            // a budget is kept and think_end has not come yet
+    std::vector<int32_t> recent_;      // the last tokens, as many as think_end has
     std::optional<double> pending_u_;  // the draw prepare() handed out, until accept()
     std::vector<PenaltyEntry> penalties_;
     RowScratch scratch_;

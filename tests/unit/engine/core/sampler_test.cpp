@@ -1,6 +1,7 @@
 // The sampler: greedy is argmax, a seed fixes the draws, top-k / top-p / min-p never let out a
 // token they exclude, penalties follow their definitions, log-probabilities are normalised.
 #include "tpserve/common/error.h"
+#include "tpserve/engine/generate.h"
 #include "tpserve/engine/sampler.h"
 
 #include <gtest/gtest.h>
@@ -128,6 +129,53 @@ TEST(Sampler, MinTokensHoldsTheStopTokensBack) {
     EXPECT_EQ(s.sample(kLogits).token, 4);  // two out: released, and the bias counts again
 }
 
+// vLLM's thinking_token_budget: past the budget, the tokens that end the thoughts are forced one a
+// step (after as much of them as the output already ends with), then sampling is free again.
+TEST(Sampler, AThinkingBudgetForcesTheEndOfTheThoughts) {
+    auto run = [](SamplingParams p, const std::vector<std::vector<float>>& rows) {
+        Sampler s(p, {});
+        std::vector<int32_t> out;
+        for (const auto& row : rows) out.push_back(s.sample(row).token);
+        return out;
+    };
+    SamplingParams p;
+    p.temperature = 0;
+    p.thinking_budget = 2;
+    p.think_end = {3, 5};  // (the two least likely tokens of kLogits but one)
+    const std::vector<std::vector<float>> plain(6, kLogits);
+    EXPECT_EQ(run(p, plain), (std::vector<int32_t>{1, 1, 3, 5, 1, 1}));
+    // sampled, the forced tokens come whatever the draw (and the budget 0: at once)
+    p.temperature = 1.5f;
+    p.thinking_budget = 0;
+    for (uint64_t seed = 0; seed < 20; ++seed) {
+        p.seed = seed;
+        const std::vector<int32_t> out = run(p, plain);
+        EXPECT_EQ(std::vector<int32_t>(out.begin(), out.begin() + 2), (std::vector<int32_t>{3, 5}));
+    }
+    // thoughts the model ends itself within the budget: nothing forced
+    p.temperature = 0;
+    p.thinking_budget = 4;
+    std::vector<std::vector<float>> ends = plain;
+    ends[0][3] = 9;
+    ends[1][5] = 9;
+    EXPECT_EQ(run(p, ends), (std::vector<int32_t>{3, 5, 1, 1, 1, 1}));
+    // the model begins the end itself at the budget: only the rest is forced
+    p.thinking_budget = 2;
+    std::vector<std::vector<float>> begins = plain;
+    begins[1][3] = 9;
+    EXPECT_EQ(run(p, begins), (std::vector<int32_t>{1, 3, 5, 1, 1, 1}));
+    // on a device the forced token is a penalty entry (the sequence is not sampled on the host)
+    EXPECT_EQ(output_kind_for(p, true), StepOutputKind::sample);
+    Sampler at_budget(p, {});
+    at_budget.accept(1);
+    at_budget.accept(1);
+    std::vector<PenaltyEntry> entries;
+    at_budget.prepare(entries);
+    ASSERT_EQ(entries.size(), 1u);
+    EXPECT_EQ(entries[0].token, 3);
+    EXPECT_FLOAT_EQ(entries[0].subtract, -kHeldLogit);
+}
+
 TEST(Sampler, LogprobsAreALogSoftmax) {
     SamplingParams p;
     p.temperature = 0;
@@ -158,6 +206,8 @@ TEST(Sampler, BadParametersNameThemselves) {
     };
     bad([](SamplingParams& p) { p.temperature = -1; }, "temperature");
     bad([](SamplingParams& p) { p.top_p = 0; }, "top_p");
+    bad([](SamplingParams& p) { p.thinking_budget = 5; }, "no tokens end the thoughts");
+    bad([](SamplingParams& p) { p.thinking_budget = -2; }, "thinking_token_budget");
     bad([](SamplingParams& p) { p.min_p = 1.5f; }, "min_p");
     bad([](SamplingParams& p) { p.top_k = -2; }, "top_k");
     bad([](SamplingParams& p) { p.repetition_penalty = 0; }, "repetition_penalty");
