@@ -80,7 +80,8 @@ struct RouteEntry {
     std::string_view path;  // ending in '/': a prefix, with the rest of the path an id
     std::string_view methods;  // "GET", or "GET, DELETE"
     Route route;
-    bool open = false;  // served without the API key (a page and probes that reveal no model)
+    bool open = false;       // served without the API key (a page and probes that reveal no model)
+    bool anthropic = false;  // errors in Anthropic's shape (its Messages API), not OpenAI's
 
     bool matches(std::string_view p) const {
         return path.ends_with('/') && path.size() > 1 ? p.starts_with(path) && p.size() > path.size() : p == path;
@@ -106,11 +107,26 @@ constexpr RouteEntry kRoutes[] = {
     {"/v1/chat/completions", "POST", Route::chat},
     {"/v1/responses", "POST", Route::responses},
     {"/v1/responses/", "GET, DELETE", Route::stored_response},  // (/v1/responses/{id}: the store)
-    {"/v1/messages", "POST", Route::messages},  // (Anthropic's)
-    {"/v1/messages/count_tokens", "POST", Route::count_tokens},
+    {"/v1/messages", "POST", Route::messages, false, true},  // (Anthropic's)
+    {"/v1/messages/count_tokens", "POST", Route::count_tokens, false, true},
     {"/tokenize", "POST", Route::tokenize},
     {"/detokenize", "POST", Route::detokenize},
 };
+
+// The entry serving `path` (the last that matches), or null.
+const RouteEntry* route_of(std::string_view path) {
+    const RouteEntry* found = nullptr;
+    for (const auto& r : kRoutes) {
+        if (r.matches(path)) found = &r;
+    }
+    return found;
+}
+
+// Whether the endpoint at `target` answers errors in Anthropic's shape.
+bool speaks_anthropic(std::string_view target) {
+    const RouteEntry* found = route_of(target.substr(0, target.find('?')));
+    return found && found->anthropic;
+}
 
 }  // namespace
 
@@ -166,18 +182,19 @@ void Api::detach() {
 
 Reply Api::handle(std::string_view method, std::string_view target, std::string_view body, std::string_view authorization) {
     Reply r = route(method, target, body, authorization);
-    // Anthropic's endpoints answer errors in Anthropic's shape
-    const std::string_view path = target.substr(0, target.find('?'));
-    if (r.error && (path == "/v1/messages" || path == "/v1/messages/count_tokens")) r.body = anthropic_error_body(*r.error);
+    if (r.error && speaks_anthropic(target)) r.body = anthropic_error_body(*r.error);
+    return r;
+}
+
+Reply Api::error_at(std::string_view target, const ApiError& e) {
+    Reply r = Reply::error_of(e);
+    if (speaks_anthropic(target)) r.body = anthropic_error_body(e);
     return r;
 }
 
 Reply Api::route(std::string_view method, std::string_view target, std::string_view body, std::string_view authorization) {
     const std::string_view path = target.substr(0, target.find('?'));
-    const RouteEntry* found = nullptr;
-    for (const auto& r : kRoutes) {
-        if (r.matches(path)) found = &r;
-    }
+    const RouteEntry* found = route_of(path);
     if (!found) {
         m_.rejected_invalid.inc();
         return Reply::error_of(ApiError::not_found(fmt::format("no endpoint at '{}' (see docs/api.md)", path)));
@@ -250,8 +267,8 @@ Reply Api::route(std::string_view method, std::string_view target, std::string_v
             case Route::count_tokens: {
                 // (the request as /v1/messages takes it, max_tokens not needed to count)
                 Json j = parse_body(body);
-                if (!j.contains("max_tokens")) j["max_tokens"] = 1;
-                const auto counted = parse_messages_request(j.dump(), model_);
+                if (j.is_object() && !j.contains("max_tokens")) j["max_tokens"] = 1;
+                const auto counted = parse_messages_json(j, model_);
                 return json_reply(200, {{"input_tokens", counted.at(0).prompt.size()}});
             }
             case Route::stored_response:
@@ -294,25 +311,29 @@ Reply Api::generation(Wire wire, std::string_view body) {
         m_.rejected_unavailable.inc();
         return Reply::error_of(ApiError::unavailable("the server is shutting down"));
     }
-    ResponsesRequest parsed;
+    std::vector<GenerationRequest> choices;
+    std::optional<ResponsesRequest> responses;  // (what else a Responses request brings)
     switch (wire) {
-        case Wire::completions: parsed.choices = parse_completion_request(body, model_); break;
-        case Wire::chat: parsed.choices = parse_chat_request(body, model_); break;
-        case Wire::responses: parsed = parse_responses_request(body, model_, store_.get()); break;
-        case Wire::messages: parsed.choices = parse_messages_request(body, model_); break;
+        case Wire::completions: choices = parse_completion_request(body, model_); break;
+        case Wire::chat: choices = parse_chat_request(body, model_); break;
+        case Wire::responses:
+            responses = parse_responses_request(body, model_, store_.get());
+            choices = std::move(responses->choices);
+            break;
+        case Wire::messages: choices = parse_messages_request(body, model_); break;
     }
     Reply r;
-    for (auto& c : parsed.choices) r.jobs.push_back(std::make_shared<Job>(std::move(c)));
+    for (auto& c : choices) r.jobs.push_back(std::make_shared<Job>(std::move(c)));
     r.writer = std::make_shared<ResponseWriter>(r.jobs.front()->request(), model_.name, *model_.tokenizer, model_.created,
                                                 model_.tool_parser);
     if (wire == Wire::messages) {
         r.writer->speak(std::make_unique<MessagesOutput>(model_.name, static_cast<int64_t>(r.jobs.front()->request().prompt.size())));
     }
-    if (wire == Wire::responses) {
+    if (responses) {
         std::function<void(const Json&)> keep;
-        if (parsed.store) {
+        if (responses->store) {
             // the conversation so far, and what this response adds to it
-            keep = [this, history = std::move(parsed.history), own = parsed.inherited](const Json& response) {
+            keep = [this, history = std::move(responses->history), own = responses->inherited](const Json& response) {
                 Json all = history;
                 for (size_t i = own; i < all.size(); ++i) all[i] = input_item(all[i]);
                 for (const Json& item : response["output"]) all.push_back(item);
@@ -320,7 +341,7 @@ Reply Api::generation(Wire wire, std::string_view body) {
                 store_gauges();
             };
         }
-        auto output = std::make_unique<ResponsesOutput>(std::move(parsed.shown), model_.name, *model_.tokenizer);
+        auto output = std::make_unique<ResponsesOutput>(std::move(responses->shown), model_.name, *model_.tokenizer);
         output->on_done = std::move(keep);
         r.writer->speak(std::move(output));
     }

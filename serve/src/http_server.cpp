@@ -71,8 +71,10 @@ private:
     void on_read(beast::error_code ec, size_t) {
         if (ec == http::error::body_limit) {
             keep_alive_ = false;
-            return send(Reply::error_of(ApiError(413, "invalid_request_error",
-                                              fmt::format("the body is over the limit of {} bytes", limits_.max_body_bytes))));
+            const auto target = parser_->get().target();
+            return send(Api::error_at(std::string_view(target.data(), target.size()),
+                                      ApiError(413, "invalid_request_error",
+                                               fmt::format("the body is over the limit of {} bytes", limits_.max_body_bytes))));
         }
         if (ec == http::error::header_limit) {
             keep_alive_ = false;

@@ -161,7 +161,10 @@ ApiError in_messages_terms(const ApiError& e) {
 }  // namespace
 
 std::vector<GenerationRequest> parse_messages_request(std::string_view body, const ServedModel& model) {
-    const Json j = parse_body(body);
+    return parse_messages_json(parse_body(body), model);
+}
+
+std::vector<GenerationRequest> parse_messages_json(const Json& j, const ServedModel& model) {
     for (const char* name : {"mcp_servers", "container"}) {
         if (field(j, name)) throw ApiError::invalid(fmt::format("'{}' is not offered: this server runs no tools of its own", name), name);
     }

@@ -570,6 +570,14 @@ def case_errors():
         big = body(prompt="x" * 5000)
         check_error(f"a body of {len(big)} bytes (--max-body-bytes 4096)",
                     *raw(small, http_bytes("POST", "/v1/completions", big)), 413, "invalid_request_error")
+        status, _, b = raw(small, http_bytes("POST", "/v1/messages", big))
+        try:
+            shape = json.loads(b)
+        except ValueError:
+            shape = None
+        check(status == 413 and isinstance(shape, dict) and shape.get("type") == "error"
+              and shape.get("error", {}).get("type") == "request_too_large",
+              "the same body to /v1/messages: 413 in Anthropic's shape (request_too_large)", short(b))
         fits = body(user="x" * 3000)  # an accepted, unused field
         status, _, b = raw(small, http_bytes("POST", "/v1/completions", fits))
         check(status == 200, f"a body of {len(fits)} bytes (--max-body-bytes 4096): 200 (got {status})", short(b))

@@ -55,6 +55,9 @@ public:
 
     // `authorization`: the request's Authorization header (empty if none).
     Reply handle(std::string_view method, std::string_view target, std::string_view body, std::string_view authorization = {});
+    // An error the HTTP layer answers itself (a body over the limit), in the shape of the API at
+    // `target` (Anthropic's for its Messages API, else OpenAI's).
+    static Reply error_at(std::string_view target, const ApiError& e);
     // Hands a generation Reply's jobs to the scheduler, all or none; a 400 / 429 / 503 Reply when
     // they are not taken.
     std::optional<Reply> submit(const std::vector<std::shared_ptr<Job>>& jobs);

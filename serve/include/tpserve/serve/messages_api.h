@@ -21,6 +21,8 @@ namespace tps::serve {
 
 // The body read and checked (one chat choice); ApiError (400) naming the Messages field.
 std::vector<GenerationRequest> parse_messages_request(std::string_view body, const ServedModel& model);
+// ... a body already parsed (count_tokens, which lets max_tokens out)
+std::vector<GenerationRequest> parse_messages_json(const nlohmann::ordered_json& body, const ServedModel& model);
 
 // {"type": "error", "error": {"type": ..., "message": ...}}, the type from the HTTP status.
 std::string anthropic_error_body(const ApiError& e);
