@@ -341,7 +341,7 @@ Reply Api::generation(Wire wire, std::string_view body) {
                 store_gauges();
             };
         }
-        auto output = std::make_unique<ResponsesOutput>(std::move(responses->shown), model_.name, *model_.tokenizer);
+        auto output = std::make_unique<ResponsesOutput>(std::move(responses->shown), model_.name);
         output->on_done = std::move(keep);
         r.writer->speak(std::move(output));
     }

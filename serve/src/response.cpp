@@ -33,10 +33,12 @@ Json bytes_of(const std::string& s) {
 }
 
 Json usage_json(const Usage& u) {
-    return {{"prompt_tokens", u.prompt},
-            {"completion_tokens", u.completion},
-            {"total_tokens", u.prompt + u.completion},
-            {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
+    Json j = {{"prompt_tokens", u.prompt},
+              {"completion_tokens", u.completion},
+              {"total_tokens", u.prompt + u.completion},
+              {"prompt_tokens_details", {{"cached_tokens", u.cached}}}};
+    if (u.reasoning >= 0) j["completion_tokens_details"] = {{"reasoning_tokens", u.reasoning}};
+    return j;
 }
 
 // vLLM's stop_reason: the stop string or stop_token_ids token that ended a choice; null for the
@@ -224,6 +226,7 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
         c.started = true;
         text = chat_echo_ + d.text;
     }
+    count_thoughts(c, d.text, d.completion_tokens);
     if (splits_reasoning_) {
         if (!c.thoughts) c.thoughts.emplace(thinks_);
         ReasoningStream::Piece p = c.thoughts->push(text, !d.finish_reason.empty());
@@ -260,7 +263,36 @@ std::string ResponseWriter::stream_piece(int index, const Delta& d) {
     return out;
 }
 
-std::string ResponseWriter::stream_end(const Usage& usage) const {
+// A reasoning model's thought tokens: the output tokens up to the piece in which </think> comes.
+// An output the prompt did not leave thinking has thoughts only if it opens with <think>.
+void ResponseWriter::count_thoughts(Choice& c, const std::string& text, int64_t tokens_so_far) {
+    c.output_tokens = tokens_so_far;
+    if (!splits_reasoning_ || c.thought_tokens >= 0) return;
+    if (c.said.empty()) c.said = chat_echo_;  // (the output continues the echo)
+    c.said += text;
+    if (!thinks_ && !kThinkStart.starts_with(c.said) && !c.said.starts_with(kThinkStart)) {
+        c.thought_tokens = 0;
+        return;
+    }
+    const size_t from = c.searched > kThinkEnd.size() ? c.searched - kThinkEnd.size() : 0;
+    if (c.said.find(kThinkEnd, from) != std::string::npos) c.thought_tokens = tokens_so_far;
+    c.searched = c.said.size();
+}
+
+// The usage with the choices' thought tokens (as OpenAI's reasoning_tokens), where the output is
+// read for thoughts.
+Usage ResponseWriter::with_reasoning(Usage u) const {
+    if (!splits_reasoning_) return u;
+    u.reasoning = 0;
+    for (const Choice& c : choices_) {
+        const bool thought = thinks_ || c.said.starts_with(kThinkStart);  // (and never ended)
+        u.reasoning += c.thought_tokens >= 0 ? c.thought_tokens : thought ? c.output_tokens : 0;
+    }
+    return u;
+}
+
+std::string ResponseWriter::stream_end(const Usage& given) const {
+    const Usage usage = with_reasoning(given);
     if (wire_) return wire_->end(usage);
     std::string out;
     if (include_usage_) {
@@ -278,6 +310,7 @@ std::string ResponseWriter::stream_error(const ApiError& e) {
 void ResponseWriter::add(int index, const Delta& d) {
     Choice& c = choice(index);
     c.text += d.text;
+    count_thoughts(c, d.text, d.completion_tokens);
     c.tokens.insert(c.tokens.end(), d.tokens.begin(), d.tokens.end());
     if (!d.prompt_logprobs.empty()) c.prompt_logprobs = prompt_logprobs_json(d.prompt_logprobs);
     if (!d.finish_reason.empty()) c.finish_reason = d.finish_reason;
@@ -310,7 +343,8 @@ Json ResponseWriter::prompt_logprobs_json(const std::vector<TokenOut>& scores) c
     return out;
 }
 
-std::string ResponseWriter::whole(const Usage& usage) {
+std::string ResponseWriter::whole(const Usage& given) {
+    const Usage usage = with_reasoning(given);
     Json choices = Json::array();
     for (size_t i = 0; i < choices_.size(); ++i) {
         Choice& c = choices_[i];

@@ -299,10 +299,9 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
     return out;
 }
 
-ResponsesOutput::ResponsesOutput(Json shown, std::string model, const Tokenizer& tokenizer)
+ResponsesOutput::ResponsesOutput(Json shown, std::string model)
     : shown_(std::move(shown)),
       model_(std::move(model)),
-      tok_(tokenizer),
       id_(object_id("resp_")),
       created_(std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count()) {}
 
@@ -315,11 +314,10 @@ Json ResponsesOutput::response(const std::string& status, const Usage* usage) co
     r["model"] = model_;
     r["output"] = output_;
     if (usage) {
-        const auto reasoning = static_cast<int64_t>(thoughts_.empty() ? 0 : tok_.encode(thoughts_, false).size());
         r["usage"] = {{"input_tokens", usage->prompt},
                       {"input_tokens_details", {{"cached_tokens", usage->cached}}},
                       {"output_tokens", usage->completion},
-                      {"output_tokens_details", {{"reasoning_tokens", std::min(reasoning, usage->completion)}}},
+                      {"output_tokens_details", {{"reasoning_tokens", std::max<int64_t>(usage->reasoning, 0)}}},
                       {"total_tokens", usage->prompt + usage->completion}};
     } else {
         r["usage"] = nullptr;
@@ -432,7 +430,6 @@ std::string ResponsesOutput::delta(const Json& delta, const std::string& finish,
         if (open_ != kind) out += open(kind);
         const std::string piece = it->get<std::string>();
         open_text_ += piece;
-        if (kind == Open::reasoning) thoughts_ += piece;
         Json e = {{"type", type}, {"item_id", open_id_}, {"output_index", static_cast<int64_t>(output_.size())}, {"content_index", 0}, {"delta", piece}};
         if (kind == Open::message) e["logprobs"] = Json::array();
         out += event(std::move(e));
@@ -467,13 +464,13 @@ std::string ResponsesOutput::error(const ApiError& e) {
 Json ResponsesOutput::whole(const Json& message, const std::string& finish, const std::string& /*stop_string*/, const Usage& usage) {
     const std::string status = status_of(finish);
     if (const auto it = message.find("reasoning_content"); it != message.end() && it->is_string() && !it->get<std::string>().empty()) {
-        thoughts_ = it->get<std::string>();
+        const std::string thoughts = it->get<std::string>();
         // (cut by max_output_tokens before the answer: the thoughts are what is incomplete)
         const bool cut = status == "incomplete" && (!message.contains("content") || message["content"].is_null());
         output_.push_back({{"id", object_id("rs_")},
                            {"type", "reasoning"},
                            {"summary", Json::array()},
-                           {"content", Json::array({{{"type", "reasoning_text"}, {"text", thoughts_}}})},
+                           {"content", Json::array({{{"type", "reasoning_text"}, {"text", thoughts}}})},
                            {"status", cut ? "incomplete" : "completed"}});
     }
     if (const auto it = message.find("content"); it != message.end() && it->is_string() && !it->get<std::string>().empty()) {

@@ -13,7 +13,7 @@ import jsonschema
 import openai
 from pydantic import BaseModel, Field
 
-from harness import FIXTURE, SMALL, Server, check, main_server, oai, short, stream
+from harness import FIXTURE, SMALL, Server, check, client, main_server, oai, short, stream
 
 
 class Pet(BaseModel):
@@ -191,8 +191,10 @@ def case_reasoning():
         r = c.chat.completions.create(model=m, messages=ask, max_tokens=12, temperature=0, extra_body={"ignore_eos": True})
         msg = r.choices[0].message
         thoughts = (msg.model_extra or {}).get("reasoning_content")
-        check(msg.content is None and isinstance(thoughts, str) and thoughts and r.choices[0].finish_reason == "length",
-              "thoughts that never end: reasoning_content holds them, content is null", short(r))
+        check(msg.content is None and isinstance(thoughts, str) and thoughts and r.choices[0].finish_reason == "length"
+              and r.usage.completion_tokens_details.reasoning_tokens == 12,
+              "thoughts that never end: reasoning_content holds them, content is null, all 12 tokens are reasoning_tokens",
+              short(r))
         chunks = list(c.chat.completions.create(model=m, messages=ask, max_tokens=12, temperature=0, stream=True,
                                                 extra_body={"ignore_eos": True}))
         streamed = "".join((k.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for k in chunks if k.choices)
@@ -217,10 +219,13 @@ def case_reasoning():
         cut = c.chat.completions.create(model=m, messages=ask, max_tokens=12, temperature=0,
                                         extra_body={"ignore_eos": True, "thinking_token_budget": 4})
         cm = cut.choices[0].message
+        with client() as hc:
+            end_tokens = hc.post(srv.url + "/tokenize", json={"prompt": "</think>", "add_special_tokens": False}).json()
         check((cm.model_extra or {}).get("reasoning_content") == t4 and cm.content is not None
-              and cut.usage.completion_tokens == 12,
-              "thinking_token_budget 4: the first 4 tokens are the thoughts, then they end and the answer follows",
-              short([first, cut]))
+              and cut.usage.completion_tokens == 12
+              and cut.usage.completion_tokens_details.reasoning_tokens == 4 + len(end_tokens.get("tokens", [])),
+              "thinking_token_budget 4: the first 4 tokens are the thoughts, then they end (reasoning_tokens: those and "
+              "the tokens of </think>) and the answer follows", short([first, cut, end_tokens]))
         fmt_cut = c.chat.completions.create(model=m, messages=ask, max_tokens=40, temperature=1.0, seed=5,
                                             extra_body={"guided_choice": ["yes", "no"], "thinking_token_budget": 3})
         check(fmt_cut.choices[0].message.content in ("yes", "no"),
@@ -235,7 +240,7 @@ def case_reasoning():
         rr = c.responses.create(model=m, input=ask, max_output_tokens=12, temperature=0, extra_body={"ignore_eos": True})
         item = rr.output[0] if len(rr.output) == 1 else None
         check(item is not None and item.type == "reasoning" and item.content[0].text == thoughts and item.status == "incomplete"
-              and rr.status == "incomplete" and 0 < rr.usage.output_tokens_details.reasoning_tokens <= 12
+              and rr.status == "incomplete" and rr.usage.output_tokens_details.reasoning_tokens == 12
               and rr.output_text == "",
               "responses: thoughts that never end are one reasoning item (incomplete), reasoning_tokens counted",
               short(rr))

@@ -190,6 +190,34 @@ TEST(Reasoning, ToolCallsAreReadFromTheAnswer) {
     EXPECT_EQ(s.finish, "tool_calls");
 }
 
+// reasoning_tokens (chat's completion_tokens_details, as OpenAI's): the output tokens up to the
+// one that ends the thoughts, whole or streamed; all of them when the thoughts never end; none
+// when the prompt left no thinking and the output does not open with <think>.
+TEST(Reasoning, ReasoningTokensCountTheThoughts) {
+    const Tokenizer& tok = *test::fixture().tokenizer;
+    auto count = [&](bool thinks, const std::vector<std::string>& pieces, bool streaming) {
+        GenerationRequest r = thinking_chat();
+        r.thinks = thinks;
+        r.include_usage = true;
+        ResponseWriter w(r, "m", tok, 1);
+        std::string sse;
+        for (size_t i = 0; i < pieces.size(); ++i) {
+            const Delta d = piece(pieces[i], i + 1 == pieces.size() ? "length" : "", static_cast<int64_t>(i) + 1);
+            if (streaming) sse += w.stream_piece(0, d);
+            else w.add(0, d);
+        }
+        const Usage u{3, static_cast<int64_t>(pieces.size()), 0};
+        const Json j = streaming ? events(w.stream_end(u)).back() : Json::parse(w.whole(u));
+        return j["usage"]["completion_tokens_details"]["reasoning_tokens"].get<int64_t>();
+    };
+    for (const bool streaming : {false, true}) {
+        EXPECT_EQ(count(true, {"Let", " me", " see", "</", "think>", "Four", "."}, streaming), 5);
+        EXPECT_EQ(count(true, {"Let", " me", " see"}, streaming), 3);
+        EXPECT_EQ(count(false, {"<think>", "Hm", "</think>", "Four"}, streaming), 3);
+        EXPECT_EQ(count(false, {"Four", "."}, streaming), 0);
+    }
+}
+
 // On a reasoning model an output format applies after the thoughts, unless the prompt closed them.
 TEST(Reasoning, OutputFormatsWaitForTheThoughts) {
     ServedModel m = test::served();

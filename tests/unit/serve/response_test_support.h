@@ -11,10 +11,12 @@
 
 namespace tps::serve::test {
 
-inline Delta piece(std::string text, std::string finish = {}) {
+// (`tokens`: the output tokens so far, this piece's included)
+inline Delta piece(std::string text, std::string finish = {}, int64_t tokens = 0) {
     Delta d;
     d.text = std::move(text);
     d.finish_reason = std::move(finish);
+    d.completion_tokens = tokens;
     return d;
 }
 

@@ -187,12 +187,14 @@ GenerationRequest thinking_chat() {
 TEST(ResponsesApi, StreamedItemsOpenAndCloseInOrder) {
     const Tokenizer& tok = *test::fixture().tokenizer;
     ResponseWriter w(thinking_chat(), "m", tok, 1, ToolParser::hermes);
-    w.speak(std::make_unique<ResponsesOutput>(Json::object(), "m", tok));
+    w.speak(std::make_unique<ResponsesOutput>(Json::object(), "m"));
     std::string sse = w.stream_start();
+    int64_t tokens = 0;
     for (const char* p : {"I should ", "check.</think>", "Let me look.", "\n<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\"", ": 1}}\n</tool_call>"}) {
-        sse += w.stream_piece(0, test::piece(p));
+        tokens += 4;
+        sse += w.stream_piece(0, test::piece(p, {}, tokens));
     }
-    sse += w.stream_piece(0, test::piece("", "stop"));
+    sse += w.stream_piece(0, test::piece("", "stop", 20));
     sse += w.stream_end({5, 20, 2});
     EXPECT_EQ(sse.find("[DONE]"), std::string::npos);
     const std::vector<Json> ev = test::typed_events(sse);
@@ -225,7 +227,7 @@ TEST(ResponsesApi, StreamedItemsOpenAndCloseInOrder) {
     EXPECT_EQ(done["usage"]["input_tokens"], 5);
     EXPECT_EQ(done["usage"]["output_tokens"], 20);
     EXPECT_EQ(done["usage"]["input_tokens_details"]["cached_tokens"], 2);
-    EXPECT_EQ(done["usage"]["output_tokens_details"]["reasoning_tokens"], tok.encode("I should check.", false).size());
+    EXPECT_EQ(done["usage"]["output_tokens_details"]["reasoning_tokens"], 8);  // (the tokens up to the one that ends them)
     std::set<std::string> ids;
     for (size_t i = 0; i < 3; ++i) {
         ids.insert(done["output"][i]["id"].get<std::string>());
@@ -239,8 +241,9 @@ TEST(ResponsesApi, StreamedItemsOpenAndCloseInOrder) {
 
     // the whole answer: the same items
     ResponseWriter whole(thinking_chat(), "m", tok, 1, ToolParser::hermes);
-    whole.speak(std::make_unique<ResponsesOutput>(Json::object(), "m", tok));
-    whole.add(0, test::piece("I should check.</think>Let me look.\n<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\": 1}}\n</tool_call>", "stop"));
+    whole.speak(std::make_unique<ResponsesOutput>(Json::object(), "m"));
+    whole.add(0, test::piece("I should check.</think>", {}, 8));
+    whole.add(0, test::piece("Let me look.\n<tool_call>\n{\"name\": \"w\", \"arguments\": {\"c\": 1}}\n</tool_call>", "stop", 20));
     const Json j = Json::parse(whole.whole({5, 20, 2}));
     EXPECT_EQ(j["object"], "response");
     ASSERT_EQ(j["output"].size(), 3u);
@@ -260,7 +263,7 @@ TEST(ResponsesApi, CutAndFailedStreams) {
     GenerationRequest chat;
     chat.endpoint = Endpoint::chat;
     ResponseWriter w(chat, "m", tok, 1);
-    w.speak(std::make_unique<ResponsesOutput>(Json{{"max_output_tokens", 2}}, "m", tok));
+    w.speak(std::make_unique<ResponsesOutput>(Json{{"max_output_tokens", 2}}, "m"));
     std::string sse = w.stream_start();  // (one call a statement: they must run in this order)
     sse += w.stream_piece(0, test::piece("ab"));
     sse += w.stream_piece(0, test::piece("c", "length"));
@@ -274,7 +277,7 @@ TEST(ResponsesApi, CutAndFailedStreams) {
     EXPECT_EQ(ev.back()["response"]["max_output_tokens"], 2);
 
     ResponseWriter f(chat, "m", tok, 1);
-    f.speak(std::make_unique<ResponsesOutput>(Json::object(), "m", tok));
+    f.speak(std::make_unique<ResponsesOutput>(Json::object(), "m"));
     std::string failing = f.stream_start();
     failing += f.stream_error(ApiError(408, "timeout_error", "too slow"));
     const std::vector<Json> failed = test::typed_events(failing);

@@ -67,7 +67,15 @@ private:
         nlohmann::ordered_json prompt_logprobs;   // vLLM's prompt_logprobs (null: not asked)
         std::string stop_string;                  // the stop string that ended it, if one did
         int32_t stop_token = -1;                  // the stop_token_ids token that ended it, if one did
+        // a reasoning model's: the output so far (the echo first) and how far </think> was looked
+        // for in it; the output tokens when the thoughts ended (-1: not yet)
+        std::string said;
+        size_t searched = 0;
+        int64_t thought_tokens = -1;
+        int64_t output_tokens = 0;  // output tokens so far
     };
+    void count_thoughts(Choice& c, const std::string& text, int64_t tokens_so_far);
+    Usage with_reasoning(Usage u) const;
     std::string event(const std::string& json) const;
     // (with chunk_usage_ as its usage)
     std::string chunk(int index, nlohmann::ordered_json body, nlohmann::ordered_json logprobs, const std::string& finish) const;

@@ -43,7 +43,7 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
 // stream has them ({reasoning_content, content, tool_calls}) or the whole chat message.
 class ResponsesOutput : public WireOutput {
 public:
-    ResponsesOutput(nlohmann::ordered_json shown, std::string model, const Tokenizer& tokenizer);
+    ResponsesOutput(nlohmann::ordered_json shown, std::string model);
 
     // response.created, response.in_progress
     std::string start() override;
@@ -72,7 +72,6 @@ private:
 
     nlohmann::ordered_json shown_;
     std::string model_;
-    const Tokenizer& tok_;
     std::string id_;
     int64_t created_;
     int64_t sequence_ = 0;
@@ -82,7 +81,6 @@ private:
     std::string open_text_;  // (a function call's: its arguments so far)
     nlohmann::ordered_json open_call_;  // the function_call item being streamed
     std::string finish_;
-    std::string thoughts_;  // every reasoning text, for usage's reasoning_tokens
 };
 
 }  // namespace tps::serve

@@ -18,6 +18,9 @@ struct Usage {
     int64_t prompt = 0;
     int64_t completion = 0;
     int64_t cached = 0;  // of the prompt tokens, those the prefix cache held
+    // of the output tokens, a reasoning model's thoughts (up to the one that ends them); the
+    // writer (response.h) counts them, -1 where the output is not read for thoughts
+    int64_t reasoning = -1;
 };
 
 class WireOutput {
