@@ -7,6 +7,7 @@
 #include "tpserve/engine/structured/formats.h"
 #include "tpserve/engine/structured/gbnf_grammar.h"
 #include "tpserve/engine/structured/grammar_constraint.h"
+#include "tpserve/engine/structured/json_schema.h"
 #include "tpserve/serve/reasoning.h"
 
 #include <fmt/format.h>
@@ -147,6 +148,70 @@ void force_tool_calls(const Json& tools, const std::string& only, const ServedMo
     }
     constrain(std::move(grammar), "tool_choice", model, r);
     r.forces_tool_calls = true;
+}
+
+bool any_strict(const Json& tools) {
+    return std::any_of(tools.begin(), tools.end(), [](const Json& t) {
+        const Json* strict = field(t["function"], "strict");
+        return strict && strict->is_boolean() && strict->get<bool>();
+    });
+}
+
+void strict_tool_calls(const Json& tools, const ServedModel& model, GenerationRequest& r) {
+    const ToolParser p = model.tool_parser;
+    if (p != ToolParser::hermes && p != ToolParser::llama3_json) {
+        throw ApiError::invalid(fmt::format("'strict' function calling with tool_choice \"auto\" is enforced for models whose calls "
+                                            "are read as hermes or llama3_json; this model's are read as {}: drop 'strict', or "
+                                            "force the calls with tool_choice \"required\"",
+                                            tool_parser_name(p)),
+                                "tools");
+    }
+    if (r.sampling.constraint) {
+        throw ApiError::invalid("'strict' function calling and an output format cannot go together", "tools");
+    }
+    if (!model.token_bytes) throw ApiError::invalid("strict function calling is not available on this server", "tools");
+    // a call: {"name": <a function>, <arguments or parameters>: <its schema if strict, else any object>}
+    using B = structured::GrammarBuilder;
+    using structured::RuleId;
+    B g;
+    std::vector<RuleId> calls;
+    const char* args_key = p == ToolParser::hermes ? "arguments" : "parameters";
+    for (const Json& t : tools) {
+        const Json& fn = t["function"];
+        const Json* strict = field(fn, "strict");
+        const Json* params = field(fn, "parameters");
+        const bool held = strict && strict->is_boolean() && strict->get<bool>() && params;
+        const Json call = {{"type", "object"},
+                           {"properties", {{"name", {{"const", fn["name"]}}}, {args_key, held ? *params : Json{{"type", "object"}}}}},
+                           {"required", Json::array({"name", args_key})}};
+        try {
+            calls.push_back(structured::add_json_schema(g, call.dump()));
+        } catch (const UsageError& e) {
+            throw ApiError::invalid(fmt::format("'tools': the parameters of '{}' cannot be enforced: {}", fn["name"].get<std::string>(), e.what()),
+                                    "tools");
+        }
+    }
+    const RuleId call = g.choice(calls);
+    if (p == ToolParser::hermes) {
+        // between the tags; the text around them free (a reasoning model's calls come after its
+        // thoughts: a tag within them is thought)
+        const RuleId blank = g.optional(g.literal("\n"));
+        const RuleId body = g.sequence({B::ref(blank), B::ref(call), B::ref(blank), B::ref(g.literal("</tool_call>"))});
+        auto tokens = std::make_shared<structured::GrammarTokens>(g.compile(body), model.token_bytes, r.stop_ids);
+        r.sampling.constraint = structured::make_grammar_on("<tool_call>", std::move(tokens), r.thinks ? std::string(kThinkEnd) : std::string());
+        return;
+    }
+    // llama3_json: the answer is calls separated by ';', or text that does not open with '{'
+    const structured::CodePointRange blanks[] = {{'\t', '\n'}, {'\r', '\r'}, {' ', ' '}};
+    const structured::CodePointRange not_first[] = {{'\t', '\n'}, {'\r', '\r'}, {' ', ' '}, {'{', '{'}};
+    const RuleId space = g.star(g.code_points(blanks, "blank"));
+    const RuleId next = g.sequence({B::ref(space), B::byte(';'), B::ref(space), B::ref(call)});
+    const RuleId call_list = g.sequence({B::ref(space), B::ref(call), B::ref(g.star(next)), B::ref(space)});
+    const RuleId text = g.sequence({B::ref(space), B::ref(g.code_points_except(not_first, "text")), B::ref(g.star(g.code_points_except({}, "char")))});
+    const RuleId answer[] = {call_list, text, space};
+    auto tokens = std::make_shared<structured::GrammarTokens>(g.compile(g.choice(answer)), model.token_bytes, r.stop_ids);
+    r.sampling.constraint = r.thinks ? structured::make_grammar_after(std::string(kThinkEnd), std::move(tokens))
+                                     : structured::make_grammar_constraint(std::move(tokens));
 }
 
 void parse_output_format(const Json& j, const ServedModel& model, GenerationRequest& r) {

@@ -434,6 +434,7 @@ void parse_tools(const Json& j, const ServedModel& model, GenerationRequest& r) 
         return;
     }
     r.reads_tool_calls = tools && !tools->empty() && choice == "auto" && model.tool_parser != ToolParser::none;
+    if (tools && choice == "auto" && any_strict(*tools)) strict_tool_calls(*tools, model, r);
 }
 
 void parse_logprobs(const Json& j, GenerationRequest& r) {

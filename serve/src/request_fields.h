@@ -37,6 +37,12 @@ void parse_output_format(const Json& j, const ServedModel& model, GenerationRequ
 // each call's parameters valid under its function's schema; a named function gets one call, as
 // does r.one_tool_call (parallel_tool_calls false).
 void force_tool_calls(const Json& tools, const std::string& only, const ServedModel& model, GenerationRequest& r);
+// OpenAI's strict function calling with tool_choice "auto": whether a function asks for it, and
+// the grammar that holds every call the model writes to its function's parameters (hermes: each
+// call between its tags, the text around free; llama3_json: the answer is calls or text that does
+// not open with '{'; other formats: a 400 naming 'tools').
+bool any_strict(const Json& tools);
+void strict_tool_calls(const Json& tools, const ServedModel& model, GenerationRequest& r);
 
 // vLLM's fields beyond the OpenAI API (vllm_fields.cpp): include_stop_str_in_output,
 // return_tokens_as_token_ids, truncate_prompt_tokens, prompt_logprobs, allowed_token_ids and

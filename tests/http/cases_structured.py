@@ -140,6 +140,16 @@ def case_structured():
             for seed in (1, 2, 3)]
     check(all(k is not None and len(k) == 1 for k in ones),
           "tool_choice required, parallel_tool_calls false: exactly one call each time", short(ones))
+    # strict function calling with tool_choice auto needs a format the calls are read in (hermes,
+    # llama3_json): this fixture's calls are not read at all, so strict cannot be kept, and says so
+    strict_tools = [{"type": "function", "function": {"name": "get_weather", "parameters": weather, "strict": True}}]
+    try:
+        c.with_options(max_retries=0).chat.completions.create(model=m, messages=ask, tools=strict_tools, max_tokens=4)
+        check(False, "strict tools where no calls are read: refused", "accepted")
+    except openai.BadRequestError as e:
+        body = e.body if isinstance(e.body, dict) else {}
+        check(body.get("param") == "tools" and "'strict'" in body.get("message", ""),
+              "strict tools where no calls are read: a 400 naming 'tools' and strict", str(e))
     # streamed, a call comes as OpenAI's does: id, type and name first, then its arguments piece by piece
     whole = c.chat.completions.create(model=m, messages=ask, tools=tools, tool_choice="required", max_tokens=150,
                                       temperature=1.0, seed=1).choices[0].message.tool_calls
@@ -179,7 +189,7 @@ def case_reasoning():
     """--reasoning-parser deepseek_r1 on the fixture: its random text never writes </think>, so every
     answer is thoughts (content null) and an output format waits for them; a prompt that closes the
     thoughts itself gets the format at once."""
-    srv = Server(["--model", str(FIXTURE), *SMALL, "--reasoning-parser", "deepseek_r1"])
+    srv = Server(["--model", str(FIXTURE), *SMALL, "--reasoning-parser", "deepseek_r1", "--tool-call-parser", "hermes"])
     if not srv.start():
         return
     try:
@@ -230,6 +240,24 @@ def case_reasoning():
                                             extra_body={"guided_choice": ["yes", "no"], "thinking_token_budget": 3})
         check(fmt_cut.choices[0].message.content in ("yes", "no"),
               "thinking_token_budget with guided_choice: the format follows the forced end of the thoughts", short(fmt_cut))
+        # strict tools on a model that writes calls in tags: the grammar waits for the thoughts (here
+        # ended by a budget), and whatever calls come are the schema's
+        weather = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}}, "required": ["city"],
+                   "additionalProperties": False}
+        st = c.chat.completions.create(model=m, messages=ask, max_tokens=16, temperature=1.0, seed=2,
+                                       tools=[{"type": "function", "function": {"name": "w", "parameters": weather, "strict": True}}],
+                                       extra_body={"thinking_token_budget": 2})
+        sm = st.choices[0].message
+        calls_ok = True
+        for call in sm.tool_calls or []:
+            try:
+                jsonschema.validate(json.loads(call.function.arguments), weather)
+            except (TypeError, ValueError, jsonschema.ValidationError):
+                calls_ok = call is sm.tool_calls[-1] and st.choices[0].finish_reason == "length"  # (cut short)
+        check(calls_ok and (sm.model_extra or {}).get("reasoning_content") is not None
+              and (sm.content is not None or sm.tool_calls),
+              "strict tools after thoughts: served, the thoughts end at the budget, calls (if any) follow the schema",
+              short(st))
         budget_refused = c.with_options(max_retries=0)
         try:
             budget_refused.completions.create(model=m, prompt="a", max_tokens=2, extra_body={"thinking_token_budget": 4})

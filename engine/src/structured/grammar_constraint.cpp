@@ -204,19 +204,21 @@ private:
     std::shared_ptr<const std::vector<uint64_t>> mask_;
 };
 
-// What make_grammar_after's sequences share: per k, the tokens that may come when the output
-// ends with the first k bytes of `end` (all but those that would complete it and go on).
+// What the sequences of a grammar after a text share: per k, the tokens that may come when the
+// output ends with the first k bytes of `end` (all but those that would complete it and go on);
+// and every token (before the text is looked for at all).
 struct AfterMasks {
     std::string end;
     std::vector<std::vector<uint64_t>> free;
+    std::vector<uint64_t> all;
 };
 
 std::shared_ptr<const AfterMasks> after_masks(std::string end, const TokenBytes& vocab) {
     auto m = std::make_shared<AfterMasks>();
     const auto n = static_cast<size_t>(vocab.vocab_size());
-    std::vector<uint64_t> all((n + 63) / 64, ~uint64_t{0});
-    if (n % 64) all.back() = (uint64_t{1} << (n % 64)) - 1;
-    m->free.assign(end.size(), all);
+    m->all.assign((n + 63) / 64, ~uint64_t{0});
+    if (n % 64) m->all.back() = (uint64_t{1} << (n % 64)) - 1;
+    m->free.assign(end.size(), m->all);
     for (const TokenBytes::Entry& e : vocab.sorted()) {
         const std::string_view bytes = vocab.text(e);
         if (bytes.find(end.back()) == std::string_view::npos) continue;  // cannot complete it
@@ -233,42 +235,82 @@ std::shared_ptr<const AfterMasks> after_masks(std::string end, const TokenBytes&
     return m;
 }
 
-class GrammarAfter final : public TokenConstraint {
+// Where a text shows up in the output, token by token: how much of it the output ends with.
+struct Watch {
+    std::string_view text;
+    size_t held = 0;  // the output ends with the first `held` bytes of `text`
+
+    // The token's bytes added (none: a special token, which breaks the text off). Returns where
+    // the text ended within `bytes` (one past), or npos while it has not come.
+    size_t feed(std::string_view bytes) {
+        if (bytes.empty()) {
+            held = 0;
+            return std::string_view::npos;
+        }
+        std::string seen(text.substr(0, held));
+        seen += bytes;
+        if (const size_t at = seen.find(text); at != std::string::npos) {
+            held = 0;
+            return at + text.size() - (seen.size() - bytes.size());
+        }
+        held = std::min(seen.size(), text.size() - 1);
+        while (held > 0 && !std::string_view(seen).ends_with(text.substr(0, held))) --held;
+        return std::string_view::npos;
+    }
+};
+
+// The grammar of `tokens` after the text `trigger`: every token may come until the output holds
+// it (and, with `arm`, only from once the output holds that), then the grammar from the next
+// token. The token that completes the trigger must end with it. Once the grammar's text is
+// complete, the output ends (make_grammar_after) or is free again until the trigger comes back
+// (make_grammar_on).
+class Triggered final : public TokenConstraint {
 public:
-    GrammarAfter(std::shared_ptr<const AfterMasks> masks, std::shared_ptr<GrammarTokens> tokens)
-        : masks_(std::move(masks)), tokens_(std::move(tokens)) {}
+    Triggered(std::shared_ptr<const AfterMasks> masks, std::shared_ptr<GrammarTokens> tokens, std::string arm, bool repeat)
+        : masks_(std::move(masks)), tokens_(std::move(tokens)), arm_(std::move(arm)), repeat_(repeat) {}
 
-    std::unique_ptr<TokenConstraint> restart() const override { return std::make_unique<GrammarAfter>(masks_, tokens_); }
+    std::unique_ptr<TokenConstraint> restart() const override { return std::make_unique<Triggered>(masks_, tokens_, arm_, repeat_); }
 
-    const std::vector<uint64_t>& allowed() override { return grammar_ ? grammar_->allowed() : masks_->free[held_]; }
-
-    void accept(int32_t token) override {
-        if (grammar_) return grammar_->accept(token);
-        TPS_CHECK_AS(ConstraintError, mask_has(masks_->free[held_], token),
-                     "structured output: token {} would carry on past '{}' within itself", token, masks_->end);
-        const std::string& end = masks_->end;
-        const std::string_view bytes = tokens_->vocab().of(token);
-        std::string text;
-        if (!bytes.empty()) {  // (a special token breaks `end` off)
-            text = end.substr(0, held_);
-            text += bytes;
-        }
-        if (text.find(end) != std::string::npos) {  // (at its very end: the mask saw to that)
-            grammar_ = make_grammar_constraint(tokens_, false);
-            return;
-        }
-        // the longest tail of the text that may begin `end`
-        held_ = std::min(text.size(), end.size() - 1);
-        while (held_ > 0 && !std::string_view(text).ends_with(end.substr(0, held_))) --held_;
+    const std::vector<uint64_t>& allowed() override {
+        if (grammar_) return grammar_->allowed();
+        return armed_ ? masks_->free[trigger_.held] : masks_->all;
     }
 
-    bool finished() const override { return grammar_ && grammar_->finished(); }
+    void accept(int32_t token) override {
+        if (grammar_) {
+            grammar_->accept(token);
+            if (repeat_ && grammar_->finished()) grammar_.reset();  // (free again)
+            return;
+        }
+        std::string_view bytes = tokens_->vocab().of(token);
+        if (!armed_) {
+            const size_t at = arming_.feed(bytes);
+            if (at == std::string_view::npos) return;
+            armed_ = true;
+            bytes.remove_prefix(at);  // (what follows in the same token counts toward the trigger)
+            if (bytes.empty()) return;
+        } else {
+            TPS_CHECK_AS(ConstraintError, mask_has(masks_->free[trigger_.held], token),
+                         "structured output: token {} would carry on past '{}' within itself", token, masks_->end);
+        }
+        const size_t at = trigger_.feed(bytes);
+        if (at == std::string_view::npos) return;
+        TPS_CHECK_AS(ConstraintError, at == bytes.size(), "structured output: token {} would carry on past '{}' within itself", token,
+                     masks_->end);
+        grammar_ = make_grammar_constraint(tokens_, false);
+    }
+
+    bool finished() const override { return !repeat_ && grammar_ && grammar_->finished(); }
 
 private:
     std::shared_ptr<const AfterMasks> masks_;
     std::shared_ptr<GrammarTokens> tokens_;
-    size_t held_ = 0;                           // the output ends with the first held_ bytes of `end`
-    std::unique_ptr<TokenConstraint> grammar_;  // once `end` has come
+    std::string arm_;
+    bool repeat_;
+    bool armed_ = arm_.empty();
+    Watch arming_{arm_};
+    Watch trigger_{masks_->end};
+    std::unique_ptr<TokenConstraint> grammar_;  // while the grammar's text is being written
 };
 
 }  // namespace
@@ -280,7 +322,13 @@ std::unique_ptr<TokenConstraint> make_grammar_constraint(std::shared_ptr<Grammar
 std::unique_ptr<TokenConstraint> make_grammar_after(std::string end, std::shared_ptr<GrammarTokens> tokens) {
     TPS_CHECK_AS(UsageError, !end.empty(), "structured output: an empty text to follow the grammar after");
     auto masks = after_masks(std::move(end), tokens->vocab());
-    return std::make_unique<GrammarAfter>(std::move(masks), std::move(tokens));
+    return std::make_unique<Triggered>(std::move(masks), std::move(tokens), std::string(), false);
+}
+
+std::unique_ptr<TokenConstraint> make_grammar_on(std::string trigger, std::shared_ptr<GrammarTokens> tokens, std::string after) {
+    TPS_CHECK_AS(UsageError, !trigger.empty(), "structured output: an empty text to start the grammar");
+    auto masks = after_masks(std::move(trigger), tokens->vocab());
+    return std::make_unique<Triggered>(std::move(masks), std::move(tokens), std::move(after), true);
 }
 
 }  // namespace tps::structured

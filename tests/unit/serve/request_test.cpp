@@ -244,6 +244,74 @@ TEST(Request, ToolsAreCheckedAndReadWhenTheModelsFormatIsKnown) {
     EXPECT_NE(text.find(R"({"name": "f", "arguments": {"a": 1}})"), std::string::npos) << text;
 }
 
+// OpenAI's strict function calling with tool_choice "auto": on a model that writes its calls in
+// tags, every call it opens is held to its function's parameters; free text around the calls.
+TEST(Request, StrictToolsHoldEveryCallToItsSchema) {
+    ServedModel m = served();
+    m.tool_parser = ToolParser::hermes;
+    const std::string tools = R"("tools":[{"type":"function","function":{"name":"get_weather","strict":true,"parameters":
+        {"type":"object","properties":{"city":{"enum":["Oslo","Lima"]}},"required":["city"],"additionalProperties":false}}},
+        {"type":"function","function":{"name":"note","parameters":{"type":"object"}}}])";
+    auto body = [&](const std::string& more) { return R"({"messages":[{"role":"user","content":"x"}],)" + tools + more + "}"; };
+    const GenerationRequest r = chat(body(""), m);
+    EXPECT_TRUE(r.reads_tool_calls);
+    EXPECT_FALSE(r.forces_tool_calls);
+    ASSERT_NE(r.sampling.constraint, nullptr);
+    auto walk = [&](const std::string& text) {
+        auto c = r.sampling.constraint->restart();
+        for (const int32_t t : m.tokenizer->encode(text, false)) {
+            if (!mask_has(c->allowed(), t)) return false;
+            c->accept(t);
+        }
+        return true;
+    };
+    // text, calls to either function (the strict one's arguments as its schema says), text again
+    EXPECT_TRUE(walk("Let me see.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>\n"
+                     "<tool_call>\n{\"name\": \"note\", \"arguments\": {\"anything\": [1, 2]}}\n</tool_call> Done."));
+    EXPECT_FALSE(walk("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}"));  // not in the enum
+    EXPECT_FALSE(walk("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"town\""));    // no such property
+    EXPECT_FALSE(walk("<tool_call>\n{\"name\": \"get_time\""));                                  // no such function
+    EXPECT_FALSE(walk("<tool_call>\n{\"arguments\""));                                             // the name comes first
+    // none asks for it: no grammar; the model's format must be one written in tags
+    EXPECT_EQ(chat(R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","strict":false}}]})", m)
+                  .sampling.constraint,
+              nullptr);
+    auto refused = [&](const std::string& b, ServedModel on, const char* says) {
+        try {
+            (void)parse_chat_request(b, on);
+            ADD_FAILURE() << "accepted: " << b;
+        } catch (const ApiError& e) {
+            EXPECT_EQ(e.param(), "tools") << e.what();
+            EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+        }
+    };
+    ServedModel mistral = m;
+    mistral.tool_parser = ToolParser::mistral;
+    refused(body(""), mistral, "this model's are read as mistral");
+    // llama3_json: the whole answer is calls (with "parameters"), or text that does not open with '{'
+    ServedModel llama = m;
+    llama.tool_parser = ToolParser::llama3_json;
+    const GenerationRequest l = chat(body(""), llama);
+    auto walk_llama = [&](const std::string& text, bool end) {
+        auto c = l.sampling.constraint->restart();
+        for (const int32_t t : llama.tokenizer->encode(text, false)) {
+            if (!mask_has(c->allowed(), t)) return false;
+            c->accept(t);
+        }
+        return !end || mask_has(c->allowed(), llama.stop_ids.at(0));
+    };
+    EXPECT_TRUE(walk_llama(R"({"name": "get_weather", "parameters": {"city": "Lima"}}; {"name": "note", "parameters": {}})", true));
+    EXPECT_TRUE(walk_llama("The weather is {fine}.", true));
+    EXPECT_FALSE(walk_llama(R"({"name": "get_weather", "parameters": {"city": "Rome"}})", false));
+    EXPECT_FALSE(walk_llama(R"({"answer": 42})", false));
+    EXPECT_FALSE(walk_llama(R"({"name": "note", "arguments": {}})", false));  // (Llama's key is "parameters")
+    EXPECT_FALSE(walk_llama(R"({"name": "note", "parameters": {"x": 1}} and more)", false));
+    refused(body(R"(,"response_format":{"type":"json_object"})"), m, "cannot go together");
+    refused(R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","strict":true,
+            "parameters":{"type":"object","properties":{"n":{"type":"integer","multipleOf":3}}}}}]})",
+            m, "the parameters of 'f' cannot be enforced");
+}
+
 TEST(Request, FieldsLeftOutTakeTheModelsSamplingDefaults) {
     // --generation-config auto: a model's generation_config.json (temperature 0.6, top_p 0.9, and
     // transformers' own defaults, which change nothing) sets what a request leaves out

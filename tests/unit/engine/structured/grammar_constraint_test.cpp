@@ -225,6 +225,54 @@ TEST_P(Vocabularies, GrammarAfterThoughts) {
     EXPECT_THROW(held->accept(one_banned), ConstraintError);
 }
 
+// On "<tool_call>": free text, the grammar's text after each trigger, free again once it is
+// complete; with `after`, a trigger before that text is only text.
+TEST_P(Vocabularies, GrammarOnEachTrigger) {
+    const std::vector<std::string> calls = {"{\"a\": 1}</tool_call>", "{\"b\": 2}</tool_call>"};
+    auto tokens = std::make_shared<GrammarTokens>(choice_grammar(calls), bytes(), stops());
+    const size_t vocab = static_cast<size_t>(tok().vocab_size());
+    const auto count = [](const std::vector<uint64_t>& mask) {
+        size_t n = 0;
+        for (const uint64_t w : mask) n += static_cast<size_t>(__builtin_popcountll(w));
+        return n;
+    };
+    auto say = [&](TokenConstraint& c, const std::string& text) {
+        for (const int32_t id : tok().encode(text, false)) {
+            ASSERT_TRUE(mask_has(c.allowed(), id)) << id << " in " << text;
+            c.accept(id);
+        }
+    };
+    // the grammar's own text, token by token (the first allowed token that is not a stop)
+    auto complete = [&](TokenConstraint& c) {
+        EXPECT_EQ(c.allowed(), make_grammar_constraint(tokens, false)->allowed());
+        for (int steps = 0; steps < 64; ++steps) {
+            const auto& mask = c.allowed();
+            if (count(mask) > vocab * 9 / 10) return;  // free again
+            int32_t next = -1;
+            for (int32_t t = 0; t < static_cast<int32_t>(vocab) && next < 0; ++t) {
+                if (mask_has(mask, t) && !tokens->is_stop(t)) next = t;
+            }
+            ASSERT_GE(next, 0);
+            c.accept(next);
+            EXPECT_FALSE(c.finished());
+        }
+        ADD_FAILURE() << "the grammar's text never ended";
+    };
+    auto c = make_grammar_on("<tool_call>", tokens)->restart();
+    EXPECT_GT(count(c->allowed()), vocab * 9 / 10);
+    say(*c, "Sure. <tool_call>");
+    complete(*c);
+    say(*c, " And again: <tool_call>");
+    complete(*c);
+    EXPECT_FALSE(c->finished());
+    // armed by "</think>": a call's tag within the thoughts is thought
+    auto t = make_grammar_on("<tool_call>", tokens, "</think>")->restart();
+    say(*t, "I could write <tool_call> here.</think>");
+    EXPECT_GT(count(t->allowed()), vocab * 9 / 10);
+    say(*t, "Calling: <tool_call>");
+    complete(*t);
+}
+
 INSTANTIATE_TEST_SUITE_P(Families, Vocabularies, ::testing::Values("smollm2", "llama2", "llama3", "mistral", "qwen2"));
 
 }  // namespace
