@@ -53,11 +53,12 @@ Scheduler::Admission Scheduler::submit(std::vector<std::shared_ptr<Job>> jobs) {
         std::lock_guard lock(mu_);
         if (stopping_) return Admission::stopping;
         if (static_cast<int64_t>(jobs.size()) > most_at_once()) return Admission::too_many;
-        // the queue, plus the places the running batch has free right now
+        // the queue, plus the places the running batch has free right now. A request comes in
+        // while one place is left, all its choices together: one with many choices would otherwise
+        // wait for an empty queue, and be refused for ever behind a steady stream of single ones.
+        // (So the queue can run over by a request's choices but one.)
         const int64_t places = opt_.max_queue + std::max<int64_t>(0, opt_.max_batch - running_count_.load());
-        if (static_cast<int64_t>(waiting_.size() + jobs.size()) > places) {
-            return Admission::queue_full;
-        }
+        if (static_cast<int64_t>(waiting_.size()) >= places) return Admission::queue_full;
         for (auto& job : jobs) waiting_.push_back(std::move(job));
         m_.waiting.set(static_cast<double>(waiting_.size()));
     }
