@@ -197,7 +197,10 @@ const char* ResponseWriter::stream_object() const {
 
 // One chunk of choice `index`: `body` (text or delta), its logprobs, its finish_reason.
 std::string ResponseWriter::chunk(int index, Json body, Json logprobs, const std::string& finish) const {
-    if (wire_) return wire_->delta(body, finish, finish.empty() ? std::string() : stop_string_);
+    if (wire_) {
+        if (logprobs.is_object()) body["logprobs"] = std::move(logprobs["content"]);
+        return wire_->delta(body, finish, finish.empty() ? std::string() : stop_string_);
+    }
     Json choice_json = {{"index", index}};
     if (endpoint_ == Endpoint::completions) choice_json["text"] = std::move(body);
     else choice_json["delta"] = std::move(body);
@@ -369,7 +372,16 @@ std::string ResponseWriter::whole(const Usage& given) {
                 message["tool_calls"] = tool_calls_json(t.calls);
                 if (t.complete) finish = "tool_calls";
             }
-            if (wire_) return dump(wire_->whole(message, finish, c.stop_string, usage));
+            if (wire_) {
+                if (logprobs.is_object()) {
+                    // (the answer's tokens: those after the thoughts)
+                    Json& all = logprobs["content"];
+                    const auto thoughts = static_cast<ptrdiff_t>(std::min<int64_t>(
+                        splits_reasoning_ ? (c.thought_tokens >= 0 ? c.thought_tokens : c.output_tokens) : 0, static_cast<int64_t>(all.size())));
+                    message["logprobs"] = Json(all.begin() + thoughts, all.end());
+                }
+                return dump(wire_->whole(message, finish, c.stop_string, usage));
+            }
             choice_json["message"] = std::move(message);
         }
         choice_json["logprobs"] = logprobs;

@@ -208,10 +208,21 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
     }
     const bool wants_store = get_bool(j, "store", true);
     if (get_bool(j, "background", false)) throw ApiError::invalid("'background' is not offered: a request is answered while it runs", "background");
-    if (const Json* inc = field(j, "include"); inc && (!inc->is_array() || !inc->empty())) {
-        throw ApiError::invalid("'include' is not offered (no log-probabilities, encrypted reasoning or tool sources here)", "include");
+    bool logprobs = false;
+    if (const Json* inc = field(j, "include")) {
+        if (!inc->is_array()) throw ApiError::invalid(fmt::format("'include' must be an array of strings, got {}", type_name(*inc)), "include");
+        for (const Json& v : *inc) {
+            if (v == "message.output_text.logprobs") {
+                logprobs = true;
+            } else if (v != "reasoning.encrypted_content") {  // (nothing is encrypted: thoughts come as text)
+                throw ApiError::invalid(fmt::format("'include': {} is not offered (only message.output_text.logprobs and "
+                                                    "reasoning.encrypted_content: this server runs no tools of its own)",
+                                                    v.dump()),
+                                        "include");
+            }
+        }
     }
-    if (get_int(j, "top_logprobs", 0, 20, 0) > 0) throw ApiError::invalid("'top_logprobs' is not offered on /v1/responses", "top_logprobs");
+    const int64_t top_logprobs = get_int(j, "top_logprobs", 0, 20, 0);
     if (const Json* t = field(j, "truncation"); t && *t != "disabled") {
         throw ApiError::invalid("'truncation' must be \"disabled\": input that does not fit is an error, never cut", "truncation");
     }
@@ -236,6 +247,10 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
         if (const auto it = j.find(name); it != j.end()) chat[name] = *it;
     }
     if (const Json* v = field(j, "max_output_tokens")) chat["max_completion_tokens"] = *v;
+    if (logprobs) {  // (as OpenAI's: top_logprobs alone shows nothing)
+        chat["logprobs"] = true;
+        chat["top_logprobs"] = top_logprobs;
+    }
     if (const Json* v = field(j, "tools")) {
         // (web_search, file_search, mcp, ... run on OpenAI's side)
         chat["tools"] = chat_function_tools(*v, "function", false, "parameters", "function tools only (the client runs them)");
@@ -293,6 +308,7 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
     given("text", Json{{"format", {{"type", "text"}}}});
     given("tool_choice", "auto");
     given("tools", Json::array());
+    s["top_logprobs"] = top_logprobs;
     given("top_p", nullptr);
     s["truncation"] = "disabled";
     given("user", nullptr);
@@ -339,6 +355,7 @@ std::string ResponsesOutput::open(Open kind) {
     std::string out = close("completed");
     open_ = kind;
     open_text_.clear();
+    open_logprobs_ = Json::array();
     const auto index = static_cast<int64_t>(output_.size());
     if (kind == Open::reasoning) {
         open_id_ = object_id("rs_");
@@ -381,13 +398,13 @@ std::string ResponsesOutput::close(const std::string& status) {
     const bool thinking = open_ == Open::reasoning;
     open_ = Open::none;
     Json part = thinking ? Json{{"type", "reasoning_text"}, {"text", open_text_}}
-                         : Json{{"type", "output_text"}, {"annotations", Json::array()}, {"logprobs", Json::array()}, {"text", open_text_}};
+                         : Json{{"type", "output_text"}, {"annotations", Json::array()}, {"logprobs", open_logprobs_}, {"text", open_text_}};
     Json done = {{"type", thinking ? "response.reasoning_text.done" : "response.output_text.done"},
                  {"item_id", open_id_},
                  {"output_index", index},
                  {"content_index", 0},
                  {"text", open_text_}};
-    if (!thinking) done["logprobs"] = Json::array();
+    if (!thinking) done["logprobs"] = open_logprobs_;
     std::string out = event(std::move(done));
     out += event({{"type", "response.content_part.done"}, {"item_id", open_id_}, {"output_index", index}, {"content_index", 0}, {"part", part}});
     Json item = thinking ? Json{{"id", open_id_}, {"type", "reasoning"}, {"summary", Json::array()}, {"content", Json::array({part})},
@@ -431,7 +448,11 @@ std::string ResponsesOutput::delta(const Json& delta, const std::string& finish,
         const std::string piece = it->get<std::string>();
         open_text_ += piece;
         Json e = {{"type", type}, {"item_id", open_id_}, {"output_index", static_cast<int64_t>(output_.size())}, {"content_index", 0}, {"delta", piece}};
-        if (kind == Open::message) e["logprobs"] = Json::array();
+        if (kind == Open::message) {
+            // (the piece's tokens, when asked for; a piece of thoughts brings none here)
+            e["logprobs"] = delta.contains("logprobs") ? delta["logprobs"] : Json::array();
+            for (const Json& entry : e["logprobs"]) open_logprobs_.push_back(entry);
+        }
         out += event(std::move(e));
     };
     text("reasoning_content", Open::reasoning, "response.reasoning_text.delta");
@@ -477,7 +498,8 @@ Json ResponsesOutput::whole(const Json& message, const std::string& finish, cons
         output_.push_back({{"id", object_id("msg_")},
                            {"type", "message"},
                            {"status", status},
-                           {"content", Json::array({{{"type", "output_text"}, {"annotations", Json::array()}, {"logprobs", Json::array()},
+                           {"content", Json::array({{{"type", "output_text"}, {"annotations", Json::array()},
+                                                     {"logprobs", message.contains("logprobs") ? message["logprobs"] : Json::array()},
                                                      {"text", *it}}})},
                            {"role", "assistant"}});
     }

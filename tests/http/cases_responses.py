@@ -81,6 +81,21 @@ def case_responses():
           "responses.stream: created, in_progress, the item's events, incomplete; sequence numbers 0.., the text deltas "
           "and the final response equal the whole answer", short(types))
 
+    # log-probabilities (include message.output_text.logprobs): chat's for the same answer, whole
+    # and streamed
+    lp_chat = c.chat.completions.create(model=m, messages=[{"role": "user", "content": story}], max_tokens=10, temperature=0,
+                                        logprobs=True, top_logprobs=2, extra_body={"ignore_eos": True})
+    want = [(t.token, round(t.logprob, 4), [a.token for a in t.top_logprobs]) for t in lp_chat.choices[0].logprobs.content]
+    lp = c.responses.create(input=story, include=["message.output_text.logprobs"], top_logprobs=2, **ask)
+    got = [(t.token, round(t.logprob, 4), [a.token for a in t.top_logprobs]) for t in lp.output[0].content[0].logprobs]
+    with c.responses.stream(input=story, include=["message.output_text.logprobs"], top_logprobs=2, **ask) as s:
+        lp_events = list(s)
+    streamed_lp = [(t.token, round(t.logprob, 4), [a.token for a in t.top_logprobs])
+                   for e in lp_events if e.type == "response.output_text.delta" for t in (e.logprobs or [])]
+    check(got == want and streamed_lp == want and len(want) == 10 and lp.top_logprobs == 2,
+          "include message.output_text.logprobs, top_logprobs 2: the output_text's logprobs are chat's, whole and in "
+          "the streamed deltas", short([got, streamed_lp, want]))
+
     # the store (on by default, as OpenAI's): retrieve what was answered, whole or streamed; go on
     # from it with previous_response_id (the chat of the whole conversation); delete it
     kept = c.responses.retrieve(r.id)
@@ -208,7 +223,7 @@ def case_responses():
              "'max_output_tokens' must be between 1"),
             ("no input", {"instructions": "x"}, "input", "'input' is required"),
             ("reasoning summaries", {"input": "x", "reasoning": {"summary": "auto"}}, "reasoning", "not offered"),
-            ("include", {"input": "x", "include": ["reasoning.encrypted_content"]}, "include", "not offered"),
+            ("include", {"input": "x", "include": ["file_search_call.results"]}, "include", "not offered"),
             ("an unknown item", {"input": [{"type": "item_reference", "id": "msg_1"}]}, "input", "'item_reference'")]:
         try:
             c.responses.create(model=m, **body)

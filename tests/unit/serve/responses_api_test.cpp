@@ -69,6 +69,13 @@ TEST(ResponsesApi, FieldsReachChat) {
         m);
     EXPECT_NE(f.choices.at(0).sampling.constraint, nullptr);
     EXPECT_EQ(parse_responses_request(R"({"input":"x","text":{"format":{"type":"text"}}})", m).choices.at(0).sampling.constraint, nullptr);
+    // log-probabilities when include asks for them (top_logprobs alone shows none, as OpenAI's);
+    // encrypted reasoning is accepted: thoughts come as text, nothing is encrypted
+    const ResponsesRequest lp = parse_responses_request(
+        R"({"input":"x","include":["message.output_text.logprobs","reasoning.encrypted_content"],"top_logprobs":3})", m);
+    EXPECT_EQ(lp.choices.at(0).logprobs, 3);
+    EXPECT_EQ(lp.shown["top_logprobs"], 3);
+    EXPECT_EQ(parse_responses_request(R"({"input":"x","top_logprobs":3})", m).choices.at(0).logprobs, -1);
 }
 
 TEST(ResponsesApi, WhatCannotBeServedIsRefusedByItsName) {
@@ -90,8 +97,9 @@ TEST(ResponsesApi, WhatCannotBeServedIsRefusedByItsName) {
         {R"({"input":"x","max_tool_calls":3})", "max_tool_calls", "this server runs none"},
         {R"({"input":"x","store":"yes"})", "store", "'store' must be a boolean"},
         {R"({"input":"x","background":true})", "background", "not offered"},
-        {R"({"input":"x","include":["message.output_text.logprobs"]})", "include", "not offered"},
-        {R"({"input":"x","top_logprobs":2})", "top_logprobs", "not offered"},
+        {R"({"input":"x","include":["file_search_call.results"]})", "include", "\"file_search_call.results\" is not offered"},
+        {R"({"input":"x","include":"message.output_text.logprobs"})", "include", "must be an array"},
+        {R"({"input":"x","top_logprobs":21})", "top_logprobs", "between 0 and 20"},
         {R"({"input":"x","truncation":"auto"})", "truncation", "never cut"},
         {R"({"input":"x","metadata":{"k":1}})", "metadata", "at most 16 strings"},
         {R"({"input":"x","tools":[{"type":"file_search"}]})", "tools", "'tools[0]' is of type \"file_search\""},

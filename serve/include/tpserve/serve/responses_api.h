@@ -79,6 +79,7 @@ private:
     Open open_ = Open::none;  // the item being streamed
     std::string open_id_;
     std::string open_text_;  // (a function call's: its arguments so far)
+    nlohmann::ordered_json open_logprobs_;  // a message's: its tokens' (include message.output_text.logprobs)
     nlohmann::ordered_json open_call_;  // the function_call item being streamed
     std::string finish_;
 };

@@ -28,14 +28,16 @@ public:
     virtual ~WireOutput() = default;
     // The stream's first events.
     virtual std::string start() = 0;
-    // The events of one chat delta ({reasoning_content, content, tool_calls}); `finish` (chat's
-    // finish reason, with the stop string that ended the text if one did) closes the answer.
+    // The events of one chat delta ({reasoning_content, content, tool_calls}, and `logprobs`: chat's
+    // entries for the piece's tokens, when asked for); `finish` (chat's finish reason, with the
+    // stop string that ended the text if one did) closes the answer.
     virtual std::string delta(const nlohmann::ordered_json& delta, const std::string& finish, const std::string& stop_string) = 0;
     // The stream's last events, with the usage.
     virtual std::string end(const Usage& usage) = 0;
     // A failure after the stream began.
     virtual std::string error(const ApiError& e) = 0;
-    // The whole answer from the chat message.
+    // The whole answer from the chat message (with `logprobs`: the entries of the answer's tokens,
+    // the thoughts' left out, when asked for).
     virtual nlohmann::ordered_json whole(const nlohmann::ordered_json& message, const std::string& finish,
                                          const std::string& stop_string, const Usage& usage) = 0;
     // An error answered before anything was written, in this API's shape.
