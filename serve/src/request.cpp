@@ -342,6 +342,13 @@ std::string render_chat(const Json& j, const ServedModel& model) {
         }
         context["documents"] = *docs;
     }
+    if (const Json* effort = field(j, "reasoning_effort")) {
+        // OpenAI's chat field, as vLLM passes it: the template reads it (gpt-oss's does; others leave it)
+        if (!effort->is_string()) {
+            throw ApiError::invalid(fmt::format("'reasoning_effort' must be a string, got {}", type_name(*effort)), "reasoning_effort");
+        }
+        context["reasoning_effort"] = *effort;
+    }
     if (const Json* kwargs = field(j, "chat_template_kwargs")) {
         if (!kwargs->is_object()) {
             throw ApiError::invalid(fmt::format("'chat_template_kwargs' must be an object, got {}", type_name(*kwargs)),

@@ -5,6 +5,7 @@
 // chats as /v1/chat/completions does, and must give the tokens of transformers' text, or a 400
 // where transformers raised.
 #include "serve_test_support.h"
+#include "tpserve/engine/chat_template.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -88,6 +89,7 @@ TEST(ChatRequest, BadTemplateFieldsNameTheProblem) {
         {R"({"messages":[{"role":"user","content":"x"}],"continue_final_message":1})", "'continue_final_message' must be a boolean"},
         {R"({"messages":[{"role":"assistant","tool_calls":[]}],"continue_final_message":true})",
          "needs the last message to have text content"},
+        {R"({"messages":[{"role":"user","content":"x"}],"reasoning_effort":3})", "'reasoning_effort' must be a string"},
     };
     for (const auto& [body, words] : cases) {
         for (const bool tokenize : {false, true}) {
@@ -101,6 +103,21 @@ TEST(ChatRequest, BadTemplateFieldsNameTheProblem) {
             }
         }
     }
+}
+
+// OpenAI's reasoning_effort reaches the template as vLLM passes it (gpt-oss's template reads it);
+// chat_template_kwargs says it last.
+TEST(ChatRequest, ReasoningEffortReachesTheTemplate) {
+    ServedModel m = test::served();
+    const ChatTemplate effort("{{ messages[0]['content'] }} effort={{ reasoning_effort if reasoning_effort is defined else 'none' }}",
+                              "effort.jinja");
+    m.chat_template = &effort;
+    auto rendered = [&](const std::string& body) { return m.tokenizer->decode(parse_tokenize_request(body, m), false); };
+    EXPECT_EQ(rendered(R"({"messages":[{"role":"user","content":"x"}]})"), "x effort=none");
+    EXPECT_EQ(rendered(R"({"messages":[{"role":"user","content":"x"}],"reasoning_effort":"low"})"), "x effort=low");
+    EXPECT_EQ(rendered(R"({"messages":[{"role":"user","content":"x"}],"reasoning_effort":"low",
+                           "chat_template_kwargs":{"reasoning_effort":"high"}})"),
+              "x effort=high");
 }
 
 }  // namespace
