@@ -19,11 +19,13 @@
 #include "tpserve/partition/planner.h"
 #include "tpserve/serve/api.h"
 #include "tpserve/serve/http_server.h"
+#include "tpserve/serve/serve_log.h"
 #include "tpserve/serve/reasoning.h"
 #include "tpserve/serve/scheduler.h"
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -72,6 +74,8 @@ struct Settings {
     std::string tool_parser = "auto";  // --tool-call-parser
     std::string reasoning_parser = "auto";  // --reasoning-parser
     std::string api_key;                    // --api-key, or TPSERVE_API_KEY
+    bool log_requests = false;              // --log-requests
+    double log_stats_interval = 10;         // --log-stats-interval (0: no stats lines)
 };
 
 Settings read_settings(const cxxopts::ParseResult& args) {
@@ -105,6 +109,8 @@ Settings read_settings(const cxxopts::ParseResult& args) {
                  "--max-context, --kv-dtype and --prefill-chunk");
     s.deadline = seconds_flag(args, "deadline");
     s.verbose = args.count("verbose") > 0;
+    s.log_requests = args.count("log-requests") > 0;
+    s.log_stats_interval = int_flag(args, "log-stats-interval", 0, 86400);
     const std::string pc = args["prefix-cache"].as<std::string>();
     TPS_CHECK_AS(UsageError, pc == "on" || pc == "off", "--prefix-cache: '{}' is not on or off", pc);
     s.prefix_cache = pc == "on";
@@ -192,8 +198,12 @@ private:
 class Frontend {
 public:
     explicit Frontend(const Settings& s)
-        : metrics_(registry_), api_(metrics_, s.api_key, static_cast<size_t>(s.responses_store_mib) << 20), http_(io_, api_, HttpLimits{s.max_body, int64_t{16} << 10, 120}),
-          signals_(io_, SIGINT, SIGTERM) {
+        : metrics_(registry_),
+          api_(metrics_, s.api_key, static_cast<size_t>(s.responses_store_mib) << 20),
+          http_(io_, api_, HttpLimits{s.max_body, int64_t{16} << 10, 120, s.log_requests}),
+          signals_(io_, SIGINT, SIGTERM),
+          stats_(io_),
+          stats_every_(std::chrono::seconds(static_cast<int64_t>(s.log_stats_interval))) {
         port_ = http_.listen(s.host, static_cast<uint16_t>(s.port));
         http_.start();
         wait_signal();
@@ -236,6 +246,12 @@ public:
         std::lock_guard lock(mu_);
         scheduler_ = scheduler;
         if (stop_asked_ && scheduler) scheduler->stop();
+        if (scheduler && stats_every_.count() > 0) {
+            net::post(io_, [this] {
+                last_ = StatsSample::of(metrics_);
+                log_stats();
+            });
+        }
     }
     bool stop_asked() {
         std::lock_guard lock(mu_);
@@ -247,6 +263,20 @@ public:
     }
 
 private:
+    // Every --log-stats-interval seconds while there is work: throughput and load (serve_log.h).
+    void log_stats() {
+        stats_.expires_after(stats_every_);
+        stats_.async_wait([this](const boost::system::error_code& ec) {
+            if (ec) return;
+            const StatsSample now = StatsSample::of(metrics_);
+            if (const auto line = stats_line(last_, now, std::chrono::duration<double>(stats_every_).count())) {
+                std::fprintf(stderr, "%s\n", line->c_str());
+            }
+            last_ = now;
+            log_stats();
+        });
+    }
+
     void wait_signal() {
         signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
             if (ec) return;
@@ -271,6 +301,9 @@ private:
     Api api_;
     HttpServer http_;
     net::signal_set signals_;
+    net::steady_timer stats_;
+    std::chrono::seconds stats_every_;
+    StatsSample last_;  // (on the timer's thread only)
     uint16_t port_ = 0;
     std::vector<std::thread> threads_;
     std::mutex mu_;
@@ -443,7 +476,7 @@ int run_serve(int argc, char** argv) {
         ("max-batch", "most sequences in the running batch", cxxopts::value<std::string>()->default_value("16"))
         ("max-context", "most tokens per sequence (default: the model's context, at most 4096)", cxxopts::value<std::string>()->default_value("0"))
         ("prefill-chunk", "most tokens one step carries (decodes and prompt chunks)", cxxopts::value<std::string>()->default_value("256"))
-        ("max-queue", "most requests waiting for a place; more get 429", cxxopts::value<std::string>()->default_value("64"))
+        ("max-queue", "most choices waiting for a place; when none is left, a request gets 429", cxxopts::value<std::string>()->default_value("64"))
         ("request-timeout", "seconds from a request's arrival to its last token", cxxopts::value<std::string>()->default_value("600"))
         ("max-body-bytes", "largest request body; larger gets 413", cxxopts::value<std::string>()->default_value("1048576"))
         ("http-threads", "threads for the HTTP connections", cxxopts::value<std::string>()->default_value("2"))
@@ -455,6 +488,8 @@ int run_serve(int argc, char** argv) {
         ("reasoning-parser", "how a reasoning model's chat output is read: deepseek_r1 or qwen3 (its <think> ... </think> as reasoning_content, the rest as content), none (all content), or auto (deepseek_r1 when the chat template writes </think>)", cxxopts::value<std::string>()->default_value("auto"))
         ("tool-call-parser", "how chat output is read for tool calls when a request offers tools: hermes (Qwen2.5), llama3_json (Llama 3.1/3.2), mistral (Mistral v0.3+), none (text), or auto (from the chat template)", cxxopts::value<std::string>()->default_value("auto"))
         ("micro-batches", "steps in flight at once (0 = one per pipeline stage; 1 turns pipelining off, to measure it)", cxxopts::value<std::string>()->default_value("0"))
+        ("log-requests", "print a line on stderr for each request answered: client, method, path, status, time, and a generation's tokens, first output and finish")
+        ("log-stats-interval", "seconds between the lines of throughput and load printed on stderr while there is work (0: none)", cxxopts::value<std::string>()->default_value("10"))
         ("v,verbose", "print each rank's memory beside the plan's prediction")
         ("h,help", "show this help");
     // clang-format on

@@ -2,6 +2,7 @@
 #include "tpserve/serve/http_server.h"
 
 #include "tpserve/common/check.h"
+#include "tpserve/serve/serve_log.h"
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -69,6 +70,7 @@ private:
     }
 
     void on_read(beast::error_code ec, size_t) {
+        if (limits_.log_requests) begin_record();
         if (ec == http::error::body_limit) {
             keep_alive_ = false;
             const auto target = parser_->get().target();
@@ -105,6 +107,7 @@ private:
     }
 
     void send(Reply r) {
+        log_answer(r.status);
         auto res = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(r.status),
                                                                          version_ ? version_ : 11);
         res->set(http::field::server, "tpserve");
@@ -144,6 +147,10 @@ private:
             jobs_.clear();
             writer_.reset();
             return send(std::move(*refused));
+        }
+        if (record_) {
+            record_->generation = true;
+            record_->stream = streaming();
         }
         ++*active_;
         counted_ = true;
@@ -201,10 +208,12 @@ private:
                 if (done_ || ended_[i]) break;
                 if (d.error) {
                     api_.cancelled(jobs_);
+                    note_finish("error");
                     if (!streaming) {
                         const ApiError error = *d.error;
                         Reply r = Reply::error_of(error);
                         r.body = writer_->error_body(error);
+                        note_usage();
                         finish_job();
                         return send(std::move(r));
                     }
@@ -212,9 +221,13 @@ private:
                     done_ = true;
                     break;
                 }
+                if (record_ && record_->first_output < 0 && (!d.text.empty() || !d.tokens.empty())) {
+                    record_->first_output = seconds_since(started_);
+                }
                 if (streaming) out_ += writer_->stream_piece(index, d);
                 else writer_->add(index, d);
                 if (d.last()) {
+                    note_finish(d.finish_reason);
                     ended_[i] = true;
                     --left_;
                 }
@@ -224,6 +237,7 @@ private:
             if (!streaming) {
                 Reply whole;
                 whole.body = writer_->whole(usage());
+                note_usage();
                 finish_job();
                 return send(std::move(whole));
             }
@@ -248,6 +262,8 @@ private:
         }
         if (!done_) return;
         auto self = shared_from_this();  // finish_job lets go of the session's hold on itself
+        note_usage();
+        log_answer(200);
         finish_job();
         if (!chunked_) {
             uncount();
@@ -288,6 +304,11 @@ private:
     // The client went away: cancel the jobs (their KV blocks are freed at the next step) and close.
     void abandon() {
         auto self = shared_from_this();
+        if (record_ && !jobs_.empty()) {
+            note_usage();
+            note_finish("gone");
+            log_answer(streaming() ? 200 : 499);  // (499: the client went away before its answer, as nginx logs it)
+        }
         if (unfinished()) api_.cancelled(jobs_);
         finish_job();
         uncount();
@@ -313,6 +334,37 @@ private:
             counted_ = false;
         }
     }
+
+    // --log-requests: what is known of the request being answered, then its line once answered
+    void begin_record() {
+        record_.emplace();
+        started_ = Clock::now();
+        beast::error_code ec;
+        const tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
+        if (!ec) record_->peer = fmt::format("{}:{}", peer.address().to_string(), peer.port());
+        const auto& req = parser_->get();
+        const auto method = req.method_string();
+        const auto target = req.target();
+        record_->method = method.empty() ? "-" : std::string(method.data(), method.size());
+        const std::string_view path(target.data(), target.size());
+        record_->path = path.empty() ? "-" : std::string(path.substr(0, path.find('?')));
+    }
+    void note_usage() {
+        if (record_ && !jobs_.empty()) record_->usage = usage();
+    }
+    void note_finish(const std::string& reason) {
+        if (!record_) return;
+        if (!record_->finish.empty()) record_->finish += ',';
+        record_->finish += reason;
+    }
+    void log_answer(int status) {
+        if (!record_) return;
+        record_->status = status;
+        record_->seconds = seconds_since(started_);
+        std::fprintf(stderr, "%s\n", request_line(*record_).c_str());
+        record_.reset();
+    }
+    static double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
     void close() {
         beast::error_code ec;
@@ -362,6 +414,8 @@ private:
     bool done_ = false;
     bool chunked_ = true;
     bool counted_ = false;
+    std::optional<RequestRecord> record_;  // --log-requests: the request being answered
+    Clock::time_point started_;
 };
 
 }  // namespace

@@ -565,7 +565,7 @@ def case_errors():
         check_error("GET /v1/completions", r.status_code, r.headers, r.content, 405, "invalid_request_error")
         check("POST" in r.headers.get("allow", ""), f"GET /v1/completions: Allow {r.headers.get('allow')!r}")
 
-    small = Server(["--model", str(FIXTURE), *SMALL, "--max-body-bytes", "4096"])
+    small = Server(["--model", str(FIXTURE), *SMALL, "--max-body-bytes", "4096", "--log-requests", "--log-stats-interval", "1"])
     if small.start():
         big = body(prompt="x" * 5000)
         check_error(f"a body of {len(big)} bytes (--max-body-bytes 4096)",
@@ -581,6 +581,20 @@ def case_errors():
         fits = body(user="x" * 3000)  # an accepted, unused field
         status, _, b = raw(small, http_bytes("POST", "/v1/completions", fits))
         check(status == 200, f"a body of {len(fits)} bytes (--max-body-bytes 4096): 200 (got {status})", short(b))
+        answer = json.loads(b) if status == 200 else {}
+        usage = answer.get("usage", {})
+        finish = (answer.get("choices") or [{}])[0].get("finish_reason")
+        time.sleep(1.5)  # (a stats line comes within --log-stats-interval 1 of the traffic)
+        lines = [line for line in small.out if line.startswith("tpserve serve: ")]
+        answered = '"POST /v1/completions" 200'
+        check(any('"POST /v1/completions" 413' in line for line in lines)
+              and any('"POST /v1/messages" 413' in line for line in lines)
+              and any(answered in line and f"prompt {usage.get('prompt_tokens')} (0 cached), output "
+                      f"{usage.get('completion_tokens')}" in line and f"finish {finish}" in line for line in lines),
+              "--log-requests: a line per request (client, method, path, status, time; a generation's tokens, as its "
+              "usage, and finish)", "".join(small.out))
+        check(any("generation" in line and "tokens/s" in line and "running" in line for line in lines),
+              "--log-stats-interval 1: a line of throughput and load while there is work", "".join(small.out))
     small.kill()
     status, headers, b = raw(srv, http_bytes("GET", "/health", headers=["X-Big: " + "a" * 17000]))
     check(status == 431, f"headers over 16 KiB: 431 (got {status})", f"{headers}\n{short(b)}")

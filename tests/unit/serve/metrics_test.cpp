@@ -1,6 +1,7 @@
 // The Prometheus registry: exact text of every metric type, escaping, value spelling, one object
 // per name and labels, every registration error, and exact totals under concurrent updates.
 #include "tpserve/serve/metrics.h"
+#include "tpserve/serve/serve_log.h"
 
 #include "tpserve/common/error.h"
 
@@ -204,6 +205,50 @@ TEST(Metrics, ConcurrentUpdatesGiveExactTotals) {
     EXPECT_EQ(s.cumulative, (std::vector<uint64_t>{q, 2 * q, 3 * q, 4 * q}));
     EXPECT_EQ(s.count, 4 * q);
     EXPECT_EQ(s.sum, q * (0 + 1 + 2 + 3));
+}
+
+// The stats line: rates over the interval from two samples of the server's metrics, nothing when
+// idle; the request line: what was asked, how it was answered, a generation's tokens.
+TEST(ServeLog, StatsLineIsRatesOverTheInterval) {
+    MetricsRegistry registry;
+    ServeMetrics m(registry);
+    const StatsSample idle = StatsSample::of(m);
+    EXPECT_EQ(stats_line(idle, StatsSample::of(m), 10), std::nullopt);
+    m.prompt_tokens.inc(500);
+    m.generation_tokens.inc(120);
+    m.running.set(3);
+    m.waiting.set(1);
+    m.kv_usage.set(0.25);
+    m.prefix_cache_queries.inc(400);
+    m.prefix_cache_hits.inc(100);
+    m.preemptions.inc(2);
+    const auto line = stats_line(idle, StatsSample::of(m), 10);
+    ASSERT_TRUE(line);
+    EXPECT_EQ(*line, "tpserve serve: prompt 50.0 tokens/s, generation 12.0 tokens/s, running 3, waiting 1, KV cache 25.0%, "
+                     "prefix cache hits 25.0%, 2 preempted");
+    // work still running with no tokens this interval (a long prefill step): still said
+    const StatsSample busy = StatsSample::of(m);
+    EXPECT_TRUE(stats_line(busy, busy, 10));
+}
+
+TEST(ServeLog, RequestLineSaysWhatWasAskedAndAnswered) {
+    RequestRecord r;
+    r.peer = "127.0.0.1:5000";
+    r.method = "GET";
+    r.path = "/health";
+    r.status = 200;
+    r.seconds = 0.0004;
+    EXPECT_EQ(request_line(r), "tpserve serve: 127.0.0.1:5000 \"GET /health\" 200 0.000 s");
+    r.method = "POST";
+    r.path = "/v1/chat/completions";
+    r.generation = true;
+    r.stream = true;
+    r.usage = {30, 12, 16};
+    r.first_output = 0.0421;
+    r.finish = "stop,length";
+    r.seconds = 0.5;
+    EXPECT_EQ(request_line(r), "tpserve serve: 127.0.0.1:5000 \"POST /v1/chat/completions\" 200 0.500 s, stream, prompt 30 "
+                               "(16 cached), output 12, first output 0.042 s, finish stop,length");
 }
 
 }  // namespace

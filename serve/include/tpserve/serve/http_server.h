@@ -23,6 +23,7 @@ struct HttpLimits {
     int64_t max_body_bytes = int64_t{1} << 20;
     int64_t max_header_bytes = int64_t{16} << 10;
     double idle_seconds = 120;  // a keep-alive connection with no request for this long is closed
+    bool log_requests = false;  // a line on stderr for each request answered (serve_log.h)
 };
 
 class HttpServer {
