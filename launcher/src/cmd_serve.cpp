@@ -49,7 +49,7 @@ struct Settings {
     std::string model_path;
     std::string host;
     int port = 8000;
-    std::string served_name;
+    std::vector<std::string> served_names;  // --served-model-name a,b (empty: the model's folder or file name)
     int64_t max_batch = 16;
     int64_t max_context = 0;
     int64_t prefill_chunk = 256;
@@ -84,7 +84,17 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     s.model_path = args["model"].as<std::string>();
     s.host = args["host"].as<std::string>();
     s.port = static_cast<int>(int_flag(args, "port", 0, 65535));
-    s.served_name = args["served-model-name"].as<std::string>();
+    const std::string names = args["served-model-name"].as<std::string>();
+    TPS_CHECK_AS(UsageError, !names.ends_with(','), "--served-model-name: '{}' holds an empty name", names);
+    for (std::string_view rest = names; !rest.empty();) {
+        const size_t comma = rest.find(',');
+        std::string one(rest.substr(0, comma));
+        TPS_CHECK_AS(UsageError, !one.empty(), "--served-model-name: '{}' holds an empty name", names);
+        TPS_CHECK_AS(UsageError, std::find(s.served_names.begin(), s.served_names.end(), one) == s.served_names.end(),
+                     "--served-model-name: '{}' is given twice", one);
+        s.served_names.push_back(std::move(one));
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+    }
     s.max_batch = int_flag(args, "max-batch", 1, 4096);
     s.max_context = int_flag(args, "max-context", 0, int64_t{1} << 24);
     s.prefill_chunk = int_flag(args, "prefill-chunk", 1, 1 << 16);
@@ -313,7 +323,11 @@ private:
 
 ServedModel served_model(const Settings& s, const ModelFiles& files, const LlamaModel& model, const Plan& plan) {
     ServedModel m;
-    m.name = s.served_name;
+    // --served-model-name a,b: the first is the model's name, the others more names for it
+    if (!s.served_names.empty()) {
+        m.name = s.served_names.front();
+        m.aliases.assign(s.served_names.begin() + 1, s.served_names.end());
+    }
     if (m.name.empty()) {
         const std::filesystem::path p = std::filesystem::path(s.model_path).lexically_normal();
         m.name = (p.has_filename() ? p : p.parent_path()).filename().string();
@@ -472,7 +486,7 @@ int run_serve(int argc, char** argv) {
         ("m,model", "HF model directory or .gguf file", cxxopts::value<std::string>())
         ("host", "address to listen on", cxxopts::value<std::string>()->default_value("127.0.0.1"))
         ("port", "port to listen on (0: a free one, printed)", cxxopts::value<std::string>()->default_value("8000"))
-        ("served-model-name", "the name clients use (default: the model's folder or file name)", cxxopts::value<std::string>()->default_value(""))
+        ("served-model-name", "the name clients use (default: the model's folder or file name); several, comma-separated: the first is the model's, the others more names for it (as vLLM's)", cxxopts::value<std::string>()->default_value(""))
         ("max-batch", "most sequences in the running batch", cxxopts::value<std::string>()->default_value("16"))
         ("max-context", "most tokens per sequence (default: the model's context, at most 4096)", cxxopts::value<std::string>()->default_value("0"))
         ("prefill-chunk", "most tokens one step carries (decodes and prompt chunks)", cxxopts::value<std::string>()->default_value("256"))

@@ -245,11 +245,11 @@ Reply Api::route(std::string_view method, std::string_view target, std::string_v
             case Route::model: {
                 const std::string_view raw = path.substr(std::string_view("/v1/models/").size());
                 const std::optional<std::string> id = percent_decoded(raw);
-                if (id != model_.name) {
+                if (!id || !model_.answers_to(*id)) {
                     throw ApiError::not_found(fmt::format("the model '{}' does not exist; this server serves '{}'", raw, model_.name),
                                               "model_not_found");
                 }
-                return json_reply(200, model_json());
+                return json_reply(200, model_json(*id));
             }
             case Route::plan: {
                 Reply r;
@@ -299,12 +299,17 @@ Reply Api::route(std::string_view method, std::string_view target, std::string_v
     }
 }
 
-Json Api::model_json() const {
-    return {{"id", model_.name}, {"object", "model"}, {"created", model_.created}, {"owned_by", "tpserve"},
+Json Api::model_json(const std::string& id) const {
+    return {{"id", id}, {"object", "model"}, {"created", model_.created}, {"owned_by", "tpserve"},
             {"max_model_len", model_.context}};
 }
 
-Reply Api::models() const { return json_reply(200, {{"object", "list"}, {"data", Json::array({model_json()})}}); }
+// The served model under each of its names (the first its own), as vLLM lists them.
+Reply Api::models() const {
+    Json data = Json::array({model_json(model_.name)});
+    for (const std::string& alias : model_.aliases) data.push_back(model_json(alias));
+    return json_reply(200, {{"object", "list"}, {"data", std::move(data)}});
+}
 
 Reply Api::generation(Wire wire, std::string_view body) {
     if (state_.load(std::memory_order_acquire) != State::ready) {
@@ -324,10 +329,12 @@ Reply Api::generation(Wire wire, std::string_view body) {
     }
     Reply r;
     for (auto& c : choices) r.jobs.push_back(std::make_shared<Job>(std::move(c)));
-    r.writer = std::make_shared<ResponseWriter>(r.jobs.front()->request(), model_.name, *model_.tokenizer, model_.created,
-                                                model_.tool_parser);
+    // (the answer names the model as the request did, as vLLM's)
+    const GenerationRequest& first = r.jobs.front()->request();
+    const std::string& name = first.model.empty() ? model_.name : first.model;
+    r.writer = std::make_shared<ResponseWriter>(first, name, *model_.tokenizer, model_.created, model_.tool_parser);
     if (wire == Wire::messages) {
-        r.writer->speak(std::make_unique<MessagesOutput>(model_.name, static_cast<int64_t>(r.jobs.front()->request().prompt.size())));
+        r.writer->speak(std::make_unique<MessagesOutput>(name, static_cast<int64_t>(first.prompt.size())));
     }
     if (responses) {
         std::function<void(const Json&)> keep;
@@ -341,7 +348,7 @@ Reply Api::generation(Wire wire, std::string_view body) {
                 store_gauges();
             };
         }
-        auto output = std::make_unique<ResponsesOutput>(std::move(responses->shown), model_.name);
+        auto output = std::make_unique<ResponsesOutput>(std::move(responses->shown), name);
         output->on_done = std::move(keep);
         r.writer->speak(std::move(output));
     }

@@ -54,11 +54,12 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
     const Json* name = field(j, "model");
     if (name) {
         if (!name->is_string()) throw ApiError::invalid(fmt::format("'model' must be a string, got {}", type_name(*name)), "model");
-        if (name->get<std::string>() != model.name) {
+        if (!model.answers_to(name->get<std::string>())) {
             throw ApiError::not_found(
                 fmt::format("The model '{}' does not exist; this server serves '{}'", name->get<std::string>(), model.name),
                 "model_not_found");
         }
+        r.model = name->get<std::string>();
     }
     r.n = static_cast<int>(get_int(j, "n", 1, kMaxChoices, 1));
     // best_of = n is n choices; the best n of more is not offered (vLLM's V1 engine dropped it

@@ -160,7 +160,11 @@ TEST(Cli, ServeRefusesBadModelFlagsBeforeListening) {
              {"--tool-call-parser pythonic", "--tool-call-parser: 'pythonic' is not auto, none, hermes, llama3_json or mistral"},
              {"--reasoning-parser r1", "--reasoning-parser: 'r1' is not deepseek_r1, qwen3, none or auto"},
              {"--api-key ''", "--api-key: the key is empty"},
-             {"--format int9", "--format: 'int9'"}}) {
+             {"--format int9", "--format: 'int9'"},
+             {"--served-model-name a,,b", "--served-model-name: 'a,,b' holds an empty name"},
+             {"--served-model-name a,", "--served-model-name: 'a,' holds an empty name"},
+             {"--served-model-name a,b,a", "--served-model-name: 'a' is given twice"},
+             {"--log-stats-interval -1", "--log-stats-interval"}}) {
         expect_usage("serve -m " + tiny + " --port 0 " + args, needle);
     }
 }

@@ -565,7 +565,8 @@ def case_errors():
         check_error("GET /v1/completions", r.status_code, r.headers, r.content, 405, "invalid_request_error")
         check("POST" in r.headers.get("allow", ""), f"GET /v1/completions: Allow {r.headers.get('allow')!r}")
 
-    small = Server(["--model", str(FIXTURE), *SMALL, "--max-body-bytes", "4096", "--log-requests", "--log-stats-interval", "1"])
+    small = Server(["--model", str(FIXTURE), *SMALL, "--max-body-bytes", "4096", "--log-requests", "--log-stats-interval", "1",
+                    "--served-model-name", "tiny,tiny-alias"])
     if small.start():
         big = body(prompt="x" * 5000)
         check_error(f"a body of {len(big)} bytes (--max-body-bytes 4096)",
@@ -578,7 +579,7 @@ def case_errors():
         check(status == 413 and isinstance(shape, dict) and shape.get("type") == "error"
               and shape.get("error", {}).get("type") == "request_too_large",
               "the same body to /v1/messages: 413 in Anthropic's shape (request_too_large)", short(b))
-        fits = body(user="x" * 3000)  # an accepted, unused field
+        fits = body(model="tiny", user="x" * 3000)  # an accepted, unused field
         status, _, b = raw(small, http_bytes("POST", "/v1/completions", fits))
         check(status == 200, f"a body of {len(fits)} bytes (--max-body-bytes 4096): 200 (got {status})", short(b))
         answer = json.loads(b) if status == 200 else {}
@@ -595,6 +596,16 @@ def case_errors():
               "usage, and finish)", "".join(small.out))
         check(any("generation" in line and "tokens/s" in line and "running" in line for line in lines),
               "--log-stats-interval 1: a line of throughput and load while there is work", "".join(small.out))
+        # --served-model-name tiny,tiny-alias: both names listed and answered, the answer saying the one asked for
+        with client() as hc:
+            listed = [d["id"] for d in hc.get(small.url + "/v1/models").json()["data"]]
+            by_alias = hc.post(small.url + "/v1/completions", json={"model": "tiny-alias", "prompt": "Hi", "max_tokens": 2})
+            retrieved = hc.get(small.url + "/v1/models/tiny-alias")
+            other = hc.post(small.url + "/v1/completions", json={"model": "smollm2", "prompt": "Hi", "max_tokens": 2})
+        check(listed == ["tiny", "tiny-alias"] and by_alias.status_code == 200 and by_alias.json()["model"] == "tiny-alias"
+              and retrieved.status_code == 200 and retrieved.json()["id"] == "tiny-alias" and other.status_code == 404,
+              "--served-model-name tiny,tiny-alias: /v1/models lists both; a request naming the alias is answered under "
+              "it; any other name is 404", short([listed, by_alias.text, retrieved.text, other.status_code]))
     small.kill()
     status, headers, b = raw(srv, http_bytes("GET", "/health", headers=["X-Big: " + "a" * 17000]))
     check(status == 431, f"headers over 16 KiB: 431 (got {status})", f"{headers}\n{short(b)}")

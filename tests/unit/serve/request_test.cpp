@@ -312,6 +312,21 @@ TEST(Request, StrictToolsHoldEveryCallToItsSchema) {
             m, "the parameters of 'f' cannot be enforced");
 }
 
+// --served-model-name a,b: a request may name the model by any of its names, and says which.
+TEST(Request, TheModelAnswersToItsAliases) {
+    ServedModel m = served();
+    m.aliases = {"tiny"};
+    EXPECT_EQ(parse_completion_request(R"({"model":"tiny","prompt":"x"})", m).at(0).model, "tiny");
+    EXPECT_EQ(parse_completion_request(R"({"model":"smollm2","prompt":"x"})", m).at(0).model, "smollm2");
+    EXPECT_EQ(parse_completion_request(R"({"prompt":"x"})", m).at(0).model, "");
+    try {
+        parse_completion_request(R"({"model":"tin","prompt":"x"})", m);
+        ADD_FAILURE() << "accepted";
+    } catch (const ApiError& e) {
+        EXPECT_EQ(e.status(), 404);
+    }
+}
+
 TEST(Request, FieldsLeftOutTakeTheModelsSamplingDefaults) {
     // --generation-config auto: a model's generation_config.json (temperature 0.6, top_p 0.9, and
     // transformers' own defaults, which change nothing) sets what a request leaves out

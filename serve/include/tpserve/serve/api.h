@@ -75,7 +75,7 @@ private:
     // GET / DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items (`query`: after '?')
     Reply stored_response(std::string_view method, std::string_view rest, std::string_view query);
     void store_gauges();  // the store's size and bytes into /metrics
-    nlohmann::ordered_json model_json() const;  // the served model, as /v1/models lists it
+    nlohmann::ordered_json model_json(const std::string& id) const;  // the served model under a name, as /v1/models lists it
 
     ServeMetrics& m_;
     const std::string api_key_;

@@ -24,7 +24,12 @@ namespace tps::serve {
 
 // What the API layer knows of the model it serves.
 struct ServedModel {
-    std::string name;                             // the `model` clients must name
+    std::string name;                             // the `model` clients name (and the answers say)
+    std::vector<std::string> aliases;             // other names clients may give (--served-model-name a,b)
+    // whether `asked` names this model
+    bool answers_to(std::string_view asked) const {
+        return asked == name || std::find(aliases.begin(), aliases.end(), asked) != aliases.end();
+    }
     const Tokenizer* tokenizer = nullptr;
     const ChatTemplate* chat_template = nullptr;  // nullptr: the model has none
     std::string bos_token, eos_token;             // as text, for the template
@@ -46,6 +51,7 @@ enum class Endpoint : uint8_t { completions, chat };
 
 struct GenerationRequest {
     Endpoint endpoint = Endpoint::completions;
+    std::string model;               // the name the request gave the model (the answer says it back; empty: the served name)
     std::vector<int32_t> prompt;
     int64_t max_tokens = 16;
     SamplingParams sampling;
