@@ -178,20 +178,22 @@ void parse_common(const Json& j, const ServedModel& model, GenerationRequest& r)
 void fit_max_tokens(const Json& j, const char* name, const ServedModel& model, GenerationRequest& r, int64_t fallback) {
     const auto n = static_cast<int64_t>(r.prompt.size());
     if (n == 0) throw ApiError::invalid("the prompt is empty", r.endpoint == Endpoint::chat ? "messages" : "prompt");
+    // (code context_length_exceeded, as OpenAI's: clients tell this error from others by it)
     if (n >= model.context) {
-        throw ApiError::invalid(
-            fmt::format("This model's maximum context length is {} tokens; the prompt has {} tokens, leaving no room to "
-                        "generate",
-                        model.context, n),
-            r.endpoint == Endpoint::chat ? "messages" : "prompt");
+        throw ApiError(400, "invalid_request_error",
+                       fmt::format("This model's maximum context length is {} tokens; the prompt has {} tokens, leaving no room to "
+                                   "generate",
+                                   model.context, n),
+                       r.endpoint == Endpoint::chat ? "messages" : "prompt", "context_length_exceeded");
     }
     const bool given = field(j, name) != nullptr;
     r.max_tokens = get_int(j, name, r.echo ? 0 : 1, INT32_MAX, fallback);  // echo with 0: the prompt scored, nothing generated
     if (given && n + r.max_tokens > model.context) {
-        throw ApiError::invalid(fmt::format("This model's maximum context length is {} tokens; the prompt has {} tokens "
-                                            "and {} = {} asks for {} more",
-                                            model.context, n, name, r.max_tokens, r.max_tokens),
-                                name);
+        throw ApiError(400, "invalid_request_error",
+                       fmt::format("This model's maximum context length is {} tokens; the prompt has {} tokens and {} = {} asks "
+                                   "for {} more",
+                                   model.context, n, name, r.max_tokens, r.max_tokens),
+                       name, "context_length_exceeded");
     }
     r.max_tokens = std::min(r.max_tokens, model.context - n);
 }

@@ -154,6 +154,53 @@ ApiError in_responses_terms(const ApiError& e) {
     return ApiError(e.status(), e.type(), message, param, e.code());
 }
 
+// truncation "auto" (OpenAI's): a conversation that does not fit the context loses its oldest
+// turns, each a user message and what answered it, until it fits; the system messages and the
+// last turn stay. Turns are dropped as few as will do (found by halving: each try renders the
+// chat again).
+std::vector<GenerationRequest> chat_that_fits(const Json& chat, const ServedModel& model) {
+    const Json& messages = chat["messages"];
+    std::vector<size_t> turns;  // where each turn after the first begins
+    bool first = true;
+    for (size_t i = 0; i < messages.size(); ++i) {
+        if (messages[i].value("role", "") != "user") continue;
+        if (!first) turns.push_back(i);
+        first = false;
+    }
+    auto without = [&](size_t dropped) {  // the chat without its first `dropped` turns
+        if (dropped == 0) return parse_chat_request(dump(chat), model);
+        Json shorter = chat;
+        Json kept = Json::array();
+        const size_t from = turns[dropped - 1];
+        for (size_t i = 0; i < messages.size(); ++i) {
+            const bool system = messages[i].value("role", "") == "system";
+            if (system || i >= from) kept.push_back(messages[i]);
+        }
+        shorter["messages"] = std::move(kept);
+        return parse_chat_request(dump(shorter), model);
+    };
+    auto fits = [&](size_t dropped, std::vector<GenerationRequest>* out) {
+        try {
+            auto parsed = without(dropped);
+            if (out) *out = std::move(parsed);
+            return true;
+        } catch (const ApiError& e) {
+            if (e.code() != "context_length_exceeded" || dropped == turns.size()) throw;
+            return false;
+        }
+    };
+    std::vector<GenerationRequest> out;
+    if (fits(0, &out)) return out;
+    (void)fits(turns.size(), nullptr);  // (the last turn alone does not fit: that error)
+    size_t lo = 0, hi = turns.size();   // lo does not fit, hi does
+    while (hi - lo > 1) {
+        const size_t mid = lo + (hi - lo) / 2;
+        (fits(mid, nullptr) ? hi : lo) = mid;
+    }
+    fits(hi, &out);
+    return out;
+}
+
 }  // namespace
 
 // The conversation's items: the stored response's (previous_response_id), then `input` (a string
@@ -223,8 +270,10 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
         }
     }
     const int64_t top_logprobs = get_int(j, "top_logprobs", 0, 20, 0);
-    if (const Json* t = field(j, "truncation"); t && *t != "disabled") {
-        throw ApiError::invalid("'truncation' must be \"disabled\": input that does not fit is an error, never cut", "truncation");
+    bool truncate = false;
+    if (const Json* t = field(j, "truncation")) {
+        if (*t != "disabled" && *t != "auto") throw ApiError::invalid("'truncation' must be \"auto\" or \"disabled\"", "truncation");
+        truncate = *t == "auto";
     }
     if (const Json* md = field(j, "metadata")) {
         bool ok = md->is_object() && md->size() <= 16;
@@ -281,7 +330,7 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
 
     ResponsesRequest out;
     try {
-        out.choices = parse_chat_request(dump(chat), model);
+        out.choices = truncate ? chat_that_fits(chat, model) : parse_chat_request(dump(chat), model);
     } catch (const ApiError& e) {
         throw in_responses_terms(e);
     }
@@ -310,7 +359,7 @@ ResponsesRequest parse_responses_request(std::string_view body, const ServedMode
     given("tools", Json::array());
     s["top_logprobs"] = top_logprobs;
     given("top_p", nullptr);
-    s["truncation"] = "disabled";
+    s["truncation"] = truncate ? "auto" : "disabled";
     given("user", nullptr);
     return out;
 }

@@ -537,7 +537,7 @@ def case_errors():
         long = words * 40
         n = tokenize(srv, long)["count"]
         e = check_error(f"a prompt of {n} tokens (context {CONTEXT})", *post("/v1/completions", body(prompt=long)),
-                        400, "invalid_request_error")
+                        400, "invalid_request_error", code="context_length_exceeded")
         if e:
             check(str(n) in e["message"] and str(CONTEXT) in e["message"],
                   f"a prompt too long: the message names {n} and {CONTEXT}", e["message"])

@@ -7,7 +7,7 @@ import json
 import jsonschema
 import openai
 
-from harness import check, client, main_server, metric, metrics, oai, short, tokenize
+from harness import CONTEXT, check, client, main_server, metric, metrics, oai, short, tokenize
 
 
 def event_order_ok(types):
@@ -80,6 +80,24 @@ def case_responses():
           and final.usage.output_tokens == 10,
           "responses.stream: created, in_progress, the item's events, incomplete; sequence numbers 0.., the text deltas "
           "and the final response equal the whole answer", short(types))
+
+    # truncation auto: a conversation over the context loses its oldest turns; disabled refuses it
+    # with code context_length_exceeded (the openai client's BadRequestError)
+    long_turns = []
+    for t in range(12):
+        long_turns += [{"role": "user", "content": f"Turn {t}: " + "tell me about the sea " * 4},
+                       {"role": "assistant", "content": "The sea is wide."}]
+    long_turns.append({"role": "user", "content": "Last one?"})
+    try:
+        c.with_options(max_retries=0).responses.create(model=m, input=long_turns, max_output_tokens=8)
+        refused_code = None
+    except openai.BadRequestError as e:
+        refused_code = (e.body or {}).get("code") if isinstance(e.body, dict) else None
+    cut = c.responses.create(model=m, input=long_turns, max_output_tokens=8, truncation="auto", temperature=0)
+    check(refused_code == "context_length_exceeded" and cut.status in ("completed", "incomplete") and cut.truncation == "auto"
+          and cut.usage.input_tokens + 8 <= CONTEXT,
+          "truncation auto: a conversation over the context is answered without its oldest turns; disabled: "
+          "context_length_exceeded", short([refused_code, cut.usage]))
 
     # log-probabilities (include message.output_text.logprobs): chat's for the same answer, whole
     # and streamed

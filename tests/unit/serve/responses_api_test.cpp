@@ -8,6 +8,7 @@
 #include "tpserve/serve/response.h"
 #include "tpserve/serve/responses_api.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -100,7 +101,7 @@ TEST(ResponsesApi, WhatCannotBeServedIsRefusedByItsName) {
         {R"({"input":"x","include":["file_search_call.results"]})", "include", "\"file_search_call.results\" is not offered"},
         {R"({"input":"x","include":"message.output_text.logprobs"})", "include", "must be an array"},
         {R"({"input":"x","top_logprobs":21})", "top_logprobs", "between 0 and 20"},
-        {R"({"input":"x","truncation":"auto"})", "truncation", "never cut"},
+        {R"({"input":"x","truncation":"middle"})", "truncation", "must be \"auto\" or \"disabled\""},
         {R"({"input":"x","metadata":{"k":1}})", "metadata", "at most 16 strings"},
         {R"({"input":"x","tools":[{"type":"file_search"}]})", "tools", "'tools[0]' is of type \"file_search\""},
         {R"({"input":"x","tools":[{"type":"function"}]})", "tools", "'tools[0].name' must be a string"},
@@ -126,6 +127,52 @@ TEST(ResponsesApi, WhatCannotBeServedIsRefusedByItsName) {
             EXPECT_EQ(e.param(), param) << body << ": " << e.what();
             EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << body << ": " << e.what();
         }
+    }
+}
+
+// truncation "auto": a conversation over the context loses its oldest turns (as few as will do),
+// keeping the system messages and the last turn; "disabled" (the default) refuses it, with
+// OpenAI's code context_length_exceeded.
+TEST(ResponsesApi, TruncationAutoDropsTheOldestTurns) {
+    const ServedModel m = test::served(256);
+    Json input = Json::array();
+    for (int t = 0; t < 8; ++t) {
+        input.push_back({{"role", "user"}, {"content", fmt::format("Question {}: {}", t, std::string(60, 'a' + t))}});
+        input.push_back({{"role", "assistant"}, {"content", fmt::format("Answer {}.", t)}});
+    }
+    input.push_back({{"role", "user"}, {"content", "The last question?"}});
+    const Json body = {{"input", input}, {"instructions", "Be brief."}, {"max_output_tokens", 16}};
+    try {
+        parse_responses_request(body.dump(), m);
+        ADD_FAILURE() << "accepted";
+    } catch (const ApiError& e) {
+        EXPECT_EQ(e.code(), "context_length_exceeded") << e.what();
+        EXPECT_EQ(e.param(), "input") << e.what();  // (the prompt alone is over it)
+    }
+    Json truncated = body;
+    truncated["truncation"] = "auto";
+    const ResponsesRequest r = parse_responses_request(truncated.dump(), m);
+    const std::string prompt = m.tokenizer->decode(r.choices.at(0).prompt, false);
+    EXPECT_NE(prompt.find("Be brief."), std::string::npos) << prompt;
+    EXPECT_NE(prompt.find("The last question?"), std::string::npos) << prompt;
+    EXPECT_EQ(prompt.find("Question 0"), std::string::npos) << prompt;
+    EXPECT_LE(static_cast<int64_t>(r.choices.at(0).prompt.size()) + 16, 256);
+    EXPECT_EQ(r.shown["truncation"], "auto");
+    // as few as will do: one turn more would have fitted too, one fewer not
+    const size_t first_kept = prompt.find("Question ");
+    ASSERT_NE(first_kept, std::string::npos);
+    const int t = prompt[first_kept + 9] - '0';
+    Json one_fewer = truncated;
+    one_fewer["input"] = Json(input.begin() + 2 * (t - 1), input.end());
+    one_fewer["truncation"] = "disabled";
+    EXPECT_THROW(parse_responses_request(one_fewer.dump(), m), ApiError);
+    // the last turn alone does not fit: the error is still the context's
+    Json huge = {{"input", std::string(2000, 'z')}, {"truncation", "auto"}};
+    try {
+        parse_responses_request(huge.dump(), m);
+        ADD_FAILURE() << "accepted";
+    } catch (const ApiError& e) {
+        EXPECT_EQ(e.code(), "context_length_exceeded") << e.what();
     }
 }
 
