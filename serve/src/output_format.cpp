@@ -198,7 +198,9 @@ void strict_tool_calls(const Json& tools, const ServedModel& model, GenerationRe
         const RuleId blank = g.optional(g.literal("\n"));
         const RuleId body = g.sequence({B::ref(blank), B::ref(call), B::ref(blank), B::ref(g.literal("</tool_call>"))});
         auto tokens = std::make_shared<structured::GrammarTokens>(g.compile(body), model.token_bytes, r.stop_ids);
-        r.sampling.constraint = structured::make_grammar_on("<tool_call>", std::move(tokens), r.thinks ? std::string(kThinkEnd) : std::string());
+        // (parallel_tool_calls false: the output ends with its one call)
+        r.sampling.constraint = structured::make_grammar_on("<tool_call>", std::move(tokens), r.thinks ? std::string(kThinkEnd) : std::string(),
+                                                            r.one_tool_call);
         return;
     }
     // llama3_json: the answer is calls separated by ';', or text that does not open with '{'
@@ -206,7 +208,8 @@ void strict_tool_calls(const Json& tools, const ServedModel& model, GenerationRe
     const structured::CodePointRange not_first[] = {{'\t', '\n'}, {'\r', '\r'}, {' ', ' '}, {'{', '{'}};
     const RuleId space = g.star(g.code_points(blanks, "blank"));
     const RuleId next = g.sequence({B::ref(space), B::byte(';'), B::ref(space), B::ref(call)});
-    const RuleId call_list = g.sequence({B::ref(space), B::ref(call), B::ref(g.star(next)), B::ref(space)});
+    const RuleId more = r.one_tool_call ? g.sequence({}) : g.star(next);  // (parallel_tool_calls false: one call)
+    const RuleId call_list = g.sequence({B::ref(space), B::ref(call), B::ref(more), B::ref(space)});
     const RuleId text = g.sequence({B::ref(space), B::ref(g.code_points_except(not_first, "text")), B::ref(g.star(g.code_points_except({}, "char")))});
     const RuleId answer[] = {call_list, text, space};
     auto tokens = std::make_shared<structured::GrammarTokens>(g.compile(g.choice(answer)), model.token_bytes, r.stop_ids);

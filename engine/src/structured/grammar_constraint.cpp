@@ -325,10 +325,11 @@ std::unique_ptr<TokenConstraint> make_grammar_after(std::string end, std::shared
     return std::make_unique<Triggered>(std::move(masks), std::move(tokens), std::string(), false);
 }
 
-std::unique_ptr<TokenConstraint> make_grammar_on(std::string trigger, std::shared_ptr<GrammarTokens> tokens, std::string after) {
+std::unique_ptr<TokenConstraint> make_grammar_on(std::string trigger, std::shared_ptr<GrammarTokens> tokens, std::string after,
+                                                 bool once) {
     TPS_CHECK_AS(UsageError, !trigger.empty(), "structured output: an empty text to start the grammar");
     auto masks = after_masks(std::move(trigger), tokens->vocab());
-    return std::make_unique<Triggered>(std::move(masks), std::move(tokens), std::move(after), true);
+    return std::make_unique<Triggered>(std::move(masks), std::move(tokens), std::move(after), !once);
 }
 
 }  // namespace tps::structured

@@ -305,6 +305,25 @@ TEST(Request, StrictToolsHoldEveryCallToItsSchema) {
     EXPECT_FALSE(walk_llama(R"({"name": "get_weather", "parameters": {"city": "Rome"}})", false));
     EXPECT_FALSE(walk_llama(R"({"answer": 42})", false));
     EXPECT_FALSE(walk_llama(R"({"name": "note", "arguments": {}})", false));  // (Llama's key is "parameters")
+    // parallel_tool_calls false: the output ends with its one call
+    const GenerationRequest one = chat(body(R"(,"parallel_tool_calls":false)"), m);
+    auto c = one.sampling.constraint->restart();
+    for (const int32_t t : m.tokenizer->encode("Sure.<tool_call>\n{\"name\": \"note\", \"arguments\": {}}\n</tool_call>", false)) {
+        ASSERT_TRUE(mask_has(c->allowed(), t)) << t;
+        c->accept(t);
+    }
+    EXPECT_TRUE(c->finished());
+    const GenerationRequest one_llama = chat(body(R"(,"parallel_tool_calls":false)"), llama);
+    auto cl = one_llama.sampling.constraint->restart();
+    bool second = true;
+    for (const int32_t t : llama.tokenizer->encode(R"({"name": "note", "parameters": {}}; {"name": "note")", false)) {
+        if (!mask_has(cl->allowed(), t)) {
+            second = false;
+            break;
+        }
+        cl->accept(t);
+    }
+    EXPECT_FALSE(second);
     EXPECT_FALSE(walk_llama(R"({"name": "note", "parameters": {"x": 1}} and more)", false));
     refused(body(R"(,"response_format":{"type":"json_object"})"), m, "cannot go together");
     refused(R"({"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","strict":true,

@@ -109,10 +109,11 @@ std::unique_ptr<TokenConstraint> make_grammar_after(std::string end, std::shared
 
 // The grammar of `tokens` each time the output comes to `trigger` (a tool call's opening tag):
 // free text until then, the grammar's text from the next token, then free text again once it is
-// complete (the trigger may come again). The token that completes the trigger must end with it,
-// as above. `after` (a reasoning model's "</think>"; empty: none): the trigger counts only once
-// the output holds that text. Never finished: the output ends with a stop token, outside the
-// grammar (a stop token is allowed within it only where its text is complete).
-std::unique_ptr<TokenConstraint> make_grammar_on(std::string trigger, std::shared_ptr<GrammarTokens> tokens, std::string after = {});
+// complete (the trigger may come again; with `once`, the output ends there instead). The token
+// that completes the trigger must end with it, as above. `after` (a reasoning model's "</think>";
+// empty: none): the trigger counts only once the output holds that text. The output otherwise
+// ends with a stop token, outside the grammar (within it, only where its text is complete).
+std::unique_ptr<TokenConstraint> make_grammar_on(std::string trigger, std::shared_ptr<GrammarTokens> tokens, std::string after = {},
+                                                 bool once = false);
 
 }  // namespace tps::structured
