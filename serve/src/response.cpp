@@ -282,15 +282,20 @@ void ResponseWriter::count_thoughts(Choice& c, const std::string& text, int64_t 
     c.searched = c.said.size();
 }
 
+// A choice's thought tokens so far: those up to the end of its thoughts, or all of its output
+// while they have not ended (none where the output is not read for thoughts, or holds none).
+int64_t ResponseWriter::thought_tokens(const Choice& c) const {
+    if (!splits_reasoning_) return 0;
+    if (c.thought_tokens >= 0) return c.thought_tokens;
+    return thinks_ || c.said.starts_with(kThinkStart) ? c.output_tokens : 0;
+}
+
 // The usage with the choices' thought tokens (as OpenAI's reasoning_tokens), where the output is
 // read for thoughts.
 Usage ResponseWriter::with_reasoning(Usage u) const {
     if (!splits_reasoning_) return u;
     u.reasoning = 0;
-    for (const Choice& c : choices_) {
-        const bool thought = thinks_ || c.said.starts_with(kThinkStart);  // (and never ended)
-        u.reasoning += c.thought_tokens >= 0 ? c.thought_tokens : thought ? c.output_tokens : 0;
-    }
+    for (const Choice& c : choices_) u.reasoning += thought_tokens(c);
     return u;
 }
 
@@ -376,8 +381,7 @@ std::string ResponseWriter::whole(const Usage& given) {
                 if (logprobs.is_object()) {
                     // (the answer's tokens: those after the thoughts)
                     Json& all = logprobs["content"];
-                    const auto thoughts = static_cast<ptrdiff_t>(std::min<int64_t>(
-                        splits_reasoning_ ? (c.thought_tokens >= 0 ? c.thought_tokens : c.output_tokens) : 0, static_cast<int64_t>(all.size())));
+                    const auto thoughts = static_cast<ptrdiff_t>(std::min<int64_t>(thought_tokens(c), static_cast<int64_t>(all.size())));
                     message["logprobs"] = Json(all.begin() + thoughts, all.end());
                 }
                 return dump(wire_->whole(message, finish, c.stop_string, usage));

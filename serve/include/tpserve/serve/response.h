@@ -75,6 +75,7 @@ private:
         int64_t output_tokens = 0;  // output tokens so far
     };
     void count_thoughts(Choice& c, const std::string& text, int64_t tokens_so_far);
+    int64_t thought_tokens(const Choice& c) const;
     Usage with_reasoning(Usage u) const;
     std::string event(const std::string& json) const;
     // (with chunk_usage_ as its usage)
