@@ -293,11 +293,9 @@ public:
             TPS_CHECK_AS(ConstraintError, mask_has(masks_->free[trigger_.held], token),
                          "structured output: token {} would carry on past '{}' within itself", token, masks_->end);
         }
-        const size_t at = trigger_.feed(bytes);
-        if (at == std::string_view::npos) return;
-        TPS_CHECK_AS(ConstraintError, at == bytes.size(), "structured output: token {} would carry on past '{}' within itself", token,
-                     masks_->end);
-        grammar_ = make_grammar_constraint(tokens_, false);
+        // (a trigger that the token carries on past is text: the mask keeps that from an armed
+        // output, and the token that arms it was free to come)
+        if (trigger_.feed(bytes) == bytes.size()) grammar_ = make_grammar_constraint(tokens_, false);
     }
 
     bool finished() const override { return !repeat_ && grammar_ && grammar_->finished(); }
