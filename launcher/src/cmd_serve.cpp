@@ -19,14 +19,14 @@
 #include "tpserve/partition/planner.h"
 #include "tpserve/serve/api.h"
 #include "tpserve/serve/http_server.h"
-#include "tpserve/serve/serve_log.h"
 #include "tpserve/serve/reasoning.h"
 #include "tpserve/serve/scheduler.h"
+#include "tpserve/serve/serve_log.h"
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -75,7 +75,7 @@ struct Settings {
     std::string reasoning_parser = "auto";  // --reasoning-parser
     std::string api_key;                    // --api-key, or TPSERVE_API_KEY
     bool log_requests = false;              // --log-requests
-    double log_stats_interval = 10;         // --log-stats-interval (0: no stats lines)
+    int64_t log_stats_interval = 10;        // --log-stats-interval, seconds (0: no stats lines)
 };
 
 Settings read_settings(const cxxopts::ParseResult& args) {
@@ -85,15 +85,11 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     s.host = args["host"].as<std::string>();
     s.port = static_cast<int>(int_flag(args, "port", 0, 65535));
     const std::string names = args["served-model-name"].as<std::string>();
-    TPS_CHECK_AS(UsageError, !names.ends_with(','), "--served-model-name: '{}' holds an empty name", names);
-    for (std::string_view rest = names; !rest.empty();) {
-        const size_t comma = rest.find(',');
-        std::string one(rest.substr(0, comma));
+    for (std::string& one : names.empty() ? std::vector<std::string>() : split(names, ',')) {
         TPS_CHECK_AS(UsageError, !one.empty(), "--served-model-name: '{}' holds an empty name", names);
         TPS_CHECK_AS(UsageError, std::find(s.served_names.begin(), s.served_names.end(), one) == s.served_names.end(),
                      "--served-model-name: '{}' is given twice", one);
         s.served_names.push_back(std::move(one));
-        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
     }
     s.max_batch = int_flag(args, "max-batch", 1, 4096);
     s.max_context = int_flag(args, "max-context", 0, int64_t{1} << 24);
@@ -213,7 +209,7 @@ public:
           http_(io_, api_, HttpLimits{s.max_body, int64_t{16} << 10, 120, s.log_requests}),
           signals_(io_, SIGINT, SIGTERM),
           stats_(io_),
-          stats_every_(std::chrono::seconds(static_cast<int64_t>(s.log_stats_interval))) {
+          stats_every_(std::chrono::seconds(s.log_stats_interval)) {
         port_ = http_.listen(s.host, static_cast<uint16_t>(s.port));
         http_.start();
         wait_signal();
