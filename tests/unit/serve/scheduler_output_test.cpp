@@ -68,7 +68,7 @@ TEST(Scheduler, EchoScoresThePromptWithTheModelsOwnLogits) {
         const auto plain = run_all(e, {asking(false, 0, 6)}).at(0);
         const auto jobs = std::vector<std::shared_ptr<Job>>{asking(true, 2, 0), asking(true, 2, 6), asking(true, -1, 6),
                                                             asking(true, 2, 0), asking(false, -1, 6, 3), asking(true, 1, 6, 4)};
-        const auto got = run_all(e, jobs);
+        const auto got = run_together(e, jobs);
         if (kv == 96) {
             EXPECT_GT(e.metrics.preemptions.value(), 0);
         }

@@ -26,7 +26,7 @@ TEST(Scheduler, ContinuousBatchingChangesNoResult) {
     so.max_batch = 5;
     EngineUnderTest e(so, 4096, 16);  // 16-token steps: prompts are chunked beside running decodes
     e.start();
-    expect_same(run_all(e, workload()), alone);
+    expect_same(run_together(e, workload()), alone);
     EXPECT_GT(e.metrics.steps.value(), 0);
     expect_cache_empty(e);
 }
@@ -38,7 +38,7 @@ TEST(Scheduler, MicroBatchesChangeNoResult) {
     so.micro_batches = 3;
     EngineUnderTest e(so, 4096, 32);
     e.start();
-    expect_same(run_all(e, workload()), alone);
+    expect_same(run_together(e, workload()), alone);
 }
 
 // Short prompts with long outputs for a cache of three blocks (`by_priority`: each with a priority).
@@ -62,7 +62,7 @@ TEST(Scheduler, PreemptionWhenTheCacheIsFullChangesNoResult) {
     so.max_batch = 8;
     EngineUnderTest e(so, 48, 32);
     e.start();
-    expect_same(run_all(e, jobs()), alone);
+    expect_same(run_together(e, jobs()), alone);
     EXPECT_GT(e.metrics.preemptions.value(), 0);
     expect_cache_empty(e);
 }
@@ -76,7 +76,7 @@ TEST(Scheduler, PreemptionByPriorityChangesNoResult) {
     so.priority = true;
     EngineUnderTest e(so, 48, 32);
     e.start();
-    expect_same(run_all(e, jobs()), alone);
+    expect_same(run_together(e, jobs()), alone);
     EXPECT_GT(e.metrics.preemptions.value(), 0);
     expect_cache_empty(e);
 }
@@ -221,11 +221,7 @@ TEST(Scheduler, ChoicesShareTheirPromptsPrefill) {
     EngineUnderTest e(so, 4096, 32);  // 32-token steps: the prompt takes several
     e.start();
     const auto jobs = choices();
-    std::vector<std::unique_ptr<Collector>> collectors;
-    for (const auto& j : jobs) collectors.push_back(std::make_unique<Collector>(j));
-    ASSERT_EQ(e.scheduler.submit(jobs), Scheduler::Admission::accepted);
-    std::vector<Outcome> got;
-    for (auto& c : collectors) got.push_back(c->wait());
+    const std::vector<Outcome> got = run_together(e, jobs);
     expect_same(got, alone);
     EXPECT_NE(got[0].tokens, got[1].tokens);  // their own seeds
     const int64_t blocks = (total - 1) / 16 * 16;
@@ -280,7 +276,7 @@ TEST(Scheduler, APrefixCacheChangesNoResultAndSkipsThePrefill) {
         so.max_batch = 6;
         EngineUnderTest e(so, 192, 32);
         e.start();
-        expect_same(run_all(e, shared_workload(follow_up)), alone);
+        expect_same(run_together(e, shared_workload(follow_up)), alone);
         EXPECT_GT(e.metrics.prefix_cache_hits.value(), 0);
         expect_cache_empty(e);
     }
@@ -363,12 +359,6 @@ TEST(Scheduler, StopFinishesTheRunningAndRefusesTheRest) {
     EXPECT_EQ(b.wait().error_status, 503);
     e.stop();
 }
-
-}  // namespace
-}  // namespace tps::serve
-
-namespace tps::serve {
-namespace {
 
 }  // namespace
 }  // namespace tps::serve
