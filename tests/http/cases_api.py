@@ -585,7 +585,11 @@ def case_errors():
         answer = json.loads(b) if status == 200 else {}
         usage = answer.get("usage", {})
         finish = (answer.get("choices") or [{}])[0].get("finish_reason")
-        time.sleep(1.5)  # (a stats line comes within --log-stats-interval 1 of the traffic)
+        # a stats line comes within --log-stats-interval 1 of the traffic (waited for longer: a loaded
+        # machine may run the timer late)
+        end = time.monotonic() + 15
+        while time.monotonic() < end and not any("generation" in line and "tokens/s" in line for line in small.out):
+            time.sleep(0.1)
         lines = [line for line in small.out if line.startswith("tpserve serve: ")]
         answered = '"POST /v1/completions" 200'
         check(any('"POST /v1/completions" 413' in line for line in lines)
