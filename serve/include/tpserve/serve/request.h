@@ -108,7 +108,9 @@ struct GenerationRequest {
 };
 
 inline constexpr int kMaxTopLogprobs = 20;
-inline constexpr size_t kMaxStopStrings = 4;
+// OpenAI allows 4 stop strings; vLLM and Anthropic set no limit, and agent frameworks send more.
+// Each is looked for in the held-back tail on every piece: a generous bound keeps that cheap.
+inline constexpr size_t kMaxStopStrings = 64;
 inline constexpr size_t kMaxLogitBias = 300;  // as OpenAI: each entry is work on every step
 inline constexpr size_t kMaxStopBytes = 512;  // a stop string is held back as it streams: keep it short
 inline constexpr int kMaxChoices = 128;       // n times the prompts, as OpenAI's limit on n
