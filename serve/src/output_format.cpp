@@ -8,6 +8,7 @@
 #include "tpserve/engine/structured/gbnf_grammar.h"
 #include "tpserve/engine/structured/grammar_constraint.h"
 #include "tpserve/engine/structured/json_schema.h"
+#include "tpserve/engine/structured/structural_tag.h"
 #include "tpserve/serve/reasoning.h"
 
 #include <fmt/format.h>
@@ -43,7 +44,8 @@ std::string text_of(const Json& v, const std::string& param) {
     return v.get<std::string>();
 }
 
-// OpenAI's response_format: text, json_object, or json_schema {name, schema, strict}
+// OpenAI's response_format: text, json_object, or json_schema {name, schema, strict}; vLLM's
+// structural_tag (structural_tag.h)
 std::optional<Compile> response_format(const Json& rf) {
     const Json* type = rf.is_object() ? field(rf, "type") : nullptr;
     if (!type || !type->is_string()) throw ApiError::invalid("'response_format' must be an object with a string 'type'", "response_format");
@@ -60,12 +62,17 @@ std::optional<Compile> response_format(const Json& rf) {
         std::string text = schema_text(*schema, "response_format.json_schema.schema");
         return Compile([text] { return structured::json_schema_grammar(text); });
     }
+    if (t == "structural_tag") {
+        std::string text = rf.dump();  // ({"format": ...}, or vLLM's {"structures", "triggers"})
+        return Compile([text] { return structured::structural_tag_grammar(text); });
+    }
     throw ApiError::invalid(
-        fmt::format("'response_format' type '{}' is not supported (text, json_object and json_schema are)", t), "response_format");
+        fmt::format("'response_format' type '{}' is not supported (text, json_object, json_schema and structural_tag are)", t),
+        "response_format");
 }
 
 // vLLM's structured_outputs: {"json": ...} or {"regex": ...} or {"choice": [...]} or {"grammar": "..."}
-// or {"json_object": true}
+// or {"json_object": true} or {"structural_tag": "..."}
 std::vector<std::pair<std::string, Compile>> structured_outputs(const Json& so) {
     if (!so.is_object()) throw ApiError::invalid(fmt::format("'structured_outputs' must be an object, got {}", type_name(so)), "structured_outputs");
     std::vector<std::pair<std::string, Compile>> out;
@@ -88,10 +95,13 @@ std::vector<std::pair<std::string, Compile>> structured_outputs(const Json& so) 
             if (!v.is_boolean()) throw ApiError::invalid(fmt::format("'{}' must be a boolean", param), param);
             if (v.get<bool>()) out.emplace_back(param, Compile(structured::json_object_grammar));
         } else if (key == "structural_tag") {
-            throw ApiError::invalid(fmt::format("'{}' is not supported (JSON schemas, regular expressions, choices and "
-                                                "GBNF grammars are)",
-                                                param),
-                                    param);
+            // (vLLM takes the object's JSON text; the object itself is taken too)
+            if (!v.is_string() && !v.is_object()) {
+                throw ApiError::invalid(fmt::format("'{}' must be a structural tag object or its JSON text, got {}", param, type_name(v)),
+                                        param);
+            }
+            std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+            out.emplace_back(param, [text] { return structured::structural_tag_grammar(text); });
         } else if (key != "disable_any_whitespace" && key != "disable_fallback" && key != "disable_additional_properties" &&
                    key != "whitespace_pattern" && key != "backend") {
             throw ApiError::invalid(fmt::format("'{}' is not a field of 'structured_outputs'", param), param);

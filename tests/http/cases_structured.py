@@ -171,8 +171,74 @@ def case_structured():
           "streamed forced calls: each call's first delta has id, type and name, its arguments follow in pieces, and "
           "they add up to the whole answer's calls", short([got, pieces, finishes]))
 
+    # structural tags (xgrammar's format): free text, and a tag holding JSON where a trigger is written.
+    # Python's json and jsonschema judge each tag; the rest is read as xgrammar's tests read it.
+    weather = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+                                                "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+               "required": ["city", "days"]}
+
+    def tags_in(text, trigger, begin, end, schema):
+        """The tags of a triggered_tags text (each trigger opens one), or None if one is malformed."""
+        found, at = [], 0
+        while (i := text.find(trigger, at)) >= 0:
+            if not text.startswith(begin, i):
+                return None
+            try:
+                obj, j = json.JSONDecoder().raw_decode(text, i + len(begin))
+                jsonschema.validate(obj, schema)
+            except (ValueError, jsonschema.ValidationError):
+                return None
+            if not text.startswith(end, j):
+                return None
+            found.append(obj)
+            at = j + len(end)
+        return found
+
+    one_tag = {"type": "structural_tag", "format": {
+        "type": "triggered_tags", "triggers": ["<weather"], "at_least_one": True, "stop_after_first": True,
+        "tags": [{"type": "tag", "begin": "<weather>", "content": {"type": "json_schema", "json_schema": weather},
+                  "end": "</weather>"}]}}
+    r = c.chat.completions.create(model=m, messages=ask, max_tokens=120, temperature=1.0, seed=11, n=3,
+                                  response_format=one_tag)
+    outs = [(ch.message.content, ch.finish_reason) for ch in r.choices]
+    check(all(f == "stop" and t.startswith("<weather>") and t.endswith("</weather>")
+              and len(tags_in(t, "<weather", "<weather>", "</weather>", weather) or []) == 1 for t, f in outs),
+          "structural_tag (triggered_tags, at_least_one, stop_after_first): each of 3 choices is one tag whose JSON "
+          "jsonschema takes, and nothing else", short(outs))
+    s = stream(srv, "/v1/chat/completions", {"model": m, "messages": ask, "max_tokens": 120, "temperature": 1.0, "seed": 11,
+                                             "n": 3, "response_format": one_tag})
+    streamed = [""] * 3
+    for e in s.chunks():
+        for ch in e.get("choices") or []:
+            streamed[ch["index"]] += (ch.get("delta") or {}).get("content") or ""
+    check(streamed == [t for t, _ in outs], "structural_tag streamed: the same texts", short((streamed, outs)))
+    # free text first, then tags: vLLM's older shape, as structured_outputs' JSON text on completions
+    legacy = {"type": "structural_tag", "triggers": ["<f"],
+              "structures": [{"begin": "<f>", "schema": weather, "end": "</f>"}]}
+    fmt = {"type": "sequence", "elements": [
+        {"type": "const_string", "value": "Forecast: "},
+        {"type": "triggered_tags", "triggers": ["<f"], "at_least_one": True,
+         "tags": [{"begin": "<f>", "content": {"type": "json_schema", "json_schema": weather}, "end": "</f>"}]}]}
+    r = c.completions.create(model=m, prompt="The weather:", max_tokens=80, temperature=1.0, seed=4, n=3,
+                             extra_body={"structured_outputs": {"structural_tag": json.dumps({"format": fmt})}})
+    texts = [ch.text for ch in r.choices]
+    check(all(t.startswith("Forecast: <f>") and tags_in(t[len("Forecast: "):], "<f", "<f>", "</f>", weather) is not None
+              for t in texts),
+          "structural_tag (sequence, then triggered_tags) as structured_outputs' JSON text: the prefix, then a tag, "
+          "then free text in which every '<f' opens a valid tag", short(texts))
+    r = c.completions.create(model=m, prompt="The weather:", max_tokens=40, temperature=1.0, seed=5,
+                             extra_body={"response_format": legacy})
+    check(r.choices[0].finish_reason in ("stop", "length")
+          and tags_in(r.choices[0].text, "<f", "<f>", "</f>", weather) is not None,
+          "structural_tag, vLLM's older shape (structures and triggers): accepted, and every '<f' opens a valid tag",
+          short(r))
+
     # what cannot be enforced is a 400 naming it
     for what, extra, words in [
+            ("a tag no trigger starts", {"response_format": {"type": "structural_tag", "format": {
+                "type": "triggered_tags", "triggers": ["<f"], "tags": [
+                    {"begin": "<g>", "content": {"type": "any_text"}, "end": "</g>"}]}}},
+             "format.tags[0]: its begin '<g>' starts with none of the triggers"),
             ("a schema keyword", {"response_format": {"type": "json_schema", "json_schema": {
                 "name": "n", "schema": {"type": "integer", "multipleOf": 3}}}}, "'multipleOf' at # is not supported"),
             ("a broken regex", {"guided_regex": "(ab"}, "guided_regex"),

@@ -330,9 +330,9 @@ private:
 // list, so forward references and recursion need no recursion here.
 class Emitter {
 public:
-    Emitter(Tree& tree, const std::vector<RuleDef>& rules) : t_(tree), rules_(rules) {}
+    Emitter(GrammarBuilder& g, Tree& tree, const std::vector<RuleDef>& rules) : g_(g), t_(tree), rules_(rules) {}
 
-    std::shared_ptr<const CompiledGrammar> compile(uint32_t root) {
+    RuleId emit(uint32_t root) {
         for (const RuleDef& r : rules_) rule_ids_.push_back(g_.add_rule(r.name));
         stripped_ids_.assign(rules_.size(), kNoRule);
         for (size_t r = 0; r < rules_.size(); ++r) work_.emplace_back(rule_ids_[r], rules_[r].root);
@@ -341,7 +341,7 @@ public:
             work_.pop_front();
             for (auto& alt : alternatives(node)) g_.add_alternative(rule, std::move(alt));
         }
-        return g_.compile(rule_ids_[root]);
+        return rule_ids_[root];
     }
 
 private:
@@ -436,17 +436,26 @@ private:
         return rule;
     }
 
+    GrammarBuilder& g_;
     Tree& t_;
     const std::vector<RuleDef>& rules_;
-    GrammarBuilder g_;
     std::vector<RuleId> rule_ids_, stripped_ids_, node_rules_;
     std::deque<std::pair<RuleId, NodeId>> work_;
     std::map<std::vector<std::pair<char32_t, char32_t>>, RuleId> classes_;
 };
 
+// The builder's messages ("grammar: the rule 'expr' is left-recursive"), marked as ours
+UsageError marked(const UsageError& e) {
+    std::string_view what = e.what();
+    if (what.starts_with("grammar: ")) what.remove_prefix(9);
+    std::string message = "GBNF: ";
+    message += what;
+    return UsageError(message);
+}
+
 }  // namespace
 
-std::shared_ptr<const CompiledGrammar> gbnf_grammar(std::string_view text) {
+RuleId add_gbnf(GrammarBuilder& g, std::string_view text) {
     TPS_CHECK_AS(UsageError, text.size() <= kMaxGbnfBytes, "GBNF: the grammar is {} bytes, more than the {} supported",
                  text.size(), kMaxGbnfBytes);
     Tree tree;
@@ -454,14 +463,19 @@ std::shared_ptr<const CompiledGrammar> gbnf_grammar(std::string_view text) {
     const std::vector<RuleDef> rules = parser.parse();
     tree.finish(rules);
     try {
-        return Emitter(tree, rules).compile(parser.root());
+        return Emitter(g, tree, rules).emit(parser.root());
     } catch (const UsageError& e) {
-        // the builder's messages ("grammar: the rule 'expr' is left-recursive"), marked as ours
-        std::string_view what = e.what();
-        if (what.starts_with("grammar: ")) what.remove_prefix(9);
-        std::string message = "GBNF: ";
-        message += what;
-        throw UsageError(message);
+        throw marked(e);
+    }
+}
+
+std::shared_ptr<const CompiledGrammar> gbnf_grammar(std::string_view text) {
+    GrammarBuilder g;
+    const RuleId root = add_gbnf(g, text);
+    try {
+        return g.compile(root);
+    } catch (const UsageError& e) {
+        throw marked(e);
     }
 }
 

@@ -123,6 +123,18 @@ TEST(Request, OutputFormatsBecomeConstraints) {
     EXPECT_EQ(first_allowed(R"({"prompt":"a","structured_outputs":{"json_object":true}})"), "{");
     EXPECT_EQ(first_allowed(R"({"prompt":"a","guided_grammar":"root ::= (\"x\" | digit) digit*\ndigit ::= [3-5]"})"), "345x");
     EXPECT_EQ(first_allowed(R"({"prompt":"a","structured_outputs":{"grammar":"root ::= [qz] \"!\""}})"), "qz");
+    // structural tags (xgrammar's format, vLLM's older shape, and structured_outputs' JSON text or object)
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","response_format":{"type":"structural_tag","format":{"type":"triggered_tags",
+        "triggers":["<f"],"tags":[{"begin":"<f>","content":{"type":"json_schema","json_schema":{"type":"integer"}},"end":"</f>"}],
+        "at_least_one":true}}})"), "<");
+    const std::string free_text = first_allowed(R"({"prompt":"a","response_format":{"type":"structural_tag","structures":[
+        {"begin":"[c]","schema":{"type":"object"},"end":"[/c]"}],"triggers":["[c"]}})");
+    EXPECT_NE(free_text.find('['), std::string::npos) << free_text;  // (text, or the trigger)
+    EXPECT_NE(free_text.find('a'), std::string::npos) << free_text;
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","structured_outputs":{"structural_tag":
+        "{\"format\": {\"type\": \"const_string\", \"value\": \"ok\"}}"}})"), "o");
+    EXPECT_EQ(first_allowed(R"({"prompt":"a","structured_outputs":{"structural_tag":{"format":{"type":"or","elements":[
+        {"type":"const_string","value":"yes"},{"type":"regex","pattern":"[0-2]+"}]}}}})"), "012y");
     EXPECT_EQ(completion(R"({"prompt":"a","structured_outputs":{"json_object":false}})", m).sampling.constraint, nullptr);
     // the choices of one request share the compiled format
     const auto four = parse_completion_request(R"({"prompt":"a","n":4,"guided_choice":["x"]})", m);
@@ -454,7 +466,9 @@ TEST(Request, BadBodiesNameTheProblem) {
         {R"({"prompt":"a","stop_token_ids":3})", 400, "'stop_token_ids' must be an array"},
         {R"({"prompt":"a","stop_token_ids":[1,99999999]})", 400, "99999999 is not a token id"},
         {R"({"prompt":"a","stop_token_ids":["1"]})", 400, "\"1\" is not a token id"},
-        {R"({"prompt":"a","response_format":{"type":"structural_tag"}})", 400, "'structural_tag' is not supported"},
+        {R"({"prompt":"a","response_format":{"type":"structural_tag"}})", 400, "'response_format': structural tag: 'format' is required"},
+        {R"({"prompt":"a","response_format":{"type":"structural_tag","format":{"type":"tag","begin":"<","content":{"type":"any_text"},
+            "end":""}}})", 400, "structural tag: format.content: any_text is open-ended"},
         {R"({"prompt":"a","response_format":"json"})", 400, "must be an object with a string 'type'"},
         {R"({"prompt":"a","response_format":{"type":"json_schema"}})", 400, "needs a 'json_schema' object"},
         {R"({"prompt":"a","response_format":{"type":"json_schema","json_schema":{"name":"x"}}})", 400, "needs its 'schema'"},
@@ -476,7 +490,9 @@ TEST(Request, BadBodiesNameTheProblem) {
          "'response_format' and 'structured_outputs.regex' both"},
         {R"({"prompt":"a","structured_outputs":{"grammar":"root ::= [b-a]"}})", 400,
          "'structured_outputs.grammar': GBNF: line 1, column 11: the range 'b-a' is the wrong way round"},
-        {R"({"prompt":"a","structured_outputs":{"structural_tag":"{}"}})", 400, "'structured_outputs.structural_tag' is not supported"},
+        {R"({"prompt":"a","structured_outputs":{"structural_tag":"{}"}})", 400, "'structured_outputs.structural_tag': structural tag: 'format'"},
+        {R"({"prompt":"a","structured_outputs":{"structural_tag":"{"}})", 400, "structural tag: not valid JSON"},
+        {R"({"prompt":"a","structured_outputs":{"structural_tag":7}})", 400, "a structural tag object or its JSON text, got a number"},
         {R"({"prompt":"a","structured_outputs":{"jsn":{}}})", 400, "'structured_outputs.jsn' is not a field"},
         {R"({"prompt":"a","structured_outputs":[1]})", 400, "'structured_outputs' must be an object"},
         {R"({"prompt":"a","logit_bias":{"x":1}})", 400, "'x' is not a token id"},

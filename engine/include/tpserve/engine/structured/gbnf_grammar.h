@@ -30,6 +30,9 @@ namespace tps::structured {
 // left recursion (`expr ::= expr "+" term`, reported by GrammarBuilder::compile naming the rule)
 // are refused without a position.
 std::shared_ptr<const CompiledGrammar> gbnf_grammar(std::string_view text);
+// The same rules added to `g` (as part of a larger grammar): its `root` rule. Left recursion is
+// found by g.compile(), without the "GBNF: " mark.
+RuleId add_gbnf(GrammarBuilder& g, std::string_view text);
 
 inline constexpr size_t kMaxGbnfBytes = 65536;  // larger texts are refused
 inline constexpr int kMaxGbnfNesting = 200;     // the parser recurses once per group level
