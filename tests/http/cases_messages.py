@@ -138,8 +138,9 @@ def case_messages():
              anthropic.BadRequestError, "client tools only"),
             ("temperature 1.5", {"model": m, "max_tokens": 5, "messages": q, "extra_body": {"temperature": 1.5}},
              anthropic.BadRequestError, "between 0 and 1"),
-            ("five stop sequences", {"model": m, "max_tokens": 5, "messages": q, "stop_sequences": list("abcde")},
-             anthropic.BadRequestError, "'stop_sequences' holds at most 4"),
+            ("65 stop sequences", {"model": m, "max_tokens": 5, "messages": q,
+                                   "stop_sequences": [f"s{i}" for i in range(65)]},
+             anthropic.BadRequestError, "'stop_sequences' holds at most 64"),
             ("another model", {"model": "claude-x", "max_tokens": 5, "messages": q}, anthropic.NotFoundError, "claude-x")]:
         try:
             a.messages.create(**body)
