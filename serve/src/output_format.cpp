@@ -129,13 +129,83 @@ void constrain(std::shared_ptr<const CompiledGrammar> grammar, const std::string
     }
 }
 
+using B = structured::GrammarBuilder;
+using structured::RuleId;
+
+// One call in the model's own JSON: {"name": <a function>, <args_key>: <its parameters' schema, or
+// any object>}. Every function's schema is held with `hold_all` (forced calls), else only a strict
+// one's; `only` (not empty): that function alone.
+RuleId add_call(B& g, const Json& tools, const std::string& only, const char* args_key, bool hold_all) {
+    std::vector<RuleId> calls;
+    for (const Json& t : tools) {
+        const Json& fn = t["function"];
+        if (!only.empty() && fn["name"] != only) continue;
+        const Json* strict = field(fn, "strict");
+        const Json* params = field(fn, "parameters");
+        const bool held = params && (hold_all || (strict && strict->is_boolean() && strict->get<bool>()));
+        const Json call = {{"type", "object"},
+                           {"properties", {{"name", {{"const", fn["name"]}}}, {args_key, held ? *params : Json{{"type", "object"}}}}},
+                           {"required", Json::array({"name", args_key})}};
+        try {
+            calls.push_back(structured::add_json_schema(g, call.dump()));
+        } catch (const UsageError& e) {
+            throw ApiError::invalid(fmt::format("'tools': the parameters of '{}' cannot be enforced: {}", fn["name"].get<std::string>(), e.what()),
+                                    "tools");
+        }
+    }
+    return g.choice(calls);
+}
+
+// Hermes' (Qwen's) call: <tool_call>, the JSON, </tool_call>, blank lines allowed around the JSON.
+RuleId add_hermes_call(B& g, RuleId call) {
+    const RuleId blank = g.optional(g.literal("\n"));
+    return g.sequence({B::ref(g.literal("<tool_call>")), B::ref(blank), B::ref(call), B::ref(blank), B::ref(g.literal("</tool_call>"))});
+}
+
+// Llama 3.1's: calls separated by ';' (one with `one`), blanks around them.
+RuleId add_llama_calls(B& g, RuleId call, bool one) {
+    const structured::CodePointRange blanks[] = {{'\t', '\n'}, {'\r', '\r'}, {' ', ' '}};
+    const RuleId space = g.star(g.code_points(blanks, "blank"));
+    const RuleId next = g.sequence({B::ref(space), B::byte(';'), B::ref(space), B::ref(call)});
+    const RuleId more = one ? g.sequence({}) : g.star(next);
+    return g.sequence({B::ref(space), B::ref(call), B::ref(more), B::ref(space)});
+}
+
+// The grammar of calls, compiled (a schema with no finite instance is the request's fault).
+std::shared_ptr<const CompiledGrammar> compiled_calls(const B& g, RuleId root) {
+    try {
+        return g.compile(root);
+    } catch (const UsageError& e) {
+        throw ApiError::invalid(fmt::format("'tools': the calls cannot be enforced: {}", e.what()), "tools");
+    }
+}
+
 }  // namespace
 
 void force_tool_calls(const Json& tools, const std::string& only, const ServedModel& model, GenerationRequest& r) {
     if (r.sampling.constraint) {
         throw ApiError::invalid("'tool_choice' that forces a call and an output format cannot go together", "tool_choice");
     }
-    // vLLM's schema for forced calls: a list of {"name": <one of the functions>, "parameters": <its schema>}
+    const bool one = !only.empty() || r.one_tool_call;
+    const ToolParser p = model.tool_parser;
+    if ((p == ToolParser::hermes || p == ToolParser::llama3_json) && model.token_bytes) {
+        // in the model's own format, which it was trained to write (as vLLM's structural tags do):
+        // the output is calls and nothing else, read back by the model's parser
+        B g;
+        const RuleId call = add_call(g, tools, only, p == ToolParser::hermes ? "arguments" : "parameters", true);
+        RuleId calls = 0;
+        if (p == ToolParser::hermes) {
+            const RuleId tagged = add_hermes_call(g, call);
+            const RuleId next = g.sequence({B::ref(g.optional(g.literal("\n"))), B::ref(tagged)});
+            calls = one ? tagged : g.sequence({B::ref(tagged), B::ref(g.star(next))});
+        } else {
+            calls = add_llama_calls(g, call, one);
+        }
+        constrain(compiled_calls(g, calls), "tool_choice", model, r);
+        r.reads_tool_calls = true;
+        return;
+    }
+    // vLLM's schema for forced calls elsewhere: a list of {"name": <one of the functions>, "parameters": <its schema>}
     Json alternatives = Json::array();
     for (const Json& t : tools) {
         const Json& fn = t["function"];
@@ -149,7 +219,7 @@ void force_tool_calls(const Json& tools, const std::string& only, const ServedMo
         alternatives.push_back(std::move(call));
     }
     Json list = {{"type", "array"}, {"items", {{"anyOf", std::move(alternatives)}}}, {"minItems", 1}};
-    if (!only.empty() || r.one_tool_call) list["maxItems"] = 1;
+    if (one) list["maxItems"] = 1;
     std::shared_ptr<const CompiledGrammar> grammar;
     try {
         grammar = structured::json_schema_grammar(list.dump());
@@ -180,34 +250,14 @@ void strict_tool_calls(const Json& tools, const ServedModel& model, GenerationRe
         throw ApiError::invalid("'strict' function calling and an output format cannot go together", "tools");
     }
     if (!model.token_bytes) throw ApiError::invalid("strict function calling is not available on this server", "tools");
-    // a call: {"name": <a function>, <arguments or parameters>: <its schema if strict, else any object>}
-    using B = structured::GrammarBuilder;
-    using structured::RuleId;
     B g;
-    std::vector<RuleId> calls;
-    const char* args_key = p == ToolParser::hermes ? "arguments" : "parameters";
-    for (const Json& t : tools) {
-        const Json& fn = t["function"];
-        const Json* strict = field(fn, "strict");
-        const Json* params = field(fn, "parameters");
-        const bool held = strict && strict->is_boolean() && strict->get<bool>() && params;
-        const Json call = {{"type", "object"},
-                           {"properties", {{"name", {{"const", fn["name"]}}}, {args_key, held ? *params : Json{{"type", "object"}}}}},
-                           {"required", Json::array({"name", args_key})}};
-        try {
-            calls.push_back(structured::add_json_schema(g, call.dump()));
-        } catch (const UsageError& e) {
-            throw ApiError::invalid(fmt::format("'tools': the parameters of '{}' cannot be enforced: {}", fn["name"].get<std::string>(), e.what()),
-                                    "tools");
-        }
-    }
-    const RuleId call = g.choice(calls);
+    const RuleId call = add_call(g, tools, {}, p == ToolParser::hermes ? "arguments" : "parameters", false);
     if (p == ToolParser::hermes) {
         // between the tags; the text around them free (a reasoning model's calls come after its
         // thoughts: a tag within them is thought)
         const RuleId blank = g.optional(g.literal("\n"));
         const RuleId body = g.sequence({B::ref(blank), B::ref(call), B::ref(blank), B::ref(g.literal("</tool_call>"))});
-        auto tokens = std::make_shared<structured::GrammarTokens>(g.compile(body), model.token_bytes, r.stop_ids);
+        auto tokens = std::make_shared<structured::GrammarTokens>(compiled_calls(g, body), model.token_bytes, r.stop_ids);
         // (parallel_tool_calls false: the output ends with its one call)
         r.sampling.constraint = structured::make_grammar_on("<tool_call>", std::move(tokens), r.thinks ? std::string(kThinkEnd) : std::string(),
                                                             r.one_tool_call);
@@ -217,14 +267,9 @@ void strict_tool_calls(const Json& tools, const ServedModel& model, GenerationRe
     const structured::CodePointRange blanks[] = {{'\t', '\n'}, {'\r', '\r'}, {' ', ' '}};
     const structured::CodePointRange not_first[] = {{'\t', '\n'}, {'\r', '\r'}, {' ', ' '}, {'{', '{'}};
     const RuleId space = g.star(g.code_points(blanks, "blank"));
-    const RuleId next = g.sequence({B::ref(space), B::byte(';'), B::ref(space), B::ref(call)});
-    const RuleId more = r.one_tool_call ? g.sequence({}) : g.star(next);  // (parallel_tool_calls false: one call)
-    const RuleId call_list = g.sequence({B::ref(space), B::ref(call), B::ref(more), B::ref(space)});
     const RuleId text = g.sequence({B::ref(space), B::ref(g.code_points_except(not_first, "text")), B::ref(g.star(g.code_points_except({}, "char")))});
-    const RuleId answer[] = {call_list, text, space};
-    auto tokens = std::make_shared<structured::GrammarTokens>(g.compile(g.choice(answer)), model.token_bytes, r.stop_ids);
-    r.sampling.constraint = r.thinks ? structured::make_grammar_after(std::string(kThinkEnd), std::move(tokens))
-                                     : structured::make_grammar_constraint(std::move(tokens));
+    const RuleId answer[] = {add_llama_calls(g, call, r.one_tool_call), text, space};
+    constrain(compiled_calls(g, g.choice(answer)), "tools", model, r);
 }
 
 void parse_output_format(const Json& j, const ServedModel& model, GenerationRequest& r) {

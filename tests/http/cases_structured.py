@@ -324,6 +324,35 @@ def case_reasoning():
               and (sm.content is not None or sm.tool_calls),
               "strict tools after thoughts: served, the thoughts end at the budget, calls (if any) follow the schema",
               short(st))
+        # forced calls on a model whose calls are read as hermes: written in its own format after the
+        # thoughts, read back as tool_calls (the openai client's objects), nothing else in the answer
+        fn = [{"type": "function", "function": {"name": "w", "parameters": weather}}]
+        forced = c.chat.completions.create(model=m, messages=ask, max_tokens=150, temperature=1.0, seed=3, tools=fn,
+                                           tool_choice="required", parallel_tool_calls=False,
+                                           extra_body={"thinking_token_budget": 2})
+        fm = forced.choices[0].message
+        args = [json.loads(k.function.arguments) for k in fm.tool_calls or []]
+        check(forced.choices[0].finish_reason == "tool_calls" and len(args) == 1 and fm.content is None
+              and all(k.function.name == "w" for k in fm.tool_calls) and jsonschema.Draft202012Validator(weather).is_valid(args[0])
+              and (fm.model_extra or {}).get("reasoning_content") is not None,
+              "tool_choice required on a hermes model: one call in its own format after the thoughts, read back as "
+              "tool_calls (content null, finish tool_calls)", short(forced))
+        many = c.chat.completions.create(model=m, messages=ask, max_tokens=120, temperature=1.0, seed=4, n=2, tools=fn,
+                                         tool_choice={"type": "function", "function": {"name": "w"}},
+                                         extra_body={"thinking_token_budget": 2})
+        chunks = list(c.chat.completions.create(model=m, messages=ask, max_tokens=120, temperature=1.0, seed=4, n=2, tools=fn,
+                                                tool_choice={"type": "function", "function": {"name": "w"}}, stream=True,
+                                                extra_body={"thinking_token_budget": 2}))
+        streamed = {}
+        for k in chunks:
+            for ch in k.choices:
+                for d in ch.delta.tool_calls or []:
+                    streamed.setdefault(ch.index, "")
+                    streamed[ch.index] += d.function.arguments or ""
+        whole = {ch.index: ch.message.tool_calls[0].function.arguments for ch in many.choices if ch.message.tool_calls}
+        check(all(ch.finish_reason == "tool_calls" and len(ch.message.tool_calls or []) == 1 and ch.message.content is None
+                  for ch in many.choices) and streamed == whole,
+              "a named function on a hermes model: one call each (n=2), streamed the same", short([many, streamed]))
         budget_refused = c.with_options(max_retries=0)
         try:
             budget_refused.completions.create(model=m, prompt="a", max_tokens=2, extra_body={"thinking_token_budget": 4})

@@ -212,24 +212,70 @@ TEST(Request, ToolsAreCheckedAndReadWhenTheModelsFormatIsKnown) {
     refused(body(R"(,"tool_choice":{"type":"function"})"), "'tool_choice' must be");
     refused("{" + msgs + R"(,"tool_choice":"required"})", "needs 'tools'");
     refused(body(R"(,"tool_choice":"required","response_format":{"type":"json_object"})"), "cannot go together");
-    refused("{" + msgs + R"(,"tool_choice":"required","tools":[{"type":"function","function":{"name":"f",
-            "parameters":{"type":"object","properties":{"n":{"type":"integer","multipleOf":3}}}}}]})",
-            "'tools': a function's parameters cannot be enforced: JSON schema: 'multipleOf'");
-    // forcing calls: a grammar for a list of calls, read as such whatever the model's format
+    const std::string unenforceable = "{" + msgs + R"(,"tool_choice":"required","tools":[{"type":"function","function":{"name":"f",
+            "parameters":{"type":"object","properties":{"n":{"type":"integer","multipleOf":3}}}}}]})";
+    refused(unenforceable, "cannot be enforced: JSON schema: 'multipleOf'");
+    // a text spelled token by token through a request's grammar: taken whole, and whether the output
+    // may end there (a stop token allowed) and must (nothing may follow)
+    struct Spelled {
+        bool taken = true, may_end = false, finished = false;
+    };
+    auto spell = [](const GenerationRequest& r, const ServedModel& on, const std::string& text) {
+        Spelled out;
+        auto c = r.sampling.constraint->restart();
+        for (const int32_t t : on.tokenizer->encode(text, false)) {
+            if (!mask_has(c->allowed(), t)) return Spelled{false, false, false};
+            c->accept(t);
+        }
+        out.finished = c->finished();
+        out.may_end = out.finished || mask_has(c->allowed(), on.stop_ids.at(0));
+        return out;
+    };
+    // forcing calls on a model whose format is known (hermes here): its own format, which it was
+    // trained to write; the output is calls and nothing else, read back by its parser
+    const std::string oslo = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>";
     const GenerationRequest required = chat(body(R"(,"tool_choice":"required")"), m);
-    EXPECT_TRUE(required.forces_tool_calls);
-    EXPECT_FALSE(required.reads_tool_calls);
+    EXPECT_FALSE(required.forces_tool_calls);
+    EXPECT_TRUE(required.reads_tool_calls);
     ASSERT_NE(required.sampling.constraint, nullptr);
+    EXPECT_TRUE(spell(required, m, oslo).may_end);
+    EXPECT_FALSE(spell(required, m, oslo).finished);  // (more calls may follow)
+    EXPECT_TRUE(spell(required, m, oslo + "\n" + oslo).may_end);
+    EXPECT_FALSE(spell(required, m, "<tool_call>\n").may_end);
+    EXPECT_FALSE(spell(required, m, "Sure. " + oslo).taken);  // no text
+    EXPECT_FALSE(spell(required, m, oslo + " Done.").taken);
+    EXPECT_FALSE(spell(required, m, "<tool_call>\n{\"name\": \"get_time\"").taken);
+    EXPECT_FALSE(spell(required, m, R"([{"name": "get_weather", "parameters": {}}])").taken);
     const GenerationRequest named = chat(body(R"(,"tool_choice":{"type":"function","function":{"name":"get_weather"}})"), m);
-    EXPECT_TRUE(named.forces_tool_calls);
-    ASSERT_NE(named.sampling.constraint, nullptr);
-    // the named function's call, spelled token by token through the grammar, is accepted
-    auto c = named.sampling.constraint->restart();
-    for (const int32_t t : m.tokenizer->encode(R"([{"name": "get_weather", "parameters": {"city": "Oslo"}}])", false)) {
-        ASSERT_TRUE(mask_has(c->allowed(), t)) << t;
-        c->accept(t);
+    EXPECT_TRUE(named.reads_tool_calls);
+    EXPECT_TRUE(spell(named, m, oslo).finished);  // one call, and nothing may follow
+    EXPECT_TRUE(spell(chat(body(R"(,"tool_choice":"required","parallel_tool_calls":false)"), m), m, oslo).finished);
+    ServedModel llama = m;
+    llama.tool_parser = ToolParser::llama3_json;
+    const GenerationRequest llama_required = chat(body(R"(,"tool_choice":"required")"), llama);
+    EXPECT_TRUE(llama_required.reads_tool_calls);
+    const std::string lima = R"({"name": "get_weather", "parameters": {"city": "Lima"}})";
+    EXPECT_TRUE(spell(llama_required, llama, lima + "; " + lima).may_end);
+    EXPECT_FALSE(spell(llama_required, llama, "The weather").taken);
+    EXPECT_FALSE(spell(llama_required, llama, R"({"name": "get_weather", "arguments": {}})").taken);
+    // where calls are read no other way (none, mistral): vLLM's JSON list, read as such
+    for (const ToolParser other : {ToolParser::none, ToolParser::mistral}) {
+        ServedModel o = m;
+        o.tool_parser = other;
+        const GenerationRequest listed = chat(body(R"(,"tool_choice":"required")"), o);
+        EXPECT_TRUE(listed.forces_tool_calls);
+        EXPECT_FALSE(listed.reads_tool_calls);
+        const GenerationRequest one = chat(body(R"(,"tool_choice":{"type":"function","function":{"name":"get_weather"}})"), o);
+        EXPECT_TRUE(one.forces_tool_calls);
+        EXPECT_TRUE(spell(one, o, R"([{"name": "get_weather", "parameters": {"city": "Oslo"}}])").finished);
+        EXPECT_FALSE(spell(one, o, oslo).taken);
+        try {
+            (void)parse_chat_request(unenforceable, o);
+            ADD_FAILURE() << "accepted";
+        } catch (const ApiError& e) {
+            EXPECT_NE(std::string(e.what()).find("cannot be enforced: JSON schema: 'multipleOf'"), std::string::npos) << e.what();
+        }
     }
-    EXPECT_TRUE(c->finished());  // one call, and nothing may follow
     EXPECT_FALSE(chat(body(R"(,"tool_choice":"none")"), m).forces_tool_calls);
     refused("{" + msgs + R"(,"tools":{}})", "'tools' must be an array");
     refused("{" + msgs + R"(,"tools":[{"type":"function","function":{}}]})", "'tools[0]' must be");
