@@ -76,7 +76,21 @@ struct Settings {
     std::string api_key;                    // --api-key, or TPSERVE_API_KEY
     bool log_requests = false;              // --log-requests
     int64_t log_stats_interval = 10;        // --log-stats-interval, seconds (0: no stats lines)
+    CorsPolicy cors;                        // --allowed-origins, --allowed-methods, --allowed-headers, --allow-credentials
 };
+
+// A comma-separated flag: its entries, none of them empty (an empty flag: none at all).
+std::vector<std::string> list_flag(const cxxopts::ParseResult& args, const char* name) {
+    const std::string text = args[name].as<std::string>();
+    std::vector<std::string> out;
+    for (std::string& one : text.empty() ? std::vector<std::string>() : split(text, ',')) {
+        while (!one.empty() && one.front() == ' ') one.erase(0, 1);
+        while (!one.empty() && one.back() == ' ') one.pop_back();
+        TPS_CHECK_AS(UsageError, !one.empty(), "--{}: '{}' holds an empty entry", name, text);
+        out.push_back(std::move(one));
+    }
+    return out;
+}
 
 Settings read_settings(const cxxopts::ParseResult& args) {
     Settings s;
@@ -117,6 +131,11 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     s.verbose = args.count("verbose") > 0;
     s.log_requests = args.count("log-requests") > 0;
     s.log_stats_interval = int_flag(args, "log-stats-interval", 0, 86400);
+    s.cors.origins = list_flag(args, "allowed-origins");
+    s.cors.methods = list_flag(args, "allowed-methods");
+    s.cors.headers = list_flag(args, "allowed-headers");
+    s.cors.credentials = args.count("allow-credentials") > 0;
+    TPS_CHECK_AS(UsageError, !s.cors.credentials || s.cors.on(), "--allow-credentials needs --allowed-origins");
     const std::string pc = args["prefix-cache"].as<std::string>();
     TPS_CHECK_AS(UsageError, pc == "on" || pc == "off", "--prefix-cache: '{}' is not on or off", pc);
     s.prefix_cache = pc == "on";
@@ -206,7 +225,7 @@ public:
     explicit Frontend(const Settings& s)
         : metrics_(registry_),
           api_(metrics_, s.api_key, static_cast<size_t>(s.responses_store_mib) << 20),
-          http_(io_, api_, HttpLimits{s.max_body, int64_t{16} << 10, 120, s.log_requests}),
+          http_(io_, api_, HttpLimits{s.max_body, int64_t{16} << 10, 120, s.log_requests, s.cors}),
           signals_(io_, SIGINT, SIGTERM),
           stats_(io_),
           stats_every_(std::chrono::seconds(s.log_stats_interval)) {
@@ -499,6 +518,10 @@ int run_serve(int argc, char** argv) {
         ("tool-call-parser", "how chat output is read for tool calls when a request offers tools: hermes (Qwen2.5), llama3_json (Llama 3.1/3.2), mistral (Mistral v0.3+), none (text), or auto (from the chat template)", cxxopts::value<std::string>()->default_value("auto"))
         ("micro-batches", "steps in flight at once (0 = one per pipeline stage; 1 turns pipelining off, to measure it)", cxxopts::value<std::string>()->default_value("0"))
         ("log-requests", "print a line on stderr for each request answered: client, method, path, status, time, and a generation's tokens, first output and finish")
+        ("allowed-origins", "origins whose web pages may call the API from a browser (CORS), comma-separated, as vLLM's: * for any, an empty string for none (no CORS headers)", cxxopts::value<std::string>()->default_value("*"))
+        ("allowed-methods", "methods a browser's preflight may ask for (* for any)", cxxopts::value<std::string>()->default_value("*"))
+        ("allowed-headers", "headers a browser's preflight may ask to send (* for any)", cxxopts::value<std::string>()->default_value("*"))
+        ("allow-credentials", "cross-origin requests may carry credentials (cookies, HTTP authentication): answers name the origin and say Access-Control-Allow-Credentials: true")
         ("log-stats-interval", "seconds between the lines of throughput and load printed on stderr while there is work (0: none)", cxxopts::value<std::string>()->default_value("10"))
         ("v,verbose", "print each rank's memory beside the plan's prediction")
         ("h,help", "show this help");

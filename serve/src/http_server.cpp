@@ -71,6 +71,7 @@ private:
 
     void on_read(beast::error_code ec, size_t) {
         if (limits_.log_requests) begin_record();
+        origin_ = std::string(parser_->get()[http::field::origin]);  // (its answer carries the CORS headers)
         if (ec == http::error::body_limit) {
             keep_alive_ = false;
             const auto target = parser_->get().target();
@@ -96,6 +97,19 @@ private:
         const auto& req = parser_->get();
         keep_alive_ = req.keep_alive();
         version_ = req.version();
+        const auto asked_method = req[http::field::access_control_request_method];
+        if (limits_.cors.on() && is_preflight(std::string_view(req.method_string().data(), req.method_string().size()), origin_,
+                                              std::string_view(asked_method.data(), asked_method.size()))) {
+            const auto asked_headers = req[http::field::access_control_request_headers];
+            Preflight p = cors_preflight(limits_.cors, origin_, std::string_view(asked_method.data(), asked_method.size()),
+                                         std::string_view(asked_headers.data(), asked_headers.size()));
+            Reply r;
+            r.status = p.status;
+            r.content_type = "text/plain; charset=utf-8";
+            r.body = std::move(p.body);
+            r.headers = std::move(p.headers);
+            return send(std::move(r));
+        }
         // (Anthropic's clients send the key as x-api-key)
         const auto bearer = req[http::field::authorization];
         const auto x_api_key = req["x-api-key"];
@@ -113,6 +127,7 @@ private:
         res->set(http::field::server, "tpserve");
         res->set(http::field::content_type, r.content_type);
         for (const auto& [name, value] : r.headers) res->set(name, value);
+        for (const auto& [name, value] : cors_headers(limits_.cors, origin_)) res->set(name, value);
         res->keep_alive(keep_alive_);
         res->body() = std::move(r.body);
         res->prepare_payload();
@@ -165,6 +180,7 @@ private:
         header_->set(http::field::content_type, "text/event-stream");
         header_->set(http::field::cache_control, "no-cache");
         header_->set("X-Accel-Buffering", "no");
+        for (const auto& [name, value] : cors_headers(limits_.cors, origin_)) header_->set(name, value);
         header_->keep_alive(keep_alive_);
         header_->chunked(chunked_);
         serializer_ = std::make_shared<http::response_serializer<http::empty_body>>(*header_);
@@ -400,6 +416,7 @@ private:
     std::optional<http::request_parser<http::string_body>> parser_;
     bool keep_alive_ = true;
     unsigned version_ = 11;
+    std::string origin_;  // the request's Origin header (cross-origin answers carry CORS headers)
     // the generation being answered: a job per choice, which have ended, how many have not
     std::vector<std::shared_ptr<Job>> jobs_;
     std::vector<bool> ended_;

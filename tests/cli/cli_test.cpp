@@ -164,7 +164,9 @@ TEST(Cli, ServeRefusesBadModelFlagsBeforeListening) {
              {"--served-model-name a,,b", "--served-model-name: 'a,,b' holds an empty name"},
              {"--served-model-name a,", "--served-model-name: 'a,' holds an empty name"},
              {"--served-model-name a,b,a", "--served-model-name: 'a' is given twice"},
-             {"--log-stats-interval -1", "--log-stats-interval"}}) {
+             {"--log-stats-interval -1", "--log-stats-interval"},
+             {"--allowed-origins a,,b", "--allowed-origins: 'a,,b' holds an empty entry"},
+             {"--allowed-origins '' --allow-credentials", "--allow-credentials needs --allowed-origins"}}) {
         expect_usage("serve -m " + tiny + " --port 0 " + args, needle);
     }
 }

@@ -421,5 +421,51 @@ def case_api_key():
         except anthropic.AuthenticationError as e:
             check(got.type == "message" and e.status_code == 401 and e.body["error"]["type"] == "authentication_error",
                   "x-api-key: the right key an answer, a wrong one the anthropic client's AuthenticationError", str(e))
+        # CORS (any origin by default, as vLLM's): a browser's preflight needs no key; answers, errors
+        # and streams carry Access-Control-Allow-Origin, so a web page elsewhere can read them
+        page = {"Origin": "https://chat.example"}
+        with client() as hc:
+            pre = hc.options(srv.url + "/v1/chat/completions",
+                             headers={**page, "Access-Control-Request-Method": "POST",
+                                      "Access-Control-Request-Headers": "authorization, content-type"})
+            check(pre.status_code == 200 and pre.headers.get("access-control-allow-origin") == "*"
+                  and "POST" in pre.headers.get("access-control-allow-methods", "")
+                  and pre.headers.get("access-control-allow-headers") == "authorization, content-type",
+                  "CORS preflight without a key: 200 allowing the origin, POST and the headers asked",
+                  f"{pre.status_code} {dict(pre.headers)}")
+            denied = hc.post(srv.url + "/v1/chat/completions", headers=page, json={"messages": []})
+            check(denied.status_code == 401 and denied.headers.get("access-control-allow-origin") == "*",
+                  "a cross-origin request without its key: 401 the page can read", f"{denied.status_code} {dict(denied.headers)}")
+            with hc.stream("POST", srv.url + "/v1/chat/completions",
+                           headers={**page, "Authorization": "Bearer sk-tps-test"},
+                           json={"model": srv.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
+                                 "stream": True}) as st:
+                body = "".join(st.iter_text())
+            check(st.status_code == 200 and st.headers.get("access-control-allow-origin") == "*" and "[DONE]" in body,
+                  "a cross-origin stream carries Access-Control-Allow-Origin", f"{st.status_code} {dict(st.headers)}")
+            plain = hc.get(srv.url + "/health")
+            check("access-control-allow-origin" not in plain.headers, "a request with no Origin gets no CORS headers",
+                  str(dict(plain.headers)))
+    finally:
+        srv.kill()
+    # named origins and credentials; other origins get nothing, and their preflights a 400
+    srv = Server(["--model", str(FIXTURE), *SMALL, "--allowed-origins", "https://chat.example,http://localhost:3000",
+                  "--allowed-methods", "GET,POST", "--allow-credentials"])
+    if not srv.start():
+        return
+    try:
+        with client() as hc:
+            ok = hc.get(srv.url + "/v1/models", headers={"Origin": "http://localhost:3000"})
+            check(ok.headers.get("access-control-allow-origin") == "http://localhost:3000"
+                  and ok.headers.get("access-control-allow-credentials") == "true" and ok.headers.get("vary") == "Origin",
+                  "--allowed-origins with --allow-credentials: the origin named back, credentials allowed", str(dict(ok.headers)))
+            other = hc.get(srv.url + "/v1/models", headers={"Origin": "https://evil.example"})
+            check(other.status_code == 200 and "access-control-allow-origin" not in other.headers,
+                  "an origin not listed: no CORS headers (the browser keeps the answer from the page)", str(dict(other.headers)))
+            refused = hc.options(srv.url + "/v1/models", headers={"Origin": "https://evil.example",
+                                                                   "Access-Control-Request-Method": "DELETE"})
+            check(refused.status_code == 400 and refused.text == "Disallowed CORS origin, method",
+                  "a preflight from an origin not listed, for a method not allowed: 400 naming both",
+                  f"{refused.status_code} {refused.text}")
     finally:
         srv.kill()
