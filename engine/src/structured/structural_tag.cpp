@@ -20,7 +20,7 @@
 namespace tps::structured {
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;  // a schema's properties are written in its order
 
 // Where a format is, and where open-ended content may stop.
 struct Place {

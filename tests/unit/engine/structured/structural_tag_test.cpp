@@ -60,6 +60,10 @@ TEST(StructuralTag, PrimitivesAndComposition) {
                  {"yes", "no", "nooo"}, {"n", "yesno"});
     expect_texts(R"({"type": "tag", "begin": "<n>", "content": {"type": "json_schema", "json_schema": {"type": "integer"}}, "end": "</n>"})",
                  {"<n>12345</n>", "<n>-7</n>"}, {"<n>12345</n></n>", "<n>1.5</n>", "<n></n>"});
+    // properties come in the schema's order, not sorted
+    expect_texts(R"({"type": "tag", "begin": "<p>", "content": {"type": "json_schema", "json_schema": {"type": "object",
+                     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]}}, "end": "</p>"})",
+                 {R"(<p>{"name": "A", "age": 2}</p>)"}, {R"(<p>{"age": 2, "name": "A"}</p>)"});
     expect_texts(R"({"type": "repeat", "min": 2, "max": 3, "content": {"type": "const_string", "value": "ab"}})", {"abab", "ababab"},
                  {"ab", "abababab"});
     expect_texts(R"({"type": "sequence", "elements": [{"type": "optional", "content": {"type": "const_string", "value": "-"}},
