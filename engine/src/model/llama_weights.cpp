@@ -80,8 +80,16 @@ void LlamaWeights::touch() const noexcept {
     (void)sink;
 }
 
+void check_engine_computes(const ModelDesc& m) {
+    TPS_CHECK_AS(UsageError, m.experts == 0,
+                 "'{}' is a mixture-of-experts model ({} experts, {} per token): `tpserve plan` plans it, but the engine "
+                 "computes dense Llama-family models only (Llama 2/3, Mistral, Qwen2, SmolLM2); it has no expert layers yet",
+                 m.name, m.experts, m.experts_active);
+}
+
 LlamaWeights load_llama_weights(std::shared_ptr<const WeightSource> source, const ModelDesc& m, const ShardSpec& s) {
     TPS_CHECK(source != nullptr, "no weight source");
+    check_engine_computes(m);
     const WeightSource& src = *source;
     TPS_CHECK_AS(UsageError, s.tp >= 1 && s.tp_rank >= 0 && s.tp_rank < s.tp, "shard: tp rank {} of {}", s.tp_rank, s.tp);
     if (const auto why = tp_incompatibility(m, s.tp)) throw UsageError(fmt::format("shard: {}", *why));

@@ -63,6 +63,10 @@ struct LlamaWeights {
     void touch() const noexcept;
 };
 
+// UsageError for a model the engine cannot compute: a mixture-of-experts model (Mixtral), which
+// `tpserve plan` plans but whose expert layers the engine does not have.
+void check_engine_computes(const ModelDesc& model);
+
 // Reads the shard's tensors, checking every shape against the model description; errors name
 // the tensor.
 LlamaWeights load_llama_weights(std::shared_ptr<const WeightSource> source, const ModelDesc& model,

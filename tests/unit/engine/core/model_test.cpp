@@ -14,6 +14,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <unistd.h>
 
 namespace tps {
@@ -420,6 +421,24 @@ TEST(LlamaModel, RandomWeightsRefuseShapesTheirFormatCannotHold) {
     ModelDesc d = tiny().desc;  // hidden 32: q8_0 blocks fit; make it 40
     d.hidden = 40;
     EXPECT_THROW(make_random_llama_weights(d, DType::q8_0, 1), UsageError);
+}
+
+TEST(LlamaModel, MixtureOfExpertsModelsAreRefusedSayingWhy) {
+    ModelDesc d = tiny().desc;
+    d.name = "mixtral-tiny";
+    d.experts = 8;
+    d.experts_active = 2;
+    for (const auto& load : std::vector<std::function<void()>>{[&] { (void)make_random_llama_weights(d, DType::f32, 1); },
+                                                                [&] { (void)load_llama_weights(WeightSource::open(tiny().dir), d, {}); }}) {
+        try {
+            load();
+            ADD_FAILURE() << "an MoE model was loaded";
+        } catch (const UsageError& e) {
+            EXPECT_NE(std::string(e.what()).find("'mixtral-tiny' is a mixture-of-experts model (8 experts, 2 per token)"),
+                      std::string::npos)
+                << e.what();
+        }
+    }
 }
 
 }  // namespace
