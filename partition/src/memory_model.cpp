@@ -176,15 +176,17 @@ GpuStepWorkspace gpu_step_workspace(const ModelDesc& m, const ServingShape& s, i
 int64_t activation_bytes(const ModelDesc& m, const ServingShape& s, int tp, DeviceKind kind, bool last_stage) {
     // The engine's buffers for the largest step (layers run one after another and reuse them):
     // the residual, the normed input and a sub-layer's output (3 x hidden); this rank's q, k and
-    // v; gate, up and their product (the FFN shard, per active expert for MoE), gate's buffer
-    // wide enough for attention's output too. Attention is tiled (flash-style), so no tokens x
-    // context score matrix is kept. The last stage adds f32 logits of its vocabulary slice for
-    // every sequence; on a CPU twice (the sampler's working copy).
+    // v; gate, up and their product (the FFN shard; MoE: one expert's, as experts run one after
+    // another), gate's buffer wide enough for attention's output too; MoE adds the router's logits
+    // and an expert's tokens in and out (hidden each). Attention is tiled (flash-style), so no
+    // tokens x context score matrix is kept. The last stage adds f32 logits of its vocabulary
+    // slice for every sequence; on a CPU twice (the sampler's working copy).
     const int64_t tokens = std::max(s.prefill_chunk, s.max_batch);
     const int64_t q = m.heads / tp * m.head_dim;
     const int64_t kv = kv_heads_per_rank(m, tp) * m.head_dim;
-    const int64_t ffn = m.intermediate / tp * std::max<int64_t>(1, m.experts_active);
-    const int64_t per_token = 3 * m.hidden + q + 2 * kv + 2 * ffn + std::max(ffn, q);
+    const int64_t ffn = m.intermediate / tp;
+    const int64_t moe = m.experts > 0 ? m.experts + 2 * m.hidden : 0;
+    const int64_t per_token = 3 * m.hidden + q + 2 * kv + 2 * ffn + std::max(ffn, q) + moe;
     int64_t bytes = tokens * per_token * kActivationBytes;
     if (last_stage) {
         const auto [first, last] = vocab_slice(m.vocab, tp, 0);

@@ -239,4 +239,12 @@ std::string model_fingerprint(const ModelDesc& m) {
     return fmt::format("{:016x}", h);
 }
 
+std::vector<std::string> checkpoint_names(const TensorSpec& t) {
+    const size_t star = t.name.find('*');
+    if (t.experts <= 1 || star == std::string::npos) return {t.name};
+    std::vector<std::string> out;
+    for (int64_t e = 0; e < t.experts; ++e) out.push_back(t.name.substr(0, star) + std::to_string(e) + t.name.substr(star + 1));
+    return out;
+}
+
 }  // namespace tps

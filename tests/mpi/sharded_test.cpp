@@ -248,9 +248,9 @@ TEST_P(Sharded, EveryShapeMatchesTheReferences) {
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, Sharded,
     ::testing::Values(Fixture{"llama3", ""}, Fixture{"llama-bias", ""}, Fixture{"llama2", ""}, Fixture{"mistral", ""},
-                      Fixture{"qwen2", ""}, Fixture{"smollm2", ""}, Fixture{"llama3-bf16", ""},
+                      Fixture{"mixtral", ""}, Fixture{"qwen2", ""}, Fixture{"smollm2", ""}, Fixture{"llama3-bf16", ""},
                       Fixture{"llama3-gguf-q8_0", "llama3-tiny-Q8_0.gguf"}, Fixture{"llama-bias", "", "int8"},
-                      Fixture{"qwen2", "", "int8"}),
+                      Fixture{"qwen2", "", "int8"}, Fixture{"mixtral", "", "int8"}),
     [](const ::testing::TestParamInfo<Fixture>& param) {
         std::string n = param.param.dir + (param.param.format.empty() ? "" : "_" + param.param.format);
         for (char& c : n) {

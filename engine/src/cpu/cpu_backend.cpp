@@ -216,6 +216,23 @@ public:
         }
     }
 
+    void zero(Tensor x) override {
+        check_f32(x, "zero");
+        std::fill_n(x.f32(), x.rows * x.cols, 0.0f);
+    }
+
+    void add_rows_scaled(const Tensor& y, std::span<const int64_t> rows, std::span<const float> scales, Tensor out) override {
+        check_f32(y, "add_rows_scaled");
+        TPS_CHECK(out.cols == y.cols && y.rows == static_cast<int64_t>(rows.size()) && rows.size() == scales.size(),
+                  "add_rows_scaled: shape mismatch");
+        for (size_t i = 0; i < rows.size(); ++i) {
+            TPS_CHECK(rows[i] >= 0 && rows[i] < out.rows, "add_rows_scaled: row {} of {}", rows[i], out.rows);
+            const float* a = y.f32() + static_cast<int64_t>(i) * y.cols;
+            float* b = out.f32() + rows[i] * out.cols;
+            for (int64_t c = 0; c < y.cols; ++c) b[c] += scales[i] * a[c];
+        }
+    }
+
     void to_host(const Tensor& x, float* host) override {
         std::memcpy(host, x.data, static_cast<size_t>(x.rows * x.cols) * 4);
     }

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <numeric>
 #include <unordered_set>
 
 namespace tps {
@@ -44,6 +46,10 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
     TPS_CHECK(!first_stage_ || !w_.embedding.empty(), "model: the first stage needs the embedding");
     TPS_CHECK(!last_stage_ || !w_.lm_head.empty(), "model: the last stage needs the LM head");
     const auto& l0 = w_.layers.front();
+    TPS_CHECK_AS(UsageError, !l0.moe() || !be_.device_memory(),
+                 "model: '{}' is a mixture-of-experts model; the {} backend does not compute expert layers yet (the CPU "
+                 "backend does)",
+                 desc_.name, be_.name());
     heads_ = l0.wq.rows / desc_.head_dim;
     kv_heads_ = l0.wk.rows / desc_.head_dim;
     rope_ = make_rope_table(desc_.rope, desc_.head_dim, &w_.rope_factors);
@@ -68,7 +74,7 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
     const int64_t T = options_.max_step_tokens;
     const int64_t q_dim = heads_ * desc_.head_dim;
     const int64_t kv_dim = kv_heads_ * desc_.head_dim;
-    const int64_t ffn = l0.w_gate.rows;
+    const int64_t ffn = l0.ffn_rows();
     const int64_t vocab = w_.lm_head.rows;
     act_ = be_.allocate(sizes.activation_bytes, MemoryTag::activations);
     be_.reserve(sizes.limits);
@@ -89,6 +95,11 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
     up_ = take(T, ffn);
     ffn_ = take(T, ffn);
     logits_ = take(options_.max_logit_rows, vocab);
+    if (l0.moe()) {
+        router_ = take(T, static_cast<int64_t>(l0.experts.size()));
+        expert_in_ = take(T, desc_.hidden);
+        expert_out_ = take(T, desc_.hidden);
+    }
     TPS_CHECK((base - static_cast<float*>(act_->data())) * 4 == sizes.activation_bytes,
               "model: step buffers take {} bytes of the {} sized for them", (base - static_cast<float*>(act_->data())) * 4,
               sizes.activation_bytes);
@@ -137,9 +148,10 @@ StepSizes step_sizes(const ModelDesc& desc, const LlamaWeights& w, const ModelOp
     const int64_t T = options.max_step_tokens;
     const int64_t q_dim = lim.heads * desc.head_dim;
     const int64_t kv_dim = lim.kv_heads * desc.head_dim;
-    const int64_t ffn = l0.w_gate.rows;
+    const int64_t ffn = l0.ffn_rows();
+    const int64_t experts = static_cast<int64_t>(l0.experts.size());  // (MoE: router logits, an expert's rows in and out)
     const int64_t floats = T * (3 * desc.hidden + q_dim + 2 * kv_dim + 2 * ffn + std::max(ffn, q_dim)) +
-                           options.max_logit_rows * w.lm_head.rows;
+                           options.max_logit_rows * w.lm_head.rows + (experts > 0 ? T * (experts + 2 * desc.hidden) : 0);
     s.activation_bytes = floats * 4;
     return s;
 }
@@ -470,21 +482,78 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
         be_.rope(k, desc_.head_dim, rope_, pos);
         be_.kv_store(*kv_, kv_layout_, static_cast<int64_t>(l), k, v, layout);
         be_.attention(q, *kv_, kv_layout_, static_cast<int64_t>(l), layout, heads_, attn);
-        be_.matmul(L.wo, attn, o, &L.w_gate);
+        be_.matmul(L.wo, attn, o, L.moe() ? &L.router : &L.w_gate);
         all_reduce(o, "after the attention output", l);  // row-parallel: biases once, after the sum
         if (!L.bo.empty()) be_.add_bias(o, L.bo);
         be_.add(x, o);
 
         be_.rmsnorm(x, L.ffn_norm, eps, h);
-        const Backend::Product gate_up[] = {{&L.w_gate, gate}, {&L.w_up, up}};
-        be_.matmul_multi(h, gate_up, &L.w_down);
-        if (!L.b_gate.empty()) be_.add_bias(gate, L.b_gate);
-        if (!L.b_up.empty()) be_.add_bias(up, L.b_up);
-        be_.swiglu(gate, up, ffn);
-        be_.matmul(L.w_down, ffn, o, after);
+        if (L.moe()) {
+            moe_ffn(L, h, o, T);
+        } else {
+            const Backend::Product gate_up[] = {{&L.w_gate, gate}, {&L.w_up, up}};
+            be_.matmul_multi(h, gate_up, &L.w_down);
+            if (!L.b_gate.empty()) be_.add_bias(gate, L.b_gate);
+            if (!L.b_up.empty()) be_.add_bias(up, L.b_up);
+            be_.swiglu(gate, up, ffn);
+            be_.matmul(L.w_down, ffn, o, after);
+        }
         all_reduce(o, "after the MLP down projection", l);
         if (!L.b_down.empty()) be_.add_bias(o, L.b_down);
         be_.add(x, o);
+    }
+}
+
+// A mixture-of-experts FFN, as Mixtral's: the router's logits for each token, softmax over the
+// experts, the experts_per_token most probable taken and their probabilities renormalised to sum
+// to 1; each expert runs on the tokens routed to it, and its output, times the token's weight for
+// it, is added to the token's row of `o`. Under tensor parallelism every rank routes alike (the
+// router is whole, its input the same) and holds a slice of every expert: `o` is a partial sum
+// that the caller's all-reduce completes, as a dense FFN's.
+void LlamaModel::moe_ffn(const LayerWeights& L, const Tensor& h, Tensor o, int64_t T) {
+    const auto E = static_cast<int64_t>(L.experts.size());
+    const int64_t k = L.experts_per_token;
+    Tensor logits = router_.slice_rows(0, T);
+    be_.matmul(L.router, h, logits);
+    router_host_.resize(static_cast<size_t>(T * E));
+    be_.to_host(logits, router_host_.data());
+    expert_rows_.assign(static_cast<size_t>(E), {});
+    expert_scales_.assign(static_cast<size_t>(E), {});
+    std::vector<int64_t> order(static_cast<size_t>(E));
+    std::vector<float> p(static_cast<size_t>(E));
+    for (int64_t t = 0; t < T; ++t) {
+        const float* z = router_host_.data() + t * E;
+        const float top = *std::max_element(z, z + E);
+        float sum = 0;
+        for (int64_t e = 0; e < E; ++e) sum += p[static_cast<size_t>(e)] = std::exp(z[e] - top);
+        for (float& v : p) v /= sum;
+        // the k most probable (a tie: the lower expert first)
+        std::iota(order.begin(), order.end(), 0);
+        std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+            return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)] || (p[static_cast<size_t>(a)] == p[static_cast<size_t>(b)] && a < b);
+        });
+        float chosen = 0;
+        for (int64_t i = 0; i < k; ++i) chosen += p[static_cast<size_t>(order[static_cast<size_t>(i)])];
+        for (int64_t i = 0; i < k; ++i) {
+            const auto e = static_cast<size_t>(order[static_cast<size_t>(i)]);
+            expert_rows_[e].push_back(t);
+            expert_scales_[e].push_back(p[e] / chosen);
+        }
+    }
+    be_.zero(o);
+    for (int64_t e = 0; e < E; ++e) {
+        const std::vector<int64_t>& rows = expert_rows_[static_cast<size_t>(e)];
+        if (rows.empty()) continue;
+        const ExpertWeights& X = L.experts[static_cast<size_t>(e)];
+        const auto n = static_cast<int64_t>(rows.size());
+        Tensor in = expert_in_.slice_rows(0, n), out = expert_out_.slice_rows(0, n);
+        Tensor gate = gate_.slice_rows(0, n), up = up_.slice_rows(0, n), ffn = ffn_.slice_rows(0, n);
+        be_.gather_rows(h, rows, in);
+        const Backend::Product gate_up[] = {{&X.w_gate, gate}, {&X.w_up, up}};
+        be_.matmul_multi(in, gate_up, &X.w_down);
+        be_.swiglu(gate, up, ffn);
+        be_.matmul(X.w_down, ffn, out);
+        be_.add_rows_scaled(out, rows, expert_scales_[static_cast<size_t>(e)], o);
     }
 }
 

@@ -48,6 +48,22 @@ int64_t in_place(const Weight& w) {
 
 }  // namespace
 
+std::vector<Weight*> LayerWeights::matrices() {
+    std::vector<Weight*> out = {&wq, &wk, &wv, &wo};
+    if (moe()) {
+        out.push_back(&router);
+        for (ExpertWeights& e : experts) out.insert(out.end(), {&e.w_gate, &e.w_up, &e.w_down});
+    } else {
+        out.insert(out.end(), {&w_gate, &w_up, &w_down});
+    }
+    return out;
+}
+
+std::vector<const Weight*> LayerWeights::matrices() const {
+    std::vector<Weight*> all = const_cast<LayerWeights*>(this)->matrices();
+    return {all.begin(), all.end()};
+}
+
 int64_t LlamaWeights::mapped_bytes() const noexcept {
     int64_t n = in_place(embedding);
     if (lm_head.data != embedding.data) n += in_place(lm_head);
@@ -81,9 +97,9 @@ void LlamaWeights::touch() const noexcept {
 }
 
 void check_engine_computes(const ModelDesc& m) {
-    TPS_CHECK_AS(UsageError, m.experts == 0,
-                 "'{}' is a mixture-of-experts model ({} experts, {} per token): `tpserve plan` plans it, but the engine "
-                 "computes dense Llama-family models only (Llama 2/3, Mistral, Qwen2, SmolLM2); it has no expert layers yet",
+    TPS_CHECK_AS(UsageError, m.experts == 0 || !m.from_gguf,
+                 "'{}' is a mixture-of-experts GGUF ({} experts, {} per token): the engine reads Mixtral from an HF "
+                 "checkpoint (safetensors) only; GGUF's merged expert tensors are not read yet",
                  m.name, m.experts, m.experts_active);
 }
 
@@ -136,9 +152,25 @@ LlamaWeights load_llama_weights(std::shared_ptr<const WeightSource> source, cons
         lw.wk = L.rows(p + "self_attn.k_proj.weight", m.kv_heads * hd, m.hidden, kv_range);
         lw.wv = L.rows(p + "self_attn.v_proj.weight", m.kv_heads * hd, m.hidden, kv_range);
         lw.wo = L.cols(p + "self_attn.o_proj.weight", m.hidden, m.heads * hd, o_cols);
-        lw.w_gate = L.rows(p + "mlp.gate_proj.weight", m.intermediate, m.hidden, ffn_range);
-        lw.w_up = L.rows(p + "mlp.up_proj.weight", m.intermediate, m.hidden, ffn_range);
-        lw.w_down = L.cols(p + "mlp.down_proj.weight", m.hidden, m.intermediate, ffn_range);
+        if (m.experts > 0) {
+            // Mixtral's names: the router's rows whole on every rank (each routes every token), each
+            // expert split by rows and columns as a dense FFN is
+            const std::string moe = p + "block_sparse_moe.";
+            lw.router = L.rows(moe + "gate.weight", m.experts, m.hidden, {0, m.experts});
+            lw.experts_per_token = m.experts_active;
+            for (int64_t e = 0; e < m.experts; ++e) {
+                const std::string x = fmt::format("{}experts.{}.", moe, e);
+                ExpertWeights ew;
+                ew.w_gate = L.rows(x + "w1.weight", m.intermediate, m.hidden, ffn_range);
+                ew.w_up = L.rows(x + "w3.weight", m.intermediate, m.hidden, ffn_range);
+                ew.w_down = L.cols(x + "w2.weight", m.hidden, m.intermediate, ffn_range);
+                lw.experts.push_back(std::move(ew));
+            }
+        } else {
+            lw.w_gate = L.rows(p + "mlp.gate_proj.weight", m.intermediate, m.hidden, ffn_range);
+            lw.w_up = L.rows(p + "mlp.up_proj.weight", m.intermediate, m.hidden, ffn_range);
+            lw.w_down = L.cols(p + "mlp.down_proj.weight", m.hidden, m.intermediate, ffn_range);
+        }
         if (auto b = L.optional_vec(p + "self_attn.q_proj.bias", m.heads * hd, q_range)) lw.bq = std::move(*b);
         if (auto b = L.optional_vec(p + "self_attn.k_proj.bias", m.kv_heads * hd, kv_range)) lw.bk = std::move(*b);
         if (auto b = L.optional_vec(p + "self_attn.v_proj.bias", m.kv_heads * hd, kv_range)) lw.bv = std::move(*b);

@@ -51,9 +51,18 @@ LlamaWeights make_random_llama_weights(const ModelDesc& m, DType type, uint64_t 
         L.wk = random_matrix(type, m.kv_heads * hd, m.hidden, rng);
         L.wv = random_matrix(type, m.kv_heads * hd, m.hidden, rng);
         L.wo = random_matrix(type, m.hidden, m.heads * hd, rng);
-        L.w_gate = random_matrix(type, m.intermediate, m.hidden, rng);
-        L.w_up = random_matrix(type, m.intermediate, m.hidden, rng);
-        L.w_down = random_matrix(type, m.hidden, m.intermediate, rng);
+        if (m.experts > 0) {
+            L.router = random_matrix(outer, m.experts, m.hidden, rng);  // (kept out of int8, as at load)
+            L.experts_per_token = m.experts_active;
+            for (int64_t e = 0; e < m.experts; ++e) {
+                L.experts.push_back({random_matrix(type, m.intermediate, m.hidden, rng), random_matrix(type, m.intermediate, m.hidden, rng),
+                                     random_matrix(type, m.hidden, m.intermediate, rng)});
+            }
+        } else {
+            L.w_gate = random_matrix(type, m.intermediate, m.hidden, rng);
+            L.w_up = random_matrix(type, m.intermediate, m.hidden, rng);
+            L.w_down = random_matrix(type, m.hidden, m.intermediate, rng);
+        }
         w.layers.push_back(std::move(L));
     }
     return w;

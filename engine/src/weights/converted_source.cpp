@@ -114,12 +114,14 @@ std::shared_ptr<const WeightSource> WeightSource::converted(std::shared_ptr<cons
     std::map<std::string, DType, std::less<>> formats;
     for (const auto& layer : model.layer_tensors) {
         for (const auto& t : layer) {
-            if (!t.linear || !inner->has(t.name) || inner->type(t.name) == t.dtype) continue;
-            TPS_CHECK_AS(UsageError, engine_supports(t.dtype),
-                         "--format {}: the planner can plan for it, but the engine does not compute with it (int8, "
-                         "q8_0, q4_0, q4_1, bf16, f16 or f32)",
-                         dtype_name(t.dtype));
-            formats.emplace(t.name, t.dtype);
+            for (const std::string& name : checkpoint_names(t)) {  // (an MoE spec: each expert's)
+                if (!t.linear || !inner->has(name) || inner->type(name) == t.dtype) continue;
+                TPS_CHECK_AS(UsageError, engine_supports(t.dtype),
+                             "--format {}: the planner can plan for it, but the engine does not compute with it (int8, "
+                             "q8_0, q4_0, q4_1, bf16, f16 or f32)",
+                             dtype_name(t.dtype));
+                formats.emplace(name, t.dtype);
+            }
         }
     }
     return std::make_shared<ConvertedSource>(std::move(inner), std::move(formats));

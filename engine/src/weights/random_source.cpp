@@ -27,10 +27,11 @@ public:
         TPS_CHECK_AS(UsageError, engine_supports(type), "random weights: {} is not a format the engine computes with",
                      dtype_name(type));
         auto add = [&](const TensorSpec& t) {
-            TPS_CHECK_AS(UsageError, t.experts == 1, "random weights: {} is an MoE expert tensor (not supported)", t.name);
-            tensors_[t.name] = t.in == 1 ? std::vector<int64_t>{t.out} : std::vector<int64_t>{t.out, t.in};
-            // int8 is for the layers' projections (as --format int8): the embedding and LM head bf16
-            types_[t.name] = t.in == 1 ? DType::f32 : type == DType::int8 && !t.linear ? DType::bf16 : type;
+            for (const std::string& name : checkpoint_names(t)) {  // (an MoE spec: each expert's)
+                tensors_[name] = t.in == 1 ? std::vector<int64_t>{t.out} : std::vector<int64_t>{t.out, t.in};
+                // int8 is for the layers' projections (as --format int8): the embedding and LM head bf16
+                types_[name] = t.in == 1 ? DType::f32 : type == DType::int8 && !t.linear ? DType::bf16 : type;
+            }
         };
         for (const auto& t : m.globals) add(t);
         for (const auto& layer : m.layer_tensors) {

@@ -144,6 +144,10 @@ public:
     virtual void add(Tensor x, const Tensor& y) = 0;
     // out[i] = x[rows[i]] (rows of the same width)
     virtual void gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor out) = 0;
+    // Mixture-of-experts layers (llama.h): x = 0, and out[rows[i]] += scales[i] * y[i]. A backend
+    // without them refuses such a model when it is built (LlamaModel's constructor).
+    virtual void zero(Tensor x);
+    virtual void add_rows_scaled(const Tensor& y, std::span<const int64_t> rows, std::span<const float> scales, Tensor out);
     // copies rows of x to host memory
     virtual void to_host(const Tensor& x, float* host) = 0;
     // per row of logits (a slice of the vocabulary starting at vocab_first): its GreedyPick, to

@@ -32,14 +32,28 @@ struct ShardSpec {
     bool last_stage = true;   // holds the final norm and the LM head
 };
 
+// One expert of a mixture-of-experts layer: an FFN (this shard's slice of it, as a dense one's).
+struct ExpertWeights {
+    Weight w_gate, w_up, w_down;
+};
+
 struct LayerWeights {
     Vec attn_norm, ffn_norm;
     Weight wq, wk, wv, wo, w_gate, w_up, w_down;
     Vec bq, bk, bv, bo, b_gate, b_up, b_down;  // empty when the architecture has none
+    // A mixture-of-experts layer (Mixtral): the router (every expert's row, whole on every rank)
+    // and the experts, in place of w_gate, w_up and w_down (then empty); each token goes through
+    // the `experts_per_token` experts its router ranks first.
+    Weight router;
+    std::vector<ExpertWeights> experts;
+    int64_t experts_per_token = 0;
 
-    // the seven projections, for what is done to each alike (placing, counting, touching)
-    std::array<Weight*, 7> matrices() noexcept { return {&wq, &wk, &wv, &wo, &w_gate, &w_up, &w_down}; }
-    std::array<const Weight*, 7> matrices() const noexcept { return {&wq, &wk, &wv, &wo, &w_gate, &w_up, &w_down}; }
+    bool moe() const noexcept { return !experts.empty(); }
+    // the FFN's width on this shard (an expert's, for MoE)
+    int64_t ffn_rows() const noexcept { return moe() ? experts.front().w_gate.rows : w_gate.rows; }
+    // every projection the layer has, for what is done to each alike (placing, counting, touching)
+    std::vector<Weight*> matrices();
+    std::vector<const Weight*> matrices() const;
 };
 
 struct LlamaWeights {
@@ -201,6 +215,7 @@ private:
     void place_weights();
     uint64_t repeat_key(const std::vector<SequenceStep>& step) const;
     void run_layers(int64_t n_tokens, const StepLayout& layout);
+    void moe_ffn(const LayerWeights& L, const Tensor& h, Tensor o, int64_t n_tokens);
     void all_reduce(Tensor t, const char* what, size_t layer);
     void compute_logits(const std::vector<int64_t>& rows, const std::array<int64_t, 3>& ends,
                         const std::vector<SequenceStep>& step, StepResult& out);
@@ -218,6 +233,12 @@ private:
     // activations of the largest step
     std::unique_ptr<DeviceMemory> act_;
     Tensor x_, h_, o_, q_, k_, v_, gate_, up_, ffn_, logits_;
+    // a mixture-of-experts layer's: router logits, an expert's tokens in and out; on the host,
+    // the router logits and each expert's tokens and their weights
+    Tensor router_, expert_in_, expert_out_;
+    std::vector<float> router_host_;
+    std::vector<std::vector<int64_t>> expert_rows_;
+    std::vector<std::vector<float>> expert_scales_;
     int64_t heads_ = 0, kv_heads_ = 0;  // on this rank
     const StageLinks* links_ = nullptr;
     int64_t steps_run_ = 0;

@@ -41,6 +41,10 @@ struct TensorSpec {
     Placement placement = Placement::every_rank;  // globals only
 };
 
+// The checkpoint names of a spec: its name, or one per expert for merged expert tensors named
+// with a "*" in place of the expert's number (Mixtral's "...experts.*.w1.weight").
+std::vector<std::string> checkpoint_names(const TensorSpec& t);
+
 // Rotary position embedding as the checkpoint configures it. The planner ignores it; the engine
 // computes with it and refuses scaling types it does not implement.
 struct RopeConfig {

@@ -126,7 +126,7 @@ TEST_P(HfReference, AllPromptsBatchedInOneStepMatchTheirOwnLogits) {
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, HfReference,
     ::testing::Values(Case{"llama2", ""}, Case{"llama3", ""}, Case{"llama3-f16", ""}, Case{"llama3-bf16", ""},
-                      Case{"mistral", ""}, Case{"qwen2", ""}, Case{"smollm2", ""}, Case{"llama-bias", ""},
+                      Case{"mistral", ""}, Case{"mixtral", ""}, Case{"qwen2", ""}, Case{"smollm2", ""}, Case{"llama-bias", ""},
                       Case{"llama3-gguf-q8_0", "llama3-tiny-Q8_0.gguf"}, Case{"llama3-gguf-q4_0", "llama3-tiny-Q4_0.gguf"},
                       Case{"llama3-gguf-q4_1", "llama3-tiny-Q4_1.gguf"}, Case{"llama2-gguf-q8_0", "llama2-tiny-Q8_0.gguf"}),
     [](const ::testing::TestParamInfo<Case>& p) {

@@ -265,7 +265,7 @@ TEST_P(Int8Reference, LogitsAndGreedyContinuationsMatchTransformers) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Int8Reference, ::testing::Values("llama3", "llama-bias", "qwen2"),
+INSTANTIATE_TEST_SUITE_P(Fixtures, Int8Reference, ::testing::Values("llama3", "llama-bias", "qwen2", "mixtral"),
                          [](const ::testing::TestParamInfo<std::string>& p) {
                              std::string n = p.param;
                              std::replace(n.begin(), n.end(), '-', '_');

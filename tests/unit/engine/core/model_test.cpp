@@ -7,6 +7,7 @@
 #include "tpserve/common/error.h"
 #include "tpserve/engine/driver.h"
 #include "tpserve/engine/llama.h"
+#include "tpserve/engine/model_files.h"
 #include "tpserve/partition/hf_config.h"
 
 #include <gtest/gtest.h>
@@ -366,7 +367,9 @@ class FailingBackend final : public Backend {
 public:
     explicit FailingBackend(Backend& inner) : in_(inner) {}
     int fail_at = -1;  // attention calls before the failure; -1: never
+    bool on_device = false;  // says it keeps activations in device memory
     std::string_view name() const noexcept override { return "failing"; }
+    bool device_memory() const noexcept override { return on_device; }
     std::unique_ptr<DeviceMemory> allocate(int64_t b, MemoryTag t) override { return in_.allocate(b, t); }
     void embedding(const Weight& w, int64_t f, std::span<const int32_t> i, Tensor o) override { in_.embedding(w, f, i, o); }
     void rmsnorm(const Tensor& x, const Vec& w, float e, Tensor o) override { in_.rmsnorm(x, w, e, o); }
@@ -423,22 +426,40 @@ TEST(LlamaModel, RandomWeightsRefuseShapesTheirFormatCannotHold) {
     EXPECT_THROW(make_random_llama_weights(d, DType::q8_0, 1), UsageError);
 }
 
-TEST(LlamaModel, MixtureOfExpertsModelsAreRefusedSayingWhy) {
-    ModelDesc d = tiny().desc;
-    d.name = "mixtral-tiny";
-    d.experts = 8;
-    d.experts_active = 2;
-    for (const auto& load : std::vector<std::function<void()>>{[&] { (void)make_random_llama_weights(d, DType::f32, 1); },
-                                                                [&] { (void)load_llama_weights(WeightSource::open(tiny().dir), d, {}); }}) {
+// Mixtral computes on the CPU backend (hf_reference_test, sharded_test); where it cannot be
+// computed it is refused at once, saying why.
+TEST(LlamaModel, MixtureOfExpertsModelsWhereTheyCannotBeComputedAreRefusedSayingWhy) {
+    const ModelFiles files = ModelFiles::open(std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/mixtral");
+    ASSERT_EQ(files.desc.experts, 4);
+    auto refused = [](const std::function<void()>& what, const std::string& words) {
         try {
-            load();
-            ADD_FAILURE() << "an MoE model was loaded";
+            what();
+            ADD_FAILURE() << "not refused: " << words;
         } catch (const UsageError& e) {
-            EXPECT_NE(std::string(e.what()).find("'mixtral-tiny' is a mixture-of-experts model (8 experts, 2 per token)"),
-                      std::string::npos)
-                << e.what();
+            EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
         }
-    }
+    };
+    ModelDesc gguf = files.desc;  // GGUF's merged expert tensors are not read
+    gguf.from_gguf = true;
+    refused([&] { (void)load_llama_weights(files.weights, gguf, {}); }, "is a mixture-of-experts GGUF (4 experts, 2 per token)");
+    refused([&] { (void)make_random_llama_weights(gguf, DType::f32, 1); }, "is a mixture-of-experts GGUF");
+    auto cpu = make_cpu_backend(1);
+    ModelOptions opt;
+    opt.kv_tokens = 64;
+    FailingBackend device(*cpu);  // a backend keeping activations on a device has no expert layers
+    device.on_device = true;
+    refused([&] { LlamaModel m(files.desc, load_llama_weights(files.weights, files.desc, {}), device, opt); },
+            "the failing backend does not compute expert layers yet");
+    FailingBackend plain(*cpu);  // nor one without the two ops, whose defaults refuse them
+    LlamaModel without(files.desc, load_llama_weights(files.weights, files.desc, {}), plain, opt);
+    refused([&] { (void)without.forward({{1, {1, 2, 3}, 0, false}}); }, "does not compute mixture-of-experts layers");
+    // random weights of an MoE shape (benchmarks): every expert made, and they run
+    const LlamaWeights random = make_random_llama_weights(files.desc, DType::f32, 1);
+    ASSERT_EQ(random.layers[0].experts.size(), 4u);
+    EXPECT_EQ(random.layers[0].experts_per_token, 2);
+    LlamaModel m(files.desc, make_random_llama_weights(files.desc, DType::f32, 1), *cpu, opt);
+    const StepResult r = m.forward({{1, {1, 2, 3}, 0, false}});
+    EXPECT_TRUE(std::all_of(r.logits.begin(), r.logits.end(), [](float v) { return std::isfinite(v); }));
 }
 
 }  // namespace
