@@ -7,7 +7,9 @@
 // between two bandwidth measurements, one just before and one just after; a round whose two
 // differ by more than 8% saw the level change and is measured again (up to 15 tries). Five
 // steady rounds; the median ratio is reported.
-//   build/release/benchmarks/engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0]
+// --moe E,K makes each layer's FFN E experts of that width, K per token (Mixtral's layout): a
+// decode step then reads the router and K experts per layer, and those are the bytes counted.
+//   build/release/benchmarks/engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0] [--moe E,K]
 #include "tpserve/common/strings.h"
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/llama.h"
@@ -110,11 +112,20 @@ int main(int argc, char** argv) {
     int threads = 2;
     int decode_tokens = 64;
     std::vector<tps::DType> formats = {tps::DType::f32, tps::DType::f16, tps::DType::q8_0};
+    int64_t experts = 0, active = 0;
     for (int i = 1; i < argc; i += 2) {
         const std::string flag = argv[i];
-        if (i + 1 >= argc || (flag != "--threads" && flag != "--tokens" && flag != "--formats")) {
-            std::fprintf(stderr, "usage: engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0]\n");
+        if (i + 1 >= argc || (flag != "--threads" && flag != "--tokens" && flag != "--formats" && flag != "--moe")) {
+            std::fprintf(stderr, "usage: engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0] [--moe E,K]\n");
             return 2;
+        }
+        if (flag == "--moe") {
+            const auto parts = tps::split(argv[i + 1], ',');
+            if (parts.size() != 2 || (experts = std::atoll(parts[0].c_str())) < 1 || (active = std::atoll(parts[1].c_str())) < 1 ||
+                active > experts) {
+                std::fprintf(stderr, "engine_bench: --moe: '%s' is not E,K with 1 <= K <= E\n", argv[i + 1]);
+                return 2;
+            }
         }
         if (flag == "--threads") threads = std::atoi(argv[i + 1]);
         if (flag == "--tokens") decode_tokens = std::atoi(argv[i + 1]);
@@ -135,8 +146,15 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "engine_bench: --threads and --tokens must be at least 1\n");
         return 2;
     }
-    const tps::ModelDesc desc = tps::load_model("smollm2-135m");
-    std::printf("model: SmolLM2-135M shape, random weights; %d threads\n", threads);
+    tps::ModelDesc desc = tps::load_model("smollm2-135m");
+    desc.experts = experts;
+    desc.experts_active = active;
+    if (experts > 0) {
+        std::printf("model: SmolLM2-135M shape with %lld experts of FFN 1536 per layer, %lld per token, random weights; %d threads\n",
+                    static_cast<long long>(experts), static_cast<long long>(active), threads);
+    } else {
+        std::printf("model: SmolLM2-135M shape, random weights; %d threads\n", threads);
+    }
     const std::vector<float> bw_buffer(size_t{1} << 28, 1.0f);  // 1 GiB
     const double peak = fma_peak(threads);
     std::printf("machine: f32 FMA peak %.1f GFLOPS (%d threads, measured now); read bandwidth measured before each decode run\n\n",

@@ -76,7 +76,13 @@ int64_t LlamaWeights::mapped_bytes() const noexcept {
 int64_t LlamaWeights::step_matrix_bytes() const noexcept {
     int64_t b = lm_head.bytes();
     for (const auto& l : layers) {
-        for (const Weight* w : l.matrices()) b += w->bytes();
+        if (!l.moe()) {
+            for (const Weight* w : l.matrices()) b += w->bytes();
+            continue;
+        }
+        for (const Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.router}) b += w->bytes();
+        const ExpertWeights& e = l.experts.front();  // (experts are alike)
+        b += l.experts_per_token * (e.w_gate.bytes() + e.w_up.bytes() + e.w_down.bytes());
     }
     return b;
 }

@@ -69,8 +69,9 @@ struct LlamaWeights {
 
     // Weight bytes used in place from the mapped checkpoint (not allocations).
     int64_t mapped_bytes() const noexcept;
-    // Bytes of the matrices one decode step reads: every layer's projections and the LM head once
-    // (what the benchmarks set against memory bandwidth).
+    // Bytes of the matrices one decode step of one sequence reads: every layer's projections and
+    // the LM head once; of an MoE layer, the router and experts_per_token experts (what the
+    // benchmarks set against memory bandwidth).
     int64_t step_matrix_bytes() const noexcept;
     // Reads one byte of every page of the weights, so a mapped checkpoint is in memory before the
     // first step needs it.
