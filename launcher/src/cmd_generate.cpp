@@ -194,6 +194,7 @@ int run_single(const Settings& s) {
     const std::vector<int32_t> prompt = files.encode_prompt(s.prompt, s.chat, s.system);
 
     auto backend = s.backend.cuda ? make_cuda_backend(s.backend.device) : make_cpu_backend(s.threads);
+    check_backend_computes(files.desc, *backend);  // (before the weights load)
     LlamaWeights weights = load_llama_weights(files.weights, files.desc, {});
     ModelOptions mo;
     mo.max_step_tokens = std::min(s.prefill_chunk, context);  // activations are sized for it: no larger than needed

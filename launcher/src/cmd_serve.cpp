@@ -437,6 +437,7 @@ int run_single(const Settings& s) {
                                        [&] { return plan_request(s, files.desc, 1); });
     const ParallelMapping map(plan, 1, 0);  // a plan for more ranks needs mpirun: this says so
     auto backend = s.backend.cuda ? make_cuda_backend(s.backend.device) : make_cpu_backend(s.threads);
+    check_backend_computes(files.desc, *backend);  // (before the weights load)
     LlamaModel model(files.desc, load_llama_weights(files.weights, files.desc, {}), *backend, model_options_for(plan));
     model.weights().touch();
     if (front.stop_asked()) return kExitOk;

@@ -217,6 +217,7 @@ std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
         spec.last_layer = s.map->last_layer();
         spec.first_stage = s.map->first_stage();
         spec.last_stage = s.map->last_stage();
+        check_backend_computes(s.files.desc, *s.backend);  // (before the weights load)
         LlamaWeights weights = load_llama_weights(s.files.weights, s.files.desc, spec);
         s.model.emplace(s.files.desc, std::move(weights), *s.backend, model_options_for(s.plan), &*s.links);
         // read the mapped shard from disk now, inside the start-up deadline, not in the first step

@@ -46,10 +46,7 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
     TPS_CHECK(!first_stage_ || !w_.embedding.empty(), "model: the first stage needs the embedding");
     TPS_CHECK(!last_stage_ || !w_.lm_head.empty(), "model: the last stage needs the LM head");
     const auto& l0 = w_.layers.front();
-    TPS_CHECK_AS(UsageError, !l0.moe() || !be_.device_memory(),
-                 "model: '{}' is a mixture-of-experts model; the {} backend does not compute expert layers yet (the CPU "
-                 "backend does)",
-                 desc_.name, be_.name());
+    if (l0.moe()) check_backend_computes(desc_, be_);
     heads_ = l0.wq.rows / desc_.head_dim;
     kv_heads_ = l0.wk.rows / desc_.head_dim;
     rope_ = make_rope_table(desc_.rope, desc_.head_dim, &w_.rope_factors);

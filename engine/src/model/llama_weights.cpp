@@ -109,6 +109,13 @@ void check_engine_computes(const ModelDesc& m) {
                  m.name, m.experts, m.experts_active);
 }
 
+void check_backend_computes(const ModelDesc& m, const Backend& backend) {
+    TPS_CHECK_AS(UsageError, m.experts == 0 || !backend.device_memory(),
+                 "'{}' is a mixture-of-experts model; the {} backend does not compute expert layers yet (the CPU backend "
+                 "does: --backend cpu)",
+                 m.name, backend.name());
+}
+
 LlamaWeights load_llama_weights(std::shared_ptr<const WeightSource> source, const ModelDesc& m, const ShardSpec& s) {
     TPS_CHECK(source != nullptr, "no weight source");
     check_engine_computes(m);

@@ -78,9 +78,13 @@ struct LlamaWeights {
     void touch() const noexcept;
 };
 
-// UsageError for a model the engine cannot compute: a mixture-of-experts model (Mixtral), which
-// `tpserve plan` plans but whose expert layers the engine does not have.
+// UsageError for a model the engine cannot compute: a mixture-of-experts model read from a GGUF
+// (its merged expert tensors are not read).
 void check_engine_computes(const ModelDesc& model);
+// UsageError for a model `backend` cannot compute: a mixture-of-experts model on a device backend
+// (only the CPU backend has expert layers). Called before the weights load, so a large model
+// is refused at once, and by LlamaModel.
+void check_backend_computes(const ModelDesc& model, const Backend& backend);
 
 // Reads the shard's tensors, checking every shape against the model description; errors name
 // the tensor.

@@ -450,6 +450,8 @@ TEST(LlamaModel, MixtureOfExpertsModelsWhereTheyCannotBeComputedAreRefusedSaying
     device.on_device = true;
     refused([&] { LlamaModel m(files.desc, load_llama_weights(files.weights, files.desc, {}), device, opt); },
             "the failing backend does not compute expert layers yet");
+    refused([&] { check_backend_computes(files.desc, device); }, "'mixtral' is a mixture-of-experts model");
+    EXPECT_NO_THROW(check_backend_computes(files.desc, *cpu));
     FailingBackend plain(*cpu);  // nor one without the two ops, whose defaults refuse them
     LlamaModel without(files.desc, load_llama_weights(files.weights, files.desc, {}), plain, opt);
     refused([&] { (void)without.forward({{1, {1, 2, 3}, 0, false}}); }, "does not compute mixture-of-experts layers");
