@@ -102,13 +102,6 @@ void LlamaWeights::touch() const noexcept {
     (void)sink;
 }
 
-void check_engine_computes(const ModelDesc& m) {
-    TPS_CHECK_AS(UsageError, m.experts == 0 || !m.from_gguf,
-                 "'{}' is a mixture-of-experts GGUF ({} experts, {} per token): the engine reads Mixtral from an HF "
-                 "checkpoint (safetensors) only; GGUF's merged expert tensors are not read yet",
-                 m.name, m.experts, m.experts_active);
-}
-
 void check_backend_computes(const ModelDesc& m, const Backend& backend) {
     TPS_CHECK_AS(UsageError, m.experts == 0 || !backend.device_memory(),
                  "'{}' is a mixture-of-experts model; the {} backend does not compute expert layers yet (the CPU backend "
@@ -118,7 +111,6 @@ void check_backend_computes(const ModelDesc& m, const Backend& backend) {
 
 LlamaWeights load_llama_weights(std::shared_ptr<const WeightSource> source, const ModelDesc& m, const ShardSpec& s) {
     TPS_CHECK(source != nullptr, "no weight source");
-    check_engine_computes(m);
     const WeightSource& src = *source;
     TPS_CHECK_AS(UsageError, s.tp >= 1 && s.tp_rank >= 0 && s.tp_rank < s.tp, "shard: tp rank {} of {}", s.tp_rank, s.tp);
     if (const auto why = tp_incompatibility(m, s.tp)) throw UsageError(fmt::format("shard: {}", *why));

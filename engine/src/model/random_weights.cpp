@@ -31,7 +31,6 @@ Vec ones(int64_t n) {
 }  // namespace
 
 LlamaWeights make_random_llama_weights(const ModelDesc& m, DType type, uint64_t seed) {
-    check_engine_computes(m);
     TPS_CHECK_AS(UsageError, engine_supports(type), "random weights: {} is not a format the engine computes with",
                  dtype_name(type));
     std::mt19937_64 rng(seed);

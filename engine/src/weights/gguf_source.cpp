@@ -1,6 +1,8 @@
 // GGUF tensors for the engine: the metadata reader of partition/ gives names, types, shapes and
 // offsets; the file is mapped and tensors are served under their HF names. GGML stores
-// ne = [in, out]; it is presented as torch's [out, in].
+// ne = [in, out]; it is presented as torch's [out, in]. A Mixtral's merged expert tensors
+// (ne = [in, out, experts], one expert's matrix after another) are served as each expert's
+// matrix, under the names of the published checkpoints (block_sparse_moe.experts.<e>.w1 ...).
 #include "tensor_file.h"
 
 #include "tpserve/common/check.h"
@@ -28,6 +30,7 @@ std::string gguf_name(std::string_view hf) {
         {"mlp.gate_proj.weight", "ffn_gate.weight"},
         {"mlp.up_proj.weight", "ffn_up.weight"},
         {"mlp.down_proj.weight", "ffn_down.weight"},
+        {"block_sparse_moe.gate.weight", "ffn_gate_inp.weight"},
     };
     const std::string s(hf);
     if (s == "model.embed_tokens.weight") return "token_embd.weight";
@@ -37,6 +40,16 @@ std::string gguf_name(std::string_view hf) {
     if (std::regex_match(s, m, layer)) {
         for (const auto& [from, to] : kLayer) {
             if (m[2] == from) return "blk." + m[1].str() + "." + to;
+        }
+        // an expert: merged ("ffn_gate_exps.weight" + "#e", as GgufSource names each expert's
+        // part), or one tensor per expert in older files ("ffn_gate.<e>.weight"), whichever is there
+        static const std::regex expert(R"(block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
+        std::smatch e;
+        const std::string rest = m[2].str();
+        if (std::regex_match(rest, e, expert)) {
+            const std::string kind = e[2] == "w1" ? "gate" : e[2] == "w3" ? "up" : "down";
+            return "blk." + m[1].str() + ".ffn_" + kind + "_exps.weight#" + e[1].str() + "|blk." + m[1].str() + ".ffn_" + kind +
+                   "." + e[1].str() + ".weight";
         }
     }
     return s;  // e.g. rope_freqs.weight
@@ -54,19 +67,41 @@ public:
             TensorEntry e;
             e.type = *dtype_from_ggml(t.ggml_type);  // checked by the metadata reader
             e.shape.assign(t.ne.rbegin(), t.ne.rend());
+            e.file = &f;
+            e.offset = meta.data_offset + t.offset;  // bounds checked by the metadata reader
+            e.bytes = t.bytes;
+            if (e.shape.size() == 3 && t.name.find("_exps.") != std::string::npos) {
+                // merged experts: each expert's [out, in] matrix, one after another
+                const int64_t experts = e.shape[0];
+                TPS_CHECK_AS(InputError, experts > 0 && e.bytes % experts == 0, "{}: tensor {} does not split into {} experts",
+                             origin_, t.name, experts);
+                TensorEntry one = e;
+                one.shape = {e.shape[1], e.shape[2]};
+                one.bytes = e.bytes / experts;
+                for (int64_t x = 0; x < experts; ++x) {
+                    one.offset = e.offset + static_cast<uint64_t>(x * one.bytes);
+                    tensors_.emplace(t.name + "#" + std::to_string(x), one);
+                }
+                continue;
+            }
             if (e.shape.size() > 2) {
                 throw InputError(fmt::format("{}: tensor {} has {} dimensions; the engine reads matrices and vectors",
                                              origin_, t.name, e.shape.size()));
             }
-            e.file = &f;
-            e.offset = meta.data_offset + t.offset;  // bounds checked by the metadata reader
-            e.bytes = t.bytes;
             tensors_.emplace(t.name, e);
         }
     }
 
 protected:
-    std::string stored_name(std::string_view hf_name) const override { return gguf_name(hf_name); }
+    std::string stored_name(std::string_view hf_name) const override {
+        std::string name = gguf_name(hf_name);
+        // (an expert: the first of its two spellings the file has)
+        if (const size_t bar = name.find('|'); bar != std::string::npos) {
+            std::string merged = name.substr(0, bar);
+            return tensors_.count(merged) ? merged : name.substr(bar + 1);
+        }
+        return name;
+    }
 };
 
 }  // namespace

@@ -78,9 +78,6 @@ struct LlamaWeights {
     void touch() const noexcept;
 };
 
-// UsageError for a model the engine cannot compute: a mixture-of-experts model read from a GGUF
-// (its merged expert tensors are not read).
-void check_engine_computes(const ModelDesc& model);
 // UsageError for a model `backend` cannot compute: a mixture-of-experts model on a device backend
 // (only the CPU backend has expert layers). Called before the weights load, so a large model
 // is refused at once, and by LlamaModel.

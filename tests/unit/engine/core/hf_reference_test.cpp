@@ -1,9 +1,10 @@
 // The engine against Hugging Face transformers, on the committed fixtures (tests/fixtures/models,
 // made by tests/fixtures/make_fixtures.py): logits at every prompt position within 1e-4 of the
 // largest reference logit of that position, and the 12-token greedy continuation identical, for
-// every architecture (Llama 2 and 3 with llama3 RoPE scaling, Mistral, Qwen2 with QKV bias,
-// SmolLM2 with tied embeddings), every stored format (f32, sharded safetensors, f16, bf16, GGUF
-// q8_0, q4_0, q4_1), and every step shape (one pass, token by token, batched with the others).
+// every architecture (Llama 2 and 3 with llama3 RoPE scaling, Mistral, Mixtral's experts, Qwen2
+// with QKV bias, SmolLM2 with tied embeddings), every stored format (f32, sharded safetensors, f16,
+// bf16, GGUF q8_0, q4_0, q4_1, GGUF merged experts), and every step shape (one pass, token by
+// token, batched with the others).
 #include "tpserve/engine/llama.h"
 #include "tpserve/engine/model_files.h"
 #include "tpserve/partition/gguf.h"
@@ -29,6 +30,10 @@ using testing::decode_base64_floats;
 struct Case {
     std::string dir;   // under tests/fixtures/models
     std::string file;  // a GGUF inside it, or "" for the safetensors directory
+    // false: the GGUF's tokenizer (llama.cpp's SentencePiece rules) spells a prompt otherwise than
+    // the HF tokenizer it was made from (mistral's Metaspace adds no space after "<s>"; llama.cpp
+    // does: make_fixtures.py counts such fragments); the logits tests feed the reference's ids
+    bool encodes_as_hf = true;
 };
 
 std::string fixture(const std::string& rel) { return std::string(TPS_SOURCE_DIR) + "/tests/fixtures/" + rel; }
@@ -128,7 +133,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{"llama2", ""}, Case{"llama3", ""}, Case{"llama3-f16", ""}, Case{"llama3-bf16", ""},
                       Case{"mistral", ""}, Case{"mixtral", ""}, Case{"qwen2", ""}, Case{"smollm2", ""}, Case{"llama-bias", ""},
                       Case{"llama3-gguf-q8_0", "llama3-tiny-Q8_0.gguf"}, Case{"llama3-gguf-q4_0", "llama3-tiny-Q4_0.gguf"},
-                      Case{"llama3-gguf-q4_1", "llama3-tiny-Q4_1.gguf"}, Case{"llama2-gguf-q8_0", "llama2-tiny-Q8_0.gguf"}),
+                      Case{"llama3-gguf-q4_1", "llama3-tiny-Q4_1.gguf"}, Case{"llama2-gguf-q8_0", "llama2-tiny-Q8_0.gguf"},
+                      Case{"mixtral-gguf-q8_0", "mixtral-tiny-Q8_0.gguf", false}),
     [](const ::testing::TestParamInfo<Case>& p) {
         std::string n = p.param.dir;
         std::replace(n.begin(), n.end(), '-', '_');
@@ -182,6 +188,7 @@ namespace {
 // From text to ids the way `tpserve generate` does it (tokenizer + chat template, ModelFiles):
 // the prompts of every fixture give exactly the ids transformers gave.
 TEST_P(HfReference, PromptsEncodeAsTransformersEncodedThem) {
+    if (!GetParam().encodes_as_hf) GTEST_SKIP() << path_ << ": llama.cpp's SentencePiece rules add a space after <s> here";
     const ModelFiles files = ModelFiles::open(path_);
     for (const auto& p : ref_["prompts"]) {
         const auto want = p["input_ids"].get<std::vector<int32_t>>();

@@ -439,10 +439,6 @@ TEST(LlamaModel, MixtureOfExpertsModelsWhereTheyCannotBeComputedAreRefusedSaying
             EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
         }
     };
-    ModelDesc gguf = files.desc;  // GGUF's merged expert tensors are not read
-    gguf.from_gguf = true;
-    refused([&] { (void)load_llama_weights(files.weights, gguf, {}); }, "is a mixture-of-experts GGUF (4 experts, 2 per token)");
-    refused([&] { (void)make_random_llama_weights(gguf, DType::f32, 1); }, "is a mixture-of-experts GGUF");
     auto cpu = make_cpu_backend(1);
     ModelOptions opt;
     opt.kv_tokens = 64;
