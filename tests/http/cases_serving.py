@@ -46,6 +46,32 @@ def case_mpi():
         srv.kill()
 
 
+def case_mixtral():
+    """Mixtral (a mixture of experts) served by two ranks (tensor parallel): every prompt of its
+    fixture's reference.json, greedy, gives the continuation transformers gave."""
+    model = FIXTURE.parent / "mixtral"
+    srv = Server(["--model", str(model), *SMALL, "--gpus", "2xcpu", "--deadline", "30"], np=2)
+    if not srv.start():
+        srv.kill()
+        return
+    try:
+        ref = json.loads((model / "reference.json").read_text())
+        with client() as c:
+            plan = c.get(srv.url + "/v1/plan").json()
+            got, want = [], []
+            for p in ref["prompts"]:
+                r = c.post(srv.url + "/v1/completions", json={"model": srv.model, "prompt": p["input_ids"], "temperature": 0,
+                                                            "max_tokens": p["greedy"]["max_new_tokens"], "ignore_eos": True,
+                                                            "logprobs": 0, "return_tokens_as_token_ids": True}).json()
+                got.append([int(t.split(":")[1]) for t in r["choices"][0]["logprobs"]["tokens"]])
+                want.append(p["greedy"]["ids"])
+        stages = [(st.get("tp"), st.get("layers")) for st in plan.get("stages", [])]
+        check(got == want, f"Mixtral on 2 ranks (stages {stages}): every reference prompt's greedy tokens are transformers'",
+              short([got, want]))
+    finally:
+        srv.kill()
+
+
 def mpi_run(srv):
     with client() as c:
         plan = c.get(srv.url + "/v1/plan").json()
