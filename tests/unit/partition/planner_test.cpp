@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace tps {
 namespace {
 
@@ -76,6 +78,18 @@ TEST(Planner, Qwen32bOn3x5090NeedsAPipeline) {
     const Alternative* tp3 = find_candidate(r, "any stage with tp3");
     ASSERT_NE(tp3, nullptr);
     EXPECT_EQ(tp3->reason, "tp=3 does not divide 40 attention heads");
+}
+
+// Mixtral plans on GPUs, saying that the engine computes its expert layers on CPUs only for now.
+TEST(Planner, AnMoEPlanOnGpusSaysTheEngineComputesExpertsOnCpusOnly) {
+    const PlanResult moe = make_plan(request("mixtral-8x7b", "4xrtx5090", DType::int8));
+    ASSERT_TRUE(moe.feasible) << moe.why_infeasible;
+    EXPECT_TRUE(std::any_of(moe.plan.notes.begin(), moe.plan.notes.end(),
+                            [](const std::string& n) { return contains(n, "mixture-of-experts layers on the CPU backend only"); }))
+        << moe.plan.notes.size();
+    const PlanResult dense = make_plan(request("llama-3.1-8b", "2xrtx5090"));
+    ASSERT_TRUE(dense.feasible);
+    for (const auto& n : dense.plan.notes) EXPECT_FALSE(contains(n, "mixture-of-experts")) << n;
 }
 
 TEST(Planner, SmolLM2On2CpusIsPp2) {
