@@ -83,11 +83,10 @@ struct Settings {
 std::vector<std::string> list_flag(const cxxopts::ParseResult& args, const char* name) {
     const std::string text = args[name].as<std::string>();
     std::vector<std::string> out;
-    for (std::string& one : text.empty() ? std::vector<std::string>() : split(text, ',')) {
-        while (!one.empty() && one.front() == ' ') one.erase(0, 1);
-        while (!one.empty() && one.back() == ' ') one.pop_back();
+    for (const std::string& entry : text.empty() ? std::vector<std::string>() : split(text, ',')) {
+        const std::string_view one = trim(entry);
         TPS_CHECK_AS(UsageError, !one.empty(), "--{}: '{}' holds an empty entry", name, text);
-        out.push_back(std::move(one));
+        out.emplace_back(one);
     }
     return out;
 }

@@ -5,7 +5,6 @@
 #include "tpserve/common/strings.h"
 
 #include <algorithm>
-#include <cctype>
 
 namespace tps::serve {
 namespace {
@@ -15,18 +14,6 @@ constexpr std::string_view kAllMethods = "DELETE, GET, HEAD, OPTIONS, PATCH, POS
 constexpr std::string_view kSafeHeaders[] = {"accept", "accept-language", "content-language", "content-type"};
 
 bool any(const std::vector<std::string>& list) { return std::find(list.begin(), list.end(), "*") != list.end(); }
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
-
-std::string trimmed(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return std::string(s);
-}
 
 std::string joined(const std::vector<std::string>& list) {
     std::string out;
@@ -66,11 +53,11 @@ Preflight cors_preflight(const CorsPolicy& policy, std::string_view origin, std:
     }
     std::vector<std::string> asked;
     for (const std::string& h : split(request_headers, ',')) {
-        if (std::string t = trimmed(h); !t.empty()) asked.push_back(lower(t));
+        if (const std::string_view t = trim(h); !t.empty()) asked.push_back(to_lower(t));
     }
     if (!any(policy.headers)) {
         std::vector<std::string> allowed(std::begin(kSafeHeaders), std::end(kSafeHeaders));
-        for (const std::string& h : policy.headers) allowed.push_back(lower(h));
+        for (const std::string& h : policy.headers) allowed.push_back(to_lower(h));
         const bool all_allowed =
             std::all_of(asked.begin(), asked.end(), [&](const std::string& h) { return std::find(allowed.begin(), allowed.end(), h) != allowed.end(); });
         if (!all_allowed) refused.emplace_back("headers");

@@ -156,16 +156,20 @@ RuleId add_call(B& g, const Json& tools, const std::string& only, const char* ar
     return g.choice(calls);
 }
 
-// Hermes' (Qwen's) call: <tool_call>, the JSON, </tool_call>, blank lines allowed around the JSON.
-RuleId add_hermes_call(B& g, RuleId call) {
+// Hermes' (Qwen's) call after its <tool_call>: the JSON, blank lines allowed around it, </tool_call>.
+RuleId add_hermes_body(B& g, RuleId call) {
     const RuleId blank = g.optional(g.literal("\n"));
-    return g.sequence({B::ref(g.literal("<tool_call>")), B::ref(blank), B::ref(call), B::ref(blank), B::ref(g.literal("</tool_call>"))});
+    return g.sequence({B::ref(blank), B::ref(call), B::ref(blank), B::ref(g.literal("</tool_call>"))});
 }
 
-// Llama 3.1's: calls separated by ';' (one with `one`), blanks around them.
-RuleId add_llama_calls(B& g, RuleId call, bool one) {
+// Any blanks (spaces, tabs, line ends).
+RuleId add_blanks(B& g) {
     const structured::CodePointRange blanks[] = {{'\t', '\n'}, {'\r', '\r'}, {' ', ' '}};
-    const RuleId space = g.star(g.code_points(blanks, "blank"));
+    return g.star(g.code_points(blanks, "blank"));
+}
+
+// Llama 3.1's: calls separated by ';' (one with `one`), `space` (add_blanks) around them.
+RuleId add_llama_calls(B& g, RuleId call, bool one, RuleId space) {
     const RuleId next = g.sequence({B::ref(space), B::byte(';'), B::ref(space), B::ref(call)});
     const RuleId more = one ? g.sequence({}) : g.star(next);
     return g.sequence({B::ref(space), B::ref(call), B::ref(more), B::ref(space)});
@@ -195,11 +199,11 @@ void force_tool_calls(const Json& tools, const std::string& only, const ServedMo
         const RuleId call = add_call(g, tools, only, p == ToolParser::hermes ? "arguments" : "parameters", true);
         RuleId calls = 0;
         if (p == ToolParser::hermes) {
-            const RuleId tagged = add_hermes_call(g, call);
+            const RuleId tagged = g.sequence({B::ref(g.literal("<tool_call>")), B::ref(add_hermes_body(g, call))});
             const RuleId next = g.sequence({B::ref(g.optional(g.literal("\n"))), B::ref(tagged)});
             calls = one ? tagged : g.sequence({B::ref(tagged), B::ref(g.star(next))});
         } else {
-            calls = add_llama_calls(g, call, one);
+            calls = add_llama_calls(g, call, one, add_blanks(g));
         }
         constrain(compiled_calls(g, calls), "tool_choice", model, r);
         r.reads_tool_calls = true;
@@ -255,20 +259,17 @@ void strict_tool_calls(const Json& tools, const ServedModel& model, GenerationRe
     if (p == ToolParser::hermes) {
         // between the tags; the text around them free (a reasoning model's calls come after its
         // thoughts: a tag within them is thought)
-        const RuleId blank = g.optional(g.literal("\n"));
-        const RuleId body = g.sequence({B::ref(blank), B::ref(call), B::ref(blank), B::ref(g.literal("</tool_call>"))});
-        auto tokens = std::make_shared<structured::GrammarTokens>(compiled_calls(g, body), model.token_bytes, r.stop_ids);
+        auto tokens = std::make_shared<structured::GrammarTokens>(compiled_calls(g, add_hermes_body(g, call)), model.token_bytes, r.stop_ids);
         // (parallel_tool_calls false: the output ends with its one call)
         r.sampling.constraint = structured::make_grammar_on("<tool_call>", std::move(tokens), r.thinks ? std::string(kThinkEnd) : std::string(),
                                                             r.one_tool_call);
         return;
     }
     // llama3_json: the answer is calls separated by ';', or text that does not open with '{'
-    const structured::CodePointRange blanks[] = {{'\t', '\n'}, {'\r', '\r'}, {' ', ' '}};
     const structured::CodePointRange not_first[] = {{'\t', '\n'}, {'\r', '\r'}, {' ', ' '}, {'{', '{'}};
-    const RuleId space = g.star(g.code_points(blanks, "blank"));
+    const RuleId space = add_blanks(g);
     const RuleId text = g.sequence({B::ref(space), B::ref(g.code_points_except(not_first, "text")), B::ref(g.star(g.code_points_except({}, "char")))});
-    const RuleId answer[] = {add_llama_calls(g, call, r.one_tool_call), text, space};
+    const RuleId answer[] = {add_llama_calls(g, call, r.one_tool_call, space), text, space};
     constrain(compiled_calls(g, g.choice(answer)), "tools", model, r);
 }
 

@@ -1,8 +1,9 @@
 // GGUF tensors for the engine: the metadata reader of partition/ gives names, types, shapes and
 // offsets; the file is mapped and tensors are served under their HF names. GGML stores
 // ne = [in, out]; it is presented as torch's [out, in]. A Mixtral's merged expert tensors
-// (ne = [in, out, experts], one expert's matrix after another) are served as each expert's
-// matrix, under the names of the published checkpoints (block_sparse_moe.experts.<e>.w1 ...).
+// (ne = [in, out, experts], one expert's matrix after another) are split into each expert's
+// matrix as older files store them (ffn_gate.<e>.weight), so both layouts are served alike, under
+// the names of the published checkpoints (block_sparse_moe.experts.<e>.w1 ...).
 #include "tensor_file.h"
 
 #include "tpserve/common/check.h"
@@ -41,15 +42,13 @@ std::string gguf_name(std::string_view hf) {
         for (const auto& [from, to] : kLayer) {
             if (m[2] == from) return "blk." + m[1].str() + "." + to;
         }
-        // an expert: merged ("ffn_gate_exps.weight" + "#e", as GgufSource names each expert's
-        // part), or one tensor per expert in older files ("ffn_gate.<e>.weight"), whichever is there
+        // an expert: one tensor per expert (merged files are split so at open)
         static const std::regex expert(R"(block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight)");
         std::smatch e;
         const std::string rest = m[2].str();
         if (std::regex_match(rest, e, expert)) {
             const std::string kind = e[2] == "w1" ? "gate" : e[2] == "w3" ? "up" : "down";
-            return "blk." + m[1].str() + ".ffn_" + kind + "_exps.weight#" + e[1].str() + "|blk." + m[1].str() + ".ffn_" + kind +
-                   "." + e[1].str() + ".weight";
+            return "blk." + m[1].str() + ".ffn_" + kind + "." + e[1].str() + ".weight";
         }
     }
     return s;  // e.g. rope_freqs.weight
@@ -70,8 +69,9 @@ public:
             e.file = &f;
             e.offset = meta.data_offset + t.offset;  // bounds checked by the metadata reader
             e.bytes = t.bytes;
-            if (e.shape.size() == 3 && t.name.find("_exps.") != std::string::npos) {
-                // merged experts: each expert's [out, in] matrix, one after another
+            if (const size_t merged = t.name.find("_exps.weight"); e.shape.size() == 3 && merged != std::string::npos) {
+                // merged experts: each expert's [out, in] matrix, one after another, served as the
+                // tensor of its own that older files have ("blk.0.ffn_gate_exps.weight" -> "blk.0.ffn_gate.<e>.weight")
                 const int64_t experts = e.shape[0];
                 TPS_CHECK_AS(InputError, experts > 0 && e.bytes % experts == 0, "{}: tensor {} does not split into {} experts",
                              origin_, t.name, experts);
@@ -80,7 +80,7 @@ public:
                 one.bytes = e.bytes / experts;
                 for (int64_t x = 0; x < experts; ++x) {
                     one.offset = e.offset + static_cast<uint64_t>(x * one.bytes);
-                    tensors_.emplace(t.name + "#" + std::to_string(x), one);
+                    tensors_.emplace(t.name.substr(0, merged) + "." + std::to_string(x) + ".weight", one);
                 }
                 continue;
             }
@@ -93,15 +93,7 @@ public:
     }
 
 protected:
-    std::string stored_name(std::string_view hf_name) const override {
-        std::string name = gguf_name(hf_name);
-        // (an expert: the first of its two spellings the file has)
-        if (const size_t bar = name.find('|'); bar != std::string::npos) {
-            std::string merged = name.substr(0, bar);
-            return tensors_.count(merged) ? merged : name.substr(bar + 1);
-        }
-        return name;
-    }
+    std::string stored_name(std::string_view hf_name) const override { return gguf_name(hf_name); }
 };
 
 }  // namespace
