@@ -43,7 +43,7 @@ void add_model_run_flags(cxxopts::Options& options) {
         ("backend", "cpu, or cuda: one GPU per rank (under mpirun the host's ranks take GPUs 0, 1, ... in rank order)", cxxopts::value<std::string>()->default_value("cpu"))
         ("device", "in one process with --backend cuda: the GPU to use", cxxopts::value<std::string>()->default_value("0"))
         ("kv-dtype", "KV cache type: f32, f16, bf16", cxxopts::value<std::string>()->default_value("f32"))
-        ("format", "quantize the layers' weights as they load: int8 (one scale per output row), q8_0, q4_0, q4_1, bf16, f16, f32 (default: as the checkpoint stores them; not for GGUF)", cxxopts::value<std::string>())
+        ("format", "quantize the layers' weights as they load: int8 (one scale per output row), q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, bf16, f16, f32 (default: as the checkpoint stores them; not for GGUF)", cxxopts::value<std::string>())
         ("plan", "under mpirun: the plan JSON (`tpserve plan --out`) every rank follows", cxxopts::value<std::string>())
         ("gpus", "without --plan: the devices to plan for (default: Nxcpu, N = ranks)", cxxopts::value<std::string>())
         ("stages", "with --gpus: only this shape, each stage's TP degree in order (2,1)", cxxopts::value<std::string>())
@@ -78,8 +78,7 @@ std::optional<DType> weight_format_flag(const cxxopts::ParseResult& r) {
     if (!r.count("format")) return std::nullopt;
     const std::string f = r["format"].as<std::string>();
     const auto type = parse_dtype(f);
-    TPS_CHECK_AS(UsageError, type.has_value(), "--format: '{}' is not a weight format (int8, q8_0, q4_0, q4_1, bf16, f16, f32)",
-                 f);
+    TPS_CHECK_AS(UsageError, type.has_value(), "--format: '{}' is not a weight format (int8, bf16, f16, f32, fp8, int4 or a GGML type: q8_0, q4_k, ...)", f);
     return type;
 }
 

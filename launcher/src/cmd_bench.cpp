@@ -412,7 +412,7 @@ int run_bench(int argc, char** argv) {
         ("predict", "run nothing: the cost model's figures for --gpus")
         ("http", "measure through the HTTP server (tpserve serve) with streaming clients, one per sequence")
         ("gpus", "with --predict: the cards (e.g. 4xrtx5090); the first R for R ranks", cxxopts::value<std::string>())
-        ("format", "weight format of the layers: measured runs quantize to it as they load (int8, q8_0, q4_0, q4_1, bf16, f16, f32); with --predict any the planner knows (fp8, int4, q4_k, ...)", cxxopts::value<std::string>())
+        ("format", "weight format of the layers: measured runs quantize to it as they load (int8, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k ... q6_k, bf16, f16, f32); with --predict any the planner knows (fp8, int4, iq4_xs, ...)", cxxopts::value<std::string>())
         ("calibrate", "with --predict: a GPU's measured efficiencies (JSON, from scripts/gpu-check)", cxxopts::value<std::string>())
         ("prompt-tokens", "prompt length P", cxxopts::value<std::string>()->default_value("128"))
         ("decode-tokens", "tokens decoded per sequence N", cxxopts::value<std::string>()->default_value("32"))

@@ -251,7 +251,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Fixture{"mixtral", ""}, Fixture{"qwen2", ""}, Fixture{"smollm2", ""}, Fixture{"llama3-bf16", ""},
                       Fixture{"llama3-gguf-q8_0", "llama3-tiny-Q8_0.gguf"}, Fixture{"llama-bias", "", "int8"},
                       Fixture{"qwen2", "", "int8"}, Fixture{"mixtral", "", "int8"},
-                      Fixture{"mixtral-gguf-q8_0", "mixtral-tiny-Q8_0.gguf"}),
+                      Fixture{"mixtral-gguf-q8_0", "mixtral-tiny-Q8_0.gguf"},
+                      Fixture{"llama3-gguf-q4_k_m", "llama3-wide-Q4_K_M.gguf"},
+                      Fixture{"llama3-gguf-kmix", "llama3-wide-kmix.gguf"}),
     [](const ::testing::TestParamInfo<Fixture>& param) {
         std::string n = param.param.dir + (param.param.format.empty() ? "" : "_" + param.param.format);
         for (char& c : n) {

@@ -1,6 +1,6 @@
-// Reading the fixtures' reference.json (tests/fixtures/make_fixtures.py): base64 float32 logits,
-// and the comparison every engine test uses — the largest |ours - reference| of a row within
-// `rel` of the row's largest |reference| (at least 1).
+// Reading the fixtures' reference.json (tests/fixtures/make_fixtures.py): base64 float32 logits
+// (and base64 bytes), and the comparison every engine test uses — the largest
+// |ours - reference| of a row within `rel` of the row's largest |reference| (at least 1).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -14,7 +14,7 @@
 
 namespace tps::testing {
 
-inline std::vector<float> decode_base64_floats(const std::string& s) {
+inline std::string decode_base64(const std::string& s) {
     static const std::string chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     std::string bytes;
     uint32_t acc = 0;
@@ -30,6 +30,11 @@ inline std::vector<float> decode_base64_floats(const std::string& s) {
             bytes.push_back(static_cast<char>((acc >> bits) & 0xFF));
         }
     }
+    return bytes;
+}
+
+inline std::vector<float> decode_base64_floats(const std::string& s) {
+    const std::string bytes = decode_base64(s);
     std::vector<float> out(bytes.size() / 4);
     std::memcpy(out.data(), bytes.data(), out.size() * 4);
     return out;

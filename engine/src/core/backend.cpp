@@ -1,11 +1,16 @@
-// What every Backend has unless it says otherwise (backend.h): the ops of mixture-of-experts
-// layers, refused by a backend that does not compute them (LlamaModel refuses such a model on it
-// when the model is built, so these are never reached there).
+// What every Backend has unless it says otherwise (backend.h): the weight formats the engine
+// reads, and the ops of mixture-of-experts layers, refused by a backend that does not compute them
+// (LlamaModel refuses such a model on it when the model is built, so these are never reached
+// there).
 #include "tpserve/engine/backend.h"
 
 #include "tpserve/common/check.h"
 
 namespace tps {
+
+bool Backend::computes_with(DType t) const noexcept { return engine_supports(t); }
+
+std::string Backend::weight_formats() const { return std::string(engine_format_names()); }
 
 void Backend::zero(Tensor x) {
     (void)x;

@@ -81,8 +81,8 @@ TPS_AVX2 void row_dot(const Weight& w, int64_t r, const float* x, int64_t xs, fl
         if constexpr (Prefetch) {
             if (((k / 16) & prefetch_mask) == 0) _mm_prefetch(ahead + (k / 16) * step_bytes, _MM_HINT_T0);
         }
-        const __m256 w0 = Load8<T>::at(row, k);
-        const __m256 w1 = Load8<T>::at(row, k + 8);
+        __m256 w0, w1;
+        Load16<T>::at(row, k, w0, w1);
         for (int t = 0; t < NT; ++t) {
             a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + k), a[t][0]);
             a[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + k + 8), a[t][1]);
@@ -190,6 +190,13 @@ void matmul_rows(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_
         case DType::q8_0: return rows_avx2<DType::q8_0>(w, r0, r1, x, xs, n_tok, y, ys, next);
         case DType::q4_0: return rows_avx2<DType::q4_0>(w, r0, r1, x, xs, n_tok, y, ys, next);
         case DType::q4_1: return rows_avx2<DType::q4_1>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::q5_0: return rows_avx2<DType::q5_0>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::q5_1: return rows_avx2<DType::q5_1>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::q2_k: return rows_avx2<DType::q2_k>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::q3_k: return rows_avx2<DType::q3_k>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::q4_k: return rows_avx2<DType::q4_k>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::q5_k: return rows_avx2<DType::q5_k>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::q6_k: return rows_avx2<DType::q6_k>(w, r0, r1, x, xs, n_tok, y, ys, next);
         default:
             throw InputError(fmt::format("matmul: {} weights are not supported by the CPU backend", dtype_name(w.type)));
     }

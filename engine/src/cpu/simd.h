@@ -4,6 +4,8 @@
 // called after a run-time CPU check; kernels.h has the scalar reference.
 #pragma once
 
+#include "../weights/ggml_blocks.h"
+
 #include "tpserve/partition/dtype.h"
 
 #include <cstddef>
@@ -119,6 +121,252 @@ struct Load8<DType::q4_1> {  // {f16 d; f16 m; u8 q[16]}: nibble * d + m
         const __m256 d = _mm256_set1_ps(half_to_float(blk));
         const __m256 m = _mm256_set1_ps(half_to_float(blk + 2));
         return _mm256_fmadd_ps(q4_nibbles(blk + 4, k & 31), d, m);
+    }
+};
+
+// Eight bytes from p as eight int32 lanes.
+TPS_AVX2 inline __m256i bytes8(const uint8_t* p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+// Bit `shift + lane` of `bits` in each of the 8 lanes, moved to bit 4 (q5_0/q5_1's fifth bits).
+TPS_AVX2 inline __m256i fifth_bits(uint32_t bits, int shift) {
+    const __m256i lanes = _mm256_add_epi32(_mm256_set1_epi32(shift), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i b = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(bits)), lanes),
+                                       _mm256_set1_epi32(1));
+    return _mm256_slli_epi32(b, 4);
+}
+
+// q5_0 / q5_1: q4's nibbles with a fifth bit per element; element j's is bit j of qh.
+template <bool WithMin>
+TPS_AVX2 inline __m256 q5_at(const std::byte* row, int64_t k) {
+    const std::byte* blk = row + (k >> 5) * (WithMin ? 24 : 22);
+    const std::byte* rest = blk + (WithMin ? 4 : 2);
+    uint32_t qh;
+    __builtin_memcpy(&qh, rest, 4);
+    const int j = static_cast<int>(k & 31);
+    __m256i q = bytes8(reinterpret_cast<const uint8_t*>(rest + 4) + (j & 15));
+    if (j >= 16) q = _mm256_srli_epi32(q, 4);
+    q = _mm256_or_si256(_mm256_and_si256(q, _mm256_set1_epi32(0xF)), fifth_bits(qh, j));
+    const __m256 d = _mm256_set1_ps(half_to_float(blk));
+    if constexpr (WithMin) return _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, _mm256_set1_ps(half_to_float(blk + 2)));
+    return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(16))));
+}
+
+template <>
+struct Load8<DType::q5_0> {  // {f16 d; u32 qh; u8 q[16]}: (5-bit value - 16) * d
+    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) { return q5_at<false>(row, k); }
+};
+
+template <>
+struct Load8<DType::q5_1> {  // {f16 d; f16 m; u32 qh; u8 q[16]}: 5-bit value * d + m
+    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) { return q5_at<true>(row, k); }
+};
+
+// The K-quants (super-blocks of 256; weights/ggml_blocks.cpp has the layouts). Eight elements
+// never straddle a sub-block, so one scale (and min) serves all eight.
+template <>
+struct Load8<DType::q2_k> {  // 16 x 16: d * scale * q - dmin * min, q 2 bits
+    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
+        const std::byte* blk = row + (k >> 8) * 84;
+        const int i = static_cast<int>(k & 255), n = i >> 7, g = (i >> 5) & 3, l = i & 31;
+        const auto* b = reinterpret_cast<const uint8_t*>(blk);
+        const int sc = b[i >> 4];
+        __m256i q = _mm256_srli_epi32(bytes8(b + 16 + 32 * n + l), 2 * g);
+        q = _mm256_and_si256(q, _mm256_set1_epi32(3));
+        const float d = half_to_float(blk + 80) * static_cast<float>(sc & 0xF);
+        const float m = half_to_float(blk + 82) * static_cast<float>(sc >> 4);
+        return _mm256_fmsub_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d), _mm256_set1_ps(m));
+    }
+};
+
+template <>
+struct Load8<DType::q3_k> {  // 16 x 16: d * scale * (q - 4), q 3 bits (two in q[], one in hmask)
+    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
+        const std::byte* blk = row + (k >> 8) * 110;
+        const int i = static_cast<int>(k & 255), n = i >> 7, g = (i >> 5) & 3, l = i & 31;
+        const auto* b = reinterpret_cast<const uint8_t*>(blk);
+        __m256i low = _mm256_and_si256(_mm256_srli_epi32(bytes8(b + 32 + 32 * n + l), 2 * g), _mm256_set1_epi32(3));
+        __m256i high = _mm256_and_si256(_mm256_srli_epi32(bytes8(b + l), 4 * n + g), _mm256_set1_epi32(1));
+        const __m256i q = _mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 2)), _mm256_set1_epi32(4));
+        const float d = half_to_float(blk + 108) * static_cast<float>(ggml::q3k_scale(i >> 4, b + 96));
+        return _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q));
+    }
+};
+
+// q4_k and q5_k: 8 x 32, d * scale * q - dmin * min; q5_k's fifth bits in qh.
+template <bool Five>
+TPS_AVX2 inline __m256 q45k_at(const std::byte* row, int64_t k) {
+    const std::byte* blk = row + (k >> 8) * (Five ? 176 : 144);
+    const int i = static_cast<int>(k & 255), s = i >> 5, l = i & 31;
+    const auto* b = reinterpret_cast<const uint8_t*>(blk);
+    int sc, mn;
+    ggml::k4_scale_min(s, b + 4, sc, mn);
+    __m256i q = bytes8(b + (Five ? 48 : 16) + 32 * (s >> 1) + l);
+    q = _mm256_and_si256(_mm256_srli_epi32(q, 4 * (s & 1)), _mm256_set1_epi32(0xF));
+    if constexpr (Five) {
+        const __m256i h = _mm256_and_si256(_mm256_srli_epi32(bytes8(b + 16 + l), s), _mm256_set1_epi32(1));
+        q = _mm256_or_si256(q, _mm256_slli_epi32(h, 4));
+    }
+    const float d = half_to_float(blk) * static_cast<float>(sc);
+    const float m = half_to_float(blk + 2) * static_cast<float>(mn);
+    return _mm256_fmsub_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d), _mm256_set1_ps(m));
+}
+
+template <>
+struct Load8<DType::q4_k> {
+    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) { return q45k_at<false>(row, k); }
+};
+
+template <>
+struct Load8<DType::q5_k> {
+    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) { return q45k_at<true>(row, k); }
+};
+
+template <>
+struct Load8<DType::q6_k> {  // 16 x 16: d * scale * (q - 32), q 6 bits (four in ql, two in qh)
+    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
+        const std::byte* blk = row + (k >> 8) * 210;
+        const int i = static_cast<int>(k & 255), n = i >> 7, g = (i >> 5) & 3, l = i & 31;
+        const auto* b = reinterpret_cast<const uint8_t*>(blk);
+        const __m256i low = _mm256_and_si256(_mm256_srli_epi32(bytes8(b + 64 * n + 32 * (g & 1) + l), 4 * (g >> 1)),
+                                             _mm256_set1_epi32(0xF));
+        const __m256i high = _mm256_and_si256(_mm256_srli_epi32(bytes8(b + 128 + 32 * n + l), 2 * g),
+                                              _mm256_set1_epi32(3));
+        const __m256i q = _mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)), _mm256_set1_epi32(32));
+        const float d = half_to_float(blk + 208) * static_cast<float>(reinterpret_cast<const int8_t*>(b + 192)[i >> 4]);
+        return _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q));
+    }
+};
+
+// Sixteen consecutive weights from element k (a multiple of 16) as two vectors: Load8 twice,
+// unless a format shares work between them. The K-quants and q5 do: sixteen weights never
+// straddle a (sub-)block, whose scale (and min) is then decoded once, and the quants are
+// unpacked 16 bytes at a time. Either way w0 holds elements k..k+7 and w1 k+8..k+15, so sums do not change.
+template <DType T>
+struct Load16 {
+    TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) {
+        w0 = Load8<T>::at(row, k);
+        w1 = Load8<T>::at(row, k + 8);
+    }
+};
+
+// Sixteen bytes from p, each shifted right by `shift` and masked.
+TPS_AVX2 inline __m128i bits16(const uint8_t* p, int shift, int mask) {
+    const __m128i b = _mm_srl_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), _mm_cvtsi32_si128(shift));
+    return _mm_and_si128(b, _mm_set1_epi8(static_cast<char>(mask)));
+}
+
+// The 16 bytes of q as signed 8-bit values, as two vectors of 8 floats.
+TPS_AVX2 inline void widen16(__m128i q, __m256& lo, __m256& hi) {
+    lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q, 8)));
+}
+
+// q5_0 / q5_1: sixteen nibbles and their fifth bits (bits j..j+15 of qh, spread to one byte each).
+template <bool WithMin>
+TPS_AVX2 inline void q5_16(const std::byte* row, int64_t k, __m256& w0, __m256& w1) {
+    const std::byte* blk = row + (k >> 5) * (WithMin ? 24 : 22);
+    const std::byte* rest = blk + (WithMin ? 4 : 2);
+    uint32_t qh;
+    __builtin_memcpy(&qh, rest, 4);
+    const int j = static_cast<int>(k & 31);  // 0 or 16
+    const __m128i q = bits16(reinterpret_cast<const uint8_t*>(rest + 4), j == 0 ? 0 : 4, 0xF);
+    __m128i h = _mm_set1_epi16(static_cast<short>((qh >> j) & 0xFFFF));
+    h = _mm_shuffle_epi8(h, _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+    const __m128i bit = _mm_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+    h = _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(h, bit), bit), _mm_set1_epi8(16));
+    const __m256 d = _mm256_set1_ps(half_to_float(blk));
+    if constexpr (WithMin) {
+        widen16(_mm_or_si128(q, h), w0, w1);  // (0..31)
+        const __m256 m = _mm256_set1_ps(half_to_float(blk + 2));
+        w0 = _mm256_fmadd_ps(w0, d, m);
+        w1 = _mm256_fmadd_ps(w1, d, m);
+    } else {
+        widen16(_mm_sub_epi8(_mm_or_si128(q, h), _mm_set1_epi8(16)), w0, w1);
+        w0 = _mm256_mul_ps(d, w0);
+        w1 = _mm256_mul_ps(d, w1);
+    }
+}
+
+template <>
+struct Load16<DType::q5_0> {
+    TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) { q5_16<false>(row, k, w0, w1); }
+};
+
+template <>
+struct Load16<DType::q5_1> {
+    TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) { q5_16<true>(row, k, w0, w1); }
+};
+
+template <>
+struct Load16<DType::q2_k> {
+    TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) {
+        const std::byte* blk = row + (k >> 8) * 84;
+        const int i = static_cast<int>(k & 255), n = i >> 7, g = (i >> 5) & 3, l = i & 31;
+        const auto* b = reinterpret_cast<const uint8_t*>(blk);
+        const int sc = b[i >> 4];
+        const __m256 d = _mm256_set1_ps(half_to_float(blk + 80) * static_cast<float>(sc & 0xF));
+        const __m256 m = _mm256_set1_ps(half_to_float(blk + 82) * static_cast<float>(sc >> 4));
+        widen16(bits16(b + 16 + 32 * n + l, 2 * g, 3), w0, w1);
+        w0 = _mm256_fmsub_ps(w0, d, m);
+        w1 = _mm256_fmsub_ps(w1, d, m);
+    }
+};
+
+template <>
+struct Load16<DType::q3_k> {
+    TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) {
+        const std::byte* blk = row + (k >> 8) * 110;
+        const int i = static_cast<int>(k & 255), n = i >> 7, g = (i >> 5) & 3, l = i & 31;
+        const auto* b = reinterpret_cast<const uint8_t*>(blk);
+        const __m128i low = bits16(b + 32 + 32 * n + l, 2 * g, 3);
+        const __m128i high = _mm_slli_epi16(bits16(b + l, 4 * n + g, 1), 2);
+        widen16(_mm_sub_epi8(_mm_or_si128(low, high), _mm_set1_epi8(4)), w0, w1);
+        const __m256 d = _mm256_set1_ps(half_to_float(blk + 108) * static_cast<float>(ggml::q3k_scale(i >> 4, b + 96)));
+        w0 = _mm256_mul_ps(d, w0);
+        w1 = _mm256_mul_ps(d, w1);
+    }
+};
+
+template <bool Five>
+TPS_AVX2 inline void q45k_16(const std::byte* row, int64_t k, __m256& w0, __m256& w1) {
+    const std::byte* blk = row + (k >> 8) * (Five ? 176 : 144);
+    const int i = static_cast<int>(k & 255), s = i >> 5, l = i & 31;
+    const auto* b = reinterpret_cast<const uint8_t*>(blk);
+    int sc, mn;
+    ggml::k4_scale_min(s, b + 4, sc, mn);
+    __m128i q = bits16(b + (Five ? 48 : 16) + 32 * (s >> 1) + l, 4 * (s & 1), 0xF);
+    if constexpr (Five) q = _mm_or_si128(q, _mm_slli_epi16(bits16(b + 16 + l, s, 1), 4));
+    widen16(q, w0, w1);  // (0..31: the same as unsigned)
+    const __m256 d = _mm256_set1_ps(half_to_float(blk) * static_cast<float>(sc));
+    const __m256 m = _mm256_set1_ps(half_to_float(blk + 2) * static_cast<float>(mn));
+    w0 = _mm256_fmsub_ps(w0, d, m);
+    w1 = _mm256_fmsub_ps(w1, d, m);
+}
+
+template <>
+struct Load16<DType::q4_k> {
+    TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) { q45k_16<false>(row, k, w0, w1); }
+};
+
+template <>
+struct Load16<DType::q5_k> {
+    TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) { q45k_16<true>(row, k, w0, w1); }
+};
+
+template <>
+struct Load16<DType::q6_k> {
+    TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) {
+        const std::byte* blk = row + (k >> 8) * 210;
+        const int i = static_cast<int>(k & 255), n = i >> 7, g = (i >> 5) & 3, l = i & 31;
+        const auto* b = reinterpret_cast<const uint8_t*>(blk);
+        const __m128i low = bits16(b + 64 * n + 32 * (g & 1) + l, 4 * (g >> 1), 0xF);
+        const __m128i high = _mm_slli_epi16(bits16(b + 128 + 32 * n + l, 2 * g, 3), 4);
+        widen16(_mm_sub_epi8(_mm_or_si128(low, high), _mm_set1_epi8(32)), w0, w1);
+        const __m256 d = _mm256_set1_ps(half_to_float(blk + 208) * static_cast<float>(reinterpret_cast<const int8_t*>(b + 192)[i >> 4]));
+        w0 = _mm256_mul_ps(d, w0);
+        w1 = _mm256_mul_ps(d, w1);
     }
 };
 

@@ -37,11 +37,11 @@ using cuda::CudaMemory;
 using cuda::Scratch;
 using cuda::WFormat;
 
+constexpr std::string_view kFormats = "f32, f16, bf16, int8, q8_0, q4_0, q4_1";
+
 WFormat format_of(DType t, const char* op) {
     if (const auto f = cuda::kernel_format(t)) return *f;
-    throw UsageError(fmt::format("{}: the CUDA backend does not compute with {} weights (f32, f16, bf16, int8, "
-                                 "q8_0, q4_0, q4_1)",
-                                 op, dtype_name(t)));
+    throw UsageError(fmt::format("{}: the CUDA backend does not compute with {} weights ({})", op, dtype_name(t), kFormats));
 }
 
 cuda::KvFormat kv_format(DType t) {
@@ -108,6 +108,8 @@ public:
     }
 
     std::string_view name() const noexcept override { return name_; }
+    bool computes_with(DType t) const noexcept override { return cuda::kernel_format(t).has_value(); }
+    std::string weight_formats() const override { return std::string(kFormats); }
     bool device_memory() const noexcept override { return true; }
     void* native_stream() const noexcept override { return stream_; }
 

@@ -107,6 +107,23 @@ void check_backend_computes(const ModelDesc& m, const Backend& backend) {
                  "'{}' is a mixture-of-experts model; the {} backend does not compute expert layers yet (the CPU backend "
                  "does: --backend cpu)",
                  m.name, backend.name());
+    // every matrix's format (a GGUF's are the file's): refused here, before gigabytes load
+    std::vector<std::string> refused;
+    int64_t n_refused = 0;
+    auto check = [&](const TensorSpec& t) {
+        if (t.in <= 1 || backend.computes_with(t.dtype)) return;
+        if (++n_refused <= 3) refused.push_back(fmt::format("{} ({})", t.name, dtype_name(t.dtype)));
+    };
+    for (const auto& t : m.globals) check(t);
+    for (const auto& layer : m.layer_tensors) {
+        for (const auto& t : layer) check(t);
+    }
+    TPS_CHECK_AS(UsageError, refused.empty(),
+                 "'{}' stores weights in formats the {} backend does not compute with: {}{}; it reads {} (the CPU backend "
+                 "reads {}: --backend cpu)",
+                 m.name, backend.name(), fmt::join(refused, ", "),
+                 n_refused > 3 ? fmt::format(" and {} more", n_refused - 3) : std::string(),
+                 backend.weight_formats(), engine_format_names());
 }
 
 LlamaWeights load_llama_weights(std::shared_ptr<const WeightSource> source, const ModelDesc& m, const ShardSpec& s) {

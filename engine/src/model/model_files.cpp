@@ -161,9 +161,8 @@ ModelFiles ModelFiles::open(const fs::path& path) {
 
 void ModelFiles::store_layers_as(DType format) {
     TPS_CHECK_AS(UsageError, engine_supports(format),
-                 "--format {}: the planner can plan for it, but the engine does not compute with it (int8, q8_0, "
-                 "q4_0, q4_1, bf16, f16 or f32)",
-                 dtype_name(format));
+                 "--format {}: the planner can plan for it, but the engine does not compute with it ({})",
+                 dtype_name(format), engine_format_names());
     apply_weight_format(desc, format);
     weights = WeightSource::converted(std::move(weights), desc);
 }

@@ -117,9 +117,8 @@ std::shared_ptr<const WeightSource> WeightSource::converted(std::shared_ptr<cons
             for (const std::string& name : checkpoint_names(t)) {  // (an MoE spec: each expert's)
                 if (!t.linear || !inner->has(name) || inner->type(name) == t.dtype) continue;
                 TPS_CHECK_AS(UsageError, engine_supports(t.dtype),
-                             "--format {}: the planner can plan for it, but the engine does not compute with it (int8, "
-                             "q8_0, q4_0, q4_1, bf16, f16 or f32)",
-                             dtype_name(t.dtype));
+                             "--format {}: the planner can plan for it, but the engine does not compute with it ({})",
+                             dtype_name(t.dtype), engine_format_names());
                 formats.emplace(name, t.dtype);
             }
         }

@@ -37,8 +37,8 @@ Weight TableSource::matrix(std::string_view hf_name, Range rows, Range cols) con
     const std::string what = fmt::format("{}: {}", origin_, stored_name(hf_name));
     TPS_CHECK_AS(InputError, e.shape.size() == 2, "{} has {} dimensions, not 2", what, e.shape.size());
     TPS_CHECK_AS(InputError, engine_supports(e.type),
-                 "{} is stored as {}, which the engine does not compute with (f32, f16, bf16, q8_0, q4_0, q4_1)",
-                 what, dtype_name(e.type));
+                 "{} is stored as {}, which the engine does not compute with ({})", what,
+                 dtype_name(e.type), engine_format_names());
     const int64_t n_rows = e.shape[0];
     const int64_t n_cols = e.shape[1];
     rows = resolve(rows, n_rows, what + " rows");

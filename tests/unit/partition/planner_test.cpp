@@ -92,6 +92,20 @@ TEST(Planner, AnMoEPlanOnGpusSaysTheEngineComputesExpertsOnCpusOnly) {
     for (const auto& n : dense.plan.notes) EXPECT_FALSE(contains(n, "mixture-of-experts")) << n;
 }
 
+// A K-quant model plans on GPUs, saying that the engine reads those formats on CPUs only for now.
+TEST(Planner, AKQuantPlanOnGpusSaysTheEngineReadsThemOnCpusOnly) {
+    const PlanResult kq = make_plan(request("llama-3.1-70b", "4xrtx5090", DType::q4_k));
+    ASSERT_TRUE(kq.feasible) << kq.why_infeasible;
+    EXPECT_TRUE(std::any_of(kq.plan.notes.begin(), kq.plan.notes.end(),
+                            [](const std::string& n) { return contains(n, "CUDA kernels do not read q4_k weights yet"); }));
+    const PlanResult q4 = make_plan(request("llama-3.1-70b", "4xrtx5090", DType::q4_0));
+    ASSERT_TRUE(q4.feasible) << q4.why_infeasible;
+    for (const auto& n : q4.plan.notes) EXPECT_FALSE(contains(n, "CUDA kernels")) << n;
+    const PlanResult cpus = make_plan(request("llama-3.1-8b", "2xcpu:64:10:1", DType::q4_k));
+    ASSERT_TRUE(cpus.feasible) << cpus.why_infeasible;
+    for (const auto& n : cpus.plan.notes) EXPECT_FALSE(contains(n, "CUDA kernels")) << n;
+}
+
 TEST(Planner, SmolLM2On2CpusIsPp2) {
     const PlanResult r = make_plan(request("smollm2-135m", "2xcpu"));
     ASSERT_TRUE(r.feasible);

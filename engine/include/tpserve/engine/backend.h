@@ -93,6 +93,10 @@ public:
     // names the stream its ops run on (a cudaStream_t), so a communicator can join it.
     virtual bool device_memory() const noexcept { return false; }
     virtual void* native_stream() const noexcept { return nullptr; }
+    // Whether the backend's matmuls read weights stored as `t` (the CPU: every engine_supports
+    // format), and the formats it does read, for messages.
+    virtual bool computes_with(DType t) const noexcept;
+    virtual std::string weight_formats() const;
 
     virtual std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) = 0;
 

@@ -65,8 +65,9 @@ struct Range {
     int64_t last = -1;  // exclusive; -1: to the end
 };
 
-// The formats the CPU kernels compute with.
+// The formats the CPU kernels compute with, and their names for messages.
 bool engine_supports(DType t) noexcept;
+std::string_view engine_format_names() noexcept;
 
 // Bytes of one stored row of `cols` elements (int8: the values alone, its scales trail the
 // matrix); nullopt when the row does not split into the format's blocks.
@@ -151,10 +152,10 @@ private:
 // the row's (weight_row_to_f32 applies it).
 void row_to_f32(DType type, const std::byte* row, int64_t first, int64_t n, float* out);
 
-// Stores n floats (a multiple of the block) as one row of `type`, quantizing as ggml's reference
-// quantizers do (q8_0: d = max|x| / 127; q4_0: d = x_absmax_signed / -8; q4_1: d = (max - min) /
-// 15, m = min). For weights made on the spot (benchmarks, GPU checks). Not int8, whose scale
-// lives outside the row (store_row).
+// Stores n floats (a multiple of the block) as one row of `type`: the GGML block formats as
+// ggml_blocks.h's encode_block (q8_0, q4_0, q4_1, q5_0, q5_1 as ggml's reference quantizers; the
+// K-quants with one pass of min/max scales). For weights made on the spot (benchmarks, GPU
+// checks) and --format at load. Not int8, whose scale lives outside the row (store_row).
 void f32_to_row(DType type, const float* x, int64_t n, std::byte* row);
 
 }  // namespace tps

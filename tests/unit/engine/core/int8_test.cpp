@@ -89,7 +89,8 @@ TEST(Int8, BadInputIsRefusedByName) {
     const float x[4] = {};
     EXPECT_THROW(f32_to_row(DType::int8, x, 4, row), InputError);  // the scale has nowhere to go
     EXPECT_THROW(make_weight(DType::q4_0, 2, 33, MemoryTag::workspace), UsageError);
-    EXPECT_THROW(make_weight(DType::q4_k, 2, 256, MemoryTag::workspace), UsageError);
+    EXPECT_THROW(make_weight(DType::q4_k, 2, 128, MemoryTag::workspace), UsageError);  // half a super-block
+    EXPECT_THROW(make_weight(DType::iq2_xxs, 2, 256, MemoryTag::workspace), UsageError);
 }
 
 // A one-tensor checkpoint whose tensor "w" the description marks as a linear weight in `to`.
@@ -175,7 +176,13 @@ TEST(Int8, StoreLayersAsQuantizesTheLinearWeightsOnly) {
 TEST(Int8, FormatsTheEngineCannotComputeWithAreRefused) {
     ModelFiles files = ModelFiles::open(fixture("llama3"));
     EXPECT_THROW(files.store_layers_as(DType::fp8), UsageError);
-    EXPECT_THROW(files.store_layers_as(DType::q4_k), UsageError);
+    EXPECT_THROW(files.store_layers_as(DType::iq2_xxs), UsageError);
+    try {  // the engine computes with q4_k, but these 64-wide rows are a quarter of its blocks
+        files.store_layers_as(DType::q4_k);
+        FAIL() << "q4_k stored";
+    } catch (const UsageError& e) {
+        EXPECT_NE(std::string(e.what()).find("256-element blocks"), std::string::npos) << e.what();
+    }
     ModelFiles gguf = ModelFiles::open(fixture("llama3-gguf-q8_0/llama3-tiny-Q8_0.gguf"));
     EXPECT_THROW(gguf.store_layers_as(DType::int8), UsageError);  // a GGUF's formats are the file's
 }

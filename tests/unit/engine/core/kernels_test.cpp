@@ -16,7 +16,19 @@
 namespace tps {
 namespace {
 
-// A weight of `rows` x `cols` in `type`, quantized from random floats, with its exact f32 values.
+// Byte offsets of a GGML block's f16 scale fields (weights/ggml_blocks.cpp has the layouts).
+std::vector<int> half_fields(DType type) {
+    switch (type) {
+        case DType::q4_1: case DType::q5_1: case DType::q4_k: case DType::q5_k: return {0, 2};
+        case DType::q2_k: return {80, 82};
+        case DType::q3_k: return {108};
+        case DType::q6_k: return {208};
+        default: return {0};  // q8_0, q4_0, q5_0
+    }
+}
+
+// A weight of `rows` x `cols` in `type` (random floats; the block formats random blocks), with its
+// exact f32 values.
 struct TestWeight {
     Weight w;
     std::vector<float> dense;  // what the stored values mean
@@ -57,51 +69,16 @@ TestWeight make_weight(DType type, int64_t rows, int64_t cols, uint64_t seed) {
                 std::memcpy(row + 2 * i, &h, 2);
             }
         } else {
-            // ggml-style block quantization (as gguf-py's quants do)
-            for (int64_t b = 0; b < cols / 32; ++b) {
-                const float* x = src + b * 32;
-                if (type == DType::q8_0) {
-                    float amax = 0;
-                    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::abs(x[j]));
-                    const float d = amax / 127.0f;
-                    const uint16_t dh = f32_to_f16(d);
-                    std::byte* blk = row + b * 34;
-                    std::memcpy(blk, &dh, 2);
-                    for (int j = 0; j < 32; ++j) {
-                        const auto q = static_cast<int8_t>(d == 0 ? 0 : std::lround(x[j] / d));
-                        std::memcpy(blk + 2 + j, &q, 1);
-                    }
-                } else if (type == DType::q4_0) {
-                    float m = 0;
-                    for (int j = 0; j < 32; ++j) {
-                        if (std::abs(x[j]) > std::abs(m)) m = x[j];
-                    }
-                    const float d = m / -8.0f;
-                    const uint16_t dh = f32_to_f16(d);
-                    std::byte* blk = row + b * 18;
-                    std::memcpy(blk, &dh, 2);
-                    for (int j = 0; j < 16; ++j) {
-                        auto q = [&](float f) { return std::min(15, static_cast<int>(d == 0 ? 8 : f / d + 8.5f)); };
-                        const auto byte = static_cast<uint8_t>(q(x[j]) | (q(x[j + 16]) << 4));
-                        std::memcpy(blk + 2 + j, &byte, 1);
-                    }
-                } else {  // q4_1
-                    float lo = x[0], hi = x[0];
-                    for (int j = 0; j < 32; ++j) {
-                        lo = std::min(lo, x[j]);
-                        hi = std::max(hi, x[j]);
-                    }
-                    const float d = (hi - lo) / 15.0f;
-                    const uint16_t dh = f32_to_f16(d);
-                    const uint16_t mh = f32_to_f16(lo);
-                    std::byte* blk = row + b * 20;
-                    std::memcpy(blk, &dh, 2);
-                    std::memcpy(blk + 2, &mh, 2);
-                    for (int j = 0; j < 16; ++j) {
-                        auto q = [&](float f) { return std::min(15, static_cast<int>(d == 0 ? 0 : (f - lo) / d + 0.5f)); };
-                        const auto byte = static_cast<uint8_t>(q(x[j]) | (q(x[j + 16]) << 4));
-                        std::memcpy(blk + 4 + j, &byte, 1);
-                    }
+            // random block bytes (every pattern of quants and packed scales), the f16 scale fields
+            // random finite values of the weights' size
+            std::mt19937 bits(static_cast<uint32_t>(seed * 131 + static_cast<uint64_t>(r)));
+            for (int64_t i = 0; i < t.w.row_bytes; ++i) row[i] = static_cast<std::byte>(bits() & 0xFF);
+            const int64_t block_bytes = dtype_layout(type).block_bits / 8;
+            std::uniform_real_distribution<float> scale(-0.02f, 0.02f);
+            for (int64_t b = 0; b < t.w.row_bytes / block_bytes; ++b) {
+                for (int off : half_fields(type)) {
+                    const uint16_t h = f32_to_f16(scale(bits));
+                    std::memcpy(row + b * block_bytes + off, &h, 2);
                 }
             }
         }
@@ -124,7 +101,9 @@ TEST_P(Matmul, Avx2EqualsTheReferenceOnRandomShapes) {
     std::mt19937 rng(static_cast<uint32_t>(type) + 1);
     for (int trial = 0; trial < 40; ++trial) {
         const int64_t rows = 1 + static_cast<int64_t>(rng() % 67);
-        const int64_t cols = blocks ? 32 * (1 + static_cast<int64_t>(rng() % 12)) : 1 + static_cast<int64_t>(rng() % 200);
+        const int64_t block = dtype_layout(type).block;
+        const int64_t cols = blocks ? block * (1 + static_cast<int64_t>(rng() % (block == 32 ? 12 : 4)))
+                                    : 1 + static_cast<int64_t>(rng() % 200);
         const int64_t tokens = 1 + static_cast<int64_t>(rng() % 9);
         const TestWeight tw = make_weight(type, rows, cols, 100 + static_cast<uint64_t>(trial));
         const auto x = test::random_values(static_cast<size_t>(tokens * cols), 500 + static_cast<uint64_t>(trial));
@@ -149,7 +128,7 @@ TEST_P(Matmul, ReferenceComputesWithTheValuesAsStored) {
     // quantizers define it: int8's row scale included
     const DType type = GetParam();
     const bool blocks = dtype_layout(type).block > 1;
-    const int64_t rows = 13, cols = blocks ? 96 : 77, tokens = 3;
+    const int64_t rows = 13, cols = blocks ? 3 * dtype_layout(type).block : 77, tokens = 3;
     const TestWeight tw = make_weight(type, rows, cols, 7);
     const auto x = test::random_values(static_cast<size_t>(tokens * cols), 8);
     std::vector<float> ref(static_cast<size_t>(tokens * rows), std::numeric_limits<float>::quiet_NaN());
@@ -173,7 +152,7 @@ TEST_P(Matmul, EveryTokenGetsTheSameBitsWhateverItsBatch) {
     if (!cpu::have_avx2()) GTEST_SKIP() << "no AVX2 on this CPU";
     const DType type = GetParam();
     const bool blocks = dtype_layout(type).block > 1;
-    const int64_t rows = 37, cols = blocks ? 320 : 333, tokens = 13;
+    const int64_t rows = 37, cols = blocks ? (dtype_layout(type).block == 32 ? 320 : 512) : 333, tokens = 13;
     const TestWeight tw = make_weight(type, rows, cols, 21);
     const auto x = test::random_values(static_cast<size_t>(tokens * cols), 22);
     std::vector<float> all(static_cast<size_t>(tokens * rows)), four(static_cast<size_t>(4 * rows)), one(static_cast<size_t>(rows));
@@ -192,7 +171,8 @@ TEST_P(Matmul, EveryTokenGetsTheSameBitsWhateverItsBatch) {
 
 INSTANTIATE_TEST_SUITE_P(Formats, Matmul,
                          ::testing::Values(DType::f32, DType::f16, DType::bf16, DType::int8, DType::q8_0, DType::q4_0,
-                                           DType::q4_1),
+                                           DType::q4_1, DType::q5_0, DType::q5_1, DType::q2_k, DType::q3_k, DType::q4_k,
+                                           DType::q5_k, DType::q6_k),
                          [](const ::testing::TestParamInfo<DType>& p) { return std::string(dtype_name(p.param)); });
 
 TEST(Matmul, QuantizedBlocksDecodeAsGgmlDefinesThem) {

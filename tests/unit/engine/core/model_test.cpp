@@ -368,7 +368,12 @@ public:
     explicit FailingBackend(Backend& inner) : in_(inner) {}
     int fail_at = -1;  // attention calls before the failure; -1: never
     bool on_device = false;  // says it keeps activations in device memory
+    bool legacy_formats_only = false;  // reads f32/f16/bf16/int8/q8_0/q4_0/q4_1 weights only (as the CUDA backend)
     std::string_view name() const noexcept override { return "failing"; }
+    bool computes_with(DType t) const noexcept override {
+        return !legacy_formats_only || dtype_layout(t).block <= 32;  // (q5_0 and q5_1 pass: enough for the test)
+    }
+    std::string weight_formats() const override { return legacy_formats_only ? "the legacy ones" : Backend::weight_formats(); }
     bool device_memory() const noexcept override { return on_device; }
     std::unique_ptr<DeviceMemory> allocate(int64_t b, MemoryTag t) override { return in_.allocate(b, t); }
     void embedding(const Weight& w, int64_t f, std::span<const int32_t> i, Tensor o) override { in_.embedding(w, f, i, o); }
@@ -418,6 +423,32 @@ TEST(LlamaModel, AStepThatFailsHalfWayLeavesTheCacheAsItWas) {
     auto ref = tiny().load(*cpu, opt);
     const StepResult want = ref->forward({{1, {1, 2, 3, 4}, 0, false}});
     expect_close(next.logits.data(), want.logits.data(), want.vocab, 1e-5f);
+}
+
+// A backend that does not read a checkpoint's formats refuses it before the weights load, naming
+// the tensors and what it does read (the CUDA backend and a K-quant GGUF).
+TEST(LlamaModel, WeightFormatsABackendDoesNotReadAreRefusedBeforeLoading) {
+    const ModelFiles files =
+        ModelFiles::open(std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/llama3-gguf-q4_k_m/llama3-wide-Q4_K_M.gguf");
+    auto cpu = make_cpu_backend(1);
+    EXPECT_NO_THROW(check_backend_computes(files.desc, *cpu));
+    FailingBackend limited(*cpu);
+    limited.legacy_formats_only = true;
+    try {
+        check_backend_computes(files.desc, limited);
+        FAIL() << "a q4_k model was not refused";
+    } catch (const UsageError& e) {
+        const std::string m = e.what();
+        EXPECT_NE(m.find("formats the failing backend does not compute with"), std::string::npos) << m;
+        EXPECT_NE(m.find("(q4_k)"), std::string::npos) << m;
+        EXPECT_NE(m.find("and 13 more"), std::string::npos) << m;  // 16 matrices: embedding, LM head, 2 x 7
+        EXPECT_NE(m.find("it reads the legacy ones"), std::string::npos) << m;
+        EXPECT_NE(m.find("--backend cpu"), std::string::npos) << m;
+    }
+    // the llama3 fixtures' q8_0 GGUF is read by both
+    const ModelFiles q8 =
+        ModelFiles::open(std::string(TPS_SOURCE_DIR) + "/tests/fixtures/models/llama3-gguf-q8_0/llama3-tiny-Q8_0.gguf");
+    EXPECT_NO_THROW(check_backend_computes(q8.desc, limited));
 }
 
 TEST(LlamaModel, RandomWeightsRefuseShapesTheirFormatCannotHold) {

@@ -130,8 +130,10 @@ TEST(Gguf, TensorsServedUnderHfNamesWithSlices) {
     const Weight cols = src->matrix("model.embed_tokens.weight", {}, {64, 128});
     EXPECT_EQ(cols.row_bytes, 2 * 34);
     EXPECT_THROW(src->matrix("model.embed_tokens.weight", {}, {10, 128}), InputError);  // not on a block boundary
-    // q4_k is a format the planner knows but the engine does not compute with
-    EXPECT_THROW(src->matrix("model.layers.0.self_attn.q_proj.weight"), InputError);
+    EXPECT_EQ(src->type("model.layers.0.self_attn.q_proj.weight"), DType::q4_k);
+    const Weight q = src->matrix("model.layers.0.self_attn.q_proj.weight", {}, {0, 256});
+    EXPECT_EQ(q.row_bytes, 144);  // one super-block
+    EXPECT_THROW(src->matrix("model.layers.0.self_attn.q_proj.weight", {}, {0, 128}), InputError);  // half of one
 }
 
 }  // namespace

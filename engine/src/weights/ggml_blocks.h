@@ -1,0 +1,45 @@
+// One block of a GGML quantized format, decoded to f32 or encoded from it: the scalar reference
+// of every block format the engine computes with (ggml_blocks.cpp has the layouts). The CPU's
+// vector kernels (cpu/simd.h) are tested against decode_block; the decoders against gguf-py's.
+#pragma once
+
+#include "tpserve/partition/dtype.h"
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tps::ggml {
+
+// The GGML block formats the engine reads: q8_0, q4_0, q4_1, q5_0, q5_1 (blocks of 32) and the
+// K-quants q2_k, q3_k, q4_k, q5_k, q6_k (super-blocks of 256).
+bool engine_block_format(DType t) noexcept;
+
+// The dtype_layout(type).block elements of one block.
+void decode_block(DType type, const std::byte* blk, float* out);
+
+// Quantizes dtype_layout(type).block floats into one block. q8_0, q4_0, q4_1, q5_0 and q5_1 as
+// ggml's reference quantizers; the K-quants with one pass of min/max scales per sub-block (no
+// search for the scales that minimise the error, as llama-quantize does): every element within
+// half a quantization step of its value, scales rounded to the nearest stored step.
+void encode_block(DType type, const float* x, std::byte* blk);
+
+// K-quant scales packed in 12 bytes (q4_k, q5_k): sub-block j's 6-bit scale and 6-bit min, as
+// ggml's get_scale_min_k4.
+// (Both spellings are computed and one chosen, without a branch: q[j - 4] for j < 4 reads the 4
+// bytes before the scales, the block's d and dmin, and is not used.)
+inline void k4_scale_min(int j, const uint8_t* q, int& scale, int& min) noexcept {
+    const int lo_scale = q[j] & 63, lo_min = q[j + 4] & 63;
+    const int hi_scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    const int hi_min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    scale = j < 4 ? lo_scale : hi_scale;
+    min = j < 4 ? lo_min : hi_min;
+}
+
+// q3_k's 16 signed 6-bit scales packed in 12 bytes: scale j (already less its offset of 32).
+inline int q3k_scale(int j, const uint8_t* q) noexcept {
+    const int low = j < 8 ? q[j] & 0xF : q[j - 8] >> 4;
+    const int high = (q[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+    return (low | (high << 4)) - 32;
+}
+
+}  // namespace tps::ggml
