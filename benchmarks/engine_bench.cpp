@@ -9,7 +9,9 @@
 // steady rounds; the median ratio is reported.
 // --moe E,K makes each layer's FFN E experts of that width, K per token (Mixtral's layout): a
 // decode step then reads the router and K experts per layer, and those are the bytes counted.
-//   build/release/benchmarks/engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0] [--moe E,K]
+// --wide widens the shape to hidden 768, 12 heads / 4 KV heads of 64, FFN 2048 (the K-quants'
+// 256-element blocks do not divide 576): the other formats can be run on it too, to compare.
+//   build/release/benchmarks/engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0] [--moe E,K] [--wide]
 #include "tpserve/common/strings.h"
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/llama.h"
@@ -113,10 +115,16 @@ int main(int argc, char** argv) {
     int decode_tokens = 64;
     std::vector<tps::DType> formats = {tps::DType::f32, tps::DType::f16, tps::DType::q8_0};
     int64_t experts = 0, active = 0;
+    bool wide = false;
     for (int i = 1; i < argc; i += 2) {
         const std::string flag = argv[i];
+        if (flag == "--wide") {
+            wide = true;
+            --i;  // (no value)
+            continue;
+        }
         if (i + 1 >= argc || (flag != "--threads" && flag != "--tokens" && flag != "--formats" && flag != "--moe")) {
-            std::fprintf(stderr, "usage: engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0] [--moe E,K]\n");
+            std::fprintf(stderr, "usage: engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0] [--moe E,K] [--wide]\n");
             return 2;
         }
         if (flag == "--moe") {
@@ -134,8 +142,8 @@ int main(int argc, char** argv) {
             for (const std::string& name : tps::split(argv[i + 1], ',')) {
                 const auto type = tps::parse_dtype(name);
                 if (!type || !tps::engine_supports(*type)) {
-                    std::fprintf(stderr, "engine_bench: --formats: '%s' is not one of f32, f16, bf16, int8, q8_0, q4_0, q4_1\n",
-                                 name.c_str());
+                    std::fprintf(stderr, "engine_bench: --formats: '%s' is not one of %s\n", name.c_str(),
+                                 std::string(tps::engine_format_names()).c_str());
                     return 2;
                 }
                 formats.push_back(*type);
@@ -149,11 +157,28 @@ int main(int argc, char** argv) {
     tps::ModelDesc desc = tps::load_model("smollm2-135m");
     desc.experts = experts;
     desc.experts_active = active;
+    if (wide) {
+        desc.hidden = 768;
+        desc.heads = 12;
+        desc.kv_heads = 4;
+        desc.head_dim = 64;
+        desc.intermediate = 2048;
+    }
+    const std::string shape = wide ? "SmolLM2-135M shape widened to hidden 768, 12 / 4 heads, FFN 2048" : "SmolLM2-135M shape";
+    for (tps::DType type : formats) {
+        if (!tps::matrix_bytes(type, desc.intermediate, desc.hidden) || !tps::matrix_bytes(type, desc.hidden, desc.intermediate)) {
+            std::fprintf(stderr, "engine_bench: %s rows of %lld do not split into its %lld-element blocks (try --wide)\n",
+                         std::string(tps::dtype_name(type)).c_str(), static_cast<long long>(desc.hidden),
+                         static_cast<long long>(tps::dtype_layout(type).block));
+            return 2;
+        }
+    }
     if (experts > 0) {
-        std::printf("model: SmolLM2-135M shape with %lld experts of FFN 1536 per layer, %lld per token, random weights; %d threads\n",
-                    static_cast<long long>(experts), static_cast<long long>(active), threads);
+        std::printf("model: %s with %lld experts of FFN %lld per layer, %lld per token, random weights; %d threads\n",
+                    shape.c_str(), static_cast<long long>(experts), static_cast<long long>(desc.intermediate),
+                    static_cast<long long>(active), threads);
     } else {
-        std::printf("model: SmolLM2-135M shape, random weights; %d threads\n", threads);
+        std::printf("model: %s, random weights; %d threads\n", shape.c_str(), threads);
     }
     const std::vector<float> bw_buffer(size_t{1} << 28, 1.0f);  // 1 GiB
     const double peak = fma_peak(threads);
@@ -220,7 +245,10 @@ int main(int argc, char** argv) {
         std::sort(rounds.begin(), rounds.end(), [](const Round& a, const Round& b) { return a.ratio < b.ratio; });
         const double step = rounds[kRounds / 2].step;
         const double bw = rounds[kRounds / 2].bw;
-        const double per_token_flops = 2.0 * static_cast<double>(bytes) / (static_cast<double>(*tps::matrix_bytes(type, 1, 32)) / 32.0);
+        // bytes per weight over a whole block (32 elements, or a K-quant's 256)
+        const int64_t n = std::max<int64_t>(32, tps::dtype_layout(type).block);
+        const double per_token_flops =
+            2.0 * static_cast<double>(bytes) / (static_cast<double>(*tps::matrix_bytes(type, 1, n)) / static_cast<double>(n));
         // prefill FLOPs: matmuls for 128 tokens (the LM head for one) + causal attention
         const double lm_head = 2.0 * static_cast<double>(desc.vocab * desc.hidden);
         const double layers_flops = (per_token_flops - lm_head) * 128 + lm_head +
