@@ -253,7 +253,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Fixture{"qwen2", "", "int8"}, Fixture{"mixtral", "", "int8"},
                       Fixture{"mixtral-gguf-q8_0", "mixtral-tiny-Q8_0.gguf"},
                       Fixture{"llama3-gguf-q4_k_m", "llama3-wide-Q4_K_M.gguf"},
-                      Fixture{"llama3-gguf-kmix", "llama3-wide-kmix.gguf"}),
+                      Fixture{"llama3-gguf-kmix", "llama3-wide-kmix.gguf"},
+                      Fixture{"qwen2-gguf-q5_0", "qwen2-tiny-Q5_0.gguf"}),
     [](const ::testing::TestParamInfo<Fixture>& param) {
         std::string n = param.param.dir + (param.param.format.empty() ? "" : "_" + param.param.format);
         for (char& c : n) {

@@ -4,7 +4,8 @@
 // every architecture (Llama 2 and 3 with llama3 RoPE scaling, Mistral, Mixtral's experts, Qwen2
 // with QKV bias, SmolLM2 with tied embeddings), every stored format (f32, sharded safetensors, f16,
 // bf16, GGUF q8_0, q4_0, q4_1, GGUF merged experts, GGUF K-quants: Q4_K_M's q4_k + q6_k, and
-// q2_k, q3_k, q5_k, q5_0, q5_1 in one file; make_kquant_fixtures.py), and every step shape (one
+// q2_k, q3_k, q5_k, q5_0, q5_1 in one file; make_kquant_fixtures.py; a Qwen2 GGUF with its biases,
+// NeoX-order Q/K and tied q8_0 embedding; make_qwen2_gguf_fixture.py), and every step shape (one
 // pass, token by token, batched with the others).
 #include "tpserve/engine/llama.h"
 #include "tpserve/engine/model_files.h"
@@ -136,7 +137,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"llama3-gguf-q8_0", "llama3-tiny-Q8_0.gguf"}, Case{"llama3-gguf-q4_0", "llama3-tiny-Q4_0.gguf"},
                       Case{"llama3-gguf-q4_1", "llama3-tiny-Q4_1.gguf"}, Case{"llama2-gguf-q8_0", "llama2-tiny-Q8_0.gguf"},
                       Case{"mixtral-gguf-q8_0", "mixtral-tiny-Q8_0.gguf", false},
-                      Case{"llama3-gguf-q4_k_m", "llama3-wide-Q4_K_M.gguf"}, Case{"llama3-gguf-kmix", "llama3-wide-kmix.gguf"}),
+                      Case{"llama3-gguf-q4_k_m", "llama3-wide-Q4_K_M.gguf"}, Case{"llama3-gguf-kmix", "llama3-wide-kmix.gguf"},
+                      Case{"qwen2-gguf-q5_0", "qwen2-tiny-Q5_0.gguf"}),
     [](const ::testing::TestParamInfo<Case>& p) {
         std::string n = p.param.dir;
         std::replace(n.begin(), n.end(), '-', '_');
