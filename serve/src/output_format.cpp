@@ -192,16 +192,23 @@ void force_tool_calls(const Json& tools, const std::string& only, const ServedMo
     }
     const bool one = !only.empty() || r.one_tool_call;
     const ToolParser p = model.tool_parser;
-    if ((p == ToolParser::hermes || p == ToolParser::llama3_json) && model.token_bytes) {
+    if ((p == ToolParser::hermes || p == ToolParser::llama3_json || p == ToolParser::mistral) && model.token_bytes) {
         // in the model's own format, which it was trained to write (as vLLM's structural tags do):
         // the output is calls and nothing else, read back by the model's parser
         B g;
-        const RuleId call = add_call(g, tools, only, p == ToolParser::hermes ? "arguments" : "parameters", true);
+        const RuleId call = add_call(g, tools, only, p == ToolParser::llama3_json ? "parameters" : "arguments", true);
         RuleId calls = 0;
         if (p == ToolParser::hermes) {
             const RuleId tagged = g.sequence({B::ref(g.literal("<tool_call>")), B::ref(add_hermes_body(g, call))});
             const RuleId next = g.sequence({B::ref(g.optional(g.literal("\n"))), B::ref(tagged)});
             calls = one ? tagged : g.sequence({B::ref(tagged), B::ref(g.star(next))});
+        } else if (p == ToolParser::mistral) {
+            // Mistral's list, [{"name": ..., "arguments": {...}}, ...], without the [TOOL_CALLS]
+            // token before it (a grammar spells text, not special tokens; the parser reads either)
+            const RuleId space = add_blanks(g);
+            const RuleId next = g.sequence({B::ref(space), B::byte(','), B::ref(space), B::ref(call)});
+            calls = g.sequence({B::byte('['), B::ref(space), B::ref(call), B::ref(one ? g.sequence({}) : g.star(next)),
+                                B::ref(space), B::byte(']')});
         } else {
             calls = add_llama_calls(g, call, one, add_blanks(g));
         }

@@ -258,8 +258,28 @@ TEST(Request, ToolsAreCheckedAndReadWhenTheModelsFormatIsKnown) {
     EXPECT_TRUE(spell(llama_required, llama, lima + "; " + lima).may_end);
     EXPECT_FALSE(spell(llama_required, llama, "The weather").taken);
     EXPECT_FALSE(spell(llama_required, llama, R"({"name": "get_weather", "arguments": {}})").taken);
-    // where calls are read no other way (none, mistral): vLLM's JSON list, read as such
-    for (const ToolParser other : {ToolParser::none, ToolParser::mistral}) {
+    // mistral: its own list (with "arguments"), without the [TOOL_CALLS] token; read back by its parser
+    ServedModel mistral = m;
+    mistral.tool_parser = ToolParser::mistral;
+    const GenerationRequest mistral_required = chat(body(R"(,"tool_choice":"required")"), mistral);
+    EXPECT_TRUE(mistral_required.reads_tool_calls);
+    EXPECT_FALSE(mistral_required.forces_tool_calls);
+    const std::string rome = R"({"name": "get_weather", "arguments": {"city": "Rome"}})";
+    EXPECT_TRUE(spell(mistral_required, mistral, "[" + rome + ", " + rome + "]").finished);
+    EXPECT_FALSE(spell(mistral_required, mistral, "[" + rome).may_end);
+    EXPECT_FALSE(spell(mistral_required, mistral, "[]").taken);
+    EXPECT_FALSE(spell(mistral_required, mistral, "Sure").taken);
+    EXPECT_FALSE(spell(mistral_required, mistral, R"([{"name": "get_weather", "parameters": {}}])").taken);
+    const GenerationRequest mistral_one = chat(body(R"(,"tool_choice":{"type":"function","function":{"name":"get_weather"}})"), mistral);
+    EXPECT_TRUE(spell(mistral_one, mistral, "[" + rome + "]").finished);
+    EXPECT_FALSE(spell(mistral_one, mistral, "[" + rome + ", ").taken);
+    const ToolOutput read = parse_tool_calls(ToolParser::mistral, "[" + rome + ", " + rome + "]");
+    ASSERT_EQ(read.calls.size(), 2u);
+    EXPECT_EQ(read.calls[1].name, "get_weather");
+    EXPECT_EQ(read.calls[1].arguments, R"({"city": "Rome"})");
+    EXPECT_TRUE(read.content.empty());
+    // where calls are read no other way (none): vLLM's JSON list, read as such
+    for (const ToolParser other : {ToolParser::none}) {
         ServedModel o = m;
         o.tool_parser = other;
         const GenerationRequest listed = chat(body(R"(,"tool_choice":"required")"), o);
