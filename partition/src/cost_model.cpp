@@ -12,7 +12,36 @@ namespace {
 struct LayerWork {
     double weight_bytes = 0;
     double flops_per_token = 0;  // linear layers only
+    double expand_flops = 0;     // CPU: expanding the quantized weights to f32 (cpu_expansions)
 };
+
+// CPU devices: what expanding one stored weight to f32 in registers costs, in FLOPs of the
+// effective compute rate, on top of its 2 FLOPs per token. The CPU backend's quantized matmuls are
+// bound by this, not by memory (docs/perf.md): measured with `engine_bench --wide` (2026-11-29,
+// 2 threads of an AMD EPYC: weights per second at batch-1 decode against the FMA peak, c = peak /
+// rate, then e = c * 0.5 - 2 for the CPU's compute efficiency of 0.5). Plain formats expand for
+// free next to their memory traffic (f16, bf16, f32, and int8 at 105% of the read bandwidth). Formats
+// the engine does not compute with on CPUs (fp8, int4, the i-quants) are costed as stored bytes only.
+double expand_flops_per_weight(DType t) {
+    switch (t) {
+        case DType::q8_0: return 4.1;
+        case DType::q4_0: return 4.2;
+        case DType::q4_1: return 5.4;
+        case DType::q5_0: case DType::q5_1: case DType::q2_k: return 6.3;
+        case DType::q3_k: return 8.9;
+        case DType::q4_k: case DType::q6_k: return 7.1;
+        case DType::q5_k: return 8.3;
+        default: return 0;
+    }
+}
+
+// Whether the expansion is paid in full for a step of `tokens` tokens through a matrix: up to 4,
+// the CPU matmul streams each row once for all of them, and expanding it is the bound. Beyond, it
+// runs register tiles of 6 tokens, where the expansion overlaps the tile's 12 FMAs per weight and
+// the compute efficiency already covers it: measured, a 128-token q4_1 prefill ran at 0.47 of the
+// FMA peak (the model's 0.50 predicts it within 7%; adding the expansion per tile would predict
+// 37% too slow).
+double cpu_expansions(int64_t tokens) { return tokens <= 4 ? 1.0 : 0.0; }
 
 // Expected share of a layer's experts that `tokens` tokens touch when each picks k of E.
 double experts_touched(const ModelDesc& m, int64_t tokens) {
@@ -37,11 +66,13 @@ LayerWork layer_work(const ModelDesc& m, int64_t layer, int tp, int64_t tokens) 
             // only the experts the tokens are routed to are read; each token computes k of E
             // (a merged tensor holds all E; a per-expert tensor is used by a token with p = k/E)
             w.weight_bytes += bytes * experts_touched(m, tokens);
+            w.expand_flops += elements * expand_flops_per_weight(t.dtype) * experts_touched(m, tokens);
             const double k = static_cast<double>(m.experts_active);
             w.flops_per_token += 2.0 * elements * (t.experts > 1 ? k : k / static_cast<double>(m.experts));
         } else {
             w.weight_bytes += bytes;
             w.flops_per_token += t.in > 1 ? 2.0 * elements : 0.0;
+            w.expand_flops += t.in > 1 ? elements * expand_flops_per_weight(t.dtype) : 0.0;
         }
     }
     return w;
@@ -53,6 +84,7 @@ struct StageView {
     double flops;
     bool first;
     bool last;
+    bool cpu = false;  // CPU devices: quantized weights cost their expansion (expand_flops_per_weight)
 };
 
 // One step of `tokens` new tokens per sequence-batch through one stage. `decode`: one new token per
@@ -77,7 +109,7 @@ StageTime stage_time(const ModelDesc& m, const Plan& p, const StageView& v, int6
     for (int64_t l = v.stage->first_layer; l < v.stage->last_layer; ++l) {
         const LayerWork w = layer_work(m, l, tp, tokens);
         double bytes = w.weight_bytes;
-        double flops = w.flops_per_token * n;
+        double flops = w.flops_per_token * n + (v.cpu ? w.expand_flops * cpu_expansions(tokens) : 0.0);
         if (decode) {
             bytes += n * static_cast<double>(context) * kv_token_layer;  // every sequence reads its KV
             flops += 4.0 * n * static_cast<double>(context) * heads * hd;
@@ -99,13 +131,16 @@ StageTime stage_time(const ModelDesc& m, const Plan& p, const StageView& v, int6
         const auto [first, last] = vocab_slice(m.vocab, tp, 0);
         const double rows = static_cast<double>(last - first);
         const double sampled = decode ? n : 1.0;
-        double head_bytes = 0;
+        double head_bytes = 0, head_expand = 0;
         for (const auto& g : m.globals) {
             if (g.role == TensorRole::vocab && (g.placement == Placement::last_stage || m.tied_embeddings)) {
                 head_bytes = static_cast<double>(shard_bytes(m, g, tp, 0));
+                head_expand = v.cpu ? rows * static_cast<double>(m.hidden) * expand_flops_per_weight(g.dtype) *
+                                          cpu_expansions(static_cast<int64_t>(sampled))
+                                    : 0.0;
             }
         }
-        add(head_bytes, 2.0 * sampled * static_cast<double>(m.hidden) * rows);
+        add(head_bytes, 2.0 * sampled * static_cast<double>(m.hidden) * rows + head_expand);
         if (tp > 1) {  // vocabulary-parallel sampling: each rank's best candidates are exchanged
             t.allreduce_s += p.link.allreduce_seconds(tp, sampled * 64.0);
             t.allreduces += 1;
@@ -149,6 +184,7 @@ std::vector<StageView> stage_views(const Plan& p, Efficiency* used, const Effici
         StageView v{&st, 1e30, 1e30, s == 0, s + 1 == p.stages.size()};
         for (int dev : st.devices) {
             const DeviceProfile& d = p.devices[static_cast<size_t>(dev)];
+            v.cpu = v.cpu || d.kind == DeviceKind::cpu;
             const Efficiency eff = gpu && d.kind == DeviceKind::gpu ? *gpu : default_efficiency(d.kind);
             v.bandwidth = std::min(v.bandwidth, d.bandwidth * eff.bandwidth);
             v.flops = std::min(v.flops, d.flops * eff.compute);

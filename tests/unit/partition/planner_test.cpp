@@ -228,6 +228,45 @@ TEST(Planner, MoeDecodeReadsOnlyTheActiveExperts) {
     EXPECT_GT(read32, 2.0 * read);
 }
 
+// On CPUs a quantized decode step costs expanding its weights (docs/planner.md, the constants):
+// compute-bound where the bytes alone would say memory-bound. Prefill is costed as before.
+TEST(Planner, CpuDecodeOfQuantizedWeightsCostsTheirExpansion) {
+    const std::string cpu = "cpu:64:50:0.25";  // 50 GB/s, 0.25 TFLOPS
+    auto batch1 = [](const Plan& p) {
+        StageTime sum;
+        for (const auto& s : p.estimate.batch1) {
+            sum.compute_s += s.compute_s;
+            sum.memory_s += s.memory_s;
+        }
+        return sum;
+    };
+    const PlanResult f16 = make_plan(request("llama-3.1-8b", cpu, DType::f16));
+    const PlanResult q8 = make_plan(request("llama-3.1-8b", cpu, DType::q8_0));
+    const PlanResult k4 = make_plan(request("llama-3.1-8b", cpu, DType::q4_k));
+    ASSERT_TRUE(f16.feasible && q8.feasible && k4.feasible);
+    const StageTime a = batch1(f16.plan), b = batch1(q8.plan), c = batch1(k4.plan);
+    EXPECT_GT(a.memory_s, a.compute_s);  // f16: bound by its bytes
+    EXPECT_GT(b.compute_s, b.memory_s);  // q8_0: by expanding them
+    // the layers' weights cost q8_0's 4.1 and q4_k's 7.1 FLOPs more each, at half the 0.25 TFLOPS
+    // (the LM head keeps the checkpoint's bf16 under --format: the same in all three)
+    double weights = 0;
+    for (const auto& layer : load_model("llama-3.1-8b").layer_tensors) {
+        for (const auto& t : layer) weights += t.in > 1 ? static_cast<double>(t.out * t.in) : 0.0;
+    }
+    const double flops = 0.25e12 * 0.5;
+    EXPECT_NEAR((b.compute_s - a.compute_s) * flops, 4.1 * weights, 1e-6 * weights);
+    EXPECT_NEAR((c.compute_s - a.compute_s) * flops, 7.1 * weights, 1e-6 * weights);
+    EXPECT_LT(k4.plan.estimate.decode_tps_batch1, q8.plan.estimate.decode_tps_batch1);
+    // on GPUs nothing changes: the CUDA kernels are judged by bytes and FLOPs alone
+    const PlanResult g8 = make_plan(request("llama-3.1-8b", "rtx5090", DType::q8_0));
+    const PlanResult g16 = make_plan(request("llama-3.1-8b", "rtx5090", DType::f16));
+    ASSERT_TRUE(g8.feasible && g16.feasible);
+    EXPECT_NEAR(batch1(g8.plan).compute_s, batch1(g16.plan).compute_s, 1e-9);
+    // prefill (128-token tiles) is costed without the expansion
+    EXPECT_NEAR(q8.plan.estimate.prefill[0].compute_s, f16.plan.estimate.prefill[0].compute_s,
+                0.01 * f16.plan.estimate.prefill[0].compute_s);
+}
+
 TEST(Planner, ThroughputObjectiveRanksByMaxBatch) {
     PlanRequest req = request("llama-3.1-70b", "4xrtx5090", DType::int8);
     req.serving.objective = Objective::throughput;
