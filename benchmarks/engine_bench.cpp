@@ -116,6 +116,7 @@ int main(int argc, char** argv) {
     std::vector<tps::DType> formats = {tps::DType::f32, tps::DType::f16, tps::DType::q8_0};
     int64_t experts = 0, active = 0;
     bool wide = false;
+    std::vector<int64_t> batches;
     for (int i = 1; i < argc; i += 2) {
         const std::string flag = argv[i];
         if (flag == "--wide") {
@@ -123,9 +124,22 @@ int main(int argc, char** argv) {
             --i;  // (no value)
             continue;
         }
-        if (i + 1 >= argc || (flag != "--threads" && flag != "--tokens" && flag != "--formats" && flag != "--moe")) {
-            std::fprintf(stderr, "usage: engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0] [--moe E,K] [--wide]\n");
+        if (i + 1 >= argc || (flag != "--threads" && flag != "--tokens" && flag != "--formats" && flag != "--moe" &&
+                              flag != "--batches")) {
+            std::fprintf(stderr,
+                         "usage: engine_bench [--threads N] [--tokens N] [--formats f32,f16,q8_0] [--moe E,K] [--wide] "
+                         "[--batches 8,32]\n");
             return 2;
+        }
+        if (flag == "--batches") {
+            for (const std::string& b : tps::split(argv[i + 1], ',')) {
+                const long long n = std::atoll(b.c_str());
+                if (n < 1 || n > 64) {
+                    std::fprintf(stderr, "engine_bench: --batches: '%s' is not a batch of 1 to 64\n", b.c_str());
+                    return 2;
+                }
+                batches.push_back(n);
+            }
         }
         if (flag == "--moe") {
             const auto parts = tps::split(argv[i + 1], ',');
@@ -195,7 +209,7 @@ int main(int argc, char** argv) {
         const int64_t bytes = w.step_matrix_bytes();
         tps::ModelOptions opt;
         opt.max_step_tokens = 128;
-        opt.kv_tokens = 2048;
+        opt.kv_tokens = 4096;  // (64 sequences of 16 + 48 tokens)
         tps::LlamaModel model(desc, std::move(w), *be, opt);
 
         // prefill: 128 tokens, best of 3
@@ -258,6 +272,28 @@ int main(int argc, char** argv) {
                     static_cast<double>(bytes) / step / 1e9, bw / 1e9, 100.0 * static_cast<double>(bytes) / step / bw,
                     128.0 / prefill, layers_flops / prefill / 1e9, 100.0 * layers_flops / prefill / peak);
         if (unsteady > 0) std::printf("       (%d decode round%s measured again: the bandwidth moved during it)\n", unsteady, unsteady == 1 ? "" : "s");
+        // batched decode: B sequences after 16-token prompts, each step one token of every one;
+        // the median of `decode_tokens` steps
+        for (const int64_t b : batches) {
+            for (int64_t s = 0; s < b; ++s) {
+                std::vector<int32_t> start(16);
+                for (auto& t : start) t = tok(rng);
+                model.forward({{1000 + s, start, 0, false}});
+            }
+            std::vector<double> steps;
+            std::vector<tps::SequenceStep> batch(static_cast<size_t>(b));
+            for (int i = 0; i < decode_tokens; ++i) {
+                for (int64_t s = 0; s < b; ++s) batch[static_cast<size_t>(s)] = {1000 + s, {tok(rng)}, 16 + i, false};
+                const auto t0 = clock_type::now();
+                model.forward(batch);
+                steps.push_back(seconds_since(t0));
+            }
+            for (int64_t s = 0; s < b; ++s) model.release(1000 + s);
+            std::sort(steps.begin(), steps.end());
+            const double med = steps[steps.size() / 2];
+            std::printf("       batch %lld decode: %.1f tok/s (%.2f ms a step, %.2f ms a token)\n", static_cast<long long>(b),
+                        static_cast<double>(b) / med, med * 1e3, med * 1e3 / static_cast<double>(b));
+        }
     }
     return 0;
 }

@@ -37,10 +37,10 @@ double expand_flops_per_weight(DType t) {
 
 // Whether the expansion is paid in full for a step of `tokens` tokens through a matrix: up to 4,
 // the CPU matmul streams each row once for all of them, and expanding it is the bound. Beyond, it
-// runs register tiles of 6 tokens, where the expansion overlaps the tile's 12 FMAs per weight and
-// the compute efficiency already covers it: measured, a 128-token q4_1 prefill ran at 0.47 of the
-// FMA peak (the model's 0.50 predicts it within 7%; adding the expansion per tile would predict
-// 37% too slow).
+// runs register tiles of 6 tokens, where the expansion overlaps the tile's 12 FMAs per weight
+// (past 12 tokens each row is expanded once for all of them) and the compute efficiency covers
+// it: measured, a 128-token prefill runs at 0.61-0.67 of the FMA peak in every GGML format
+// (docs/perf.md), above the model's 0.50.
 double cpu_expansions(int64_t tokens) { return tokens <= 4 ? 1.0 : 0.0; }
 
 // Expected share of a layer's experts that `tokens` tokens touch when each picks k of E.

@@ -3,7 +3,8 @@
 // tiles (two FMA chains per token, 12 accumulators) over a block of rows that stays in cache
 // while every group of 6 tokens passes over it; each weight register is used 6 times. Both paths
 // sum every dot product in the same order, so results are batch-invariant. Weights of every
-// format are expanded 8 at a time in registers (simd.h).
+// format are expanded 16 at a time in registers (simd.h); past 12 tokens, the GGML block formats'
+// rows are expanded once into 64 KiB of f32 and the tiles run over that.
 #include "kernels.h"
 #include "simd.h"
 
@@ -127,6 +128,33 @@ TPS_AVX2 void token_group(const Weight& w, int64_t r0, int64_t r1, const float* 
     for (int64_t r = r0; r < r1; ++r) row_dot<T, NT, false>(w, r, x, xs, y, ys, nullptr, 0, 0);
 }
 
+// The GGML block formats: expanding a block to f32 costs more than the FMAs that use it at
+// decode's few tokens (docs/perf.md), so for many tokens their rows are expanded once.
+template <DType T>
+constexpr bool kExpandOnce = T == DType::q8_0 || T == DType::q4_0 || T == DType::q4_1 || T == DType::q5_0 ||
+                             T == DType::q5_1 || T == DType::q2_k || T == DType::q3_k || T == DType::q4_k ||
+                             T == DType::q5_k || T == DType::q6_k;
+
+// Rows [r, r + n) of w as f32, n * w.cols floats (a block format's rows are whole 32-element
+// blocks, so 16 at a time covers them).
+template <DType T>
+TPS_AVX2 void expand_rows(const Weight& w, int64_t r, int64_t n, float* out) {
+    for (int64_t i = 0; i < n; ++i) {
+        const std::byte* row = w.row(r + i);
+        float* o = out + i * w.cols;
+        for (int64_t k = 0; k < w.cols; k += 16) {
+            __m256 a, b;
+            Load16<T>::at(row, k, a, b);
+            _mm256_storeu_ps(o + k, a);
+            _mm256_storeu_ps(o + k + 8, b);
+        }
+    }
+}
+
+template <DType T>
+TPS_AVX2 void token_groups(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n_tok, float* y,
+                           int64_t ys);
+
 template <DType T>
 TPS_AVX2 void rows_avx2(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n_tok, float* y,
                         int64_t ys, PrefetchNext next) {
@@ -137,6 +165,34 @@ TPS_AVX2 void rows_avx2(const Weight& w, int64_t r0, int64_t r1, const float* x,
         case 4: return rows_small<T, 4>(w, r0, r1, x, xs, y, ys, next);
         default: break;
     }
+    if (kExpandOnce<T> && n_tok > 12) {
+        // 64 KiB of rows at a time expanded to f32, then every token group passes over them as over
+        // f32 weights: one expansion per row whatever the tokens, where each group paid its own.
+        // The expanded values are Load16's, summed in row_dot's order: the same bits as decode's.
+        // (From 3 groups on: at 2, storing and reloading the f32 rows cost q8_0 more than its
+        // second expansion, 20% of a batch-8 step; docs/perf.md.)
+        thread_local std::vector<float> expanded;
+        const int64_t block = std::max<int64_t>(1, 16 * 1024 / w.cols);
+        Weight f;
+        f.type = DType::f32;
+        f.cols = w.cols;
+        f.row_bytes = w.cols * 4;
+        for (int64_t rb = r0; rb < r1; rb += block) {
+            const int64_t n = std::min(block, r1 - rb);
+            if (expanded.size() < static_cast<size_t>(n * w.cols)) expanded.resize(static_cast<size_t>(n * w.cols));
+            expand_rows<T>(w, rb, n, expanded.data());
+            f.rows = n;
+            f.data = reinterpret_cast<const std::byte*>(expanded.data());
+            token_groups<DType::f32>(f, 0, n, x, xs, n_tok, y + rb, ys);
+        }
+        return;
+    }
+    token_groups<T>(w, r0, r1, x, xs, n_tok, y, ys);
+}
+
+template <DType T>
+TPS_AVX2 void token_groups(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n_tok, float* y,
+                           int64_t ys) {
     // Groups of 6 tokens, row by row: 12 accumulators, each weight load used 6 times, the group's
     // activations held in L1 while the block's rows stream from L2. int8's 32-weight steps hold
     // four weight registers: groups of 4 keep its accumulators out of memory. (A token's sums do
