@@ -49,13 +49,27 @@ def case_mpi():
 def case_mixtral():
     """Mixtral (a mixture of experts) served by two ranks (tensor parallel): every prompt of its
     fixture's reference.json, greedy, gives the continuation transformers gave."""
-    model = FIXTURE.parent / "mixtral"
-    srv = Server(["--model", str(model), *SMALL, "--gpus", "2xcpu", "--deadline", "30"], np=2)
+    served_as_transformers(FIXTURE.parent / "mixtral", "Mixtral", 2)
+
+
+def case_gguf():
+    """llama.cpp's files as people download them: a Q4_K_M GGUF (q4_k + q6_k) served by two ranks,
+    and a Qwen2 GGUF (q5_0, biases, tied q8_0 embedding) by one: every prompt of their
+    reference.json, greedy, gives the continuation transformers gave."""
+    served_as_transformers(FIXTURE.parent / "llama3-gguf-q4_k_m", "Q4_K_M GGUF", 2, "llama3-wide-Q4_K_M.gguf")
+    served_as_transformers(FIXTURE.parent / "qwen2-gguf-q5_0", "Qwen2 GGUF", 1, "qwen2-tiny-Q5_0.gguf")
+
+
+def served_as_transformers(folder, label, np, file=None):
+    """`folder`'s model (or its GGUF `file`) served by `np` ranks: the greedy tokens of every
+    reference prompt (fed as ids) are the reference's."""
+    model = folder / file if file else folder
+    srv = Server(["--model", str(model), *SMALL, "--gpus", f"{np}xcpu", "--deadline", "30"], np=np)
     if not srv.start():
         srv.kill()
         return
     try:
-        ref = json.loads((model / "reference.json").read_text())
+        ref = json.loads((folder / "reference.json").read_text())
         with client() as c:
             plan = c.get(srv.url + "/v1/plan").json()
             got, want = [], []
@@ -66,8 +80,8 @@ def case_mixtral():
                 got.append([int(t.split(":")[1]) for t in r["choices"][0]["logprobs"]["tokens"]])
                 want.append(p["greedy"]["ids"])
         stages = [(st.get("tp"), st.get("layers")) for st in plan.get("stages", [])]
-        check(got == want, f"Mixtral on 2 ranks (stages {stages}): every reference prompt's greedy tokens are transformers'",
-              short([got, want]))
+        check(got == want, f"{label} on {np} rank{'s' if np > 1 else ''} (stages {stages}): every reference prompt's "
+                           "greedy tokens are transformers'", short([got, want]))
     finally:
         srv.kill()
 
