@@ -147,8 +147,8 @@ int main(int argc, char** argv) {
         }
     }
     const auto type = tps::parse_dtype(format);
-    if (!type || !tps::engine_supports(*type)) {
-        std::fprintf(stderr, "cuda_bench: --format %s is not a weight format the engine computes with\n", format.c_str());
+    if (!type || !tps::engine_stores(*type)) {
+        std::fprintf(stderr, "cuda_bench: --format %s is not a weight format the engine quantizes to\n", format.c_str());
         return 2;
     }
     const std::string why = tps::cuda_backend_unavailable(0);

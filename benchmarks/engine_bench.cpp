@@ -155,9 +155,9 @@ int main(int argc, char** argv) {
             formats.clear();
             for (const std::string& name : tps::split(argv[i + 1], ',')) {
                 const auto type = tps::parse_dtype(name);
-                if (!type || !tps::engine_supports(*type)) {
+                if (!type || !tps::engine_stores(*type)) {
                     std::fprintf(stderr, "engine_bench: --formats: '%s' is not one of %s\n", name.c_str(),
-                                 std::string(tps::engine_format_names()).c_str());
+                                 std::string(tps::engine_store_names()).c_str());
                     return 2;
                 }
                 formats.push_back(*type);

@@ -21,7 +21,8 @@ struct LayerWork {
 // 2 threads of an AMD EPYC: weights per second at batch-1 decode against the FMA peak, c = peak /
 // rate, then e = c * 0.5 - 2 for the CPU's compute efficiency of 0.5). Plain formats expand for
 // free next to their memory traffic (f16, bf16, f32, and int8 at 105% of the read bandwidth). Formats
-// the engine does not compute with on CPUs (fp8, int4, the i-quants) are costed as stored bytes only.
+// the engine does not compute with on CPUs (fp8, int4, the other i-quants) are costed as stored
+// bytes only.
 double expand_flops_per_weight(DType t) {
     switch (t) {
         case DType::q8_0: return 4.1;
@@ -31,6 +32,10 @@ double expand_flops_per_weight(DType t) {
         case DType::q3_k: return 8.9;
         case DType::q4_k: case DType::q6_k: return 7.1;
         case DType::q5_k: return 8.3;
+        // not measured (engine_bench makes random weights by quantizing, and the engine has no
+        // i-quant quantizer): assumed as the formats they decode like, q4_0 and q4_k
+        case DType::iq4_nl: return 4.2;
+        case DType::iq4_xs: return 7.1;
         default: return 0;
     }
 }

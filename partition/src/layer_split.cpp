@@ -24,7 +24,7 @@ std::string formats_cpu_only(const ModelDesc& m) {
         if (t.in <= 1) return;
         switch (t.dtype) {
             case DType::q5_0: case DType::q5_1: case DType::q2_k: case DType::q3_k: case DType::q4_k:
-            case DType::q5_k: case DType::q6_k: {
+            case DType::q5_k: case DType::q6_k: case DType::iq4_nl: case DType::iq4_xs: {
                 const std::string name(dtype_name(t.dtype));
                 if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
                 return;

@@ -128,7 +128,8 @@ TEST(Generate, BadInputIsOneLine) {
     usage("generate -m " + tiny + " -p hi --kv-dtype q8_0", "--kv-dtype");
     usage("generate -m " + tiny + " -p hi --max-context 999999", "--max-context");
     usage("generate -m " + tiny + " -p hi --format int9", "--format: 'int9'");
-    usage("generate -m " + tiny + " -p hi --format fp8", "does not compute with it");
+    usage("generate -m " + tiny + " -p hi --format fp8", "does not quantize to it");
+    usage("generate -m " + tiny + " -p hi --format iq4_xs", "it reads it from GGUF files");  // (reads, never writes)
     usage(std::string("generate -m ") + TPS_SOURCE_DIR + "/tests/fixtures/models/llama3-gguf-q8_0/llama3-tiny-Q8_0.gguf -p hi --format int8",
           "--format");
     usage("generate -m " + tiny + " -p hi --bogus", "bogus");

@@ -193,7 +193,7 @@ def check_refusals(tpserve):
                            (["--shapes", "ring"], "--shapes"), (["--predict"], "--predict"),
                            (["--batches", "0"], "--batches"), (["--devices", "gpu"], "--devices"),
                            (["--predict", "--gpus", "2xrtx5090", "--devices", "cuda"], "--devices cuda"),
-                           (["--format", "fp8"], "does not compute with it"),
+                           (["--format", "fp8"], "does not quantize to it"),
                            # this machine has no GPU, or fewer than 64: refused before anything runs
                            (["--devices", "cuda", "--ranks", "1,64"], "--devices cuda")):
         p = run([tpserve, "bench", "--model", str(FIXTURE)] + args)

@@ -133,7 +133,7 @@ TPS_AVX2 void token_group(const Weight& w, int64_t r0, int64_t r1, const float* 
 template <DType T>
 constexpr bool kExpandOnce = T == DType::q8_0 || T == DType::q4_0 || T == DType::q4_1 || T == DType::q5_0 ||
                              T == DType::q5_1 || T == DType::q2_k || T == DType::q3_k || T == DType::q4_k ||
-                             T == DType::q5_k || T == DType::q6_k;
+                             T == DType::q5_k || T == DType::q6_k || T == DType::iq4_nl || T == DType::iq4_xs;
 
 // Rows [r, r + n) of w as f32, n * w.cols floats (a block format's rows are whole 32-element
 // blocks, so 16 at a time covers them).
@@ -253,6 +253,8 @@ void matmul_rows(const Weight& w, int64_t r0, int64_t r1, const float* x, int64_
         case DType::q4_k: return rows_avx2<DType::q4_k>(w, r0, r1, x, xs, n_tok, y, ys, next);
         case DType::q5_k: return rows_avx2<DType::q5_k>(w, r0, r1, x, xs, n_tok, y, ys, next);
         case DType::q6_k: return rows_avx2<DType::q6_k>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::iq4_nl: return rows_avx2<DType::iq4_nl>(w, r0, r1, x, xs, n_tok, y, ys, next);
+        case DType::iq4_xs: return rows_avx2<DType::iq4_xs>(w, r0, r1, x, xs, n_tok, y, ys, next);
         default:
             throw InputError(fmt::format("matmul: {} weights are not supported by the CPU backend", dtype_name(w.type)));
     }

@@ -163,6 +163,43 @@ struct Load8<DType::q5_1> {  // {f16 d; f16 m; u32 qh; u8 q[16]}: 5-bit value * 
     TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) { return q5_at<true>(row, k); }
 };
 
+// iq4_nl / iq4_xs: nibbles looked up in kIq4Values, 16 at a time by one byte shuffle.
+TPS_AVX2 inline __m128i iq4_lookup(__m128i nibbles) {
+    return _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ggml::kIq4Values)), nibbles);
+}
+
+// Eight nibbles of an iq4 block's 16 bytes from element j (j < 16 low nibbles, else high), looked up.
+TPS_AVX2 inline __m256 iq4_8(const std::byte* qs, int64_t j) {
+    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + (j & 15)));
+    if (j >= 16) b = _mm_srli_epi16(b, 4);
+    b = _mm_and_si128(b, _mm_set1_epi8(0x0F));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(iq4_lookup(b)));
+}
+
+template <>
+struct Load8<DType::iq4_nl> {  // {f16 d; u8 q[16]}: d * kIq4Values[nibble]
+    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
+        const std::byte* blk = row + (k >> 5) * 18;
+        return _mm256_mul_ps(_mm256_set1_ps(half_to_float(blk)), iq4_8(blk + 2, k & 31));
+    }
+};
+
+// iq4_xs: sub-block s's scale times d.
+TPS_AVX2 inline float iq4xs_d(const std::byte* blk, int s) {
+    uint16_t scales_h;
+    __builtin_memcpy(&scales_h, blk + 2, 2);
+    return half_to_float(blk) * static_cast<float>(ggml::iq4xs_scale(s, scales_h, reinterpret_cast<const uint8_t*>(blk + 4)));
+}
+
+template <>
+struct Load8<DType::iq4_xs> {  // 8 x 32: d * scale * kIq4Values[nibble]
+    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
+        const std::byte* blk = row + (k >> 8) * 136;
+        const int i = static_cast<int>(k & 255), s = i >> 5;
+        return _mm256_mul_ps(_mm256_set1_ps(iq4xs_d(blk, s)), iq4_8(blk + 8 + 16 * s, i & 31));
+    }
+};
+
 // The K-quants (super-blocks of 256; weights/ggml_blocks.cpp has the layouts). Eight elements
 // never straddle a sub-block, so one scale (and min) serves all eight.
 template <>
@@ -297,6 +334,31 @@ struct Load16<DType::q5_0> {
 template <>
 struct Load16<DType::q5_1> {
     TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) { q5_16<true>(row, k, w0, w1); }
+};
+
+// iq4: the 16 nibbles of a block's half (j 0: low, 16: high), looked up and scaled by d.
+TPS_AVX2 inline void iq4_16(const std::byte* qs, int64_t j, float d, __m256& w0, __m256& w1) {
+    widen16(iq4_lookup(bits16(reinterpret_cast<const uint8_t*>(qs), j == 0 ? 0 : 4, 0xF)), w0, w1);
+    const __m256 dv = _mm256_set1_ps(d);
+    w0 = _mm256_mul_ps(dv, w0);
+    w1 = _mm256_mul_ps(dv, w1);
+}
+
+template <>
+struct Load16<DType::iq4_nl> {
+    TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) {
+        const std::byte* blk = row + (k >> 5) * 18;
+        iq4_16(blk + 2, k & 31, half_to_float(blk), w0, w1);
+    }
+};
+
+template <>
+struct Load16<DType::iq4_xs> {
+    TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) {
+        const std::byte* blk = row + (k >> 8) * 136;
+        const int i = static_cast<int>(k & 255), s = i >> 5;
+        iq4_16(blk + 8 + 16 * s, i & 31, iq4xs_d(blk, s), w0, w1);
+    }
 };
 
 template <>

@@ -160,9 +160,10 @@ ModelFiles ModelFiles::open(const fs::path& path) {
 }
 
 void ModelFiles::store_layers_as(DType format) {
-    TPS_CHECK_AS(UsageError, engine_supports(format),
-                 "--format {}: the planner can plan for it, but the engine does not compute with it ({})",
-                 dtype_name(format), engine_format_names());
+    TPS_CHECK_AS(UsageError, engine_stores(format),
+                 "--format {}: the planner can plan for it, but the engine does not quantize to it ({}{})",
+                 dtype_name(format), engine_store_names(),
+                 engine_supports(format) ? "; it reads it from GGUF files" : "");
     apply_weight_format(desc, format);
     weights = WeightSource::converted(std::move(weights), desc);
 }

@@ -31,8 +31,8 @@ Vec ones(int64_t n) {
 }  // namespace
 
 LlamaWeights make_random_llama_weights(const ModelDesc& m, DType type, uint64_t seed) {
-    TPS_CHECK_AS(UsageError, engine_supports(type), "random weights: {} is not a format the engine computes with",
-                 dtype_name(type));
+    TPS_CHECK_AS(UsageError, engine_stores(type), "random weights: {} is not a format the engine quantizes to ({})",
+                 dtype_name(type), engine_store_names());
     std::mt19937_64 rng(seed);
     LlamaWeights w;
     const int64_t hd = m.head_dim;

@@ -21,7 +21,15 @@ bool engine_supports(DType t) noexcept {
     }
 }
 
+bool engine_stores(DType t) noexcept {
+    return engine_supports(t) && (!ggml::engine_block_format(t) || ggml::engine_encodes(t));
+}
+
 std::string_view engine_format_names() noexcept {
+    return "f32, f16, bf16, int8, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs";
+}
+
+std::string_view engine_store_names() noexcept {
     return "f32, f16, bf16, int8, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k";
 }
 
@@ -72,7 +80,8 @@ void f32_to_row(DType type, const float* x, int64_t n, std::byte* row) {
             break;
     }
     TPS_CHECK_AS(InputError, type != DType::int8, "int8 rows carry their scale outside the row: store them with store_row");
-    TPS_CHECK_AS(InputError, ggml::engine_block_format(type), "cannot store {} rows", dtype_name(type));
+    TPS_CHECK_AS(InputError, ggml::engine_encodes(type), "cannot store {} rows (the engine writes {})", dtype_name(type),
+                 engine_store_names());
     const DTypeLayout l = dtype_layout(type);
     TPS_CHECK(n % l.block == 0, "{} rows hold whole {}-element blocks, got {}", dtype_name(type), l.block, n);
     for (int64_t b = 0; b < n / l.block; ++b) ggml::encode_block(type, x + b * l.block, row + b * (l.block_bits / 8));

@@ -116,9 +116,9 @@ std::shared_ptr<const WeightSource> WeightSource::converted(std::shared_ptr<cons
         for (const auto& t : layer) {
             for (const std::string& name : checkpoint_names(t)) {  // (an MoE spec: each expert's)
                 if (!t.linear || !inner->has(name) || inner->type(name) == t.dtype) continue;
-                TPS_CHECK_AS(UsageError, engine_supports(t.dtype),
-                             "--format {}: the planner can plan for it, but the engine does not compute with it ({})",
-                             dtype_name(t.dtype), engine_format_names());
+                TPS_CHECK_AS(UsageError, engine_stores(t.dtype),
+                             "--format {}: the planner can plan for it, but the engine does not quantize to it ({})",
+                             dtype_name(t.dtype), engine_store_names());
                 formats.emplace(name, t.dtype);
             }
         }

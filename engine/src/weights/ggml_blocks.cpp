@@ -18,6 +18,10 @@
 //     as q4_k with a fifth bit per element in qh
 //   q6_k 256 elements, 210 bytes: u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d
 //     16 sub-blocks of 16; x = d * scale * (q - 32), q 6 bits: four in ql, two in qh
+//   iq4_nl 32 elements, 18 bytes: f16 d; u8 q[16]    x = d * kIq4Values[nibble] (nibbles as q4_0)
+//   iq4_xs 256 elements, 136 bytes: f16 d; u16 scales_h; u8 scales_l[4]; u8 q[128]
+//     8 sub-blocks of 32, 6-bit scales (iq4xs_scale); x = d * scale * kIq4Values[nibble], the
+//     sub-block's 16 bytes holding its first 16 elements low, the next 16 high
 // In the K-quants, a 128-element half n uses q[32n + l] (q2_k, q3_k: element 32g + l of the half
 // at bits 2g), q4_k/q5_k's 64-element chunk c uses q[32c + l] (low nibble, then high), and q6_k's
 // half uses ql[64n + l] and ql[64n + 32 + l] (low nibbles, then high) with qh[32n + l] (bits 2g).
@@ -99,6 +103,22 @@ void decode_q45_k(const std::byte* blk, bool five, float* out) {
         int v = (q[32 * c + l] >> (4 * (s & 1))) & 0xF;
         if (five) v |= ((qh[l] >> s) & 1) << 4;
         out[i] = d * static_cast<float>(sc) * static_cast<float>(v) - dmin * static_cast<float>(mn);
+    }
+}
+
+void decode_iq4(const float d, const uint8_t* q, float* out) {
+    for (int j = 0; j < 16; ++j) {
+        out[j] = d * static_cast<float>(kIq4Values[q[j] & 0xF]);
+        out[j + 16] = d * static_cast<float>(kIq4Values[q[j] >> 4]);
+    }
+}
+
+void decode_iq4_xs(const std::byte* blk, float* out) {
+    const float d = half_at(blk);
+    const uint16_t scales_h = load_u16(blk + 2);
+    const uint8_t* scales_l = bytes(blk + 4);
+    for (int s = 0; s < 8; ++s) {
+        decode_iq4(d * static_cast<float>(iq4xs_scale(s, scales_h, scales_l)), bytes(blk + 8 + 16 * s), out + 32 * s);
     }
 }
 
@@ -298,11 +318,14 @@ bool engine_block_format(DType t) noexcept {
     switch (t) {
         case DType::q8_0: case DType::q4_0: case DType::q4_1: case DType::q5_0: case DType::q5_1:
         case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k:
+        case DType::iq4_nl: case DType::iq4_xs:
             return true;
         default:
             return false;
     }
 }
+
+bool engine_encodes(DType t) noexcept { return engine_block_format(t) && t != DType::iq4_nl && t != DType::iq4_xs; }
 
 void decode_block(DType type, const std::byte* blk, float* out) {
     switch (type) {
@@ -334,6 +357,8 @@ void decode_block(DType type, const std::byte* blk, float* out) {
         case DType::q4_k: return decode_q45_k(blk, false, out);
         case DType::q5_k: return decode_q45_k(blk, true, out);
         case DType::q6_k: return decode_q6_k(blk, out);
+        case DType::iq4_nl: return decode_iq4(half_at(blk), bytes(blk + 2), out);
+        case DType::iq4_xs: return decode_iq4_xs(blk, out);
         default: break;
     }
     throw InputError(fmt::format("{} blocks are not read by the engine", dtype_name(type)));

@@ -10,9 +10,20 @@
 
 namespace tps::ggml {
 
-// The GGML block formats the engine reads: q8_0, q4_0, q4_1, q5_0, q5_1 (blocks of 32) and the
-// K-quants q2_k, q3_k, q4_k, q5_k, q6_k (super-blocks of 256).
+// The GGML block formats the engine reads: q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl (blocks of 32),
+// the K-quants q2_k, q3_k, q4_k, q5_k, q6_k and iq4_xs (super-blocks of 256).
 bool engine_block_format(DType t) noexcept;
+// Those it also writes (encode_block): all but the i-quants, whose quantizers need a search this
+// engine does not have.
+bool engine_encodes(DType t) noexcept;
+
+// The 16 values of iq4_nl / iq4_xs quants (ggml-common.h's kvalues_iq4nl).
+inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+// iq4_xs: sub-block j's scale less its offset of 32 (6 bits: 4 in scales_l, 2 in scales_h).
+inline int iq4xs_scale(int j, uint16_t scales_h, const uint8_t* scales_l) noexcept {
+    return (((scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((scales_h >> (2 * j)) & 3) << 4)) - 32;
+}
 
 // The dtype_layout(type).block elements of one block.
 void decode_block(DType type, const std::byte* blk, float* out);

@@ -24,8 +24,8 @@ uint64_t mix(uint64_t x) {  // splitmix64's finaliser
 class RandomSource final : public WeightSource {
 public:
     RandomSource(const ModelDesc& m, DType type, uint64_t seed) : seed_(seed) {
-        TPS_CHECK_AS(UsageError, engine_supports(type), "random weights: {} is not a format the engine computes with",
-                     dtype_name(type));
+        TPS_CHECK_AS(UsageError, engine_stores(type), "random weights: {} is not a format the engine quantizes to ({})",
+                     dtype_name(type), engine_store_names());
         auto add = [&](const TensorSpec& t) {
             for (const std::string& name : checkpoint_names(t)) {  // (an MoE spec: each expert's)
                 tensors_[name] = t.in == 1 ? std::vector<int64_t>{t.out} : std::vector<int64_t>{t.out, t.in};

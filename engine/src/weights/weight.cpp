@@ -38,8 +38,8 @@ std::optional<int64_t> weight_row_bytes(DType type, int64_t cols) noexcept {
 }
 
 Weight make_weight(DType type, int64_t rows, int64_t cols, MemoryTag tag) {
-    TPS_CHECK_AS(UsageError, engine_supports(type), "{} is not a weight format the engine computes with",
-                 dtype_name(type));
+    TPS_CHECK_AS(UsageError, engine_stores(type), "{} is not a weight format the engine writes ({})", dtype_name(type),
+                 engine_store_names());
     const auto row_bytes = weight_row_bytes(type, cols);
     TPS_CHECK_AS(UsageError, rows >= 0 && row_bytes.has_value(), "a {} x {} matrix does not split into {} blocks",
                  rows, cols, dtype_name(type));

@@ -68,6 +68,10 @@ struct Range {
 // The formats the CPU kernels compute with, and their names for messages.
 bool engine_supports(DType t) noexcept;
 std::string_view engine_format_names() noexcept;
+// Those it can also quantize to (--format, random weights): all but the i-quants (iq4_nl, iq4_xs),
+// which it reads from GGUF files only.
+bool engine_stores(DType t) noexcept;
+std::string_view engine_store_names() noexcept;
 
 // Bytes of one stored row of `cols` elements (int8: the values alone, its scales trail the
 // matrix); nullopt when the row does not split into the format's blocks.

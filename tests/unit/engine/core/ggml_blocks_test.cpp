@@ -46,7 +46,7 @@ std::vector<Blocks> load_blocks() {
 
 TEST(GgmlBlocks, ScalarDecoderEqualsGgufPy) {
     const auto all = load_blocks();
-    ASSERT_EQ(all.size(), 10u);
+    ASSERT_EQ(all.size(), 12u);
     for (const Blocks& b : all) {
         SCOPED_TRACE(std::string(dtype_name(b.type)));
         ASSERT_TRUE(engine_supports(b.type));
@@ -91,6 +91,8 @@ TPS_AVX2 void load_all(DType t, const std::byte* row, int64_t n, bool by8, float
         case DType::q4_k: return load_all<DType::q4_k>(row, n, by8, out);
         case DType::q5_k: return load_all<DType::q5_k>(row, n, by8, out);
         case DType::q6_k: return load_all<DType::q6_k>(row, n, by8, out);
+        case DType::iq4_nl: return load_all<DType::iq4_nl>(row, n, by8, out);
+        case DType::iq4_xs: return load_all<DType::iq4_xs>(row, n, by8, out);
         default: FAIL() << "no loader for " << dtype_name(t);
     }
 }
@@ -186,6 +188,11 @@ TEST(GgmlBlocks, FormatsTheEngineDoesNotReadAreRefusedByName) {
     }
     EXPECT_THROW(f32_to_row(DType::iq2_xxs, out, 256, blk.data()), InputError);
     EXPECT_THROW(f32_to_row(DType::q4_k, out, 128, blk.data()), Error);  // not a whole super-block
+    // the i-quants are read, never written (no quantizer here)
+    EXPECT_TRUE(engine_supports(DType::iq4_xs));
+    EXPECT_FALSE(engine_stores(DType::iq4_xs));
+    std::vector<std::byte> xs(136);
+    EXPECT_THROW(f32_to_row(DType::iq4_xs, out, 256, xs.data()), InputError);
 }
 
 }  // namespace

@@ -4,9 +4,9 @@
 // every architecture (Llama 2 and 3 with llama3 RoPE scaling, Mistral, Mixtral's experts, Qwen2
 // with QKV bias, SmolLM2 with tied embeddings), every stored format (f32, sharded safetensors, f16,
 // bf16, GGUF q8_0, q4_0, q4_1, GGUF merged experts, GGUF K-quants: Q4_K_M's q4_k + q6_k, and
-// q2_k, q3_k, q5_k, q5_0, q5_1 in one file; make_kquant_fixtures.py; a Qwen2 GGUF with its biases,
-// NeoX-order Q/K and tied q8_0 embedding; make_qwen2_gguf_fixture.py), and every step shape (one
-// pass, token by token, batched with the others).
+// q2_k, q3_k, q5_k, q5_0, q5_1, iq4_nl, iq4_xs in one file; make_kquant_fixtures.py; a Qwen2 GGUF
+// with its biases, NeoX-order Q/K and tied q8_0 embedding; make_qwen2_gguf_fixture.py), and every
+// step shape (one pass, token by token, batched with the others).
 #include "tpserve/engine/llama.h"
 #include "tpserve/engine/model_files.h"
 #include "tpserve/partition/gguf.h"

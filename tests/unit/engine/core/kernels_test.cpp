@@ -23,7 +23,7 @@ std::vector<int> half_fields(DType type) {
         case DType::q2_k: return {80, 82};
         case DType::q3_k: return {108};
         case DType::q6_k: return {208};
-        default: return {0};  // q8_0, q4_0, q5_0
+        default: return {0};  // q8_0, q4_0, q5_0, iq4_nl, iq4_xs
     }
 }
 
@@ -172,7 +172,7 @@ TEST_P(Matmul, EveryTokenGetsTheSameBitsWhateverItsBatch) {
 INSTANTIATE_TEST_SUITE_P(Formats, Matmul,
                          ::testing::Values(DType::f32, DType::f16, DType::bf16, DType::int8, DType::q8_0, DType::q4_0,
                                            DType::q4_1, DType::q5_0, DType::q5_1, DType::q2_k, DType::q3_k, DType::q4_k,
-                                           DType::q5_k, DType::q6_k),
+                                           DType::q5_k, DType::q6_k, DType::iq4_nl, DType::iq4_xs),
                          [](const ::testing::TestParamInfo<DType>& p) { return std::string(dtype_name(p.param)); });
 
 TEST(Matmul, QuantizedBlocksDecodeAsGgmlDefinesThem) {
