@@ -209,7 +209,9 @@ int main(int argc, char** argv) {
         const int64_t bytes = w.step_matrix_bytes();
         tps::ModelOptions opt;
         opt.max_step_tokens = 128;
-        opt.kv_tokens = 4096;  // (64 sequences of 16 + 48 tokens)
+        // the batch-1 rounds (16 + tokens), and the largest of --batches sequences of 16 + tokens
+        const int64_t widest = batches.empty() ? 1 : *std::max_element(batches.begin(), batches.end());
+        opt.kv_tokens = std::max<int64_t>(2048, widest * (16 + decode_tokens + 16));
         tps::LlamaModel model(desc, std::move(w), *be, opt);
 
         // prefill: 128 tokens, best of 3

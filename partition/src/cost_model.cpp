@@ -12,7 +12,7 @@ namespace {
 struct LayerWork {
     double weight_bytes = 0;
     double flops_per_token = 0;  // linear layers only
-    double expand_flops = 0;     // CPU: expanding the quantized weights to f32 (cpu_expansions)
+    double expand_flops = 0;     // CPU: expanding the quantized weights to f32, as often as the step does (cpu_expansions)
 };
 
 // CPU devices: what expanding one stored weight to f32 in registers costs, in FLOPs of the
@@ -40,13 +40,15 @@ double expand_flops_per_weight(DType t) {
     }
 }
 
-// Whether the expansion is paid in full for a step of `tokens` tokens through a matrix: up to 4,
-// the CPU matmul streams each row once for all of them, and expanding it is the bound. Beyond, it
-// runs register tiles of 6 tokens, where the expansion overlaps the tile's 12 FMAs per weight
-// (past 12 tokens each row is expanded once for all of them) and the compute efficiency covers
-// it: measured, a 128-token prefill runs at 0.61-0.67 of the FMA peak in every GGML format
-// (docs/perf.md), above the model's 0.50.
-double cpu_expansions(int64_t tokens) { return tokens <= 4 ? 1.0 : 0.0; }
+// How often the CPU matmul expands each weight for a step of `tokens` tokens through a matrix, as
+// engine/src/cpu/matmul.cpp does: once for up to 4 (each row streamed once for all of them), once
+// per register tile of 6 up to 12, and once past 12 (each row expanded into f32 for every tile).
+// (In a long prefill the one expansion is lost in its FMAs: measured, a 128-token prefill runs at
+// 0.61-0.67 of the FMA peak in every GGML format, docs/perf.md.)
+double cpu_expansions(int64_t tokens) {
+    if (tokens <= 4 || tokens > 12) return 1.0;
+    return static_cast<double>((tokens + 5) / 6);
+}
 
 // Expected share of a layer's experts that `tokens` tokens touch when each picks k of E.
 double experts_touched(const ModelDesc& m, int64_t tokens) {
@@ -71,13 +73,17 @@ LayerWork layer_work(const ModelDesc& m, int64_t layer, int tp, int64_t tokens) 
             // only the experts the tokens are routed to are read; each token computes k of E
             // (a merged tensor holds all E; a per-expert tensor is used by a token with p = k/E)
             w.weight_bytes += bytes * experts_touched(m, tokens);
-            w.expand_flops += elements * expand_flops_per_weight(t.dtype) * experts_touched(m, tokens);
+            // each touched expert runs on its share of the tokens, k of E: expanded that often
+            const double share = static_cast<double>(tokens) * static_cast<double>(m.experts_active) /
+                                 static_cast<double>(m.experts);
+            w.expand_flops += elements * expand_flops_per_weight(t.dtype) * experts_touched(m, tokens) *
+                              cpu_expansions(std::max<int64_t>(1, static_cast<int64_t>(std::ceil(share))));
             const double k = static_cast<double>(m.experts_active);
             w.flops_per_token += 2.0 * elements * (t.experts > 1 ? k : k / static_cast<double>(m.experts));
         } else {
             w.weight_bytes += bytes;
             w.flops_per_token += t.in > 1 ? 2.0 * elements : 0.0;
-            w.expand_flops += t.in > 1 ? elements * expand_flops_per_weight(t.dtype) : 0.0;
+            w.expand_flops += t.in > 1 ? elements * expand_flops_per_weight(t.dtype) * cpu_expansions(tokens) : 0.0;
         }
     }
     return w;
@@ -114,7 +120,7 @@ StageTime stage_time(const ModelDesc& m, const Plan& p, const StageView& v, int6
     for (int64_t l = v.stage->first_layer; l < v.stage->last_layer; ++l) {
         const LayerWork w = layer_work(m, l, tp, tokens);
         double bytes = w.weight_bytes;
-        double flops = w.flops_per_token * n + (v.cpu ? w.expand_flops * cpu_expansions(tokens) : 0.0);
+        double flops = w.flops_per_token * n + (v.cpu ? w.expand_flops : 0.0);
         if (decode) {
             bytes += n * static_cast<double>(context) * kv_token_layer;  // every sequence reads its KV
             flops += 4.0 * n * static_cast<double>(context) * heads * hd;

@@ -181,8 +181,9 @@ void encode_q5(const float* x, bool with_min, std::byte* blk) {
 }
 
 // Asymmetric sub-blocks (q2_k, q4_k, q5_k): x ~ d * scale[s] * q - dmin * min[s], q in [0, levels],
-// scale and min integers in [0, steps]. Each sub-block's range covers its values and 0; the
-// levels are then fitted to the stored (rounded) scale and min.
+// scale and min integers in [0, steps]. Each sub-block's range covers its values, its low end
+// never above 0 (the min is stored non-negative); the levels are then fitted to the stored
+// (rounded) scale and min.
 void fit_asymmetric(const float* x, int n_sub, int sub, int levels, int steps, float& d, float& dmin, int* scale,
                     int* min, int* q) {
     float sc[16], mn[16];

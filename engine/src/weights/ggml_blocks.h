@@ -1,6 +1,6 @@
 // One block of a GGML quantized format, decoded to f32 or encoded from it: the scalar reference
-// of every block format the engine computes with (ggml_blocks.cpp has the layouts). The CPU's
-// vector kernels (cpu/simd.h) are tested against decode_block; the decoders against gguf-py's.
+// of every block format the engine computes with (ggml_blocks.cpp has the layouts). The decoders
+// and the CPU's vector loads (cpu/simd.h) are both held to gguf-py's values (ggml_blocks_test).
 #pragma once
 
 #include "tpserve/partition/dtype.h"
@@ -30,8 +30,10 @@ void decode_block(DType type, const std::byte* blk, float* out);
 
 // Quantizes dtype_layout(type).block floats into one block. q8_0, q4_0, q4_1, q5_0 and q5_1 as
 // ggml's reference quantizers; the K-quants with one pass of min/max scales per sub-block (no
-// search for the scales that minimise the error, as llama-quantize does): every element within
-// half a quantization step of its value, scales rounded to the nearest stored step.
+// search for the scales that minimise the error, as llama-quantize does), the scales rounded to
+// their nearest stored step and the levels fitted to the rounded scales. The error bounds per
+// format are in ggml_blocks_test (round_trip_bound): half a level, or a whole one on the far side
+// of the symmetric formats, plus the scales' rounding.
 void encode_block(DType type, const float* x, std::byte* blk);
 
 // K-quant scales packed in 12 bytes (q4_k, q5_k): sub-block j's 6-bit scale and 6-bit min, as
