@@ -128,13 +128,6 @@ TPS_AVX2 void token_group(const Weight& w, int64_t r0, int64_t r1, const float* 
     for (int64_t r = r0; r < r1; ++r) row_dot<T, NT, false>(w, r, x, xs, y, ys, nullptr, 0, 0);
 }
 
-// The GGML block formats: expanding a block to f32 costs more than the FMAs that use it at
-// decode's few tokens (docs/perf.md), so for many tokens their rows are expanded once.
-template <DType T>
-constexpr bool kExpandOnce = T == DType::q8_0 || T == DType::q4_0 || T == DType::q4_1 || T == DType::q5_0 ||
-                             T == DType::q5_1 || T == DType::q2_k || T == DType::q3_k || T == DType::q4_k ||
-                             T == DType::q5_k || T == DType::q6_k || T == DType::iq4_nl || T == DType::iq4_xs;
-
 // Rows [r, r + n) of w as f32, n * w.cols floats (a block format's rows are whole 32-element
 // blocks, so 16 at a time covers them).
 template <DType T>
@@ -165,7 +158,9 @@ TPS_AVX2 void rows_avx2(const Weight& w, int64_t r0, int64_t r1, const float* x,
         case 4: return rows_small<T, 4>(w, r0, r1, x, xs, y, ys, next);
         default: break;
     }
-    if (kExpandOnce<T> && n_tok > 12) {
+    // The GGML block formats: expanding a block to f32 costs more than the FMAs that use it at
+    // decode's few tokens (docs/perf.md), so for many tokens their rows are expanded once.
+    if (ggml::engine_block_format(T) && n_tok > 12) {
         // 64 KiB of rows at a time expanded to f32, then every token group passes over them as over
         // f32 weights: one expansion per row whatever the tokens, where each group paid its own.
         // The expanded values are Load16's, summed in row_dot's order: the same bits as decode's.

@@ -315,19 +315,6 @@ void encode_q6_k(const float* x, std::byte* blk) {
 
 }  // namespace
 
-bool engine_block_format(DType t) noexcept {
-    switch (t) {
-        case DType::q8_0: case DType::q4_0: case DType::q4_1: case DType::q5_0: case DType::q5_1:
-        case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k:
-        case DType::iq4_nl: case DType::iq4_xs:
-            return true;
-        default:
-            return false;
-    }
-}
-
-bool engine_encodes(DType t) noexcept { return engine_block_format(t) && t != DType::iq4_nl && t != DType::iq4_xs; }
-
 void decode_block(DType type, const std::byte* blk, float* out) {
     switch (type) {
         case DType::q8_0: {

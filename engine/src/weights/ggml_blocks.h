@@ -12,10 +12,21 @@ namespace tps::ggml {
 
 // The GGML block formats the engine reads: q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl (blocks of 32),
 // the K-quants q2_k, q3_k, q4_k, q5_k, q6_k and iq4_xs (super-blocks of 256).
-bool engine_block_format(DType t) noexcept;
+constexpr bool engine_block_format(DType t) noexcept {
+    switch (t) {
+        case DType::q8_0: case DType::q4_0: case DType::q4_1: case DType::q5_0: case DType::q5_1:
+        case DType::q2_k: case DType::q3_k: case DType::q4_k: case DType::q5_k: case DType::q6_k:
+        case DType::iq4_nl: case DType::iq4_xs:
+            return true;
+        default:
+            return false;
+    }
+}
 // Those it also writes (encode_block): all but the i-quants, whose quantizers need a search this
 // engine does not have.
-bool engine_encodes(DType t) noexcept;
+constexpr bool engine_encodes(DType t) noexcept {
+    return engine_block_format(t) && t != DType::iq4_nl && t != DType::iq4_xs;
+}
 
 // The 16 values of iq4_nl / iq4_xs quants (ggml-common.h's kvalues_iq4nl).
 inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
