@@ -20,7 +20,7 @@ namespace {
 // bf16, int8, q8_0, q4_0 and q4_1 (engine/src/cuda/kernel_format.h); "" when there are none.
 std::string formats_cpu_only(const ModelDesc& m) {
     std::vector<std::string> out;
-    auto add = [&](const TensorSpec& t) {
+    for_each_tensor(m, [&](const TensorSpec& t) {
         if (t.in <= 1) return;
         switch (t.dtype) {
             case DType::q5_0: case DType::q5_1: case DType::q2_k: case DType::q3_k: case DType::q4_k:
@@ -31,11 +31,7 @@ std::string formats_cpu_only(const ModelDesc& m) {
             }
             default: return;
         }
-    };
-    for (const auto& t : m.globals) add(t);
-    for (const auto& layer : m.layer_tensors) {
-        for (const auto& t : layer) add(t);
-    }
+    });
     return fmt::format("{}", fmt::join(out, ", "));
 }
 

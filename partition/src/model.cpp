@@ -147,10 +147,7 @@ void validate_model(const ModelDesc& m) {
                  "{}: {} layers declared but tensors found for {}", n, m.layers, m.layer_tensors.size());
     // Sums of bytes must stay far from overflow: count in long double, refuse the absurd.
     long double params = 0;
-    for (const auto& t : m.globals) params += static_cast<long double>(t.out) * t.in * t.experts;
-    for (const auto& layer : m.layer_tensors) {
-        for (const auto& t : layer) params += static_cast<long double>(t.out) * t.in * t.experts;
-    }
+    for_each_tensor(m, [&](const TensorSpec& t) { params += static_cast<long double>(t.out) * t.in * t.experts; });
     TPS_CHECK_AS(InputError, params <= 1e15L, "{}: {:.3g} parameters is beyond any real model", n,
                  static_cast<double>(params));
     bool has_embedding = false;
@@ -184,19 +181,13 @@ void apply_weight_format(ModelDesc& m, DType format) {
 
 int64_t total_weight_bytes(const ModelDesc& m) {
     int64_t total = 0;
-    for (const auto& t : m.globals) total += tensor_bytes(t);
-    for (const auto& layer : m.layer_tensors) {
-        for (const auto& t : layer) total += tensor_bytes(t);
-    }
+    for_each_tensor(m, [&](const TensorSpec& t) { total += tensor_bytes(t); });
     return total;
 }
 
 int64_t total_parameters(const ModelDesc& m) {
     int64_t total = 0;
-    for (const auto& t : m.globals) total += t.out * t.in * t.experts;
-    for (const auto& layer : m.layer_tensors) {
-        for (const auto& t : layer) total += t.out * t.in * t.experts;
-    }
+    for_each_tensor(m, [&](const TensorSpec& t) { total += t.out * t.in * t.experts; });
     return total;
 }
 
@@ -224,13 +215,9 @@ std::string model_fingerprint(const ModelDesc& m) {
     std::string canon = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", m.architecture, m.hidden,
                                     m.intermediate, m.layers, m.heads, m.kv_heads, m.head_dim,
                                     m.vocab, m.experts, m.experts_active, m.tied_embeddings);
-    auto add = [&](const TensorSpec& t) {
+    for_each_tensor(m, [&](const TensorSpec& t) {
         canon += fmt::format("|{}:{}x{}x{}:{}", t.name, t.out, t.in, t.experts, dtype_name(t.dtype));
-    };
-    for (const auto& t : m.globals) add(t);
-    for (const auto& layer : m.layer_tensors) {
-        for (const auto& t : layer) add(t);
-    }
+    });
     uint64_t h = 14695981039346656037ull;
     for (unsigned char c : canon) {
         h ^= c;

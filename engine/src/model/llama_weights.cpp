@@ -110,14 +110,10 @@ void check_backend_computes(const ModelDesc& m, const Backend& backend) {
     // every matrix's format (a GGUF's are the file's): refused here, before gigabytes load
     std::vector<std::string> refused;
     int64_t n_refused = 0;
-    auto check = [&](const TensorSpec& t) {
+    for_each_tensor(m, [&](const TensorSpec& t) {
         if (t.in <= 1 || backend.computes_with(t.dtype)) return;
         if (++n_refused <= 3) refused.push_back(fmt::format("{} ({})", t.name, dtype_name(t.dtype)));
-    };
-    for (const auto& t : m.globals) check(t);
-    for (const auto& layer : m.layer_tensors) {
-        for (const auto& t : layer) check(t);
-    }
+    });
     TPS_CHECK_AS(UsageError, refused.empty(),
                  "'{}' stores weights in formats the {} backend does not compute with: {}{}; it reads {} (the CPU backend "
                  "reads {}: --backend cpu)",

@@ -26,17 +26,13 @@ public:
     RandomSource(const ModelDesc& m, DType type, uint64_t seed) : seed_(seed) {
         TPS_CHECK_AS(UsageError, engine_stores(type), "random weights: {} is not a format the engine quantizes to ({})",
                      dtype_name(type), engine_store_names());
-        auto add = [&](const TensorSpec& t) {
+        for_each_tensor(m, [&](const TensorSpec& t) {
             for (const std::string& name : checkpoint_names(t)) {  // (an MoE spec: each expert's)
                 tensors_[name] = t.in == 1 ? std::vector<int64_t>{t.out} : std::vector<int64_t>{t.out, t.in};
                 // int8 is for the layers' projections (as --format int8): the embedding and LM head bf16
                 types_[name] = t.in == 1 ? DType::f32 : type == DType::int8 && !t.linear ? DType::bf16 : type;
             }
-        };
-        for (const auto& t : m.globals) add(t);
-        for (const auto& layer : m.layer_tensors) {
-            for (const auto& t : layer) add(t);
-        }
+        });
     }
 
     bool has(std::string_view name) const override { return tensors_.find(name) != tensors_.end(); }

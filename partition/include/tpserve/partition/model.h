@@ -99,6 +99,15 @@ struct LlamaVariant {
 };
 void build_llama_tensors(ModelDesc& model, const LlamaVariant& variant);
 
+// Calls fn on every tensor spec: the globals, then each layer's in order.
+template <class Fn>
+void for_each_tensor(const ModelDesc& model, Fn&& fn) {
+    for (const auto& t : model.globals) fn(t);
+    for (const auto& layer : model.layer_tensors) {
+        for (const auto& t : layer) fn(t);
+    }
+}
+
 // Checks hyper-parameters against each other and the tensor list against them; throws
 // tps::InputError naming the model and the inconsistent field. Sizes beyond any real model
 // (kMaxDimension elements, kMaxLayers layers) are refused so byte counts cannot overflow.
