@@ -89,9 +89,11 @@ TPS_AVX2 void row_dot(const Weight& w, int64_t r, const float* x, int64_t xs, fl
             a[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * xs + k + 8), a[t][1]);
         }
     }
-    for (; k + 8 <= K; k += 8) {
-        const __m256 w0 = Load8<T>::at(row, k);
-        for (int t = 0; t < NT; ++t) a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + k), a[t][0]);
+    if constexpr (!ggml::engine_block_format(T)) {  // (block formats' rows are whole 32-element blocks)
+        for (; k + 8 <= K; k += 8) {
+            const __m256 w0 = Load8<T>::at(row, k);
+            for (int t = 0; t < NT; ++t) a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * xs + k), a[t][0]);
+        }
     }
     for (int t = 0; t < NT; ++t) {
         float v = hsum(_mm256_add_ps(a[t][0], a[t][1]));

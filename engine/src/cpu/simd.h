@@ -1,4 +1,4 @@
-// AVX2 building blocks of the CPU kernels: loading 8 weights of any stored format as f32 (the
+// AVX2 building blocks of the CPU kernels: loading 8 or 16 weights of any stored format as f32 (the
 // quantized formats are expanded block by block in registers, never a whole matrix), and
 // horizontal sums. Every function is compiled for AVX2+FMA+F16C with target attributes and only
 // called after a run-time CPU check; kernels.h has the scalar reference.
@@ -124,162 +124,11 @@ struct Load8<DType::q4_1> {  // {f16 d; f16 m; u8 q[16]}: nibble * d + m
     }
 };
 
-// Eight bytes from p as eight int32 lanes.
-TPS_AVX2 inline __m256i bytes8(const uint8_t* p) {
-    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-}
-
-// Bit `shift + lane` of `bits` in each of the 8 lanes, moved to bit 4 (q5_0/q5_1's fifth bits).
-TPS_AVX2 inline __m256i fifth_bits(uint32_t bits, int shift) {
-    const __m256i lanes = _mm256_add_epi32(_mm256_set1_epi32(shift), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    const __m256i b = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(bits)), lanes),
-                                       _mm256_set1_epi32(1));
-    return _mm256_slli_epi32(b, 4);
-}
-
-// q5_0 / q5_1: q4's nibbles with a fifth bit per element; element j's is bit j of qh.
-template <bool WithMin>
-TPS_AVX2 inline __m256 q5_at(const std::byte* row, int64_t k) {
-    const std::byte* blk = row + (k >> 5) * (WithMin ? 24 : 22);
-    const std::byte* rest = blk + (WithMin ? 4 : 2);
-    uint32_t qh;
-    __builtin_memcpy(&qh, rest, 4);
-    const int j = static_cast<int>(k & 31);
-    __m256i q = bytes8(reinterpret_cast<const uint8_t*>(rest + 4) + (j & 15));
-    if (j >= 16) q = _mm256_srli_epi32(q, 4);
-    q = _mm256_or_si256(_mm256_and_si256(q, _mm256_set1_epi32(0xF)), fifth_bits(qh, j));
-    const __m256 d = _mm256_set1_ps(half_to_float(blk));
-    if constexpr (WithMin) return _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, _mm256_set1_ps(half_to_float(blk + 2)));
-    return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(16))));
-}
-
-template <>
-struct Load8<DType::q5_0> {  // {f16 d; u32 qh; u8 q[16]}: (5-bit value - 16) * d
-    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) { return q5_at<false>(row, k); }
-};
-
-template <>
-struct Load8<DType::q5_1> {  // {f16 d; f16 m; u32 qh; u8 q[16]}: 5-bit value * d + m
-    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) { return q5_at<true>(row, k); }
-};
-
-// iq4_nl / iq4_xs: nibbles looked up in kIq4Values, 16 at a time by one byte shuffle.
-TPS_AVX2 inline __m128i iq4_lookup(__m128i nibbles) {
-    return _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ggml::kIq4Values)), nibbles);
-}
-
-// Eight nibbles of an iq4 block's 16 bytes from element j (j < 16 low nibbles, else high), looked up.
-TPS_AVX2 inline __m256 iq4_8(const std::byte* qs, int64_t j) {
-    __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + (j & 15)));
-    if (j >= 16) b = _mm_srli_epi16(b, 4);
-    b = _mm_and_si128(b, _mm_set1_epi8(0x0F));
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(iq4_lookup(b)));
-}
-
-template <>
-struct Load8<DType::iq4_nl> {  // {f16 d; u8 q[16]}: d * kIq4Values[nibble]
-    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
-        const std::byte* blk = row + (k >> 5) * 18;
-        return _mm256_mul_ps(_mm256_set1_ps(half_to_float(blk)), iq4_8(blk + 2, k & 31));
-    }
-};
-
-// iq4_xs: sub-block s's scale times d.
-TPS_AVX2 inline float iq4xs_d(const std::byte* blk, int s) {
-    uint16_t scales_h;
-    __builtin_memcpy(&scales_h, blk + 2, 2);
-    return half_to_float(blk) * static_cast<float>(ggml::iq4xs_scale(s, scales_h, reinterpret_cast<const uint8_t*>(blk + 4)));
-}
-
-template <>
-struct Load8<DType::iq4_xs> {  // 8 x 32: d * scale * kIq4Values[nibble]
-    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
-        const std::byte* blk = row + (k >> 8) * 136;
-        const int i = static_cast<int>(k & 255), s = i >> 5;
-        return _mm256_mul_ps(_mm256_set1_ps(iq4xs_d(blk, s)), iq4_8(blk + 8 + 16 * s, i & 31));
-    }
-};
-
-// The K-quants (super-blocks of 256; weights/ggml_blocks.cpp has the layouts). Eight elements
-// never straddle a sub-block, so one scale (and min) serves all eight.
-template <>
-struct Load8<DType::q2_k> {  // 16 x 16: d * scale * q - dmin * min, q 2 bits
-    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
-        const std::byte* blk = row + (k >> 8) * 84;
-        const int i = static_cast<int>(k & 255), n = i >> 7, g = (i >> 5) & 3, l = i & 31;
-        const auto* b = reinterpret_cast<const uint8_t*>(blk);
-        const int sc = b[i >> 4];
-        __m256i q = _mm256_srli_epi32(bytes8(b + 16 + 32 * n + l), 2 * g);
-        q = _mm256_and_si256(q, _mm256_set1_epi32(3));
-        const float d = half_to_float(blk + 80) * static_cast<float>(sc & 0xF);
-        const float m = half_to_float(blk + 82) * static_cast<float>(sc >> 4);
-        return _mm256_fmsub_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d), _mm256_set1_ps(m));
-    }
-};
-
-template <>
-struct Load8<DType::q3_k> {  // 16 x 16: d * scale * (q - 4), q 3 bits (two in q[], one in hmask)
-    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
-        const std::byte* blk = row + (k >> 8) * 110;
-        const int i = static_cast<int>(k & 255), n = i >> 7, g = (i >> 5) & 3, l = i & 31;
-        const auto* b = reinterpret_cast<const uint8_t*>(blk);
-        __m256i low = _mm256_and_si256(_mm256_srli_epi32(bytes8(b + 32 + 32 * n + l), 2 * g), _mm256_set1_epi32(3));
-        __m256i high = _mm256_and_si256(_mm256_srli_epi32(bytes8(b + l), 4 * n + g), _mm256_set1_epi32(1));
-        const __m256i q = _mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 2)), _mm256_set1_epi32(4));
-        const float d = half_to_float(blk + 108) * static_cast<float>(ggml::q3k_scale(i >> 4, b + 96));
-        return _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q));
-    }
-};
-
-// q4_k and q5_k: 8 x 32, d * scale * q - dmin * min; q5_k's fifth bits in qh.
-template <bool Five>
-TPS_AVX2 inline __m256 q45k_at(const std::byte* row, int64_t k) {
-    const std::byte* blk = row + (k >> 8) * (Five ? 176 : 144);
-    const int i = static_cast<int>(k & 255), s = i >> 5, l = i & 31;
-    const auto* b = reinterpret_cast<const uint8_t*>(blk);
-    int sc, mn;
-    ggml::k4_scale_min(s, b + 4, sc, mn);
-    __m256i q = bytes8(b + (Five ? 48 : 16) + 32 * (s >> 1) + l);
-    q = _mm256_and_si256(_mm256_srli_epi32(q, 4 * (s & 1)), _mm256_set1_epi32(0xF));
-    if constexpr (Five) {
-        const __m256i h = _mm256_and_si256(_mm256_srli_epi32(bytes8(b + 16 + l), s), _mm256_set1_epi32(1));
-        q = _mm256_or_si256(q, _mm256_slli_epi32(h, 4));
-    }
-    const float d = half_to_float(blk) * static_cast<float>(sc);
-    const float m = half_to_float(blk + 2) * static_cast<float>(mn);
-    return _mm256_fmsub_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d), _mm256_set1_ps(m));
-}
-
-template <>
-struct Load8<DType::q4_k> {
-    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) { return q45k_at<false>(row, k); }
-};
-
-template <>
-struct Load8<DType::q5_k> {
-    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) { return q45k_at<true>(row, k); }
-};
-
-template <>
-struct Load8<DType::q6_k> {  // 16 x 16: d * scale * (q - 32), q 6 bits (four in ql, two in qh)
-    TPS_AVX2 static __m256 at(const std::byte* row, int64_t k) {
-        const std::byte* blk = row + (k >> 8) * 210;
-        const int i = static_cast<int>(k & 255), n = i >> 7, g = (i >> 5) & 3, l = i & 31;
-        const auto* b = reinterpret_cast<const uint8_t*>(blk);
-        const __m256i low = _mm256_and_si256(_mm256_srli_epi32(bytes8(b + 64 * n + 32 * (g & 1) + l), 4 * (g >> 1)),
-                                             _mm256_set1_epi32(0xF));
-        const __m256i high = _mm256_and_si256(_mm256_srli_epi32(bytes8(b + 128 + 32 * n + l), 2 * g),
-                                              _mm256_set1_epi32(3));
-        const __m256i q = _mm256_sub_epi32(_mm256_or_si256(low, _mm256_slli_epi32(high, 4)), _mm256_set1_epi32(32));
-        const float d = half_to_float(blk + 208) * static_cast<float>(reinterpret_cast<const int8_t*>(b + 192)[i >> 4]);
-        return _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(q));
-    }
-};
-
-// Sixteen consecutive weights from element k (a multiple of 16) as two vectors: Load8 twice,
-// unless a format shares work between them. The K-quants and q5 do: sixteen weights never
-// straddle a (sub-)block, whose scale (and min) is then decoded once, and the quants are
-// unpacked 16 bytes at a time. Either way w0 holds elements k..k+7 and w1 k+8..k+15, so sums do not change.
+// Sixteen consecutive weights from element k (a multiple of 16) as two vectors: Load8 twice for
+// the formats above. The others (q5_0, q5_1, the K-quants, the iq4s) have only this load:
+// sixteen weights never straddle their (sub-)blocks, whose scale (and min) is decoded once, and
+// the quants are unpacked 16 bytes at a time (their rows are whole 32-element blocks, so no
+// 8-weight tail is ever read). w0 holds elements k..k+7 and w1 k+8..k+15.
 template <DType T>
 struct Load16 {
     TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) {
@@ -335,6 +184,18 @@ template <>
 struct Load16<DType::q5_1> {
     TPS_AVX2 static void at(const std::byte* row, int64_t k, __m256& w0, __m256& w1) { q5_16<true>(row, k, w0, w1); }
 };
+
+// iq4_nl / iq4_xs: nibbles looked up in kIq4Values, 16 at a time by one byte shuffle.
+TPS_AVX2 inline __m128i iq4_lookup(__m128i nibbles) {
+    return _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ggml::kIq4Values)), nibbles);
+}
+
+// iq4_xs: sub-block s's scale times d.
+TPS_AVX2 inline float iq4xs_d(const std::byte* blk, int s) {
+    uint16_t scales_h;
+    __builtin_memcpy(&scales_h, blk + 2, 2);
+    return half_to_float(blk) * static_cast<float>(ggml::iq4xs_scale(s, scales_h, reinterpret_cast<const uint8_t*>(blk + 4)));
+}
 
 // iq4: the 16 nibbles of a block's half (j 0: low, 16: high), looked up and scaled by d.
 TPS_AVX2 inline void iq4_16(const std::byte* qs, int64_t j, float d, __m256& w0, __m256& w1) {
