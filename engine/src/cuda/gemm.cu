@@ -12,22 +12,22 @@ namespace tps::cuda {
 namespace {
 
 template <WFormat F>
-__global__ void dequant_bf16_kernel(const uint8_t* w, int64_t row_bytes, int64_t cols, int64_t r0, __nv_bfloat16* out) {
+__global__ void dequant_f16_kernel(const uint8_t* w, int64_t row_bytes, int64_t cols, int64_t r0, __half* out) {
     const int64_t r = blockIdx.x;
     const uint8_t* row = w + (r0 + r) * row_bytes;
     float f[32];
     for (int64_t b = threadIdx.x; b < cols / 32; b += blockDim.x) {
         dequant_block<F>(row, b, f);
 #pragma unroll
-        for (int j = 0; j < 32; ++j) out[r * cols + b * 32 + j] = __float2bfloat16_rn(f[j]);
+        for (int j = 0; j < 32; ++j) out[r * cols + b * 32 + j] = __float2half_rn(f[j]);
     }
 }
 
-// int8 rows to bf16: the integers exactly (bf16 holds every int8); the scales are applied to y
-__global__ void int8_bf16_kernel(const uint8_t* w, int64_t cols, int64_t r0, __nv_bfloat16* out) {
+// int8 rows to f16: the integers exactly (f16 holds every int8); the scales are applied to y
+__global__ void int8_f16_kernel(const uint8_t* w, int64_t cols, int64_t r0, __half* out) {
     const int64_t r = blockIdx.x;
     const auto* row = reinterpret_cast<const int8_t*>(w + (r0 + r) * cols);
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[r * cols + c] = __float2bfloat16_rn(static_cast<float>(row[c]));
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[r * cols + c] = __float2half_rn(static_cast<float>(row[c]));
 }
 
 // y[t][r0 + i] *= scale[r0 + i] for i < n and every token t (grid.y strides over the tokens)
@@ -61,20 +61,20 @@ bool gemm_supported(const GemmParams& p) {
            w.cols <= INT32_MAX && w.rows <= INT32_MAX && p.tokens <= INT32_MAX;
 }
 
-void invoke_dequant_bf16(const GemmParams& p, int64_t r0, int64_t n, void* out_bytes, cudaStream_t stream) {
-    auto* out = static_cast<__nv_bfloat16*>(out_bytes);
+void invoke_dequant_f16(const GemmParams& p, int64_t r0, int64_t n, void* out_bytes, cudaStream_t stream) {
+    auto* out = static_cast<__half*>(out_bytes);
     const dim3 grid(static_cast<unsigned>(n)), block(128);
     const WeightRows& w = p.w;
     switch (w.format) {
-        case WFormat::q8_0: dequant_bf16_kernel<WFormat::q8_0><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
-        case WFormat::q4_0: dequant_bf16_kernel<WFormat::q4_0><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
-        case WFormat::q4_1: dequant_bf16_kernel<WFormat::q4_1><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
-        case WFormat::int8: int8_bf16_kernel<<<grid, block, 0, stream>>>(w.data, w.cols, r0, out); break;
+        case WFormat::q8_0: dequant_f16_kernel<WFormat::q8_0><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
+        case WFormat::q4_0: dequant_f16_kernel<WFormat::q4_0><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
+        case WFormat::q4_1: dequant_f16_kernel<WFormat::q4_1><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
+        case WFormat::int8: int8_f16_kernel<<<grid, block, 0, stream>>>(w.data, w.cols, r0, out); break;
         case WFormat::f32:
         case WFormat::f16:
         case WFormat::bf16: return;
     }
-    TPS_CHECK_LAUNCH("dequant_bf16");
+    TPS_CHECK_LAUNCH("dequant_f16");
 }
 
 void invoke_gemm(const GemmParams& p, cublasHandle_t handle, void* workspace, cudaStream_t stream) {
@@ -87,25 +87,28 @@ void invoke_gemm(const GemmParams& p, cublasHandle_t handle, void* workspace, cu
                                       CUBLAS_GEMM_DEFAULT));
         return;
     }
+    // x in the weights' 16-bit type: bf16 for bf16 weights, f16 for the rest (GGML blocks and int8
+    // expand to f16, as llama.cpp's do: 3 bits more than bf16, and their values are f16 scales
+    // times small integers). f16 saturates at 65504 (invoke_to_f16).
     auto* x16 = static_cast<uint8_t*>(workspace);
-    const cudaDataType_t type = p.w.format == WFormat::f16 ? CUDA_R_16F : CUDA_R_16BF;
-    if (p.w.format == WFormat::f16) {
-        invoke_to_f16(p.x, x16, p.tokens * p.w.cols, stream);
-    } else {
+    const cudaDataType_t type = p.w.format == WFormat::bf16 ? CUDA_R_16BF : CUDA_R_16F;
+    if (p.w.format == WFormat::bf16) {
         invoke_to_bf16(p.x, x16, p.tokens * p.w.cols, stream);
+    } else {
+        invoke_to_f16(p.x, x16, p.tokens * p.w.cols, stream);
     }
     if (!expands_for_gemm(p.w.format)) {
         TPS_CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, p.w.data, type, k, x16, type, k,
                                       &zero, p.y, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         return;
     }
-    auto* slice = reinterpret_cast<__nv_bfloat16*>(x16 + x16_bytes(p));
+    auto* slice = reinterpret_cast<__half*>(x16 + x16_bytes(p));
     const int64_t step = gemm_slice_rows(p);
     for (int64_t r0 = 0; r0 < p.w.rows; r0 += step) {
         const int64_t rows = std::min(step, p.w.rows - r0);
-        invoke_dequant_bf16(p, r0, rows, slice, stream);
+        invoke_dequant_f16(p, r0, rows, slice, stream);
         TPS_CHECK_CUBLAS(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), n, k, &one, slice,
-                                      CUDA_R_16BF, k, x16, CUDA_R_16BF, k, &zero, p.y + r0, CUDA_R_32F, ldc,
+                                      CUDA_R_16F, k, x16, CUDA_R_16F, k, &zero, p.y + r0, CUDA_R_32F, ldc,
                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         if (p.w.format == WFormat::int8) {
             const dim3 grid(static_cast<unsigned>(ceil_div(rows, 256)), static_cast<unsigned>(std::min<int64_t>(p.tokens, 65535)));

@@ -1,8 +1,8 @@
 // Prefill and batched-decode products y = x W^T through cuBLAS: x (tokens, cols) f32 is rounded to
-// the weights' 16-bit type (bf16 for bf16 and GGML weights, f16 for f16) and multiplied with f32
-// accumulation into f32 y; f32 weights use an f32 GEMM. GGML and int8 weights are expanded to
-// bf16 a slice of rows at a time into a bounded workspace, never as a whole matrix; int8 expands
-// to its integers (exact in bf16) and each slice's rows of y are then multiplied by their scales.
+// 16 bits (bf16 for bf16 weights, f16 for every other) and multiplied with f32 accumulation into
+// f32 y; f32 weights use an f32 GEMM. GGML and int8 weights are expanded to f16 a slice of rows at
+// a time into a bounded workspace, never as a whole matrix; int8 expands to its integers (exact in
+// f16) and each slice's rows of y are then multiplied by their scales.
 #pragma once
 
 #include "formats.h"
@@ -31,8 +31,8 @@ bool gemm_supported(const GemmParams& p);
 // `handle` runs on `stream` already (cublasSetStream resets a workspace set with cublasSetWorkspace)
 void invoke_gemm(const GemmParams& p, cublasHandle_t handle, void* workspace, cudaStream_t stream);
 
-// Rows [r0, r0 + n) of a GGML weight as bf16, row-major (n x cols); of an int8 weight, its
+// Rows [r0, r0 + n) of a GGML weight as f16, row-major (n x cols); of an int8 weight, its
 // integers (without the scales).
-void invoke_dequant_bf16(const GemmParams& p, int64_t r0, int64_t n, void* out, cudaStream_t stream);
+void invoke_dequant_f16(const GemmParams& p, int64_t r0, int64_t n, void* out, cudaStream_t stream);
 
 }  // namespace tps::cuda

@@ -2,8 +2,9 @@
 // fixtures: prompt logits at every position, decode logits against CpuBackend's, and the greedy
 // continuation identical to the reference. Bounds (normalised to the row's largest logit): 1e-4
 // for f32 weights (as on the CPU); for 16-bit and GGML weights 2e-2 over a prompt (cuBLAS takes x
-// rounded to 16 bits) and 1e-3 for decode steps (x stays f32); int8 quantized at load likewise,
-// against transformers on the same int8 weights. Skipped where no GPU is usable.
+// rounded to 16 bits) and 1e-3 for decode steps (x stays f32), after prompts fed 8 tokens a step
+// so that the KV cache, too, was written with x in f32; int8 quantized at load likewise, against
+// transformers on the same int8 weights. Skipped where no GPU is usable.
 #include "cuda_test_support.h"
 
 #include "support/hf_reference.h"
@@ -32,6 +33,20 @@ struct Fixture {
     std::string format = {};  // "int8": quantized at load (against reference-int8.json); "": as stored
 };
 void PrintTo(const Fixture& f, std::ostream* os) { *os << f.dir; }
+
+// A prompt fed in steps of at most 8 tokens, the GEMV's (x in f32): the KV cache then holds what
+// the CPU's does but for float rounding. A longer step rounds x to 16 bits for cuBLAS (which
+// PromptLogitsMatchTransformers bounds), and its cache would carry that into every decode step.
+// The last step's result: the last token's logits.
+StepResult prefill_in_gemv_steps(LlamaModel& m, int64_t seq, const std::vector<int32_t>& ids) {
+    StepResult r;
+    for (size_t at = 0; at < ids.size(); at += 8) {
+        const auto first = ids.begin() + static_cast<std::ptrdiff_t>(at);
+        const std::vector<int32_t> chunk(first, first + static_cast<std::ptrdiff_t>(std::min<size_t>(8, ids.size() - at)));
+        r = m.forward({{seq, chunk, static_cast<int64_t>(at), false}});
+    }
+    return r;
+}
 
 class CudaModel : public ::testing::TestWithParam<Fixture> {
 protected:
@@ -92,7 +107,7 @@ TEST_P(CudaModel, GreedyContinuationIsIdenticalAndDecodeMatchesTheCpu) {
         const auto ids = p["input_ids"].get<std::vector<int32_t>>();
         const auto want = p["greedy"]["ids"].get<std::vector<int32_t>>();
         std::vector<int32_t> got;
-        StepResult r = gpu_model->forward({{seq, ids, 0, false}});
+        StepResult r = prefill_in_gemv_steps(*gpu_model, seq, ids);
         cpu_model->forward({{seq, ids, 0, false}});
         auto pos = static_cast<int64_t>(ids.size());
         while (got.size() < want.size()) {
@@ -118,9 +133,9 @@ TEST_P(CudaModel, ABatchOfDecodesMatchesTheCpu) {
         const auto ids = p["input_ids"].get<std::vector<int32_t>>();
         prefill.push_back({seq, ids, 0, false});
         decode.push_back({seq, {ids.front()}, static_cast<int64_t>(ids.size()), false});
+        prefill_in_gemv_steps(*gpu_model, seq, ids);
         ++seq;
     }
-    gpu_model->forward(prefill);
     cpu_model->forward(prefill);
     const StepResult g = gpu_model->forward(decode), c = cpu_model->forward(decode);
     for (size_t i = 0; i < decode.size(); ++i) {
