@@ -51,7 +51,14 @@ endif()
 # --- CUDA toolkit and NCCL ---------------------------------------------------------------------
 set(TPS_HAS_CUDA 0)
 set(TPS_HAS_NCCL 0)
-if(NOT TPS_ENABLE_CUDA STREQUAL "OFF")
+set(TPS_CUDA_EMULATED 0)
+if(TPS_ENABLE_CUDA STREQUAL "EMULATE")
+  # The CUDA backend compiled by the C++ compiler against the emulator (engine/src/cuda/emu): its
+  # kernels run on the host where TPS_CUDA_EMULATE is set, so the sanitizer build runs them. No
+  # NCCL: it needs the real runtime.
+  set(TPS_HAS_CUDA 1)
+  set(TPS_CUDA_EMULATED 1)
+elseif(NOT TPS_ENABLE_CUDA STREQUAL "OFF")
   include(CheckLanguage)
   if(NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
     set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)

@@ -35,7 +35,7 @@ size_t attention_shared_bytes(int64_t group, int64_t d) {
 
 template <KvFormat K>
 __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) {
-    extern __shared__ float smem[];
+    float* smem = tps_dynamic_shared<float>();
     const int64_t t = blockIdx.x, g = blockIdx.y, part = blockIdx.z;
     const int64_t D = p.head_dim;
     const int64_t G = p.heads / p.kv_heads;
@@ -167,9 +167,9 @@ void invoke_kv_store(const KvStoreParams& p, cudaStream_t stream) {
     if (p.step.tokens == 0) return;
     const dim3 grid(static_cast<unsigned>(p.step.tokens)), block(std::min<int64_t>(256, ceil_div(p.stride, 32) * 32));
     switch (p.format) {
-        case KvFormat::f32: kv_store_kernel<KvFormat::f32><<<grid, block, 0, stream>>>(p); break;
-        case KvFormat::f16: kv_store_kernel<KvFormat::f16><<<grid, block, 0, stream>>>(p); break;
-        case KvFormat::bf16: kv_store_kernel<KvFormat::bf16><<<grid, block, 0, stream>>>(p); break;
+        case KvFormat::f32: launch_kernel(kv_store_kernel<KvFormat::f32>, grid, block, 0, stream, p); break;
+        case KvFormat::f16: launch_kernel(kv_store_kernel<KvFormat::f16>, grid, block, 0, stream, p); break;
+        case KvFormat::bf16: launch_kernel(kv_store_kernel<KvFormat::bf16>, grid, block, 0, stream, p); break;
     }
     TPS_CHECK_LAUNCH("kv_store");
 }
@@ -202,22 +202,22 @@ void invoke_attention(const AttentionParams& p, cudaStream_t stream) {
     switch (p.format) {
         case KvFormat::f32:
             set_shared(attention_kernel<KvFormat::f32>, shared);
-            attention_kernel<KvFormat::f32><<<grid, kThreads, shared, stream>>>(p);
+            launch_kernel(attention_kernel<KvFormat::f32>, grid, kThreads, shared, stream, p);
             break;
         case KvFormat::f16:
             set_shared(attention_kernel<KvFormat::f16>, shared);
-            attention_kernel<KvFormat::f16><<<grid, kThreads, shared, stream>>>(p);
+            launch_kernel(attention_kernel<KvFormat::f16>, grid, kThreads, shared, stream, p);
             break;
         case KvFormat::bf16:
             set_shared(attention_kernel<KvFormat::bf16>, shared);
-            attention_kernel<KvFormat::bf16><<<grid, kThreads, shared, stream>>>(p);
+            launch_kernel(attention_kernel<KvFormat::bf16>, grid, kThreads, shared, stream, p);
             break;
     }
     TPS_CHECK_LAUNCH("attention");
     if (p.splits > 1) {
-        attention_combine_kernel<<<dim3(static_cast<unsigned>(p.step.tokens), static_cast<unsigned>(p.heads)),
-                                   static_cast<unsigned>(std::min<int64_t>(256, ceil_div(p.head_dim, 32) * 32)), 0,
-                                   stream>>>(p);
+        const dim3 parts(static_cast<unsigned>(p.step.tokens), static_cast<unsigned>(p.heads));
+        const auto threads = static_cast<unsigned>(std::min<int64_t>(256, ceil_div(p.head_dim, 32) * 32));
+        launch_kernel(attention_combine_kernel, parts, threads, 0, stream, p);
         TPS_CHECK_LAUNCH("attention_combine");
     }
 }

@@ -13,6 +13,28 @@
 
 namespace tps::cuda {
 
+// Launches `kernel` over grid x block threads, with `smem` bytes of dynamic shared memory, on
+// `stream`: `<<<>>>` under nvcc, the host emulator's launch in an emulated build (emu/README.md).
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   const Args&... args) {
+#if defined(TPS_CUDA_EMULATED)
+    ::tpsemu::launch(reinterpret_cast<const void*>(kernel), grid, block, smem, stream,
+                     [=] { kernel(static_cast<Params>(args)...); });
+#else
+    kernel<<<grid, block, smem, stream>>>(args...);
+#endif
+}
+
+// A block's dynamic shared memory as T (what `extern __shared__ T name[]` declares).
+#if !defined(TPS_CUDA_EMULATED)
+template <class T>
+__device__ __forceinline__ T* tps_dynamic_shared() {
+    extern __shared__ __align__(16) unsigned char tps_dynamic_smem[];
+    return reinterpret_cast<T*>(tps_dynamic_smem);
+}
+#endif
+
 __device__ __forceinline__ float half_bits_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 __device__ __forceinline__ float bf16_bits_to_f32(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
 

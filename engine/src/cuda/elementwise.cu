@@ -64,38 +64,38 @@ std::string kernels_unavailable(int device) {
 
 void invoke_add(float* x, const float* y, int64_t n, cudaStream_t stream) {
     if (n == 0) return;
-    add_kernel<<<grid_for(n), 256, 0, stream>>>(x, y, n);
+    launch_kernel(add_kernel, grid_for(n), 256, 0, stream, x, y, n);
     TPS_CHECK_LAUNCH("add");
 }
 
 void invoke_add_bias(float* y, const float* b, int64_t rows, int64_t cols, cudaStream_t stream) {
     if (rows * cols == 0) return;
-    add_bias_kernel<<<grid_for(rows * cols), 256, 0, stream>>>(y, b, rows * cols, cols);
+    launch_kernel(add_bias_kernel, grid_for(rows * cols), 256, 0, stream, y, b, rows * cols, cols);
     TPS_CHECK_LAUNCH("add_bias");
 }
 
 void invoke_swiglu(const float* gate, const float* up, float* out, int64_t n, cudaStream_t stream) {
     if (n == 0) return;
-    swiglu_kernel<<<grid_for(n), 256, 0, stream>>>(gate, up, out, n);
+    launch_kernel(swiglu_kernel, grid_for(n), 256, 0, stream, gate, up, out, n);
     TPS_CHECK_LAUNCH("swiglu");
 }
 
 void invoke_gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t cols, float* out,
                         cudaStream_t stream) {
     if (n_rows == 0) return;
-    gather_rows_kernel<<<static_cast<unsigned>(n_rows), 256, 0, stream>>>(x, rows, cols, out);
+    launch_kernel(gather_rows_kernel, static_cast<unsigned>(n_rows), 256, 0, stream, x, rows, cols, out);
     TPS_CHECK_LAUNCH("gather_rows");
 }
 
 void invoke_to_bf16(const float* x, void* out, int64_t n, cudaStream_t stream) {
     if (n == 0) return;
-    to_bf16_kernel<<<grid_for(n), 256, 0, stream>>>(x, static_cast<__nv_bfloat16*>(out), n);
+    launch_kernel(to_bf16_kernel, grid_for(n), 256, 0, stream, x, static_cast<__nv_bfloat16*>(out), n);
     TPS_CHECK_LAUNCH("to_bf16");
 }
 
 void invoke_to_f16(const float* x, void* out, int64_t n, cudaStream_t stream) {
     if (n == 0) return;
-    to_f16_kernel<<<grid_for(n), 256, 0, stream>>>(x, static_cast<__half*>(out), n);
+    launch_kernel(to_f16_kernel, grid_for(n), 256, 0, stream, x, static_cast<__half*>(out), n);
     TPS_CHECK_LAUNCH("to_f16");
 }
 

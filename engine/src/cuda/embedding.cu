@@ -40,13 +40,13 @@ void invoke_embedding(const EmbeddingParams& p, cudaStream_t stream) {
     if (p.n == 0) return;
     const dim3 grid(static_cast<unsigned>(p.n)), block(256);
     switch (p.table.format) {
-        case WFormat::f32: embedding_kernel<WFormat::f32><<<grid, block, 0, stream>>>(p); break;
-        case WFormat::f16: embedding_kernel<WFormat::f16><<<grid, block, 0, stream>>>(p); break;
-        case WFormat::bf16: embedding_kernel<WFormat::bf16><<<grid, block, 0, stream>>>(p); break;
-        case WFormat::int8: embedding_kernel<WFormat::int8><<<grid, block, 0, stream>>>(p); break;
-        case WFormat::q8_0: embedding_kernel<WFormat::q8_0><<<grid, block, 0, stream>>>(p); break;
-        case WFormat::q4_0: embedding_kernel<WFormat::q4_0><<<grid, block, 0, stream>>>(p); break;
-        case WFormat::q4_1: embedding_kernel<WFormat::q4_1><<<grid, block, 0, stream>>>(p); break;
+        case WFormat::f32: launch_kernel(embedding_kernel<WFormat::f32>, grid, block, 0, stream, p); break;
+        case WFormat::f16: launch_kernel(embedding_kernel<WFormat::f16>, grid, block, 0, stream, p); break;
+        case WFormat::bf16: launch_kernel(embedding_kernel<WFormat::bf16>, grid, block, 0, stream, p); break;
+        case WFormat::int8: launch_kernel(embedding_kernel<WFormat::int8>, grid, block, 0, stream, p); break;
+        case WFormat::q8_0: launch_kernel(embedding_kernel<WFormat::q8_0>, grid, block, 0, stream, p); break;
+        case WFormat::q4_0: launch_kernel(embedding_kernel<WFormat::q4_0>, grid, block, 0, stream, p); break;
+        case WFormat::q4_1: launch_kernel(embedding_kernel<WFormat::q4_1>, grid, block, 0, stream, p); break;
     }
     TPS_CHECK_LAUNCH("embedding");
 }

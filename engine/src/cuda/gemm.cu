@@ -66,10 +66,16 @@ void invoke_dequant_f16(const GemmParams& p, int64_t r0, int64_t n, void* out_by
     const dim3 grid(static_cast<unsigned>(n)), block(128);
     const WeightRows& w = p.w;
     switch (w.format) {
-        case WFormat::q8_0: dequant_f16_kernel<WFormat::q8_0><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
-        case WFormat::q4_0: dequant_f16_kernel<WFormat::q4_0><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
-        case WFormat::q4_1: dequant_f16_kernel<WFormat::q4_1><<<grid, block, 0, stream>>>(w.data, w.row_bytes, w.cols, r0, out); break;
-        case WFormat::int8: int8_f16_kernel<<<grid, block, 0, stream>>>(w.data, w.cols, r0, out); break;
+        case WFormat::q8_0:
+            launch_kernel(dequant_f16_kernel<WFormat::q8_0>, grid, block, 0, stream, w.data, w.row_bytes, w.cols, r0, out);
+            break;
+        case WFormat::q4_0:
+            launch_kernel(dequant_f16_kernel<WFormat::q4_0>, grid, block, 0, stream, w.data, w.row_bytes, w.cols, r0, out);
+            break;
+        case WFormat::q4_1:
+            launch_kernel(dequant_f16_kernel<WFormat::q4_1>, grid, block, 0, stream, w.data, w.row_bytes, w.cols, r0, out);
+            break;
+        case WFormat::int8: launch_kernel(int8_f16_kernel, grid, block, 0, stream, w.data, w.cols, r0, out); break;
         case WFormat::f32:
         case WFormat::f16:
         case WFormat::bf16: return;
@@ -112,7 +118,7 @@ void invoke_gemm(const GemmParams& p, cublasHandle_t handle, void* workspace, cu
                                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         if (p.w.format == WFormat::int8) {
             const dim3 grid(static_cast<unsigned>(ceil_div(rows, 256)), static_cast<unsigned>(std::min<int64_t>(p.tokens, 65535)));
-            scale_rows_kernel<<<grid, 256, 0, stream>>>(p.y, p.y_stride, p.tokens, r0, rows, p.w.scales);
+            launch_kernel(scale_rows_kernel, grid, 256, 0, stream, p.y, p.y_stride, p.tokens, r0, rows, p.w.scales);
             TPS_CHECK_LAUNCH("gemm int8 scales");
         }
     }

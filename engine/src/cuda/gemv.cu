@@ -235,9 +235,9 @@ template <WFormat F, int T>
 void launch_tokens(const GemvParams& p, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>(ceil_div(p.w.rows, kWarps))), block(kWarps * 32);
     if (vector_ok(p)) {
-        gemv_kernel<F, T, true><<<grid, block, 0, stream>>>(p);
+        launch_kernel(gemv_kernel<F, T, true>, grid, block, 0, stream, p);
     } else {
-        gemv_kernel<F, T, false><<<grid, block, 0, stream>>>(p);
+        launch_kernel(gemv_kernel<F, T, false>, grid, block, 0, stream, p);
     }
 }
 

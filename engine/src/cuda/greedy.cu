@@ -83,7 +83,7 @@ bool greedy_supported(const GreedyParams& p) { return p.rows >= 0 && p.cols > 0;
 
 void invoke_greedy(const GreedyParams& p, cudaStream_t stream) {
     if (p.rows == 0) return;
-    greedy_kernel<<<static_cast<unsigned>(p.rows), kThreads, 0, stream>>>(p);
+    launch_kernel(greedy_kernel, static_cast<unsigned>(p.rows), kThreads, 0, stream, p);
     TPS_CHECK_LAUNCH("greedy");
 }
 

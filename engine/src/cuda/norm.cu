@@ -23,7 +23,7 @@ bool rmsnorm_supported(const RmsNormParams& p) { return p.rows >= 0 && p.cols > 
 void invoke_rmsnorm(const RmsNormParams& p, cudaStream_t stream) {
     if (p.rows == 0) return;
     const int threads = p.cols >= 4096 ? 1024 : p.cols >= 1024 ? 512 : 256;
-    rmsnorm_kernel<<<static_cast<unsigned>(p.rows), threads, 0, stream>>>(p);
+    launch_kernel(rmsnorm_kernel, static_cast<unsigned>(p.rows), threads, 0, stream, p);
     TPS_CHECK_LAUNCH("rmsnorm");
 }
 

@@ -31,7 +31,7 @@ bool rope_supported(const RopeParams& p) {
 
 void invoke_rope(const RopeParams& p, cudaStream_t stream) {
     if (p.rows == 0 || p.half == 0) return;
-    rope_kernel<<<static_cast<unsigned>(p.rows), 256, 0, stream>>>(p);
+    launch_kernel(rope_kernel, static_cast<unsigned>(p.rows), 256, 0, stream, p);
     TPS_CHECK_LAUNCH("rope");
 }
 

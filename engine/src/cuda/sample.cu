@@ -369,7 +369,7 @@ bool sample_supported(const SampleParams& p) { return p.rows >= 0 && p.cols > 0 
 
 void invoke_sample(const SampleParams& p, cudaStream_t stream) {
     if (p.rows == 0) return;
-    sample_kernel<<<static_cast<unsigned>(p.rows), kThreads, 0, stream>>>(p);
+    launch_kernel(sample_kernel, static_cast<unsigned>(p.rows), kThreads, 0, stream, p);
     TPS_CHECK_LAUNCH("sample");
 }
 

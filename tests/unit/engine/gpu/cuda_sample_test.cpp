@@ -88,7 +88,13 @@ TEST_F(CudaSample, MatchesTheHostOnEveryFilter) {
             for (int32_t t : tokens) pen.push_back({t, 1.3f, (t % 3) * 0.4f});
             h[static_cast<size_t>(r)].penalties_count = static_cast<int32_t>(tokens.size());
         }
-        for (int trial = 0; trial < 25; ++trial) {
+#if defined(TPS_CUDA_EMULATED)
+        // the host emulator takes about a second a row at 128256 tokens: fewer draws on long rows
+        const int trials = cols >= 32000 ? 3 : 25;
+#else
+        const int trials = 25;
+#endif
+        for (int trial = 0; trial < trials; ++trial) {
             for (auto& r : h) r.u = unit(rng);
             std::vector<SampledRow> want(static_cast<size_t>(rows)), got(static_cast<size_t>(rows));
             std::vector<float> host = l;  // sample_rows may rewrite the logits
