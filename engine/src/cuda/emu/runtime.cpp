@@ -52,7 +52,7 @@ constexpr size_t kOptinSharedBytes = 227 << 10;  // sm_90's opt-in limit
 
 bool device_present() {
     const char* v = std::getenv("TPS_CUDA_EMULATE");
-    return v && *v && std::string(v) != "0";
+    return v && *v && std::strcmp(v, "0") != 0;
 }
 
 size_t capacity() {
@@ -146,8 +146,8 @@ cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> op) {
 }
 
 void launch(const void* kernel, dim3 grid, dim3 block, size_t dynamic_smem, cudaStream_t stream, std::function<void()> body) {
-    if (gate() != cudaSuccess) {
-        ret(gate());
+    if (const cudaError_t e = gate()) {
+        ret(e);
         return;
     }
     const unsigned long long threads = 1ull * block.x * block.y * block.z;

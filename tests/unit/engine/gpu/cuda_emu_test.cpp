@@ -3,6 +3,8 @@
 // the thread-order one, a collective that can never complete fails the launch, launch limits and
 // capture rules fail as on a GPU, and graphs replay what they captured. Built in emulated builds
 // only: on a real GPU the deadlock below would hang.
+#include "common.cuh"
+
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
@@ -35,9 +37,7 @@ protected:
     }
 };
 
-void launch(void (*k)(int*), dim3 grid, dim3 block, size_t smem, int* out, cudaStream_t s = nullptr) {
-    tpsemu::launch(reinterpret_cast<const void*>(k), grid, block, smem, s, [k, out] { k(out); });
-}
+using tps::cuda::launch_kernel;  // the engine's launch: the emulator's in this build
 
 // The sum over a block through shared memory and barriers, one per block.
 __global__ void block_sum_kernel(int* out) {
@@ -53,7 +53,7 @@ __global__ void block_sum_kernel(int* out) {
 
 TEST_F(CudaEmu, BarriersOrderSharedMemoryAcrossABlock) {
     int* out = device<int>(5);
-    launch(block_sum_kernel, 5, 256, 0, out);
+    launch_kernel(block_sum_kernel, 5, 256, 0, nullptr, out);
     ASSERT_EQ(cudaPeekAtLastError(), cudaSuccess);
     const auto got = host(out, 5);
     for (int b = 0; b < 5; ++b) EXPECT_EQ(got[static_cast<size_t>(b)], b * 1000 * 256 + 255 * 256 / 2);
@@ -71,12 +71,12 @@ __global__ void neighbour_kernel(int* out) {
 
 TEST_F(CudaEmu, AMissingBarrierGivesAWrongAnswerNotTheThreadOrderOne) {
     int* out = device<int>(128);
-    launch(neighbour_kernel<true>, 1, 128, 128 * sizeof(int), out);
+    launch_kernel(neighbour_kernel<true>, 1, 128, 128 * sizeof(int), nullptr, out);
     auto got = host(out, 128);
     for (int t = 0; t < 128; ++t) EXPECT_EQ(got[static_cast<size_t>(t)], (t + 1) % 128);
     // without the barrier, threads run in a shuffled order: some read a slot not yet written
     // (NaN bytes, -1 as an int); in thread order every read but the last would be "right"
-    launch(neighbour_kernel<false>, 1, 128, 128 * sizeof(int), out);
+    launch_kernel(neighbour_kernel<false>, 1, 128, 128 * sizeof(int), nullptr, out);
     got = host(out, 128);
     int unwritten = 0;
     for (int v : got) unwritten += v == -1;
@@ -96,7 +96,7 @@ __global__ void warp_kernel(int* out) {
 
 TEST_F(CudaEmu, WarpIntrinsicsExchangeWithinAWarp) {
     int* out = device<int>(64 * 4);
-    launch(warp_kernel, 1, 64, 0, out);
+    launch_kernel(warp_kernel, 1, 64, 0, nullptr, out);
     ASSERT_EQ(cudaPeekAtLastError(), cudaSuccess);
     const auto got = host(out, 64 * 4);
     for (int t = 0; t < 64; ++t) {
@@ -116,7 +116,7 @@ __global__ void deserter_kernel(int* out) {
 
 TEST_F(CudaEmu, ACollectiveThatCanNeverCompleteFailsTheLaunchAndTheDevice) {
     int* out = device<int>(32);
-    launch(deserter_kernel, 1, 32, 0, out);
+    launch_kernel(deserter_kernel, 1, 32, 0, nullptr, out);
     EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
     // sticky, as a fault on a GPU: every later call fails until the device is reset
     EXPECT_EQ(cudaMemset(out, 0, 4), cudaErrorLaunchFailure);
@@ -126,15 +126,15 @@ TEST_F(CudaEmu, ACollectiveThatCanNeverCompleteFailsTheLaunchAndTheDevice) {
 
 TEST_F(CudaEmu, LaunchLimitsFailAsOnAGpu) {
     int* out = device<int>(2048);
-    launch(neighbour_kernel<true>, 1, 1025, 0, out);
+    launch_kernel(neighbour_kernel<true>, 1, 1025, 0, nullptr, out);
     EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
-    launch(neighbour_kernel<true>, dim3(1, 65536), 32, 0, out);
+    launch_kernel(neighbour_kernel<true>, dim3(1, 65536), 32, 0, nullptr, out);
     EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
     // past 48 KiB of dynamic shared memory only with the kernel's opt-in
-    launch(neighbour_kernel<true>, 1, 32, 64 << 10, out);
+    launch_kernel(neighbour_kernel<true>, 1, 32, 64 << 10, nullptr, out);
     EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
     ASSERT_EQ(cudaFuncSetAttribute(neighbour_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 << 10), cudaSuccess);
-    launch(neighbour_kernel<true>, 1, 32, 64 << 10, out);
+    launch_kernel(neighbour_kernel<true>, 1, 32, 64 << 10, nullptr, out);
     EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
@@ -163,7 +163,7 @@ TEST_F(CudaEmu, AGraphReplaysWhatItCapturedArgumentsByValue) {
     ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
     ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed), cudaSuccess);
     int k = 3;
-    tpsemu::launch(reinterpret_cast<const void*>(add_kernel), 1, 32, 0, s, [x, k] { add_kernel(x, k); });
+    launch_kernel(add_kernel, 1, 32, 0, s, x, k);
     k = 100;  // after capture: the graph keeps 3
     // read on a non-blocking stream (the legacy one may not run while a blocking stream captures)
     cudaStream_t side = nullptr;

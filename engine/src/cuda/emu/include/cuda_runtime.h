@@ -114,18 +114,6 @@ using std::isfinite;
 using std::isinf;
 using std::isnan;
 
-// CUDA's min and max overloads for mixed integer widths (the device headers' ones).
-inline int min(int a, int b) { return a < b ? a : b; }
-inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
-inline long long min(long long a, long long b) { return a < b ? a : b; }
-inline long min(long a, long b) { return a < b ? a : b; }
-inline unsigned long min(unsigned long a, unsigned long b) { return a < b ? a : b; }
-inline int max(int a, int b) { return a > b ? a : b; }
-inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
-inline long long max(long long a, long long b) { return a > b ? a : b; }
-inline long max(long a, long b) { return a > b ? a : b; }
-inline unsigned long max(unsigned long a, unsigned long b) { return a > b ? a : b; }
-
 // A block's dynamic shared memory (what `extern __shared__ T name[]` names in CUDA).
 template <class T>
 T* tps_dynamic_shared() {
