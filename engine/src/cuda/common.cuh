@@ -123,16 +123,28 @@ __device__ __forceinline__ void store_kv(void* base, int64_t i, float v) {
     }
 }
 
+// The whole warp's sum and maximum, every lane getting it. (The host emulator runs the five
+// shuffles as one collective with the same float operations: emu/include/cuda_runtime.h.)
 __device__ __forceinline__ float warp_sum(float v) {
+#if defined(TPS_CUDA_EMULATED)
+    return ::tpsemu::from_bits<float>(
+        ::tpsemu::warp_collective(0xffffffffu, ::tpsemu::WarpOp::butterfly_sum, ::tpsemu::to_bits(v), 0));
+#else
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
+#endif
 }
 
 __device__ __forceinline__ float warp_max(float v) {
+#if defined(TPS_CUDA_EMULATED)
+    return ::tpsemu::from_bits<float>(
+        ::tpsemu::warp_collective(0xffffffffu, ::tpsemu::WarpOp::butterfly_max, ::tpsemu::to_bits(v), 0));
+#else
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+#endif
 }
 
 // The sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <vector>
 
@@ -329,6 +330,19 @@ void complete_warp_op(Block& b, int w, unsigned mask) {
         if (o.value) ballot |= uint64_t{1} << __builtin_ctz(m);
         sum += o.value;
     }
+    if (op == WarpOp::butterfly_sum || op == WarpOp::butterfly_max) {
+        if (mask != 0xffffffffu) {
+            b.fault = "a warp reduction over a partial warp is not emulated";
+            return;
+        }
+        float v[32], next[32];
+        for (int j = 0; j < 32; ++j) v[j] = from_bits<float>(fs[static_cast<size_t>(base + j)].value);
+        for (int o = 16; o > 0; o >>= 1) {
+            for (int j = 0; j < 32; ++j) next[j] = op == WarpOp::butterfly_sum ? v[j] + v[j ^ o] : std::fmax(v[j], v[j ^ o]);
+            std::copy(next, next + 32, v);
+        }
+        for (int j = 0; j < 32; ++j) fs[static_cast<size_t>(base + j)].result = to_bits(v[j]);
+    }
     for (unsigned m = mask; m; m &= m - 1) {
         const int j = __builtin_ctz(m);
         Fiber& me = fs[static_cast<size_t>(base + j)];
@@ -344,6 +358,8 @@ void complete_warp_op(Block& b, int w, unsigned mask) {
             }
             case WarpOp::ballot: me.result = ballot; break;
             case WarpOp::reduce_add: me.result = static_cast<uint32_t>(sum); break;
+            case WarpOp::butterfly_sum:
+            case WarpOp::butterfly_max: break;
             case WarpOp::match_any:
                 me.result = 0;
                 for (unsigned k = mask; k; k &= k - 1) {

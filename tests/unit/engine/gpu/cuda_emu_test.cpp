@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -106,6 +107,46 @@ TEST_F(CudaEmu, WarpIntrinsicsExchangeWithinAWarp) {
         EXPECT_EQ(at(2), 31u * 32u / 2u);
         EXPECT_EQ(at(3), 0x11111111u << (t % 4));
     }
+}
+
+// warp_sum / warp_max (common.cuh), one collective in this build, against the five shuffles they
+// stand for: the same float operations in the same order, so equal to the bit; and a lane that
+// returned before one fails the launch as a shuffle would.
+__global__ void warp_reduce_kernel(const float* x, float* out) {
+    const float v = x[threadIdx.x];
+    float s = v, m = v;
+    for (int o = 16; o > 0; o >>= 1) {
+        s += __shfl_xor_sync(0xffffffffu, s, o);
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    }
+    out[threadIdx.x * 4 + 0] = tps::cuda::warp_sum(v);
+    out[threadIdx.x * 4 + 1] = s;
+    out[threadIdx.x * 4 + 2] = tps::cuda::warp_max(v);
+    out[threadIdx.x * 4 + 3] = m;
+}
+
+__global__ void early_return_sum_kernel(float* out) {
+    if (threadIdx.x == 7) return;
+    out[threadIdx.x] = tps::cuda::warp_sum(1.0f);
+}
+
+TEST_F(CudaEmu, WarpReductionsEqualTheirShufflesToTheBit) {
+    std::vector<float> x(64);
+    // magnitudes whose sum depends on the order of the additions (1 is lost next to 1e8)
+    for (size_t i = 0; i < x.size(); ++i) x[i] = i % 32 == 0 ? 1e8f : i % 32 == 1 ? -1e8f : 1.0f / static_cast<float>(i + 3);
+    float* dx = device<float>(64);
+    float* out = device<float>(64 * 4);
+    ASSERT_EQ(cudaMemcpy(dx, x.data(), 64 * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    launch_kernel(warp_reduce_kernel, 1, 64, 0, nullptr, dx, out);
+    ASSERT_EQ(cudaPeekAtLastError(), cudaSuccess);
+    const auto got = host(out, 64 * 4);
+    for (size_t t = 0; t < 64; ++t) {
+        EXPECT_EQ(std::memcmp(&got[t * 4], &got[t * 4 + 1], 4), 0) << "sum, thread " << t;
+        EXPECT_EQ(std::memcmp(&got[t * 4 + 2], &got[t * 4 + 3], 4), 0) << "max, thread " << t;
+        EXPECT_EQ(got[t * 4 + 2], got[(t / 32) * 32 * 4 + 2]) << "every lane gets the warp's max";
+    }
+    launch_kernel(early_return_sum_kernel, 1, 32, 0, nullptr, out);
+    EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
 }
 
 // Lane 5 returns before a full-warp shuffle: it can never complete.

@@ -34,7 +34,11 @@ const ThreadCtx& ctx();
 // Block and warp collectives: the calling thread waits until every thread taking part arrives.
 void syncthreads();
 int syncthreads_count(int predicate);
-enum class WarpOp { shfl_xor, ballot, reduce_add, match_any };
+// butterfly_sum / butterfly_max: the whole warp's xor-shuffle reduction of a float (v += or
+// v = fmaxf(v, __shfl_xor_sync(full, v, o)) for o = 16, 8, 4, 2, 1), the same float operations
+// in the same order as those five shuffles, as one collective: common.cuh's warp_sum and
+// warp_max, which every kernel's epilogue calls, switch fibers once instead of five times.
+enum class WarpOp { shfl_xor, ballot, reduce_add, match_any, butterfly_sum, butterfly_max };
 uint64_t warp_collective(unsigned mask, WarpOp op, uint64_t value, int arg);
 // A misuse a GPU would leave undefined: the launch fails, naming it.
 [[noreturn]] void fault(const char* what);
