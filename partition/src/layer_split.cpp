@@ -16,25 +16,6 @@
 namespace tps {
 namespace {
 
-// The model's matrix formats that the engine reads on CPUs only: its CUDA kernels read f32, f16,
-// bf16, int8, q8_0, q4_0 and q4_1 (engine/src/cuda/kernel_format.h); "" when there are none.
-std::string formats_cpu_only(const ModelDesc& m) {
-    std::vector<std::string> out;
-    for_each_tensor(m, [&](const TensorSpec& t) {
-        if (t.in <= 1) return;
-        switch (t.dtype) {
-            case DType::q5_0: case DType::q5_1: case DType::q2_k: case DType::q3_k: case DType::q4_k:
-            case DType::q5_k: case DType::q6_k: case DType::iq4_nl: case DType::iq4_xs: {
-                const std::string name(dtype_name(t.dtype));
-                if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
-                return;
-            }
-            default: return;
-        }
-    });
-    return fmt::format("{}", fmt::join(out, ", "));
-}
-
 struct RankSlot {
     int rank = 0;
     int device = 0;
@@ -243,12 +224,6 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
     if (m.experts > 0 && gpus) {
         p.notes.push_back("the engine computes mixture-of-experts layers on the CPU backend only for now: on GPUs this plan is "
                           "a memory and speed estimate, and serving it is refused before the weights load");
-    }
-    if (const std::string cpu_only = gpus ? formats_cpu_only(m) : std::string(); !cpu_only.empty()) {
-        p.notes.push_back(fmt::format("the engine's CUDA kernels do not read {} weights yet (the CPU backend does): on GPUs "
-                                      "this plan is a memory and speed estimate, and serving it is refused before the "
-                                      "weights load",
-                                      cpu_only));
     }
     p.world_size = world;
     p.kv_tokens = system;

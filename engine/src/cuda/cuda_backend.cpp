@@ -37,7 +37,8 @@ using cuda::CudaMemory;
 using cuda::Scratch;
 using cuda::WFormat;
 
-constexpr std::string_view kFormats = "f32, f16, bf16, int8, q8_0, q4_0, q4_1";
+constexpr std::string_view kFormats =
+    "f32, f16, bf16, int8, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs";
 
 WFormat format_of(DType t, const char* op) {
     if (const auto f = cuda::kernel_format(t)) return *f;

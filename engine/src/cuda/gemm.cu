@@ -11,15 +11,15 @@
 namespace tps::cuda {
 namespace {
 
-template <WFormat F>
+template <WFormat F, int A>
 __global__ void dequant_f16_kernel(const uint8_t* w, int64_t row_bytes, int64_t cols, int64_t r0, __half* out) {
     const int64_t r = blockIdx.x;
     const uint8_t* row = w + (r0 + r) * row_bytes;
     float f[32];
-    for (int64_t b = threadIdx.x; b < cols / 32; b += blockDim.x) {
-        dequant_block<F>(row, b, f);
+    for (int64_t c = threadIdx.x; c < cols / 32; c += blockDim.x) {
+        dequant_chunk<F, A>(row, c, f);
 #pragma unroll
-        for (int j = 0; j < 32; ++j) out[r * cols + b * 32 + j] = __float2half_rn(f[j]);
+        for (int j = 0; j < 32; ++j) out[r * cols + c * 32 + j] = __float2half_rn(f[j]);
     }
 }
 
@@ -56,8 +56,11 @@ bool gemm_supported(const GemmParams& p) {
     const WeightRows& w = p.w;
     const bool blocks = is_block_format(w.format);
     const int64_t elem = w.format == WFormat::f32 ? 4 : w.format == WFormat::int8 ? 1 : 2;
-    return p.tokens >= 1 && w.cols > 0 && w.rows > 0 && p.y_stride >= w.rows && (!blocks || w.cols % 32 == 0) &&
-           (blocks || w.row_bytes == w.cols * elem) && (w.format != WFormat::int8 || w.scales != nullptr) &&
+    const int64_t per = block_elems(w.format);
+    const bool packed = blocks ? w.cols % per == 0 && w.row_bytes == w.cols / per * block_bytes(w.format)
+                               : w.row_bytes == w.cols * elem;
+    return p.tokens >= 1 && w.cols > 0 && w.rows > 0 && p.y_stride >= w.rows && packed &&
+           (w.format != WFormat::int8 || w.scales != nullptr) &&
            w.cols <= INT32_MAX && w.rows <= INT32_MAX && p.tokens <= INT32_MAX;
 }
 
@@ -65,20 +68,18 @@ void invoke_dequant_f16(const GemmParams& p, int64_t r0, int64_t n, void* out_by
     auto* out = static_cast<__half*>(out_bytes);
     const dim3 grid(static_cast<unsigned>(n)), block(128);
     const WeightRows& w = p.w;
-    switch (w.format) {
-        case WFormat::q8_0:
-            launch_kernel(dequant_f16_kernel<WFormat::q8_0>, grid, block, 0, stream, w.data, w.row_bytes, w.cols, r0, out);
-            break;
-        case WFormat::q4_0:
-            launch_kernel(dequant_f16_kernel<WFormat::q4_0>, grid, block, 0, stream, w.data, w.row_bytes, w.cols, r0, out);
-            break;
-        case WFormat::q4_1:
-            launch_kernel(dequant_f16_kernel<WFormat::q4_1>, grid, block, 0, stream, w.data, w.row_bytes, w.cols, r0, out);
-            break;
-        case WFormat::int8: launch_kernel(int8_f16_kernel, grid, block, 0, stream, w.data, w.cols, r0, out); break;
-        case WFormat::f32:
-        case WFormat::f16:
-        case WFormat::bf16: return;
+    if (!expands_for_gemm(w.format)) return;
+    if (w.format == WFormat::int8) {
+        launch_kernel(int8_f16_kernel, grid, block, 0, stream, w.data, w.cols, r0, out);
+    } else {
+        const bool wide = rows_aligned(w, block_align(w.format));
+        with_format(w.format, [&](auto tag) {
+            constexpr WFormat F = decltype(tag)::value;
+            if constexpr (is_block_format(F)) {
+                auto kernel = wide ? dequant_f16_kernel<F, block_align(F)> : dequant_f16_kernel<F, 1>;
+                launch_kernel(kernel, grid, block, 0, stream, w.data, w.row_bytes, w.cols, r0, out);
+            }
+        });
     }
     TPS_CHECK_LAUNCH("dequant_f16");
 }

@@ -1,8 +1,8 @@
 // Each warp owns one weight row and walks it in 16-byte pieces (8 halves, 4 floats or 16 int8
-// per lane), or for GGML formats in quarter blocks (8 consecutive weights per lane, 8 blocks per
-// warp step), so a warp's loads cover contiguous bytes. int8 sums integers times x and scales the
-// row's finished sum. x is re-read from L1/L2 by every row's warp;
-// weights stream from DRAM once, which is what sets decode speed.
+// per lane), or for GGML formats in quarters of 32-element chunks (8 weights per lane, 8 chunks
+// per warp step: 8 blocks of 32 or one super-block of 256), so a warp's loads cover contiguous
+// bytes. int8 sums integers times x and scales the row's finished sum. x is re-read from L1/L2
+// by every row's warp; weights stream from DRAM once, which is what sets decode speed.
 #include "common.cuh"
 #include "cuda_check.h"
 #include "gemv.cuh"
@@ -99,64 +99,23 @@ __device__ void row_f32(const uint8_t* row, int64_t cols, const float* const* x,
     }
 }
 
-__device__ __forceinline__ uint32_t load_u32_2aligned(const uint8_t* p) {
-    const auto* h = reinterpret_cast<const uint16_t*>(p);
-    return static_cast<uint32_t>(__ldg(h)) | (static_cast<uint32_t>(__ldg(h + 1)) << 16);
-}
-
-// GGML rows: lane = (block within the warp's 8) * 4 + quarter; a quarter is 8 weights
+// GGML rows: lane = (chunk within the warp's 8) * 4 + quarter; a quarter is 8 weights, so a warp
+// step reads 8 whole blocks of 32, or one super-block of 256
 template <WFormat F, int T>
 __device__ void row_blocks(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
     const int lane = threadIdx.x % 32;
     const int quarter = lane % 4;
-    const int64_t blocks = cols / 32;
 #pragma unroll 2
-    for (int64_t b = lane / 4; b < blocks; b += 8) {
-        const uint8_t* blk = row + b * block_bytes<F>();
+    for (int64_t c = lane / 4; c < cols / 32; c += 8) {
         float f[8];
-        int64_t at[2];  // where the first four and the last four of f sit in the row
-        if constexpr (F == WFormat::q8_0) {
-            const float d = half_bits_to_f32(__ldg(reinterpret_cast<const uint16_t*>(blk)));
-            const uint8_t* q = blk + 2 + quarter * 8;
-            const uint32_t lo = load_u32_2aligned(q), hi = load_u32_2aligned(q + 4);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                f[j] = d * static_cast<float>(static_cast<int8_t>(lo >> (8 * j)));
-                f[4 + j] = d * static_cast<float>(static_cast<int8_t>(hi >> (8 * j)));
-            }
-            at[0] = b * 32 + quarter * 8;
-            at[1] = at[0] + 4;
-        } else if constexpr (F == WFormat::q4_0) {
-            const float d = half_bits_to_f32(__ldg(reinterpret_cast<const uint16_t*>(blk)));
-            const uint32_t q = load_u32_2aligned(blk + 2 + quarter * 4);  // bytes 4*quarter .. +3
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const uint32_t byte = (q >> (8 * j)) & 0xffu;
-                f[j] = d * static_cast<float>(static_cast<int>(byte & 0x0Fu) - 8);
-                f[4 + j] = d * static_cast<float>(static_cast<int>(byte >> 4) - 8);
-            }
-            at[0] = b * 32 + quarter * 4;
-            at[1] = at[0] + 16;
-        } else {
-            const uint32_t dm = __ldg(reinterpret_cast<const uint32_t*>(blk));
-            const float d = half_bits_to_f32(static_cast<uint16_t>(dm & 0xffffu));
-            const float m = half_bits_to_f32(static_cast<uint16_t>(dm >> 16));
-            const uint32_t q = __ldg(reinterpret_cast<const uint32_t*>(blk + 4 + quarter * 4));
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const uint32_t byte = (q >> (8 * j)) & 0xffu;
-                f[j] = d * static_cast<float>(byte & 0x0Fu) + m;
-                f[4 + j] = d * static_cast<float>(byte >> 4) + m;
-            }
-            at[0] = b * 32 + quarter * 4;
-            at[1] = at[0] + 16;
-        }
+        int at[2];  // where the first four and the last four of f sit in the chunk
+        dequant_quarter<F, block_align(F)>(row, c, quarter, f, at);
 #pragma unroll
         for (int t = 0; t < T; ++t) {
-            const float4 a = *reinterpret_cast<const float4*>(x[t] + at[0]);
-            const float4 c = *reinterpret_cast<const float4*>(x[t] + at[1]);
-            acc[t] += f[0] * a.x + f[1] * a.y + f[2] * a.z + f[3] * a.w + f[4] * c.x + f[5] * c.y + f[6] * c.z +
-                      f[7] * c.w;
+            const float4 a = *reinterpret_cast<const float4*>(x[t] + c * 32 + at[0]);
+            const float4 b = *reinterpret_cast<const float4*>(x[t] + c * 32 + at[1]);
+            acc[t] += f[0] * a.x + f[1] * a.y + f[2] * a.z + f[3] * a.w + f[4] * b.x + f[5] * b.y + f[6] * b.z +
+                      f[7] * b.w;
         }
     }
 }
@@ -165,7 +124,7 @@ __device__ void row_blocks(const uint8_t* row, int64_t cols, const float* const*
 template <WFormat F, int T>
 __device__ void row_scalar(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
     const int lane = threadIdx.x % 32;
-    if constexpr (block_bytes<F>() == 0) {
+    if constexpr (!is_block_format(F)) {
         for (int64_t i = lane; i < cols; i += 32) {
             const float w = load_elem<F>(row, i);
 #pragma unroll
@@ -173,11 +132,11 @@ __device__ void row_scalar(const uint8_t* row, int64_t cols, const float* const*
         }
     } else {
         float f[32];
-        for (int64_t b = lane; b < cols / 32; b += 32) {
-            dequant_block<F>(row, b, f);
+        for (int64_t c = lane; c < cols / 32; c += 32) {
+            dequant_chunk<F, 1>(row, c, f);
 #pragma unroll
             for (int t = 0; t < T; ++t) {
-                for (int j = 0; j < 32; ++j) acc[t] += f[j] * x[t][b * 32 + j];
+                for (int j = 0; j < 32; ++j) acc[t] += f[j] * x[t][c * 32 + j];
             }
         }
     }
@@ -224,9 +183,7 @@ bool vector_ok(const GemvParams& p) {
         case WFormat::f16:
         case WFormat::bf16: return x_ok && p.w.cols % 8 == 0 && p.w.row_bytes % 16 == 0 && aligned(p.w.data, 16);
         case WFormat::int8: return x_ok && p.w.cols % 16 == 0 && p.w.row_bytes % 16 == 0 && aligned(p.w.data, 16);
-        case WFormat::q8_0:
-        case WFormat::q4_0: return x_ok && p.w.row_bytes % 2 == 0 && aligned(p.w.data, 2);
-        case WFormat::q4_1: return x_ok && p.w.row_bytes % 4 == 0 && aligned(p.w.data, 4);
+        default: return x_ok && rows_aligned(p.w, block_align(p.w.format));
     }
     return false;
 }
@@ -255,21 +212,12 @@ void launch_format(const GemvParams& p, cudaStream_t stream) {
 }  // namespace
 
 bool gemv_supported(const GemvParams& p) {
-    return p.tokens >= 1 && p.tokens <= kGemvMaxTokens && p.w.cols > 0 &&
-           (!is_block_format(p.w.format) || p.w.cols % 32 == 0);
+    return p.tokens >= 1 && p.tokens <= kGemvMaxTokens && p.w.cols > 0 && p.w.cols % block_elems(p.w.format) == 0;
 }
 
 void invoke_gemv(const GemvParams& p, cudaStream_t stream) {
     if (p.w.rows == 0) return;
-    switch (p.w.format) {
-        case WFormat::f32: launch_format<WFormat::f32>(p, stream); break;
-        case WFormat::f16: launch_format<WFormat::f16>(p, stream); break;
-        case WFormat::bf16: launch_format<WFormat::bf16>(p, stream); break;
-        case WFormat::int8: launch_format<WFormat::int8>(p, stream); break;
-        case WFormat::q8_0: launch_format<WFormat::q8_0>(p, stream); break;
-        case WFormat::q4_0: launch_format<WFormat::q4_0>(p, stream); break;
-        case WFormat::q4_1: launch_format<WFormat::q4_1>(p, stream); break;
-    }
+    with_format(p.w.format, [&](auto tag) { launch_format<decltype(tag)::value>(p, stream); });
     TPS_CHECK_LAUNCH("gemv");
 }
 

@@ -1,7 +1,8 @@
 // Decode matrix-vector products: y[t][r] = dot(W row r, x[t]) for up to kGemvMaxTokens tokens,
 // reading each weight once for all of them, straight from its stored format (f32, f16, bf16,
-// int8 with its row scales, q8_0, q4_0, q4_1; quantized weights are never expanded in memory). One warp per weight row with
-// 16-byte loads where the format's alignment allows; f32 accumulation.
+// int8 with its row scales, every GGML block format of formats.h; quantized weights are never
+// expanded in memory). One warp per weight row with 16-byte loads (plain formats) or a block's
+// widest aligned loads (GGML) where the row's alignment allows; f32 accumulation.
 #pragma once
 
 #include "formats.h"

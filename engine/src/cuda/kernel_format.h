@@ -19,6 +19,15 @@ inline std::optional<WFormat> kernel_format(DType t) {
         case DType::q8_0: return WFormat::q8_0;
         case DType::q4_0: return WFormat::q4_0;
         case DType::q4_1: return WFormat::q4_1;
+        case DType::q5_0: return WFormat::q5_0;
+        case DType::q5_1: return WFormat::q5_1;
+        case DType::iq4_nl: return WFormat::iq4_nl;
+        case DType::q2_k: return WFormat::q2_k;
+        case DType::q3_k: return WFormat::q3_k;
+        case DType::q4_k: return WFormat::q4_k;
+        case DType::q5_k: return WFormat::q5_k;
+        case DType::q6_k: return WFormat::q6_k;
+        case DType::iq4_xs: return WFormat::iq4_xs;
         default: return std::nullopt;
     }
 }

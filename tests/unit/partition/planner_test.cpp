@@ -93,18 +93,14 @@ TEST(Planner, AnMoEPlanOnGpusSaysTheEngineComputesExpertsOnCpusOnly) {
     for (const auto& n : dense.plan.notes) EXPECT_FALSE(contains(n, "mixture-of-experts")) << n;
 }
 
-// A K-quant model plans on GPUs, saying that the engine reads those formats on CPUs only for now.
-TEST(Planner, AKQuantPlanOnGpusSaysTheEngineReadsThemOnCpusOnly) {
-    const PlanResult kq = make_plan(request("llama-3.1-70b", "4xrtx5090", DType::q4_k));
-    ASSERT_TRUE(kq.feasible) << kq.why_infeasible;
-    EXPECT_TRUE(std::any_of(kq.plan.notes.begin(), kq.plan.notes.end(),
-                            [](const std::string& n) { return contains(n, "CUDA kernels do not read q4_k weights yet"); }));
-    const PlanResult q4 = make_plan(request("llama-3.1-70b", "4xrtx5090", DType::q4_0));
-    ASSERT_TRUE(q4.feasible) << q4.why_infeasible;
-    for (const auto& n : q4.plan.notes) EXPECT_FALSE(contains(n, "CUDA kernels")) << n;
-    const PlanResult cpus = make_plan(request("llama-3.1-8b", "2xcpu:64:10:1", DType::q4_k));
-    ASSERT_TRUE(cpus.feasible) << cpus.why_infeasible;
-    for (const auto& n : cpus.plan.notes) EXPECT_FALSE(contains(n, "CUDA kernels")) << n;
+// A K-quant model plans on GPUs with no caveat: the CUDA kernels read every format the engine
+// does (engine/src/cuda/kernel_format.h).
+TEST(Planner, AKQuantPlanOnGpusHasNoFormatCaveat) {
+    for (DType t : {DType::q4_k, DType::q6_k, DType::q5_0}) {
+        const PlanResult kq = make_plan(request("llama-3.1-70b", "4xrtx5090", t));
+        ASSERT_TRUE(kq.feasible) << kq.why_infeasible;
+        for (const auto& n : kq.plan.notes) EXPECT_FALSE(contains(n, "CUDA")) << n;
+    }
 }
 
 TEST(Planner, SmolLM2On2CpusIsPp2) {

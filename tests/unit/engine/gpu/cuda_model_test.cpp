@@ -296,6 +296,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Fixture{"llama3-f16", ""}, Fixture{"llama3-bf16", ""},
                       Fixture{"llama3-gguf-q8_0", "llama3-tiny-Q8_0.gguf"}, Fixture{"llama3-gguf-q4_0", "llama3-tiny-Q4_0.gguf"},
                       Fixture{"llama3-gguf-q4_1", "llama3-tiny-Q4_1.gguf"}, Fixture{"llama2-gguf-q8_0", "llama2-tiny-Q8_0.gguf"},
+                      Fixture{"llama3-gguf-q4_k_m", "llama3-wide-Q4_K_M.gguf"},
+                      Fixture{"llama3-gguf-kmix", "llama3-wide-kmix.gguf"}, Fixture{"qwen2-gguf-q5_0", "qwen2-tiny-Q5_0.gguf"},
                       Fixture{"llama3", "", false, "int8"}, Fixture{"qwen2", "", false, "int8"}),
     [](const ::testing::TestParamInfo<Fixture>& p) {
         std::string n = p.param.dir + (p.param.format.empty() ? "" : "_" + p.param.format);

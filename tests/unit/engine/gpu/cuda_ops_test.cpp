@@ -8,6 +8,7 @@
 #include "cuda_test_support.h"
 
 #include "tpserve/engine/backend.h"
+#include "tpserve/engine/numeric.h"
 #include "tpserve/engine/weights.h"
 #include "tpserve/partition/dtype.h"
 
@@ -33,16 +34,42 @@ std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f) {
 }
 
 // A host weight in `type` made from random floats (quantized as ggml does; int8 with a scale per
-// row), and its device copy.
+// row), and its device copy. The i-quants, which the engine reads but does not write, are random
+// blocks: every pattern of quants and packed scales, the f16 d (each block's first two bytes) a
+// random finite value of the weights' size.
 struct WeightPair {
     Weight host, device;
 };
 
+Weight random_blocks(DType type, int64_t rows, int64_t cols, uint64_t seed) {
+    Weight w;  // make_weight refuses the formats the engine does not write
+    w.type = type;
+    w.rows = rows;
+    w.cols = cols;
+    w.row_bytes = weight_row_bytes(type, cols).value();
+    w.owned = Buffer(rows * w.row_bytes, MemoryTag::workspace);
+    w.data = w.owned.as<const std::byte>();
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> d(-0.01f, 0.01f);
+    auto* bytes = w.owned.as<std::byte>();  // make_weight owns its rows
+    const int64_t block_bytes = dtype_layout(w.type).block_bits / 8;
+    for (int64_t i = 0; i < w.rows * w.row_bytes; ++i) bytes[i] = static_cast<std::byte>(rng() & 0xFF);
+    for (int64_t b = 0; b < w.rows * w.row_bytes / block_bytes; ++b) {
+        const uint16_t h = f32_to_f16(d(rng));
+        std::memcpy(bytes + b * block_bytes, &h, 2);
+    }
+    return w;
+}
+
 WeightPair make_weights(Backend& gpu, DType type, int64_t rows, int64_t cols, uint64_t seed) {
-    const auto v = random_floats(static_cast<size_t>(rows * cols), seed, 0.5f);
     WeightPair p;
-    p.host = make_weight(type, rows, cols, MemoryTag::workspace);
-    for (int64_t r = 0; r < rows; ++r) store_row(p.host, r, v.data() + r * cols);
+    if (engine_stores(type)) {
+        p.host = make_weight(type, rows, cols, MemoryTag::workspace);
+        const auto v = random_floats(static_cast<size_t>(rows * cols), seed, 0.5f);
+        for (int64_t r = 0; r < rows; ++r) store_row(p.host, r, v.data() + r * cols);
+    } else {
+        p.host = random_blocks(type, rows, cols, seed);
+    }
     p.device = p.host.alias();
     gpu.place(p.device);
     return p;
@@ -65,16 +92,33 @@ protected:
     std::unique_ptr<Backend> gpu_, cpu_;
 };
 
+// Every weight format the CUDA kernels read: the plain ones, int8, and the GGML blocks of 32
+// (q8_0 .. iq4_nl) and of 256 (the K-quants, iq4_xs).
+constexpr DType kPlainFormats[] = {DType::f32, DType::f16, DType::bf16, DType::int8};
+constexpr DType kBlockFormats[] = {DType::q8_0, DType::q4_0, DType::q4_1, DType::q5_0, DType::q5_1, DType::iq4_nl,
+                                   DType::q2_k, DType::q3_k, DType::q4_k, DType::q5_k, DType::q6_k, DType::iq4_xs};
+
+bool has_min(DType t) {
+    return t == DType::q4_1 || t == DType::q5_1 || t == DType::q2_k || t == DType::q4_k || t == DType::q5_k;
+}
+
+// The CPU decodes blocks one element at a time (ggml_blocks.cpp) as the GPU does, in the same
+// order of operations: equal, but for the formats with a min, where the GPU may fuse
+// scale * level - min into one rounding.
+void expect_embedding_matches(Backend& gpu, Backend& cpu, DType type) {
+    const int64_t cols = dtype_layout(type).block == 256 ? 512 : 96;
+    auto w = make_weights(gpu, type, 50, cols, 7);
+    const std::vector<int32_t> ids = {10, 3, 49, 60, 10, 0, 9, 75};  // 60 and 75 are outside rows [10, 60)
+    std::vector<float> want(ids.size() * static_cast<size_t>(cols));
+    cpu.embedding(w.host, 10, ids, Tensor{want.data(), DType::f32, 8, cols});
+    DeviceTensor out(gpu, 8, cols);
+    gpu.embedding(w.device, 10, ids, out.t);
+    EXPECT_TRUE(within(out.host(), want, has_min(type) ? 1e-6 : 0.0)) << dtype_name(type);
+}
+
 TEST_F(CudaOps, EmbeddingOfEveryFormatWithRowsOutsideTheShard) {
-    for (DType type : {DType::f32, DType::f16, DType::bf16, DType::int8, DType::q8_0, DType::q4_0, DType::q4_1}) {
-        auto w = make_weights(*gpu_, type, 50, 96, 7);
-        const std::vector<int32_t> ids = {10, 3, 49, 60, 10, 0, 9, 75};  // 60 and 75 are outside rows [10, 60)
-        std::vector<float> want(ids.size() * 96);
-        cpu_->embedding(w.host, 10, ids, Tensor{want.data(), DType::f32, 8, 96});
-        DeviceTensor out(*gpu_, 8, 96);
-        gpu_->embedding(w.device, 10, ids, out.t);
-        EXPECT_TRUE(within(out.host(), want, 0.0)) << dtype_name(type);
-    }
+    for (DType type : kPlainFormats) expect_embedding_matches(*gpu_, *cpu_, type);
+    for (DType type : kBlockFormats) expect_embedding_matches(*gpu_, *cpu_, type);
 }
 
 TEST_F(CudaOps, RmsNormOnRowsOfSeveralWidths) {
@@ -117,14 +161,18 @@ TEST_P(CudaMatmul, MatchesTheCpuBackend) {
 
 std::vector<MatmulCase> matmul_cases() {
     std::vector<MatmulCase> out;
-    for (DType t : {DType::f32, DType::f16, DType::bf16, DType::int8, DType::q8_0, DType::q4_0, DType::q4_1}) {
+    auto add = [&](DType t) {
+        // short rows: fewer 16-byte pieces than lanes, or a single super-block of 256
+        const int64_t short_cols = dtype_layout(t).block == 256 ? 256 : 96;
         for (int64_t tokens : {1, 2, 3, 5, 8, 9, 33, 130}) {
             out.push_back({t, 67, 256, tokens});   // rows not a multiple of the block's 4 warps
-            out.push_back({t, 300, 96, tokens});   // short rows: fewer 16-byte pieces than lanes
+            out.push_back({t, 300, short_cols, tokens});
         }
         out.push_back({t, 1000, 2048, 1});
         out.push_back({t, 1000, 2048, 64});
-    }
+    };
+    for (DType t : kPlainFormats) add(t);
+    for (DType t : kBlockFormats) add(t);
     out.push_back({DType::f32, 33, 17, 2});   // odd widths take the scalar path
     out.push_back({DType::f16, 33, 18, 3});
     out.push_back({DType::bf16, 33, 18, 12});
@@ -141,6 +189,21 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaMatmul, ::testing::ValuesIn(matmul_cases())
                              return std::string(dtype_name(p.param.type)) + "_" + std::to_string(p.param.rows) + "x" +
                                     std::to_string(p.param.cols) + "_t" + std::to_string(p.param.tokens);
                          });
+
+// x one float past a 16-byte boundary: the GEMV reads GGML blocks a byte at a time (row_scalar)
+TEST_F(CudaOps, DecodeMatmulOfBlocksOnAnUnalignedInput) {
+    for (DType type : kBlockFormats) {
+        auto w = make_weights(*gpu_, type, 37, 512, 21);
+        const auto x = random_floats(3 * 512, 22);
+        std::vector<float> want(3 * 37);
+        cpu_->matmul(w.host, Tensor{const_cast<float*>(x.data()), DType::f32, 3, 512}, Tensor{want.data(), DType::f32, 3, 37});
+        std::vector<float> shifted(x.size() + 1, 0.5f);
+        std::copy(x.begin(), x.end(), shifted.begin() + 1);
+        DeviceTensor dx(*gpu_, shifted, 1, static_cast<int64_t>(shifted.size())), out(*gpu_, 3, 37);
+        gpu_->matmul(w.device, Tensor{static_cast<float*>(dx.t.data) + 1, DType::f32, 3, 512}, out.t);
+        EXPECT_TRUE(within(out.host(), want, 1e-4)) << dtype_name(type);
+    }
+}
 
 TEST_F(CudaOps, MatmulMultiWritesEveryProduct) {
     auto a = make_weights(*gpu_, DType::bf16, 64, 128, 1), b = make_weights(*gpu_, DType::bf16, 32, 128, 2);
