@@ -220,11 +220,6 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
     p.bands = r.bands;
     p.link = r.link;
     p.notes = m.notes;
-    const bool gpus = std::any_of(r.devices.begin(), r.devices.end(), [](const DeviceProfile& d) { return d.kind == DeviceKind::gpu; });
-    if (m.experts > 0 && gpus) {
-        p.notes.push_back("the engine computes mixture-of-experts layers on the CPU backend only for now: on GPUs this plan is "
-                          "a memory and speed estimate, and serving it is refused before the weights load");
-    }
     p.world_size = world;
     p.kv_tokens = system;
     for (size_t s = 0; s < st.size(); ++s) {

@@ -54,6 +54,7 @@ public:
     explicit CpuBackend(int threads) : pool_(threads) {}
 
     std::string_view name() const noexcept override { return "cpu"; }
+    bool computes_experts() const noexcept override { return true; }
 
     std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) override {
         return std::make_unique<HostMemory>(bytes, tag);

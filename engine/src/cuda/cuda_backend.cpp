@@ -110,6 +110,7 @@ public:
 
     std::string_view name() const noexcept override { return name_; }
     bool computes_with(DType t) const noexcept override { return cuda::kernel_format(t).has_value(); }
+    bool computes_experts() const noexcept override { return true; }
     std::string weight_formats() const override { return std::string(kFormats); }
     bool device_memory() const noexcept override { return true; }
     void* native_stream() const noexcept override { return stream_; }
@@ -333,6 +334,33 @@ public:
         if (graphs_->launching()) cuda::invoke_gather_rows(x.f32(), rows_dev, out.rows, out.cols, out.f32(), stream_);
     }
 
+    void zero(Tensor x) override {
+        check_f32(x, "zero");
+        if (graphs_->launching()) TPS_CHECK_CUDA(cudaMemsetAsync(x.data, 0, static_cast<size_t>(x.rows * x.cols) * 4, stream_));
+    }
+
+    void add_rows_scaled(const Tensor& y, std::span<const int64_t> rows, std::span<const float> scales, Tensor out) override {
+        check_f32(y, "add_rows_scaled");
+        check_f32(out, "add_rows_scaled");
+        TPS_CHECK(out.cols == y.cols && y.rows == static_cast<int64_t>(rows.size()) && rows.size() == scales.size(),
+                  "add_rows_scaled: shape mismatch");
+        // rows, then the scales' bits: one upload. Rows distinct: the kernel adds each in its own
+        // block, so a repeated row would race.
+        std::vector<int32_t> packed(2 * rows.size());
+        std::vector<char> seen(static_cast<size_t>(out.rows), 0);
+        for (size_t i = 0; i < rows.size(); ++i) {
+            TPS_CHECK(rows[i] >= 0 && rows[i] < out.rows, "add_rows_scaled: row {} of {}", rows[i], out.rows);
+            TPS_CHECK(!seen[static_cast<size_t>(rows[i])]++, "add_rows_scaled: row {} given twice", rows[i]);
+            packed[i] = static_cast<int32_t>(rows[i]);
+            std::memcpy(&packed[rows.size() + i], &scales[i], 4);
+        }
+        const int32_t* d = upload_ints(buffers().experts, packed);
+        if (graphs_->launching()) {
+            cuda::invoke_add_rows_scaled(y.f32(), d, reinterpret_cast<const float*>(d + rows.size()), y.rows, y.cols,
+                                         out.f32(), stream_);
+        }
+    }
+
     void to_host(const Tensor& x, float* host) override {
         graphs_->finish();  // a recorded or replayed step runs now
         begun_ = nullptr;
@@ -406,11 +434,12 @@ private:
     // own, whose moves make graphs stale; eager steps theirs. (The GEMM's and attention's
     // workspace, reserved for the largest step, is shared: it does not move.)
     struct StepBuffers {
-        Scratch step, ids, gather, positions, picks, sampling, penalties;
+        Scratch step, ids, gather, positions, picks, sampling, penalties, experts;
         explicit StepBuffers(cuda::ScratchPool* pool)
             : step(MemoryTag::workspace, pool), ids(MemoryTag::workspace, pool), gather(MemoryTag::workspace, pool),
               positions(MemoryTag::workspace, pool), picks(MemoryTag::workspace, pool),
-              sampling(MemoryTag::workspace, pool), penalties(MemoryTag::workspace, pool) {}
+              sampling(MemoryTag::workspace, pool), penalties(MemoryTag::workspace, pool),
+              experts(MemoryTag::workspace, pool) {}
     };
     StepBuffers& buffers() { return graphs_->mode() == cuda::StepGraphs::Mode::eager ? eager_ : graphed_; }
 

@@ -31,6 +31,14 @@ __global__ void gather_rows_kernel(const float* x, const int32_t* rows, int64_t 
     for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] = src[c];
 }
 
+__global__ void add_rows_scaled_kernel(const float* y, const int32_t* rows, const float* scales, int64_t cols,
+                                       float* out) {
+    const float* src = y + blockIdx.x * cols;
+    float* dst = out + static_cast<int64_t>(rows[blockIdx.x]) * cols;
+    const float s = scales[blockIdx.x];
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dst[c] += s * src[c];
+}
+
 __global__ void to_bf16_kernel(const float* x, __nv_bfloat16* out, int64_t n) {
     for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
         out[i] = __float2bfloat16_rn(x[i]);
@@ -85,6 +93,13 @@ void invoke_gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int
     if (n_rows == 0) return;
     launch_kernel(gather_rows_kernel, static_cast<unsigned>(n_rows), 256, 0, stream, x, rows, cols, out);
     TPS_CHECK_LAUNCH("gather_rows");
+}
+
+void invoke_add_rows_scaled(const float* y, const int32_t* rows, const float* scales, int64_t n_rows, int64_t cols,
+                            float* out, cudaStream_t stream) {
+    if (n_rows == 0) return;
+    launch_kernel(add_rows_scaled_kernel, static_cast<unsigned>(n_rows), 256, 0, stream, y, rows, scales, cols, out);
+    TPS_CHECK_LAUNCH("add_rows_scaled");
 }
 
 void invoke_to_bf16(const float* x, void* out, int64_t n, cudaStream_t stream) {

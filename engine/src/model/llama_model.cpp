@@ -382,9 +382,10 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
 }
 
 // Non-zero for a step a backend may record and replay (Backend::start_step): in one process
-// (collectives stay out of it), every entry one token, one kind of output, one round of logits.
+// (collectives stay out of it), every entry one token, one kind of output, one round of logits;
+// not for an MoE model, whose routing reads each layer's router logits on the host mid-step.
 uint64_t LlamaModel::repeat_key(const std::vector<SequenceStep>& step) const {
-    if (links_ != nullptr) return 0;
+    if (links_ != nullptr || w_.layers.front().moe()) return 0;
     const StepOutputKind kind = step.front().output;
     if (kind == StepOutputKind::none || static_cast<int64_t>(step.size()) > options_.max_logit_rows) return 0;
     for (const auto& e : step) {

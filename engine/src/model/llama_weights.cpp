@@ -103,7 +103,7 @@ void LlamaWeights::touch() const noexcept {
 }
 
 void check_backend_computes(const ModelDesc& m, const Backend& backend) {
-    TPS_CHECK_AS(UsageError, m.experts == 0 || !backend.device_memory(),
+    TPS_CHECK_AS(UsageError, m.experts == 0 || backend.computes_experts(),
                  "'{}' is a mixture-of-experts model; the {} backend does not compute expert layers yet (the CPU backend "
                  "does: --backend cpu)",
                  m.name, backend.name());

@@ -97,6 +97,9 @@ public:
     // format), and the formats it does read, for messages.
     virtual bool computes_with(DType t) const noexcept;
     virtual std::string weight_formats() const;
+    // Whether it computes mixture-of-experts layers (zero and add_rows_scaled below): a model
+    // with them is refused before its weights load where not (check_backend_computes).
+    virtual bool computes_experts() const noexcept { return false; }
 
     virtual std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) = 0;
 
@@ -148,8 +151,9 @@ public:
     virtual void add(Tensor x, const Tensor& y) = 0;
     // out[i] = x[rows[i]] (rows of the same width)
     virtual void gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor out) = 0;
-    // Mixture-of-experts layers (llama.h): x = 0, and out[rows[i]] += scales[i] * y[i]. A backend
-    // without them refuses such a model when it is built (LlamaModel's constructor).
+    // Mixture-of-experts layers (llama.h): x = 0, and out[rows[i]] += scales[i] * y[i] (rows
+    // distinct). A backend without them says so (computes_experts), and such a model is refused
+    // when it is built (LlamaModel's constructor); these defaults refuse them too.
     virtual void zero(Tensor x);
     virtual void add_rows_scaled(const Tensor& y, std::span<const int64_t> rows, std::span<const float> scales, Tensor out);
     // copies rows of x to host memory

@@ -368,13 +368,15 @@ public:
     explicit FailingBackend(Backend& inner) : in_(inner) {}
     int fail_at = -1;  // attention calls before the failure; -1: never
     bool on_device = false;  // says it keeps activations in device memory
-    bool legacy_formats_only = false;  // reads f32/f16/bf16/int8/q8_0/q4_0/q4_1 weights only (as the CUDA backend)
+    bool experts = false;    // says it computes MoE layers (without overriding their ops)
+    bool legacy_formats_only = false;  // reads f32/f16/bf16/int8 and blocks of 32 only
     std::string_view name() const noexcept override { return "failing"; }
     bool computes_with(DType t) const noexcept override {
         return !legacy_formats_only || dtype_layout(t).block <= 32;  // (q5_0 and q5_1 pass: enough for the test)
     }
     std::string weight_formats() const override { return legacy_formats_only ? "the legacy ones" : Backend::weight_formats(); }
     bool device_memory() const noexcept override { return on_device; }
+    bool computes_experts() const noexcept override { return experts; }
     std::unique_ptr<DeviceMemory> allocate(int64_t b, MemoryTag t) override { return in_.allocate(b, t); }
     void embedding(const Weight& w, int64_t f, std::span<const int32_t> i, Tensor o) override { in_.embedding(w, f, i, o); }
     void rmsnorm(const Tensor& x, const Vec& w, float e, Tensor o) override { in_.rmsnorm(x, w, e, o); }
@@ -473,13 +475,14 @@ TEST(LlamaModel, MixtureOfExpertsModelsWhereTheyCannotBeComputedAreRefusedSaying
     auto cpu = make_cpu_backend(1);
     ModelOptions opt;
     opt.kv_tokens = 64;
-    FailingBackend device(*cpu);  // a backend keeping activations on a device has no expert layers
+    FailingBackend device(*cpu);  // a backend that says it has no expert layers
     device.on_device = true;
     refused([&] { LlamaModel m(files.desc, load_llama_weights(files.weights, files.desc, {}), device, opt); },
             "the failing backend does not compute expert layers yet");
     refused([&] { check_backend_computes(files.desc, device); }, "'mixtral' is a mixture-of-experts model");
     EXPECT_NO_THROW(check_backend_computes(files.desc, *cpu));
-    FailingBackend plain(*cpu);  // nor one without the two ops, whose defaults refuse them
+    FailingBackend plain(*cpu);  // nor one that claims them without the two ops, whose defaults refuse
+    plain.experts = true;
     LlamaModel without(files.desc, load_llama_weights(files.weights, files.desc, {}), plain, opt);
     refused([&] { (void)without.forward({{1, {1, 2, 3}, 0, false}}); }, "does not compute mixture-of-experts layers");
     // random weights of an MoE shape (benchmarks): every expert made, and they run

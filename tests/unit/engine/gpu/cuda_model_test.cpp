@@ -75,23 +75,24 @@ protected:
         return std::make_unique<LlamaModel>(desc_, load_llama_weights(source_, desc_, {}), be, opt);
     }
 
-    // The host emulator (an emulated build) runs the longest tests on 7 of the 17 fixtures, which
+    // The host emulator (an emulated build) runs the longest tests on 8 of the 19 fixtures, which
     // hold every model feature and every kernel path between them: f32 Llama 3, Qwen2 (biases),
-    // SmolLM2 (tied embedding), f16, bf16, q4_1 (the GGML formats share their kernels but for the
-    // block decoder, which the op tests and the prompt and greedy tests here hold on every
-    // format) and int8. Prompts and greedy decode run on all.
+    // SmolLM2 (tied embedding), Mixtral (experts), f16, bf16, q4_1 (the GGML formats share their
+    // kernels but for the block decoder, which the op tests and the prompt and greedy tests here
+    // hold on every format) and int8. Prompts and greedy decode run on all.
     bool emulator_leaves_out() const {
 #if defined(TPS_CUDA_EMULATED)
         const Fixture f = GetParam();
         const bool kept = (f.format.empty() && (f.dir == "llama3" || f.dir == "qwen2" || f.dir == "smollm2" ||
-                                                f.dir == "llama3-f16" || f.dir == "llama3-bf16" || f.dir == "llama3-gguf-q4_1")) ||
+                                                f.dir == "llama3-f16" || f.dir == "llama3-bf16" || f.dir == "llama3-gguf-q4_1" ||
+                                                f.dir == "mixtral")) ||
                           (f.format == "int8" && f.dir == "llama3");
         return !kept;
 #else
         return false;
 #endif
     }
-    static constexpr const char* kLeftOut = "the host emulator runs this test on 7 of the fixtures (time); a GPU on all";
+    static constexpr const char* kLeftOut = "the host emulator runs this test on 8 of the fixtures (time); a GPU on all";
 
     double prompt_bound() const { return GetParam().f32 ? 1e-4 : 2e-2; }
     double decode_bound() const { return GetParam().f32 ? 1e-4 : 1e-3; }
@@ -300,6 +301,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Fixture{"llama3-gguf-q4_1", "llama3-tiny-Q4_1.gguf"}, Fixture{"llama2-gguf-q8_0", "llama2-tiny-Q8_0.gguf"},
                       Fixture{"llama3-gguf-q4_k_m", "llama3-wide-Q4_K_M.gguf"},
                       Fixture{"llama3-gguf-kmix", "llama3-wide-kmix.gguf"}, Fixture{"qwen2-gguf-q5_0", "qwen2-tiny-Q5_0.gguf"},
+                      Fixture{"mixtral", "", true}, Fixture{"mixtral-gguf-q8_0", "mixtral-tiny-Q8_0.gguf"},
                       Fixture{"llama3", "", false, "int8"}, Fixture{"qwen2", "", false, "int8"}),
     [](const ::testing::TestParamInfo<Fixture>& p) {
         std::string n = p.param.dir + (p.param.format.empty() ? "" : "_" + p.param.format);

@@ -7,6 +7,7 @@
 // no GPU is usable.
 #include "cuda_test_support.h"
 
+#include "tpserve/common/error.h"
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/numeric.h"
 #include "tpserve/engine/weights.h"
@@ -270,6 +271,27 @@ TEST_F(CudaOps, SwigluAddBiasAddAndGatherRows) {
     std::vector<float> back(4 * 300);
     gpu_->to_host(dgat.t, back.data());
     EXPECT_EQ(back, dgat.host());
+}
+
+// Mixture-of-experts: o zeroed, then each expert's rows added into its tokens' rows, scaled
+TEST_F(CudaOps, ExpertOutputsAddIntoTheirTokensRows) {
+    const auto start = random_floats(9 * 200, 31), y1 = random_floats(4 * 200, 32), y2 = random_floats(2 * 200, 33);
+    const std::vector<int64_t> rows1 = {8, 0, 5, 2}, rows2 = {5, 7};
+    const std::vector<float> s1 = {0.25f, 1.0f, 0.6f, -0.125f}, s2 = {0.4f, 0.75f};
+    std::vector<float> want = start;
+    const Tensor w{want.data(), DType::f32, 9, 200};
+    cpu_->zero(w);
+    cpu_->add_rows_scaled(Tensor{const_cast<float*>(y1.data()), DType::f32, 4, 200}, rows1, s1, w);
+    cpu_->add_rows_scaled(Tensor{const_cast<float*>(y2.data()), DType::f32, 2, 200}, rows2, s2, w);
+    DeviceTensor o(*gpu_, start, 9, 200), d1(*gpu_, y1, 4, 200), d2(*gpu_, y2, 2, 200);
+    gpu_->zero(o.t);
+    gpu_->add_rows_scaled(d1.t, rows1, s1, o.t);
+    gpu_->add_rows_scaled(d2.t, rows2, s2, o.t);
+    EXPECT_TRUE(within(o.host(), want, 1e-6));
+    EXPECT_TRUE(gpu_->computes_experts());
+    const std::vector<int64_t> outside = {8, 9}, twice = {3, 3};
+    EXPECT_THROW(gpu_->add_rows_scaled(d2.t, outside, s2, o.t), Error);
+    EXPECT_THROW(gpu_->add_rows_scaled(d2.t, twice, s2, o.t), Error);
 }
 
 TEST_F(CudaOps, GreedyPicksMatchTheCpuIncludingTies) {
