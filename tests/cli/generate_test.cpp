@@ -112,6 +112,23 @@ TEST(Generate, Int8WeightsLoadAsThePlanPredicts) {
     EXPECT_EQ(q8.code, 0) << q8.err;
 }
 
+// --backend cuda writes the CPU's text, greedy, byte for byte: a Llama 3, a Q4_K_M GGUF and
+// Mixtral, on a GPU or (the asan build) the host CUDA emulator; elsewhere skipped, saying why.
+TEST(Generate, TheCudaBackendWritesTheCpusText) {
+    for (const char* m : {"llama3", "llama3-gguf-q4_k_m/llama3-wide-Q4_K_M.gguf", "mixtral"}) {
+        const std::string args =
+            std::string("generate -m ") + TPS_SOURCE_DIR + "/tests/fixtures/models/" + m + " -p 'The quick brown fox' -n 12";
+        const auto gpu = tpserve(args + " --backend cuda");
+        if (gpu.code != 0 && !TPS_CUDA_EMULATED_BUILD && has(gpu.err, "CUDA")) GTEST_SKIP() << gpu.err;
+        ASSERT_EQ(gpu.code, 0) << m << ": " << gpu.err;
+        const auto cpu = tpserve(args + " --backend cpu");
+        ASSERT_EQ(cpu.code, 0) << m << ": " << cpu.err;
+        EXPECT_FALSE(gpu.out.empty()) << m;
+        EXPECT_EQ(gpu.out, cpu.out) << m;
+        EXPECT_TRUE(has(gpu.err, "decode: ")) << m << ": " << gpu.err;
+    }
+}
+
 TEST(Generate, BadInputIsOneLine) {
     auto usage = [](const std::string& args, const std::string& needle) {
         const auto r = tpserve(args);
