@@ -118,7 +118,7 @@ int64_t gpu_gemm_workspace_bytes(int64_t tokens, int64_t rows, int64_t cols, DTy
     int64_t bytes = (tokens * cols * 2 + 255) / 256 * 256;  // x in 16 bits
     if (dtype != DType::f16 && dtype != DType::bf16) {
         const int64_t slice_rows = std::max<int64_t>(1, std::min(rows, kGpuGemmSliceBytes / (cols * 2)));
-        bytes += slice_rows * cols * 2;  // rows expanded to bf16
+        bytes += slice_rows * cols * 2;  // rows expanded to f16
     }
     return bytes;
 }

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import anthropic
 import openai
 
-from harness import (FIXTURE, REAL, SMALL, Server, check, check_error, check_plan, client, completion_bytes,
+from harness import (FIXTURE, REAL, SMALL, Server, cfg, check, check_error, check_plan, client, completion_bytes,
                      drop_shared, error_body, marked, metric, metrics, rank_pids, raw, read_response,
                      reference_scores, short, slow_server, stream, tokenize)
 
@@ -60,11 +60,33 @@ def case_gguf():
     served_as_transformers(FIXTURE.parent / "qwen2-gguf-q5_0", "Qwen2 GGUF", 1, "qwen2-tiny-Q5_0.gguf")
 
 
-def served_as_transformers(folder, label, np, file=None):
-    """`folder`'s model (or its GGUF `file`) served by `np` ranks: the greedy tokens of every
-    reference prompt (fed as ids) are the reference's."""
+def case_cuda():
+    """The CUDA backend behind the server (`--backend cuda`, one rank; in the sanitizer build on the
+    host CUDA emulator, which ctest makes visible with TPS_CUDA_EMULATE=1): a Q4_K_M GGUF and
+    Mixtral, every reference prompt sent at once (batched decode steps, replayed as CUDA graphs for
+    the GGUF), greedy, give transformers' continuations. Skipped where no GPU is usable."""
+    emulated = os.environ.get("TPS_CUDA_EMULATE") == "1"
+    if not emulated:
+        probe = subprocess.run([cfg.tpserve, "generate", "-m", str(FIXTURE), "-p", "hi", "-n", "1", "--backend", "cuda"],
+                               capture_output=True, text=True, timeout=120)
+        if probe.returncode != 0:
+            print(f"note: cuda skipped, no usable GPU: {probe.stderr.strip()}")
+            return
+    # the emulated device is in no catalog: described (its memory is TPS_CUDA_EMULATE_MIB, 1 GiB)
+    gpus = ["--gpus", "emulated:1:100:10"] if emulated else []
+    for folder, label, file in ((FIXTURE.parent / "llama3-gguf-q4_k_m", "Q4_K_M GGUF", "llama3-wide-Q4_K_M.gguf"),
+                                (FIXTURE.parent / "mixtral", "Mixtral", None)):
+        served_as_transformers(folder, f"{label} on the CUDA backend", 1, file, ["--backend", "cuda", *gpus],
+                               concurrent=True)
+
+
+def served_as_transformers(folder, label, np, file=None, serve_args=None, concurrent=False):
+    """`folder`'s model (or its GGUF `file`) served by `np` ranks (on CPUs, or as `serve_args`
+    say): the greedy tokens of every reference prompt (fed as ids; one after another, or all at
+    once) are the reference's."""
     model = folder / file if file else folder
-    srv = Server(["--model", str(model), *SMALL, "--gpus", f"{np}xcpu", "--deadline", "30"], np=np)
+    where = serve_args if serve_args is not None else ["--gpus", f"{np}xcpu"]
+    srv = Server(["--model", str(model), *SMALL, *where, "--deadline", "30"], np=np)
     if not srv.start():
         srv.kill()
         return
@@ -72,13 +94,19 @@ def served_as_transformers(folder, label, np, file=None):
         ref = json.loads((folder / "reference.json").read_text())
         with client() as c:
             plan = c.get(srv.url + "/v1/plan").json()
-            got, want = [], []
-            for p in ref["prompts"]:
+
+            def greedy(p):
                 r = c.post(srv.url + "/v1/completions", json={"model": srv.model, "prompt": p["input_ids"], "temperature": 0,
                                                             "max_tokens": p["greedy"]["max_new_tokens"], "ignore_eos": True,
                                                             "logprobs": 0, "return_tokens_as_token_ids": True}).json()
-                got.append([int(t.split(":")[1]) for t in r["choices"][0]["logprobs"]["tokens"]])
-                want.append(p["greedy"]["ids"])
+                return [int(t.split(":")[1]) for t in r["choices"][0]["logprobs"]["tokens"]]
+
+            if concurrent:
+                with ThreadPoolExecutor(len(ref["prompts"])) as pool:
+                    got = list(pool.map(greedy, ref["prompts"]))
+            else:
+                got = [greedy(p) for p in ref["prompts"]]
+            want = [p["greedy"]["ids"] for p in ref["prompts"]]
         stages = [(st.get("tp"), st.get("layers")) for st in plan.get("stages", [])]
         check(got == want, f"{label} on {np} rank{'s' if np > 1 else ''} (stages {stages}): every reference prompt's "
                            "greedy tokens are transformers'", short([got, want]))

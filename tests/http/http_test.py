@@ -2,15 +2,16 @@
 """End-to-end tests of `tpserve serve` over HTTP, against the contract in docs/api.md: the official
 `openai` client, greedy results equal to `tpserve generate`, raw SSE framing (curl), batching under
 mpirun that changes no result, Mixtral on two ranks and K-quant and Qwen2 GGUFs equal to transformers,
+the same on the CUDA backend (on the host CUDA emulator in the sanitizer build),
 backpressure (429), client disconnects, Prometheus metrics
 (promtool), error statuses and bodies, the small endpoints, SIGTERM and --request-timeout,
 structured output (judged by the openai client's pydantic parsing, jsonschema and Python's re),
 reasoning_content, the API key, vLLM's extra fields.
 
 usage: http_test.py [--only CASE[,CASE...]] TPSERVE MPIEXEC [MPIEXEC_FLAGS...]
-       (CASE: a letter a-s or a name: openai, generate, curl, mpi, backpressure, disconnect,
+       (CASE: a letter a-t or a name: openai, generate, curl, mpi, backpressure, disconnect,
        metrics, errors, endpoints, shutdown, timeout, structured, reasoning, apikey, vllm, responses,
-       messages, mixtral, gguf)
+       messages, mixtral, gguf, cuda)
 Run it with the project's virtual environment (tests/tools/run_venv_python), which has `openai` and
 its HTTP client; curl and promtool (Debian's prometheus) come from scripts/setup. Servers use the
 tiny random fixture model (its text is noise, but deterministic). Backpressure, disconnect, shutdown
@@ -27,8 +28,8 @@ import traceback
 from cases_api import case_curl, case_endpoints, case_errors, case_generate, case_metrics, case_openai
 from cases_messages import case_messages
 from cases_responses import case_responses
-from cases_serving import (case_api_key, case_backpressure, case_disconnect, case_gguf, case_mixtral, case_mpi, case_shutdown,
-                           case_timeout)
+from cases_serving import (case_api_key, case_backpressure, case_cuda, case_disconnect, case_gguf, case_mixtral, case_mpi,
+                           case_shutdown, case_timeout)
 from cases_structured import case_reasoning, case_structured
 from cases_vllm import case_vllm_fields
 from harness import cfg, check, failures, servers
@@ -41,7 +42,7 @@ CASES = [("a", "openai", case_openai), ("b", "generate", case_generate), ("c", "
          ("q", "messages", case_messages),
          ("e", "backpressure", case_backpressure), ("f", "disconnect", case_disconnect),
          ("j", "shutdown", case_shutdown), ("k", "timeout", case_timeout), ("d", "mpi", case_mpi),
-         ("r", "mixtral", case_mixtral), ("s", "gguf", case_gguf)]
+         ("r", "mixtral", case_mixtral), ("s", "gguf", case_gguf), ("t", "cuda", case_cuda)]
 
 
 def main():

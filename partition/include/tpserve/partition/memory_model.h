@@ -47,7 +47,7 @@ int64_t activation_bytes(const ModelDesc& model, const ServingShape& serving, in
 
 // The CUDA backend's step workspace on one rank, reserved when the model is built:
 //   gemm:      the largest cuBLAS product's x in 16 bits and, for int8 and GGML weights, a slice
-//              of rows expanded to bf16 (gpu_gemm_workspace_bytes of the rank's largest need);
+//              of rows expanded to f16 (gpu_gemm_workspace_bytes of the rank's largest need);
 //   attention: split-softmax partials of the decode attention, with kPlannedMultiprocessors;
 //   scratch:   the small per-step buffers (ids, positions, block tables, sampling parameters),
 //              kGpuStepScratchBytes.
@@ -62,7 +62,7 @@ GpuStepWorkspace gpu_step_workspace(const ModelDesc& model, const ServingShape& 
 // Workspace bytes the CUDA backend's GEMM takes for `tokens` tokens through a rows x cols weight
 // stored as `dtype`: none up to kGpuGemvMaxTokens (the GEMV reads the weights as they are) or
 // for f32 weights; else x rounded to 16 bits (to a 256-byte multiple) and, for int8 and block
-// formats, up to kGpuGemmSliceBytes of rows expanded to bf16.
+// formats, up to kGpuGemmSliceBytes of rows expanded to f16.
 int64_t gpu_gemm_workspace_bytes(int64_t tokens, int64_t rows, int64_t cols, DType dtype) noexcept;
 
 // Floats of the decode attention's split-softmax partials for `tokens` tokens of this rank's
