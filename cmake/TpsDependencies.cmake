@@ -54,9 +54,10 @@ set(TPS_HAS_NCCL 0)
 set(TPS_CUDA_EMULATED 0)
 if(TPS_ENABLE_CUDA STREQUAL "EMULATE")
   # The CUDA backend compiled by the C++ compiler against the emulator (engine/src/cuda/emu): its
-  # kernels run on the host where TPS_CUDA_EMULATE is set, so the sanitizer build runs them. No
-  # NCCL: it needs the real runtime.
+  # kernels run on the host where TPS_CUDA_EMULATE is set, so the sanitizer build runs them; and
+  # the NCCL communicator against the emulator's NCCL, between processes through shared memory.
   set(TPS_HAS_CUDA 1)
+  set(TPS_HAS_NCCL 1)
   set(TPS_CUDA_EMULATED 1)
 elseif(NOT TPS_ENABLE_CUDA STREQUAL "OFF")
   include(CheckLanguage)

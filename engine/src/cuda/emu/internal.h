@@ -18,6 +18,15 @@ std::string run_grid(dim3 grid, dim3 block, size_t dynamic_smem, const std::func
 // a GPU is).
 cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> op);
 
+// Work on `stream` that completes outside the emulated device (the emulated NCCL's transfers),
+// issued by `owner`: `poll` does what it can and says whether the work is done. Until it is,
+// cudaStreamQuery answers not ready, and whatever waits for the stream or is issued on it after
+// the work polls it to the end, as a GPU's stream order holds them back. drop_pending forgets
+// the work of an owner that goes away.
+void add_pending(cudaStream_t stream, const void* owner, std::function<bool()> poll);
+void drop_pending(const void* owner);
+bool capturing(cudaStream_t stream);
+
 // Whether [p, p + bytes) lies inside one live device allocation.
 bool is_device_range(const void* p, size_t bytes);
 

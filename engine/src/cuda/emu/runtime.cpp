@@ -1,8 +1,10 @@
-// The emulator's CUDA runtime: one device, present only when TPS_CUDA_EMULATE is set (so a build
-// made with the emulator answers "no device" to everything else that asks), device memory that is
-// tracked host memory, streams that run work as it is issued or record it while capturing, graphs
-// that replay what was recorded, and the rules of stream capture a GPU enforces (no synchronising
-// a capturing stream, no work on the legacy stream while a blocking stream captures).
+// The emulator's CUDA runtime: devices present only when TPS_CUDA_EMULATE is set (so a build made
+// with the emulator answers "no device" to everything else that asks; its value, 1 to 16, is how
+// many), device memory that is tracked host memory (one pool for them all), streams that run work
+// as it is issued or record it while capturing, work that completes outside the device (the
+// emulated NCCL's) holding back what follows it on its stream, graphs that replay what was
+// recorded, and the rules of stream capture a GPU enforces (no synchronising a capturing stream,
+// no work on the legacy stream while a blocking stream captures).
 #include "internal.h"
 
 #include <algorithm>
@@ -11,9 +13,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -39,6 +43,7 @@ struct Event {
 namespace {
 
 thread_local cudaError_t t_last = cudaSuccess;
+thread_local int t_device = 0;
 std::atomic<int> g_sticky{cudaSuccess};
 
 std::mutex g_mu;  // guards what follows
@@ -47,12 +52,63 @@ size_t g_allocated = 0;
 std::vector<Stream*> g_capturing;
 std::unordered_map<const void*, int> g_max_dynamic_smem;
 
+// Work issued on a stream that completes outside the device, in issue order per stream (the
+// legacy stream's under nullptr).
+struct Pending {
+    const void* owner;
+    std::function<bool()> poll;
+};
+std::map<Stream*, std::deque<Pending>> g_pending;
+
 constexpr size_t kStaticSharedBytes = 48 << 10;  // without cudaFuncSetAttribute, as on a GPU
 constexpr size_t kOptinSharedBytes = 227 << 10;  // sm_90's opt-in limit
 
-bool device_present() {
+// TPS_CUDA_EMULATE: unset, empty or 0 for none; a count of 1 to 16; anything else is one.
+int device_count() {
     const char* v = std::getenv("TPS_CUDA_EMULATE");
-    return v && *v && std::strcmp(v, "0") != 0;
+    if (!v || !*v || std::strcmp(v, "0") == 0) return 0;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    return *end == '\0' && n >= 1 && n <= 16 ? static_cast<int>(n) : 1;
+}
+
+bool device_present() { return device_count() > 0; }
+
+// Polls `stream`'s pending work in order until it is all done, or (wait false) until a piece is
+// not done yet; whether none is left. The poll runs without the lock: it may take a while.
+bool drain(Stream* stream, bool wait) {
+    for (;;) {
+        std::function<bool()> poll;
+        {
+            std::lock_guard lock(g_mu);
+            auto it = g_pending.find(stream);
+            if (it == g_pending.end() || it->second.empty()) return true;
+            poll = it->second.front().poll;
+        }
+        if (poll()) {
+            std::lock_guard lock(g_mu);
+            auto it = g_pending.find(stream);
+            if (it != g_pending.end() && !it->second.empty()) it->second.pop_front();
+            continue;
+        }
+        if (!wait) return false;
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+}
+
+// Before work on `stream`: its own pending work done; the legacy stream's also waits for every
+// blocking stream's, as on a GPU.
+void drain_before(Stream* stream) {
+    drain(stream, true);
+    if (stream) return;
+    std::vector<Stream*> blocking;
+    {
+        std::lock_guard lock(g_mu);
+        for (const auto& [s, work] : g_pending) {
+            if (s && s->blocking && !work.empty()) blocking.push_back(s);
+        }
+    }
+    for (Stream* s : blocking) drain(s, true);
 }
 
 size_t capacity() {
@@ -117,6 +173,21 @@ bool is_device_range(const void* p, size_t bytes) {
     return a >= it->first && a - it->first + bytes <= it->second;
 }
 
+void add_pending(cudaStream_t stream, const void* owner, std::function<bool()> poll) {
+    std::lock_guard lock(g_mu);
+    g_pending[stream].push_back(Pending{owner, std::move(poll)});
+}
+
+void drop_pending(const void* owner) {
+    std::lock_guard lock(g_mu);
+    for (auto& [s, work] : g_pending) std::erase_if(work, [&](const Pending& p) { return p.owner == owner; });
+}
+
+bool capturing(cudaStream_t stream) {
+    std::lock_guard lock(g_mu);
+    return stream && stream->capturing;
+}
+
 cudaError_t fail(cudaError_t e, const std::string& why) {
     std::fprintf(stderr, "tpserve CUDA emulator: %s\n", why.c_str());
     int expected = cudaSuccess;
@@ -126,6 +197,7 @@ cudaError_t fail(cudaError_t e, const std::string& why) {
 
 cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> op) {
     if (const cudaError_t e = gate()) return ret(e);
+    if (!capturing(stream)) drain_before(stream);  // (a capture records: nothing runs now)
     {
         std::lock_guard lock(g_mu);
         if (stream && stream->capturing) {
@@ -211,6 +283,7 @@ const char* cudaGetErrorName(cudaError_t e) {
         case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
         case cudaErrorIllegalState: return "cudaErrorIllegalState";
         case cudaErrorNoDevice: return "cudaErrorNoDevice";
+        case cudaErrorNotReady: return "cudaErrorNotReady";
         case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
         case cudaErrorSystemDriverMismatch: return "cudaErrorSystemDriverMismatch";
         case cudaErrorCompatNotSupportedOnDevice: return "cudaErrorCompatNotSupportedOnDevice";
@@ -233,6 +306,7 @@ const char* cudaGetErrorString(cudaError_t e) {
         case cudaErrorInvalidDevice: return "invalid device ordinal";
         case cudaErrorInvalidResourceHandle: return "invalid resource handle";
         case cudaErrorNoDevice: return "no CUDA-capable device is detected (the emulator runs only when TPS_CUDA_EMULATE is set)";
+        case cudaErrorNotReady: return "device not ready";
         case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
         case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
         case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
@@ -252,28 +326,28 @@ cudaError_t cudaPeekAtLastError() { return tpsemu::t_last; }
 
 cudaError_t cudaGetDeviceCount(int* count) {
     if (!count) return ret(cudaErrorInvalidValue);
-    *count = 0;
-    if (!tpsemu::device_present()) return ret(cudaErrorNoDevice);
-    *count = 1;
-    return cudaSuccess;
+    *count = tpsemu::device_count();
+    return *count > 0 ? cudaSuccess : ret(cudaErrorNoDevice);
 }
 
 cudaError_t cudaGetDevice(int* device) {
     if (const cudaError_t e = gate()) return ret(e);
     if (!device) return ret(cudaErrorInvalidValue);
-    *device = 0;
+    *device = tpsemu::t_device;
     return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
     if (const cudaError_t e = gate()) return ret(e);
-    return device == 0 ? cudaSuccess : ret(cudaErrorInvalidDevice);
+    if (device < 0 || device >= tpsemu::device_count()) return ret(cudaErrorInvalidDevice);
+    tpsemu::t_device = device;
+    return cudaSuccess;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
     if (const cudaError_t e = gate()) return ret(e);
     if (!prop) return ret(cudaErrorInvalidValue);
-    if (device != 0) return ret(cudaErrorInvalidDevice);
+    if (device < 0 || device >= tpsemu::device_count()) return ret(cudaErrorInvalidDevice);
     *prop = cudaDeviceProp{};
     std::snprintf(prop->name, sizeof prop->name, "tpserve CUDA emulator");
     prop->totalGlobalMem = tpsemu::capacity();
@@ -289,11 +363,19 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
 
 cudaError_t cudaDeviceSynchronize() {
     if (const cudaError_t e = gate()) return ret(e);
-    std::lock_guard lock(tpsemu::g_mu);
-    if (!tpsemu::g_capturing.empty()) {
-        tpsemu::invalidate_captures_locked();
-        return ret(cudaErrorStreamCaptureUnsupported);
+    {
+        std::lock_guard lock(tpsemu::g_mu);
+        if (!tpsemu::g_capturing.empty()) {
+            tpsemu::invalidate_captures_locked();
+            return ret(cudaErrorStreamCaptureUnsupported);
+        }
     }
+    std::vector<tpsemu::Stream*> streams;
+    {
+        std::lock_guard lock(tpsemu::g_mu);
+        for (const auto& [s, work] : tpsemu::g_pending) streams.push_back(s);
+    }
+    for (tpsemu::Stream* s : streams) tpsemu::drain(s, true);
     return cudaSuccess;
 }
 
@@ -305,6 +387,7 @@ cudaError_t cudaDeviceReset() {
     tpsemu::g_allocations.clear();
     tpsemu::g_allocated = 0;
     tpsemu::g_max_dynamic_smem.clear();
+    tpsemu::g_pending.clear();
     tpsemu::invalidate_captures_locked();
     tpsemu::g_sticky = cudaSuccess;
     tpsemu::t_last = cudaSuccess;
@@ -313,7 +396,8 @@ cudaError_t cudaDeviceReset() {
 
 cudaError_t cudaDeviceCanAccessPeer(int* can, int device, int peer) {
     if (const cudaError_t e = gate()) return ret(e);
-    if (!can || device != 0 || peer != 0) return ret(cudaErrorInvalidDevice);
+    const int n = tpsemu::device_count();
+    if (!can || device < 0 || device >= n || peer < 0 || peer >= n) return ret(cudaErrorInvalidDevice);
     *can = 0;
     return cudaSuccess;
 }
@@ -402,7 +486,9 @@ cudaError_t cudaStreamCreate(cudaStream_t* stream) { return cudaStreamCreateWith
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     if (!stream) return ret(cudaErrorInvalidResourceHandle);
+    tpsemu::drain(stream, true);  // a GPU finishes a destroyed stream's work
     std::lock_guard lock(tpsemu::g_mu);
+    tpsemu::g_pending.erase(stream);
     std::erase(tpsemu::g_capturing, stream);
     delete stream->graph;
     delete stream;
@@ -411,12 +497,27 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     if (const cudaError_t e = gate()) return ret(e);
-    std::lock_guard lock(tpsemu::g_mu);
-    if (stream && stream->capturing) {
-        stream->invalidated = true;
-        return ret(cudaErrorStreamCaptureUnsupported);
+    {
+        std::lock_guard lock(tpsemu::g_mu);
+        if (stream && stream->capturing) {
+            stream->invalidated = true;
+            return ret(cudaErrorStreamCaptureUnsupported);
+        }
     }
-    return cudaSuccess;  // work ran as it was issued
+    tpsemu::drain_before(stream);  // kernels ran as they were issued; work outside the device may not have
+    return cudaSuccess;
+}
+
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+    if (const cudaError_t e = gate()) return ret(e);
+    {
+        std::lock_guard lock(tpsemu::g_mu);
+        if (stream && stream->capturing) {
+            stream->invalidated = true;
+            return ret(cudaErrorStreamCaptureUnsupported);
+        }
+    }
+    return tpsemu::drain(stream, false) ? cudaSuccess : cudaErrorNotReady;  // (not ready is no error)
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""`mpirun tpserve generate --backend cuda`: a model split across GPUs, activations moving through
+NCCL on the CUDA backend's stream, writes the text one CPU process writes (greedy), in tensor-
+and pipeline-parallel shapes and both together, for a Llama 3, Mixtral and a Q4_K_M GGUF; and a
+rank that stops answering mid-generation ends the job within its deadline, named by the others.
+
+usage: cuda_test.py TPSERVE MPIEXEC [MPIEXEC_FLAGS...]
+Runs where TPS_CUDA_EMULATE is set (the sanitizer build's ctest sets it: every rank a process
+with its own emulated device, NCCL between them through shared memory, engine/src/cuda/emu), or
+where one process can use a GPU (then each rank takes a GPU of this machine); exits 77 (skipped)
+elsewhere. Needs only the Python standard library.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from failure_test import FIXTURES, Job, check, failures, rank_pids, wait_for_output
+
+PROMPT = "The quick brown fox"
+
+
+def main():
+    tpserve, mpiexec, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
+    emulated = bool(os.environ.get("TPS_CUDA_EMULATE"))
+    if not emulated:
+        probe = subprocess.run([tpserve, "generate", "-m", str(FIXTURES / "llama3"), "-p", "hi", "-n", "1",
+                                "--backend", "cuda"], capture_output=True, text=True, timeout=120)
+        if probe.returncode != 0:
+            print(f"skipped: no usable GPU ({probe.stderr.strip()})")
+            return 77
+
+    def gpus(np):
+        # the emulated device is in no catalog: described (its memory, 1 GiB, is TPS_CUDA_EMULATE_MIB)
+        return ["--gpus", f"{np}xemulated:1:100:10"] if emulated else []
+
+    models = {"llama3": FIXTURES / "llama3", "mixtral": FIXTURES / "mixtral",
+              "Q4_K_M": FIXTURES / "llama3-gguf-q4_k_m" / "llama3-wide-Q4_K_M.gguf"}
+    for stages, name in [("2", "llama3"), ("1,1", "llama3"), ("2,1", "llama3"), ("2", "mixtral"), ("1,1", "mixtral"),
+                         ("2", "Q4_K_M"), ("2,1", "Q4_K_M")]:
+        model = models[name]
+        cpu = subprocess.run([tpserve, "generate", "-m", str(model), "-p", PROMPT, "-n", "12"], capture_output=True,
+                             text=True, timeout=300)
+        np = sum(int(s) for s in stages.split(","))
+        job = Job(tpserve, mpiexec, flags, np, ["generate", "-m", str(model), "-p", PROMPT, "-n", "12", "--backend", "cuda",
+                                                "--stages", stages, "--deadline", "60", *gpus(np)])
+        code, took, _ = job.wait(300)
+        left = job.cleanup()
+        check(code == 0 and cpu.returncode == 0 and job.stdout() == cpu.stdout and cpu.stdout,
+              f"{name} on {np} GPU ranks, stages {stages}: the CPU's text ({took:.1f} s)",
+              f"exit {code}\ncuda: {job.stdout()!r}\ncpu:  {cpu.stdout!r}\n{job.stderr()[-3000:]}")
+        check(not left, f"{name}, stages {stages}: nothing left running", str(left))
+
+    # a rank stopped mid-generation: its peer's NCCL operation never completes, and the deadline
+    # (not a hang) ends the job, naming it
+    deadline = 3
+    job = Job(tpserve, mpiexec, flags, 2, ["generate", "-m", str(models["llama3"]), "-p", PROMPT, "-n", "1000",
+                                           "--ignore-eos", "--max-context", "1024", "--backend", "cuda", "--stages", "2",
+                                           "--deadline", str(deadline), *gpus(2)])
+    started = wait_for_output(job, lambda t: len(t.strip()) > 20, 120)
+    check(started, "stopped rank (TP=2 on GPUs): generation started", job.stdout() + job.stderr())
+    pids = rank_pids(job.mark)
+    if 1 in pids:
+        os.kill(pids[1], signal.SIGSTOP)
+    t0 = time.monotonic()
+    code, _, text = job.wait(deadline + 60)
+    took = time.monotonic() - t0
+    left = job.cleanup()
+    check(code not in (None, 0), f"stopped rank (TP=2 on GPUs): the job exits non-zero (got {code})", text)
+    check(took <= deadline + 10, f"stopped rank (TP=2 on GPUs): it ends {took:.1f} s after (deadline {deadline} s)", text)
+    check("not answering: rank 1 (host" in text, "stopped rank (TP=2 on GPUs): rank 0 names rank 1", text[-3000:])
+    check(not left, "stopped rank (TP=2 on GPUs): nothing left running", str(left))
+
+    if failures:
+        print(f"{len(failures)} checks failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
