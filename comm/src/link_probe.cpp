@@ -29,8 +29,11 @@ AlphaBeta fit(double factor, LinkTiming small, LinkTiming large, const char* wha
 
 }  // namespace
 
-LinkTiming time_all_reduce(Communicator& group, void* buffer, int64_t bytes, int repetitions) {
+LinkTiming time_all_reduce(Communicator& group, Communicator& host, void* buffer, int64_t bytes, int repetitions) {
     TPS_CHECK(repetitions >= 1 && bytes % 4 == 0, "time_all_reduce: {} repetitions of {} bytes", repetitions, bytes);
+    TPS_CHECK(!host.device_buffers() && host.size() == group.size() && host.rank() == group.rank(),
+              "time_all_reduce: the timings go over {}, which is not {}'s ranks with host buffers", host.name(),
+              group.name());
     std::vector<double> t;
     group.barrier("line up for the timed all-reduce");
     group.all_reduce_sum(buffer, bytes / 4, DType::f32, "timed all-reduce (warm-up)");
@@ -43,7 +46,7 @@ LinkTiming time_all_reduce(Communicator& group, void* buffer, int64_t bytes, int
     // the slowest rank's time is the collective's
     double mine = median(t);
     std::vector<double> all(static_cast<size_t>(group.size()));
-    group.all_gather(&mine, all.data(), sizeof mine, "all-reduce timings");
+    host.all_gather(&mine, all.data(), sizeof mine, "all-reduce timings");
     return {bytes, *std::max_element(all.begin(), all.end())};
 }
 

@@ -69,10 +69,12 @@ int local_rank() {
 std::string gib(int64_t b) { return fmt::format("{:.1f} GiB", static_cast<double>(b) / 1073741824.0); }
 
 // The all-reduce fit of one communicator, printed; nullopt when it has one rank.
-std::optional<AlphaBeta> measure_group(Communicator& group, void* buffer, int repetitions, std::string& report) {
+// `host`: the group's ranks with host buffers (time_all_reduce)
+std::optional<AlphaBeta> measure_group(Communicator& group, Communicator& host, void* buffer, int repetitions,
+                                       std::string& report) {
     if (group.size() < 2) return std::nullopt;
-    const LinkTiming small = time_all_reduce(group, buffer, kSmall, repetitions);
-    const LinkTiming large = time_all_reduce(group, buffer, kLarge, repetitions);
+    const LinkTiming small = time_all_reduce(group, host, buffer, kSmall, repetitions);
+    const LinkTiming large = time_all_reduce(group, host, buffer, kLarge, repetitions);
     const AlphaBeta ab = fit_all_reduce(group.size(), small, large);
     report += fmt::format("  all-reduce over {}: 8 KB {:.1f} us, 32 MB {:.2f} ms -> alpha {:.1f} us, bus bandwidth {:.2f} GB/s\n",
                           group.name(), small.seconds * 1e6, large.seconds * 1e3, ab.alpha * 1e6, ab.beta / 1e9);
@@ -203,7 +205,7 @@ int run_check(int argc, char** argv) {
     report += use_gpu ? "links (NCCL, device buffers):\n" : "links (MPI, host buffers):\n";
     std::unique_ptr<Communicator> world_fast = fast(*world);
     Communicator& wc = world_fast ? *world_fast : *world;
-    std::optional<AlphaBeta> allreduce = measure_group(wc, buffer, repetitions, report);
+    std::optional<AlphaBeta> allreduce = measure_group(wc, *world, buffer, repetitions, report);
     if (plan) {
         const ParallelMapping map(*plan, n, rank);
         for (size_t s = 0; s < plan->stages.size(); ++s) {
@@ -212,7 +214,7 @@ int run_check(int argc, char** argv) {
             if (!group) continue;
             auto group_fast = fast(*group);
             std::string mine_report;
-            const auto ab = measure_group(group_fast ? *group_fast : *group, buffer, repetitions, mine_report);
+            const auto ab = measure_group(group_fast ? *group_fast : *group, *group, buffer, repetitions, mine_report);
             // the group's first rank tells rank 0
             if (group->rank() == 0 && rank != 0) world->post_message({mine_report.begin(), mine_report.end()}, 0, "a group's timings");
             if (rank == 0) report += mine_report;

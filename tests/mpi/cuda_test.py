@@ -2,7 +2,9 @@
 """`mpirun tpserve generate --backend cuda`: a model split across GPUs, activations moving through
 NCCL on the CUDA backend's stream, writes the text one CPU process writes (greedy), in tensor-
 and pipeline-parallel shapes and both together, for a Llama 3, Mixtral and a Q4_K_M GGUF; and a
-rank that stops answering mid-generation ends the job within its deadline, named by the others.
+rank that stops answering mid-generation ends the job within its deadline, named by the others;
+and `tpserve check --devices gpu` times NCCL between the ranks and writes a link profile that
+`tpserve plan` takes.
 
 usage: cuda_test.py TPSERVE MPIEXEC [MPIEXEC_FLAGS...]
 Runs where TPS_CUDA_EMULATE is set (the sanitizer build's ctest sets it: every rank a process
@@ -10,11 +12,14 @@ with its own emulated device, NCCL between them through shared memory, engine/sr
 where one process can use a GPU (then each rank takes a GPU of this machine); exits 77 (skipped)
 elsewhere. Needs only the Python standard library.
 """
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from failure_test import FIXTURES, Job, check, failures, rank_pids, wait_for_output
 
@@ -71,6 +76,22 @@ def main():
     check(took <= deadline + 10, f"stopped rank (TP=2 on GPUs): it ends {took:.1f} s after (deadline {deadline} s)", text)
     check("not answering: rank 1 (host" in text, "stopped rank (TP=2 on GPUs): rank 0 names rank 1", text[-3000:])
     check(not left, "stopped rank (TP=2 on GPUs): nothing left running", str(left))
+
+    # the preflight on GPUs: NCCL timed on device buffers, the timings gathered over MPI
+    with tempfile.TemporaryDirectory() as d:
+        link = Path(d) / "link.json"
+        job = Job(tpserve, mpiexec, flags, 2, ["check", "--devices", "gpu", "--repetitions", "2", "--out", str(link)])
+        code, took, text = job.wait(300)
+        job.cleanup()
+        check(code == 0 and "one GPU per rank, NCCL between them" in text and "all-reduce over NCCL" in text,
+              f"tpserve check --devices gpu on 2 ranks ({took:.1f} s)", text[-3000:])
+        profile = json.loads(link.read_text()) if link.exists() else {}
+        check("measured by tpserve check on 2 ranks (NCCL)" in profile.get("source", ""),
+              "tpserve check --devices gpu: the link profile says it was measured over NCCL", str(profile))
+        if link.exists():
+            plan = subprocess.run([tpserve, "plan", "-m", str(models["llama3"]), "--gpus", "2xrtx5090", "--link-profile",
+                                   str(link)], capture_output=True, text=True, timeout=120)
+            check(plan.returncode == 0, "tpserve plan takes the measured link profile", plan.stderr)
 
     if failures:
         print(f"{len(failures)} checks failed")

@@ -15,8 +15,10 @@ struct LinkTiming {
 };
 
 // `buffer` holds bytes of f32 (host memory for MPI, device memory for NCCL). Collective: every
-// rank of the group calls it with the same arguments.
-LinkTiming time_all_reduce(Communicator& group, void* buffer, int64_t bytes, int repetitions);
+// rank of the group calls it with the same arguments. The ranks' timings are gathered over
+// `host`, the same ranks with host buffers: `group` itself for MPI, the group an NCCL
+// communicator was built over (its collectives take device memory only).
+LinkTiming time_all_reduce(Communicator& group, Communicator& host, void* buffer, int64_t bytes, int repetitions);
 // One-way time between group ranks a and b (half a round trip); the others return {bytes, 0}.
 LinkTiming time_ping_pong(Communicator& group, int a, int b, void* buffer, int64_t bytes, int repetitions);
 
