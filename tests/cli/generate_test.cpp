@@ -115,6 +115,13 @@ TEST(Generate, Int8WeightsLoadAsThePlanPredicts) {
 // --backend cuda writes the CPU's text, greedy, byte for byte: a Llama 3, a Q4_K_M GGUF and
 // Mixtral, on a GPU or (the asan build) the host CUDA emulator; elsewhere skipped, saying why.
 TEST(Generate, TheCudaBackendWritesTheCpusText) {
+    // the emulated device, for this test's tpserve only (the others must see none)
+    struct Emulated {
+        Emulated() {
+            if (TPS_CUDA_EMULATED_BUILD) ::setenv("TPS_CUDA_EMULATE", "1", 1);
+        }
+        ~Emulated() { ::unsetenv("TPS_CUDA_EMULATE"); }
+    } emulated;
     for (const char* m : {"llama3", "llama3-gguf-q4_k_m/llama3-wide-Q4_K_M.gguf", "mixtral"}) {
         const std::string args =
             std::string("generate -m ") + TPS_SOURCE_DIR + "/tests/fixtures/models/" + m + " -p 'The quick brown fox' -n 12";
