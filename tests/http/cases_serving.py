@@ -64,7 +64,9 @@ def case_cuda():
     """The CUDA backend behind the server (`--backend cuda`, one rank; in the sanitizer build on the
     host CUDA emulator, which ctest makes visible with TPS_CUDA_EMULATE=1): a Q4_K_M GGUF and
     Mixtral, every reference prompt sent at once (batched decode steps, replayed as CUDA graphs for
-    the GGUF), greedy, give transformers' continuations. Skipped where no GPU is usable."""
+    the GGUF), greedy, give transformers' continuations; and, on the emulator, the GGUF split over
+    two GPU ranks (tensor parallel, NCCL between them through shared memory) likewise. Skipped
+    where no GPU is usable."""
     emulated = os.environ.get("TPS_CUDA_EMULATE") == "1"
     if not emulated:
         probe = subprocess.run([cfg.tpserve, "generate", "-m", str(FIXTURE), "-p", "hi", "-n", "1", "--backend", "cuda"],
@@ -73,11 +75,17 @@ def case_cuda():
             print(f"note: cuda skipped, no usable GPU: {probe.stderr.strip()}")
             return
     # the emulated device is in no catalog: described (its memory is TPS_CUDA_EMULATE_MIB, 1 GiB)
-    gpus = ["--gpus", "emulated:1:100:10"] if emulated else []
-    for folder, label, file in ((FIXTURE.parent / "llama3-gguf-q4_k_m", "Q4_K_M GGUF", "llama3-wide-Q4_K_M.gguf"),
-                                (FIXTURE.parent / "mixtral", "Mixtral", None)):
-        served_as_transformers(folder, f"{label} on the CUDA backend", 1, file, ["--backend", "cuda", *gpus],
+    def gpus(np):
+        return ["--gpus", f"{np}xemulated:1:100:10"] if emulated else []
+
+    gguf = (FIXTURE.parent / "llama3-gguf-q4_k_m", "Q4_K_M GGUF", "llama3-wide-Q4_K_M.gguf")
+    for folder, label, file in (gguf, (FIXTURE.parent / "mixtral", "Mixtral", None)):
+        served_as_transformers(folder, f"{label} on the CUDA backend", 1, file, ["--backend", "cuda", *gpus(1)],
                                concurrent=True)
+    if emulated:  # (a machine's real GPUs may be one)
+        folder, label, file = gguf
+        served_as_transformers(folder, f"{label} on the CUDA backend", 2, file,
+                               ["--backend", "cuda", "--stages", "2", *gpus(2)], concurrent=True)
 
 
 def served_as_transformers(folder, label, np, file=None, serve_args=None, concurrent=False):

@@ -9,8 +9,8 @@ and `tpserve check --devices gpu` times NCCL between the ranks and writes a link
 usage: cuda_test.py TPSERVE MPIEXEC [MPIEXEC_FLAGS...]
 Runs where TPS_CUDA_EMULATE is set (the sanitizer build's ctest sets it: every rank a process
 with its own emulated device, NCCL between them through shared memory, engine/src/cuda/emu), or
-where one process can use a GPU (then each rank takes a GPU of this machine); exits 77 (skipped)
-elsewhere. Needs only the Python standard library.
+on a machine with three usable GPUs or more (each rank takes one; `nvidia-smi -L` counts them);
+exits 77 (skipped) elsewhere. Needs only the Python standard library.
 """
 import json
 import os
@@ -34,6 +34,13 @@ def main():
                                 "--backend", "cuda"], capture_output=True, text=True, timeout=120)
         if probe.returncode != 0:
             print(f"skipped: no usable GPU ({probe.stderr.strip()})")
+            return 77
+        try:
+            cards = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60).stdout.count("GPU ")
+        except (OSError, subprocess.TimeoutExpired):
+            cards = 0
+        if cards < 3:
+            print(f"skipped: {cards} GPUs counted by nvidia-smi; the 3-rank shapes need 3")
             return 77
 
     def gpus(np):

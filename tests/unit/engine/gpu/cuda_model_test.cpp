@@ -172,6 +172,7 @@ TEST_P(CudaModel, ABatchOfDecodesMatchesTheCpu) {
 // graph is recorded again under way.
 TEST_P(CudaModel, ReplayedDecodeStepsEqualLaunchedOnes) {
     if (emulator_leaves_out()) GTEST_SKIP() << kLeftOut;
+    if (desc_.experts > 0) GTEST_SKIP() << "an MoE model's steps are never recorded (LlamaModel::repeat_key)";
     auto graphed_model = load(*gpu_);
     ::setenv("TPS_CUDA_GRAPHS", "0", 1);
     auto eager_backend = make_cuda_backend(0);
