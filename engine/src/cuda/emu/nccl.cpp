@@ -37,7 +37,8 @@ constexpr char kPrefix[] = "/tpsemu-nccl-";
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "the header's counters are shared between processes");
 
 struct Header {
-    std::atomic<uint64_t> ranks;  // the communicator's size, set by the first rank to arrive
+    std::atomic<uint64_t> ranks;  // the communicator's size and slot bytes, set by the first rank
+    std::atomic<uint64_t> slot;   // to arrive: a rank that differs is refused
     std::atomic<uint64_t> aborted;
     std::atomic<uint64_t> joined[kMaxRanks];
     std::atomic<uint64_t> posted[kMaxRanks];      // the last collective rank r put its part in for
@@ -142,6 +143,8 @@ struct NcclComm {
     Header* h = nullptr;
     bool unlinked = false;
     bool finalizing = false;
+    int fd = -1;                                 // the segment's, to give slots real memory
+    size_t backed[kMaxRanks * (kMaxRanks + 1)] = {};  // bytes of each slot given memory so far
     ncclResult_t error = ncclSuccess;
     uint64_t collectives = 0, next_id = 1, done_id = 0;
     uint64_t sends[kMaxRanks] = {}, receives[kMaxRanks] = {};
@@ -150,6 +153,22 @@ struct NcclComm {
     unsigned char* part(int r) { return base + header_bytes() + static_cast<size_t>(r) * slot; }
     unsigned char* mailbox(int from, int to) {
         return base + header_bytes() + static_cast<size_t>(nranks + from * nranks + to) * slot;
+    }
+
+    // Before writing `bytes` into a slot: memory for them in the segment (a sparse tmpfs file
+    // past /dev/shm's room would kill the process with SIGBUS on the write), or the error.
+    bool back(unsigned char* at, size_t bytes) {
+        const auto offset = static_cast<size_t>(at - base);
+        size_t& done = backed[(offset - header_bytes()) / slot];
+        if (bytes <= done) return true;
+        const int r = posix_fallocate(fd, static_cast<off_t>(offset), static_cast<off_t>(bytes));
+        if (r != 0) {
+            error = complain(ncclSystemError, "no room in /dev/shm for a " + std::to_string(bytes) + "-byte message (" +
+                                                  std::strerror(r) + "); a smaller TPS_NCCL_EMULATE_MIB does not help");
+            return false;
+        }
+        done = bytes;
+        return true;
     }
 
     bool all_joined() const {
@@ -168,6 +187,8 @@ struct NcclComm {
 
     void release() {
         drop_pending(this);
+        if (fd >= 0) close(fd);
+        fd = -1;
         if (base) munmap(base, mapped);
         base = nullptr;
         h = nullptr;
@@ -178,7 +199,8 @@ struct NcclComm {
         if (op.kind == Kind::send) {
             if (!op.posted) {
                 if (h->received[rank][op.peer].load(std::memory_order_acquire) + 1 < op.seq) return false;
-                std::memcpy(mailbox(rank, op.peer), op.in, op.bytes);
+                if (!back(mailbox(rank, op.peer), op.bytes)) return false;
+                if (op.bytes) std::memcpy(mailbox(rank, op.peer), op.in, op.bytes);
                 h->sent_bytes[rank][op.peer].store(op.bytes, std::memory_order_relaxed);
                 h->sent[rank][op.peer].store(op.seq, std::memory_order_release);
                 op.posted = true;
@@ -194,7 +216,7 @@ struct NcclComm {
                                                        std::to_string(bytes));
                 return false;
             }
-            std::memcpy(op.out, mailbox(op.peer, rank), op.bytes);
+            if (op.bytes) std::memcpy(op.out, mailbox(op.peer, rank), op.bytes);
             h->received[op.peer][rank].store(op.seq, std::memory_order_release);
             return true;
         }
@@ -203,7 +225,8 @@ struct NcclComm {
             for (int q = 0; q < nranks; ++q) {
                 if (h->taken[q].load(std::memory_order_acquire) + 1 < op.seq) return false;
             }
-            if (op.kind != Kind::broadcast || op.peer == rank) std::memcpy(part(rank), op.in, op.bytes);
+            if (!back(part(rank), op.bytes)) return false;
+            if (op.bytes && (op.kind != Kind::broadcast || op.peer == rank)) std::memcpy(part(rank), op.in, op.bytes);
             h->part_bytes[rank].store(op.bytes, std::memory_order_relaxed);
             h->posted[rank].store(op.seq, std::memory_order_release);
             op.posted = true;
@@ -220,7 +243,9 @@ struct NcclComm {
                 return false;
             }
         }
-        if (op.kind == Kind::all_reduce) {
+        if (op.bytes == 0) {
+            // nothing to move
+        } else if (op.kind == Kind::all_reduce) {
             const unsigned char* parts[kMaxRanks];
             for (int q = 0; q < nranks; ++q) parts[q] = part(q);
             sum(op.type, op.out, parts, nranks, op.count);
@@ -321,16 +346,25 @@ ncclResult_t ncclCommInitRankConfig(ncclComm_t* comm, int nranks, ncclUniqueId i
         close(fd);
         return tpsemu::complain(ncclSystemError, "sizing " + c->name + ": " + std::strerror(errno));
     }
+    c->fd = fd;
     void* p = mmap(nullptr, c->mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
-    if (p == MAP_FAILED) return tpsemu::complain(ncclSystemError, "mapping " + c->name + ": " + std::strerror(errno));
+    if (p == MAP_FAILED) {
+        c->release();
+        return tpsemu::complain(ncclSystemError, "mapping " + c->name + ": " + std::strerror(errno));
+    }
     c->base = static_cast<unsigned char*>(p);
     c->h = reinterpret_cast<tpsemu::Header*>(c->base);
-    uint64_t expected = 0;
-    if (!c->h->ranks.compare_exchange_strong(expected, static_cast<uint64_t>(nranks)) && expected != static_cast<uint64_t>(nranks)) {
+    uint64_t ranks = 0, slot = 0;
+    const bool same_ranks = c->h->ranks.compare_exchange_strong(ranks, static_cast<uint64_t>(nranks)) ||
+                            ranks == static_cast<uint64_t>(nranks);
+    const bool same_slot = c->h->slot.compare_exchange_strong(slot, c->slot) || slot == c->slot;
+    if (!same_ranks || !same_slot) {
         c->release();
         return tpsemu::complain(ncclInvalidUsage, "rank " + std::to_string(rank) + " joins with " + std::to_string(nranks) +
-                                                      " ranks a communicator of " + std::to_string(expected));
+                                                      " ranks and " + std::to_string(c->slot >> 20) + " MiB slots a communicator of " +
+                                                      std::to_string(ranks ? ranks : nranks) + " ranks and " +
+                                                      std::to_string((slot ? slot : c->slot) >> 20) +
+                                                      " MiB slots (TPS_NCCL_EMULATE_MIB must agree)");
     }
     c->h->joined[rank].store(1, std::memory_order_release);
     if (c->blocking) {

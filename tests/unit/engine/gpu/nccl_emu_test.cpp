@@ -154,9 +154,27 @@ TEST(NcclEmuSetUp, ABadIdOrRankIsRefused) {
     ::unsetenv("TPS_CUDA_EMULATE");
     EXPECT_EQ(ncclCommInitRankConfig(&c, 1, id, 0, nullptr), ncclUnhandledCudaError);
     ::setenv("TPS_CUDA_EMULATE", "1", 1);
-    // one rank, blocking: at once
+    // one rank, blocking: at once; a message larger than a slot (1 MiB here) is refused
+    ::setenv("TPS_NCCL_EMULATE_MIB", "1", 1);
     ASSERT_EQ(ncclCommInitRankConfig(&c, 1, id, 0, nullptr), ncclSuccess);
+    void* big = nullptr;
+    ASSERT_EQ(cudaMalloc(&big, 2 << 20), cudaSuccess);
+    EXPECT_EQ(ncclAllReduce(big, big, (2 << 20) / 4, ncclFloat32, ncclSum, c, nullptr), ncclInvalidArgument);
+    EXPECT_EQ(ncclAllReduce(big, big, (1 << 20) / 4, ncclFloat32, ncclSum, c, nullptr), ncclSuccess);
+    EXPECT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
     EXPECT_EQ(ncclCommDestroy(c), ncclSuccess);
+    cudaFree(big);
+    // ranks that disagree on the slot size are refused, not left to misread each other
+    ncclComm_t a = nullptr, b = nullptr;
+    ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ASSERT_EQ(ncclCommInitRankConfig(&a, 2, id, 0, &config), ncclInProgress);
+    ::setenv("TPS_NCCL_EMULATE_MIB", "2", 1);
+    EXPECT_EQ(ncclCommInitRankConfig(&b, 2, id, 1, &config), ncclInvalidUsage);
+    ::unsetenv("TPS_NCCL_EMULATE_MIB");
+    EXPECT_EQ(b, nullptr);
+    EXPECT_EQ(ncclCommAbort(a), ncclSuccess);
 }
 
 }  // namespace
