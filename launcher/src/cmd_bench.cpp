@@ -15,6 +15,7 @@
 #include "shard_setup.h"
 
 #include "tpserve/common/strings.h"
+#include "tpserve/engine/cuda_devices.h"
 #include "tpserve/engine/model_files.h"
 #include "tpserve/partition/band.h"
 #include "tpserve/partition/cost_model.h"
@@ -47,7 +48,7 @@ struct Settings {
     std::string model;
     std::vector<int> ranks{1, 2, 4};
     std::vector<std::string> shapes{"auto"};
-    std::string gpus;  // empty: this machine's CPU, measured
+    std::string gpus;  // --predict: the cards; --devices cuda: this machine's GPUs described (else the catalog's)
     bool cuda = false;  // --devices cuda: measured on this machine's GPUs, rank r on GPU r
     bool predict = false;
     bool http = false;  // through `tpserve serve` and streaming clients
@@ -122,8 +123,9 @@ Settings read_settings(const cxxopts::ParseResult& args) {
     s.http = args.count("http") > 0;
     TPS_CHECK_AS(UsageError, !(s.predict && s.http), "--http measures through the server; --predict runs nothing: give one");
     TPS_CHECK_AS(UsageError, !s.predict || !s.gpus.empty(), "--predict needs --gpus (e.g. --gpus 4xrtx5090)");
-    TPS_CHECK_AS(UsageError, s.predict || s.gpus.empty(),
-                 "--gpus is for --predict: measured runs use this machine's CPU or GPUs (--devices), one rank per device");
+    TPS_CHECK_AS(UsageError, s.predict || s.cuda || s.gpus.empty(),
+                 "--gpus is for --predict, or with --devices cuda to describe this machine's GPUs: measured runs on the "
+                 "CPU use it (--devices cpu), one rank per device");
     TPS_CHECK_AS(UsageError, !(s.predict && s.cuda), "--devices cuda measures on this machine's GPUs; --predict runs nothing: give one");
     if (args.count("format")) s.format = args["format"].as<std::string>();
     if (args.count("calibrate")) {
@@ -159,6 +161,22 @@ std::optional<std::vector<int>> shape_stages(const std::string& shape, int ranks
     return std::nullopt;
 }
 
+// The GPUs measured runs use, rank r on GPU r: this machine's first `count` as the catalog knows
+// them, or as --gpus describes them (cards the catalog lacks); either way this machine has them.
+std::vector<DeviceProfile> measured_gpus(const std::string& gpus, int count) {
+    if (gpus.empty()) return local_gpus("--devices cuda", 0, count);
+    std::vector<DeviceProfile> all = parse_device_list(gpus);
+    TPS_CHECK_AS(UsageError, static_cast<int>(all.size()) >= count, "--gpus gives {} cards; --ranks asks for {}", all.size(), count);
+    for (const auto& d : all) {
+        TPS_CHECK_AS(UsageError, d.kind == DeviceKind::gpu, "--gpus: '{}' is not a GPU, and --devices cuda measures on GPUs", d.name);
+    }
+    const auto found = list_cuda_devices(/*free_memory=*/false);
+    TPS_CHECK_AS(UsageError, static_cast<int>(found.size()) >= count, "--devices cuda: {} GPU(s) asked for, {} here{}", count,
+                 found.size(), found.empty() ? fmt::format(" ({})", cuda_unavailable_reason()) : std::string());
+    all.resize(static_cast<size_t>(count));
+    return all;
+}
+
 PlanRequest make_request(const Settings& s, const ModelDesc& model, int ranks, const std::vector<int>& stages) {
     ServingShape serving;
     serving.max_batch = *std::max_element(s.workload.batches.begin(), s.workload.batches.end());
@@ -178,7 +196,7 @@ PlanRequest make_request(const Settings& s, const ModelDesc& model, int ranks, c
         req.link = link_for_devices(req.devices, std::nullopt, std::nullopt);
         req.serving = resolve_serving(model, serving);
     } else if (s.cuda) {
-        req = request_for_devices(model, local_gpus("--devices cuda", 0, ranks), serving);
+        req = request_for_devices(model, measured_gpus(s.gpus, ranks), serving);
     } else {
         req = request_for_devices(model, parse_device_list(fmt::format("{}xcpu", ranks)), serving);
     }
@@ -411,7 +429,7 @@ int run_bench(int argc, char** argv) {
         ("devices", "what the measured runs use: cpu, or cuda (this machine's GPUs, rank r on GPU r)", cxxopts::value<std::string>()->default_value("cpu"))
         ("predict", "run nothing: the cost model's figures for --gpus")
         ("http", "measure through the HTTP server (tpserve serve) with streaming clients, one per sequence")
-        ("gpus", "with --predict: the cards (e.g. 4xrtx5090); the first R for R ranks", cxxopts::value<std::string>())
+        ("gpus", "with --predict: the cards (e.g. 4xrtx5090); the first R for R ranks. With --devices cuda: this machine's GPUs, for cards the catalog lacks (name:mem_gb:bw_gbs:tflops)", cxxopts::value<std::string>())
         ("format", "weight format of the layers: measured runs quantize to it as they load (int8, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k ... q6_k, bf16, f16, f32); with --predict any the planner knows (fp8, int4, iq4_xs, ...)", cxxopts::value<std::string>())
         ("calibrate", "with --predict: a GPU's measured efficiencies (JSON, from scripts/gpu-check)", cxxopts::value<std::string>())
         ("prompt-tokens", "prompt length P", cxxopts::value<std::string>()->default_value("128"))
@@ -472,7 +490,7 @@ int run_bench(int argc, char** argv) {
     std::string devices = "cpu";
     if (s.cuda) {
         devices.clear();
-        for (const auto& d : local_gpus("--devices cuda", 0, s.ranks.back())) devices += (devices.empty() ? "" : ",") + d.name;
+        for (const auto& d : measured_gpus(s.gpus, s.ranks.back())) devices += (devices.empty() ? "" : ",") + d.name;
     }
     model_name = fs::path(s.model).filename().string();
     if (model_name.empty()) model_name = fs::path(s.model).parent_path().filename().string();

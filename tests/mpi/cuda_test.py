@@ -3,8 +3,9 @@
 NCCL on the CUDA backend's stream, writes the text one CPU process writes (greedy), in tensor-
 and pipeline-parallel shapes and both together, for a Llama 3, Mixtral and a Q4_K_M GGUF; and a
 rank that stops answering mid-generation ends the job within its deadline, named by the others;
-and `tpserve check --devices gpu` times NCCL between the ranks and writes a link profile that
-`tpserve plan` takes.
+`tpserve check --devices gpu` times NCCL between the ranks and writes a link profile that
+`tpserve plan` takes; and `tpserve bench --devices cuda` measures 1 and 2 GPU ranks, the cards
+described with --gpus.
 
 usage: cuda_test.py TPSERVE MPIEXEC [MPIEXEC_FLAGS...]
 Runs where TPS_CUDA_EMULATE is set (the sanitizer build's ctest sets it: every rank a process
@@ -99,6 +100,18 @@ def main():
             plan = subprocess.run([tpserve, "plan", "-m", str(models["llama3"]), "--gpus", "2xrtx5090", "--link-profile",
                                    str(link)], capture_output=True, text=True, timeout=120)
             check(plan.returncode == 0, "tpserve plan takes the measured link profile", plan.stderr)
+
+        # the scaling benchmark on GPUs (speeds mean nothing on the emulator: only that it runs)
+        out = Path(d) / "bench"
+        card = "emulated:1:100:10" if emulated else None
+        bench = subprocess.run([tpserve, "bench", "--model", str(models["llama3"]), "--devices", "cuda", "--ranks", "1,2",
+                                "--shapes", "auto,tp", "--quick", "--out", str(out), "--deadline", "60",
+                                *(["--gpus", f"2x{card}"] if card else [])], capture_output=True, text=True, timeout=600)
+        doc = json.loads((out / "bench.json").read_text()) if (out / "bench.json").exists() else {}
+        measured = [b["tokens_per_s"]["measured"] for p in doc.get("points", []) for b in p.get("batches", [])]
+        check(bench.returncode == 0 and len(measured) == 6 and all(m and m > 0 for m in measured),
+              f"tpserve bench --devices cuda on 1 and 2 GPU ranks: every point measured ({measured})",
+              bench.stderr[-3000:])
 
     if failures:
         print(f"{len(failures)} checks failed")
