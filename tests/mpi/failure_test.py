@@ -219,30 +219,38 @@ def lost_rank_cases(tpserve, mpiexec, flags):
         ("rank 1, the last stage, stopped mid-generation (PP=2)", 2, 1, signal.SIGSTOP, 3, "1,1"),
         ("rank 2 stopped mid-generation (PP=3)", 3, 2, signal.SIGSTOP, 3, "1,1,1"),
     ]:
-        job = Job(tpserve, mpiexec, flags, np, gen + ["--deadline", str(deadline), "--stages", stages])
-        started = wait_for_output(job, lambda t: len(t.strip()) > 40, 60)
-        check(started, f"{what}: generation started", job.stdout() + job.stderr())
-        pids = rank_pids(job.mark)
-        check(set(pids) == set(range(np)), f"{what}: found every rank's process ({pids})")
-        if victim in pids:
-            os.kill(pids[victim], sig)
-        t0 = time.monotonic()
-        code, _, text = job.wait(deadline + 30)
-        took = time.monotonic() - t0
-        left = job.cleanup()
-        check(code not in (None, 0), f"{what}: the job exits non-zero (got {code})", text)
-        # the deadline, two seconds of pinging, and slack; never a second deadline
-        check(took <= deadline + 6, f"{what}: it ends {took:.1f} s after the failure (deadline {deadline} s)", text)
-        if sig == signal.SIGKILL:
-            named = f"rank {victim}" in text and ("exited on signal 9" in text or "killed" in text.lower())
-        else:
-            named = f"not answering: rank {victim} (host" in text and f"did not complete within {deadline} s" in text
-        check(named, f"{what}: the message names rank {victim} and the operation", text)
-        others = [r for r in range(np) if r != victim]
-        said = [r for r in others if f"tpserve rank {r}:" in text or f"(rank {r} of {np})" in text]
-        check(said == others, f"{what}: every other rank said something ({said})", text)
-        check(not left, f"{what}: nothing left running", str(left))
+        lost_rank_case(tpserve, mpiexec, flags, what, np, victim, sig, deadline,
+                       gen + ["--deadline", str(deadline), "--stages", stages])
     return True
+
+
+def lost_rank_case(tpserve, mpiexec, flags, what, np, victim, sig, deadline, args):
+    """`mpirun -np np tpserve ARGS` (a long generation with --deadline `deadline`): once it has
+    started, rank `victim` gets `sig`; the job must end non-zero within the deadline and slack,
+    the message naming the rank, every other rank saying something, nothing left running."""
+    job = Job(tpserve, mpiexec, flags, np, args)
+    started = wait_for_output(job, lambda t: len(t.strip()) > 40, 60)
+    check(started, f"{what}: generation started", job.stdout() + job.stderr())
+    pids = rank_pids(job.mark)
+    check(set(pids) == set(range(np)), f"{what}: found every rank's process ({pids})")
+    if victim in pids:
+        os.kill(pids[victim], sig)
+    t0 = time.monotonic()
+    code, _, text = job.wait(deadline + 30)
+    took = time.monotonic() - t0
+    left = job.cleanup()
+    check(code not in (None, 0), f"{what}: the job exits non-zero (got {code})", text)
+    # the deadline, two seconds of pinging, and slack; never a second deadline
+    check(took <= deadline + 6, f"{what}: it ends {took:.1f} s after the failure (deadline {deadline} s)", text)
+    if sig == signal.SIGKILL:
+        named = f"rank {victim}" in text and ("exited on signal 9" in text or "killed" in text.lower())
+    else:
+        named = f"not answering: rank {victim} (host" in text and f"did not complete within {deadline} s" in text
+    check(named, f"{what}: the message names rank {victim} and the operation", text)
+    others = [r for r in range(np) if r != victim]
+    said = [r for r in others if f"tpserve rank {r}:" in text or f"(rank {r} of {np})" in text]
+    check(said == others, f"{what}: every other rank said something ({said})", text)
+    check(not left, f"{what}: nothing left running", str(left))
 
 
 def main():

@@ -294,6 +294,16 @@ struct NcclComm {
     }
 };
 
+namespace {
+
+// Whether `comm` is a live communicator and `type` one whose elements have a size (and, with
+// peer >= 0, whether `peer` is another rank of it): else the call is ncclInvalidArgument.
+bool valid_call(const NcclComm* comm, ncclDataType_t type, int peer = -1) {
+    return comm && comm->h && type_bytes(type) != 0 && (peer < 0 || (peer < comm->nranks && peer != comm->rank));
+}
+
+}  // namespace
+
 }  // namespace tpsemu
 
 using tpsemu::NcclComm;
@@ -439,10 +449,9 @@ ncclResult_t ncclCommAbort(ncclComm_t comm) {
 
 ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t type, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream) {
-    if (!comm || !comm->h) return ncclInvalidArgument;
+    if (!tpsemu::valid_call(comm, type)) return ncclInvalidArgument;
     if (op != ncclSum) return tpsemu::complain(ncclInvalidArgument, "only sums are emulated");
     const size_t bytes = count * tpsemu::type_bytes(type);
-    if (tpsemu::type_bytes(type) == 0) return ncclInvalidArgument;
     tpsemu::Op o;
     o.kind = tpsemu::Kind::all_reduce;
     o.in = sendbuff, o.out = recvbuff, o.type = type, o.count = count, o.bytes = bytes;
@@ -451,7 +460,7 @@ ncclResult_t ncclAllReduce(const void* sendbuff, void* recvbuff, size_t count, n
 
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t type, ncclComm_t comm,
                            cudaStream_t stream) {
-    if (!comm || !comm->h || tpsemu::type_bytes(type) == 0) return ncclInvalidArgument;
+    if (!tpsemu::valid_call(comm, type)) return ncclInvalidArgument;
     const size_t bytes = count * tpsemu::type_bytes(type);
     tpsemu::Op o;
     o.kind = tpsemu::Kind::all_gather;
@@ -461,7 +470,7 @@ ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t count, n
 
 ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t type, int root,
                            ncclComm_t comm, cudaStream_t stream) {
-    if (!comm || !comm->h || tpsemu::type_bytes(type) == 0 || root < 0 || root >= comm->nranks) return ncclInvalidArgument;
+    if (!tpsemu::valid_call(comm, type) || root < 0 || root >= comm->nranks) return ncclInvalidArgument;
     const size_t bytes = count * tpsemu::type_bytes(type);
     tpsemu::Op o;
     o.kind = tpsemu::Kind::broadcast;
@@ -472,9 +481,7 @@ ncclResult_t ncclBroadcast(const void* sendbuff, void* recvbuff, size_t count, n
 
 ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
                       cudaStream_t stream) {
-    if (!comm || !comm->h || tpsemu::type_bytes(type) == 0 || peer < 0 || peer >= comm->nranks || peer == comm->rank) {
-        return ncclInvalidArgument;
-    }
+    if (peer < 0 || !tpsemu::valid_call(comm, type, peer)) return ncclInvalidArgument;
     tpsemu::Op o;
     o.kind = tpsemu::Kind::send;
     o.in = sendbuff, o.type = type, o.count = count, o.bytes = count * tpsemu::type_bytes(type), o.peer = peer;
@@ -483,9 +490,7 @@ ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t type, i
 
 ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
                       cudaStream_t stream) {
-    if (!comm || !comm->h || tpsemu::type_bytes(type) == 0 || peer < 0 || peer >= comm->nranks || peer == comm->rank) {
-        return ncclInvalidArgument;
-    }
+    if (peer < 0 || !tpsemu::valid_call(comm, type, peer)) return ncclInvalidArgument;
     tpsemu::Op o;
     o.kind = tpsemu::Kind::recv;
     o.out = recvbuff, o.type = type, o.count = count, o.bytes = count * tpsemu::type_bytes(type), o.peer = peer;

@@ -495,28 +495,30 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
     return cudaSuccess;
 }
 
+namespace tpsemu {
+namespace {
+
+// Waiting on a stream that captures is refused, and ends its capture (as on a GPU).
+cudaError_t refuse_wait_while_capturing(cudaStream_t stream) {
+    std::lock_guard lock(g_mu);
+    if (!stream || !stream->capturing) return cudaSuccess;
+    stream->invalidated = true;
+    return ret(cudaErrorStreamCaptureUnsupported);
+}
+
+}  // namespace
+}  // namespace tpsemu
+
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     if (const cudaError_t e = gate()) return ret(e);
-    {
-        std::lock_guard lock(tpsemu::g_mu);
-        if (stream && stream->capturing) {
-            stream->invalidated = true;
-            return ret(cudaErrorStreamCaptureUnsupported);
-        }
-    }
+    if (const cudaError_t e = tpsemu::refuse_wait_while_capturing(stream)) return e;
     tpsemu::drain_before(stream);  // kernels ran as they were issued; work outside the device may not have
     return cudaSuccess;
 }
 
 cudaError_t cudaStreamQuery(cudaStream_t stream) {
     if (const cudaError_t e = gate()) return ret(e);
-    {
-        std::lock_guard lock(tpsemu::g_mu);
-        if (stream && stream->capturing) {
-            stream->invalidated = true;
-            return ret(cudaErrorStreamCaptureUnsupported);
-        }
-    }
+    if (const cudaError_t e = tpsemu::refuse_wait_while_capturing(stream)) return e;
     return tpsemu::drain(stream, false) ? cudaSuccess : cudaErrorNotReady;  // (not ready is no error)
 }
 
