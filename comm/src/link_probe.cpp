@@ -21,9 +21,14 @@ AlphaBeta fit(double factor, LinkTiming small, LinkTiming large, const char* wha
     TPS_CHECK(large.seconds > small.seconds,
               "{}: {} bytes took no longer than {} bytes ({:.3g} s against {:.3g} s): the timings are noise", what,
               large.bytes, small.bytes, large.seconds, small.seconds);
+    TPS_CHECK(small.seconds > 0, "{}: {} bytes took no time: the timings are noise", what, small.bytes);
     AlphaBeta ab;
     ab.beta = factor * static_cast<double>(large.bytes - small.bytes) / (large.seconds - small.seconds);
-    ab.alpha = std::max(0.0, small.seconds - factor * static_cast<double>(small.bytes) / ab.beta);
+    // A latency the two points cannot resolve (the small message no slower than its bytes at the
+    // fitted bandwidth: noise, or a latency below what the timings show) is bounded by the small
+    // message's whole time: positive, as every link profile's is (tpserve plan refuses 0).
+    const double alpha = small.seconds - factor * static_cast<double>(small.bytes) / ab.beta;
+    ab.alpha = alpha > 0 ? alpha : small.seconds;
     return ab;
 }
 

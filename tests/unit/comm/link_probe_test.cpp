@@ -1,5 +1,6 @@
 // The link model's fit: timings made from known alpha and beta give them back; timings where the
-// large message is not slower are refused rather than turned into a nonsense profile.
+// large message is not slower are refused rather than turned into a nonsense profile, and a
+// latency the timings cannot resolve is bounded, never 0.
 #include "tpserve/comm/link_probe.h"
 
 #include "tpserve/common/error.h"
@@ -27,8 +28,14 @@ TEST(LinkProbe, FitRecoversAlphaAndBeta) {
 TEST(LinkProbe, NoiseIsRefused) {
     EXPECT_THROW(fit_send({8 << 10, 1e-3}, {32 << 20, 1e-3}), Error);
     EXPECT_THROW(fit_all_reduce(1, {8 << 10, 1e-6}, {32 << 20, 1e-3}), Error);
-    // a small message slower than its fit allows gives alpha 0, never negative
-    EXPECT_GE(fit_send({8 << 10, 1e-9}, {32 << 20, 1e-3}).alpha, 0.0);
+    EXPECT_THROW(fit_send({8 << 10, 0.0}, {32 << 20, 1e-3}), Error);
+    // a small message faster than the fitted bandwidth allows: the latency is unresolved, and
+    // bounded by the small message's time, never 0 or negative (tpserve plan refuses a profile
+    // whose alpha is not positive; mpi_cuda once wrote one on a loaded machine)
+    const AlphaBeta fast = fit_send({8 << 10, 1e-9}, {32 << 20, 1e-3});
+    EXPECT_EQ(fast.alpha, 1e-9);
+    const AlphaBeta ar = fit_all_reduce(2, {8 << 10, 2e-7}, {32 << 20, 1e-3});
+    EXPECT_EQ(ar.alpha, 2e-7);
 }
 
 }  // namespace
