@@ -179,10 +179,10 @@ bool aligned(const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(
 bool vector_ok(const GemvParams& p) {
     const bool x_ok = aligned(p.x, 16) && p.x_stride % 4 == 0;
     switch (p.w.format) {
-        case WFormat::f32: return x_ok && p.w.cols % 4 == 0 && p.w.row_bytes % 16 == 0 && aligned(p.w.data, 16);
+        case WFormat::f32: return x_ok && p.w.cols % 4 == 0 && rows_aligned(p.w, 16);
         case WFormat::f16:
-        case WFormat::bf16: return x_ok && p.w.cols % 8 == 0 && p.w.row_bytes % 16 == 0 && aligned(p.w.data, 16);
-        case WFormat::int8: return x_ok && p.w.cols % 16 == 0 && p.w.row_bytes % 16 == 0 && aligned(p.w.data, 16);
+        case WFormat::bf16: return x_ok && p.w.cols % 8 == 0 && rows_aligned(p.w, 16);
+        case WFormat::int8: return x_ok && p.w.cols % 16 == 0 && rows_aligned(p.w, 16);
         default: return x_ok && rows_aligned(p.w, block_align(p.w.format));
     }
     return false;
