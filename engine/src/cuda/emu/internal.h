@@ -13,16 +13,16 @@ namespace tpsemu {
 // or what went wrong (a deadlock at a barrier, a warp intrinsic's misuse).
 std::string run_grid(dim3 grid, dim3 block, size_t dynamic_smem, const std::function<void()>& body);
 
-// Issues `op` on `stream`: run now, or recorded when the stream captures a graph. The returned
-// error is the call's; an error `op` returns when it runs fails the launch (sticky, as a fault on
-// a GPU is).
+// Issues `op` on `stream`: run now, queued behind the stream's pending work (below) while it has
+// some, or recorded when the stream captures a graph. The returned error is the call's; an error
+// `op` returns when it runs fails the launch (sticky, as a fault on a GPU is).
 cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> op);
 
 // Work on `stream` that completes outside the emulated device (the emulated NCCL's transfers),
 // issued by `owner`: `poll` does what it can and says whether the work is done. Until it is,
-// cudaStreamQuery answers not ready, and whatever waits for the stream or is issued on it after
-// the work polls it to the end, as a GPU's stream order holds them back. drop_pending forgets
-// the work of an owner that goes away.
+// cudaStreamQuery answers not ready, work issued on the stream after it queues behind it (the
+// caller going on), and a wait for the stream polls it to the end, as a GPU's stream order holds
+// them back. drop_pending forgets the work of an owner that goes away.
 void add_pending(cudaStream_t stream, const void* owner, std::function<bool()> poll);
 void drop_pending(const void* owner);
 bool capturing(cudaStream_t stream);

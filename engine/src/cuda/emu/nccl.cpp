@@ -258,12 +258,14 @@ struct NcclComm {
         return true;
     }
 
-    // Advances the queue as far as the peers allow; whether operation `id` is done. Nothing moves
-    // once a rank aborted or this one failed: the stream stays not ready, the error is reported.
+    // Advances the queue up to operation `id` as far as the peers allow; whether `id` is done.
+    // Never past it: a later operation's input may be written by work queued between the two on
+    // the stream. Nothing moves once a rank aborted or this one failed: the stream stays not
+    // ready, the error is reported.
     bool progress(uint64_t id) {
         if (!h) return false;
         if (h->aborted.load(std::memory_order_acquire) != 0 && error == ncclSuccess) error = ncclRemoteError;
-        while (error == ncclSuccess && !queue.empty() && all_joined()) {
+        while (error == ncclSuccess && !queue.empty() && queue.front().id <= id && all_joined()) {
             if (!step(queue.front())) break;
             done_id = queue.front().id;
             queue.pop_front();

@@ -2,7 +2,8 @@
 // with the emulator answers "no device" to everything else that asks; its value, 1 to 16, is how
 // many), device memory that is tracked host memory (one pool for them all), streams that run work
 // as it is issued or record it while capturing, work that completes outside the device (the
-// emulated NCCL's) holding back what follows it on its stream, graphs that replay what was
+// emulated NCCL's) holding back what follows it on its stream (queued, the caller going on, until
+// a query or a wait gets past it), graphs that replay what was
 // recorded, and the rules of stream capture a GPU enforces (no synchronising a capturing stream,
 // no work on the legacy stream while a blocking stream captures).
 #include "internal.h"
@@ -38,6 +39,7 @@ struct GraphExec {
 struct Event {
     std::chrono::steady_clock::time_point at{};
     bool recorded = false;
+    Stream* stream = nullptr;  // where it was last recorded
 };
 
 namespace {
@@ -49,6 +51,7 @@ std::atomic<int> g_sticky{cudaSuccess};
 std::mutex g_mu;  // guards what follows
 std::map<uintptr_t, size_t> g_allocations;
 size_t g_allocated = 0;
+std::map<uintptr_t, size_t> g_pinned;  // cudaMallocHost's
 std::vector<Stream*> g_capturing;
 std::unordered_map<const void*, int> g_max_dynamic_smem;
 
@@ -164,13 +167,37 @@ void invalidate_captures_locked() {
 
 }  // namespace
 
-bool is_device_range(const void* p, size_t bytes) {
+namespace {
+
+bool in_range_locked(const std::map<uintptr_t, size_t>& ranges, const void* p, size_t bytes) {
     const auto a = reinterpret_cast<uintptr_t>(p);
-    std::lock_guard lock(g_mu);
-    auto it = g_allocations.upper_bound(a);
-    if (it == g_allocations.begin()) return false;
+    auto it = ranges.upper_bound(a);
+    if (it == ranges.begin()) return false;
     --it;
     return a >= it->first && a - it->first + bytes <= it->second;
+}
+
+// Whether a copy's host side is pageable memory (not cudaMallocHost's).
+bool pageable(const void* host, size_t bytes) {
+    std::lock_guard lock(g_mu);
+    return !in_range_locked(g_pinned, host, std::max<size_t>(bytes, 1));
+}
+
+// Every stream's work done (what cudaDeviceSynchronize, and a free, wait for).
+void drain_all() {
+    std::vector<Stream*> streams;
+    {
+        std::lock_guard lock(g_mu);
+        for (const auto& [s, work] : g_pending) streams.push_back(s);
+    }
+    for (Stream* s : streams) drain(s, true);
+}
+
+}  // namespace
+
+bool is_device_range(const void* p, size_t bytes) {
+    std::lock_guard lock(g_mu);
+    return in_range_locked(g_allocations, p, bytes);
 }
 
 void add_pending(cudaStream_t stream, const void* owner, std::function<bool()> poll) {
@@ -197,10 +224,9 @@ cudaError_t fail(cudaError_t e, const std::string& why) {
 
 cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> op) {
     if (const cudaError_t e = gate()) return ret(e);
-    if (!capturing(stream)) drain_before(stream);  // (a capture records: nothing runs now)
     {
         std::lock_guard lock(g_mu);
-        if (stream && stream->capturing) {
+        if (stream && stream->capturing) {  // (a capture records: nothing runs now)
             if (!stream->invalidated) stream->graph->nodes.push_back(std::move(op));
             return cudaSuccess;
         }
@@ -213,6 +239,20 @@ cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> op) {
                 return ret(cudaErrorStreamCaptureImplicit);
             }
         }
+    }
+    if (!stream) {
+        drain_before(stream);  // the legacy stream: synchronous, after every blocking stream's work
+        return ret(op());
+    }
+    // behind work still outside the device: queued after it, and run when a query or a wait on
+    // the stream gets past it (the caller goes on, as a GPU's does)
+    if (!drain(stream, false)) {
+        std::lock_guard lock(g_mu);
+        g_pending[stream].push_back(Pending{nullptr, [op = std::move(op)] {
+                                                op();  // (its failure is the device's: fail() is sticky)
+                                                return true;
+                                            }});
+        return cudaSuccess;
     }
     return ret(op());
 }
@@ -370,12 +410,7 @@ cudaError_t cudaDeviceSynchronize() {
             return ret(cudaErrorStreamCaptureUnsupported);
         }
     }
-    std::vector<tpsemu::Stream*> streams;
-    {
-        std::lock_guard lock(tpsemu::g_mu);
-        for (const auto& [s, work] : tpsemu::g_pending) streams.push_back(s);
-    }
-    for (tpsemu::Stream* s : streams) tpsemu::drain(s, true);
+    tpsemu::drain_all();
     return cudaSuccess;
 }
 
@@ -429,6 +464,7 @@ cudaError_t cudaMalloc(void** ptr, size_t bytes) {
 cudaError_t cudaFree(void* ptr) {
     if (!ptr) return cudaSuccess;
     if (const cudaError_t e = gate()) return ret(e);
+    tpsemu::drain_all();  // as on a GPU: work queued earlier may still use it
     std::lock_guard lock(tpsemu::g_mu);
     const auto it = tpsemu::g_allocations.find(reinterpret_cast<uintptr_t>(ptr));
     if (it == tpsemu::g_allocations.end()) return ret(cudaErrorInvalidValue);
@@ -442,17 +478,33 @@ cudaError_t cudaMallocHost(void** ptr, size_t bytes) {
     if (const cudaError_t e = gate()) return ret(e);
     if (!ptr) return ret(cudaErrorInvalidValue);
     *ptr = std::malloc(std::max<size_t>(bytes, 1));
-    return *ptr ? cudaSuccess : ret(cudaErrorMemoryAllocation);
+    if (!*ptr) return ret(cudaErrorMemoryAllocation);
+    std::lock_guard lock(tpsemu::g_mu);
+    tpsemu::g_pinned[reinterpret_cast<uintptr_t>(*ptr)] = std::max<size_t>(bytes, 1);
+    return cudaSuccess;
 }
 
 cudaError_t cudaFreeHost(void* ptr) {
+    if (!ptr) return cudaSuccess;
+    if (tpsemu::device_present()) tpsemu::drain_all();  // queued copies may still read it
+    std::lock_guard lock(tpsemu::g_mu);
+    if (tpsemu::g_pinned.erase(reinterpret_cast<uintptr_t>(ptr)) == 0) return ret(cudaErrorInvalidValue);
     std::free(ptr);
     return cudaSuccess;
 }
 
+// A copy with a pageable host side first waits for the stream's earlier work, as the CUDA
+// runtime may (it stages such copies through pinned memory of its own): so code that must not
+// block behind a collective (a step's uploads) shows here that it uses pinned memory. Copies
+// between device and pinned memory queue like kernels.
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
     if (const cudaError_t e = gate()) return ret(e);
     if (const cudaError_t e = tpsemu::check_copy(dst, src, bytes, kind)) return ret(e);
+    const bool host_src = kind == cudaMemcpyHostToDevice || (kind == cudaMemcpyDefault && !tpsemu::is_device_range(src, 1));
+    const bool host_dst = kind == cudaMemcpyDeviceToHost || (kind == cudaMemcpyDefault && !tpsemu::is_device_range(dst, 1));
+    const bool waits = bytes > 0 && kind != cudaMemcpyHostToHost &&
+                       ((host_src && tpsemu::pageable(src, bytes)) || (host_dst && tpsemu::pageable(dst, bytes)));
+    if (waits && !tpsemu::capturing(stream)) tpsemu::drain_before(stream);
     return submit(stream, [=] { return tpsemu::copy_now(dst, src, bytes, kind); });
 }
 
@@ -512,7 +564,7 @@ cudaError_t refuse_wait_while_capturing(cudaStream_t stream) {
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     if (const cudaError_t e = gate()) return ret(e);
     if (const cudaError_t e = tpsemu::refuse_wait_while_capturing(stream)) return e;
-    tpsemu::drain_before(stream);  // kernels ran as they were issued; work outside the device may not have
+    tpsemu::drain_before(stream);  // what was queued behind work outside the device runs now
     return cudaSuccess;
 }
 
@@ -592,6 +644,10 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     if (!event) return ret(cudaErrorInvalidResourceHandle);
+    if (!tpsemu::capturing(stream)) {
+        event->recorded = false;  // until the stream gets there
+        event->stream = stream;
+    }
     return submit(stream, [event]() -> cudaError_t {
         event->at = std::chrono::steady_clock::now();
         event->recorded = true;
@@ -599,9 +655,20 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     });
 }
 
+// (Both make progress on the event's stream: the emulator's queued work runs when asked about.)
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+    if (const cudaError_t e = gate()) return ret(e);
+    if (!event) return ret(cudaErrorInvalidResourceHandle);
+    tpsemu::drain(event->stream, false);
+    // (a stream destroyed since is only compared, never read; not ready is no error)
+    return event->recorded || !event->stream ? cudaSuccess : cudaErrorNotReady;
+}
+
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
     if (const cudaError_t e = gate()) return ret(e);
-    return event ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
+    if (!event) return ret(cudaErrorInvalidResourceHandle);
+    if (event->stream) tpsemu::drain(event->stream, true);
+    return cudaSuccess;
 }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {

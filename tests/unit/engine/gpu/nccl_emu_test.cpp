@@ -1,13 +1,15 @@
 // The emulator's NCCL (engine/src/cuda/emu/nccl.cpp), two ranks in one process, each on its own
 // stream: results equal to the bit, a rank's operation not done (its stream not ready) until its
-// peer's part is there, devices counted by TPS_CUDA_EMULATE, and misuse refused or reported as
-// NCCL reports it. The multi-process case runs under mpirun (mpi_comm, mpi_cuda).
+// peer's part is there and the work behind it queued, devices counted by TPS_CUDA_EMULATE, and
+// misuse refused or reported as NCCL reports it. The multi-process case runs under mpirun (mpi_comm, mpi_cuda).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 #include <nccl.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -139,6 +141,51 @@ TEST_F(NcclEmu, AnAbortedPeerIsARemoteError) {
     EXPECT_EQ(cudaStreamQuery(s_[0]), cudaErrorNotReady);  // never done: the caller's deadline
     EXPECT_EQ(state(0), ncclRemoteError);
     EXPECT_STREQ(ncclGetErrorString(ncclRemoteError), "remote process exited or there was a network error");
+}
+
+// Work issued behind a collective that is not done queues behind it and the caller goes on, as
+// on a GPU; a later collective reads its input only once the work between the two has run; an
+// event says when the stream has got past it; a copy to pinned memory queues, and one to pageable
+// memory waits for the stream (as the CUDA runtime's does), here until a peer comes.
+TEST_F(NcclEmu, WorkBehindACollectiveQueuesAndOnlyPageableCopiesWait) {
+    int* a[2] = {device(std::vector<int>{1, 2}), device(std::vector<int>{10, 20})};
+    int* out[2] = {device(std::vector<int>{-1, -1}), device(std::vector<int>{-1, -1})};
+    int* pinned = nullptr;
+    ASSERT_EQ(cudaMallocHost(reinterpret_cast<void**>(&pinned), 2 * sizeof(int)), cudaSuccess);
+    pinned[0] = pinned[1] = -1;
+    cudaEvent_t ev = nullptr;
+    ASSERT_EQ(cudaEventCreate(&ev), cudaSuccess);
+    // each rank: sum a, copy the sum to out, sum out; rank 1 comes later
+    for (int r = 0; r < 2; ++r) {
+        ASSERT_EQ(ncclAllReduce(a[r], a[r], 2, ncclInt32, ncclSum, c_[r], s_[r]), ncclSuccess);
+        ASSERT_EQ(cudaMemcpyAsync(out[r], a[r], 2 * sizeof(int), cudaMemcpyDeviceToDevice, s_[r]), cudaSuccess);
+        ASSERT_EQ(ncclAllReduce(out[r], out[r], 2, ncclInt32, ncclSum, c_[r], s_[r]), ncclSuccess);
+        if (r == 1) break;
+        ASSERT_EQ(cudaMemcpyAsync(pinned, out[0], 2 * sizeof(int), cudaMemcpyDeviceToHost, s_[0]), cudaSuccess);
+        ASSERT_EQ(cudaEventRecord(ev, s_[0]), cudaSuccess);
+        EXPECT_EQ(cudaEventQuery(ev), cudaErrorNotReady);
+        EXPECT_EQ(pinned[0], -1) << "ran before the collective it follows";
+    }
+    ASSERT_TRUE(settle());
+    EXPECT_EQ(cudaEventQuery(ev), cudaSuccess);
+    EXPECT_EQ(pinned[0], 22);  // (1 + 10) twice: the second sum read the copy, not out's -1
+    EXPECT_EQ(pinned[1], 44);
+    EXPECT_EQ(host(out[1], 2), (std::vector<int>{22, 44}));
+
+    int got[2] = {0, 0};
+    ASSERT_EQ(ncclAllReduce(a[0], a[0], 2, ncclInt32, ncclSum, c_[0], s_[0]), ncclSuccess);
+    std::thread peer([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        EXPECT_EQ(ncclAllReduce(a[1], a[1], 2, ncclInt32, ncclSum, c_[1], s_[1]), ncclSuccess);
+        EXPECT_EQ(cudaStreamSynchronize(s_[1]), cudaSuccess);
+    });
+    EXPECT_EQ(cudaMemcpyAsync(got, a[0], sizeof got, cudaMemcpyDeviceToHost, s_[0]), cudaSuccess);
+    EXPECT_EQ(got[0], 22) << "a copy to pageable memory returned before the collective before it";
+    EXPECT_EQ(got[1], 44);
+    peer.join();
+    EXPECT_EQ(cudaEventDestroy(ev), cudaSuccess);
+    EXPECT_EQ(cudaFreeHost(pinned), cudaSuccess);
+    EXPECT_EQ(cudaFreeHost(pinned), cudaErrorInvalidValue);  // not pinned memory (any more)
 }
 
 TEST(NcclEmuSetUp, ABadIdOrRankIsRefused) {
