@@ -198,9 +198,14 @@ std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
                 ~Restore() { mpi.set_deadline(seconds); }
             } restore{mpi, per_op};
             void* stream = s.backend->native_stream();
-            if (s.groups.tp) s.nccl_tp = make_nccl_communicator(*s.groups.tp, gpu, stream);
-            if (s.groups.from_prev) s.nccl_prev = make_nccl_communicator(*s.groups.from_prev, gpu, stream);
-            if (s.groups.to_next) s.nccl_next = make_nccl_communicator(*s.groups.to_next, gpu, stream);
+            s.nccl_queue = std::make_unique<NcclQueue>(stream);
+            NcclQueue* q = s.nccl_queue.get();
+            if (s.groups.tp) s.nccl_tp = make_nccl_communicator(*s.groups.tp, gpu, stream, q);
+            if (s.groups.from_prev) s.nccl_prev = make_nccl_communicator(*s.groups.from_prev, gpu, stream, q);
+            if (s.groups.to_next) s.nccl_next = make_nccl_communicator(*s.groups.to_next, gpu, stream, q);
+            // the collectives are queued with the kernels, and the step's output waits for them
+            // (with their deadline) rather than the host after each one
+            s.backend->set_stream_wait([q] { q->wait(); });
         }, startup);
         links.tp = s.nccl_tp.get();
         links.tp_host = s.groups.tp.get();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "tpserve/comm/mpi_world.h"
+#include "tpserve/comm/nccl_communicator.h"
 #include "tpserve/comm/parallel_mapping.h"
 #include "tpserve/comm/stage_groups.h"
 #include "tpserve/engine/backend.h"
@@ -42,15 +43,17 @@ struct Shard {
     std::unique_ptr<ControlChannel> control;
     std::optional<StageLinks> links;
     std::unique_ptr<Backend> backend;
-    // with the CUDA backend: NCCL over the groups above, on the backend's stream (declared after
-    // it, so they go first)
+    // with the CUDA backend: NCCL over the groups above, on the backend's stream, their
+    // collectives queued there (nccl_queue) and waited for at the step's output (declared after
+    // it, so they go first: the communicators, then their queue)
+    std::unique_ptr<NcclQueue> nccl_queue;
     std::unique_ptr<Communicator> nccl_tp, nccl_prev, nccl_next;
     std::optional<LlamaModel> model;
 
     // Resets every communicator's statistics (so they count the steps alone).
     void reset_comm_stats();
     // The stage's communicators (tensor-parallel, hand-overs; with the CUDA backend their NCCL
-    // twins too, whose time includes the kernels queued before each collective), those present.
+    // twins too, whose time is each collective's on the device), those present.
     std::vector<Communicator*> stage_comms() const;
 };
 

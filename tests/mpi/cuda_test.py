@@ -65,11 +65,16 @@ def main():
         check(not left, f"{name}, stages {stages}: nothing left running", str(left))
 
     # a rank stopped mid-generation: its peer's NCCL operation never completes, and the deadline
-    # (not a hang) ends the job, naming it, as failure_test holds the CPU ranks to
+    # (not a hang) ends the job, naming it, as failure_test holds the CPU ranks to. The
+    # collectives are queued with the kernels and waited for at the step's output: a sum in
+    # tensor parallelism, the hand-over the last stage receives in pipeline parallelism.
     deadline = 3
-    lost_rank_case(tpserve, mpiexec, flags, "rank 1 stopped mid-generation (TP=2 on GPUs)", 2, 1, signal.SIGSTOP, deadline,
-                   ["generate", "-m", str(models["llama3"]), "-p", PROMPT, "-n", "1000", "--ignore-eos", "--max-context",
-                    "1024", "--backend", "cuda", "--stages", "2", "--deadline", str(deadline), *gpus(2)])
+    for what, stages, victim in [("rank 1 stopped mid-generation (TP=2 on GPUs)", "2", 1),
+                                 ("rank 0 stopped mid-generation (PP=2 on GPUs)", "1,1", 0)]:
+        lost_rank_case(tpserve, mpiexec, flags, what, 2, victim, signal.SIGSTOP, deadline,
+                       ["generate", "-m", str(models["llama3"]), "-p", PROMPT, "-n", "1000", "--ignore-eos",
+                        "--max-context", "1024", "--backend", "cuda", "--stages", stages, "--deadline", str(deadline),
+                        *gpus(2)])
 
     # the preflight on GPUs: NCCL timed on device buffers, the timings gathered over MPI
     with tempfile.TemporaryDirectory() as d:

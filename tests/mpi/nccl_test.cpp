@@ -1,6 +1,7 @@
 // NcclCommunicator under mpirun, one GPU per rank: sums of small integers compared bit for bit
-// (f32, i32 and bf16), gathers, broadcasts, a ring of sends, a barrier. Skipped cleanly where the
-// build has no NCCL or the machine has fewer GPUs than ranks.
+// (f32, i32 and bf16), gathers, broadcasts, a ring of sends, a barrier, and the same queued on one
+// stream (NcclQueue). Skipped cleanly where the build has no NCCL or the machine has fewer GPUs
+// than ranks.
 #include "mpi_test_env.h"
 
 #include "tpserve/comm/nccl_communicator.h"
@@ -108,6 +109,45 @@ TEST_F(Nccl, GatherBroadcastRingAndBarrier) {
         EXPECT_EQ(in.host(), std::vector<int32_t>(4096, prev));
     }
     nccl_->barrier("the end");
+#endif
+}
+
+// Queued on one stream (NcclQueue, as a split model's collectives are): two sums with a copy
+// between them and a ring of sends, none waited for until the queue is; then every result is
+// there, in stream order, and each collective counted once.
+TEST_F(Nccl, QueuedCollectivesCompleteInStreamOrder) {
+#if TPS_HAS_NCCL
+    cudaStream_t s = nullptr;
+    ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+    {
+        NcclQueue queue(s);
+        auto q = make_nccl_communicator(*world_, mpi().rank(), s, &queue);
+        const int n = q->size(), r = q->rank();
+        const int32_t sum = n * (n + 1) / 2;  // of r + 1 over the ranks
+        DeviceVector<int32_t> x(std::vector<int32_t>(1000, r + 1)), y(std::vector<int32_t>(1000, -1));
+        q->all_reduce_sum(x.p, 1000, DType::i32, "first sum");
+        ASSERT_EQ(cudaMemcpyAsync(y.p, x.p, 4000, cudaMemcpyDeviceToDevice, s), cudaSuccess);
+        q->all_reduce_sum(y.p, 1000, DType::i32, "second sum");  // of the copy: n * sum
+        if (n > 1) {
+            const int next = (r + 1) % n, prev = (r + n - 1) % n;
+            if (r % 2 == 0) {
+                q->send(y.p, 4000, next, "ring");
+                q->recv(x.p, 4000, prev, "ring");
+            } else {
+                q->recv(x.p, 4000, prev, "ring");
+                q->send(y.p, 4000, next, "ring");
+            }
+        }
+        EXPECT_EQ(queue.queued(), n > 1 ? 4u : 2u);
+        EXPECT_EQ(q->stats().calls[static_cast<size_t>(CommOp::all_reduce)], 0);
+        queue.wait();
+        EXPECT_EQ(queue.queued(), 0u);
+        EXPECT_EQ(y.host(), std::vector<int32_t>(1000, n * sum));
+        EXPECT_EQ(x.host(), std::vector<int32_t>(1000, n > 1 ? n * sum : sum));
+        EXPECT_EQ(q->stats().calls[static_cast<size_t>(CommOp::all_reduce)], 2);
+        EXPECT_EQ(q->stats().calls[static_cast<size_t>(CommOp::send)], n > 1 ? 1 : 0);
+    }
+    EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
 #endif
 }
 

@@ -4,9 +4,19 @@
 
 namespace tps {
 
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator&, int, void*) {
+namespace {
+[[noreturn]] void no_nccl() {
     throw UsageError("this tpserve was built without NCCL (the CUDA toolkit with NCCL was not found at configure time)");
 }
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator&, int, void*, NcclQueue*) { no_nccl(); }
+
+struct NcclQueue::Impl {};
+NcclQueue::NcclQueue(void*) { no_nccl(); }
+NcclQueue::~NcclQueue() = default;
+void NcclQueue::wait() {}
+size_t NcclQueue::queued() const noexcept { return 0; }
 
 DeviceBuffer::DeviceBuffer(int, int64_t) {
     throw UsageError("this tpserve was built without CUDA and NCCL: no device buffers");

@@ -1,7 +1,9 @@
 // CudaBackend: the Backend on one NVIDIA GPU. Activations stay f32 on the device as on the CPU, so
 // model code is the same; weights are copied to the device once (place) in their stored format.
 // Every op is a launch on the backend's one stream; only the step's output (to_host, greedy_rows, sample_rows)
-// waits. A step's positions and block tables go to the device once per step (begin_step), not
+// waits: through the stream wait a model's communicators give (set_stream_wait) where they queue
+// collectives on the stream. Inputs go up from pinned host memory, so an upload never waits
+// behind a collective. A step's positions and block tables go to the device once per step (begin_step), not
 // once per op. Steps the model marks as repeating (start_step) are recorded as CUDA graphs and
 // replayed (step_graphs.h); TPS_CUDA_GRAPHS=0 turns that off.
 #include "attention.cuh"
@@ -26,8 +28,10 @@
 #include "tpserve/partition/memory_model.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 namespace tps {
@@ -102,6 +106,7 @@ public:
     }
     ~CudaBackend() override {
         cudaStreamSynchronize(stream_);
+        if (pinned_) cudaFreeHost(pinned_);
         graphs_.reset();
         cublasDestroy(cublas_);
         cudaStreamDestroy(upload_stream_);
@@ -114,6 +119,13 @@ public:
     std::string weight_formats() const override { return std::string(kFormats); }
     bool device_memory() const noexcept override { return true; }
     void* native_stream() const noexcept override { return stream_; }
+    void set_stream_wait(std::function<void()> wait) override { stream_wait_ = std::move(wait); }
+
+    void synchronize() override {
+        graphs_->finish();  // a recorded or replayed step runs now
+        begun_ = nullptr;
+        wait_stream();
+    }
 
     std::unique_ptr<DeviceMemory> allocate(int64_t bytes, MemoryTag tag) override {
         graphs_->abandon();
@@ -365,8 +377,7 @@ public:
         graphs_->finish();  // a recorded or replayed step runs now
         begun_ = nullptr;
         const auto bytes = static_cast<size_t>(x.rows * x.cols) * (x.type == DType::f32 ? 4 : 2);
-        TPS_CHECK_CUDA(cudaMemcpyAsync(host, x.data, bytes, cudaMemcpyDeviceToHost, stream_));
-        TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+        read_back(host, x.data, bytes);
     }
 
     void greedy_rows(const Tensor& logits, int64_t vocab_first, GreedyPick* host) override {
@@ -378,9 +389,7 @@ public:
         if (graphs_->launching()) cuda::invoke_greedy(p, stream_);
         graphs_->finish();  // a recorded or replayed step runs now
         begun_ = nullptr;
-        TPS_CHECK_CUDA(cudaMemcpyAsync(host, p.out, static_cast<size_t>(logits.rows) * sizeof(GreedyPick),
-                                       cudaMemcpyDeviceToHost, stream_));
-        TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+        read_back(host, p.out, static_cast<size_t>(logits.rows) * sizeof(GreedyPick));
     }
 
     // After the step's graph (if any) has run: the parameters change every step, so these kernels
@@ -402,9 +411,7 @@ public:
         p.penalties = pen;
         p.out = static_cast<SampledRow*>(b.picks.get(logits.rows * static_cast<int64_t>(sizeof(SampledRow))));
         cuda::invoke_sample(p, stream_);
-        TPS_CHECK_CUDA(cudaMemcpyAsync(host, p.out, static_cast<size_t>(logits.rows) * sizeof(SampledRow),
-                                       cudaMemcpyDeviceToHost, stream_));
-        TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+        read_back(host, p.out, static_cast<size_t>(logits.rows) * sizeof(SampledRow));
     }
 
 private:
@@ -422,12 +429,57 @@ private:
     void upload(void* device, const void* host, size_t bytes) {
         if (graphs_->mode() != cuda::StepGraphs::Mode::record) {
             // stream order puts it after the last step's kernels and before this one's (or the
-            // replayed graph's launch)
-            TPS_CHECK_CUDA(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, stream_));
+            // replayed graph's launch); from pinned memory, as a copy from pageable memory may wait
+            // for the stream, which may hold a collective that waits for a peer
+            TPS_CHECK_CUDA(cudaMemcpyAsync(device, stage(host, bytes), bytes, cudaMemcpyHostToDevice, stream_));
         } else {
             TPS_CHECK_CUDA(cudaMemcpyAsync(device, host, bytes, cudaMemcpyHostToDevice, upload_stream_));
             TPS_CHECK_CUDA(cudaStreamSynchronize(upload_stream_));
         }
+    }
+
+    // Everything issued on the stream done: through the communicators' wait where they queue
+    // collectives on it (bounded by their deadline), else a plain one. The staged uploads are
+    // then done with.
+    void wait_stream() {
+        if (stream_wait_) {
+            stream_wait_();
+        } else {
+            TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+        }
+        staged_ = 0;
+    }
+
+    // `bytes` of device memory to the host: after the queued collectives (whose wait is bounded),
+    // a copy to pageable memory waits for the stream.
+    void read_back(void* host, const void* device, size_t bytes) {
+        if (stream_wait_) stream_wait_();
+        TPS_CHECK_CUDA(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
+        TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+        staged_ = 0;
+    }
+
+    // A pinned copy of host bytes to upload from, kept until the stream is next waited for (a
+    // step's output): the buffer is used again from its start after that, and grows (after a
+    // wait) when a step's uploads outgrow it.
+    const void* stage(const void* host, size_t bytes) {
+        const size_t at = (staged_ + 15) & ~size_t{15};
+        if (at + bytes > pinned_bytes_) {
+            wait_stream();  // the copies from it are done
+            if (bytes > pinned_bytes_) {
+                const size_t want = std::max<size_t>({bytes, 2 * pinned_bytes_, size_t{1} << 20});
+                if (pinned_) TPS_CHECK_CUDA(cudaFreeHost(pinned_));
+                pinned_ = nullptr;
+                pinned_bytes_ = 0;
+                TPS_CHECK_CUDA(cudaMallocHost(&pinned_, want));
+                pinned_bytes_ = want;
+            }
+            return stage(host, bytes);
+        }
+        auto* p = static_cast<std::byte*>(pinned_) + at;
+        std::memcpy(p, host, bytes);
+        staged_ = at + bytes;
+        return p;
     }
 
     // The buffers a step's inputs and small scratch go to: recorded and replayed steps use their
@@ -537,6 +589,9 @@ private:
     cuda::StepView view_;
     const StepLayout* begun_ = nullptr;  // the layout begin_step uploaded, until the step's output
     int64_t step_max_keys_ = 1;
+    std::function<void()> stream_wait_;  // set_stream_wait
+    void* pinned_ = nullptr;             // stage()
+    size_t pinned_bytes_ = 0, staged_ = 0;
 };
 
 }  // namespace

@@ -298,6 +298,14 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
         bool armed = true;
         ~Rollback() {
             if (!armed) return;
+            if (m.links_ != nullptr) {
+                // collectives this step queued are not left running: waited for, or, when one
+                // stalls, aborted with its communicators (bounded by their deadline)
+                try {
+                    m.be_.synchronize();
+                } catch (...) {  // (the step's own error is the one to report)
+                }
+            }
             for (const auto& t : taken) {
                 auto& s = m.seqs_[t.seq];
                 while (s.blocks.size() > t.blocks_before) {
@@ -374,6 +382,9 @@ StepResult LlamaModel::forward(const std::vector<SequenceStep>& step) {
         }
         compute_logits(rows, ends, step, out);
     }
+    // a split model's step ends when its collectives have (its device work and hand-overs queued on
+    // the backend's stream, their wait bounded by the communicators' deadline)
+    if (links_ != nullptr) be_.synchronize();
     for (const auto& e : step) seqs_[e.seq_id].length = e.start_pos + static_cast<int64_t>(e.tokens.size());
     rollback.armed = false;
     ++steps_run_;

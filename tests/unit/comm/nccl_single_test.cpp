@@ -102,6 +102,26 @@ TEST_F(NcclOneRank, CollectivesOnDeviceBuffersGiveOneRanksAnswer) {
     EXPECT_THROW(nccl->all_reduce_sum(nullptr, 1, DType::q4_0, "a type NCCL has not"), UsageError);
 }
 
+// x[k] = k % a and y[k] = k % b, on the host and on the backend's device (tx, ty)
+struct Operands {
+    Operands(Backend& gpu, int64_t n, int a, int b) : x(static_cast<size_t>(n)), y(static_cast<size_t>(n)) {
+        for (int64_t k = 0; k < n; ++k) {
+            x[static_cast<size_t>(k)] = static_cast<float>(k % a);
+            y[static_cast<size_t>(k)] = static_cast<float>(k % b);
+        }
+        dx = gpu.allocate(n * 4, MemoryTag::activations);
+        dy = gpu.allocate(n * 4, MemoryTag::activations);
+        EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        EXPECT_EQ(cudaMemcpy(dx->data(), x.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        EXPECT_EQ(cudaMemcpy(dy->data(), y.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        tx = Tensor{dx->data(), DType::f32, 1, n};
+        ty = Tensor{dy->data(), DType::f32, 1, n};
+    }
+    std::vector<float> x, y;
+    std::unique_ptr<DeviceMemory> dx, dy;
+    Tensor tx, ty;
+};
+
 // x += y by the backend's kernel, the all-reduce on the same stream, then x += y again: the
 // collective sits between the two kernels, so x ends at x + 2y.
 TEST_F(NcclOneRank, OnTheCudaBackendsStreamACollectiveIsOrderedWithItsKernels) {
@@ -109,16 +129,9 @@ TEST_F(NcclOneRank, OnTheCudaBackendsStreamACollectiveIsOrderedWithItsKernels) {
     OneRank host;
     auto nccl = make_nccl_communicator(host, 0, gpu->native_stream());
     const int64_t n = 1 << 20;
-    std::vector<float> x(static_cast<size_t>(n)), y(static_cast<size_t>(n));
-    for (int64_t k = 0; k < n; ++k) {
-        x[static_cast<size_t>(k)] = static_cast<float>(k % 97);
-        y[static_cast<size_t>(k)] = static_cast<float>(k % 13);
-    }
-    auto dx = gpu->allocate(n * 4, MemoryTag::activations), dy = gpu->allocate(n * 4, MemoryTag::activations);
-    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(dx->data(), x.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(dy->data(), y.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice), cudaSuccess);
-    const Tensor tx{dx->data(), DType::f32, 1, n}, ty{dy->data(), DType::f32, 1, n};
+    const Operands xy(*gpu, n, 97, 13);
+    const std::vector<float>&x = xy.x, &y = xy.y;
+    const Tensor tx = xy.tx, ty = xy.ty;
     gpu->add(tx, ty);
     nccl->all_reduce_sum(tx.data, n, DType::f32, "between two kernels");
     gpu->add(tx, ty);
@@ -127,6 +140,47 @@ TEST_F(NcclOneRank, OnTheCudaBackendsStreamACollectiveIsOrderedWithItsKernels) {
     for (int64_t k = 0; k < n; ++k) {
         ASSERT_EQ(out[static_cast<size_t>(k)], x[static_cast<size_t>(k)] + 2 * y[static_cast<size_t>(k)]) << k;
     }
+}
+
+// The same with the collectives queued (NcclQueue, as a split model runs): the calls return with
+// the work on the stream, the backend's output waits for them through the queue, and each
+// collective's time and bytes are counted once it has been waited for.
+TEST_F(NcclOneRank, QueuedCollectivesAreWaitedForByTheBackendsOutput) {
+    auto gpu = make_cuda_backend(0);
+    OneRank host;
+    EXPECT_THROW({ NcclQueue no_stream(nullptr); }, Error);
+    NcclQueue queue(gpu->native_stream());
+    EXPECT_THROW(make_nccl_communicator(host, 0, nullptr, &queue), UsageError);  // not the queue's stream
+    auto nccl = make_nccl_communicator(host, 0, gpu->native_stream(), &queue);
+    gpu->set_stream_wait([&] { queue.wait(); });
+    const int64_t n = 4096;
+    const Operands xy(*gpu, n, 31, 7);
+    const std::vector<float>&x = xy.x, &y = xy.y;
+    const Tensor tx = xy.tx, ty = xy.ty;
+    for (int i = 0; i < 3; ++i) {
+        gpu->add(tx, ty);
+        nccl->all_reduce_sum(tx.data, n, DType::f32, "between kernels");
+    }
+    EXPECT_EQ(queue.queued(), 3u);
+    EXPECT_EQ(nccl->stats().calls[static_cast<size_t>(CommOp::all_reduce)], 0);  // not waited for yet
+    gpu->add(tx, ty);
+    std::vector<float> out(static_cast<size_t>(n));
+    gpu->to_host(tx, out.data());
+    EXPECT_EQ(queue.queued(), 0u);
+    for (int64_t k = 0; k < n; ++k) {
+        ASSERT_EQ(out[static_cast<size_t>(k)], x[static_cast<size_t>(k)] + 4 * y[static_cast<size_t>(k)]) << k;
+    }
+    const auto a = static_cast<size_t>(CommOp::all_reduce);
+    EXPECT_EQ(nccl->stats().calls[a], 3);
+    EXPECT_EQ(nccl->stats().bytes[a], 3 * n * 4);
+    EXPECT_GE(nccl->stats().seconds[a], 0.0);
+    // synchronize() waits the same way; with nothing queued it is a plain wait
+    nccl->barrier("after the output");
+    EXPECT_EQ(queue.queued(), 1u);
+    gpu->synchronize();
+    EXPECT_EQ(queue.queued(), 0u);
+    gpu->synchronize();
+    nccl.reset();
 }
 #else
 TEST_F(NcclOneRank, SkippedInABuildWithoutNccl) {}

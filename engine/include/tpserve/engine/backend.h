@@ -9,6 +9,7 @@
 #include "tpserve/partition/dtype.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -93,6 +94,14 @@ public:
     // names the stream its ops run on (a cudaStream_t), so a communicator can join it.
     virtual bool device_memory() const noexcept { return false; }
     virtual void* native_stream() const noexcept { return nullptr; }
+    // How a device backend waits for its stream before the host reads a result (to_host,
+    // greedy_rows, sample_rows) and in synchronize(): `wait` when communicators queue collectives
+    // on that stream and return (NcclQueue::wait, which bounds the wait by their deadline and
+    // names a stalled peer); without one, a plain wait. The CPU has nothing to wait for.
+    virtual void set_stream_wait(std::function<void()> wait) { (void)wait; }
+    // Waits until the work issued so far is done (a step's end, on a stage whose step ends with no
+    // output, and before a failed step is left).
+    virtual void synchronize() {}
     // Whether the backend's matmuls read weights stored as `t` (the CPU: every engine_supports
     // format), and the formats it does read, for messages.
     virtual bool computes_with(DType t) const noexcept;
