@@ -197,6 +197,7 @@ std::unique_ptr<Shard> load_shard(MpiWorld& mpi, const ShardRequest& request) {
                 double seconds;
                 ~Restore() { mpi.set_deadline(seconds); }
             } restore{mpi, per_op};
+            if (!s.groups.tp && !s.groups.from_prev && !s.groups.to_next) return;  // one rank: no NCCL
             void* stream = s.backend->native_stream();
             s.nccl_queue = std::make_unique<NcclQueue>(stream);
             NcclQueue* q = s.nccl_queue.get();

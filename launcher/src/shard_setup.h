@@ -53,7 +53,8 @@ struct Shard {
     // Resets every communicator's statistics (so they count the steps alone).
     void reset_comm_stats();
     // The stage's communicators (tensor-parallel, hand-overs; with the CUDA backend their NCCL
-    // twins too, whose time is each collective's on the device), those present.
+    // twins too, whose time is each collective's on the stream, peers' lateness included), those
+    // present.
     std::vector<Communicator*> stage_comms() const;
 };
 

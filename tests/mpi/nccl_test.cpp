@@ -1,14 +1,17 @@
 // NcclCommunicator under mpirun, one GPU per rank: sums of small integers compared bit for bit
 // (f32, i32 and bf16), gathers, broadcasts, a ring of sends, a barrier, and the same queued on one
-// stream (NcclQueue). Skipped cleanly where the build has no NCCL or the machine has fewer GPUs
-// than ranks.
+// stream (NcclQueue), where a collective a peer never makes is named at the deadline. Skipped
+// cleanly where the build has no NCCL or the machine has fewer GPUs than ranks.
 #include "mpi_test_env.h"
 
 #include "tpserve/comm/nccl_communicator.h"
+#include "tpserve/common/error.h"
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #if TPS_HAS_NCCL
@@ -146,6 +149,47 @@ TEST_F(Nccl, QueuedCollectivesCompleteInStreamOrder) {
         EXPECT_EQ(x.host(), std::vector<int32_t>(1000, n > 1 ? n * sum : sum));
         EXPECT_EQ(q->stats().calls[static_cast<size_t>(CommOp::all_reduce)], 2);
         EXPECT_EQ(q->stats().calls[static_cast<size_t>(CommOp::send)], n > 1 ? 1 : 0);
+    }
+    EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
+#endif
+}
+
+// A collective the last rank never makes: the others' queue wait ends at the deadline with an
+// error naming that collective (not the one before it, which completed), and aborts every
+// communicator of the queue, so later calls on either are refused rather than queued in vain.
+TEST_F(Nccl, AStalledCollectiveIsNamedByTheQueuesWaitAndAbortsItsCommunicators) {
+#if TPS_HAS_NCCL
+    if (mpi().size() < 2) GTEST_SKIP() << "needs a peer";
+    const int r = world_->rank(), last = world_->size() - 1;
+    cudaStream_t s = nullptr;
+    ASSERT_EQ(cudaStreamCreate(&s), cudaSuccess);
+    {
+        NcclQueue queue(s);
+        auto a = make_nccl_communicator(*world_, mpi().rank(), s, &queue);
+        auto b = make_nccl_communicator(*world_, mpi().rank(), s, &queue);
+        DeviceVector<float> x(std::vector<float>(64, 1.0f));
+        a->all_reduce_sum(x.p, 64, DType::f32, "a sum every rank makes");
+        if (r != last) {
+            a->all_reduce_sum(x.p, 64, DType::f32, "the sum the last rank skips");
+            const testing::ScopedDeadline short_deadline(1.0);
+            const auto start = std::chrono::steady_clock::now();
+            try {
+                queue.wait();
+                ADD_FAILURE() << "no timeout";
+            } catch (const CommError& e) {
+                const std::string m = e.what();
+                EXPECT_NE(m.find("all-reduce (the sum the last rank skips)"), std::string::npos) << m;
+                EXPECT_NE(m.find("did not complete within 1 s"), std::string::npos) << m;
+            }
+            const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            EXPECT_LT(took, 10.0);  // the deadline and the liveness ping, not the test's deadline
+            EXPECT_EQ(queue.queued(), 0u);
+            EXPECT_THROW(a->all_reduce_sum(x.p, 64, DType::f32, "after the abort"), CommError);
+            EXPECT_THROW(b->barrier("after the abort"), CommError);
+        } else {
+            queue.wait();  // its own sum completed with the others'
+        }
+        world_->barrier("after the stalled sum");  // (the last rank answers liveness pings here)
     }
     EXPECT_EQ(cudaStreamDestroy(s), cudaSuccess);
 #endif

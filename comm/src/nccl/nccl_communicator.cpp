@@ -199,10 +199,12 @@ private:
         try {
             TPS_CHECK_CUDA(cudaEventRecord(q.start, stream_));
             enqueue();
-            settle(what);  // (the call itself may still be in progress on a non-blocking communicator)
+            // (the call itself may still be in progress on a non-blocking communicator)
+            settle(what, op_name(op, peer));
             TPS_CHECK_CUDA(cudaEventRecord(q.end, stream_));
         } catch (...) {
             queue_->recycle(q);
+            queue_->abort_all();  // what is queued before it would be waited for in vain
             throw;
         }
         queue_->queued.push_back(std::move(q));
@@ -223,20 +225,21 @@ private:
     }
 
     // A non-blocking communicator's calls may still be in progress after they return.
-    void settle(std::string_view what) {
+    // (`op`: what a stall names, the call being issued, or NCCL's set-up before the first one)
+    void settle(std::string_view what, std::string_view op = "NCCL set-up") {
         auto done = [&] {
             ncclResult_t state = ncclSuccess;
             TPS_CHECK_NCCL(ncclCommGetAsyncError(comm_, &state));
-            TPS_CHECK_AS(CommError, state == ncclSuccess || state == ncclInProgress, "rank {}: {} in {}: NCCL error '{}'",
-                         my_world_rank(), what, name_, ncclGetErrorString(state));
+            TPS_CHECK_AS(CommError, state == ncclSuccess || state == ncclInProgress, "rank {}: {} ({}) in {}: NCCL error '{}'",
+                         my_world_rank(), op, what, name_, ncclGetErrorString(state));
             return state == ncclSuccess;
         };
-        guarded([&] { over_.wait_until(done, "NCCL set-up", what); });
+        guarded([&] { over_.wait_until(done, op, what); });
     }
 
     // Waits for the stream with the deadline, watching NCCL's asynchronous errors.
     void finish(CommOp op, std::string_view what, int peer = -1) {
-        settle(what);
+        settle(what, op_name(op, peer));
         auto done = [&] {
             const cudaError_t s = cudaStreamQuery(stream_);
             if (s == cudaErrorNotReady) {
@@ -267,7 +270,10 @@ private:
     // fails, abort, which never waits on the peers.
     void release(bool orderly) noexcept {
         if (queue_) {
-            // what this communicator queued is finalized (or aborted) below, and waited for no more
+            // Work still queued means a step was left without its wait: every communicator of the
+            // queue is aborted, since finalizing this one, or the cudaFree below, would wait behind
+            // another's collective with no deadline.
+            if (!queue_->queued.empty()) queue_->abort_all();
             std::erase(queue_->comms, this);
             for (const Queued& q : queue_->queued) {
                 if (q.comm == this) queue_->recycle(q);

@@ -2,8 +2,9 @@
 // model code is the same; weights are copied to the device once (place) in their stored format.
 // Every op is a launch on the backend's one stream; only the step's output (to_host, greedy_rows, sample_rows)
 // waits: through the stream wait a model's communicators give (set_stream_wait) where they queue
-// collectives on the stream. Inputs go up from pinned host memory, so an upload never waits
-// behind a collective. A step's positions and block tables go to the device once per step (begin_step), not
+// collectives on the stream. Nothing else waits behind a collective, whose wait would have no
+// deadline: inputs go up from pinned host memory, and a buffer that grows mid-step frees its old
+// memory after the next wait. A step's positions and block tables go to the device once per step (begin_step), not
 // once per op. Steps the model marks as repeating (start_step) are recorded as CUDA graphs and
 // replayed (step_graphs.h); TPS_CUDA_GRAPHS=0 turns that off.
 #include "attention.cuh"
@@ -119,7 +120,12 @@ public:
     std::string weight_formats() const override { return std::string(kFormats); }
     bool device_memory() const noexcept override { return true; }
     void* native_stream() const noexcept override { return stream_; }
-    void set_stream_wait(std::function<void()> wait) override { stream_wait_ = std::move(wait); }
+    void set_stream_wait(std::function<void()> wait) override {
+        stream_wait_ = std::move(wait);
+        // a buffer that grows mid-step keeps its old memory until the next wait: cudaFree would
+        // wait for the stream, and so for a collective a stalled peer never completes
+        pool_.defer_frees = eager_pool_.defer_frees = static_cast<bool>(stream_wait_);
+    }
 
     void synchronize() override {
         graphs_->finish();  // a recorded or replayed step runs now
@@ -448,6 +454,7 @@ private:
             TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
         }
         staged_ = 0;
+        eager_pool_.retired.clear();  // (the graphs' pool's go at the next step's start)
     }
 
     // `bytes` of device memory to the host: after the queued collectives (whose wait is bounded),
@@ -457,6 +464,7 @@ private:
         TPS_CHECK_CUDA(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
         TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
         staged_ = 0;
+        eager_pool_.retired.clear();
     }
 
     // A pinned copy of host bytes to upload from, kept until the stream is next waited for (a
@@ -578,7 +586,8 @@ private:
     cudaStream_t upload_stream_ = nullptr;
     std::unique_ptr<CudaMemory> cublas_ws_;
     cuda::ScratchPool pool_;
-    StepBuffers eager_{nullptr}, graphed_{&pool_};
+    cuda::ScratchPool eager_pool_;  // (its generation is never read: eager steps record nothing)
+    StepBuffers eager_{&eager_pool_}, graphed_{&pool_};
     // graphs point into these; reserve() sizes them for the largest step, so they move only for
     // an op outside the limits a model gave (and then the graphs record again)
     Scratch gemm_{MemoryTag::workspace, &pool_}, partial_{MemoryTag::workspace, &pool_};

@@ -43,7 +43,7 @@ void Scratch::reserve(int64_t bytes) {
 
 void Scratch::grow_to(int64_t bytes) {
     if (pool_) ++pool_->generation;  // first: graphs reading the old memory are stale even if this throws
-    if (pool_ && pool_->recording && mem_) {
+    if (pool_ && (pool_->recording || pool_->defer_frees) && mem_) {
         pool_->retired.push_back(std::move(mem_));
     } else {
         mem_.reset();

@@ -2,7 +2,8 @@
 // Scratch, a buffer that grows to the largest size asked of it. Scratch buffers that recorded
 // graphs point into share a ScratchPool: moving one of them makes those graphs stale (the pool's
 // generation changes), and while a graph is being recorded the old memory is kept until the
-// recording ends (cudaFree would synchronise the capturing stream).
+// recording ends (cudaFree would synchronise the capturing stream). Likewise while collectives
+// may be in flight on the stream (defer_frees): cudaFree would wait for them with no deadline.
 #pragma once
 
 #include "tpserve/engine/backend.h"
@@ -30,8 +31,9 @@ private:
 };
 
 struct ScratchPool {
-    uint64_t generation = 0;  // bumped whenever a tracked buffer moves
-    bool recording = false;   // a graph is being captured: keep old memory in `retired`
+    uint64_t generation = 0;   // bumped whenever a tracked buffer moves
+    bool recording = false;    // a graph is being captured: keep old memory in `retired`
+    bool defer_frees = false;  // the same, while the stream may hold collectives (freed after a wait)
     std::vector<std::unique_ptr<CudaMemory>> retired;
 };
 

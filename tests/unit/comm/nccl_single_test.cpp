@@ -144,7 +144,7 @@ TEST_F(NcclOneRank, OnTheCudaBackendsStreamACollectiveIsOrderedWithItsKernels) {
 
 // The same with the collectives queued (NcclQueue, as a split model runs): the calls return with
 // the work on the stream, the backend's output waits for them through the queue, and each
-// collective's time and bytes are counted once it has been waited for.
+// collective is counted (calls and bytes) once it has been waited for.
 TEST_F(NcclOneRank, QueuedCollectivesAreWaitedForByTheBackendsOutput) {
     auto gpu = make_cuda_backend(0);
     OneRank host;
@@ -173,7 +173,6 @@ TEST_F(NcclOneRank, QueuedCollectivesAreWaitedForByTheBackendsOutput) {
     const auto a = static_cast<size_t>(CommOp::all_reduce);
     EXPECT_EQ(nccl->stats().calls[a], 3);
     EXPECT_EQ(nccl->stats().bytes[a], 3 * n * 4);
-    EXPECT_GE(nccl->stats().seconds[a], 0.0);
     // synchronize() waits the same way; with nothing queued it is a plain wait
     nccl->barrier("after the output");
     EXPECT_EQ(queue.queued(), 1u);

@@ -36,10 +36,11 @@ struct Graph {
 struct GraphExec {
     std::vector<std::function<cudaError_t()>> nodes;
 };
-struct Event {
+struct Event {  // (guarded by g_mu)
     std::chrono::steady_clock::time_point at{};
     bool recorded = false;
     Stream* stream = nullptr;  // where it was last recorded
+    uint64_t seq = 0;          // records issued: an earlier one still queued does not count
 };
 
 namespace {
@@ -48,6 +49,9 @@ thread_local cudaError_t t_last = cudaSuccess;
 thread_local int t_device = 0;
 std::atomic<int> g_sticky{cudaSuccess};
 
+// Held while a thread polls or runs a stream's queued work (so no piece runs twice, and an owner's
+// work is not dropped while it runs); taken before g_mu, never inside a piece of work.
+std::mutex g_drain_mu;
 std::mutex g_mu;  // guards what follows
 std::map<uintptr_t, size_t> g_allocations;
 size_t g_allocated = 0;
@@ -60,8 +64,10 @@ std::unordered_map<const void*, int> g_max_dynamic_smem;
 struct Pending {
     const void* owner;
     std::function<bool()> poll;
+    uint64_t id = 0;
 };
 std::map<Stream*, std::deque<Pending>> g_pending;
+uint64_t g_pending_ids = 0;
 
 constexpr size_t kStaticSharedBytes = 48 << 10;  // without cudaFuncSetAttribute, as on a GPU
 constexpr size_t kOptinSharedBytes = 227 << 10;  // sm_90's opt-in limit
@@ -81,18 +87,23 @@ bool device_present() { return device_count() > 0; }
 // not done yet; whether none is left. The poll runs without the lock: it may take a while.
 bool drain(Stream* stream, bool wait) {
     for (;;) {
-        std::function<bool()> poll;
         {
-            std::lock_guard lock(g_mu);
-            auto it = g_pending.find(stream);
-            if (it == g_pending.end() || it->second.empty()) return true;
-            poll = it->second.front().poll;
-        }
-        if (poll()) {
-            std::lock_guard lock(g_mu);
-            auto it = g_pending.find(stream);
-            if (it != g_pending.end() && !it->second.empty()) it->second.pop_front();
-            continue;
+            std::lock_guard drain_lock(g_drain_mu);
+            std::function<bool()> poll;
+            uint64_t id = 0;
+            {
+                std::lock_guard lock(g_mu);
+                auto it = g_pending.find(stream);
+                if (it == g_pending.end() || it->second.empty()) return true;
+                poll = it->second.front().poll;
+                id = it->second.front().id;
+            }
+            if (poll()) {
+                std::lock_guard lock(g_mu);
+                auto it = g_pending.find(stream);
+                if (it != g_pending.end()) std::erase_if(it->second, [&](const Pending& p) { return p.id == id; });
+                continue;
+            }
         }
         if (!wait) return false;
         std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -202,10 +213,11 @@ bool is_device_range(const void* p, size_t bytes) {
 
 void add_pending(cudaStream_t stream, const void* owner, std::function<bool()> poll) {
     std::lock_guard lock(g_mu);
-    g_pending[stream].push_back(Pending{owner, std::move(poll)});
+    g_pending[stream].push_back(Pending{owner, std::move(poll), ++g_pending_ids});
 }
 
 void drop_pending(const void* owner) {
+    std::lock_guard drain_lock(g_drain_mu);  // (not while another thread runs its poll)
     std::lock_guard lock(g_mu);
     for (auto& [s, work] : g_pending) std::erase_if(work, [&](const Pending& p) { return p.owner == owner; });
 }
@@ -248,10 +260,12 @@ cudaError_t submit(cudaStream_t stream, std::function<cudaError_t()> op) {
     // the stream gets past it (the caller goes on, as a GPU's does)
     if (!drain(stream, false)) {
         std::lock_guard lock(g_mu);
-        g_pending[stream].push_back(Pending{nullptr, [op = std::move(op)] {
+        g_pending[stream].push_back(Pending{nullptr,
+                                            [op = std::move(op)] {
                                                 op();  // (its failure is the device's: fail() is sticky)
                                                 return true;
-                                            }});
+                                            },
+                                            ++g_pending_ids});
         return cudaSuccess;
     }
     return ret(op());
@@ -644,13 +658,19 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
     if (!event) return ret(cudaErrorInvalidResourceHandle);
+    uint64_t seq = 0;  // (0 in a capture: a replay records whenever it runs)
     if (!tpsemu::capturing(stream)) {
+        std::lock_guard lock(tpsemu::g_mu);
+        seq = ++event->seq;
         event->recorded = false;  // until the stream gets there
         event->stream = stream;
     }
-    return submit(stream, [event]() -> cudaError_t {
-        event->at = std::chrono::steady_clock::now();
-        event->recorded = true;
+    return submit(stream, [event, seq]() -> cudaError_t {
+        std::lock_guard lock(tpsemu::g_mu);
+        if (seq == 0 || event->seq == seq) {  // a record issued since supersedes this one
+            event->at = std::chrono::steady_clock::now();
+            event->recorded = true;
+        }
         return cudaSuccess;
     });
 }
@@ -659,21 +679,37 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
 cudaError_t cudaEventQuery(cudaEvent_t event) {
     if (const cudaError_t e = gate()) return ret(e);
     if (!event) return ret(cudaErrorInvalidResourceHandle);
-    tpsemu::drain(event->stream, false);
-    // (a stream destroyed since is only compared, never read; not ready is no error)
-    return event->recorded || !event->stream ? cudaSuccess : cudaErrorNotReady;
+    tpsemu::Stream* stream = nullptr;
+    {
+        std::lock_guard lock(tpsemu::g_mu);
+        stream = event->stream;
+    }
+    tpsemu::drain(stream, false);  // (a stream destroyed since is only compared, never read)
+    std::lock_guard lock(tpsemu::g_mu);
+    return event->recorded || !event->stream ? cudaSuccess : cudaErrorNotReady;  // (not ready is no error)
 }
 
+// Until the stream gets past the event's record, not past all its work (as on a GPU).
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
     if (const cudaError_t e = gate()) return ret(e);
     if (!event) return ret(cudaErrorInvalidResourceHandle);
-    if (event->stream) tpsemu::drain(event->stream, true);
-    return cudaSuccess;
+    for (;;) {
+        tpsemu::Stream* stream = nullptr;
+        {
+            std::lock_guard lock(tpsemu::g_mu);
+            if (event->recorded || !event->stream) return cudaSuccess;
+            stream = event->stream;
+        }
+        if (tpsemu::drain(stream, false)) continue;  // (done: recorded now)
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
 }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
     if (const cudaError_t e = gate()) return ret(e);
-    if (!ms || !start || !end || !start->recorded || !end->recorded) return ret(cudaErrorInvalidResourceHandle);
+    if (!ms || !start || !end) return ret(cudaErrorInvalidResourceHandle);
+    std::lock_guard lock(tpsemu::g_mu);
+    if (!start->recorded || !end->recorded) return ret(start->seq && end->seq ? cudaErrorNotReady : cudaErrorInvalidResourceHandle);
     *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
     return cudaSuccess;
 }

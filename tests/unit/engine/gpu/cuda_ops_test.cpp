@@ -243,6 +243,41 @@ TEST_F(CudaOps, RopeInBothPairLayoutsAndPartialRotation) {
     }
 }
 
+// With a stream wait set (a split model's NcclQueue), the outputs and synchronize() wait through
+// it, and a step buffer that grows keeps its old memory until then: cudaFree would wait for the
+// stream, behind collectives whose wait has no deadline.
+TEST_F(CudaOps, WithAStreamWaitOutputsWaitThroughItAndGrowthFreesAfterIt) {
+    int waits = 0;
+    gpu_->set_stream_wait([&] {
+        ++waits;
+        EXPECT_EQ(cudaStreamSynchronize(static_cast<cudaStream_t>(gpu_->native_stream())), cudaSuccess);
+    });
+    const auto v = random_floats(400 * 8, 7);
+    DeviceTensor x(*gpu_, v, 400, 8), out(*gpu_, 400, 8);
+    const auto workspace = [] { return MemoryTracker::instance().totals().current[static_cast<size_t>(MemoryTag::workspace)]; };
+    std::vector<int64_t> rows = {3};
+    gpu_->gather_rows(x.t, rows, out.t.slice_rows(0, 1));
+    gpu_->synchronize();
+    EXPECT_GE(waits, 1);  // (and one more for the first upload: the pinned buffer's first growth)
+    const int settled = waits;
+    const int64_t before = workspace();
+    rows.resize(400);
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<int64_t>(399 - i);
+    gpu_->gather_rows(x.t, rows, out.t);  // the row list outgrows its buffer: 1,600 bytes
+    const int64_t grown = workspace();
+    EXPECT_GE(grown - before, 1600) << "the new buffer is counted";
+    std::vector<float> back(400 * 8);
+    gpu_->to_host(out.t, back.data());
+    EXPECT_EQ(waits, settled + 1);
+    EXPECT_LT(workspace(), grown) << "the old buffer went after the wait";
+    for (size_t i = 0; i < 400; ++i) {
+        ASSERT_EQ(back[i * 8], v[(399 - i) * 8]) << i;
+    }
+    gpu_->set_stream_wait({});
+    gpu_->synchronize();
+    EXPECT_EQ(waits, settled + 1);
+}
+
 TEST_F(CudaOps, SwigluAddBiasAddAndGatherRows) {
     const auto g = random_floats(7 * 300, 1, 4.0f), u = random_floats(7 * 300, 2), bias = random_floats(300, 3);
     std::vector<float> want(g.size());
