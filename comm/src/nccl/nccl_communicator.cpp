@@ -65,10 +65,9 @@ struct NcclQueue::Impl {
         }
         std::pair<cudaEvent_t, cudaEvent_t> e{};
         TPS_CHECK_CUDA(cudaEventCreate(&e.first));
-        if (cudaEventCreate(&e.second) != cudaSuccess) {
-            cudaEventDestroy(e.first);
-            TPS_CHECK_CUDA(cudaEventCreate(&e.second));  // (again, for the message)
-        }
+        const cudaError_t second = cudaEventCreate(&e.second);
+        if (second != cudaSuccess) cudaEventDestroy(e.first);
+        TPS_CHECK_CUDA(second);
         return e;
     }
     void recycle(const Queued& q) { spare.emplace_back(q.start, q.end); }

@@ -453,8 +453,7 @@ private:
         } else {
             TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
         }
-        staged_ = 0;
-        eager_pool_.retired.clear();  // (the graphs' pool's go at the next step's start)
+        stream_idle();
     }
 
     // `bytes` of device memory to the host: after the queued collectives (whose wait is bounded),
@@ -463,8 +462,13 @@ private:
         if (stream_wait_) stream_wait_();
         TPS_CHECK_CUDA(cudaMemcpyAsync(host, device, bytes, cudaMemcpyDeviceToHost, stream_));
         TPS_CHECK_CUDA(cudaStreamSynchronize(stream_));
+        stream_idle();
+    }
+
+    // (after a wait for the whole stream) What only the stream's queued work used can go.
+    void stream_idle() {
         staged_ = 0;
-        eager_pool_.retired.clear();
+        eager_pool_.retired.clear();  // (the graphs' pool's go at the next step's start)
     }
 
     // A pinned copy of host bytes to upload from, kept until the stream is next waited for (a
