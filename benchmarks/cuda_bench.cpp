@@ -253,7 +253,7 @@ int main(int argc, char** argv) {
         tps::ServingShape shape;
         shape.prefill_chunk = opt.max_step_tokens;
         shape.max_batch = opt.max_logit_rows;
-        const int64_t planned = tps::activation_bytes(planned_desc, shape, 1, tps::DeviceKind::gpu, true);
+        const int64_t planned = tps::activation_bytes(planned_desc, shape, 1, tps::DeviceKind::gpu, true, true);
         const tps::MemoryTotals held = tps::MemoryTracker::instance().totals();
         auto tag = [&](tps::MemoryTag t) { return held.current[static_cast<size_t>(t)]; };
         const int64_t steps_held = tag(tps::MemoryTag::activations) + tag(tps::MemoryTag::workspace);

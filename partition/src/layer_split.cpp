@@ -119,7 +119,7 @@ ShapeFit fit_shape(const PlanRequest& r, const std::vector<StageShape>& shape) {
             slot.tp_rank = t;
             const DeviceProfile& d = r.devices[static_cast<size_t>(slot.device)];
             slot.bytes.runtime = runtime_bytes(d, r.link.kind, world > 1);
-            slot.bytes.activations = activation_bytes(m, sv, w.tp, d.kind, w.last);
+            slot.bytes.activations = activation_bytes(m, sv, w.tp, d.kind, w.last, world == 1);
             slot.bytes.weights = global_weight_bytes(m, w.first, w.last, w.tp, t);
             slot.fixed = slot.bytes.runtime + slot.bytes.activations + slot.bytes.weights;
             const Band& band = r.bands[static_cast<size_t>(slot.device)];

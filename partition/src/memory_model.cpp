@@ -130,7 +130,11 @@ int64_t gpu_attention_partial_floats(int64_t tokens, int64_t heads, int64_t kv_h
     return parts > 1 ? tokens * heads * parts * (head_dim + 2) : 0;
 }
 
-GpuStepWorkspace gpu_step_workspace(const ModelDesc& m, const ServingShape& s, int tp, bool last_stage) {
+int64_t gpu_sampling_bytes(int64_t rows, int64_t vocab) noexcept {
+    return rows * kRowSamplingBytes + vocab * kPenaltyEntryBytes;
+}
+
+GpuStepWorkspace gpu_step_workspace(const ModelDesc& m, const ServingShape& s, int tp, bool last_stage, bool samples) {
     const int64_t tokens = std::max(s.prefill_chunk, s.max_batch);
     GpuStepWorkspace ws;
     // the product needing the most: every matrix a layer multiplies by (as this rank holds it),
@@ -169,11 +173,16 @@ GpuStepWorkspace gpu_step_workspace(const ModelDesc& m, const ServingShape& s, i
         partial = std::max(partial, gpu_attention_partial_floats(t, heads, kv_heads, m.head_dim, kPlannedMultiprocessors));
     }
     ws.attention = partial * 4;
+    if (last_stage && samples) {
+        const auto [first, last] = vocab_slice(m.vocab, tp, 0);
+        ws.sampling = gpu_sampling_bytes(s.max_batch, last - first);
+    }
     ws.scratch = kGpuStepScratchBytes;
     return ws;
 }
 
-int64_t activation_bytes(const ModelDesc& m, const ServingShape& s, int tp, DeviceKind kind, bool last_stage) {
+int64_t activation_bytes(const ModelDesc& m, const ServingShape& s, int tp, DeviceKind kind, bool last_stage,
+                         bool samples) {
     // The engine's buffers for the largest step (layers run one after another and reuse them):
     // the residual, the normed input and a sub-layer's output (3 x hidden); this rank's q, k and
     // v; gate, up and their product (the FFN shard; MoE: one expert's, as experts run one after
@@ -192,7 +201,7 @@ int64_t activation_bytes(const ModelDesc& m, const ServingShape& s, int tp, Devi
         const auto [first, last] = vocab_slice(m.vocab, tp, 0);
         bytes += (kind == DeviceKind::cpu ? 2 : 1) * s.max_batch * (last - first) * 4;
     }
-    if (kind == DeviceKind::gpu) bytes += gpu_step_workspace(m, s, tp, last_stage).total();
+    if (kind == DeviceKind::gpu) bytes += gpu_step_workspace(m, s, tp, last_stage, samples).total();
     return bytes;
 }
 

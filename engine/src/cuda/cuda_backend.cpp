@@ -174,6 +174,7 @@ public:
         const cuda::StepWorkspace ws = cuda::step_workspace(limits, multiprocessors_);
         if (ws.gemm > 0) gemm_.reserve(ws.gemm);
         if (ws.partial > 0) partial_.reserve(ws.partial);
+        if (ws.sampling > 0) sampling_.reserve(ws.sampling);
     }
 
     void start_step(uint64_t key) override {
@@ -406,16 +407,15 @@ public:
         check_sample_rows(logits.rows, rows, penalties.size());
         graphs_->finish();  // a recorded or replayed step runs now
         begun_ = nullptr;
-        StepBuffers& b = buffers();
         cuda::SampleParams p{logits.f32(), logits.rows, logits.cols, nullptr, nullptr, nullptr};
         TPS_CHECK(cuda::sample_supported(p), "sample_rows: {} x {} is not supported", logits.rows, logits.cols);
-        auto* how = static_cast<RowSampling*>(b.sampling.get(static_cast<int64_t>(rows.size_bytes())));
-        upload(how, rows.data(), rows.size_bytes());
-        auto* pen = static_cast<PenaltyEntry*>(b.penalties.get(std::max<int64_t>(1, static_cast<int64_t>(penalties.size_bytes()))));
-        if (!penalties.empty()) upload(pen, penalties.data(), penalties.size_bytes());
-        p.how = how;
-        p.penalties = pen;
-        p.out = static_cast<SampledRow*>(b.picks.get(logits.rows * static_cast<int64_t>(sizeof(SampledRow))));
+        // the rows' parameters, then their penalties (8-byte aligned: RowSampling's size is)
+        auto* base = static_cast<std::byte*>(sampling_.get(static_cast<int64_t>(rows.size_bytes() + penalties.size_bytes())));
+        upload(base, rows.data(), rows.size_bytes());
+        if (!penalties.empty()) upload(base + rows.size_bytes(), penalties.data(), penalties.size_bytes());
+        p.how = reinterpret_cast<const RowSampling*>(base);
+        p.penalties = reinterpret_cast<const PenaltyEntry*>(base + rows.size_bytes());
+        p.out = static_cast<SampledRow*>(buffers().picks.get(logits.rows * static_cast<int64_t>(sizeof(SampledRow))));
         cuda::invoke_sample(p, stream_);
         read_back(host, p.out, static_cast<size_t>(logits.rows) * sizeof(SampledRow));
     }
@@ -498,11 +498,10 @@ private:
     // own, whose moves make graphs stale; eager steps theirs. (The GEMM's and attention's
     // workspace, reserved for the largest step, is shared: it does not move.)
     struct StepBuffers {
-        Scratch step, ids, gather, positions, picks, sampling, penalties, experts;
+        Scratch step, ids, gather, positions, picks, experts;
         explicit StepBuffers(cuda::ScratchPool* pool)
             : step(MemoryTag::workspace, pool), ids(MemoryTag::workspace, pool), gather(MemoryTag::workspace, pool),
               positions(MemoryTag::workspace, pool), picks(MemoryTag::workspace, pool),
-              sampling(MemoryTag::workspace, pool), penalties(MemoryTag::workspace, pool),
               experts(MemoryTag::workspace, pool) {}
     };
     StepBuffers& buffers() { return graphs_->mode() == cuda::StepGraphs::Mode::eager ? eager_ : graphed_; }
@@ -596,6 +595,9 @@ private:
     // an op outside the limits a model gave (and then the graphs record again)
     Scratch gemm_{MemoryTag::workspace, &pool_}, partial_{MemoryTag::workspace, &pool_};
     Scratch rope_dev_{MemoryTag::workspace, &pool_};
+    // sample_rows' parameters and penalties (never recorded; its old memory, if it grows, goes
+    // at a wait like the eager buffers'), reserved for the model's rounds
+    Scratch sampling_{MemoryTag::workspace, &eager_pool_};
     std::unique_ptr<cuda::StepGraphs> graphs_;
     std::vector<int32_t> step_host_, step_check_;
     std::vector<float> rope_host_;

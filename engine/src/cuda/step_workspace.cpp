@@ -5,6 +5,8 @@
 #include "gemv.cuh"
 #include "kernel_format.h"
 
+#include "tpserve/engine/row_sampling.h"
+
 #include <algorithm>
 #include <limits>
 
@@ -34,6 +36,10 @@ StepWorkspace step_workspace(const StepLimits& limits, int multiprocessors) {
             p.splits = attention_split(t, limits.kv_heads, kAnyLength, multiprocessors);
             ws.partial = std::max(ws.partial, attention_partial_floats(p) * 4);
         }
+    }
+    if (limits.sample_rows > 0) {
+        ws.sampling = limits.sample_rows * static_cast<int64_t>(sizeof(RowSampling)) +
+                      limits.sample_penalties * static_cast<int64_t>(sizeof(PenaltyEntry));
     }
     return ws;
 }

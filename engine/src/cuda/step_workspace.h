@@ -11,13 +11,15 @@
 namespace tps::cuda {
 
 struct StepWorkspace {
-    int64_t gemm = 0;     // bytes
-    int64_t partial = 0;  // bytes
+    int64_t gemm = 0;      // bytes
+    int64_t partial = 0;   // bytes
+    int64_t sampling = 0;  // bytes
 };
 
 // The largest gemm_workspace_bytes of any of the matrices at limits.max_tokens (none when every
-// step is a GEMV), and the largest attention partial of any step of up to max_tokens tokens
-// over sequences of any length, on a card of `multiprocessors`.
+// step is a GEMV), the largest attention partial of any step of up to max_tokens tokens over
+// sequences of any length, on a card of `multiprocessors`, and sample_rows' parameters and
+// penalty list at the limits (none where the backend samples no rows).
 StepWorkspace step_workspace(const StepLimits& limits, int multiprocessors);
 
 }  // namespace tps::cuda

@@ -4,6 +4,7 @@
 #include "tpserve/engine/llama.h"
 
 #include "tpserve/common/check.h"
+#include "tpserve/partition/memory_model.h"
 
 #include <algorithm>
 #include <chrono>
@@ -67,7 +68,7 @@ LlamaModel::LlamaModel(ModelDesc desc, LlamaWeights weights, Backend& backend, M
     for (int64_t b = 0; b < kv_layout_.blocks; ++b) free_blocks_[static_cast<size_t>(b)] = static_cast<int32_t>(kv_layout_.blocks - 1 - b);
 
     // activations: x, h, o (hidden); q, k, v; gate, up, ffn (FFN shard); logits rows
-    const StepSizes sizes = step_sizes(desc_, w_, options_);
+    const StepSizes sizes = step_sizes(desc_, w_, options_, samples_rows() && last_stage_);
     const int64_t T = options_.max_step_tokens;
     const int64_t q_dim = heads_ * desc_.head_dim;
     const int64_t kv_dim = kv_heads_ * desc_.head_dim;
@@ -129,7 +130,10 @@ int64_t LlamaModel::kv_bytes() const noexcept {
     return kv_layout_.layers * 2 * kv_layout_.blocks * kv_layout_.block_tokens * kv_layout_.token_stride() * elem;
 }
 
-StepSizes step_sizes(const ModelDesc& desc, const LlamaWeights& w, const ModelOptions& options) {
+// the planner counts the backend's sampling buffer with these (gpu_sampling_bytes)
+static_assert(sizeof(RowSampling) == kRowSamplingBytes && sizeof(PenaltyEntry) == kPenaltyEntryBytes);
+
+StepSizes step_sizes(const ModelDesc& desc, const LlamaWeights& w, const ModelOptions& options, bool samples) {
     TPS_CHECK(!w.layers.empty(), "model: no layers loaded");
     const LayerWeights& l0 = w.layers.front();
     StepSizes s;
@@ -142,6 +146,10 @@ StepSizes step_sizes(const ModelDesc& desc, const LlamaWeights& w, const ModelOp
         for (const Weight* m : l.matrices()) lim.matrices.push_back(m);
     }
     if (!w.lm_head.empty()) lim.matrices.push_back(&w.lm_head);
+    if (samples && !w.lm_head.empty()) {
+        lim.sample_rows = options.max_logit_rows;
+        lim.sample_penalties = w.lm_head.rows;  // a row penalises each token at most once
+    }
     const int64_t T = options.max_step_tokens;
     const int64_t q_dim = lim.heads * desc.head_dim;
     const int64_t kv_dim = lim.kv_heads * desc.head_dim;
@@ -446,13 +454,38 @@ void LlamaModel::compute_logits(const std::vector<int64_t>& rows, const std::arr
                 be_.greedy_rows(logits, w_.lm_head_first, out.picks.data() + r0);
             } else if (kRowKinds[k] == StepOutputKind::sample) {
                 const auto i = static_cast<size_t>(r0 - first);
-                be_.sample_rows(logits, std::span(how).subspan(i, static_cast<size_t>(n)), penalties, sampled.data() + i);
+                sample_rows(logits, std::span(how).subspan(i, static_cast<size_t>(n)), penalties, sampled.data() + i);
             } else {
                 be_.to_host(logits, out.logits.data() + (r0 - first) * vocab);
             }
         }
     }
     for (size_t i = 0; i < sampled.size(); ++i) out.samples[i] = from_device(sampled[i]);
+}
+
+// The sampled rows whose logits are `logits`, drawn by the backend in calls whose penalty lists
+// together hold at most a vocabulary's worth of entries (what the backend reserved, and the
+// planner counted: StepLimits::sample_penalties). A row penalises each token at most once
+// (validate), so one row always fits; rows are independent, so the cut changes no draw.
+void LlamaModel::sample_rows(const Tensor& logits, std::span<const RowSampling> how,
+                             std::span<const PenaltyEntry> penalties, SampledRow* out) {
+    const auto cap = static_cast<size_t>(w_.lm_head.rows);
+    std::vector<RowSampling> part;
+    std::vector<PenaltyEntry> list;
+    for (size_t a = 0; a < how.size();) {
+        part.clear();
+        list.clear();
+        size_t b = a;
+        for (; b < how.size() && (b == a || list.size() + static_cast<size_t>(how[b].penalties_count) <= cap); ++b) {
+            RowSampling r = how[b];
+            const auto from = penalties.begin() + how[b].penalties_first;
+            r.penalties_first = static_cast<int32_t>(list.size());
+            list.insert(list.end(), from, from + how[b].penalties_count);
+            part.push_back(r);
+        }
+        be_.sample_rows(logits.slice_rows(static_cast<int64_t>(a), static_cast<int64_t>(b - a)), part, list, out + a);
+        a = b;
+    }
 }
 
 // Sums t over this stage's tensor-parallel group (nothing in a single process or with tp 1).

@@ -118,14 +118,14 @@ TEST(MemoryModel, ActivationsOfTheLargestStep) {
     s.prefill_chunk = 512;
     // 512 tokens x (3 x 4096 + 32x128/2 + 2 x 4x128 + 2 x 14336/2 + max(14336/2, 2048)) x 4 bytes at tp=2
     const int64_t per_token = 3 * 4096 + 2048 + 2 * 512 + 3 * 7168;
-    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::cpu, false), 512 * per_token * 4);
+    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::cpu, false, false), 512 * per_token * 4);
     // the last stage adds f32 logits of its vocabulary slice for every sequence: twice on a CPU
     // (the sampler's copy), once on a GPU
-    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::cpu, true), 512 * per_token * 4 + 2 * 8 * 64128 * 4);
-    const GpuStepWorkspace ws = gpu_step_workspace(m, s, 2, false);
-    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::gpu, false), 512 * per_token * 4 + ws.total());
-    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::gpu, true),
-              512 * per_token * 4 + 8 * 64128 * 4 + gpu_step_workspace(m, s, 2, true).total());
+    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::cpu, true, false), 512 * per_token * 4 + 2 * 8 * 64128 * 4);
+    const GpuStepWorkspace ws = gpu_step_workspace(m, s, 2, false, false);
+    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::gpu, false, false), 512 * per_token * 4 + ws.total());
+    EXPECT_EQ(activation_bytes(m, s, 2, DeviceKind::gpu, true, false),
+              512 * per_token * 4 + 8 * 64128 * 4 + gpu_step_workspace(m, s, 2, true, false).total());
 }
 
 TEST(MemoryModel, GpuStepWorkspace) {
@@ -134,7 +134,7 @@ TEST(MemoryModel, GpuStepWorkspace) {
     s.max_batch = 8;
     s.prefill_chunk = 512;
     // bf16: the widest product's x in 16 bits, the down projection's 14336/2 inputs
-    GpuStepWorkspace ws = gpu_step_workspace(m, s, 2, false);
+    GpuStepWorkspace ws = gpu_step_workspace(m, s, 2, false, false);
     EXPECT_EQ(ws.gemm, 512 * 7168 * 2);
     EXPECT_EQ(ws.scratch, kGpuStepScratchBytes);
     // the decode attention's partials (16 heads of 128 keep 130 floats per part): one token over 4
@@ -147,21 +147,41 @@ TEST(MemoryModel, GpuStepWorkspace) {
     // int8 adds a slice of rows expanded to bf16, at most 64 MiB: the down projection's 4096 rows
     // of 7168 fit whole (56 MiB), and with its x the largest need
     apply_weight_format(m, DType::int8);
-    ws = gpu_step_workspace(m, s, 2, false);
+    ws = gpu_step_workspace(m, s, 2, false, false);
     EXPECT_EQ(ws.gemm, 512 * 7168 * 2 + 4096 * 7168 * 2);
     // the LM head (bf16 here) on the last stage needs no expansion
-    EXPECT_EQ(gpu_step_workspace(m, s, 2, true).gemm, ws.gemm);
+    EXPECT_EQ(gpu_step_workspace(m, s, 2, true, false).gemm, ws.gemm);
     // Llama-3.1-70B at tp4: gate and up (7168 rows of 8192) take the whole 64 MiB slice (4096
     // rows) beside their x
     ModelDesc big = load_model("llama-3.1-70b");
     apply_weight_format(big, DType::int8);
-    EXPECT_EQ(gpu_step_workspace(big, s, 4, false).gemm, 512 * 8192 * 2 + kGpuGemmSliceBytes);
+    EXPECT_EQ(gpu_step_workspace(big, s, 4, false, false).gemm, 512 * 8192 * 2 + kGpuGemmSliceBytes);
     // only GEMVs (up to 8 tokens a step) need no GEMM workspace
     s.prefill_chunk = 8;
-    EXPECT_EQ(gpu_step_workspace(m, s, 2, true).gemm, 0);
+    EXPECT_EQ(gpu_step_workspace(m, s, 2, true, false).gemm, 0);
     EXPECT_EQ(gpu_gemm_workspace_bytes(9, 10, 100, DType::f32), 0);
     EXPECT_EQ(gpu_gemm_workspace_bytes(9, 10, 100, DType::bf16), 2048);  // 1800 rounded up to 256s
     EXPECT_EQ(gpu_gemm_workspace_bytes(9, 10, 100, DType::q8_0), 2048 + 10 * 100 * 2);
+}
+
+TEST(MemoryModel, GpuSamplingBuffer) {
+    const ModelDesc m = load_model("llama-3.1-8b");
+    ServingShape s;
+    s.max_batch = 64;
+    s.prefill_chunk = 512;
+    // a rank that samples holds a round's parameters (40 bytes a row) and a penalty list as long
+    // as the vocabulary (12 bytes an entry): 2,560 + 1,539,072 bytes for Llama 3's 128,256 tokens
+    EXPECT_EQ(gpu_sampling_bytes(64, 128256), 64 * 40 + 128256 * 12);
+    EXPECT_EQ(gpu_step_workspace(m, s, 1, true, true).sampling, gpu_sampling_bytes(64, 128256));
+    EXPECT_EQ(gpu_step_workspace(m, s, 1, true, true).total(),
+              gpu_step_workspace(m, s, 1, true, false).total() + gpu_sampling_bytes(64, 128256));
+    // a rank that does not sample, or is not the last stage, holds none
+    EXPECT_EQ(gpu_step_workspace(m, s, 1, true, false).sampling, 0);
+    EXPECT_EQ(gpu_step_workspace(m, s, 1, false, true).sampling, 0);
+    EXPECT_EQ(activation_bytes(m, s, 1, DeviceKind::gpu, true, true),
+              activation_bytes(m, s, 1, DeviceKind::gpu, true, false) + gpu_sampling_bytes(64, 128256));
+    // a CPU samples from its host copy of the logits
+    EXPECT_EQ(activation_bytes(m, s, 1, DeviceKind::cpu, true, true), activation_bytes(m, s, 1, DeviceKind::cpu, true, false));
 }
 
 }  // namespace

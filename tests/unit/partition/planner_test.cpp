@@ -151,7 +151,7 @@ TEST(Planner, BandEdges) {
     req.serving = resolve_serving(req.model, req.serving);
     const ModelDesc& m = req.model;
     int64_t need = global_weight_bytes(m, true, true, 1, 0) + runtime_bytes(req.devices[0], req.link.kind, false) +
-                   activation_bytes(m, req.serving, 1, DeviceKind::gpu, true);
+                   activation_bytes(m, req.serving, 1, DeviceKind::gpu, true, true);
     for (int64_t l = 0; l < m.layers; ++l) need += layer_weight_bytes(m, l, 1, 0);
     need += 4096 * m.layers * kv_bytes_per_token_layer(m, 1, req.serving.kv_dtype);
 

@@ -78,12 +78,15 @@ struct GreedyPick {
 };
 
 // The most any step of a model asks of a backend, known once the model is built
-// (Backend::reserve): the tokens of its largest step, this rank's attention heads, and the
-// matrices its products read (the layers' projections and the LM head).
+// (Backend::reserve): the tokens of its largest step, this rank's attention heads, the matrices
+// its products read (the layers' projections and the LM head), and where the backend samples
+// (sample_rows), the most rows one call draws and the most penalty entries their list holds (the
+// vocabulary: the model cuts a round whose rows list more into smaller calls).
 struct StepLimits {
     int64_t max_tokens = 0;
     int64_t heads = 0, kv_heads = 0, head_dim = 0;
     std::vector<const Weight*> matrices;
+    int64_t sample_rows = 0, sample_penalties = 0;  // 0: the backend samples no rows
 };
 
 class Backend {

@@ -106,12 +106,13 @@ ModelOptions model_options_for(const Plan& plan);
 
 // What a model of these weights and options holds for its steps: the f32 activations of its
 // largest step and its logits rows (the planner's activation_bytes without a GPU's workspace or
-// a CPU sampler's copy), and the limits it gives its backend to reserve for.
+// a CPU sampler's copy), and the limits it gives its backend to reserve for. `samples`: its
+// backend draws the tokens (LlamaModel::samples_rows, on the last stage).
 struct StepSizes {
     int64_t activation_bytes = 0;
     StepLimits limits;
 };
-StepSizes step_sizes(const ModelDesc& desc, const LlamaWeights& weights, const ModelOptions& options);
+StepSizes step_sizes(const ModelDesc& desc, const LlamaWeights& weights, const ModelOptions& options, bool samples);
 
 // What a step entry asks the last stage for: nothing (a prompt chunk that is not the last), the
 // most likely token (computed across the vocabulary shards without gathering the logits), the
@@ -221,6 +222,8 @@ private:
     void all_reduce(Tensor t, const char* what, size_t layer);
     void compute_logits(const std::vector<int64_t>& rows, const std::array<int64_t, 3>& ends,
                         const std::vector<SequenceStep>& step, StepResult& out);
+    void sample_rows(const Tensor& logits, std::span<const RowSampling> how, std::span<const PenaltyEntry> penalties,
+                     SampledRow* out);
 
     ModelDesc desc_;
     LlamaWeights w_;

@@ -41,23 +41,34 @@ int64_t kv_bytes_per_token_layer(const ModelDesc& model, int tp, DType kv_dtype)
 
 // Activations and workspace of the largest step (max(prefill_chunk, max_batch) tokens): the
 // engine's f32 step buffers, its logits rows (last stage), and on a GPU the step workspace
-// (gpu_step_workspace).
+// (gpu_step_workspace). `samples`: the rank draws its sequences' tokens itself (a plan of one
+// rank, which may run as one process: the backend then samples on the device).
 int64_t activation_bytes(const ModelDesc& model, const ServingShape& serving, int tp, DeviceKind kind,
-                         bool last_stage);
+                         bool last_stage, bool samples);
 
 // The CUDA backend's step workspace on one rank, reserved when the model is built:
 //   gemm:      the largest cuBLAS product's x in 16 bits and, for int8 and GGML weights, a slice
 //              of rows expanded to f16 (gpu_gemm_workspace_bytes of the rank's largest need);
 //   attention: split-softmax partials of the decode attention, with kPlannedMultiprocessors;
-//   scratch:   the small per-step buffers (ids, positions, block tables, sampling parameters),
+//   sampling:  on a rank that samples (`samples`, the last stage), one round's sampling
+//              parameters and penalty list (gpu_sampling_bytes of max_batch rows);
+//   scratch:   the other small per-step buffers (ids, positions, block tables, picks),
 //              kGpuStepScratchBytes.
 struct GpuStepWorkspace {
     int64_t gemm = 0;
     int64_t attention = 0;
+    int64_t sampling = 0;
     int64_t scratch = 0;
-    int64_t total() const noexcept { return gemm + attention + scratch; }
+    int64_t total() const noexcept { return gemm + attention + sampling + scratch; }
 };
-GpuStepWorkspace gpu_step_workspace(const ModelDesc& model, const ServingShape& serving, int tp, bool last_stage);
+GpuStepWorkspace gpu_step_workspace(const ModelDesc& model, const ServingShape& serving, int tp, bool last_stage,
+                                    bool samples);
+
+// Bytes the CUDA backend's sampling buffer takes for rounds of `rows` sampled rows over a
+// vocabulary of `vocab`: each row's parameters, and a penalty list of up to `vocab` entries. A
+// row penalises each token at most once, so one row's list always fits; the engine cuts a round
+// whose rows together list more into smaller ones.
+int64_t gpu_sampling_bytes(int64_t rows, int64_t vocab) noexcept;
 
 // Workspace bytes the CUDA backend's GEMM takes for `tokens` tokens through a rows x cols weight
 // stored as `dtype`: none up to kGpuGemvMaxTokens (the GEMV reads the weights as they are) or
@@ -89,5 +100,8 @@ inline constexpr int64_t kGpuGemvMaxTokens = 8;
 inline constexpr int64_t kGpuGemmSliceBytes = int64_t{64} << 20;
 inline constexpr int kPlannedMultiprocessors = 256;  // more than any card has (an H100 132, an RTX 5090 170)
 inline constexpr int64_t kGpuStepScratchBytes = int64_t{1} << 20;
+// sizes of the engine's RowSampling and PenaltyEntry (llama_model.cpp asserts them)
+inline constexpr int64_t kRowSamplingBytes = 40;
+inline constexpr int64_t kPenaltyEntryBytes = 12;
 
 }  // namespace tps

@@ -399,12 +399,65 @@ public:
     void to_host(const Tensor& x, float* h) override { in_.to_host(x, h); }
     void greedy_rows(const Tensor& l, int64_t f, GreedyPick* h) override { in_.greedy_rows(l, f, h); }
     void sample_rows(const Tensor& l, std::span<const RowSampling> r, std::span<const PenaltyEntry> p, SampledRow* h) override {
+        sample_calls.emplace_back(r.size(), p.size());
         in_.sample_rows(l, r, p, h);
     }
+    void reserve(const StepLimits& l) override {
+        limits = l;
+        in_.reserve(l);
+    }
+    std::vector<std::pair<size_t, size_t>> sample_calls;  // rows and penalty entries of each sample_rows
+    StepLimits limits;                                    // the last reserve()
 
 private:
     Backend& in_;
 };
+
+// The backend is told the most rows and penalty entries one sample_rows call brings (what the
+// CUDA backend reserves and the planner counts: a vocabulary's entries); rows whose penalties
+// together list more are drawn in several calls, each row as it would have been in one.
+TEST(LlamaModel, SampledRowsWhosePenaltiesPassAVocabularyAreDrawnInSeveralCalls) {
+    auto cpu = make_cpu_backend(2);
+    FailingBackend be(*cpu);
+    auto m = tiny().load(be);
+    const int64_t vocab = tiny().desc.vocab;
+    EXPECT_EQ(be.limits.sample_rows, m->options().max_logit_rows);
+    EXPECT_EQ(be.limits.sample_penalties, vocab);
+
+    // penalty lists of the whole vocabulary, 30 tokens, 30 and 5: a call each for the first two,
+    // one for the last two (35 entries); a greedy entry among them keeps its place
+    std::vector<SequenceStep> step;
+    const int counts[] = {static_cast<int>(vocab), 30, -1, 30, 5};
+    for (int e = 0; e < 5; ++e) {
+        SequenceStep s{e + 1, {e + 1, e + 2}, 0, false, counts[e] < 0 ? StepOutputKind::greedy : StepOutputKind::sample};
+        s.sampling.temperature = 0.9f;
+        s.sampling.top_logprobs = 2;
+        s.sampling.u = 0.1 + 0.2 * e;
+        for (int t = 0; t < counts[e]; ++t) {
+            s.penalties.push_back({(t * 7 + e) % static_cast<int32_t>(vocab), 1.0f + 0.01f * static_cast<float>(t), 0.1f * static_cast<float>(e)});
+        }
+        step.push_back(s);
+    }
+    const StepResult r = m->forward(step);
+    EXPECT_EQ(be.sample_calls, (std::vector<std::pair<size_t, size_t>>{{1, static_cast<size_t>(vocab)}, {1, 30}, {2, 35}}));
+
+    auto plain = step;
+    for (auto& e : plain) e.output = StepOutputKind::logits;
+    auto all = tiny().load(*cpu);
+    const StepResult want = all->forward(plain);
+    RowScratch scratch;
+    for (int64_t e : {0, 1, 3, 4}) {
+        const SequenceStep& s = step[static_cast<size_t>(e)];
+        RowSampling one = s.sampling;
+        one.penalties_count = static_cast<int32_t>(s.penalties.size());
+        const Sampled host = sample_row(std::span(want.row(e), static_cast<size_t>(want.vocab)), one, s.penalties, scratch);
+        EXPECT_EQ(r.sample(e).token, host.token) << "entry " << e;
+        EXPECT_EQ(r.sample(e).logprob, host.logprob) << "entry " << e;
+        ASSERT_EQ(r.sample(e).top.size(), 2u);
+        EXPECT_EQ(r.sample(e).top[1].token, host.top[1].token) << "entry " << e;
+    }
+    EXPECT_EQ(r.picks.size(), 1u);
+}
 
 TEST(LlamaModel, AStepThatFailsHalfWayLeavesTheCacheAsItWas) {
     auto cpu = make_cpu_backend(1);

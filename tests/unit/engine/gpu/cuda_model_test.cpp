@@ -261,9 +261,10 @@ TEST_P(CudaModel, SampledDecodeStepsEqualSamplingTheLogits) {
     EXPECT_LE(differ * 100, draws) << differ << " of " << draws << " draws differ";
 }
 
-// The GEMM's and attention's workspace is taken when the model is built, within what the planner
-// counts for it: the largest prompt chunk, batched and replayed decodes, and sampling then grow
-// only the small per-step buffers.
+// The GEMM's and attention's workspace, and the sampling parameters and penalties, are taken
+// when the model is built, within what the planner counts for them: the largest prompt chunk,
+// batched and replayed decodes, and sampling rows that penalise every token then grow only the
+// small per-step buffers.
 TEST_P(CudaModel, StepWorkspaceIsReservedWhenTheModelIsBuilt) {
     if (emulator_leaves_out()) GTEST_SKIP() << kLeftOut;
     auto workspace = [] { return MemoryTracker::instance().totals().current[static_cast<size_t>(MemoryTag::workspace)]; };
@@ -273,9 +274,9 @@ TEST_P(CudaModel, StepWorkspaceIsReservedWhenTheModelIsBuilt) {
     ServingShape shape;
     shape.prefill_chunk = model->options().max_step_tokens;
     shape.max_batch = model->options().max_logit_rows;
-    const GpuStepWorkspace planned = gpu_step_workspace(desc_, shape, 1, true);
-    EXPECT_LE(reserved, planned.gemm + planned.attention);
-    EXPECT_GT(reserved, 0);
+    const GpuStepWorkspace planned = gpu_step_workspace(desc_, shape, 1, true, true);
+    EXPECT_LE(reserved, planned.gemm + planned.attention + planned.sampling);
+    EXPECT_GT(reserved, planned.sampling);
 
     std::mt19937 rng(7);
     std::vector<int32_t> chunk(static_cast<size_t>(model->options().max_step_tokens));
@@ -290,6 +291,17 @@ TEST_P(CudaModel, StepWorkspaceIsReservedWhenTheModelIsBuilt) {
         model->forward(decode);
         for (auto& e : decode) ++e.start_pos;
     }
+    // twelve rows that each penalise the whole vocabulary: drawn in twelve calls, from the
+    // reserved buffer; only the picks they come back in grow
+    const int64_t before_sampling = workspace();
+    for (auto& e : decode) {
+        e.output = StepOutputKind::sample;
+        e.sampling.temperature = 0.8f;
+        e.sampling.u = 0.5;
+        for (int32_t t = 0; t < static_cast<int32_t>(desc_.vocab); ++t) e.penalties.push_back({t, 1.1f, 0.0f});
+    }
+    model->forward(decode);
+    EXPECT_LE(workspace() - before_sampling, 2 * 12 * static_cast<int64_t>(sizeof(SampledRow)) + 256);
     EXPECT_LE(workspace() - before - reserved, kGpuStepScratchBytes);
 }
 

@@ -1,7 +1,8 @@
 // What a rank holds for its steps against what the planner counts for it, to the byte, on every
 // fixture, format and split: the engine's f32 step buffers (step_sizes), and on a GPU the
 // workspace the CUDA backend reserves (the GEMM's 16-bit x and expanded rows, the split
-// attention's partials, step_workspace) plus the small per-step buffers. Host arithmetic only:
+// attention's partials, a sampling rank's parameters and penalties: step_workspace) plus the
+// small per-step buffers. Host arithmetic only:
 // these run, and must pass, where no GPU is.
 #include "step_workspace.h"
 #include "tpserve/engine/llama.h"
@@ -49,19 +50,23 @@ TEST_P(StepMemory, EngineAndBackendHoldWhatThePlannerCounts) {
                 plan.serving.prefill_chunk = chunk;
                 plan.serving.max_batch = batch;
                 plan.kv_tokens = 1024;
-                const StepSizes sizes = step_sizes(m, w, model_options_for(plan));
+                // one rank holding the whole model (a plan of one rank) samples its rows itself
+                const bool samples = tp == 1 && shard.first_stage && shard.last_stage;
+                const StepSizes sizes = step_sizes(m, w, model_options_for(plan), samples);
                 const cuda::StepWorkspace ws = cuda::step_workspace(sizes.limits, kPlannedMultiprocessors);
-                const GpuStepWorkspace planned = gpu_step_workspace(m, plan.serving, tp, shard.last_stage);
+                const GpuStepWorkspace planned = gpu_step_workspace(m, plan.serving, tp, shard.last_stage, samples);
                 const std::string where = fmt::format("tp{} layers [{}, {}) chunk {} batch {}", tp, shard.first_layer,
                                                       shard.last_layer, chunk, batch);
                 EXPECT_EQ(planned.gemm, ws.gemm) << where;
                 EXPECT_EQ(planned.attention, ws.partial) << where;
-                EXPECT_EQ(activation_bytes(m, plan.serving, tp, DeviceKind::gpu, shard.last_stage),
-                          sizes.activation_bytes + ws.gemm + ws.partial + kGpuStepScratchBytes)
+                EXPECT_EQ(planned.sampling, ws.sampling) << where;
+                EXPECT_EQ(ws.sampling > 0, samples) << where;
+                EXPECT_EQ(activation_bytes(m, plan.serving, tp, DeviceKind::gpu, shard.last_stage, samples),
+                          sizes.activation_bytes + ws.gemm + ws.partial + ws.sampling + kGpuStepScratchBytes)
                     << where;
                 // a CPU's sampler keeps a working copy of the logits rows on the host
                 const int64_t copy = shard.last_stage ? batch * w.lm_head.rows * 4 : 0;
-                EXPECT_EQ(activation_bytes(m, plan.serving, tp, DeviceKind::cpu, shard.last_stage),
+                EXPECT_EQ(activation_bytes(m, plan.serving, tp, DeviceKind::cpu, shard.last_stage, samples),
                           sizes.activation_bytes + copy)
                     << where;
                 // a real card has fewer multiprocessors than the planner assumes: never more
