@@ -15,6 +15,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <deque>
 #include <thread>
 
 namespace tps {
@@ -22,7 +23,6 @@ namespace {
 
 constexpr int kPingTag = 1;
 constexpr int kPongTag = 2;
-constexpr int kPongValue = 0x706f6e67;
 constexpr double kProbeGraceSeconds = 2.0;
 
 // The signal handler's view: plain arrays, written before each wait, read only by the handler.
@@ -121,10 +121,14 @@ void service_probes() {
         int flag = 0;
         MPI_Status st;
         if (MPI_Iprobe(MPI_ANY_SOURCE, kPingTag, rt.probe, &flag, &st) != MPI_SUCCESS || !flag) return;
+        // the pong echoes the ping's round, from a buffer kept for good (the send is freed, not
+        // waited for; pings come only with a timeout, so these are few)
+        static std::deque<int> echoes;
         int token = 0;
         if (MPI_Recv(&token, 1, MPI_INT, st.MPI_SOURCE, kPingTag, rt.probe, MPI_STATUS_IGNORE) != MPI_SUCCESS) return;
+        echoes.push_back(token);
         MPI_Request req;
-        if (MPI_Isend(&kPongValue, 1, MPI_INT, st.MPI_SOURCE, kPongTag, rt.probe, &req) == MPI_SUCCESS) {
+        if (MPI_Isend(&echoes.back(), 1, MPI_INT, st.MPI_SOURCE, kPongTag, rt.probe, &req) == MPI_SUCCESS) {
             MPI_Request_free(&req);
         }
     }
@@ -137,7 +141,12 @@ std::vector<int> silent_ranks() {
     for (int r = 0; r < rt.size; ++r) {
         if (r != rt.rank) others.push_back(r);
     }
-    static const int ping = 1;
+    // Each round's pings carry its number, and only a pong echoing it counts: a rank that woke up
+    // after an earlier round's grace answered that round's ping late, and that pong must not pass
+    // for an answer to this one. (Kept for good: freed sends may still read them.)
+    static std::deque<int> rounds;
+    rounds.push_back(static_cast<int>(rounds.size()) + 1);
+    const int& ping = rounds.back();
     // never freed: a pong that arrives after the cancel below still has somewhere to land
     static std::vector<int> pongs;
     pongs.assign(static_cast<size_t>(rt.size), 0);
@@ -158,7 +167,14 @@ std::vector<int> silent_ranks() {
         for (size_t i = 0; i < others.size(); ++i) {
             if (answered[i] || recvs[i] == MPI_REQUEST_NULL) continue;
             int done = 0;
-            if (MPI_Test(&recvs[i], &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) answered[i] = true;
+            if (MPI_Test(&recvs[i], &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) {
+                int& pong = pongs[static_cast<size_t>(others[i])];
+                answered[i] = pong == ping;
+                // a late answer to an earlier round's ping: wait for the next
+                if (!answered[i] && MPI_Irecv(&pong, 1, MPI_INT, others[i], kPongTag, rt.probe, &recvs[i]) != MPI_SUCCESS) {
+                    recvs[i] = MPI_REQUEST_NULL;
+                }
+            }
             all = all && answered[i];
         }
         service_probes();
@@ -175,7 +191,7 @@ std::vector<int> silent_ranks() {
             MPI_Wait(&recvs[i], &st);
             int cancelled = 0;
             MPI_Test_cancelled(&st, &cancelled);
-            answered[i] = cancelled == 0;
+            answered[i] = cancelled == 0 && pongs[static_cast<size_t>(others[i])] == ping;
         }
         if (!answered[i]) silent.push_back(others[i]);
         if (sends[i] != MPI_REQUEST_NULL) MPI_Request_free(&sends[i]);
