@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
+#include <span>
 #include <thread>
 
 namespace tps {
@@ -18,11 +20,10 @@ namespace {
 using testing::mpi;
 
 template <class T>
-void expect_exact_sum(DType type) {
+void expect_exact_sum(DType type, int64_t count) {
     auto world = mpi().world();
     const int n = world->size();
     const int r = world->rank();
-    const int64_t count = 100003;  // not a multiple of anything
     std::vector<T> data(count), want(count);
     for (int64_t i = 0; i < count; ++i) {
         data[static_cast<size_t>(i)] = static_cast<T>((r + 1) * (i % 7) - 3);
@@ -33,11 +34,45 @@ void expect_exact_sum(DType type) {
     EXPECT_EQ(world->stats().calls[static_cast<size_t>(CommOp::all_reduce)], 1);
 }
 
+// (counts that are not a multiple of anything: below MPI's all-reduce, above 1 MiB our ring)
 TEST(MpiComm, AllReduceOfSmallIntegersIsBitExact) {
-    expect_exact_sum<float>(DType::f32);
-    expect_exact_sum<double>(DType::f64);
-    expect_exact_sum<int32_t>(DType::i32);
-    expect_exact_sum<int64_t>(DType::i64);
+    for (int64_t count : {int64_t{1}, int64_t{100003}, int64_t{1000003}}) {
+        expect_exact_sum<float>(DType::f32, count);
+        expect_exact_sum<double>(DType::f64, count);
+        expect_exact_sum<int32_t>(DType::i32, count);
+        expect_exact_sum<int64_t>(DType::i64, count);
+    }
+}
+
+// A large all-reduce (the ring) of floats whose sum rounds: every rank ends with the same bits,
+// within rounding of the exact sum, and the calls around it on the same communicator (a small
+// all-reduce, a send round the ring) are not mixed up with its messages.
+TEST(MpiComm, ALargeAllReduceLeavesEveryRankTheSameBits) {
+    auto world = mpi().world();
+    const int n = world->size();
+    const int r = world->rank();
+    const int64_t count = 300007;  // 1.2 MB of f32
+    auto value = [](int q, int64_t i) { return std::sin(static_cast<double>(i) * 0.37 + q) * (1.0 + q * 1e-3) / 3.0; };
+    std::vector<float> data(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) data[static_cast<size_t>(i)] = static_cast<float>(value(r, i));
+    float small = static_cast<float>(r);
+    const int next = (r + 1) % n, prev = (r + n - 1) % n;
+    world->post_message(std::vector<uint8_t>(3, static_cast<uint8_t>(r)), next, "before the sum");
+    world->all_reduce_sum(&small, 1, DType::f32, "a small sum");
+    world->all_reduce_sum(data.data(), count, DType::f32, "a large sum");
+    EXPECT_EQ(world->receive_message(prev, "before the sum"), std::vector<uint8_t>(3, static_cast<uint8_t>(prev)));
+    world->flush_posted("before the sum");
+    EXPECT_EQ(small, static_cast<float>(n * (n - 1) / 2));
+    for (int64_t i = 0; i < count; i += 997) {
+        double want = 0;
+        for (int q = 0; q < n; ++q) want += static_cast<float>(value(q, i));
+        ASSERT_NEAR(data[static_cast<size_t>(i)], want, 4e-7 * n) << "element " << i;
+    }
+    uint64_t hash = 1469598103934665603ull;  // FNV-1a of the result's bytes
+    for (const std::byte b : std::as_bytes(std::span(data))) hash = (hash ^ static_cast<uint8_t>(b)) * 1099511628211ull;
+    std::vector<uint64_t> all(static_cast<size_t>(n));
+    world->all_gather(&hash, all.data(), sizeof hash, "the results' hashes");
+    for (int q = 0; q < n; ++q) EXPECT_EQ(all[static_cast<size_t>(q)], hash) << "rank " << q << " ended with other bits";
 }
 
 TEST(MpiComm, AllReduceRefusesTypesMpiCannotSum) {
@@ -213,6 +248,34 @@ TEST(MpiComm, ASilentPeerIsNamedAtTheDeadline) {
     }
     // ranks in between wait here, answering pings
     world->barrier("after the silent peer");
+}
+
+// The ring's steps wait with the deadline like every call: a rank that never joins a large
+// all-reduce is named by every other rank, each within the deadline and the ping. (On a group of
+// its own: the ring's messages still in flight are left there.)
+TEST(MpiComm, ARankMissingFromALargeAllReduceIsNamedAtTheDeadline) {
+    const int r = mpi().rank();
+    const int last = mpi().size() - 1;
+    auto group = mpi().split(0, r, "large sums");
+    std::vector<float> data(1 << 20, 1.0f);  // 4 MB: the ring
+    if (r == last) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5000));  // no MPI calls: no answer to the ping
+    } else {
+        const testing::ScopedDeadline short_deadline(1.0);
+        const auto start = std::chrono::steady_clock::now();
+        try {
+            group->all_reduce_sum(data.data(), static_cast<int64_t>(data.size()), DType::f32, "a sum the last rank misses");
+            ADD_FAILURE() << "no timeout";
+        } catch (const CommError& e) {
+            const std::string m = e.what();
+            EXPECT_NE(m.find(fmt::format("rank {}: all-reduce (a sum the last rank misses) in large sums", r)), std::string::npos) << m;
+            EXPECT_NE(m.find("did not complete within 1 s"), std::string::npos) << m;
+            EXPECT_NE(m.find(fmt::format("not answering: rank {} (host ", last)), std::string::npos) << m;
+        }
+        const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        EXPECT_LT(took, 4.5);  // the deadline and the two-second ping, not the missing rank's sleep
+    }
+    mpi().world()->barrier("after the missing rank");
 }
 
 TEST(MpiComm, ALivePeerThatNeverSendsIsToldApartFromADeadOne) {

@@ -8,15 +8,24 @@
 
 #include <chrono>
 #include <climits>
+#include <cstddef>
 #include <deque>
 #include <memory>
 #include <thread>
+#include <vector>
 
 namespace tps {
 namespace {
 
 constexpr int kDataTag = 10;
 constexpr int kMessageTag = 11;
+constexpr int kRingTag = 12;
+
+// From this size on an all-reduce is our own ring (ring_all_reduce): Open MPI's nonblocking
+// all-reduce, which the deadline needs, runs large messages at about half the blocking one's
+// speed, and the ring about four times as fast as it at 32 MB (docs/perf.md, "The price of
+// tensor parallelism on CPU ranks", which also has the threshold's measurements).
+constexpr int64_t kRingMinBytes = int64_t{1} << 20;
 
 MPI_Datatype mpi_type(DType t) {
     switch (t) {
@@ -68,6 +77,8 @@ public:
         const CallTimer t(*this, CommOp::all_reduce, count * dtype_layout(type).block_bits / 8);
         if (size_ == 1) return;
         TPS_CHECK_AS(UsageError, count <= INT_MAX, "all-reduce of {} elements: more than MPI can count", count);
+        const int64_t bytes = count * dtype_layout(type).block_bits / 8;
+        if (bytes >= kRingMinBytes) return ring_all_reduce(data, count, type, what);
         MPI_Request req;
         TPS_CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(count), mpi_type(type), MPI_SUM, comm_, &req));
         wait(req, CommOp::all_reduce, what);
@@ -174,6 +185,51 @@ private:
             posted_.pop_front();
         }
     }
+    // A ring over nonblocking sends, each step waited on with the deadline: the data in `size_`
+    // chunks; a reduce-scatter (step s: chunk rank - s to the next rank, chunk rank - s - 1 from
+    // the previous one, added in) leaves each rank one chunk's whole sum, and an all-gather passes
+    // the sums round. Each rank sends 2 (size - 1) / size of the data, as the blocking algorithms
+    // do; every chunk is summed once, by its owner, so all ranks end with the same bits.
+    void ring_all_reduce(void* data, int64_t count, DType type, std::string_view what) {
+        const MPI_Datatype mt = mpi_type(type);
+        const int64_t elem = dtype_layout(type).block_bits / 8;
+        const int p = size_, next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
+        auto first = [&](int c) { return count * c / p; };  // chunk c: [first(c), first(c + 1))
+        auto* base = static_cast<char*>(data);
+        ring_in_.resize(static_cast<size_t>(((count + p - 1) / p) * elem));
+        // sends chunk `out` to the next rank while chunk `in` comes from the previous one into `to`
+        auto step = [&](int out, int in, void* to) {
+            MPI_Request req[2];
+            TPS_CHECK_MPI(MPI_Irecv(to, static_cast<int>(first(in + 1) - first(in)), mt, prev, kRingTag, comm_, &req[0]));
+            TPS_CHECK_MPI(MPI_Isend(base + first(out) * elem, static_cast<int>(first(out + 1) - first(out)), mt, next,
+                                    kRingTag, comm_, &req[1]));
+            mpi::wait_all(req, comm_op_name(CommOp::all_reduce), what, name_, mpi::runtime().deadline);
+        };
+        for (int s = 0; s < p - 1; ++s) {
+            const int out = (rank_ - s + p) % p, in = (rank_ - s - 1 + p) % p;
+            step(out, in, ring_in_.data());
+            add_into(type, base + first(in) * elem, ring_in_.data(), first(in + 1) - first(in));
+        }
+        for (int s = 0; s < p - 1; ++s) {
+            const int out = (rank_ + 1 - s + p) % p, in = (rank_ - s + p) % p;
+            step(out, in, base + first(in) * elem);
+        }
+    }
+    static void add_into(DType type, void* to, const void* from, int64_t n) {
+        auto add = [&]<class T>(T*) {
+            T* d = static_cast<T*>(to);
+            const T* f = static_cast<const T*>(from);
+            for (int64_t i = 0; i < n; ++i) d[i] += f[i];
+        };
+        switch (type) {
+            case DType::f32: return add(static_cast<float*>(nullptr));
+            case DType::f64: return add(static_cast<double*>(nullptr));
+            case DType::i32: return add(static_cast<int32_t*>(nullptr));
+            case DType::i64: return add(static_cast<int64_t*>(nullptr));
+            default: break;
+        }
+        throw UsageError(fmt::format("MPI all-reduce: element type {} is not supported", dtype_name(type)));
+    }
     void check_peer(int peer, std::string_view role) const {
         TPS_CHECK(peer >= 0 && peer < size_, "{} rank {} outside {}", role, peer, name_);
     }
@@ -193,6 +249,7 @@ private:
     int size_ = 1;
     std::vector<int> world_ranks_;
     std::deque<Posted> posted_;
+    std::vector<std::byte> ring_in_;  // a chunk from the previous rank (ring_all_reduce)
 };
 
 // Rank 0 posts each message to every other rank with MPI_Isend and keeps the buffer until all
