@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstddef>
@@ -24,8 +25,11 @@ constexpr int kRingTag = 12;
 // From this size on an all-reduce is our own ring (ring_all_reduce): Open MPI's nonblocking
 // all-reduce, which the deadline needs, runs large messages at about half the blocking one's
 // speed, and the ring about four times as fast as it at 32 MB (docs/perf.md, "The price of
-// tensor parallelism on CPU ranks", which also has the threshold's measurements).
+// tensor parallelism on CPU ranks", which also has the threshold's measurements). Each step
+// moves its chunk in segments of at most kRingSegmentBytes, so the ring holds no more than one
+// segment of its own.
 constexpr int64_t kRingMinBytes = int64_t{1} << 20;
+constexpr int64_t kRingSegmentBytes = int64_t{1} << 20;
 
 MPI_Datatype mpi_type(DType t) {
     switch (t) {
@@ -185,35 +189,49 @@ private:
             posted_.pop_front();
         }
     }
-    // A ring over nonblocking sends, each step waited on with the deadline: the data in `size_`
-    // chunks; a reduce-scatter (step s: chunk rank - s to the next rank, chunk rank - s - 1 from
-    // the previous one, added in) leaves each rank one chunk's whole sum, and an all-gather passes
-    // the sums round. Each rank sends 2 (size - 1) / size of the data, as the blocking algorithms
-    // do; every chunk is summed once, by its owner, so all ranks end with the same bits.
+    // A ring over nonblocking sends, each segment waited on with the deadline: the data in
+    // `size_` chunks; a reduce-scatter (step s: chunk rank - s to the next rank, chunk
+    // rank - s - 1 from the previous one, added in) leaves each rank one chunk's whole sum, and an
+    // all-gather passes the sums round. Each rank sends 2 (size - 1) / size of the data, as the
+    // blocking algorithms do; each chunk's sum is made on one rank and copied to the others, so
+    // all ranks end with the same bits.
     void ring_all_reduce(void* data, int64_t count, DType type, std::string_view what) {
         const MPI_Datatype mt = mpi_type(type);
         const int64_t elem = dtype_layout(type).block_bits / 8;
+        const int64_t seg = kRingSegmentBytes / elem;
         const int p = size_, next = (rank_ + 1) % size_, prev = (rank_ + size_ - 1) % size_;
         auto first = [&](int c) { return count * c / p; };  // chunk c: [first(c), first(c + 1))
         auto* base = static_cast<char*>(data);
-        ring_in_.resize(static_cast<size_t>(((count + p - 1) / p) * elem));
-        // sends chunk `out` to the next rank while chunk `in` comes from the previous one into `to`
-        auto step = [&](int out, int in, void* to) {
-            MPI_Request req[2];
-            TPS_CHECK_MPI(MPI_Irecv(to, static_cast<int>(first(in + 1) - first(in)), mt, prev, kRingTag, comm_, &req[0]));
-            TPS_CHECK_MPI(MPI_Isend(base + first(out) * elem, static_cast<int>(first(out + 1) - first(out)), mt, next,
-                                    kRingTag, comm_, &req[1]));
-            mpi::wait_all(req, comm_op_name(CommOp::all_reduce), what, name_, mpi::runtime().deadline);
+        ring_in_.resize(static_cast<size_t>(std::min(seg, (count + p - 1) / p) * elem));
+        // chunk `out` to the next rank while chunk `in` comes from the previous one, a segment at
+        // a time: into ring_in_ and added (`add`), or straight into place
+        auto step = [&](int out, int in, bool add) {
+            const int64_t n_out = first(out + 1) - first(out), n_in = first(in + 1) - first(in);
+            for (int64_t at = 0; at < std::max(n_out, n_in); at += seg) {
+                MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+                const int64_t k_in = std::clamp<int64_t>(n_in - at, 0, seg), k_out = std::clamp<int64_t>(n_out - at, 0, seg);
+                char* to = add ? reinterpret_cast<char*>(ring_in_.data()) : base + (first(in) + at) * elem;
+                if (k_in > 0) TPS_CHECK_MPI(MPI_Irecv(to, static_cast<int>(k_in), mt, prev, kRingTag, comm_, &req[0]));
+                if (k_out > 0) {
+                    TPS_CHECK_MPI(MPI_Isend(base + (first(out) + at) * elem, static_cast<int>(k_out), mt, next, kRingTag,
+                                            comm_, &req[1]));
+                }
+                try {
+                    mpi::wait_all(req, comm_op_name(CommOp::all_reduce), what, name_, mpi::runtime().deadline);
+                } catch (const Error&) {
+                    // nothing is to land in ring_in_ or read the caller's data after the error
+                    if (req[0] != MPI_REQUEST_NULL) {
+                        MPI_Cancel(&req[0]);
+                        MPI_Wait(&req[0], MPI_STATUS_IGNORE);
+                    }
+                    if (req[1] != MPI_REQUEST_NULL) MPI_Request_free(&req[1]);
+                    throw;
+                }
+                if (add && k_in > 0) add_into(type, base + (first(in) + at) * elem, ring_in_.data(), k_in);
+            }
         };
-        for (int s = 0; s < p - 1; ++s) {
-            const int out = (rank_ - s + p) % p, in = (rank_ - s - 1 + p) % p;
-            step(out, in, ring_in_.data());
-            add_into(type, base + first(in) * elem, ring_in_.data(), first(in + 1) - first(in));
-        }
-        for (int s = 0; s < p - 1; ++s) {
-            const int out = (rank_ + 1 - s + p) % p, in = (rank_ - s + p) % p;
-            step(out, in, base + first(in) * elem);
-        }
+        for (int s = 0; s < p - 1; ++s) step((rank_ - s + p) % p, (rank_ - s - 1 + p) % p, true);
+        for (int s = 0; s < p - 1; ++s) step((rank_ + 1 - s + p) % p, (rank_ - s + p) % p, false);
     }
     static void add_into(DType type, void* to, const void* from, int64_t n) {
         auto add = [&]<class T>(T*) {

@@ -147,7 +147,7 @@ std::vector<int> silent_ranks() {
     static std::deque<int> rounds;
     rounds.push_back(static_cast<int>(rounds.size()) + 1);
     const int& ping = rounds.back();
-    // never freed: a pong that arrives after the cancel below still has somewhere to land
+    // a receive buffer per rank (the receives end before the next round: done or cancelled)
     static std::vector<int> pongs;
     pongs.assign(static_cast<size_t>(rt.size), 0);
     std::vector<MPI_Request> sends(others.size(), MPI_REQUEST_NULL), recvs(others.size(), MPI_REQUEST_NULL);
@@ -192,6 +192,14 @@ std::vector<int> silent_ranks() {
             int cancelled = 0;
             MPI_Test_cancelled(&st, &cancelled);
             answered[i] = cancelled == 0 && pongs[static_cast<size_t>(others[i])] == ping;
+        }
+        // this round's pong may already wait behind a stale one the last receive took
+        for (int flag = 1; !answered[i] && flag;) {
+            MPI_Status st;
+            if (MPI_Iprobe(others[i], kPongTag, rt.probe, &flag, &st) != MPI_SUCCESS || !flag) break;
+            int pong = 0;
+            if (MPI_Recv(&pong, 1, MPI_INT, others[i], kPongTag, rt.probe, MPI_STATUS_IGNORE) != MPI_SUCCESS) break;
+            answered[i] = pong == ping;
         }
         if (!answered[i]) silent.push_back(others[i]);
         if (sends[i] != MPI_REQUEST_NULL) MPI_Request_free(&sends[i]);

@@ -466,24 +466,27 @@ void LlamaModel::compute_logits(const std::vector<int64_t>& rows, const std::arr
 // The sampled rows whose logits are `logits`, drawn by the backend in calls whose penalty lists
 // together hold at most a vocabulary's worth of entries (what the backend reserved, and the
 // planner counted: StepLimits::sample_penalties). A row penalises each token at most once
-// (validate), so one row always fits; rows are independent, so the cut changes no draw.
+// (validate), so one row always fits; rows are independent, so the cut changes no draw. The
+// rows' lists lie one after another (compute_logits), so a call passes its part of the list.
 void LlamaModel::sample_rows(const Tensor& logits, std::span<const RowSampling> how,
                              std::span<const PenaltyEntry> penalties, SampledRow* out) {
     const auto cap = static_cast<size_t>(w_.lm_head.rows);
     std::vector<RowSampling> part;
-    std::vector<PenaltyEntry> list;
     for (size_t a = 0; a < how.size();) {
+        const auto from = static_cast<size_t>(how[a].penalties_first);
+        size_t b = a, listed = 0;
         part.clear();
-        list.clear();
-        size_t b = a;
-        for (; b < how.size() && (b == a || list.size() + static_cast<size_t>(how[b].penalties_count) <= cap); ++b) {
+        for (; b < how.size() && (b == a || listed + static_cast<size_t>(how[b].penalties_count) <= cap); ++b) {
+            TPS_CHECK(static_cast<size_t>(how[b].penalties_first) == from + listed,
+                      "sample_rows: row {}'s penalties are out of order", b);
             RowSampling r = how[b];
-            const auto from = penalties.begin() + how[b].penalties_first;
-            r.penalties_first = static_cast<int32_t>(list.size());
-            list.insert(list.end(), from, from + how[b].penalties_count);
+            r.penalties_first = static_cast<int32_t>(listed);
+            listed += static_cast<size_t>(how[b].penalties_count);
             part.push_back(r);
         }
-        be_.sample_rows(logits.slice_rows(static_cast<int64_t>(a), static_cast<int64_t>(b - a)), part, list, out + a);
+        TPS_CHECK(from + listed <= penalties.size(), "sample_rows: penalties past the list");
+        be_.sample_rows(logits.slice_rows(static_cast<int64_t>(a), static_cast<int64_t>(b - a)), part,
+                        penalties.subspan(from, listed), out + a);
         a = b;
     }
 }
