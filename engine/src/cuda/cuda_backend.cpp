@@ -317,7 +317,8 @@ public:
         p.block_tokens = L.block_tokens;
         p.step = view;
         // a replayed graph keeps its split: sized for the whole cache, so sequences may grow (and
-        // the first, eager step of such a shape splits alike, so it loads the same kernels)
+        // the first, eager step of such a shape splits alike, so it loads the same kernels; with
+        // graphs off every such step does, so its logits are a replay's)
         const int64_t max_keys = graphs_->repeating() ? L.blocks * L.block_tokens : step_max_keys_;
         p.splits = cuda::attention_split(q.rows, L.kv_heads, max_keys, multiprocessors_);
         if (p.splits > 1) p.partial = static_cast<float*>(partial_.get(cuda::attention_partial_floats(p) * 4));

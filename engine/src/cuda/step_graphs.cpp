@@ -54,8 +54,9 @@ void StepGraphs::start(uint64_t key) {
         one_shot_ = nullptr;
         pool_.retired.clear();
     }
-    repeating_ = key != 0 && enabled_;
-    if (!repeating_ || broken_.contains(key)) return;
+    // with graphs off too, so a step computes alike whether or not graphs record it
+    repeating_ = key != 0;
+    if (!repeating_ || !enabled_ || broken_.contains(key)) return;
     if (seen_.insert(key).second) return;  // first of its shape: eager
     key_ = key;
     const auto it = graphs_.find(key);
