@@ -1,8 +1,9 @@
-// Each warp owns one weight row and walks it in 16-byte pieces (8 halves, 4 floats or 16 int8
-// per lane), or for GGML formats in quarters of 32-element chunks (8 weights per lane, 8 chunks
-// per warp step: 8 blocks of 32 or one super-block of 256), so a warp's loads cover contiguous
-// bytes. int8 sums integers times x and scales the row's finished sum. x is re-read from L1/L2
-// by every row's warp; weights stream from DRAM once, which is what sets decode speed.
+// Each warp owns one to four weight rows (rows_per_warp) and walks them in 16-byte pieces (8
+// halves, 4 floats or 16 int8 per lane), or for GGML formats in quarters of 32-element chunks (8
+// weights per lane, 8 chunks per warp step: 8 blocks of 32 or one super-block of 256), so a
+// warp's loads cover contiguous bytes. int8 sums integers times x and scales the row's finished
+// sum. x is re-read from L1/L2 by every warp, once for all its rows; weights stream from DRAM
+// once, which is what sets decode speed.
 #include "common.cuh"
 #include "cuda_check.h"
 #include "gemv.cuh"
@@ -12,7 +13,7 @@
 namespace tps::cuda {
 namespace {
 
-constexpr int kWarps = 4;  // rows per block
+constexpr int kWarps = 4;  // warps per block
 
 __device__ __forceinline__ void bf16x8(uint4 v, float* f) {
     const uint32_t u[4] = {v.x, v.y, v.z, v.w};
@@ -33,22 +34,30 @@ __device__ __forceinline__ void f16x8(uint4 v, float* f) {
     }
 }
 
-// 8 weights at element `at` of every token's x, accumulated
-template <int T>
-__device__ __forceinline__ void dot8(const float* w8, const float* const* x, int64_t at, float* acc) {
-#pragma unroll
-    for (int t = 0; t < T; ++t) {
-        const float4 a = *reinterpret_cast<const float4*>(x[t] + at);
-        const float4 b = *reinterpret_cast<const float4*>(x[t] + at + 4);
-        acc[t] += w8[0] * a.x + w8[1] * a.y + w8[2] * a.z + w8[3] * a.w + w8[4] * b.x + w8[5] * b.y + w8[6] * b.z +
-                  w8[7] * b.w;
-    }
-}
-
 // Weights in one 16-byte piece: 8 for f16 / bf16, 16 for int8.
 template <WFormat F>
 constexpr int per_piece() {
     return F == WFormat::int8 ? 16 : 8;
+}
+
+// Rows one warp computes together: each x load then serves R rows, which is what lets a step of
+// several tokens stay bound by the weights' bytes rather than by reading x (8 tokens of f32 x are
+// 16 times a bf16 piece's bytes). One token needs no sharing: one row per warp, but two for int8,
+// whose shorter rows leave a warp too few loads in flight alone.
+template <WFormat F, int T>
+constexpr int rows_per_warp() {
+    if constexpr (T == 1) {
+        return F == WFormat::int8 ? 2 : 1;
+    } else {
+        return T == 2 ? 2 : 4;
+    }
+}
+
+// int8 as float without a conversion instruction (I2F runs at a quarter of the FMA rate): byte j
+// of u, offset to unsigned, becomes the low mantissa of 2^23, and the offset comes off again
+__device__ __forceinline__ float int8_at(uint32_t u, int j) {
+    const uint32_t biased = u ^ 0x80808080u;
+    return __uint_as_float(__byte_perm(biased, 0x4b000000u, 0x7440u + static_cast<uint32_t>(j))) - 8388736.0f;
 }
 
 // One 16-byte piece as floats (int8: the stored integers).
@@ -63,59 +72,93 @@ __device__ __forceinline__ void unpack_piece(uint4 v, float* f) {
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
 #pragma unroll
-            for (int j = 0; j < 4; ++j) f[4 * k + j] = static_cast<float>(static_cast<int8_t>(u[k] >> (8 * j)));
+            for (int j = 0; j < 4; ++j) f[4 * k + j] = int8_at(u[k], j);
         }
     }
 }
 
-// f16 / bf16 / int8 rows, cols a multiple of the piece: one 16-byte piece per lane per step
-template <WFormat F, int T>
-__device__ void row_pieces(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
-    constexpr int n = per_piece<F>();
-    const uint4* w = reinterpret_cast<const uint4*>(row);
-    const int lane = threadIdx.x % 32;
-#pragma unroll(F == WFormat::int8 ? 2 : 4)
-    for (int64_t i = lane; i < cols / n; i += 32) {
-        float f[n];
-        unpack_piece<F>(__ldg(w + i), f);
+// 8 weights of each of R rows (w8[r]) at element `at` of every token's x, accumulated: x is read
+// once for all R rows
+template <int T, int R>
+__device__ __forceinline__ void dot8_rows(const float (*w8)[8], const float* const* x, int64_t at, float (*acc)[T]) {
 #pragma unroll
-        for (int h = 0; h < n; h += 8) dot8<T>(f + h, x, i * n + h, acc);
+    for (int t = 0; t < T; ++t) {
+        const float4 a = *reinterpret_cast<const float4*>(x[t] + at);
+        const float4 b = *reinterpret_cast<const float4*>(x[t] + at + 4);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const float* w = w8[r];
+            acc[r][t] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z +
+                         w[7] * b.w;
+        }
+    }
+}
+
+// f16 / bf16 / int8 rows, cols a multiple of the piece: one 16-byte piece of each row per lane
+// per step
+template <WFormat F, int T, int R>
+__device__ void rows_pieces(const uint8_t* const* rows, int64_t cols, const float* const* x, float (*acc)[T]) {
+    constexpr int n = per_piece<F>();
+    const int lane = threadIdx.x % 32;
+#pragma unroll((F == WFormat::int8 ? 2 : 4) / (R > 2 ? 2 : 1))
+    for (int64_t i = lane; i < cols / n; i += 32) {
+        uint4 v[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) v[r] = __ldg(reinterpret_cast<const uint4*>(rows[r]) + i);
+#pragma unroll
+        for (int h = 0; h < n; h += 8) {
+            float f[R][8];
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                float all[n];
+                unpack_piece<F>(v[r], all);
+#pragma unroll
+                for (int j = 0; j < 8; ++j) f[r][j] = all[h + j];
+            }
+            dot8_rows<T, R>(f, x, i * n + h, acc);
+        }
     }
 }
 
 // f32 rows, cols a multiple of 4
-template <int T>
-__device__ void row_f32(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
-    const float4* w = reinterpret_cast<const float4*>(row);
+template <int T, int R>
+__device__ void rows_f32(const uint8_t* const* rows, int64_t cols, const float* const* x, float (*acc)[T]) {
     const int lane = threadIdx.x % 32;
-#pragma unroll 4
+#pragma unroll(R > 1 ? 2 : 4)
     for (int64_t i = lane; i < cols / 4; i += 32) {
-        const float4 v = __ldg(w + i);
+        float4 v[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) v[r] = __ldg(reinterpret_cast<const float4*>(rows[r]) + i);
 #pragma unroll
         for (int t = 0; t < T; ++t) {
             const float4 a = *reinterpret_cast<const float4*>(x[t] + i * 4);
-            acc[t] += v.x * a.x + v.y * a.y + v.z * a.z + v.w * a.w;
+#pragma unroll
+            for (int r = 0; r < R; ++r) acc[r][t] += v[r].x * a.x + v[r].y * a.y + v[r].z * a.z + v[r].w * a.w;
         }
     }
 }
 
 // GGML rows: lane = (chunk within the warp's 8) * 4 + quarter; a quarter is 8 weights, so a warp
-// step reads 8 whole blocks of 32, or one super-block of 256
-template <WFormat F, int T>
-__device__ void row_blocks(const uint8_t* row, int64_t cols, const float* const* x, float* acc) {
+// step reads 8 whole blocks of 32, or one super-block of 256, of each row
+template <WFormat F, int T, int R>
+__device__ void rows_blocks(const uint8_t* const* rows, int64_t cols, const float* const* x, float (*acc)[T]) {
     const int lane = threadIdx.x % 32;
     const int quarter = lane % 4;
-#pragma unroll 2
+#pragma unroll(R > 1 ? 1 : 2)
     for (int64_t c = lane / 4; c < cols / 32; c += 8) {
-        float f[8];
-        int at[2];  // where the first four and the last four of f sit in the chunk
-        dequant_quarter<F, block_align(F)>(row, c, quarter, f, at);
+        float f[R][8];
+        int at[2];  // where the first four and the last four of f sit in the chunk (alike in every row)
+#pragma unroll
+        for (int r = 0; r < R; ++r) dequant_quarter<F, block_align(F)>(rows[r], c, quarter, f[r], at);
 #pragma unroll
         for (int t = 0; t < T; ++t) {
             const float4 a = *reinterpret_cast<const float4*>(x[t] + c * 32 + at[0]);
             const float4 b = *reinterpret_cast<const float4*>(x[t] + c * 32 + at[1]);
-            acc[t] += f[0] * a.x + f[1] * a.y + f[2] * a.z + f[3] * a.w + f[4] * b.x + f[5] * b.y + f[6] * b.z +
-                      f[7] * b.w;
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                acc[r][t] += f[r][0] * a.x + f[r][1] * a.y + f[r][2] * a.z + f[r][3] * a.w + f[r][4] * b.x +
+                             f[r][5] * b.y + f[r][6] * b.z + f[r][7] * b.w;
+            }
         }
     }
 }
@@ -142,34 +185,44 @@ __device__ void row_scalar(const uint8_t* row, int64_t cols, const float* const*
     }
 }
 
+// Each warp computes R = rows_per_warp<F, T>() consecutive rows (the scalar path one).
 template <WFormat F, int T, bool Vector>
 __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p) {
-    const int64_t r = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32;
-    if (r >= p.w.rows) return;
-    const uint8_t* row = p.w.data + r * p.w.row_bytes;
+    constexpr int R = Vector ? rows_per_warp<F, T>() : 1;
+    const int64_t r0 = (int64_t{blockIdx.x} * kWarps + threadIdx.x / 32) * R;
+    if (r0 >= p.w.rows) return;
+    // rows past the last re-read it and are not written
+    const uint8_t* rows[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) rows[r] = p.w.data + std::min<int64_t>(r0 + r, p.w.rows - 1) * p.w.row_bytes;
     // T is the instantiated width (1, 2, 4, 8): tokens past p.tokens re-read the last one and are
     // not written
-    float acc[T];
+    float acc[R][T];
     const float* x[T];
 #pragma unroll
     for (int t = 0; t < T; ++t) {
-        acc[t] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r][t] = 0.0f;
         x[t] = p.x + std::min<int64_t>(t, p.tokens - 1) * p.x_stride;
     }
     if constexpr (!Vector) {
-        row_scalar<F, T>(row, p.w.cols, x, acc);
+        row_scalar<F, T>(rows[0], p.w.cols, x, acc[0]);
     } else if constexpr (F == WFormat::f32) {
-        row_f32<T>(row, p.w.cols, x, acc);
+        rows_f32<T, R>(rows, p.w.cols, x, acc);
     } else if constexpr (F == WFormat::f16 || F == WFormat::bf16 || F == WFormat::int8) {
-        row_pieces<F, T>(row, p.w.cols, x, acc);
+        rows_pieces<F, T, R>(rows, p.w.cols, x, acc);
     } else {
-        row_blocks<F, T>(row, p.w.cols, x, acc);
+        rows_blocks<F, T, R>(rows, p.w.cols, x, acc);
     }
-    const float scale = row_scale<F>(p.w, r);
 #pragma unroll
-    for (int t = 0; t < T; ++t) {
-        const float s = warp_sum(acc[t]) * scale;
-        if (threadIdx.x % 32 == 0 && t < p.tokens) p.y[t * p.y_stride + r] = s;
+    for (int r = 0; r < R; ++r) {
+        if (r0 + r >= p.w.rows) break;  // the same for every lane of the warp
+        const float scale = row_scale<F>(p.w, r0 + r);
+#pragma unroll
+        for (int t = 0; t < T; ++t) {
+            const float s = warp_sum(acc[r][t]) * scale;
+            if (threadIdx.x % 32 == 0 && t < p.tokens) p.y[t * p.y_stride + r0 + r] = s;
+        }
     }
 }
 
@@ -190,10 +243,12 @@ bool vector_ok(const GemvParams& p) {
 
 template <WFormat F, int T>
 void launch_tokens(const GemvParams& p, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>(ceil_div(p.w.rows, kWarps))), block(kWarps * 32);
+    const dim3 block(kWarps * 32);
     if (vector_ok(p)) {
+        const dim3 grid(static_cast<unsigned>(ceil_div(p.w.rows, int64_t{kWarps} * rows_per_warp<F, T>())));
         launch_kernel(gemv_kernel<F, T, true>, grid, block, 0, stream, p);
     } else {
+        const dim3 grid(static_cast<unsigned>(ceil_div(p.w.rows, kWarps)));
         launch_kernel(gemv_kernel<F, T, false>, grid, block, 0, stream, p);
     }
 }

@@ -1,8 +1,9 @@
 // Decode matrix-vector products: y[t][r] = dot(W row r, x[t]) for up to kGemvMaxTokens tokens,
 // reading each weight once for all of them, straight from its stored format (f32, f16, bf16,
 // int8 with its row scales, every GGML block format of formats.h; quantized weights are never
-// expanded in memory). One warp per weight row with 16-byte loads (plain formats) or a block's
-// widest aligned loads (GGML) where the row's alignment allows; f32 accumulation.
+// expanded in memory). Each warp computes 1 to 4 weight rows (one read of x serves them all)
+// with 16-byte loads (plain formats) or a block's widest aligned loads (GGML) where the row's
+// alignment allows; f32 accumulation.
 #pragma once
 
 #include "formats.h"

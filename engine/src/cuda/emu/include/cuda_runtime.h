@@ -105,6 +105,18 @@ T __ldg(const T* p) {
 }
 inline int __popc(unsigned v) { return __builtin_popcount(v); }
 inline int __ffs(int v) { return __builtin_ffs(v); }
+// byte k of the result is byte (s >> 4k) & 7 of the 8 bytes y:x (x the low four), as PTX prmt's
+// default mode (the sign-replicating bit 3 of each selector nibble is not modelled: refused)
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const uint64_t both = (uint64_t{y} << 32) | x;
+    unsigned out = 0;
+    for (int k = 0; k < 4; ++k) {
+        const unsigned sel = (s >> (4 * k)) & 0xfu;
+        if (sel & 8u) ::tpsemu::fault("__byte_perm: sign-replicating selectors are not emulated");
+        out |= static_cast<unsigned>((both >> (8 * sel)) & 0xffu) << (8 * k);
+    }
+    return out;
+}
 inline float __uint_as_float(unsigned u) { return ::tpsemu::from_bits<float>(u); }
 inline unsigned __float_as_uint(float f) { return static_cast<unsigned>(::tpsemu::to_bits(f)); }
 inline float __int_as_float(int i) { return ::tpsemu::from_bits<float>(static_cast<unsigned>(i)); }
