@@ -55,6 +55,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
     const int64_t k1 = std::min<int64_t>(n_keys, k0 + chunk);
     const int64_t stride = p.kv_heads * D;
     const float scale = rsqrtf(static_cast<float>(D));
+    // positions, head sizes and block sizes fit 32 bits (attention_supported)
+    const int head_dim = static_cast<int>(D), block_tokens = static_cast<int>(p.block_tokens);
 
     for (int64_t e = threadIdx.x; e < G * D; e += kThreads) {
         q_s[e] = p.q[t * p.heads * D + (g * G) * D + e] * scale;
@@ -70,13 +72,16 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
     for (int64_t kb = k0; kb < k1; kb += kAttentionTile) {
         const int64_t nk = std::min<int64_t>(kAttentionTile, k1 - kb);
         __syncthreads();  // the previous tile is consumed (and q, m, l are written)
-        for (int64_t e = threadIdx.x; e < nk * D; e += kThreads) {
-            const int64_t j = e / D, d = e % D;
-            const int64_t pos = kb + j;
-            const int64_t slot = static_cast<int64_t>(blocks[pos / p.block_tokens]) * p.block_tokens + pos % p.block_tokens;
-            const int64_t at = slot * stride + g * D + d;
-            k_s[j * (D + 1) + d] = load_kv<K>(p.k_plane, at);
-            v_s[j * D + d] = load_kv<K>(p.v_plane, at);
+        // a warp per key, its lanes along the head: the key's slot is found once, in 32-bit
+        // arithmetic (64-bit division per element once cost more than the whole tile's math)
+        for (int j = warp; j < nk; j += kThreads / 32) {
+            const int pos = static_cast<int>(kb) + j;
+            const int64_t slot = int64_t{blocks[pos / block_tokens]} * block_tokens + pos % block_tokens;
+            const int64_t at = slot * stride + g * D;
+            for (int d = lane; d < head_dim; d += 32) {
+                k_s[j * (head_dim + 1) + d] = load_kv<K>(p.k_plane, at + d);
+                v_s[j * head_dim + d] = load_kv<K>(p.v_plane, at + d);
+            }
         }
         __syncthreads();
         for (int64_t e = threadIdx.x; e < G * kAttentionTile; e += kThreads) {
@@ -108,9 +113,9 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
         __syncthreads();
 #pragma unroll
         for (int i = 0; i < kAccPerThread; ++i) {
-            const int64_t e = threadIdx.x + int64_t{i} * kThreads;
+            const int e = static_cast<int>(threadIdx.x) + i * kThreads;
             if (e < G * D) {
-                const int64_t h = e / D, d = e % D;
+                const int h = e / head_dim, d = e - h * head_dim;
                 float a = acc[i] * a_s[h];
                 const float* ph = p_s + h * kAttentionTile;
                 for (int64_t j = 0; j < nk; ++j) a += ph[j] * v_s[j * D + d];
@@ -179,7 +184,7 @@ bool attention_supported(const AttentionParams& p) {
     const int64_t group = p.heads / p.kv_heads;
     return group <= kAttentionMaxGroup && p.head_dim <= kAttentionMaxHeadDim &&
            attention_shared_bytes(group, p.head_dim) <= 96 * 1024 && p.splits >= 1 && p.splits <= 65535 &&
-           (p.splits == 1 || p.partial != nullptr);
+           (p.splits == 1 || p.partial != nullptr) && p.block_tokens > 0 && p.block_tokens <= INT32_MAX;
 }
 
 int64_t attention_split(int64_t tokens, int64_t kv_heads, int64_t max_keys, int multiprocessors) {
