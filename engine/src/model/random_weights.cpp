@@ -4,7 +4,13 @@
 #include "tpserve/common/check.h"
 #include "tpserve/engine/llama.h"
 
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
 #include <random>
+#include <thread>
+#include <vector>
 
 namespace tps {
 namespace {
@@ -33,37 +39,69 @@ Vec ones(int64_t n) {
 LlamaWeights make_random_llama_weights(const ModelDesc& m, DType type, uint64_t seed) {
     TPS_CHECK_AS(UsageError, engine_stores(type), "random weights: {} is not a format the engine quantizes to ({})",
                  dtype_name(type), engine_store_names());
-    std::mt19937_64 rng(seed);
     LlamaWeights w;
     const int64_t hd = m.head_dim;
     // int8 is a format for the layers (--format int8 keeps the embedding and LM head in the
     // checkpoint's type): bf16 for those, so benchmarks measure what serving runs
     const DType outer = type == DType::int8 ? DType::bf16 : type;
-    w.embedding = random_matrix(outer, m.vocab, m.hidden, rng);
-    w.lm_head = m.tied_embeddings ? w.embedding.alias() : random_matrix(outer, m.vocab, m.hidden, rng);
+    // every matrix is a job with its own seed, drawn in a fixed order, so the weights are the same
+    // however many threads make them (a 1B model takes half a minute on one core)
+    struct Job {
+        Weight* out;
+        DType type;
+        int64_t rows, cols;
+        uint64_t seed;
+    };
+    std::vector<Job> jobs;
+    std::mt19937_64 seeds(seed);
+    auto job = [&](Weight& out, DType t, int64_t rows, int64_t cols) { jobs.push_back({&out, t, rows, cols, seeds()}); };
+    job(w.embedding, outer, m.vocab, m.hidden);
+    if (!m.tied_embeddings) job(w.lm_head, outer, m.vocab, m.hidden);
     w.final_norm = ones(m.hidden);
-    for (int64_t l = 0; l < m.layers; ++l) {
-        LayerWeights L;
+    w.layers.resize(static_cast<size_t>(m.layers));
+    for (LayerWeights& L : w.layers) {
         L.attn_norm = ones(m.hidden);
         L.ffn_norm = ones(m.hidden);
-        L.wq = random_matrix(type, m.heads * hd, m.hidden, rng);
-        L.wk = random_matrix(type, m.kv_heads * hd, m.hidden, rng);
-        L.wv = random_matrix(type, m.kv_heads * hd, m.hidden, rng);
-        L.wo = random_matrix(type, m.hidden, m.heads * hd, rng);
+        job(L.wq, type, m.heads * hd, m.hidden);
+        job(L.wk, type, m.kv_heads * hd, m.hidden);
+        job(L.wv, type, m.kv_heads * hd, m.hidden);
+        job(L.wo, type, m.hidden, m.heads * hd);
         if (m.experts > 0) {
-            L.router = random_matrix(outer, m.experts, m.hidden, rng);  // (kept out of int8, as at load)
+            job(L.router, outer, m.experts, m.hidden);  // (kept out of int8, as at load)
             L.experts_per_token = m.experts_active;
-            for (int64_t e = 0; e < m.experts; ++e) {
-                L.experts.push_back({random_matrix(type, m.intermediate, m.hidden, rng), random_matrix(type, m.intermediate, m.hidden, rng),
-                                     random_matrix(type, m.hidden, m.intermediate, rng)});
+            L.experts.resize(static_cast<size_t>(m.experts));
+            for (ExpertWeights& e : L.experts) {
+                job(e.w_gate, type, m.intermediate, m.hidden);
+                job(e.w_up, type, m.intermediate, m.hidden);
+                job(e.w_down, type, m.hidden, m.intermediate);
             }
         } else {
-            L.w_gate = random_matrix(type, m.intermediate, m.hidden, rng);
-            L.w_up = random_matrix(type, m.intermediate, m.hidden, rng);
-            L.w_down = random_matrix(type, m.hidden, m.intermediate, rng);
+            job(L.w_gate, type, m.intermediate, m.hidden);
+            job(L.w_up, type, m.intermediate, m.hidden);
+            job(L.w_down, type, m.hidden, m.intermediate);
         }
-        w.layers.push_back(std::move(L));
     }
+    std::atomic<size_t> next{0};
+    std::exception_ptr failed;
+    std::mutex failed_mutex;
+    auto work = [&] {
+        for (size_t i = next++; i < jobs.size(); i = next++) {
+            try {
+                std::mt19937_64 rng(jobs[i].seed);
+                *jobs[i].out = random_matrix(jobs[i].type, jobs[i].rows, jobs[i].cols, rng);
+            } catch (...) {
+                const std::lock_guard<std::mutex> lock(failed_mutex);
+                if (!failed) failed = std::current_exception();
+            }
+        }
+    };
+    const size_t n_threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 16);
+    std::vector<std::thread> threads;
+    for (size_t t = 1; t < std::min(n_threads, jobs.size()); ++t) threads.emplace_back(work);
+    work();
+    for (auto& t : threads) t.join();
+    if (failed) std::rethrow_exception(failed);
+    if (m.tied_embeddings) w.lm_head = w.embedding.alias();
     return w;
 }
 
