@@ -4,7 +4,7 @@
 // same card: the bandwidth of a plain device-to-device copy and the rate of one large bf16 GEMM
 // through cuBLAS. Prints a table; --out DIR also writes cuda_bench.json there.
 //
-//   cuda_bench [--format bf16|f16|int8|q8_0|q4_0|q4_1|f32] [--steps N] [--out DIR]
+//   cuda_bench [--format bf16|f16|int8|q8_0|q4_0|q4_1|f32] [--steps N] [--out DIR] [--profile]
 #include "tpserve/engine/backend.h"
 #include "tpserve/engine/llama.h"
 #include "tpserve/partition/hf_config.h"
@@ -12,6 +12,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -56,17 +57,17 @@ double seconds_since(clock_type::time_point t0) {
     return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
-// The fastest of 5 timed rounds of `work` on the default stream (a first round warms up), seconds.
+// The fastest of 5 timed rounds of `work` on `stream` (a first round warms up), seconds.
 template <class Work>
-double best_seconds(Work work) {
+double best_seconds(Work work, cudaStream_t stream = nullptr) {
     cudaEvent_t e0, e1;
     BENCH_CHECK(cudaEventCreate(&e0));
     BENCH_CHECK(cudaEventCreate(&e1));
     float best = 1e30f;
     for (int round = 0; round < 6; ++round) {
-        BENCH_CHECK(cudaEventRecord(e0));
+        BENCH_CHECK(cudaEventRecord(e0, stream));
         work();
-        BENCH_CHECK(cudaEventRecord(e1));
+        BENCH_CHECK(cudaEventRecord(e1, stream));
         BENCH_CHECK(cudaEventSynchronize(e1));
         float ms = 0;
         BENCH_CHECK(cudaEventElapsedTime(&ms, e0, e1));
@@ -132,19 +133,110 @@ struct Row {
     double ceiling = 0;
 };
 
+// One product of one matrix alone, as the model's backend runs it.
+struct OpRow {
+    std::string matrix;
+    int64_t rows = 0, cols = 0, tokens = 0;
+    double seconds = 0;         // replayed from a CUDA graph: the GPU's time alone
+    double launched_seconds = 0;  // launched one by one: the host's launching (cuBLAS's too) included
+    int64_t bytes = 0;  // the matrix's stored bytes (int8: with its scales)
+};
+
+// The fastest of 5 replays of `work` recorded as one CUDA graph on `stream` (as a decode step
+// runs), seconds; 0 where the recording fails (the caller keeps the launched time).
+template <class Work>
+double best_graph_seconds(Work work, cudaStream_t stream) {
+    if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    try {
+        work();
+    } catch (const std::exception&) {
+        cudaGraph_t broken = nullptr;
+        cudaStreamEndCapture(stream, &broken);
+        if (broken) cudaGraphDestroy(broken);
+        cudaGetLastError();
+        return 0;
+    }
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    const bool ok = cudaStreamEndCapture(stream, &graph) == cudaSuccess &&
+                    cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    if (graph) cudaGraphDestroy(graph);
+    if (!ok) {
+        cudaGetLastError();
+        return 0;
+    }
+    const double s = best_seconds([&] { BENCH_CHECK(cudaGraphLaunch(exec, stream)); }, stream);
+    cudaGraphExecDestroy(exec);
+    return s;
+}
+
+// Where a step's time goes: each of layer 0's products and the LM head's alone, on the model's
+// stream, at the decode batches and (layers only) the prefill chunk, 20 back to back per round,
+// launched and replayed from a graph.
+std::vector<OpRow> time_products(tps::Backend& gpu, const tps::LlamaWeights& w) {
+    const tps::LayerWeights& l = w.layers.front();
+    const std::pair<const char*, const tps::Weight*> matrices[] = {
+        {"q", &l.wq}, {"k", &l.wk}, {"v", &l.wv}, {"o", &l.wo},
+        {"gate", &l.w_gate}, {"up", &l.w_up}, {"down", &l.w_down}, {"lm_head", &w.lm_head}};
+    int64_t max_cols = 0, max_out = 0;
+    for (const auto& [name, m] : matrices) {
+        max_cols = std::max(max_cols, m->cols);
+        max_out = std::max(max_out, m->rows * (m == &w.lm_head ? 64 : 512));
+    }
+    auto x = gpu.allocate(512 * max_cols * 4, tps::MemoryTag::activations);
+    auto y = gpu.allocate(max_out * 4, tps::MemoryTag::activations);
+    {
+        std::vector<float> h(static_cast<size_t>(512 * max_cols));
+        std::mt19937 rng(5);
+        std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+        for (auto& v : h) v = d(rng);
+        BENCH_CHECK(cudaMemcpy(x->data(), h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+    }
+    const auto stream = static_cast<cudaStream_t>(gpu.native_stream());
+    std::vector<OpRow> out;
+    for (const auto& [name, m] : matrices) {
+        for (const int64_t tokens : {1, 8, 64, 512}) {
+            if (m == &w.lm_head && tokens > 64) continue;  // the model asks for 64 logit rows at most
+            const tps::Tensor xt{x->data(), tps::DType::f32, tokens, m->cols};
+            const tps::Tensor yt{y->data(), tps::DType::f32, tokens, m->rows};
+            auto twenty = [&] { for (int i = 0; i < 20; ++i) gpu.matmul(*m, xt, yt); };
+            const double launched = best_seconds(twenty, stream) / 20;
+            const double graphed = best_graph_seconds(twenty, stream) / 20;
+            out.push_back({name, m->rows, m->cols, tokens, graphed > 0 ? graphed : launched, launched, m->bytes()});
+        }
+    }
+    gpu.synchronize();
+    return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     std::string format = "bf16", out_dir;
     int steps = 32;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (std::strcmp(argv[i], "--format") == 0) format = argv[i + 1];
-        else if (std::strcmp(argv[i], "--steps") == 0) steps = std::max(4, std::atoi(argv[i + 1]));
-        else if (std::strcmp(argv[i], "--out") == 0) out_dir = argv[i + 1];
-        else {
+    bool profile = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--profile") == 0) {
+            profile = true;
+            continue;
+        }
+        const bool known = std::strcmp(argv[i], "--format") == 0 || std::strcmp(argv[i], "--steps") == 0 ||
+                           std::strcmp(argv[i], "--out") == 0;
+        if (!known) {
             std::fprintf(stderr, "cuda_bench: unknown flag %s\n", argv[i]);
             return 2;
         }
+        if (i + 1 >= argc) {
+            std::fprintf(stderr, "cuda_bench: %s needs a value\n", argv[i]);
+            return 2;
+        }
+        const char* value = argv[++i];
+        if (std::strcmp(argv[i - 1], "--format") == 0) format = value;
+        else if (std::strcmp(argv[i - 1], "--steps") == 0) steps = std::max(4, std::atoi(value));
+        else out_dir = value;
     }
     const auto type = tps::parse_dtype(format);
     if (!type || !tps::engine_stores(*type)) {
@@ -189,6 +281,42 @@ int main(int argc, char** argv) {
             return v;
         };
         std::vector<Row> rows;
+
+        if (profile) {
+            // --profile: the steps a profiler looks at, between cudaProfilerStart and Stop (ncu
+            // --profile-from-start off): one 512-token prefill, then two decode steps at batch 1
+            // and at batch 64, each after untimed ones that record their graphs
+            auto decode_steps = [&](int batch, int first_seq) {
+                std::vector<tps::SequenceStep> step;
+                for (int s = 0; s < batch; ++s) {
+                    model.forward({{first_seq + s, random_tokens(64), 0, false, tps::StepOutputKind::none}});
+                    step.push_back({first_seq + s, {tok(rng)}, 64, false, tps::StepOutputKind::greedy});
+                }
+                return step;
+            };
+            auto advance = [&](std::vector<tps::SequenceStep>& step) {
+                model.forward(step);
+                for (auto& e : step) {
+                    e.tokens = {tok(rng)};
+                    ++e.start_pos;
+                }
+            };
+            const auto prompt = random_tokens(512);
+            model.forward({{5000, prompt, 0, false, tps::StepOutputKind::greedy}});
+            model.release(5000);
+            auto one = decode_steps(1, 0), many = decode_steps(64, 100);
+            for (int i = 0; i < 3; ++i) {
+                advance(one);
+                advance(many);
+            }
+            BENCH_CHECK(cudaProfilerStart());
+            model.forward({{5001, prompt, 0, false, tps::StepOutputKind::greedy}});
+            for (int i = 0; i < 2; ++i) advance(one);
+            for (int i = 0; i < 2; ++i) advance(many);
+            BENCH_CHECK(cudaProfilerStop());
+            std::printf("profiled: a 512-token prefill, 2 decode steps at batch 1, 2 at batch 64\n");
+            return 0;
+        }
 
         std::uniform_real_distribution<double> unit(0.0, 1.0);
         for (const auto& [batch, sampled] : {std::pair{1, false}, {8, false}, {64, false}, {1, true}, {64, true}}) {
@@ -288,6 +416,39 @@ int main(int argc, char** argv) {
                         100.0 * r.achieved / r.ceiling);
             j["runs"].push_back({{"run", r.what}, {"tokens_per_s", r.tokens_per_s}, {"achieved", r.achieved},
                                  {"ceiling", r.ceiling}, {"fraction", r.achieved / r.ceiling}});
+        }
+        // each product alone, after the memory line so its buffers are not counted there, and after
+        // the table so a failure here loses nothing above
+        std::vector<OpRow> ops;
+        try {
+            ops = time_products(*gpu, model.weights());
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "cuda_bench: timing the products alone failed: %s\n", e.what());
+        }
+        std::printf("\nproducts alone (layer 0's and the LM head's; %zu layers):\n", model.weights().layers.size());
+        std::printf("| %-8s | %-13s | %6s | %9s | %11s | %14s | %11s |\n", "matrix", "shape", "tokens", "us", "launched us",
+                    "weights GB/s", "TFLOP/s");
+        for (const OpRow& o : ops) {
+            std::printf("| %-8s | %6lld x %-4lld | %6lld | %9.1f | %11.1f | %14.0f | %11.1f |\n", o.matrix.c_str(),
+                        static_cast<long long>(o.rows), static_cast<long long>(o.cols), static_cast<long long>(o.tokens),
+                        o.seconds * 1e6, o.launched_seconds * 1e6, static_cast<double>(o.bytes) / o.seconds / 1e9,
+                        2.0 * static_cast<double>(o.rows * o.cols * o.tokens) / o.seconds / 1e12);
+        }
+        // the products' share of a step: every layer's seven and the LM head, at each batch
+        for (const int64_t tokens : {1, 8, 64, 512}) {
+            double sum = 0;
+            for (const OpRow& o : ops) {
+                if (o.tokens != tokens) continue;
+                sum += o.matrix == "lm_head" ? (tokens <= 64 ? o.seconds : 0.0)
+                                             : o.seconds * static_cast<double>(model.weights().layers.size());
+            }
+            std::printf("products of one step at %lld tokens: %.1f us%s\n", static_cast<long long>(tokens), sum * 1e6,
+                        tokens > 64 ? " (layers only)" : "");
+        }
+
+        for (const OpRow& o : ops) {
+            j["products"].push_back({{"matrix", o.matrix}, {"rows", o.rows}, {"cols", o.cols}, {"tokens", o.tokens},
+                                     {"seconds", o.seconds}, {"launched_seconds", o.launched_seconds}, {"bytes", o.bytes}});
         }
         if (!out_dir.empty()) {
             std::filesystem::create_directories(out_dir);
