@@ -2,7 +2,10 @@
 // the device, to show what sampling costs beside greedy) and prefill (512 tokens) of a
 // model of Llama-3.2-1B's shape with seeded random weights, beside two ceilings measured on the
 // same card: the bandwidth of a plain device-to-device copy and the rate of one large bf16 GEMM
-// through cuBLAS. Prints a table; --out DIR also writes cuda_bench.json there.
+// through cuBLAS. Prints a table, then each of layer 0's products and the LM head's timed alone
+// (launched, and replayed from a graph); --out DIR also writes cuda_bench-FORMAT.json there.
+// --profile runs only a window for a profiler instead (one prefill, two decode steps at batch 1
+// and at 64, between cudaProfilerStart and Stop: scripts/gpu-check's TPS_GPU_CHECK_PROFILE).
 //
 //   cuda_bench [--format bf16|f16|int8|q8_0|q4_0|q4_1|f32] [--steps N] [--out DIR] [--profile]
 #include "tpserve/engine/backend.h"
@@ -417,6 +420,13 @@ int main(int argc, char** argv) {
             j["runs"].push_back({{"run", r.what}, {"tokens_per_s", r.tokens_per_s}, {"achieved", r.achieved},
                                  {"ceiling", r.ceiling}, {"fraction", r.achieved / r.ceiling}});
         }
+        auto write_json = [&] {
+            if (out_dir.empty()) return;
+            std::filesystem::create_directories(out_dir);
+            std::ofstream(out_dir + "/cuda_bench-" + format + ".json") << j.dump(2) << "\n";
+        };
+        write_json();  // now, and again with the products: a CUDA error below exits the program
+
         // each product alone, after the memory line so its buffers are not counted there, and after
         // the table so a failure here loses nothing above
         std::vector<OpRow> ops;
@@ -450,10 +460,7 @@ int main(int argc, char** argv) {
             j["products"].push_back({{"matrix", o.matrix}, {"rows", o.rows}, {"cols", o.cols}, {"tokens", o.tokens},
                                      {"seconds", o.seconds}, {"launched_seconds", o.launched_seconds}, {"bytes", o.bytes}});
         }
-        if (!out_dir.empty()) {
-            std::filesystem::create_directories(out_dir);
-            std::ofstream(out_dir + "/cuda_bench-" + format + ".json") << j.dump(2) << "\n";
-        }
+        write_json();
     } catch (const std::exception& e) {
         std::fprintf(stderr, "cuda_bench: %s\n", e.what());
         return 1;

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
     const int64_t k1 = std::min<int64_t>(n_keys, k0 + chunk);
     const int64_t stride = p.kv_heads * D;
     const float scale = rsqrtf(static_cast<float>(D));
-    // positions, head sizes and block sizes fit 32 bits (attention_supported)
+    // positions are int32; head and block sizes fit 32 bits (attention_supported)
     const int head_dim = static_cast<int>(D), block_tokens = static_cast<int>(p.block_tokens);
 
     for (int64_t e = threadIdx.x; e < G * D; e += kThreads) {

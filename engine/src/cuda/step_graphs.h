@@ -34,7 +34,8 @@ public:
     Mode mode() const noexcept { return mode_; }
     // The step has a shape that is (or, with graphs on, will be) recorded: its ops choose their
     // launches as a recording would, so its eager first step launches the same kernels, and
-    // with graphs off (TPS_CUDA_GRAPHS=0) it computes what a replay would, bit for bit.
+    // with graphs off (TPS_CUDA_GRAPHS=0) it launches what a replay would run (the same kernels
+    // with the same attention split).
     bool repeating() const noexcept { return repeating_; }
     bool launching() const noexcept { return mode_ != Mode::replay; }
     // The step's output is next: a recording ends and becomes the key's graph; the graph is

@@ -9,6 +9,7 @@
 #include <exception>
 #include <mutex>
 #include <random>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -92,12 +93,17 @@ LlamaWeights make_random_llama_weights(const ModelDesc& m, DType type, uint64_t 
             } catch (...) {
                 const std::lock_guard<std::mutex> lock(failed_mutex);
                 if (!failed) failed = std::current_exception();
+                next = jobs.size();  // the first failure is the one reported: stop making more
             }
         }
     };
     const size_t n_threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 16);
     std::vector<std::thread> threads;
-    for (size_t t = 1; t < std::min(n_threads, jobs.size()); ++t) threads.emplace_back(work);
+    try {
+        for (size_t t = 1; t < std::min(n_threads, jobs.size()); ++t) threads.emplace_back(work);
+    } catch (const std::system_error&) {
+        // no more threads to be had: those started and this one make the rest
+    }
     work();
     for (auto& t : threads) t.join();
     if (failed) std::rethrow_exception(failed);
