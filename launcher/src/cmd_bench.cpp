@@ -511,9 +511,9 @@ int run_bench(int argc, char** argv) {
                                   {"decode_tokens", s.workload.decode_tokens},
                                   {"batches", s.workload.batches}}},
                     {"calibration", s.predict ? (s.gpu ? s.calibration_source
-                                                       : std::string("none: no GPU measurement given (--calibrate; none has been "
-                                                                     "made by scripts/gpu-check yet), so the cost model's default "
-                                                                     "efficiencies stand (docs/planner.md)"))
+                                                       : std::string("none: no GPU measurement given (--calibrate FILE; docs/gpu/ "
+                                                                     "holds what scripts/gpu-check measured), so the cost model's "
+                                                                     "default efficiencies stand (docs/planner.md)"))
                                               : s.cuda ? std::string("the cost model uses the catalog's figures for these GPUs "
                                                                      "(docs/planner.md); the calibrated column also scales them "
                                                                      "by the one-rank measurement")
