@@ -284,30 +284,43 @@ int main(int argc, char** argv) {
             return v;
         };
         std::vector<Row> rows;
+        std::uniform_real_distribution<double> unit(0.0, 1.0);
+        // a 64-token prompt for each of `batch` sequences from `first_seq` on, then the batch's first
+        // decode step: greedy, or sampled on the device (temperature 0.8, top-p 0.95, a repetition
+        // penalty on the prompt's tokens)
+        auto start_batch = [&](int batch, int first_seq, bool sampled) {
+            std::vector<tps::SequenceStep> step;
+            for (int s = first_seq; s < first_seq + batch; ++s) {
+                const auto prompt = random_tokens(64);
+                model.forward({{s, prompt, 0, false, tps::StepOutputKind::none}});
+                step.push_back({s, {tok(rng)}, 64, false, sampled ? tps::StepOutputKind::sample : tps::StepOutputKind::greedy});
+                if (sampled) {
+                    step.back().sampling.temperature = 0.8f;
+                    step.back().sampling.top_p = 0.95f;
+                    const std::set<int32_t> seen(prompt.begin(), prompt.end());
+                    for (int32_t t : seen) step.back().penalties.push_back({t, 1.1f, 0.0f});
+                }
+            }
+            return step;
+        };
+        // runs one decode step of the batch and makes the next: one more random token per sequence
+        auto advance = [&](std::vector<tps::SequenceStep>& step) {
+            for (auto& e : step) e.sampling.u = unit(rng);
+            model.forward(step);
+            for (auto& e : step) {
+                e.tokens = {tok(rng)};
+                ++e.start_pos;
+            }
+        };
 
         if (profile) {
             // --profile: the steps a profiler looks at, between cudaProfilerStart and Stop (ncu
             // --profile-from-start off): one 512-token prefill, then two decode steps at batch 1
             // and at batch 64, each after untimed ones that record their graphs
-            auto decode_steps = [&](int batch, int first_seq) {
-                std::vector<tps::SequenceStep> step;
-                for (int s = 0; s < batch; ++s) {
-                    model.forward({{first_seq + s, random_tokens(64), 0, false, tps::StepOutputKind::none}});
-                    step.push_back({first_seq + s, {tok(rng)}, 64, false, tps::StepOutputKind::greedy});
-                }
-                return step;
-            };
-            auto advance = [&](std::vector<tps::SequenceStep>& step) {
-                model.forward(step);
-                for (auto& e : step) {
-                    e.tokens = {tok(rng)};
-                    ++e.start_pos;
-                }
-            };
             const auto prompt = random_tokens(512);
             model.forward({{5000, prompt, 0, false, tps::StepOutputKind::greedy}});
             model.release(5000);
-            auto one = decode_steps(1, 0), many = decode_steps(64, 100);
+            auto one = start_batch(1, 0, false), many = start_batch(64, 100, false);
             for (int i = 0; i < 3; ++i) {
                 advance(one);
                 advance(many);
@@ -321,35 +334,14 @@ int main(int argc, char** argv) {
             return 0;
         }
 
-        std::uniform_real_distribution<double> unit(0.0, 1.0);
         for (const auto& [batch, sampled] : {std::pair{1, false}, {8, false}, {64, false}, {1, true}, {64, true}}) {
-            // a 64-token prompt per sequence, then `steps` decode steps of the whole batch (after 2
-            // untimed ones; the second records the step's CUDA graph): greedy, or sampled on the
-            // device (temperature 0.8, top-p 0.95, a repetition penalty on the prompt's tokens)
-            std::vector<tps::SequenceStep> step;
-            for (int s = 0; s < batch; ++s) {
-                const auto prompt = random_tokens(64);
-                model.forward({{s, prompt, 0, false, tps::StepOutputKind::none}});
-                step.push_back({s, {tok(rng)}, 64, false, sampled ? tps::StepOutputKind::sample : tps::StepOutputKind::greedy});
-                if (sampled) {
-                    step.back().sampling.temperature = 0.8f;
-                    step.back().sampling.top_p = 0.95f;
-                    const std::set<int32_t> seen(prompt.begin(), prompt.end());
-                    for (int32_t t : seen) step.back().penalties.push_back({t, 1.1f, 0.0f});
-                }
-            }
-            auto advance = [&] {
-                for (auto& e : step) e.sampling.u = unit(rng);
-                model.forward(step);
-                for (auto& e : step) {
-                    e.tokens = {tok(rng)};
-                    ++e.start_pos;
-                }
-            };
-            advance();
-            advance();
+            // `steps` decode steps of the whole batch, after 2 untimed ones (the second records the
+            // step's CUDA graph)
+            auto step = start_batch(batch, 0, sampled);
+            advance(step);
+            advance(step);
             const auto t0 = clock_type::now();
-            for (int i = 0; i < steps; ++i) advance();
+            for (int i = 0; i < steps; ++i) advance(step);
             const double per_step = seconds_since(t0) / steps;
             for (int s = 0; s < batch; ++s) model.release(s);
             rows.push_back({fmt::format("decode, batch {}{}", batch, sampled ? ", sampled" : ""), batch / per_step,
@@ -449,8 +441,8 @@ int main(int argc, char** argv) {
             double sum = 0;
             for (const OpRow& o : ops) {
                 if (o.tokens != tokens) continue;
-                sum += o.matrix == "lm_head" ? (tokens <= 64 ? o.seconds : 0.0)
-                                             : o.seconds * static_cast<double>(model.weights().layers.size());
+                // no LM-head row above 64 tokens: the model asks for 64 logit rows at most
+                sum += o.matrix == "lm_head" ? o.seconds : o.seconds * static_cast<double>(model.weights().layers.size());
             }
             std::printf("products of one step at %lld tokens: %.1f us%s\n", static_cast<long long>(tokens), sum * 1e6,
                         tokens > 64 ? " (layers only)" : "");
