@@ -33,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <vector>
 
 namespace tps {
@@ -224,8 +225,11 @@ public:
             TPS_CHECK(x.cols == w.cols && pr.y.cols == w.rows && pr.y.rows == x.rows,
                       "matmul: x ({} x {}) W ({} x {}) y ({} x {})", x.rows, x.cols, w.rows, w.cols, pr.y.rows,
                       pr.y.cols);
-            if (x.rows == 0) continue;
-            if (x.rows <= cuda::kGemvMaxTokens) {
+        }
+        if (x.rows == 0) return;
+        if (x.rows <= cuda::kGemvMaxTokens) {
+            for (const auto& pr : products) {
+                const Weight& w = *pr.w;
                 cuda::GemvParams p;
                 p.w = device_rows(w, "matmul");
                 p.x = x.f32();
@@ -236,19 +240,37 @@ public:
                 TPS_CHECK(cuda::gemv_supported(p), "matmul: a {} x {} {} weight is not supported", w.rows, w.cols,
                           dtype_name(w.type));
                 if (graphs_->launching()) cuda::invoke_gemv(p, stream_);
-            } else {
-                cuda::GemmParams p;
-                p.w = device_rows(w, "matmul");
-                p.x = x.f32();
-                p.tokens = x.rows;
-                p.y = pr.y.f32();
-                p.y_stride = pr.y.cols;
-                TPS_CHECK(cuda::gemm_supported(p), "matmul: a {} x {} {} weight with {} tokens is not supported", w.rows,
-                          w.cols, dtype_name(w.type), x.rows);
-                void* ws = gemm_.get(cuda::gemm_workspace_bytes(p));
-                if (graphs_->launching()) cuda::invoke_gemm(p, cublas_, ws, stream_);
             }
+            return;
         }
+        // the products share one workspace, the largest any of them needs, so that x is rounded to
+        // 16 bits once per type (q, k and v; gate and up) instead of once per product
+        int64_t bytes = 0;
+        for (const auto& pr : products) {
+            const cuda::GemmParams p = gemm_params(*pr.w, x, pr.y);
+            TPS_CHECK(cuda::gemm_supported(p), "matmul: a {} x {} {} weight with {} tokens is not supported",
+                      pr.w->rows, pr.w->cols, dtype_name(pr.w->type), x.rows);
+            bytes = std::max(bytes, cuda::gemm_workspace_bytes(p));
+        }
+        void* ws = gemm_.get(bytes);
+        std::optional<cuda::GemmInput> converted;  // what the workspace holds x as
+        for (const auto& pr : products) {
+            cuda::GemmParams p = gemm_params(*pr.w, x, pr.y);
+            const cuda::GemmInput input = cuda::gemm_input(p.w.format);
+            p.x16_ready = converted == input;
+            if (input != cuda::GemmInput::f32) converted = input;
+            if (graphs_->launching()) cuda::invoke_gemm(p, cublas_, ws, stream_);
+        }
+    }
+
+    cuda::GemmParams gemm_params(const Weight& w, const Tensor& x, const Tensor& y) const {
+        cuda::GemmParams p;
+        p.w = device_rows(w, "matmul");
+        p.x = x.f32();
+        p.tokens = x.rows;
+        p.y = y.f32();
+        p.y_stride = y.cols;
+        return p;
     }
 
     void add_bias(Tensor y, const Vec& b) override {

@@ -98,8 +98,11 @@ void invoke_gemm(const GemmParams& p, cublasHandle_t handle, void* workspace, cu
     // expand to f16, as llama.cpp's do: 3 bits more than bf16, and their values are f16 scales
     // times small integers). f16 saturates at 65504 (invoke_to_f16).
     auto* x16 = static_cast<uint8_t*>(workspace);
-    const cudaDataType_t type = p.w.format == WFormat::bf16 ? CUDA_R_16BF : CUDA_R_16F;
-    if (p.w.format == WFormat::bf16) {
+    const bool bf16 = gemm_input(p.w.format) == GemmInput::bf16;
+    const cudaDataType_t type = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+    if (p.x16_ready) {
+        // converted by an earlier product of the same x (CudaBackend::matmul_multi)
+    } else if (bf16) {
         invoke_to_bf16(p.x, x16, p.tokens * p.w.cols, stream);
     } else {
         invoke_to_f16(p.x, x16, p.tokens * p.w.cols, stream);

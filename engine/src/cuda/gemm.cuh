@@ -19,9 +19,19 @@ struct GemmParams {
     int64_t tokens = 0;
     float* y = nullptr;  // tokens x y_stride
     int64_t y_stride = 0;
+    // the workspace holds x in this product's 16-bit type already: a product before it on the same
+    // x and stream converted it (matmul_multi's q, k and v; gate and up)
+    bool x16_ready = false;
 };
 
-// Workspace bytes the product needs: x in 16 bits and, for GGML weights, a slice of expanded rows.
+// The type x is rounded to for a product with weights of format `f` (f32 weights: none).
+enum class GemmInput { f32, bf16, f16 };
+constexpr GemmInput gemm_input(WFormat f) {
+    return f == WFormat::f32 ? GemmInput::f32 : f == WFormat::bf16 ? GemmInput::bf16 : GemmInput::f16;
+}
+
+// Workspace bytes the product needs: x in 16 bits first and, for GGML weights, a slice of expanded
+// rows after it (so products of one x can share its converted copy).
 int64_t gemm_workspace_bytes(const GemmParams& p);
 // Rows of a GGML weight expanded per cuBLAS call (bounded by kGemmSliceBytes of workspace).
 int64_t gemm_slice_rows(const GemmParams& p);

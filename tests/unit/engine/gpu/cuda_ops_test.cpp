@@ -206,20 +206,33 @@ TEST_F(CudaOps, DecodeMatmulOfBlocksOnAnUnalignedInput) {
     }
 }
 
+// Products of one x in weights of several formats: above 8 tokens they share x rounded to 16 bits
+// (bf16 for bf16 weights, f16 for the rest, none for f32), converted again only when the type
+// changes; every product equals the same product alone, bit for bit, and the CPU's within bounds.
 TEST_F(CudaOps, MatmulMultiWritesEveryProduct) {
-    auto a = make_weights(*gpu_, DType::bf16, 64, 128, 1), b = make_weights(*gpu_, DType::bf16, 32, 128, 2);
+    const DType types[] = {DType::bf16, DType::bf16, DType::int8, DType::q4_0, DType::f32, DType::bf16, DType::f16};
+    const int64_t rows[] = {64, 32, 48, 40, 24, 16, 56};
+    std::vector<WeightPair> w;
+    for (size_t i = 0; i < std::size(types); ++i) w.push_back(make_weights(*gpu_, types[i], rows[i], 128, 1 + i));
     for (int64_t tokens : {1, 20}) {
         const auto x = random_floats(static_cast<size_t>(tokens * 128), 3);
-        std::vector<float> wa(static_cast<size_t>(tokens * 64)), wb(static_cast<size_t>(tokens * 32));
         Tensor xc{const_cast<float*>(x.data()), DType::f32, tokens, 128};
-        cpu_->matmul(a.host, xc, Tensor{wa.data(), DType::f32, tokens, 64});
-        cpu_->matmul(b.host, xc, Tensor{wb.data(), DType::f32, tokens, 32});
-        DeviceTensor dx(*gpu_, x, tokens, 128), ya(*gpu_, tokens, 64), yb(*gpu_, tokens, 32);
-        const Backend::Product products[] = {{&a.device, ya.t}, {&b.device, yb.t}};
+        DeviceTensor dx(*gpu_, x, tokens, 128);
+        std::vector<DeviceTensor> ys;
+        std::vector<Backend::Product> products;
+        for (size_t i = 0; i < w.size(); ++i) ys.emplace_back(*gpu_, tokens, rows[i]);
+        for (size_t i = 0; i < w.size(); ++i) products.push_back({&w[i].device, ys[i].t});
         gpu_->matmul_multi(dx.t, products);
-        const double bound = tokens > 8 ? 1e-2 : 1e-4;
-        EXPECT_TRUE(within(ya.host(), wa, bound));
-        EXPECT_TRUE(within(yb.host(), wb, bound));
+        for (size_t i = 0; i < w.size(); ++i) {
+            std::vector<float> want(static_cast<size_t>(tokens * rows[i]));
+            cpu_->matmul(w[i].host, xc, Tensor{want.data(), DType::f32, tokens, rows[i]});
+            DeviceTensor alone(*gpu_, tokens, rows[i]);
+            gpu_->matmul(w[i].device, dx.t, alone.t);
+            const auto got = ys[i].host();
+            EXPECT_EQ(got, alone.host()) << dtype_name(types[i]) << " product " << i << ", " << tokens << " tokens";
+            const double bound = tokens > 8 ? 1e-2 : 1e-4;
+            EXPECT_TRUE(within(got, want, bound)) << dtype_name(types[i]) << " product " << i << ", " << tokens << " tokens";
+        }
     }
 }
 
