@@ -74,9 +74,9 @@ def case_cuda():
         if probe.returncode != 0:
             print(f"note: cuda skipped, no usable GPU: {probe.stderr.strip()}")
             return
-    # the emulated device is in no catalog: described (its memory is TPS_CUDA_EMULATE_MIB, 1 GiB)
+    # the emulated device is in no catalog: described (its memory is TPS_CUDA_EMULATE_MIB, 2 GiB: the planner counts 0.8 GiB of CUDA context alone)
     def gpus(np):
-        return ["--gpus", f"{np}xemulated:1:100:10"] if emulated else []
+        return ["--gpus", f"{np}xemulated:2:100:10"] if emulated else []
 
     gguf = (FIXTURE.parent / "llama3-gguf-q4_k_m", "Q4_K_M GGUF", "llama3-wide-Q4_K_M.gguf")
     for folder, label, file in (gguf, (FIXTURE.parent / "mixtral", "Mixtral", None)):

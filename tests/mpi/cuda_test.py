@@ -44,8 +44,8 @@ def main():
             return 77
 
     def gpus(np):
-        # the emulated device is in no catalog: described (its memory, 1 GiB, is TPS_CUDA_EMULATE_MIB)
-        return ["--gpus", f"{np}xemulated:1:100:10"] if emulated else []
+        # the emulated device is in no catalog: described (its memory, 2 GiB, is TPS_CUDA_EMULATE_MIB: the planner counts 0.8 GiB of CUDA context alone)
+        return ["--gpus", f"{np}xemulated:2:100:10"] if emulated else []
 
     models = {"llama3": FIXTURES / "llama3", "mixtral": FIXTURES / "mixtral",
               "Q4_K_M": FIXTURES / "llama3-gguf-q4_k_m" / "llama3-wide-Q4_K_M.gguf"}
@@ -94,7 +94,7 @@ def main():
 
         # the scaling benchmark on GPUs (speeds mean nothing on the emulator: only that it runs)
         out = Path(d) / "bench"
-        card = "emulated:1:100:10" if emulated else None
+        card = "emulated:2:100:10" if emulated else None
         bench = subprocess.run([tpserve, "bench", "--model", str(models["llama3"]), "--devices", "cuda", "--ranks", "1,2",
                                 "--shapes", "auto,tp", "--quick", "--out", str(out), "--deadline", "60",
                                 *(["--gpus", f"2x{card}"] if card else [])], capture_output=True, text=True, timeout=600)

@@ -128,7 +128,7 @@ void drain_before(Stream* stream) {
 size_t capacity() {
     const char* v = std::getenv("TPS_CUDA_EMULATE_MIB");
     const long long mib = v ? std::atoll(v) : 0;
-    return static_cast<size_t>(mib > 0 ? mib : 1024) << 20;
+    return static_cast<size_t>(mib > 0 ? mib : 2048) << 20;
 }
 
 cudaError_t ret(cudaError_t e) {
