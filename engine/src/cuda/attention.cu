@@ -33,6 +33,12 @@ size_t attention_shared_bytes(int64_t group, int64_t d) {
                                                group * kAttentionTile + 3 * group);
 }
 
+// Keys per part of a token's sequence of `n_keys` split `splits` ways: whole tiles, so parts past
+// ceil(n_keys / chunk) have no keys (a graph's split is sized for the whole cache).
+__device__ int64_t part_keys(int64_t n_keys, int64_t splits) {
+    return ceil_div(ceil_div(n_keys, splits), kAttentionTile) * kAttentionTile;
+}
+
 template <KvFormat K>
 __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) {
     float* smem = tps_dynamic_shared<float>();
@@ -50,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
 
     const int64_t n_keys = static_cast<int64_t>(p.step.positions[t]) + 1;
     const int32_t* blocks = p.step.blocks + p.step.block_off[p.step.sequence[t]];
-    const int64_t chunk = ceil_div(ceil_div(n_keys, p.splits), kAttentionTile) * kAttentionTile;
+    const int64_t chunk = part_keys(n_keys, p.splits);
     const int64_t k0 = part * chunk;
     const int64_t k1 = std::min<int64_t>(n_keys, k0 + chunk);
     const int64_t stride = p.kv_heads * D;
@@ -144,17 +150,21 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
 }
 
 // One block per (token, head): the parts' accumulators rescaled to the largest max, summed, and
-// divided by the rescaled sum.
+// divided by the rescaled sum. Only the parts that hold keys are read: the rest (max -inf, sum
+// and accumulators 0) would add nothing, and a replayed decode step early in a long cache has
+// most of its parts empty.
 __global__ void attention_combine_kernel(AttentionParams p) {
     const int64_t t = blockIdx.x, h = blockIdx.y, D = p.head_dim;
     const float* parts = p.partial + (t * p.heads + h) * p.splits * (D + 2);
+    const int64_t n_keys = static_cast<int64_t>(p.step.positions[t]) + 1;
+    const int64_t used = std::min<int64_t>(p.splits, ceil_div(n_keys, part_keys(n_keys, p.splits)));
     float m = -INFINITY;
-    for (int64_t s = 0; s < p.splits; ++s) m = fmaxf(m, parts[s * (D + 2) + D]);
+    for (int64_t s = 0; s < used; ++s) m = fmaxf(m, parts[s * (D + 2) + D]);
     float l = 0;
-    for (int64_t s = 0; s < p.splits; ++s) l += parts[s * (D + 2) + D + 1] * expf(parts[s * (D + 2) + D] - m);
+    for (int64_t s = 0; s < used; ++s) l += parts[s * (D + 2) + D + 1] * expf(parts[s * (D + 2) + D] - m);
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
         float a = 0;
-        for (int64_t s = 0; s < p.splits; ++s) a += parts[s * (D + 2) + d] * expf(parts[s * (D + 2) + D] - m);
+        for (int64_t s = 0; s < used; ++s) a += parts[s * (D + 2) + d] * expf(parts[s * (D + 2) + D] - m);
         p.out[t * p.heads * D + h * D + d] = a / l;
     }
 }

@@ -450,8 +450,10 @@ INSTANTIATE_TEST_SUITE_P(
         // decode, one sequence, short and long (long ones are split along the sequence)
         AttentionCase{8, 8, 64, DType::f32, {5}, {1}}, AttentionCase{32, 8, 64, DType::f32, {3000}, {1}},
         AttentionCase{9, 3, 64, DType::f16, {700}, {1}}, AttentionCase{64, 8, 128, DType::bf16, {1500}, {1}},
-        // a batch of decodes of different lengths
+        // a batch of decodes of different lengths; then two on one KV head, split 4 ways for the
+        // long one, so the short one's last 3 parts are empty
         AttentionCase{32, 8, 128, DType::f32, {0, 15, 16, 17, 900, 2}, {1, 1, 1, 1, 1, 1}},
+        AttentionCase{4, 1, 64, DType::f32, {1000, 5}, {1, 1}},
         // prefill, with and without a cached prefix, mixed with decodes
         AttentionCase{16, 4, 64, DType::f32, {0}, {130}}, AttentionCase{40, 8, 128, DType::f16, {33, 0, 500}, {20, 64, 1}},
         // odd head sizes and groups: 1 KV head for 16 query heads, head size 80 and 256
