@@ -44,11 +44,16 @@ struct AttentionParams {
     // serves sequences of any length (a replayed graph keeps `splits`)
     int64_t splits = 1;
     float* partial = nullptr;   // splits > 1: tokens * heads * splits * (head_dim + 2) floats
+    // prefill (invoke_attention_prefill): query tile i is the step's tokens [tiles[i],
+    // tiles[i + 1]), of one sequence, at most attention_tile_tokens(heads / kv_heads) of them
+    const int32_t* tiles = nullptr;
+    int64_t n_tiles = 0;
 };
 
 inline constexpr int kAttentionTile = 32;  // keys per shared-memory tile: one per lane
 inline constexpr int kAttentionMaxGroup = 16;
 inline constexpr int kAttentionMaxHeadDim = 256;
+inline constexpr int kAttentionTileRows = 64;  // prefill: query rows (tokens x group) per block
 
 bool kv_store_supported(const KvStoreParams& p);
 void invoke_kv_store(const KvStoreParams& p, cudaStream_t stream);
@@ -59,5 +64,12 @@ bool attention_supported(const AttentionParams& p);
 int64_t attention_split(int64_t tokens, int64_t kv_heads, int64_t max_keys, int multiprocessors);
 int64_t attention_partial_floats(const AttentionParams& p);
 void invoke_attention(const AttentionParams& p, cudaStream_t stream);
+
+// Prefill (attention_prefill.cu): each query tile's tokens share every key and value tile, so a
+// step where sequences bring many tokens reads its keys once per tile, not once per token. Heads
+// of up to 128; splits are not used.
+int64_t attention_tile_tokens(int64_t group);
+bool attention_prefill_supported(const AttentionParams& p);
+void invoke_attention_prefill(const AttentionParams& p, cudaStream_t stream);
 
 }  // namespace tps::cuda

@@ -338,6 +338,10 @@ public:
         p.head_dim = L.head_dim;
         p.block_tokens = L.block_tokens;
         p.step = view;
+        if (prefill_tiles(step, p)) {
+            if (graphs_->launching()) cuda::invoke_attention_prefill(p, stream_);
+            return;
+        }
         // a replayed graph keeps its split: sized for the whole cache, so sequences may grow (and
         // the first, eager step of such a shape splits alike, so it loads the same kernels; with
         // graphs off every such step does, so its logits are a replay's)
@@ -521,13 +525,42 @@ private:
     // own, whose moves make graphs stale; eager steps theirs. (The GEMM's and attention's
     // workspace, reserved for the largest step, is shared: it does not move.)
     struct StepBuffers {
-        Scratch step, ids, gather, positions, picks, experts;
+        Scratch step, ids, gather, positions, picks, experts, tiles;
         explicit StepBuffers(cuda::ScratchPool* pool)
             : step(MemoryTag::workspace, pool), ids(MemoryTag::workspace, pool), gather(MemoryTag::workspace, pool),
               positions(MemoryTag::workspace, pool), picks(MemoryTag::workspace, pool),
-              experts(MemoryTag::workspace, pool) {}
+              experts(MemoryTag::workspace, pool), tiles(MemoryTag::workspace, pool) {}
     };
     StepBuffers& buffers() { return graphs_->mode() == cuda::StepGraphs::Mode::eager ? eager_ : graphed_; }
+
+    // Whether attention takes the prefill kernel, and if so its query tiles in `p`: where a
+    // sequence brings several tokens and the tiles give every multiprocessor a block. Fewer tiles
+    // leave the card idle where the decode kernel splits the keys instead (a short chunk after a
+    // long prefix); a replayed decode step (one token per sequence) never tiles.
+    bool prefill_tiles(const StepLayout& step, cuda::AttentionParams& p) {
+        if (graphs_->repeating() || !cuda::attention_prefill_supported(p)) return false;
+        const int64_t per_tile = cuda::attention_tile_tokens(p.heads / p.kv_heads);
+        const auto T = static_cast<int64_t>(step.sequence.size());
+        tiles_host_.clear();
+        for (int64_t t = 0; t < T;) {
+            tiles_host_.push_back(static_cast<int32_t>(t));
+            const int64_t first = t;
+            while (++t < T && t - first < per_tile && step.sequence[t] == step.sequence[first]) {
+            }
+        }
+        tiles_host_.push_back(static_cast<int32_t>(T));
+        const auto n_tiles = static_cast<int64_t>(tiles_host_.size()) - 1;
+        if (n_tiles == T || n_tiles * p.kv_heads < multiprocessors_) return false;
+        // once per step: every layer's attention has the same tiles
+        if (tiles_host_ != tiles_uploaded_ || tiles_in_ != &buffers()) {
+            tiles_dev_ = upload_ints(buffers().tiles, tiles_host_);
+            tiles_uploaded_ = tiles_host_;
+            tiles_in_ = &buffers();
+        }
+        p.tiles = tiles_dev_;
+        p.n_tiles = n_tiles;
+        return true;
+    }
 
     // positions, sequence indices, per-sequence offsets into the blocks (sequences + 1), blocks
     static void pack_step(const StepLayout& step, std::vector<int32_t>& h) {
@@ -623,6 +656,9 @@ private:
     Scratch sampling_{MemoryTag::workspace, &eager_pool_};
     std::unique_ptr<cuda::StepGraphs> graphs_;
     std::vector<int32_t> step_host_, step_check_;
+    std::vector<int32_t> tiles_host_, tiles_uploaded_;  // prefill_tiles
+    const StepBuffers* tiles_in_ = nullptr;
+    const int32_t* tiles_dev_ = nullptr;
     std::vector<float> rope_host_;
     cuda::StepView view_;
     const StepLayout* begun_ = nullptr;  // the layout begin_step uploaded, until the step's output

@@ -372,6 +372,13 @@ void PrintTo(const AttentionCase& c, std::ostream* os) {
         << c.cached.size() << " sequences";
 }
 
+// n copies of `value`, then `last` if given
+std::vector<int64_t> repeated(size_t n, int64_t value, int64_t last = -1) {
+    std::vector<int64_t> v(n, value);
+    if (last >= 0) v.push_back(last);
+    return v;
+}
+
 class CudaAttention : public CudaOps, public ::testing::WithParamInterface<AttentionCase> {};
 
 // The cache is filled by kv_store on both backends (a first step with every cached token), then a
@@ -458,7 +465,15 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionCase{16, 4, 64, DType::f32, {0}, {130}}, AttentionCase{40, 8, 128, DType::f16, {33, 0, 500}, {20, 64, 1}},
         // odd head sizes and groups: 1 KV head for 16 query heads, head size 80 and 256
         AttentionCase{16, 1, 80, DType::f32, {40}, {9}}, AttentionCase{4, 2, 256, DType::bf16, {300}, {3}},
-        AttentionCase{6, 6, 16, DType::f32, {1}, {2}}));
+        AttentionCase{6, 6, 16, DType::f32, {1}, {2}},
+        // prefill in query tiles, which the backend takes from one block per multiprocessor (the
+        // emulator has 4): a head of 80 (spare output dims); a 130-token chunk after a prefix
+        // beside a decode of 700 keys (a one-token tile); then two steps of many sequences, so
+        // that a GPU's 132 to 170 multiprocessors take tiles too (the last with f32 entries,
+        // heads of 128 and pairs of query heads: 32 tokens a tile)
+        AttentionCase{16, 2, 80, DType::f16, {0}, {40}}, AttentionCase{8, 2, 64, DType::bf16, {100, 700}, {130, 1}},
+        AttentionCase{32, 8, 64, DType::bf16, repeated(12, 8, 600), repeated(12, 17, 1)},
+        AttentionCase{32, 16, 128, DType::f32, repeated(11, 0), repeated(11, 16)}));
 
 #else
 TEST(CudaOps, SkippedInABuildWithoutCuda) { GTEST_SKIP() << cuda_backend_unavailable(0); }

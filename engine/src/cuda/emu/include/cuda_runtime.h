@@ -74,6 +74,10 @@ inline void __syncthreads() { ::tpsemu::syncthreads(); }
 inline int __syncthreads_or(int p) { return ::tpsemu::syncthreads_count(p != 0) != 0; }
 inline int __syncthreads_and(int p) { return ::tpsemu::syncthreads_count(p == 0) == 0; }
 inline int __syncthreads_count(int p) { return ::tpsemu::syncthreads_count(p != 0); }
+// every lane of `mask` arrives (a ballot nobody reads): the warp's barrier
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    (void)::tpsemu::warp_collective(mask, ::tpsemu::WarpOp::ballot, 0, 0);
+}
 
 template <class T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize) {
