@@ -3,7 +3,8 @@
 // model of Llama-3.2-1B's shape with seeded random weights, beside two ceilings measured on the
 // same card: the bandwidth of a plain device-to-device copy and the rate of one large bf16 GEMM
 // through cuBLAS. Prints a table, then each of layer 0's products and the LM head's timed alone
-// (launched, and replayed from a graph); --out DIR also writes cuda_bench-FORMAT.json there.
+// (launched, and replayed from a graph), and q+k+v and gate+up as the model asks for them; --out
+// DIR also writes cuda_bench-FORMAT.json there.
 // --profile runs only a window for a profiler instead (one prefill, two decode steps at batch 1
 // and at 64, between cudaProfilerStart and Stop: scripts/gpu-check's TPS_GPU_CHECK_PROFILE).
 //
@@ -178,16 +179,22 @@ double best_graph_seconds(Work work, cudaStream_t stream) {
 
 // Where a step's time goes: each of layer 0's products and the LM head's alone, on the model's
 // stream, at the decode batches and (layers only) the prefill chunk, 20 back to back per round,
-// launched and replayed from a graph.
+// launched and replayed from a graph; then q, k and v, and gate and up, as the model asks for
+// them (one matmul_multi each: one GEMV launch, or one conversion of x for the GEMMs).
 std::vector<OpRow> time_products(tps::Backend& gpu, const tps::LlamaWeights& w) {
     const tps::LayerWeights& l = w.layers.front();
-    const std::pair<const char*, const tps::Weight*> matrices[] = {
-        {"q", &l.wq}, {"k", &l.wk}, {"v", &l.wv}, {"o", &l.wo},
-        {"gate", &l.w_gate}, {"up", &l.w_up}, {"down", &l.w_down}, {"lm_head", &w.lm_head}};
+    const std::pair<const char*, std::vector<const tps::Weight*>> matrices[] = {
+        {"q", {&l.wq}}, {"k", {&l.wk}}, {"v", {&l.wv}}, {"o", {&l.wo}},
+        {"gate", {&l.w_gate}}, {"up", {&l.w_up}}, {"down", {&l.w_down}}, {"lm_head", {&w.lm_head}},
+        {"q+k+v", {&l.wq, &l.wk, &l.wv}}, {"gate+up", {&l.w_gate, &l.w_up}}};
     int64_t max_cols = 0, max_out = 0;
-    for (const auto& [name, m] : matrices) {
-        max_cols = std::max(max_cols, m->cols);
-        max_out = std::max(max_out, m->rows * (m == &w.lm_head ? 64 : 512));
+    for (const auto& [name, ms] : matrices) {
+        int64_t rows = 0;
+        for (const tps::Weight* m : ms) {
+            max_cols = std::max(max_cols, m->cols);
+            rows += m->rows;
+        }
+        max_out = std::max(max_out, rows * (ms.front() == &w.lm_head ? 64 : 512));
     }
     auto x = gpu.allocate(512 * max_cols * 4, tps::MemoryTag::activations);
     auto y = gpu.allocate(max_out * 4, tps::MemoryTag::activations);
@@ -200,15 +207,24 @@ std::vector<OpRow> time_products(tps::Backend& gpu, const tps::LlamaWeights& w) 
     }
     const auto stream = static_cast<cudaStream_t>(gpu.native_stream());
     std::vector<OpRow> out;
-    for (const auto& [name, m] : matrices) {
+    for (const auto& [name, ms] : matrices) {
         for (const int64_t tokens : {1, 8, 64, 512}) {
-            if (m == &w.lm_head && tokens > 64) continue;  // the model asks for 64 logit rows at most
-            const tps::Tensor xt{x->data(), tps::DType::f32, tokens, m->cols};
-            const tps::Tensor yt{y->data(), tps::DType::f32, tokens, m->rows};
-            auto twenty = [&] { for (int i = 0; i < 20; ++i) gpu.matmul(*m, xt, yt); };
+            if (ms.front() == &w.lm_head && tokens > 64) continue;  // the model asks for 64 logit rows at most
+            const int64_t cols = ms.front()->cols;
+            const tps::Tensor xt{x->data(), tps::DType::f32, tokens, cols};
+            // the products' outputs end to end in y
+            std::vector<tps::Backend::Product> products;
+            int64_t rows = 0, bytes = 0;
+            for (const tps::Weight* m : ms) {
+                products.push_back({m, tps::Tensor{static_cast<float*>(y->data()) + rows * tokens, tps::DType::f32, tokens,
+                                                   m->rows}});
+                rows += m->rows;
+                bytes += m->bytes();
+            }
+            auto twenty = [&] { for (int i = 0; i < 20; ++i) gpu.matmul_multi(xt, products); };
             const double launched = best_seconds(twenty, stream) / 20;
             const double graphed = best_graph_seconds(twenty, stream) / 20;
-            out.push_back({name, m->rows, m->cols, tokens, graphed > 0 ? graphed : launched, launched, m->bytes()});
+            out.push_back({name, rows, cols, tokens, graphed > 0 ? graphed : launched, launched, bytes});
         }
     }
     gpu.synchronize();
@@ -436,16 +452,24 @@ int main(int argc, char** argv) {
                         o.seconds * 1e6, o.launched_seconds * 1e6, static_cast<double>(o.bytes) / o.seconds / 1e9,
                         2.0 * static_cast<double>(o.rows * o.cols * o.tokens) / o.seconds / 1e12);
         }
-        // the products' share of a step: every layer's seven and the LM head, at each batch
+        // the products' share of a step: every layer's seven and the LM head, at each batch, each
+        // alone and as the model asks for them
+        const auto layers = static_cast<double>(model.weights().layers.size());
         for (const int64_t tokens : {1, 8, 64, 512}) {
-            double sum = 0;
+            double alone = 0, grouped = 0;
             for (const OpRow& o : ops) {
                 if (o.tokens != tokens) continue;
                 // no LM-head row above 64 tokens: the model asks for 64 logit rows at most
-                sum += o.matrix == "lm_head" ? o.seconds : o.seconds * static_cast<double>(model.weights().layers.size());
+                const double s = o.matrix == "lm_head" ? o.seconds : o.seconds * layers;
+                const bool group = o.matrix.find('+') != std::string::npos;
+                const bool in_group = o.matrix == "q" || o.matrix == "k" || o.matrix == "v" || o.matrix == "gate" ||
+                                      o.matrix == "up";
+                if (!group) alone += s;
+                if (!in_group) grouped += s;
             }
-            std::printf("products of one step at %lld tokens: %.1f us%s\n", static_cast<long long>(tokens), sum * 1e6,
-                        tokens > 64 ? " (layers only)" : "");
+            std::printf("products of one step at %lld tokens: %.1f us alone, %.1f us as the model asks (q+k+v, "
+                        "gate+up)%s\n",
+                        static_cast<long long>(tokens), alone * 1e6, grouped * 1e6, tokens > 64 ? " (layers only)" : "");
         }
 
         for (const OpRow& o : ops) {

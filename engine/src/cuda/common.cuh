@@ -272,6 +272,26 @@ __device__ __forceinline__ float load_kv(const void* base, int64_t i) {
     }
 }
 
+// 16 bytes of 16-bit values as 8 floats
+__device__ __forceinline__ void bf16x8(uint4 v, float* f) {
+    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        f[2 * i] = __uint_as_float(u[i] << 16);
+        f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+}
+
+__device__ __forceinline__ void f16x8(uint4 v, float* f) {
+    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&u[i]));
+        f[2 * i] = p.x;
+        f[2 * i + 1] = p.y;
+    }
+}
+
 template <KvFormat K>
 __device__ __forceinline__ void store_kv(void* base, int64_t i, float v) {
     if constexpr (K == KvFormat::f32) {

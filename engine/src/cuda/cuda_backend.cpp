@@ -228,18 +228,33 @@ public:
         }
         if (x.rows == 0) return;
         if (x.rows <= cuda::kGemvMaxTokens) {
+            // consecutive products of one format share a launch (q, k and v; gate and up), every
+            // one checked before any launches
+            std::vector<cuda::GemvParams>& launches = gemv_launches_;
+            launches.clear();
             for (const auto& pr : products) {
                 const Weight& w = *pr.w;
-                cuda::GemvParams p;
-                p.w = device_rows(w, "matmul");
-                p.x = x.f32();
-                p.x_stride = x.cols;
-                p.tokens = x.rows;
-                p.y = pr.y.f32();
-                p.y_stride = pr.y.cols;
-                TPS_CHECK(cuda::gemv_supported(p), "matmul: a {} x {} {} weight is not supported", w.rows, w.cols,
+                cuda::GemvParams one;
+                one.part[0] = {device_rows(w, "matmul"), pr.y.f32(), pr.y.cols};
+                one.x = x.f32();
+                one.x_stride = x.cols;
+                one.tokens = x.rows;
+                TPS_CHECK(cuda::gemv_supported(one), "matmul: a {} x {} {} weight is not supported", w.rows, w.cols,
                           dtype_name(w.type));
-                if (graphs_->launching()) cuda::invoke_gemv(p, stream_);
+                if (!launches.empty()) {
+                    cuda::GemvParams joined = launches.back();
+                    if (joined.parts < cuda::kGemvMaxParts) {
+                        joined.part[joined.parts++] = one.part[0];
+                        if (cuda::gemv_supported(joined)) {
+                            launches.back() = joined;
+                            continue;
+                        }
+                    }
+                }
+                launches.push_back(one);
+            }
+            if (graphs_->launching()) {
+                for (const auto& p : launches) cuda::invoke_gemv(p, stream_);
             }
             return;
         }
@@ -656,6 +671,7 @@ private:
     Scratch sampling_{MemoryTag::workspace, &eager_pool_};
     std::unique_ptr<cuda::StepGraphs> graphs_;
     std::vector<int32_t> step_host_, step_check_;
+    std::vector<cuda::GemvParams> gemv_launches_;  // matmul_multi's, kept to reuse their memory
     std::vector<int32_t> tiles_host_, tiles_uploaded_;  // prefill_tiles
     const StepBuffers* tiles_in_ = nullptr;
     const int32_t* tiles_dev_ = nullptr;

@@ -15,25 +15,6 @@ namespace {
 
 constexpr int kWarps = 4;  // warps per block
 
-__device__ __forceinline__ void bf16x8(uint4 v, float* f) {
-    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        f[2 * i] = __uint_as_float(u[i] << 16);
-        f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
-    }
-}
-
-__device__ __forceinline__ void f16x8(uint4 v, float* f) {
-    const uint32_t u[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&u[i]));
-        f[2 * i] = p.x;
-        f[2 * i + 1] = p.y;
-    }
-}
-
 // Weights in one 16-byte piece: 8 for f16 / bf16, 16 for int8.
 template <WFormat F>
 constexpr int per_piece() {
@@ -185,16 +166,39 @@ __device__ void row_scalar(const uint8_t* row, int64_t cols, const float* const*
     }
 }
 
-// Each warp computes R = rows_per_warp<F, T>() consecutive rows (the scalar path one).
+// A launch's parts, with the first block of each (blocks of a part compute its rows only).
+struct GemvLaunch {
+    GemvParams p;
+    unsigned first_block[kGemvMaxParts] = {};
+};
+
+// Each warp computes R = rows_per_warp<F, T>() consecutive rows (the scalar path one) of its
+// block's part.
 template <WFormat F, int T, bool Vector>
-__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p) {
+__global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvLaunch L) {
     constexpr int R = Vector ? rows_per_warp<F, T>() : 1;
-    const int64_t r0 = (int64_t{blockIdx.x} * kWarps + threadIdx.x / 32) * R;
-    if (r0 >= p.w.rows) return;
+    const GemvParams& p = L.p;
+    // the block's part, chosen without indexing the parameters by a run-time value (which would
+    // copy them to local memory)
+    WeightRows w = p.part[0].w;
+    float* y = p.part[0].y;
+    int64_t y_stride = p.part[0].y_stride;
+    unsigned first = 0;
+#pragma unroll
+    for (int i = 1; i < kGemvMaxParts; ++i) {
+        if (i < p.parts && blockIdx.x >= L.first_block[i]) {
+            w = p.part[i].w;
+            y = p.part[i].y;
+            y_stride = p.part[i].y_stride;
+            first = L.first_block[i];
+        }
+    }
+    const int64_t r0 = (int64_t{blockIdx.x - first} * kWarps + threadIdx.x / 32) * R;
+    if (r0 >= w.rows) return;
     // rows past the last re-read it and are not written
     const uint8_t* rows[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) rows[r] = p.w.data + std::min<int64_t>(r0 + r, p.w.rows - 1) * p.w.row_bytes;
+    for (int r = 0; r < R; ++r) rows[r] = w.data + std::min<int64_t>(r0 + r, w.rows - 1) * w.row_bytes;
     // T is the instantiated width (1, 2, 4, 8): tokens past p.tokens re-read the last one and are
     // not written
     float acc[R][T];
@@ -206,22 +210,22 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p) {
         x[t] = p.x + std::min<int64_t>(t, p.tokens - 1) * p.x_stride;
     }
     if constexpr (!Vector) {
-        row_scalar<F, T>(rows[0], p.w.cols, x, acc[0]);
+        row_scalar<F, T>(rows[0], w.cols, x, acc[0]);
     } else if constexpr (F == WFormat::f32) {
-        rows_f32<T, R>(rows, p.w.cols, x, acc);
+        rows_f32<T, R>(rows, w.cols, x, acc);
     } else if constexpr (F == WFormat::f16 || F == WFormat::bf16 || F == WFormat::int8) {
-        rows_pieces<F, T, R>(rows, p.w.cols, x, acc);
+        rows_pieces<F, T, R>(rows, w.cols, x, acc);
     } else {
-        rows_blocks<F, T, R>(rows, p.w.cols, x, acc);
+        rows_blocks<F, T, R>(rows, w.cols, x, acc);
     }
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-        if (r0 + r >= p.w.rows) break;  // the same for every lane of the warp
-        const float scale = row_scale<F>(p.w, r0 + r);
+        if (r0 + r >= w.rows) break;  // the same for every lane of the warp
+        const float scale = row_scale<F>(w, r0 + r);
 #pragma unroll
         for (int t = 0; t < T; ++t) {
             const float s = warp_sum(acc[r][t]) * scale;
-            if (threadIdx.x % 32 == 0 && t < p.tokens) p.y[t * p.y_stride + r0 + r] = s;
+            if (threadIdx.x % 32 == 0 && t < p.tokens) y[t * y_stride + r0 + r] = s;
         }
     }
 }
@@ -229,27 +233,47 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_kernel(GemvParams p) {
 bool aligned(const void* p, int64_t bytes) { return reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes) == 0; }
 
 // whether the 16-byte (or quarter-block) path may run: row starts and x rows aligned
-bool vector_ok(const GemvParams& p) {
+bool vector_ok(const GemvParams& p, const WeightRows& w) {
     const bool x_ok = aligned(p.x, 16) && p.x_stride % 4 == 0;
-    switch (p.w.format) {
-        case WFormat::f32: return x_ok && p.w.cols % 4 == 0 && rows_aligned(p.w, 16);
+    switch (w.format) {
+        case WFormat::f32: return x_ok && w.cols % 4 == 0 && rows_aligned(w, 16);
         case WFormat::f16:
-        case WFormat::bf16: return x_ok && p.w.cols % 8 == 0 && rows_aligned(p.w, 16);
-        case WFormat::int8: return x_ok && p.w.cols % 16 == 0 && rows_aligned(p.w, 16);
-        default: return x_ok && rows_aligned(p.w, block_align(p.w.format));
+        case WFormat::bf16: return x_ok && w.cols % 8 == 0 && rows_aligned(w, 16);
+        case WFormat::int8: return x_ok && w.cols % 16 == 0 && rows_aligned(w, 16);
+        default: return x_ok && rows_aligned(w, block_align(w.format));
     }
     return false;
 }
 
+template <WFormat F, int T, bool Vector>
+void launch_parts(const GemvParams& p, cudaStream_t stream) {
+    constexpr int64_t per_block = int64_t{kWarps} * (Vector ? rows_per_warp<F, T>() : 1);
+    GemvLaunch L{p};
+    int64_t blocks = 0;
+    for (int i = 0; i < p.parts; ++i) {
+        L.first_block[i] = static_cast<unsigned>(blocks);
+        blocks += ceil_div(p.part[i].w.rows, per_block);
+    }
+    if (blocks == 0) return;
+    launch_kernel(gemv_kernel<F, T, Vector>, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, L);
+}
+
 template <WFormat F, int T>
 void launch_tokens(const GemvParams& p, cudaStream_t stream) {
-    const dim3 block(kWarps * 32);
-    if (vector_ok(p)) {
-        const dim3 grid(static_cast<unsigned>(ceil_div(p.w.rows, int64_t{kWarps} * rows_per_warp<F, T>())));
-        launch_kernel(gemv_kernel<F, T, true>, grid, block, 0, stream, p);
+    bool vector = true;
+    for (int i = 0; i < p.parts; ++i) vector = vector && vector_ok(p, p.part[i].w);
+    if (vector) {
+        launch_parts<F, T, true>(p, stream);
+    } else if (p.parts == 1) {
+        launch_parts<F, T, false>(p, stream);
     } else {
-        const dim3 grid(static_cast<unsigned>(ceil_div(p.w.rows, kWarps)));
-        launch_kernel(gemv_kernel<F, T, false>, grid, block, 0, stream, p);
+        // each part on the path its own alignment allows
+        for (int i = 0; i < p.parts; ++i) {
+            GemvParams one = p;
+            one.part[0] = p.part[i];
+            one.parts = 1;
+            launch_tokens<F, T>(one, stream);
+        }
     }
 }
 
@@ -267,12 +291,23 @@ void launch_format(const GemvParams& p, cudaStream_t stream) {
 }  // namespace
 
 bool gemv_supported(const GemvParams& p) {
-    return p.tokens >= 1 && p.tokens <= kGemvMaxTokens && p.w.cols > 0 && p.w.cols % block_elems(p.w.format) == 0;
+    if (p.tokens < 1 || p.tokens > kGemvMaxTokens || p.parts < 1 || p.parts > kGemvMaxParts) return false;
+    const WeightRows& first = p.part[0].w;
+    for (int i = 0; i < p.parts; ++i) {
+        const WeightRows& w = p.part[i].w;
+        if (w.format != first.format || w.cols != first.cols || w.cols <= 0 || w.cols % block_elems(w.format) != 0 ||
+            p.part[i].y == nullptr) {
+            return false;
+        }
+    }
+    // a grid of at most 2^31 - 1 blocks of 4 rows or more
+    int64_t rows = 0;
+    for (int i = 0; i < p.parts; ++i) rows += p.part[i].w.rows;
+    return rows / kWarps < INT32_MAX;
 }
 
 void invoke_gemv(const GemvParams& p, cudaStream_t stream) {
-    if (p.w.rows == 0) return;
-    with_format(p.w.format, [&](auto tag) { launch_format<decltype(tag)::value>(p, stream); });
+    with_format(p.part[0].w.format, [&](auto tag) { launch_format<decltype(tag)::value>(p, stream); });
     TPS_CHECK_LAUNCH("gemv");
 }
 

@@ -13,14 +13,24 @@
 namespace tps::cuda {
 
 inline constexpr int64_t kGemvMaxTokens = 8;
+inline constexpr int kGemvMaxParts = 3;  // q, k and v
 
-struct GemvParams {
+// One matrix of a launch and where its products go.
+struct GemvPart {
     WeightRows w;
+    float* y = nullptr;  // tokens x y_stride
+    int64_t y_stride = 0;
+};
+
+// Up to kGemvMaxParts matrices of one format and width over the same x, in one launch: q, k and
+// v (or gate and up) cost one launch and stream their weights as one, where the small k and v
+// alone leave the card idle between launches.
+struct GemvParams {
+    GemvPart part[kGemvMaxParts];
+    int parts = 1;
     const float* x = nullptr;  // tokens x x_stride
     int64_t x_stride = 0;
     int64_t tokens = 0;
-    float* y = nullptr;  // tokens x y_stride
-    int64_t y_stride = 0;
 };
 
 bool gemv_supported(const GemvParams& p);

@@ -206,15 +206,18 @@ TEST_F(CudaOps, DecodeMatmulOfBlocksOnAnUnalignedInput) {
     }
 }
 
-// Products of one x in weights of several formats: above 8 tokens they share x rounded to 16 bits
-// (bf16 for bf16 weights, f16 for the rest, none for f32), converted again only when the type
-// changes; every product equals the same product alone, bit for bit, and the CPU's within bounds.
+// Products of one x in weights of several formats: up to 8 tokens, consecutive ones of a format
+// share a GEMV launch, three at most (here 3 + 1 bf16, 2 int8, ...; row counts that leave blocks
+// part full); above 8 they share x rounded to 16 bits (bf16 for bf16 weights, f16 for the rest,
+// none for f32), converted again only when the type changes. Every product equals the same
+// product alone, bit for bit, and the CPU's within bounds.
 TEST_F(CudaOps, MatmulMultiWritesEveryProduct) {
-    const DType types[] = {DType::bf16, DType::bf16, DType::int8, DType::q4_0, DType::f32, DType::bf16, DType::f16};
-    const int64_t rows[] = {64, 32, 48, 40, 24, 16, 56};
+    const DType types[] = {DType::bf16, DType::bf16, DType::bf16, DType::bf16, DType::int8, DType::int8,
+                           DType::q4_0, DType::f32,  DType::bf16, DType::f16};
+    const int64_t rows[] = {64, 32, 5, 40, 48, 20, 40, 24, 16, 56};
     std::vector<WeightPair> w;
     for (size_t i = 0; i < std::size(types); ++i) w.push_back(make_weights(*gpu_, types[i], rows[i], 128, 1 + i));
-    for (int64_t tokens : {1, 20}) {
+    for (int64_t tokens : {1, 3, 8, 20}) {
         const auto x = random_floats(static_cast<size_t>(tokens * 128), 3);
         Tensor xc{const_cast<float*>(x.data()), DType::f32, tokens, 128};
         DeviceTensor dx(*gpu_, x, tokens, 128);
