@@ -12,6 +12,7 @@ namespace tps::cuda {
 namespace {
 
 constexpr int kThreads = 128;
+constexpr int kTileLoads = 4;  // 16-byte pieces of K and of V a thread has in flight at once
 constexpr int kAccPerThread = kAttentionMaxGroup * kAttentionMaxHeadDim / kThreads;
 
 template <KvFormat K>
@@ -39,6 +40,66 @@ __device__ int64_t part_keys(int64_t n_keys, int64_t splits) {
     return ceil_div(ceil_div(n_keys, splits), kAttentionTile) * kAttentionTile;
 }
 
+// A tile's keys and values to shared memory, as floats: K at k_s[j * (D + 1) + d], V at
+// v_s[j * D + d]. Where a head is whole 16-byte pieces (and the planes start aligned, as device
+// allocations do) every thread takes pieces, all of its loads issued before any store, so the
+// tile costs about one trip to memory (the block table's entry, then the piece); else a warp per
+// key, its lanes along the head, one entry a load. (A branch, not a template parameter: the
+// kernel's heavy part is compiled once.)
+template <KvFormat K>
+__device__ __forceinline__ void load_tile(const AttentionParams& p, const int32_t* blocks, int kb, int nk, int64_t g,
+                                          float* k_s, float* v_s) {
+    const int head_dim = static_cast<int>(p.head_dim), block_tokens = static_cast<int>(p.block_tokens);
+    const int64_t stride = p.kv_heads * p.head_dim;
+    // the key's slot is found in 32-bit arithmetic (64-bit division per element once cost more
+    // than the whole tile's math)
+    const auto entry = [&](int j) {
+        const int pos = kb + j;
+        return (int64_t{blocks[pos / block_tokens]} * block_tokens + pos % block_tokens) * stride + g * p.head_dim;
+    };
+    constexpr int E = kv_per_16<K>();
+    const auto aligned = [](const void* at) { return reinterpret_cast<uintptr_t>(at) % 16 == 0; };
+    if (head_dim % E == 0 && aligned(p.k_plane) && aligned(p.v_plane)) {
+        const int pieces = head_dim / E, total = nk * pieces;
+        for (int c0 = static_cast<int>(threadIdx.x); c0 < total; c0 += kThreads * kTileLoads) {
+            uint4 kr[kTileLoads], vr[kTileLoads];
+#pragma unroll
+            for (int b = 0; b < kTileLoads; ++b) {
+                const int c = c0 + b * kThreads;
+                if (c < total) {
+                    const int j = c / pieces;
+                    const int64_t at = entry(j) + (c - j * pieces) * E;
+                    kr[b] = load_kv16<K>(p.k_plane, at);
+                    vr[b] = load_kv16<K>(p.v_plane, at);
+                }
+            }
+#pragma unroll
+            for (int b = 0; b < kTileLoads; ++b) {
+                const int c = c0 + b * kThreads;
+                if (c < total) {
+                    const int j = c / pieces, d = (c - j * pieces) * E;
+                    float f[E];
+                    unpack_kv16<K>(kr[b], f);
+#pragma unroll
+                    for (int e = 0; e < E; ++e) k_s[j * (head_dim + 1) + d + e] = f[e];
+                    unpack_kv16<K>(vr[b], f);
+#pragma unroll
+                    for (int e = 0; e < E; ++e) v_s[j * head_dim + d + e] = f[e];
+                }
+            }
+        }
+    } else {
+        const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+        for (int j = warp; j < nk; j += kThreads / 32) {
+            const int64_t at = entry(j);
+            for (int d = lane; d < head_dim; d += 32) {
+                k_s[j * (head_dim + 1) + d] = load_kv<K>(p.k_plane, at + d);
+                v_s[j * head_dim + d] = load_kv<K>(p.v_plane, at + d);
+            }
+        }
+    }
+}
+
 template <KvFormat K>
 __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) {
     float* smem = tps_dynamic_shared<float>();
@@ -59,10 +120,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
     const int64_t chunk = part_keys(n_keys, p.splits);
     const int64_t k0 = part * chunk;
     const int64_t k1 = std::min<int64_t>(n_keys, k0 + chunk);
-    const int64_t stride = p.kv_heads * D;
     const float scale = rsqrtf(static_cast<float>(D));
-    // positions are int32; head and block sizes fit 32 bits (attention_supported)
-    const int head_dim = static_cast<int>(D), block_tokens = static_cast<int>(p.block_tokens);
 
     for (int64_t e = threadIdx.x; e < G * D; e += kThreads) {
         q_s[e] = p.q[t * p.heads * D + (g * G) * D + e] * scale;
@@ -78,17 +136,8 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
     for (int64_t kb = k0; kb < k1; kb += kAttentionTile) {
         const int64_t nk = std::min<int64_t>(kAttentionTile, k1 - kb);
         __syncthreads();  // the previous tile is consumed (and q, m, l are written)
-        // a warp per key, its lanes along the head: the key's slot is found once, in 32-bit
-        // arithmetic (64-bit division per element once cost more than the whole tile's math)
-        for (int j = warp; j < nk; j += kThreads / 32) {
-            const int pos = static_cast<int>(kb) + j;
-            const int64_t slot = int64_t{blocks[pos / block_tokens]} * block_tokens + pos % block_tokens;
-            const int64_t at = slot * stride + g * D;
-            for (int d = lane; d < head_dim; d += 32) {
-                k_s[j * (head_dim + 1) + d] = load_kv<K>(p.k_plane, at + d);
-                v_s[j * head_dim + d] = load_kv<K>(p.v_plane, at + d);
-            }
-        }
+        // positions are int32 (so kb and nk fit), head and block sizes fit 32 bits (attention_supported)
+        load_tile<K>(p, blocks, static_cast<int>(kb), static_cast<int>(nk), g, k_s, v_s);
         __syncthreads();
         for (int64_t e = threadIdx.x; e < G * kAttentionTile; e += kThreads) {
             const int64_t h = e / kAttentionTile, j = e % kAttentionTile;
@@ -121,7 +170,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(AttentionParams p) 
         for (int i = 0; i < kAccPerThread; ++i) {
             const int e = static_cast<int>(threadIdx.x) + i * kThreads;
             if (e < G * D) {
-                const int h = e / head_dim, d = e - h * head_dim;
+                const int h = e / static_cast<int>(D), d = e - h * static_cast<int>(D);
                 float a = acc[i] * a_s[h];
                 const float* ph = p_s + h * kAttentionTile;
                 for (int64_t j = 0; j < nk; ++j) a += ph[j] * v_s[j * D + d];
@@ -174,6 +223,12 @@ void set_shared(Kernel kernel, size_t bytes) {
     TPS_CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
+template <KvFormat K>
+void launch_attention(const AttentionParams& p, dim3 grid, size_t shared, cudaStream_t stream) {
+    set_shared(attention_kernel<K>, shared);
+    launch_kernel(attention_kernel<K>, grid, kThreads, shared, stream, p);
+}
+
 }  // namespace
 
 bool kv_store_supported(const KvStoreParams& p) { return p.stride > 0 && p.block_tokens > 0; }
@@ -215,18 +270,9 @@ void invoke_attention(const AttentionParams& p, cudaStream_t stream) {
     const size_t shared = attention_shared_bytes(group, p.head_dim);
     const dim3 grid(static_cast<unsigned>(p.step.tokens), static_cast<unsigned>(p.kv_heads), static_cast<unsigned>(p.splits));
     switch (p.format) {
-        case KvFormat::f32:
-            set_shared(attention_kernel<KvFormat::f32>, shared);
-            launch_kernel(attention_kernel<KvFormat::f32>, grid, kThreads, shared, stream, p);
-            break;
-        case KvFormat::f16:
-            set_shared(attention_kernel<KvFormat::f16>, shared);
-            launch_kernel(attention_kernel<KvFormat::f16>, grid, kThreads, shared, stream, p);
-            break;
-        case KvFormat::bf16:
-            set_shared(attention_kernel<KvFormat::bf16>, shared);
-            launch_kernel(attention_kernel<KvFormat::bf16>, grid, kThreads, shared, stream, p);
-            break;
+        case KvFormat::f32: launch_attention<KvFormat::f32>(p, grid, shared, stream); break;
+        case KvFormat::f16: launch_attention<KvFormat::f16>(p, grid, shared, stream); break;
+        case KvFormat::bf16: launch_attention<KvFormat::bf16>(p, grid, shared, stream); break;
     }
     TPS_CHECK_LAUNCH("attention");
     if (p.splits > 1) {

@@ -292,6 +292,33 @@ __device__ __forceinline__ void f16x8(uint4 v, float* f) {
     }
 }
 
+// KV entries in 16 bytes; the 16 bytes from entry i (a multiple of it, in a plane that starts
+// 16-byte aligned), and those bytes as floats: one load where load_kv makes 4 or 8
+template <KvFormat K>
+constexpr int kv_per_16() {
+    return K == KvFormat::f32 ? 4 : 8;
+}
+
+template <KvFormat K>
+__device__ __forceinline__ uint4 load_kv16(const void* base, int64_t i) {
+    constexpr int64_t bytes = 16 / kv_per_16<K>();
+    return __ldg(reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(base) + i * bytes));
+}
+
+template <KvFormat K>
+__device__ __forceinline__ void unpack_kv16(uint4 v, float* f) {
+    if constexpr (K == KvFormat::f32) {
+        f[0] = __uint_as_float(v.x);
+        f[1] = __uint_as_float(v.y);
+        f[2] = __uint_as_float(v.z);
+        f[3] = __uint_as_float(v.w);
+    } else if constexpr (K == KvFormat::f16) {
+        f16x8(v, f);
+    } else {
+        bf16x8(v, f);
+    }
+}
+
 template <KvFormat K>
 __device__ __forceinline__ void store_kv(void* base, int64_t i, float v) {
     if constexpr (K == KvFormat::f32) {

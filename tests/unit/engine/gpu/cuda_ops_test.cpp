@@ -469,6 +469,8 @@ INSTANTIATE_TEST_SUITE_P(
         // odd head sizes and groups: 1 KV head for 16 query heads, head size 80 and 256
         AttentionCase{16, 1, 80, DType::f32, {40}, {9}}, AttentionCase{4, 2, 256, DType::bf16, {300}, {3}},
         AttentionCase{6, 6, 16, DType::f32, {1}, {2}},
+        // a head of 20 f16 entries is no whole number of 16-byte pieces: keys loaded one at a time
+        AttentionCase{4, 2, 20, DType::f16, {50, 3}, {1, 1}},
         // prefill in query tiles, which the backend takes from one block per multiprocessor (the
         // emulator has 4): a head of 80 (spare output dims); a 130-token chunk after a prefix
         // beside a decode of 700 keys (a one-token tile); then two steps of many sequences, so
