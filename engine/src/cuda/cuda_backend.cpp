@@ -213,6 +213,16 @@ public:
         if (graphs_->launching()) cuda::invoke_rmsnorm(p, stream_);
     }
 
+    void add_rmsnorm(Tensor x, const Tensor& y, const Vec& w, float eps, Tensor out) override {
+        check_f32(x, "add_rmsnorm");
+        check_f32(y, "add_rmsnorm");
+        TPS_CHECK(x.rows == y.rows && x.cols == y.cols && w.n == x.cols && out.cols == x.cols && out.rows == x.rows,
+                  "add_rmsnorm: shape mismatch");
+        cuda::RmsNormParams p{x.f32(), vec_data(w, "add_rmsnorm"), out.f32(), x.rows, x.cols, eps};
+        TPS_CHECK(cuda::rmsnorm_supported(p), "add_rmsnorm: {} x {} is not supported", x.rows, x.cols);
+        if (graphs_->launching()) cuda::invoke_add_rmsnorm(p, x.f32(), y.f32(), stream_);
+    }
+
     void matmul(const Weight& w, const Tensor& x, Tensor y, const Weight* next) override {
         const Product one[] = {{&w, y}};
         matmul_multi(x, one, next);

@@ -1,4 +1,5 @@
-// RMSNorm per row, as HF's LlamaRMSNorm in f32: out = w * (x * rsqrt(mean(x^2) + eps)).
+// RMSNorm per row, as HF's LlamaRMSNorm in f32: out = w * (x * rsqrt(mean(x^2) + eps)); and the
+// residual add before it fused in.
 // x, out: (rows, cols) f32; w: cols f32.
 #pragma once
 
@@ -18,5 +19,8 @@ struct RmsNormParams {
 
 bool rmsnorm_supported(const RmsNormParams& p);
 void invoke_rmsnorm(const RmsNormParams& p, cudaStream_t stream);
+// x += y (x is p.x, written back), then the norm of the sum into p.out: one pass over x where an
+// add then a norm make two, with the same float operations as invoke_add then invoke_rmsnorm
+void invoke_add_rmsnorm(const RmsNormParams& p, float* x, const float* y, cudaStream_t stream);
 
 }  // namespace tps::cuda

@@ -517,7 +517,8 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
         const Weight* after = l + 1 < w_.layers.size() ? &w_.layers[l + 1].wq
                               : w_.lm_head.empty()      ? nullptr
                                                         : &w_.lm_head;
-        be_.rmsnorm(x, L.attn_norm, eps, h);
+        // (after the first layer, the norm came with the previous layer's last residual add)
+        if (l == 0) be_.rmsnorm(x, L.attn_norm, eps, h);
         const Backend::Product qkv[] = {{&L.wq, q}, {&L.wk, k}, {&L.wv, v}};
         be_.matmul_multi(h, qkv, &L.wo);
         if (!L.bq.empty()) be_.add_bias(q, L.bq);
@@ -530,9 +531,7 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
         be_.matmul(L.wo, attn, o, L.moe() ? &L.router : &L.w_gate);
         all_reduce(o, "after the attention output", l);  // row-parallel: biases once, after the sum
         if (!L.bo.empty()) be_.add_bias(o, L.bo);
-        be_.add(x, o);
-
-        be_.rmsnorm(x, L.ffn_norm, eps, h);
+        be_.add_rmsnorm(x, o, L.ffn_norm, eps, h);
         if (L.moe()) {
             moe_ffn(L, h, o, T);
         } else {
@@ -545,7 +544,11 @@ void LlamaModel::run_layers(int64_t T, const StepLayout& layout) {
         }
         all_reduce(o, "after the MLP down projection", l);
         if (!L.b_down.empty()) be_.add_bias(o, L.b_down);
-        be_.add(x, o);
+        if (l + 1 < w_.layers.size()) {
+            be_.add_rmsnorm(x, o, w_.layers[l + 1].attn_norm, eps, h);
+        } else {
+            be_.add(x, o);  // the stage's last layer: the final norm (or the next stage) reads x
+        }
     }
 }
 

@@ -161,6 +161,12 @@ public:
     virtual void swiglu(const Tensor& gate, const Tensor& up, Tensor out) = 0;
     // x += y
     virtual void add(Tensor x, const Tensor& y) = 0;
+    // x += y, then out = x / rms(x) * w: a residual add and the norm after it, which a backend
+    // may do in one pass (the CUDA backend: one kernel, x read once). The default is the two ops.
+    virtual void add_rmsnorm(Tensor x, const Tensor& y, const Vec& w, float eps, Tensor out) {
+        add(x, y);
+        rmsnorm(x, w, eps, out);
+    }
     // out[i] = x[rows[i]] (rows of the same width)
     virtual void gather_rows(const Tensor& x, std::span<const int64_t> rows, Tensor out) = 0;
     // Mixture-of-experts layers (llama.h): x = 0, and out[rows[i]] += scales[i] * y[i] (rows

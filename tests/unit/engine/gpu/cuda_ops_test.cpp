@@ -136,6 +136,32 @@ TEST_F(CudaOps, RmsNormOnRowsOfSeveralWidths) {
     }
 }
 
+// The residual add and the norm after it in one kernel: x becomes x + y exactly as add makes it,
+// and out is what add then rmsnorm give on the CPU, and on this backend bit for bit.
+TEST_F(CudaOps, AddRmsNormIsTheAddThenTheNorm) {
+    for (int64_t cols : {1, 63, 576, 5120}) {
+        const auto x = random_floats(static_cast<size_t>(5 * cols), 11 + static_cast<uint64_t>(cols), 3.0f);
+        const auto y = random_floats(static_cast<size_t>(5 * cols), 12 + static_cast<uint64_t>(cols), 3.0f);
+        const auto wv = random_floats(static_cast<size_t>(cols), 13);
+        Vec wc = make_vec(wv), wg = make_vec(wv);
+        gpu_->place(wg);
+        auto sum = x;
+        std::vector<float> want(x.size());
+        cpu_->add_rmsnorm(Tensor{sum.data(), DType::f32, 5, cols}, Tensor{const_cast<float*>(y.data()), DType::f32, 5, cols},
+                          wc, 1e-5f, Tensor{want.data(), DType::f32, 5, cols});
+        DeviceTensor dx(*gpu_, x, 5, cols), dy(*gpu_, y, 5, cols), out(*gpu_, 5, cols);
+        gpu_->add_rmsnorm(dx.t, dy.t, wg, 1e-5f, out.t);
+        EXPECT_EQ(dx.host(), sum) << cols;
+        const auto got = out.host();
+        EXPECT_TRUE(within(got, want, 1e-5)) << cols;
+        // the two ops on this backend
+        DeviceTensor ax(*gpu_, x, 5, cols), ay(*gpu_, y, 5, cols), apart(*gpu_, 5, cols);
+        gpu_->add(ax.t, ay.t);
+        gpu_->rmsnorm(ax.t, wg, 1e-5f, apart.t);
+        EXPECT_EQ(got, apart.host()) << cols;
+    }
+}
+
 struct MatmulCase {
     DType type;
     int64_t rows, cols, tokens;
