@@ -42,10 +42,11 @@ __device__ int64_t part_keys(int64_t n_keys, int64_t splits) {
 
 // A tile's keys and values to shared memory, as floats: K at k_s[j * (D + 1) + d], V at
 // v_s[j * D + d]. Where a head is whole 16-byte pieces (and the planes start aligned, as device
-// allocations do) every thread takes pieces, all of its loads issued before any store, so the
-// tile costs about one trip to memory (the block table's entry, then the piece); else a warp per
-// key, its lanes along the head, one entry a load. (A branch, not a template parameter: the
-// kernel's heavy part is compiled once.)
+// allocations do) every thread takes pieces, up to kTileLoads of K and of V issued before any
+// store, so a tile of heads of up to 128 16-bit or 64 f32 entries costs about one trip to memory
+// (the block table's entry, then the piece) and larger ones a few; else a warp per key, its lanes
+// along the head, one entry a load. (A branch, not a template parameter: the kernel's heavy part
+// is compiled once.)
 template <KvFormat K>
 __device__ __forceinline__ void load_tile(const AttentionParams& p, const int32_t* blocks, int kb, int nk, int64_t g,
                                           float* k_s, float* v_s) {

@@ -561,7 +561,8 @@ private:
     // Whether attention takes the prefill kernel, and if so its query tiles in `p`: where a
     // sequence brings several tokens and the tiles give every multiprocessor a block. Fewer tiles
     // leave the card idle where the decode kernel splits the keys instead (a short chunk after a
-    // long prefix); a replayed decode step (one token per sequence) never tiles.
+    // long prefix). No repeating step (a recorded or replayed decode shape) tiles, nor one whose
+    // tiles would all be one token. The tiles are cut at every layer's call, uploaded once.
     bool prefill_tiles(const StepLayout& step, cuda::AttentionParams& p) {
         if (graphs_->repeating() || !cuda::attention_prefill_supported(p)) return false;
         const int64_t per_tile = cuda::attention_tile_tokens(p.heads / p.kv_heads);

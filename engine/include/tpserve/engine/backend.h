@@ -162,7 +162,7 @@ public:
     // x += y
     virtual void add(Tensor x, const Tensor& y) = 0;
     // x += y, then out = x / rms(x) * w: a residual add and the norm after it, which a backend
-    // may do in one pass (the CUDA backend: one kernel, x read once). The default is the two ops.
+    // may do in one pass (the CUDA backend: one kernel instead of two). The default is the two ops.
     virtual void add_rmsnorm(Tensor x, const Tensor& y, const Vec& w, float eps, Tensor out) {
         add(x, y);
         rmsnorm(x, w, eps, out);
